@@ -1,0 +1,176 @@
+"""Where the store, namespace, secret keys and codec come from.
+
+Explicit :func:`configure` arguments win; anything not given comes from the environment
+(``GAESIGNALS_STORE``, ``GAESIGNALS_NAMESPACE``, ``GAESIGNALS_SECRET_KEY``,
+``GAESIGNALS_CODEC``); anything still missing has a default: App Engine's memcache when running
+on App Engine, otherwise the embedded in-process store. Settings are resolved once, on first
+use, and shared by every thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from .exceptions import ConfigurationError
+from .stores import Store
+
+logger = logging.getLogger("gaesignals")
+
+#: HMAC-SHA256 keys shorter than this are refused: they can be guessed.
+MIN_SECRET_KEY_BYTES = 32
+CODECS = ("pickle", "json")
+_NAMESPACE = re.compile(r"[A-Za-z0-9_-]{0,64}\Z")
+
+SecretKeys = str | bytes | Sequence[str | bytes]
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The resolved configuration every send and delivery uses."""
+
+    store: Store
+    namespace: str = ""
+    #: Frames are signed with the first key and accepted with any (rotation).
+    secret_keys: tuple[bytes, ...] = ()
+    codec: str = "pickle"
+
+
+_lock = threading.Lock()
+_settings: Settings | None = None
+
+
+def configure(
+    store: Store | str | None = None,
+    namespace: str | None = None,
+    secret_key: SecretKeys | None = None,
+    codec: str | None = None,
+) -> Settings:
+    """Set the store (a :class:`~gaesignals.stores.Store` or a URL), the key namespace, the
+    secret key(s) that sign frames, and the payload codec (``"pickle"`` or ``"json"``).
+
+    Arguments left out are read from the environment, as on first use without ``configure``.
+    Call it once at start-up, before sending or delivering.
+    """
+    global _settings
+    resolved = _resolve(store, namespace, secret_key, codec)
+    with _lock:
+        _settings = resolved
+    return resolved
+
+
+def get_settings() -> Settings:
+    """The current settings, resolved from the environment on first use."""
+    global _settings
+    current = _settings
+    if current is None:
+        with _lock:
+            if _settings is None:
+                _settings = _resolve(None, None, None, None)
+            current = _settings
+    return current
+
+
+def reset() -> None:
+    """Forget the settings; the next use resolves them from the environment again."""
+    global _settings
+    with _lock:
+        _settings = None
+
+
+def on_app_engine() -> bool:
+    """True inside App Engine's standard environment (not merely the local dev tools)."""
+    return os.environ.get("GAE_ENV") == "standard" or "GAE_APPLICATION" in os.environ
+
+
+def store_from_url(url: str) -> Store:
+    """``memory://``, ``appengine://`` or ``memcached://host:port[,host:port...]``."""
+    scheme = url.partition("://")[0].lower()
+    if scheme == "memory":
+        from .stores.memory import MemoryStore
+
+        return MemoryStore()
+    if scheme == "appengine":
+        from .stores.appengine import AppEngineStore
+
+        return AppEngineStore()
+    if scheme == "memcached":
+        from .stores.memcached import MemcachedStore
+
+        return MemcachedStore.from_url(url)
+    raise ConfigurationError(
+        f"unknown store URL {url!r}: expected memory://, appengine:// or memcached://host:port"
+    )
+
+
+def _resolve(
+    store: Store | str | None,
+    namespace: str | None,
+    secret_key: SecretKeys | None,
+    codec: str | None,
+) -> Settings:
+    env = os.environ
+    if namespace is None:
+        namespace = env.get("GAESIGNALS_NAMESPACE", "")
+    if not _NAMESPACE.match(namespace):
+        raise ConfigurationError(
+            f"namespace {namespace!r} must be at most 64 letters, digits, '_' or '-'"
+        )
+    if codec is None:
+        codec = env.get("GAESIGNALS_CODEC", "pickle") or "pickle"
+    if codec not in CODECS:
+        raise ConfigurationError(f"codec {codec!r} is not one of {', '.join(CODECS)}")
+    if secret_key is None:
+        raw = env.get("GAESIGNALS_SECRET_KEY", "")
+        secret_key = [part for part in raw.split(",") if part.strip()]
+    keys = _secret_keys(secret_key)
+    if store is None:
+        store = env.get("GAESIGNALS_STORE") or None
+    if isinstance(store, str):
+        store = store_from_url(store)
+    elif store is None:
+        store = _default_store()
+    elif not isinstance(store, Store):
+        raise TypeError(f"store must be a Store or a URL string, not {type(store).__name__}")
+    if store.shared and not keys and codec == "pickle":
+        logger.warning(
+            "gaesignals: no secret key is set, so pickled payloads read from %r are trusted "
+            "as they are; anyone who can write to that cache can run code in this process. "
+            "Set GAESIGNALS_SECRET_KEY (32+ bytes) to sign and verify every payload.",
+            store,
+        )
+    return Settings(store=store, namespace=namespace, secret_keys=keys, codec=codec)
+
+
+def _secret_keys(secret_key: SecretKeys) -> tuple[bytes, ...]:
+    items: Sequence[str | bytes] = (
+        [secret_key] if isinstance(secret_key, str | bytes) else secret_key
+    )
+    keys = []
+    for item in items:
+        key = item.strip().encode("utf-8") if isinstance(item, str) else bytes(item)
+        if len(key) < MIN_SECRET_KEY_BYTES:
+            raise ConfigurationError(
+                f"a secret key must be at least {MIN_SECRET_KEY_BYTES} bytes, got {len(key)}; "
+                'make one with: python -c "import secrets; print(secrets.token_urlsafe(48))"'
+            )
+        keys.append(key)
+    return tuple(keys)
+
+
+def _default_store() -> Store:
+    if on_app_engine():
+        from .stores.appengine import AppEngineStore
+
+        return AppEngineStore()
+    from .stores.memory import MemoryStore
+
+    logger.info(
+        "gaesignals: no GAESIGNALS_STORE set, using the embedded in-process store; signals are "
+        "process-local (other processes and workers will not see them)"
+    )
+    return MemoryStore()

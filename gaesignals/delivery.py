@@ -1,0 +1,400 @@
+"""The delivering side: :class:`SignalMapping` and :func:`deliver`, weak and reliable.
+
+Weak (the default) takes every pending payload of every signal in two batched calls: one read
+of all keys with CAS tokens, one CAS reset of the non-empty ones. A payload goes to the handlers
+only if the reset of its key won, so no payload is delivered twice and none is lost to a race;
+keys that lost a race are retried a few times within the call. At most once: a handler that
+raises, or a process that dies after the reset, loses those payloads.
+
+Reliable takes a per-signal lock with a lease, runs the handlers, and only then removes exactly
+the payloads it delivered. At least once: a crash or a raising handler leaves the payload for
+the next delivery; after ``max_attempts`` failures it moves to the signal's dead letters.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import pickle
+import secrets
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any, TypeVar
+
+from . import frames
+from .config import Settings, get_settings
+from .exceptions import GaeSignalsError
+from .signals import Contention, SignalKeys, append_frames, check_name, signal_keys
+from .stores import Connection
+
+logger = logging.getLogger("gaesignals")
+
+Handler = Callable[..., object]
+HandlerSpec = Handler | Sequence[Handler]
+
+DEFAULT_LEASE = 30
+DEFAULT_MAX_ATTEMPTS = 5
+#: Rounds of read + reset a weak delivery makes for keys whose reset lost a race.
+WEAK_ROUNDS = 4
+#: Rounds of CAS a reliable delivery makes to remove what it delivered.
+ACK_ROUNDS = 32
+#: memcached reads larger expiry values as absolute Unix times.
+MAX_LEASE = 30 * 24 * 3600
+
+F = TypeVar("F", bound=Handler)
+
+
+def pass_signal_name(handler: F) -> F:
+    """Mark a handler that wants the signal's name: called ``handler(data, signal_name=name)``.
+
+    Useful when one handler serves many per-user signals (``user_<id>_password_change``).
+    """
+    handler.__gaesignals_pass_name__ = True  # type: ignore[attr-defined]
+    return handler
+
+
+class SignalMapping:
+    """Signal names and their handlers, validated once and reusable across deliveries.
+
+    Built from a list of ``(name, handler)`` pairs (a name may repeat; its handlers add up in
+    order), a dict, or another mapping. A handler is one callable or a list of them.
+    ``lease`` and ``max_attempts`` are the defaults for reliable delivery of this mapping.
+    """
+
+    def __init__(
+        self,
+        mapping: SignalMapping | Mapping[str, HandlerSpec] | Iterable[tuple[str, HandlerSpec]] = (),
+        *,
+        lease: int = DEFAULT_LEASE,
+        max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+    ) -> None:
+        self.lease = _check_lease(lease)
+        if not isinstance(max_attempts, int) or max_attempts < 1:
+            raise ValueError(f"max_attempts must be a positive int, got {max_attempts!r}")
+        self.max_attempts = max_attempts
+        self._handlers: dict[str, tuple[Handler, ...]] = {}
+        pairs: Iterable[tuple[str, HandlerSpec]]
+        pairs = mapping.items() if isinstance(mapping, SignalMapping | Mapping) else mapping
+        for pair in pairs:
+            if not isinstance(pair, tuple) or len(pair) != 2:
+                raise TypeError(f"expected (name, handler) pairs, got {pair!r}")
+            name, spec = pair
+            handlers = (spec,) if callable(spec) else tuple(spec)
+            for handler in handlers:
+                if not callable(handler):
+                    raise TypeError(f"handler {handler!r} for signal {name!r} is not callable")
+            self._handlers[check_name(name)] = self._handlers.get(name, ()) + handlers
+
+    @classmethod
+    def coerce(cls, mapping: Any) -> SignalMapping:
+        """Return ``mapping`` if it is a :class:`SignalMapping`, else build one from it."""
+        return mapping if isinstance(mapping, SignalMapping) else cls(mapping)
+
+    def __repr__(self) -> str:
+        return f"SignalMapping({list(self._handlers)!r})"
+
+    def __len__(self) -> int:
+        return len(self._handlers)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._handlers)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._handlers
+
+    def items(self) -> Iterator[tuple[str, tuple[Handler, ...]]]:
+        return iter(self._handlers.items())
+
+    def handlers(self, name: str) -> tuple[Handler, ...]:
+        return self._handlers[name]
+
+
+def deliver(
+    mapping: SignalMapping | Mapping[str, HandlerSpec] | Iterable[tuple[str, HandlerSpec]],
+    reliable: bool = False,
+    *,
+    lease: int | None = None,
+    max_attempts: int | None = None,
+) -> int:
+    """Run the handlers of every signal in ``mapping`` on its pending payloads.
+
+    Each handler is called ``handler(data)`` once per payload, in send order within a signal.
+    Returns how many payloads were delivered with every handler succeeding. Handler errors are
+    logged (logger ``gaesignals``) and never raised; a store outage raises
+    :class:`~gaesignals.StoreUnavailable`. ``reliable`` chooses at-least-once delivery under a
+    lock with a ``lease`` in seconds (see the module docstring).
+    """
+    signals = SignalMapping.coerce(mapping)
+    if not signals:
+        return 0
+    settings = get_settings()
+    if reliable:
+        return _deliver_reliable(
+            signals,
+            settings,
+            _check_lease(signals.lease if lease is None else lease),
+            signals.max_attempts if max_attempts is None else max_attempts,
+        )
+    return _deliver_weak(signals, settings)
+
+
+def _check_lease(lease: int) -> int:
+    if not isinstance(lease, int) or not 1 <= lease <= MAX_LEASE:
+        raise ValueError(
+            f"lease must be a whole number of seconds in 1..{MAX_LEASE}, got {lease!r}"
+        )
+    return lease
+
+
+# -- weak -----------------------------------------------------------------------------------------
+
+
+def _deliver_weak(signals: SignalMapping, settings: Settings) -> int:
+    names = {signal_keys(name, settings.namespace).queue: name for name in signals}
+    delivered = 0
+    todo = list(names)
+    with settings.store.connection() as conn:
+        for _ in range(WEAK_ROUNDS):
+            current = conn.gets_many(todo)
+            taken = {key: (b"", token) for key, (value, token) in current.items() if value}
+            if not taken:
+                break
+            won = conn.cas_many(taken)
+            for key in todo:
+                if won.get(key):
+                    name = names[key]
+                    value = current[key][0]
+                    for frame in _frames(name, key, value, settings):
+                        ok, _ = _run(name, signals.handlers(name), frame, settings)
+                        delivered += ok
+            todo = [key for key in taken if not won[key]]
+            if not todo:
+                break
+        else:
+            logger.warning(
+                "gaesignals: %d signal(s) stayed contended; left for the next delivery", len(todo)
+            )
+    return delivered
+
+
+# -- shared by both modes -------------------------------------------------------------------------
+
+
+def _frames(name: str, key: str, value: bytes, settings: Settings) -> list[frames.Frame]:
+    parsed, bad = frames.parse(value, key.encode(), settings.secret_keys)
+    for region in bad:
+        logger.error(
+            "gaesignals: dropped %d unreadable byte(s) in signal %r (key %s): %s",
+            region.end - region.start,
+            name,
+            key,
+            region.reason,
+        )
+    return parsed
+
+
+def decode(frame: frames.Frame, settings: Settings) -> Any:
+    """Deserialize a verified frame's body. JSON frames are always accepted; pickle frames only
+    while the configured codec is pickle, so choosing JSON also stops unpickling."""
+    if frame.flags & frames.FLAG_JSON:
+        return json.loads(frame.body)
+    if settings.codec != "pickle":
+        raise GaeSignalsError("a pickled frame arrived while the codec is json; refused")
+    return pickle.loads(frame.body)
+
+
+def _run(
+    name: str, handlers: Sequence[Handler], frame: frames.Frame, settings: Settings
+) -> tuple[bool, bool]:
+    """Decode a frame and call every handler; returns (all ok, decoded ok). Logs failures."""
+    try:
+        data = decode(frame, settings)
+    except Exception:
+        logger.exception("gaesignals: could not decode a payload of signal %r", name)
+        return False, False
+    ok = True
+    for handler in handlers:
+        try:
+            if getattr(handler, "__gaesignals_pass_name__", False):
+                handler(data, signal_name=name)
+            else:
+                handler(data)
+        except Exception:
+            ok = False
+            logger.exception("gaesignals: handler %r for signal %r failed", handler, name)
+    return ok, True
+
+
+# -- reliable -------------------------------------------------------------------------------------
+
+
+def _deliver_reliable(
+    signals: SignalMapping, settings: Settings, lease: int, max_attempts: int
+) -> int:
+    owner = secrets.token_hex(16).encode()
+    keys = {name: signal_keys(name, settings.namespace) for name in signals}
+    delivered = 0
+    with settings.store.connection() as conn:
+        held = _acquire(conn, [k.lock for k in keys.values()], owner, lease)
+        try:
+            mine = [name for name, k in keys.items() if k.lock in held]
+            current = conn.gets_many([keys[name].queue for name in mine]) if mine else {}
+            for name in mine:
+                item = current.get(keys[name].queue)
+                if item and item[0]:
+                    delivered += _deliver_one(
+                        conn,
+                        settings,
+                        name,
+                        keys[name],
+                        item,
+                        signals.handlers(name),
+                        max_attempts,
+                    )
+        finally:
+            if held:
+                _release(conn, sorted(held), owner, lease)
+    return delivered
+
+
+def _acquire(conn: Connection, locks: list[str], owner: bytes, lease: int) -> set[str]:
+    """Take every lock that is free; a released lock is an empty value, a held one its owner."""
+    added = conn.add_many(dict.fromkeys(locks, owner), expire=lease)
+    held = {key for key, ok in added.items() if ok}
+    rest = [key for key in locks if not added[key]]
+    if rest:
+        current = conn.gets_many(rest)
+        free = {k: (owner, current[k][1]) for k in rest if k in current and not current[k][0]}
+        if free:
+            held.update(k for k, ok in conn.cas_many(free, expire=lease).items() if ok)
+        gone = [k for k in rest if k not in current]
+        if gone:
+            held.update(
+                k for k, ok in conn.add_many(dict.fromkeys(gone, owner), expire=lease).items() if ok
+            )
+    return held
+
+
+def _release(conn: Connection, locks: list[str], owner: bytes, lease: int) -> None:
+    """Release only the locks this owner still holds: a lock whose lease ran out and was taken
+    by another deliverer is left alone (compare-and-set, never a blind delete)."""
+    current = conn.gets_many(locks)
+    ours = {k: (b"", current[k][1]) for k in locks if k in current and current[k][0] == owner}
+    if ours:
+        conn.cas_many(ours, expire=lease)
+
+
+def _deliver_one(
+    conn: Connection,
+    settings: Settings,
+    name: str,
+    keys: SignalKeys,
+    item: tuple[bytes, object],
+    handlers: Sequence[Handler],
+    max_attempts: int,
+) -> int:
+    """Deliver one locked signal's payloads in order, then remove what was done."""
+    value, token = item
+    delivered = 0
+    keep = b""
+    for frame in _frames(name, keys.queue, value, settings):
+        ok, _ = _run(name, handlers, frame, settings)
+        if ok:
+            delivered += 1
+            continue
+        attempts = frame.attempts + 1
+        raw = frames.with_attempts(value[frame.start : frame.end], attempts)
+        if attempts >= max_attempts and _dead_letter(conn, settings, name, keys, raw, attempts):
+            continue
+        # Stop here so the signal's order holds: this payload is retried first next time.
+        keep = raw + value[frame.end :]
+        break
+    _acknowledge(conn, name, keys.queue, value, token, keep)
+    return delivered
+
+
+def _dead_letter(
+    conn: Connection, settings: Settings, name: str, keys: SignalKeys, raw: bytes, attempts: int
+) -> bool:
+    try:
+        append_frames(conn, settings.store, {keys.dead: raw})
+    except GaeSignalsError:
+        logger.exception("gaesignals: could not dead-letter a payload of %r; it stays queued", name)
+        return False
+    logger.error(
+        "gaesignals: a payload of signal %r failed %d times and moved to its dead letters",
+        name,
+        attempts,
+    )
+    return True
+
+
+def _acknowledge(
+    conn: Connection, name: str, key: str, taken: bytes, token: object, keep: bytes
+) -> None:
+    """Replace the bytes ``taken`` at the head of the key by ``keep``, keeping whatever senders
+    appended meanwhile. Only appends can happen under our lock, so the head is still ``taken``;
+    if it is not (the lease ran out and another deliverer acknowledged), nothing is written."""
+    tail = b""
+    for _ in range(ACK_ROUNDS):
+        if conn.cas_many({key: (keep + tail, token)})[key]:
+            return
+        current = conn.gets_many([key]).get(key)
+        if current is None:
+            if not keep or conn.add_many({key: keep})[key]:
+                return
+            continue
+        if not current[0].startswith(taken):
+            logger.warning(
+                "gaesignals: signal %r changed under its lock (lease too short?); "
+                "its delivered payloads may be delivered again",
+                name,
+            )
+            return
+        tail, token = current[0][len(taken) :], current[1]
+    logger.error("gaesignals: could not acknowledge signal %r; its payloads will come again", name)
+
+
+# -- dead letters ---------------------------------------------------------------------------------
+
+
+def dead_letters(name: str) -> list[Any]:
+    """The payloads of ``name`` that failed ``max_attempts`` reliable deliveries, oldest first."""
+    settings = get_settings()
+    keys = signal_keys(check_name(name), settings.namespace)
+    with settings.store.connection() as conn:
+        item = conn.gets_many([keys.dead]).get(keys.dead)
+    if not item:
+        return []
+    return [decode(f, settings) for f in _frames(name, keys.queue, item[0], settings)]
+
+
+def requeue_dead_letters(name: str) -> int:
+    """Move the dead letters of ``name`` back to its queue (attempts reset); returns how many."""
+    return _take_dead_letters(name, requeue=True)
+
+
+def purge_dead_letters(name: str) -> int:
+    """Delete the dead letters of ``name``; returns how many there were."""
+    return _take_dead_letters(name, requeue=False)
+
+
+def _take_dead_letters(name: str, *, requeue: bool) -> int:
+    settings = get_settings()
+    keys = signal_keys(check_name(name), settings.namespace)
+    with settings.store.connection() as conn:
+        for _ in range(ACK_ROUNDS):
+            item = conn.gets_many([keys.dead]).get(keys.dead)
+            if not item or not item[0]:
+                return 0
+            if not conn.cas_many({keys.dead: (b"", item[1])})[keys.dead]:
+                continue  # another failure was dead-lettered meanwhile: read again
+            found = _frames(name, keys.queue, item[0], settings)
+            if requeue and found:
+                fresh = b"".join(frames.with_attempts(item[0][f.start : f.end], 0) for f in found)
+                try:
+                    append_frames(conn, settings.store, {keys.queue: fresh})
+                except GaeSignalsError:
+                    append_frames(conn, settings.store, {keys.dead: item[0]})
+                    raise
+            return len(found)
+    raise Contention(f"the dead letters of {name!r} kept changing; try again")

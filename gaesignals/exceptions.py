@@ -1,0 +1,52 @@
+"""The errors gaesignals raises, all under one root.
+
+::
+
+    GaeSignalsError
+     ├── InvalidSignalName   (also ValueError)  empty, non-str or absurdly long name
+     ├── ConfigurationError  (also ValueError)  bad store URL, short secret key
+     ├── PayloadTooLarge     (also ValueError)  one payload cannot fit in one cache item
+     ├── QueueFull                              the signal's pending bytes would pass the item limit
+     ├── StoreUnavailable                       the cache is down, timed out or refused the call
+     └── BadFrame                               bytes in the cache that are not a valid frame
+
+Programmer mistakes that are not about a signal (a handler that is not callable, a mapping of the
+wrong shape) stay plain ``TypeError``/``ValueError``. Errors caused by another error carry it as
+``__cause__``.
+"""
+
+from __future__ import annotations
+
+
+class GaeSignalsError(Exception):
+    """Root of every error this library raises on purpose."""
+
+
+class InvalidSignalName(GaeSignalsError, ValueError):
+    """A signal name that is empty, not a ``str``, or longer than ``MAX_NAME_LENGTH``."""
+
+
+class ConfigurationError(GaeSignalsError, ValueError):
+    """Settings that cannot work: an unknown store URL, a secret key that is too short."""
+
+
+class PayloadTooLarge(GaeSignalsError, ValueError):
+    """One payload, once framed, is larger than the store's item limit; nothing was written."""
+
+
+class QueueFull(GaeSignalsError):
+    """The signal already holds so many pending bytes that this payload would not fit.
+
+    Nothing was written; deliver the signal (or send less) and try again.
+    """
+
+
+class StoreUnavailable(GaeSignalsError):
+    """The cache could not be reached or did not answer in time; the call did not take effect.
+
+    ``send`` raises it instead of reporting success for a payload it could not store.
+    """
+
+
+class BadFrame(GaeSignalsError):
+    """Bytes in a signal's key that do not parse as a frame, or whose signature does not match."""

@@ -1,0 +1,161 @@
+"""The byte format of pending payloads.
+
+A signal's value in the cache is a run of frames, appended one after another::
+
+    offset  size  field
+    0       2     magic  b"\\xa7\\x5c"  (lets a reader find the next frame after a bad one)
+    2       1     version (1)
+    3       1     flags: bit 0 = signed (a 32-byte tag follows the header), bit 1 = JSON body
+    4       2     attempts: failed reliable deliveries so far (rewritten in place, not signed)
+    6       4     length of the body, big-endian
+    10      4     CRC-32 of bytes 2-3, 6-9, the tag and the body
+    14      32    HMAC-SHA256 tag, only when signed: over the signal's key, bytes 2-3 and the body
+    ..      n     body: the pickled (or JSON) payload
+
+The CRC catches truncation and garbage cheaply and makes a false frame boundary found by
+scanning for the magic a 1-in-4-billion accident; the tag, when a secret key is configured, is
+what makes a frame trusted. A frame is never deserialized unless it passed both.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import struct
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+MAGIC = b"\xa7\x5c"
+VERSION = 1
+FLAG_SIGNED = 0x01
+FLAG_JSON = 0x02
+_KNOWN_FLAGS = FLAG_SIGNED | FLAG_JSON
+
+HEADER = struct.Struct(">2sBBHII")
+HEADER_SIZE = HEADER.size  # 14
+TAG_SIZE = 32
+MAX_ATTEMPTS_FIELD = 0xFFFF
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    """One parsed, verified frame and where it sits in the value it came from."""
+
+    start: int
+    end: int
+    flags: int
+    attempts: int
+    body: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class BadRegion:
+    """A stretch of bytes that could not be read as a frame, and why."""
+
+    start: int
+    end: int
+    reason: str
+
+
+def encode(
+    body: bytes,
+    signal_key: bytes,
+    secret_keys: Sequence[bytes] = (),
+    *,
+    json_body: bool = False,
+    attempts: int = 0,
+) -> bytes:
+    """Frame one serialized payload for ``signal_key``, signed with the first secret key if any."""
+    flags = FLAG_JSON if json_body else 0
+    tag = b""
+    if secret_keys:
+        flags |= FLAG_SIGNED
+        tag = hmac.digest(
+            secret_keys[0], signal_key + b"\x00" + bytes((VERSION, flags)) + body, hashlib.sha256
+        )
+    return _assemble(flags, min(attempts, MAX_ATTEMPTS_FIELD), tag, body)
+
+
+def _assemble(flags: int, attempts: int, tag: bytes, body: bytes) -> bytes:
+    vf = bytes((VERSION, flags))
+    length = struct.pack(">I", len(body))
+    crc = zlib.crc32(body, zlib.crc32(tag, zlib.crc32(length, zlib.crc32(vf))))
+    return HEADER.pack(MAGIC, VERSION, flags, attempts, len(body), crc) + tag + body
+
+
+def with_attempts(raw_frame: bytes, attempts: int) -> bytes:
+    """Return ``raw_frame`` (one whole, valid frame) with its attempts counter replaced."""
+    return raw_frame[:4] + struct.pack(">H", min(attempts, MAX_ATTEMPTS_FIELD)) + raw_frame[6:]
+
+
+def parse(
+    value: bytes, signal_key: bytes, secret_keys: Sequence[bytes] = ()
+) -> tuple[list[Frame], list[BadRegion]]:
+    """Split ``value`` into verified frames and the bad regions between them.
+
+    Never raises on any input. After a bad frame the parser scans for the next magic and goes
+    on from there, so valid frames after garbage are still found. With ``secret_keys`` set, a
+    frame without a tag made by one of them is bad, whatever its CRC says.
+    """
+    frames: list[Frame] = []
+    bad: list[BadRegion] = []
+    pos = 0
+    size = len(value)
+    bad_start = -1
+    bad_reason = ""
+    unpack = HEADER.unpack_from
+    while pos < size:
+        reason = ""
+        if size - pos < HEADER_SIZE:
+            reason = "truncated header"
+        else:
+            magic, version, flags, attempts, length, crc = unpack(value, pos)
+            if magic != MAGIC:
+                reason = "no frame magic"
+            elif version != VERSION:
+                reason = f"unknown frame version {version}"
+            elif flags & ~_KNOWN_FLAGS:
+                reason = f"unknown frame flags {flags:#04x}"
+            else:
+                tag_end = pos + HEADER_SIZE + (TAG_SIZE if flags & FLAG_SIGNED else 0)
+                end = tag_end + length
+                if end > size:
+                    reason = "declared length runs past the end of the value"
+                else:
+                    vf = value[pos + 2 : pos + 4]
+                    tag = value[pos + HEADER_SIZE : tag_end]
+                    body = value[tag_end:end]
+                    check = zlib.crc32(
+                        body, zlib.crc32(tag, zlib.crc32(value[pos + 6 : pos + 10], zlib.crc32(vf)))
+                    )
+                    if check != crc:
+                        reason = "CRC mismatch"
+                    elif secret_keys:
+                        if not flags & FLAG_SIGNED:
+                            reason = "unsigned frame while a secret key is configured"
+                        elif not _verify(secret_keys, signal_key, vf, body, tag):
+                            reason = "signature mismatch"
+                    if not reason:
+                        if bad_start >= 0:
+                            bad.append(BadRegion(bad_start, pos, bad_reason))
+                            bad_start = -1
+                        frames.append(Frame(pos, end, flags, attempts, body))
+                        pos = end
+                        continue
+        if bad_start < 0:
+            bad_start, bad_reason = pos, reason
+        nxt = value.find(MAGIC, pos + 1)
+        pos = size if nxt < 0 else nxt
+    if bad_start >= 0:
+        bad.append(BadRegion(bad_start, size, bad_reason))
+    return frames, bad
+
+
+def _verify(
+    secret_keys: Sequence[bytes], signal_key: bytes, vf: bytes, body: bytes, tag: bytes
+) -> bool:
+    message = signal_key + b"\x00" + vf + body
+    return any(
+        hmac.compare_digest(hmac.digest(key, message, hashlib.sha256), tag) for key in secret_keys
+    )

@@ -1,0 +1,49 @@
+"""WSGI middleware that delivers signals at the start of every request."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from .delivery import HandlerSpec, SignalMapping, deliver
+from .exceptions import GaeSignalsError
+
+logger = logging.getLogger("gaesignals")
+
+WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+
+
+class SignalsMiddleware:
+    """Deliver ``mapping`` before the wrapped app sees each request.
+
+    Delivery never breaks a request: handler errors are logged by :func:`deliver`, and a store
+    outage is logged once for the request, which then goes on as if nothing were pending.
+    The app's response iterable is returned untouched.
+    """
+
+    def __init__(
+        self,
+        app: WSGIApp,
+        mapping: SignalMapping | dict[str, HandlerSpec] | Iterable[tuple[str, HandlerSpec]],
+        reliable: bool = False,
+        *,
+        lease: int | None = None,
+        max_attempts: int | None = None,
+    ) -> None:
+        self.app = app
+        self.mapping = SignalMapping.coerce(mapping)
+        self.reliable = reliable
+        self.lease = lease
+        self.max_attempts = max_attempts
+
+    def __call__(
+        self, environ: dict[str, Any], start_response: Callable[..., Any]
+    ) -> Iterable[bytes]:
+        try:
+            deliver(self.mapping, self.reliable, lease=self.lease, max_attempts=self.max_attempts)
+        except GaeSignalsError as error:
+            logger.error("gaesignals: no delivery for this request: %s", error)
+        except Exception:
+            logger.exception("gaesignals: no delivery for this request")
+        return self.app(environ, start_response)

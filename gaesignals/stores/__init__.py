@@ -1,0 +1,70 @@
+"""Where pending payloads live: one small Protocol and its adapters.
+
+Delivery needs only a handful of batched calls, so that is all a store offers. Every call works
+on many keys at once and costs one round trip per server however many keys it names. A
+:class:`Connection` is pinned for a unit of work: a CAS token read through it is only honoured by
+the same connection, which is how a token read before a memcached restart can never match an
+item written after it (the old socket is dead, so the token is refused instead of compared).
+
+Adapters: :class:`~gaesignals.stores.memory.MemoryStore` (in-process, the development default),
+:class:`~gaesignals.stores.memcached.MemcachedStore` (pymemcache ``Client``, ``PooledClient`` or
+``HashClient``) and :class:`~gaesignals.stores.appengine.AppEngineStore` (App Engine's bundled
+memcache). The adapters for real caches import their client libraries only when constructed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager
+from typing import Protocol, runtime_checkable
+
+#: memcached's and App Engine's practical ceiling for one value, and ours by default.
+DEFAULT_MAX_VALUE_SIZE = 1_000_000
+#: memcached refuses longer keys; App Engine would hash them silently, we do it explicitly.
+MAX_KEY_LENGTH = 250
+
+
+class Connection(Protocol):
+    """The calls delivery makes, each batched over many keys."""
+
+    def gets_many(self, keys: Sequence[str]) -> dict[str, tuple[bytes, object]]:
+        """Read the keys that exist, each with an opaque CAS token valid on this connection."""
+        ...
+
+    def cas_many(
+        self, items: Mapping[str, tuple[bytes, object]], expire: int = 0
+    ) -> dict[str, bool]:
+        """Replace each value only if it is unchanged since its token was read; True if stored."""
+        ...
+
+    def add_many(self, items: Mapping[str, bytes], expire: int = 0) -> dict[str, bool]:
+        """Create each key only if it does not exist; True if created."""
+        ...
+
+    def append_many(self, items: Mapping[str, bytes]) -> dict[str, bool]:
+        """Atomically append to each existing key; False if the key is missing or would be too
+        large. Only called when the store's ``supports_append`` is true."""
+        ...
+
+    def delete_many(self, keys: Sequence[str]) -> None:
+        """Remove the keys, present or not."""
+        ...
+
+
+@runtime_checkable
+class Store(Protocol):
+    """A cache that holds pending payloads."""
+
+    #: The largest value one key may hold, in bytes.
+    max_value_size: int
+    #: Whether the connection has an atomic ``append_many`` (else sends use gets + cas).
+    supports_append: bool
+    #: Whether other processes or machines can read and write this cache.
+    shared: bool
+
+    def connection(self) -> AbstractContextManager[Connection]:
+        """A connection pinned for one unit of work (a send, a delivery)."""
+        ...
+
+
+__all__ = ["DEFAULT_MAX_VALUE_SIZE", "MAX_KEY_LENGTH", "Connection", "Store"]

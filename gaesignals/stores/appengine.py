@@ -1,0 +1,131 @@
+"""App Engine's bundled memcache, through ``appengine-python-standard``.
+
+Three rules of that API shape this adapter:
+
+* a ``memcache.Client`` keeps the CAS ids of what it read inside itself, so each
+  :meth:`AppEngineStore.connection` gets a client of its own, used by one thread for one unit
+  of work, and the ids it read are put back explicitly before each CAS;
+* ``namespace=None`` means "the current request's namespace", so every call names ours;
+* the client unpickles values stored with its pickle flag: ours is given an unpickler that
+  refuses, so a pickled value planted by another service of the app never executes. Such a
+  value reads as bytes that no frame parser accepts, and is dropped like any garbage.
+
+App Engine has no atomic append, so sends take the gets + cas path.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from ..exceptions import StoreUnavailable
+from . import DEFAULT_MAX_VALUE_SIZE
+
+#: What a value App Engine would have unpickled (or decoded to a non-bytes type) reads as.
+FOREIGN_VALUE = b"\x00gaesignals: foreign value, not raw bytes\x00"
+
+
+class _Refused:
+    """Stands in for whatever a pickled value would have produced."""
+
+
+class RefusingUnpickler:
+    """An ``Unpickler`` replacement that reads nothing and runs nothing."""
+
+    def __init__(self, file: io.BytesIO, *args: object, **kwargs: object) -> None:
+        self.persistent_load = None
+
+    def load(self) -> _Refused:
+        return _Refused()
+
+
+class _Connection:
+    def __init__(self, store: AppEngineStore) -> None:
+        from google.appengine.api import memcache
+
+        self._memcache = memcache
+        self._client = memcache.Client(unpickler=RefusingUnpickler)
+        self._ns = store.namespace
+        self._max = store.max_value_size
+
+    def _statuses(self, policy: Any, items: Mapping[str, bytes], expire: int) -> dict[str, bool]:
+        fitting = {k: v for k, v in items.items() if len(v) <= self._max}
+        result = {k: False for k in items if k not in fitting}
+        if not fitting:
+            return result
+        rpc = self._client._set_multi_async_with_policy(
+            policy, fitting, time=expire, namespace=self._ns
+        )
+        statuses = rpc.get_result()
+        if statuses is None:
+            raise StoreUnavailable("App Engine memcache did not answer a set")
+        for key in fitting:
+            status = statuses.get(key)
+            if status == self._memcache.ERROR:
+                raise StoreUnavailable(f"App Engine memcache failed to store {key!r}")
+            result[key] = status == self._memcache.STORED
+        return result
+
+    def gets_many(self, keys: Sequence[str]) -> dict[str, tuple[bytes, object]]:
+        values = self._client.get_multi(list(keys), namespace=self._ns, for_cas=True)
+        result: dict[str, tuple[bytes, object]] = {}
+        for key, value in values.items():
+            token = self._client._cas_ids.get((self._ns, key.encode("utf-8")))
+            result[key] = (value if isinstance(value, bytes) else FOREIGN_VALUE, token)
+        return result
+
+    def cas_many(
+        self, items: Mapping[str, tuple[bytes, object]], expire: int = 0
+    ) -> dict[str, bool]:
+        values = {}
+        result = {}
+        for key, (value, token) in items.items():
+            if token is None:
+                result[key] = False
+                continue
+            self._client._cas_ids[(self._ns, key.encode("utf-8"))] = token
+            values[key] = value
+        from google.appengine.api.memcache import MemcacheSetRequest
+
+        result.update(self._statuses(MemcacheSetRequest.CAS, values, expire))
+        return result
+
+    def add_many(self, items: Mapping[str, bytes], expire: int = 0) -> dict[str, bool]:
+        from google.appengine.api.memcache import MemcacheSetRequest
+
+        return self._statuses(MemcacheSetRequest.ADD, items, expire)
+
+    def append_many(self, items: Mapping[str, bytes]) -> dict[str, bool]:
+        raise NotImplementedError("App Engine memcache has no atomic append")
+
+    def delete_many(self, keys: Sequence[str]) -> None:
+        if not self._client.delete_multi(list(keys), namespace=self._ns):
+            raise StoreUnavailable("App Engine memcache did not answer a delete")
+
+
+class AppEngineStore:
+    """Pending payloads in App Engine's memcache (or the testbed's memcache stub).
+
+    ``namespace`` is the App Engine memcache namespace to use, always passed explicitly
+    (``""`` is the default namespace, not the request's).
+    """
+
+    supports_append = False
+    shared = True
+
+    def __init__(
+        self, *, namespace: str = "", max_value_size: int = DEFAULT_MAX_VALUE_SIZE
+    ) -> None:
+        from google.appengine.api import memcache  # fail at construction, not at first send
+
+        self.namespace = namespace
+        self.max_value_size = min(max_value_size, memcache.MAX_VALUE_SIZE)
+
+    def __repr__(self) -> str:
+        return f"AppEngineStore(namespace={self.namespace!r})"
+
+    @contextmanager
+    def connection(self) -> Iterator[_Connection]:
+        yield _Connection(self)
