@@ -276,6 +276,10 @@ class MemcachedStore:
         hashed = HashClient(servers, use_pooling=True, retry_attempts=1, dead_timeout=5, **options)
         return cls(hashed, max_value_size=max_value_size)
 
+    def close(self) -> None:
+        """Close every socket the client holds (they reopen on next use)."""
+        self.client.close()
+
     @contextmanager
     def connection(self) -> Iterator[_Connection]:
         connection = _Connection(self)
