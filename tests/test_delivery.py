@@ -214,3 +214,40 @@ def test_queue_key_holds_nothing_after_weak_delivery(store: Any, raw: RawAccess)
     assert raw.get(queue_key("drain"))
     deliver({"drain": lambda d: None})
     assert raw.get(queue_key("drain")) == b""
+
+
+def test_lease_expiry_hands_a_crashed_deliverers_signal_over() -> None:
+    """A lock left by a deliverer that died expires after its lease; the next reliable
+    delivery then takes the payloads it never acknowledged."""
+    from gaesignals.stores.memory import MemoryStore
+
+    now = [1000.0]
+    store = MemoryStore(clock=lambda: now[0])
+    gaesignals.configure(store=store)
+    send("crash", "survives")
+    keys = signal_keys("crash", "")
+    with store.connection() as conn:
+        assert conn.add_many({keys.lock: b"dead-owner"}, expire=30)  # what a crash leaves
+    got, handler = collect()
+    assert deliver({"crash": handler}, reliable=True, lease=30) == 0
+    now[0] += 31
+    assert deliver({"crash": handler}, reliable=True, lease=30) == 1
+    assert got == ["survives"]
+
+
+def test_release_never_frees_another_owners_lock() -> None:
+    """If our lease ran out and another deliverer took the lock, our release leaves it."""
+    from gaesignals.delivery import _acquire, _release
+    from gaesignals.stores.memory import MemoryStore
+
+    now = [0.0]
+    store = MemoryStore(clock=lambda: now[0])
+    with store.connection() as conn:
+        assert _acquire(conn, ["L"], b"first", 10) == {"L"}
+        now[0] += 11
+        assert _acquire(conn, ["L"], b"second", 10) == {"L"}
+        _release(conn, ["L"], b"first", 10)
+        assert conn.gets_many(["L"])["L"][0] == b"second"
+        _release(conn, ["L"], b"second", 10)
+        assert conn.gets_many(["L"])["L"][0] == b""
+        assert _acquire(conn, ["L"], b"third", 10) == {"L"}

@@ -1,0 +1,112 @@
+"""Configuration from configure() and the environment."""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+
+import pytest
+
+import gaesignals
+from gaesignals import ConfigurationError, config
+from gaesignals.stores.memory import MemoryStore
+
+
+def test_default_is_the_embedded_store_and_says_so(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """With nothing set, outside App Engine, the in-process store is used and the log says
+    once that it is process-local."""
+    for var in ("GAESIGNALS_STORE", "GAE_ENV", "GAE_APPLICATION", "GAESIGNALS_SECRET_KEY"):
+        monkeypatch.delenv(var, raising=False)
+    with caplog.at_level(logging.INFO, logger="gaesignals"):
+        settings = config.get_settings()
+        config.get_settings()
+    assert isinstance(settings.store, MemoryStore)
+    assert caplog.text.count("process-local") == 1
+
+
+def test_app_engine_is_detected(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On App Engine (GAE_ENV=standard) the default store is App Engine's memcache."""
+    from gaesignals.stores.appengine import AppEngineStore
+
+    monkeypatch.delenv("GAESIGNALS_STORE", raising=False)
+    monkeypatch.setenv("GAE_ENV", "standard")
+    assert isinstance(config.get_settings().store, AppEngineStore)
+
+
+def test_environment_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    """GAESIGNALS_STORE, _NAMESPACE, _SECRET_KEY (a comma-separated list) and _CODEC."""
+    from gaesignals.stores.memcached import MemcachedStore
+
+    monkeypatch.setenv("GAESIGNALS_STORE", "memcached://127.0.0.1:1,127.0.0.1:2?timeout=0.5")
+    monkeypatch.setenv("GAESIGNALS_NAMESPACE", "staging")
+    monkeypatch.setenv("GAESIGNALS_SECRET_KEY", "a" * 32 + ", " + "b" * 40)
+    monkeypatch.setenv("GAESIGNALS_CODEC", "json")
+    settings = config.get_settings()
+    assert isinstance(settings.store, MemcachedStore)
+    assert len(settings.store.client.clients) == 2
+    assert settings.namespace == "staging"
+    assert settings.secret_keys == (b"a" * 32, b"b" * 40)
+    assert settings.codec == "json"
+    settings.store.close()
+
+
+def test_configure_wins_over_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Explicit arguments override the environment; omitted ones still come from it."""
+    monkeypatch.setenv("GAESIGNALS_NAMESPACE", "fromenv")
+    store = MemoryStore()
+    settings = gaesignals.configure(store=store)
+    assert settings.store is store and settings.namespace == "fromenv"
+    assert gaesignals.configure(store="memory://", namespace="x").namespace == "x"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"store": "redis://localhost"}, "unknown store URL"),
+        ({"store": "memcached://"}, "memcached://"),
+        ({"store": "memcached://host"}, "host:port"),
+        ({"store": "memcached://h:1?bogus=1"}, "unknown options"),
+        ({"namespace": "has space"}, "namespace"),
+        ({"namespace": "a:b"}, "namespace"),
+        ({"secret_key": "short"}, "at least 32 bytes"),
+        ({"codec": "yaml"}, "codec"),
+    ],
+)
+def test_bad_settings_raise_configuration_error(kwargs: dict[str, str], message: str) -> None:
+    """Settings that cannot work are refused with a message naming the problem."""
+    with pytest.raises(ConfigurationError, match=message):
+        gaesignals.configure(**kwargs)  # type: ignore[arg-type]
+
+
+def test_namespaces_separate_signals() -> None:
+    """Two namespaces on one store never see each other's signals."""
+    store = MemoryStore()
+    got: list[object] = []
+    gaesignals.configure(store=store, namespace="one")
+    gaesignals.send("s", 1)
+    gaesignals.configure(store=store, namespace="two")
+    assert gaesignals.deliver({"s": got.append}) == 0
+    gaesignals.configure(store=store, namespace="one")
+    assert gaesignals.deliver({"s": got.append}) == 1
+
+
+def test_shared_store_without_key_warns(caplog: pytest.LogCaptureFixture) -> None:
+    """A shared cache with pickle and no secret key gets a warning at configuration."""
+    with caplog.at_level(logging.WARNING, logger="gaesignals"):
+        settings = gaesignals.configure(store="memcached://127.0.0.1:1")
+    assert "no secret key" in caplog.text
+    settings.store.close()  # type: ignore[attr-defined]
+
+
+def test_import_pulls_in_no_backend() -> None:
+    """import gaesignals imports neither pymemcache nor App Engine's SDK."""
+    code = (
+        "import sys, gaesignals; "
+        "bad = [m for m in sys.modules if m.startswith(('pymemcache', 'google.appengine'))]; "
+        "print(bad); sys.exit(1 if bad else 0)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr

@@ -1,0 +1,204 @@
+"""memcached-specific promises: restarts, outages, round trips and clients."""
+
+from __future__ import annotations
+
+import logging
+import socket
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from pymemcache.client.base import Client, PooledClient
+
+import gaesignals
+from gaesignals import Signal, SignalsMiddleware, StoreUnavailable, deliver, send
+from gaesignals.config import get_settings
+from gaesignals.signals import signal_keys
+from gaesignals.stores.memcached import MemcachedStore
+from gaesignals.testing import CountingStore, MemcachedServer
+
+from .conftest import _need_memcached
+
+
+@pytest.fixture
+def own_server() -> Iterator[MemcachedServer]:
+    """A memcached this test alone may stop and restart."""
+    _need_memcached()
+    server = MemcachedServer().start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def test_token_from_before_a_restart_cannot_wipe_new_payloads(own_server: MemcachedServer) -> None:
+    """memcached restarts its CAS counter from 1, so a token read before a restart may equal
+    the token of an item written after it. The stale token must be refused, not compared."""
+    store = MemcachedStore.from_url(own_server.url)
+    gaesignals.configure(store=store)
+    key = signal_keys("restarted", "").queue
+    try:
+        with store.connection() as conn:
+            send("restarted", "old")
+            stale = conn.gets_many([key])[key]
+            own_server.restart()
+            # The same writes on the fresh server yield the same CAS value as before...
+            send("restarted", "new")
+            raw = Client(own_server.address, default_noreply=False)
+            _, fresh_cas = raw.gets(key)
+            raw.close()
+            assert fresh_cas == stale[1].cas  # type: ignore[attr-defined]
+            # ...yet the reset with the stale token is refused, so "new" survives.
+            with pytest.raises(StoreUnavailable):
+                conn.cas_many({key: (b"", stale[1])})
+            assert conn.cas_many({key: (b"", stale[1])}) == {key: False}
+        got: list[Any] = []
+        assert deliver({"restarted": got.append}) == 1
+        assert got == ["new"]
+    finally:
+        store.close()
+
+
+def test_outage_raises_store_unavailable_and_recovers(
+    own_server: MemcachedServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """With memcached down, send and deliver raise StoreUnavailable (send never reports a
+    success it did not have), the middleware logs once and serves the request, and service
+    resumes when memcached is back, without restarting anything."""
+    store = MemcachedStore.from_url(own_server.url + "?timeout=1")
+    gaesignals.configure(store=store)
+    got: list[Any] = []
+    served: list[str] = []
+
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        served.append(environ["PATH_INFO"])
+        start_response("200 OK", [])
+        return [b"ok"]
+
+    wrapped = SignalsMiddleware(app, [("s", got.append)])
+    try:
+        send("s", 1)
+        own_server.stop()
+        with pytest.raises(StoreUnavailable):
+            send("s", 2)
+        with pytest.raises(StoreUnavailable):
+            deliver({"s": got.append})
+        caplog.clear()
+        with caplog.at_level(logging.ERROR, logger="gaesignals"):
+            assert wrapped({"PATH_INFO": "/down"}, lambda *a: None) == [b"ok"]
+        assert served == ["/down"]
+        assert len([r for r in caplog.records if r.name == "gaesignals"]) == 1
+        own_server.start()
+        send("s", 3)
+        assert deliver({"s": got.append}) == 1
+        assert got == [3]  # payload 1 died with the server's memory; 2 was never accepted
+    finally:
+        store.close()
+
+
+def test_weak_delivery_of_50_signals_costs_two_calls(memcached_server: MemcachedServer) -> None:
+    """Weak delivery of 50 non-empty signals makes one batched read and one batched reset;
+    with nothing pending it makes the read only."""
+    memcached_server.flush()
+    inner = MemcachedStore.from_url(memcached_server.url)
+    store = CountingStore(inner)
+    gaesignals.configure(store=store)
+    names = [f"sig{i}" for i in range(50)]
+    try:
+        gaesignals.send_multi([(n, n) for n in names])
+        store.calls.clear()
+        got: list[Any] = []
+        assert deliver([(n, got.append) for n in names]) == 50
+        assert dict(store.calls) == {"gets_many": 1, "cas_many": 1}
+        store.calls.clear()
+        assert deliver([(n, got.append) for n in names]) == 0
+        assert dict(store.calls) == {"gets_many": 1}
+    finally:
+        inner.close()
+
+
+def test_one_batched_call_is_one_network_round_trip(memcached_server: MemcachedServer) -> None:
+    """On one server, each batched call is a single write and read on the socket: the 50-key
+    reset is pipelined, not 50 requests."""
+    memcached_server.flush()
+    store = MemcachedStore.from_url(memcached_server.url)
+    gaesignals.configure(store=store)
+    names = [f"rt{i}" for i in range(50)]
+    gaesignals.send_multi([(n, 1) for n in names])
+    sends: list[int] = []
+    real_sendall = socket.socket.sendall
+
+    def counting_sendall(self: socket.socket, data: Any, *args: Any) -> None:
+        sends.append(len(data))
+        real_sendall(self, data, *args)
+
+    try:
+        socket.socket.sendall = counting_sendall  # type: ignore[method-assign]
+        assert deliver([(n, lambda d: None) for n in names]) == 50
+    finally:
+        socket.socket.sendall = real_sendall  # type: ignore[method-assign]
+        store.close()
+    assert len(sends) == 2
+
+
+def test_uncontended_send_costs_one_call_with_append(memcached_server: MemcachedServer) -> None:
+    """A send to an existing key is one append; to a missing key, append then add."""
+    memcached_server.flush()
+    inner = MemcachedStore.from_url(memcached_server.url)
+    store = CountingStore(inner)
+    gaesignals.configure(store=store)
+    try:
+        send("fresh", 1)
+        assert dict(store.calls) == {"append_many": 1, "add_many": 1}
+        store.calls.clear()
+        send("fresh", 2)
+        assert dict(store.calls) == {"append_many": 1}
+        store.calls.clear()
+        gaesignals.send_multi([("fresh", 3), ("fresh", 4), ("other", 5)])
+        assert dict(store.calls) == {"append_many": 1, "add_many": 1}
+    finally:
+        inner.close()
+
+
+def test_plain_and_pooled_clients_work(memcached_server: MemcachedServer) -> None:
+    """The adapter takes a ready Client or PooledClient, whatever their noreply default."""
+    memcached_server.flush()
+    for client in (
+        Client(memcached_server.address),  # default_noreply=True must not matter
+        PooledClient(memcached_server.address, max_pool_size=4),
+    ):
+        store = MemcachedStore(client)
+        gaesignals.configure(store=store)
+        got: list[Any] = []
+        Signal("c").send("x")
+        assert deliver({"c": got.append}) == 1
+        assert got == ["x"]
+        key = signal_keys("c", get_settings().namespace).lock
+        assert deliver({"c": got.append}, reliable=True) == 0
+        with store.connection() as conn:
+            assert conn.add_many({key: b"held"}) == {key: False}  # lock left as released marker
+        store.close()
+
+
+def test_cluster_spreads_and_drains_every_node(memcached_cluster: list[MemcachedServer]) -> None:
+    """With a HashClient, signals land on both nodes and one delivery drains them all."""
+    for server in memcached_cluster:
+        server.flush()
+    url = "memcached://" + ",".join(f"127.0.0.1:{s.port}" for s in memcached_cluster)
+    store = MemcachedStore.from_url(url)
+    gaesignals.configure(store=store)
+    names = [f"spread{i}" for i in range(40)]
+    try:
+        gaesignals.send_multi([(n, n) for n in names])
+        per_node = []
+        for server in memcached_cluster:
+            raw = Client(server.address, default_noreply=False)
+            keys = [signal_keys(n, "").queue for n in names]
+            per_node.append(len(raw.get_many(keys)))
+            raw.close()
+        assert all(count > 0 for count in per_node) and sum(per_node) == 40
+        got: list[Any] = []
+        assert deliver([(n, got.append) for n in names]) == 40
+        assert sorted(got) == sorted(names)
+    finally:
+        store.close()

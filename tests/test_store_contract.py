@@ -1,0 +1,107 @@
+"""The Store protocol's contract, which every adapter must keep."""
+
+from __future__ import annotations
+
+import pytest
+
+from gaesignals.stores import Store
+
+
+def test_gets_many_returns_only_existing_keys(store: Store) -> None:
+    """Missing keys are absent from the result, present ones come with a token."""
+    with store.connection() as conn:
+        assert conn.add_many({"k1": b"one"}) == {"k1": True}
+        found = conn.gets_many(["k1", "missing"])
+    assert set(found) == {"k1"}
+    assert found["k1"][0] == b"one"
+
+
+def test_add_refuses_an_existing_key(store: Store) -> None:
+    """add creates a key only once: the basis of locks and first sends."""
+    with store.connection() as conn:
+        assert conn.add_many({"a": b"1", "b": b"2"}) == {"a": True, "b": True}
+        assert conn.add_many({"a": b"x", "c": b"3"}) == {"a": False, "c": True}
+        assert conn.gets_many(["a"])["a"][0] == b"1"
+
+
+def test_cas_wins_once_per_token(store: Store) -> None:
+    """A token allows one write; after it, the old token loses."""
+    with store.connection() as conn:
+        conn.add_many({"c": b"v1"})
+        token = conn.gets_many(["c"])["c"][1]
+        assert conn.cas_many({"c": (b"v2", token)}) == {"c": True}
+        assert conn.cas_many({"c": (b"v3", token)}) == {"c": False}
+        assert conn.gets_many(["c"])["c"][0] == b"v2"
+
+
+def test_cas_on_a_missing_key_fails(store: Store) -> None:
+    """A key that vanished (evicted, deleted) cannot be CAS-written back into existence."""
+    with store.connection() as conn:
+        conn.add_many({"gone": b"v"})
+        token = conn.gets_many(["gone"])["gone"][1]
+        conn.delete_many(["gone"])
+        assert conn.cas_many({"gone": (b"w", token)}) == {"gone": False}
+        assert conn.gets_many(["gone"]) == {}
+
+
+def test_cas_many_is_per_key(store: Store) -> None:
+    """In one batch, keys with fresh tokens are written and stale ones are not."""
+    with store.connection() as conn:
+        conn.add_many({f"k{i}": b"0" for i in range(10)})
+        tokens = conn.gets_many([f"k{i}" for i in range(10)])
+        stale = conn.gets_many(["k3"])["k3"][1]
+        conn.cas_many({"k3": (b"changed", stale)})
+        result = conn.cas_many({k: (b"1", t) for k, (_, t) in tokens.items()})
+    assert result.pop("k3") is False
+    assert all(result.values()) and len(result) == 9
+
+
+def test_append_changes_value_and_token(store: Store) -> None:
+    """Where the store appends atomically, append extends the value, fails on a missing key,
+    and invalidates tokens read before it; elsewhere append is refused outright."""
+    if not store.supports_append:
+        with store.connection() as conn, pytest.raises(NotImplementedError):
+            conn.append_many({"ap": b"x"})
+        return
+    with store.connection() as conn:
+        assert conn.append_many({"nope": b"x"}) == {"nope": False}
+        conn.add_many({"ap": b"a"})
+        token = conn.gets_many(["ap"])["ap"][1]
+        assert conn.append_many({"ap": b"b"}) == {"ap": True}
+        assert conn.gets_many(["ap"])["ap"][0] == b"ab"
+        assert conn.cas_many({"ap": (b"", token)}) == {"ap": False}
+
+
+def test_values_over_the_limit_are_refused(store: Store) -> None:
+    """No call stores a value larger than max_value_size."""
+    big = b"x" * (store.max_value_size + 1)
+    with store.connection() as conn:
+        assert conn.add_many({"big": big}) == {"big": False}
+        conn.add_many({"big": b"small"})
+        token = conn.gets_many(["big"])["big"][1]
+        assert conn.cas_many({"big": (big, token)}) == {"big": False}
+        assert conn.gets_many(["big"])["big"][0] == b"small"
+
+
+def test_empty_values_are_values(store: Store) -> None:
+    """An empty value is a present key (a drained queue, a released lock), not a missing one."""
+    with store.connection() as conn:
+        assert conn.add_many({"e": b""}) == {"e": True}
+        assert conn.gets_many(["e"])["e"][0] == b""
+        assert conn.add_many({"e": b"x"}) == {"e": False}
+
+
+def test_binary_values_round_trip(store: Store) -> None:
+    """Every byte value survives, including CR LF and NUL (the text protocol's hazards)."""
+    value = bytes(range(256)) * 4 + b"\r\nEND\r\n"
+    with store.connection() as conn:
+        conn.add_many({"bin": value})
+        assert conn.gets_many(["bin"])["bin"][0] == value
+
+
+def test_delete_many_ignores_missing_keys(store: Store) -> None:
+    """Deleting absent keys is not an error."""
+    with store.connection() as conn:
+        conn.add_many({"d1": b"1"})
+        conn.delete_many(["d1", "d2"])
+        assert conn.gets_many(["d1", "d2"]) == {}
