@@ -21,6 +21,7 @@ from .exceptions import (
     PayloadTooLarge,
     QueueFull,
     StoreUnavailable,
+    UnserializablePayload,
 )
 from .middleware import SignalsMiddleware
 from .signals import Contention, Signal, send, send_multi
@@ -37,6 +38,7 @@ __all__ = [
     "SignalMapping",
     "SignalsMiddleware",
     "StoreUnavailable",
+    "UnserializablePayload",
     "configure",
     "dead_letters",
     "deliver",

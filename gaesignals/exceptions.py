@@ -6,6 +6,7 @@
      ├── InvalidSignalName   (also ValueError)  empty, non-str or absurdly long name
      ├── ConfigurationError  (also ValueError)  bad store URL, short secret key
      ├── PayloadTooLarge     (also ValueError)  one payload cannot fit in one cache item
+     ├── UnserializablePayload (also TypeError) the codec cannot encode the payload
      ├── QueueFull                              the signal's pending bytes would pass the item limit
      ├── StoreUnavailable                       the cache is down, timed out or refused the call
      └── BadFrame                               bytes in the cache that are not a valid frame
@@ -32,6 +33,10 @@ class ConfigurationError(GaeSignalsError, ValueError):
 
 class PayloadTooLarge(GaeSignalsError, ValueError):
     """One payload, once framed, is larger than the store's item limit; nothing was written."""
+
+
+class UnserializablePayload(GaeSignalsError, TypeError):
+    """The payload cannot be pickled (or JSON-encoded, with the JSON codec); nothing was written."""
 
 
 class QueueFull(GaeSignalsError):

@@ -21,7 +21,13 @@ from typing import Any
 
 from . import frames
 from .config import Settings, get_settings
-from .exceptions import InvalidSignalName, PayloadTooLarge, QueueFull, StoreUnavailable
+from .exceptions import (
+    InvalidSignalName,
+    PayloadTooLarge,
+    QueueFull,
+    StoreUnavailable,
+    UnserializablePayload,
+)
 from .stores import MAX_KEY_LENGTH, Connection, Store
 
 #: Longer names are refused; names up to this are hashed into keys when they must be.
@@ -89,10 +95,15 @@ def signal_keys(name: str, namespace: str) -> SignalKeys:
 
 def encode_payload(data: Any, keys: SignalKeys, settings: Settings) -> bytes:
     """Serialize and frame one payload, refusing one that could never fit in the store."""
-    if settings.codec == "json":
-        body = json.dumps(data, separators=(",", ":")).encode("utf-8")
-    else:
-        body = pickle.dumps(data, protocol=PICKLE_PROTOCOL)
+    try:
+        if settings.codec == "json":
+            body = json.dumps(data, separators=(",", ":")).encode("utf-8")
+        else:
+            body = pickle.dumps(data, protocol=PICKLE_PROTOCOL)
+    except Exception as error:
+        raise UnserializablePayload(
+            f"cannot {settings.codec}-encode the payload for {keys.queue!r}: {error}"
+        ) from error
     frame = frames.encode(
         body, keys.queue.encode(), settings.secret_keys, json_body=settings.codec == "json"
     )

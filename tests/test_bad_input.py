@@ -110,6 +110,17 @@ def test_full_queue_raises_queue_full(store: Store, raw: RawAccess) -> None:
     assert deliver({"full": got.append}) == 1
 
 
+def test_unserializable_payload_raises_its_own_error(store: Store, raw: RawAccess) -> None:
+    """A payload the codec cannot encode raises UnserializablePayload (a TypeError) and
+    writes nothing; with the JSON codec, so does a payload JSON cannot represent."""
+    with pytest.raises(gaesignals.UnserializablePayload):
+        send("unpicklable", lambda: None)
+    gaesignals.configure(store=store, codec="json")
+    with pytest.raises(TypeError):
+        send("unpicklable", {1, 2})
+    assert raw.get(queue_key("unpicklable")) is None
+
+
 def test_send_multi_checks_every_payload_first(store: Store, raw: RawAccess) -> None:
     """One oversized payload in a batch means nothing in the batch is written."""
     with pytest.raises(PayloadTooLarge):
