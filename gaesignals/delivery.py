@@ -17,6 +17,7 @@ import json
 import logging
 import pickle
 import secrets
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
@@ -235,24 +236,30 @@ def _deliver_reliable(
     delivered = 0
     with settings.store.connection() as conn:
         held = _acquire(conn, [k.lock for k in keys.values()], owner, lease)
+        if not held:
+            return 0
         try:
             mine = [name for name, k in keys.items() if k.lock in held]
-            current = conn.gets_many([keys[name].queue for name in mine]) if mine else {}
+            current = conn.gets_many(
+                [keys[name].queue for name in mine] + [keys[name].cursor for name in mine]
+            )
+            holder = _Holder(conn, owner, lease, held)
             for name in mine:
                 item = current.get(keys[name].queue)
                 if item and item[0]:
+                    cursor = current.get(keys[name].cursor)
                     delivered += _deliver_one(
-                        conn,
+                        holder,
                         settings,
                         name,
                         keys[name],
                         item,
+                        cursor[0] if cursor else b"",
                         signals.handlers(name),
                         max_attempts,
                     )
         finally:
-            if held:
-                _release(conn, sorted(held), owner, lease)
+            _release(conn, sorted(held), owner, lease)
     return delivered
 
 
@@ -283,32 +290,96 @@ def _release(conn: Connection, locks: list[str], owner: bytes, lease: int) -> No
         conn.cas_many(ours, expire=lease)
 
 
+class _Holder:
+    """The locks one reliable delivery holds, renewed between payloads once half the lease is
+    gone, so a long backlog of quick handlers never outlives its lease. The lease itself runs
+    on the cache server's clock; the local clock only decides when to renew."""
+
+    def __init__(self, conn: Connection, owner: bytes, lease: int, held: set[str]) -> None:
+        self.conn = conn
+        self.owner = owner
+        self.lease = lease
+        self.held = set(held)
+        self.renew_at = time.monotonic() + lease / 2
+
+    def still_holds(self, lock: str) -> bool:
+        if time.monotonic() >= self.renew_at and self.held:
+            locks = sorted(self.held)
+            current = self.conn.gets_many(locks)
+            ours = {
+                k: (self.owner, current[k][1])
+                for k in locks
+                if k in current and current[k][0] == self.owner
+            }
+            renewed = self.conn.cas_many(ours, expire=self.lease) if ours else {}
+            self.held = {k for k, ok in renewed.items() if ok}
+            self.renew_at = time.monotonic() + self.lease / 2
+        return lock in self.held
+
+
+def _resume_index(found: list[frames.Frame], cursor: bytes) -> int:
+    """Where a crashed predecessor's progress cursor says to resume, or 0.
+
+    The cursor names the last payload it finished by offset and frame id; ids are random, so a
+    cursor left over from an older value of the key can never match a frame of the new one.
+    """
+    end, _, ident = cursor.partition(b":")
+    for index, frame in enumerate(found):
+        if str(frame.end).encode() == end and frame.ident.hex().encode() == ident:
+            return index + 1
+    return 0
+
+
 def _deliver_one(
-    conn: Connection,
+    holder: _Holder,
     settings: Settings,
     name: str,
     keys: SignalKeys,
     item: tuple[bytes, object],
+    cursor: bytes,
     handlers: Sequence[Handler],
     max_attempts: int,
 ) -> int:
-    """Deliver one locked signal's payloads in order, then remove what was done."""
+    """Deliver one locked signal's payloads in order, then remove what was done.
+
+    After each payload a progress cursor records it, so a deliverer killed mid-way costs the
+    next one a repeat of the payload that was running, not of the whole batch.
+    """
+    conn = holder.conn
     value, token = item
+    found = _frames(name, keys.queue, value, settings)
+    first = _resume_index(found, cursor) if cursor else 0
+    if first:
+        logger.warning(
+            "gaesignals: resuming signal %r after %d payload(s) an interrupted delivery finished",
+            name,
+            first,
+        )
     delivered = 0
     keep = b""
-    for frame in _frames(name, keys.queue, value, settings):
+    for index in range(first, len(found)):
+        frame = found[index]
+        if not holder.still_holds(keys.lock):
+            logger.warning("gaesignals: lost the lock of %r mid-delivery; stopping there", name)
+            return delivered
         ok, _ = _run(name, handlers, frame, settings)
         if ok:
             delivered += 1
-            continue
-        attempts = frame.attempts + 1
-        raw = frames.with_attempts(value[frame.start : frame.end], attempts)
-        if attempts >= max_attempts and _dead_letter(conn, settings, name, keys, raw, attempts):
-            continue
-        # Stop here so the signal's order holds: this payload is retried first next time.
-        keep = raw + value[frame.end :]
-        break
+        else:
+            attempts = frame.attempts + 1
+            raw = frames.with_attempts(value[frame.start : frame.end], attempts)
+            if attempts < max_attempts or not _dead_letter(
+                conn, settings, name, keys, raw, attempts
+            ):
+                # Stop here so the signal's order holds: this payload is retried first next time.
+                keep = raw + value[frame.end :]
+                break
+        if index < len(found) - 1:  # the last one is acknowledged by the rewrite just below
+            conn.set_many({keys.cursor: b"%d:%s" % (frame.end, frame.ident.hex().encode())})
+            cursor = b"written"
     _acknowledge(conn, name, keys.queue, value, token, keep)
+    if cursor:
+        conn.delete_many([keys.cursor])
     return delivered
 
 

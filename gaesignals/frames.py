@@ -8,19 +8,24 @@ A signal's value in the cache is a run of frames, appended one after another::
     3       1     flags: bit 0 = signed (a 32-byte tag follows the header), bit 1 = JSON body
     4       2     attempts: failed reliable deliveries so far (rewritten in place, not signed)
     6       4     length of the body, big-endian
-    10      4     CRC-32 of bytes 2-3, 6-9, the tag and the body
-    14      32    HMAC-SHA256 tag, only when signed: over the signal's key, bytes 2-3 and the body
+    10      4     CRC-32 of bytes 2-3, 6-9, 14-21, the tag and the body
+    14      8     frame id: random, unique to this payload (reliable delivery's progress cursor
+                  and duplicate counting name a payload by it)
+    22      32    HMAC-SHA256 tag, only when signed: over the signal's key, bytes 2-3, the id
+                  and the body
     ..      n     body: the pickled (or JSON) payload
 
-The CRC catches truncation and garbage cheaply and makes a false frame boundary found by
-scanning for the magic a 1-in-4-billion accident; the tag, when a secret key is configured, is
-what makes a frame trusted. A frame is never deserialized unless it passed both.
+Everything but the attempts counter is covered by the CRC and the tag. The CRC catches
+truncation and garbage cheaply and makes a false frame boundary found by scanning for the magic
+a 1-in-4-billion accident; the tag, when a secret key is configured, is what makes a frame
+trusted. A frame is never deserialized unless it passed both.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import os
 import struct
 import zlib
 from collections.abc import Sequence
@@ -32,8 +37,8 @@ FLAG_SIGNED = 0x01
 FLAG_JSON = 0x02
 _KNOWN_FLAGS = FLAG_SIGNED | FLAG_JSON
 
-HEADER = struct.Struct(">2sBBHII")
-HEADER_SIZE = HEADER.size  # 14
+HEADER = struct.Struct(">2sBBHII8s")
+HEADER_SIZE = HEADER.size  # 22
 TAG_SIZE = 32
 MAX_ATTEMPTS_FIELD = 0xFFFF
 
@@ -46,6 +51,7 @@ class Frame:
     end: int
     flags: int
     attempts: int
+    ident: bytes
     body: bytes
 
 
@@ -65,23 +71,21 @@ def encode(
     *,
     json_body: bool = False,
     attempts: int = 0,
+    ident: bytes | None = None,
 ) -> bytes:
     """Frame one serialized payload for ``signal_key``, signed with the first secret key if any."""
     flags = FLAG_JSON if json_body else 0
+    ident = os.urandom(8) if ident is None else ident
+    vf = bytes((VERSION, flags))
     tag = b""
     if secret_keys:
         flags |= FLAG_SIGNED
-        tag = hmac.digest(
-            secret_keys[0], signal_key + b"\x00" + bytes((VERSION, flags)) + body, hashlib.sha256
-        )
-    return _assemble(flags, min(attempts, MAX_ATTEMPTS_FIELD), tag, body)
-
-
-def _assemble(flags: int, attempts: int, tag: bytes, body: bytes) -> bytes:
-    vf = bytes((VERSION, flags))
+        vf = bytes((VERSION, flags))
+        tag = hmac.digest(secret_keys[0], signal_key + b"\x00" + vf + ident + body, hashlib.sha256)
     length = struct.pack(">I", len(body))
-    crc = zlib.crc32(body, zlib.crc32(tag, zlib.crc32(length, zlib.crc32(vf))))
-    return HEADER.pack(MAGIC, VERSION, flags, attempts, len(body), crc) + tag + body
+    crc = zlib.crc32(body, zlib.crc32(tag, zlib.crc32(ident, zlib.crc32(length, zlib.crc32(vf)))))
+    attempts = min(attempts, MAX_ATTEMPTS_FIELD)
+    return HEADER.pack(MAGIC, VERSION, flags, attempts, len(body), crc, ident) + tag + body
 
 
 def with_attempts(raw_frame: bytes, attempts: int) -> bytes:
@@ -110,7 +114,7 @@ def parse(
         if size - pos < HEADER_SIZE:
             reason = "truncated header"
         else:
-            magic, version, flags, attempts, length, crc = unpack(value, pos)
+            magic, version, flags, attempts, length, crc, ident = unpack(value, pos)
             if magic != MAGIC:
                 reason = "no frame magic"
             elif version != VERSION:
@@ -127,20 +131,26 @@ def parse(
                     tag = value[pos + HEADER_SIZE : tag_end]
                     body = value[tag_end:end]
                     check = zlib.crc32(
-                        body, zlib.crc32(tag, zlib.crc32(value[pos + 6 : pos + 10], zlib.crc32(vf)))
+                        body,
+                        zlib.crc32(
+                            tag,
+                            zlib.crc32(
+                                ident, zlib.crc32(value[pos + 6 : pos + 10], zlib.crc32(vf))
+                            ),
+                        ),
                     )
                     if check != crc:
                         reason = "CRC mismatch"
                     elif secret_keys:
                         if not flags & FLAG_SIGNED:
                             reason = "unsigned frame while a secret key is configured"
-                        elif not _verify(secret_keys, signal_key, vf, body, tag):
+                        elif not _verify(secret_keys, signal_key, vf + ident + body, tag):
                             reason = "signature mismatch"
                     if not reason:
                         if bad_start >= 0:
                             bad.append(BadRegion(bad_start, pos, bad_reason))
                             bad_start = -1
-                        frames.append(Frame(pos, end, flags, attempts, body))
+                        frames.append(Frame(pos, end, flags, attempts, ident, body))
                         pos = end
                         continue
         if bad_start < 0:
@@ -152,10 +162,8 @@ def parse(
     return frames, bad
 
 
-def _verify(
-    secret_keys: Sequence[bytes], signal_key: bytes, vf: bytes, body: bytes, tag: bytes
-) -> bool:
-    message = signal_key + b"\x00" + vf + body
+def _verify(secret_keys: Sequence[bytes], signal_key: bytes, signed: bytes, tag: bytes) -> bool:
+    message = signal_key + b"\x00" + signed
     return any(
         hmac.compare_digest(hmac.digest(key, message, hashlib.sha256), tag) for key in secret_keys
     )

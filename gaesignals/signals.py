@@ -44,7 +44,8 @@ class Contention(StoreUnavailable):
 
 @dataclass(frozen=True, slots=True)
 class SignalKeys:
-    """The cache keys of one signal: its pending payloads, its delivery lock, its dead letters.
+    """The cache keys of one signal: its pending payloads, its reliable-delivery lock and
+    progress cursor, and its dead letters.
 
     ``queue`` doubles as the signal's identity inside frame signatures, so a frame copied to
     another signal's key fails verification.
@@ -53,6 +54,7 @@ class SignalKeys:
     queue: str
     lock: str
     dead: str
+    cursor: str
 
 
 _SAFE_KEY_CHARS = frozenset(chr(c) for c in range(0x21, 0x7F))
@@ -89,7 +91,10 @@ def signal_keys(name: str, namespace: str) -> SignalKeys:
         mark = "h"
     base = f"gs:{namespace}:"
     return SignalKeys(
-        queue=f"{base}q{mark}:{part}", lock=f"{base}l{mark}:{part}", dead=f"{base}d{mark}:{part}"
+        queue=f"{base}q{mark}:{part}",
+        lock=f"{base}l{mark}:{part}",
+        dead=f"{base}d{mark}:{part}",
+        cursor=f"{base}c{mark}:{part}",
     )
 
 

@@ -124,6 +124,10 @@ class _CountingConnection:
         self._calls["add_many"] += 1
         return self._inner.add_many(items, expire)
 
+    def set_many(self, items: Mapping[str, bytes], expire: int = 0) -> dict[str, bool]:
+        self._calls["set_many"] += 1
+        return self._inner.set_many(items, expire)
+
     def append_many(self, items: Mapping[str, bytes]) -> dict[str, bool]:
         self._calls["append_many"] += 1
         return self._inner.append_many(items)

@@ -251,3 +251,71 @@ def test_release_never_frees_another_owners_lock() -> None:
         _release(conn, ["L"], b"second", 10)
         assert conn.gets_many(["L"])["L"][0] == b""
         assert _acquire(conn, ["L"], b"third", 10) == {"L"}
+
+
+class Crash(BaseException):
+    """Stands in for the process dying inside a handler (nothing catches it)."""
+
+
+def test_interrupted_reliable_delivery_resumes_after_the_last_finished_payload(
+    store: Any,
+) -> None:
+    """A reliable deliverer that dies mid-batch leaves a progress cursor: the next delivery
+    repeats only the payload that was running, not the ones already finished."""
+    seen: list[Any] = []
+
+    def dies_on_two(data: Any) -> None:
+        seen.append(data)
+        if data == 2:
+            raise Crash
+
+    for i in range(5):
+        send("batch", i)
+    with pytest.raises(Crash):
+        deliver({"batch": dies_on_two}, reliable=True)
+    got, handler = collect()
+    assert deliver({"batch": handler}, reliable=True) == 3
+    assert seen == [0, 1, 2] and got == [2, 3, 4]
+    assert deliver({"batch": handler}, reliable=True) == 0
+
+
+def test_stale_cursor_never_skips_new_payloads(store: Any, raw: RawAccess) -> None:
+    """A cursor left behind after the batch it described was acknowledged matches nothing in
+    the key's new contents (frame ids are random), so identical new payloads are delivered."""
+    for _ in range(3):
+        send("same", None)
+    keys = signal_keys("same", get_settings().namespace)
+    value = raw.get(keys.queue)
+    assert value is not None
+    from gaesignals import frames
+
+    found, _ = frames.parse(value, keys.queue.encode())
+    got, handler = collect()
+    assert deliver({"same": handler}, reliable=True) == 3
+    raw.set(keys.cursor, b"%d:%s" % (found[1].end, found[1].ident.hex().encode()))
+    for _ in range(3):
+        send("same", None)
+    assert deliver({"same": handler}, reliable=True) == 3
+    assert got == [None] * 6
+
+
+def test_lease_is_renewed_while_a_long_batch_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Between payloads, a holder past half its lease renews it on the store's clock, so a
+    batch longer than the lease is never taken over by a second deliverer."""
+    from gaesignals import delivery
+    from gaesignals.stores.memory import MemoryStore
+
+    now = [0.0]
+    monkeypatch.setattr(delivery.time, "monotonic", lambda: now[0])
+    store = MemoryStore(clock=lambda: now[0])
+    gaesignals.configure(store=store)
+    for i in range(5):
+        send("long", i)
+    intruder: list[int] = []
+
+    def slow(data: Any) -> None:
+        now[0] += 12  # each payload takes 12 s of a 30 s lease
+        intruder.append(deliver({"long": lambda d: None}, reliable=True, lease=30))
+
+    assert deliver({"long": slow}, reliable=True, lease=30) == 5
+    assert intruder == [0] * 5

@@ -41,6 +41,10 @@ class Connection(Protocol):
         """Create each key only if it does not exist; True if created."""
         ...
 
+    def set_many(self, items: Mapping[str, bytes], expire: int = 0) -> dict[str, bool]:
+        """Write each key unconditionally; True if stored."""
+        ...
+
     def append_many(self, items: Mapping[str, bytes]) -> dict[str, bool]:
         """Atomically append to each existing key; False if the key is missing or would be too
         large. Only called when the store's ``supports_append`` is true."""

@@ -97,6 +97,11 @@ class _Connection:
 
         return self._statuses(MemcacheSetRequest.ADD, items, expire)
 
+    def set_many(self, items: Mapping[str, bytes], expire: int = 0) -> dict[str, bool]:
+        from google.appengine.api.memcache import MemcacheSetRequest
+
+        return self._statuses(MemcacheSetRequest.SET, items, expire)
+
     def append_many(self, items: Mapping[str, bytes]) -> dict[str, bool]:
         raise NotImplementedError("App Engine memcache has no atomic append")
 

@@ -209,6 +209,9 @@ class _Connection:
     def add_many(self, items: Mapping[str, bytes], expire: int = 0) -> dict[str, bool]:
         return self._store(b"add", items, expire)
 
+    def set_many(self, items: Mapping[str, bytes], expire: int = 0) -> dict[str, bool]:
+        return self._store(b"set", items, expire)
+
     def append_many(self, items: Mapping[str, bytes]) -> dict[str, bool]:
         return self._store(b"append", items, 0)
 

@@ -82,6 +82,16 @@ class MemoryStore:
                 result[key] = ok
             return result
 
+    def set_many(self, items: Mapping[str, bytes], expire: int = 0) -> dict[str, bool]:
+        with self._lock:
+            result = {}
+            for key, value in items.items():
+                ok = self._fits(value)
+                if ok:
+                    self._put(key, value, expire)
+                result[key] = ok
+            return result
+
     def append_many(self, items: Mapping[str, bytes]) -> dict[str, bool]:
         if not self.supports_append:
             raise NotImplementedError("this MemoryStore was made with append=False")
