@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -20,6 +22,9 @@ class SignalsMiddleware:
     Delivery never breaks a request: handler errors are logged by :func:`deliver`, and a store
     outage is logged once for the request, which then goes on as if nothing were pending.
     The app's response iterable is returned untouched.
+
+    ``interval`` (seconds) makes each process deliver at most that often, and only one request
+    at a time: the other requests pay no cache call at all. ``clock`` is injectable for tests.
     """
 
     def __init__(
@@ -30,20 +35,37 @@ class SignalsMiddleware:
         *,
         lease: int | None = None,
         max_attempts: int | None = None,
+        interval: float = 0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.app = app
         self.mapping = SignalMapping.coerce(mapping)
         self.reliable = reliable
         self.lease = lease
         self.max_attempts = max_attempts
+        self.interval = interval
+        self._clock = clock
+        self._due = float("-inf")
+        self._turn = threading.Lock()
 
     def __call__(
         self, environ: dict[str, Any], start_response: Callable[..., Any]
     ) -> Iterable[bytes]:
+        if not self.interval:
+            self._deliver()
+        elif self._clock() >= self._due and self._turn.acquire(blocking=False):
+            try:
+                if self._clock() >= self._due:
+                    self._due = self._clock() + self.interval
+                    self._deliver()
+            finally:
+                self._turn.release()
+        return self.app(environ, start_response)
+
+    def _deliver(self) -> None:
         try:
             deliver(self.mapping, self.reliable, lease=self.lease, max_attempts=self.max_attempts)
         except GaeSignalsError as error:
             logger.error("gaesignals: no delivery for this request: %s", error)
         except Exception:
             logger.exception("gaesignals: no delivery for this request")
-        return self.app(environ, start_response)

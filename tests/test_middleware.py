@@ -89,3 +89,30 @@ def test_bad_mapping_fails_at_construction() -> None:
     """A mapping error is a programming error: raised when the middleware is built."""
     with pytest.raises(TypeError):
         SignalsMiddleware(App([]), [("x", 42)])  # type: ignore[list-item]
+
+
+def test_interval_limits_deliveries_per_process() -> None:
+    """With interval=N the middleware delivers at most once per N seconds of its clock, and
+    the requests in between make no cache call at all."""
+    import gaesignals
+    from gaesignals.stores.memory import MemoryStore
+    from gaesignals.testing import CountingStore
+
+    store = CountingStore(MemoryStore())
+    gaesignals.configure(store=store)
+    now = [100.0]
+    got: list[Any] = []
+    wrapped = SignalsMiddleware(App([]), [("tick", got.append)], interval=5, clock=lambda: now[0])
+    send("tick", 1)
+    store.calls.clear()
+    wrapped({}, lambda *a: None)
+    assert got == [1] and store.total == 2
+    send("tick", 2)
+    store.calls.clear()
+    for _ in range(10):
+        now[0] += 0.4
+        wrapped({}, lambda *a: None)
+    assert got == [1] and store.total == 0
+    now[0] += 1.1
+    wrapped({}, lambda *a: None)
+    assert got == [1, 2]
