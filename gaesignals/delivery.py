@@ -151,23 +151,24 @@ def _check_lease(lease: int) -> int:
 
 def _deliver_weak(signals: SignalMapping, settings: Settings) -> int:
     names = {signal_keys(name, settings.namespace).queue: name for name in signals}
+    order = {key: index for index, key in enumerate(names)}
     delivered = 0
     todo = list(names)
     with settings.store.connection() as conn:
         for _ in range(WEAK_ROUNDS):
-            current = conn.gets_many(todo)
+            current = conn.scan_many(todo)
             taken = {key: (b"", token) for key, (value, token) in current.items() if value}
             if not taken:
                 break
             won = conn.cas_many(taken)
-            for key in todo:
-                if won.get(key):
-                    name = names[key]
-                    value = current[key][0]
-                    for frame in _frames(name, key, value, settings):
+            # Mapping order; a copy stranded on another server is older than the home copy.
+            for key in sorted(taken, key=lambda k: (order[_base(k)], " " not in k)):
+                if won[key]:
+                    name = names[_base(key)]
+                    for frame in _frames(name, _base(key), current[key][0], settings):
                         ok, _ = _run(name, signals.handlers(name), frame, settings)
                         delivered += ok
-            todo = [key for key in taken if not won[key]]
+            todo = list(dict.fromkeys(_base(key) for key in taken if not won[key]))
             if not todo:
                 break
         else:
@@ -175,6 +176,11 @@ def _deliver_weak(signals: SignalMapping, settings: Settings) -> int:
                 "gaesignals: %d signal(s) stayed contended; left for the next delivery", len(todo)
             )
     return delivered
+
+
+def _base(key: str) -> str:
+    """A key without the server location a cluster store may add (see ``scan_many``)."""
+    return key.partition(" ")[0]
 
 
 # -- shared by both modes -------------------------------------------------------------------------
@@ -240,24 +246,29 @@ def _deliver_reliable(
             return 0
         try:
             mine = [name for name, k in keys.items() if k.lock in held]
-            current = conn.gets_many(
+            current = conn.scan_many(
                 [keys[name].queue for name in mine] + [keys[name].cursor for name in mine]
             )
             holder = _Holder(conn, owner, lease, held)
             for name in mine:
-                item = current.get(keys[name].queue)
-                if item and item[0]:
-                    cursor = current.get(keys[name].cursor)
-                    delivered += _deliver_one(
-                        holder,
-                        settings,
-                        name,
-                        keys[name],
-                        item,
-                        cursor[0] if cursor else b"",
-                        signals.handlers(name),
-                        max_attempts,
-                    )
+                queue = keys[name].queue
+                cursor = current.get(keys[name].cursor)
+                # Copies stranded on other servers of a cluster first (older), then home.
+                stranded = [k for k in current if k.startswith(queue + " ")]
+                for key in [*stranded, queue]:
+                    item = current.get(key)
+                    if item and item[0]:
+                        delivered += _deliver_one(
+                            holder,
+                            settings,
+                            name,
+                            keys[name],
+                            key,
+                            item,
+                            (cursor[0] if cursor else b"") if key == queue else None,
+                            signals.handlers(name),
+                            max_attempts,
+                        )
         finally:
             _release(conn, sorted(held), owner, lease)
     return delivered
@@ -335,15 +346,18 @@ def _deliver_one(
     settings: Settings,
     name: str,
     keys: SignalKeys,
+    key: str,
     item: tuple[bytes, object],
-    cursor: bytes,
+    cursor: bytes | None,
     handlers: Sequence[Handler],
     max_attempts: int,
 ) -> int:
-    """Deliver one locked signal's payloads in order, then remove what was done.
+    """Deliver the payloads under ``key`` of one locked signal in order, then remove what was
+    done.
 
     After each payload a progress cursor records it, so a deliverer killed mid-way costs the
-    next one a repeat of the payload that was running, not of the whole batch.
+    next one a repeat of the payload that was running, not of the whole batch. ``cursor`` is
+    None for a stranded copy on another server, which is delivered without one.
     """
     conn = holder.conn
     value, token = item
@@ -374,10 +388,10 @@ def _deliver_one(
                 # Stop here so the signal's order holds: this payload is retried first next time.
                 keep = raw + value[frame.end :]
                 break
-        if index < len(found) - 1:  # the last one is acknowledged by the rewrite just below
+        if cursor is not None and index < len(found) - 1:  # the last: acknowledged just below
             conn.set_many({keys.cursor: b"%d:%s" % (frame.end, frame.ident.hex().encode())})
             cursor = b"written"
-    _acknowledge(conn, name, keys.queue, value, token, keep)
+    _acknowledge(conn, name, key, value, token, keep)
     if cursor:
         conn.delete_many([keys.cursor])
     return delivered

@@ -114,6 +114,10 @@ class _CountingConnection:
         self._calls["gets_many"] += 1
         return self._inner.gets_many(keys)
 
+    def scan_many(self, keys: Sequence[str]) -> dict[str, tuple[bytes, object]]:
+        self._calls["scan_many"] += 1
+        return self._inner.scan_many(keys)
+
     def cas_many(
         self, items: Mapping[str, tuple[bytes, object]], expire: int = 0
     ) -> dict[str, bool]:

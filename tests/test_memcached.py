@@ -109,10 +109,10 @@ def test_weak_delivery_of_50_signals_costs_two_calls(memcached_server: Memcached
         store.calls.clear()
         got: list[Any] = []
         assert deliver([(n, got.append) for n in names]) == 50
-        assert dict(store.calls) == {"gets_many": 1, "cas_many": 1}
+        assert dict(store.calls) == {"scan_many": 1, "cas_many": 1}
         store.calls.clear()
         assert deliver([(n, got.append) for n in names]) == 0
-        assert dict(store.calls) == {"gets_many": 1}
+        assert dict(store.calls) == {"scan_many": 1}
     finally:
         inner.close()
 
@@ -202,3 +202,82 @@ def test_cluster_spreads_and_drains_every_node(memcached_cluster: list[Memcached
         assert sorted(got) == sorted(names)
     finally:
         store.close()
+
+
+def test_cluster_fails_over_and_finds_stranded_payloads() -> None:
+    """With one node of a three-node cluster down, sends keep working (its keys move to the
+    other nodes); when it is back, payloads sent meanwhile are stranded away from their home
+    node, and delivery still finds them (it reads every live node) before the newer ones."""
+    import time
+
+    from pymemcache.client.hash import HashClient
+
+    _need_memcached()
+    servers = [MemcachedServer().start() for _ in range(3)]
+    client = HashClient(
+        [s.address for s in servers],
+        use_pooling=True,
+        retry_attempts=0,
+        dead_timeout=1,
+        connect_timeout=1,
+        timeout=1,
+    )
+    store = MemcachedStore(client)
+    gaesignals.configure(store=store)
+    names = [f"node{i}" for i in range(60)]
+    try:
+        homed_on_victim = [
+            n
+            for n in names
+            if store.client_for(signal_keys(n, "").queue).server == servers[0].address
+        ]
+        assert homed_on_victim
+        servers[0].stop()
+        gaesignals.send_multi([(n, "during") for n in names])  # no StoreUnavailable
+        servers[0].start()
+        deadline = time.monotonic() + 10
+        while len(store.live_clients()) < 3:
+            assert time.monotonic() < deadline, "the node never came back into the ring"
+            time.sleep(0.1)
+            store.client_for(signal_keys(names[0], "").queue)  # lets HashClient retry dead nodes
+        gaesignals.send_multi([(n, "after") for n in names])
+        got: dict[str, list[str]] = {n: [] for n in names}
+        mapping = [(n, lambda d, n=n: got[n].append(d)) for n in names]
+        assert deliver(mapping) == 120
+        assert all(got[n] == ["during", "after"] for n in names), got
+        assert deliver(mapping) == 0
+    finally:
+        store.close()
+        for server in servers:
+            server.stop()
+
+
+def test_reliable_delivery_drains_stranded_copies_too() -> None:
+    """Reliable delivery on a cluster also takes the copies stranded on other nodes."""
+    from pymemcache.client.hash import HashClient
+
+    _need_memcached()
+    servers = [MemcachedServer().start() for _ in range(2)]
+    client = HashClient([s.address for s in servers], use_pooling=True, default_noreply=False)
+    store = MemcachedStore(client)
+    gaesignals.configure(store=store)
+    try:
+        key = signal_keys("stray", "").queue
+        home = store.client_for(key).server
+        other = next(s for s in servers if s.address != home)
+        import pickle
+
+        from gaesignals import frames
+
+        raw = Client(other.address, default_noreply=False)
+        raw.set(key, frames.encode(pickle.dumps("stranded"), key.encode()))
+        raw.close()
+        send("stray", "home")
+        got: list[Any] = []
+        assert deliver({"stray": got.append}, reliable=True) == 2
+        assert got == ["stranded", "home"]
+        assert deliver({"stray": got.append}, reliable=True) == 0
+    finally:
+        store.close()
+        for server in servers:
+            server.stop()

@@ -31,6 +31,11 @@ class Connection(Protocol):
         """Read the keys that exist, each with an opaque CAS token valid on this connection."""
         ...
 
+    def scan_many(self, keys: Sequence[str]) -> dict[str, tuple[bytes, object]]:
+        """Like ``gets_many``; on a cluster, also the non-empty copies stranded on servers other
+        than a key's home, under ``"<key> <where>"`` names to pass back to ``cas_many``."""
+        ...
+
     def cas_many(
         self, items: Mapping[str, tuple[bytes, object]], expire: int = 0
     ) -> dict[str, bool]:

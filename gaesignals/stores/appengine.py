@@ -76,6 +76,9 @@ class _Connection:
             result[key] = (value if isinstance(value, bytes) else FOREIGN_VALUE, token)
         return result
 
+    def scan_many(self, keys: Sequence[str]) -> dict[str, tuple[bytes, object]]:
+        return self.gets_many(keys)  # App Engine shards its memcache itself
+
     def cas_many(
         self, items: Mapping[str, tuple[bytes, object]], expire: int = 0
     ) -> dict[str, bool]:

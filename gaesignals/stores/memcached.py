@@ -12,19 +12,28 @@ three reasons pymemcache's API cannot serve:
   client was built with, so a pickled value planted in the cache is never unpickled here.
 
 A CAS token is bound to the socket that read it (see :mod:`gaesignals.stores`).
+
+On a cluster (``HashClient``) a server that cannot be reached is taken out of the hash ring at
+once (pymemcache's own dead-node bookkeeping, brought back after ``dead_timeout``), and a batch
+whose server refused the connection is re-sent to the keys' new servers: nothing had been sent,
+so nothing can be applied twice. Payloads sent while a server was away land on another server;
+:meth:`_Connection.scan_many` reads every live server, so delivery finds them wherever they are.
 """
 
 from __future__ import annotations
 
+import logging
 import socket
 from collections import defaultdict
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from ..exceptions import ConfigurationError, StoreUnavailable
 from . import DEFAULT_MAX_VALUE_SIZE
+
+logger = logging.getLogger("gaesignals")
 
 _READ_SIZE = 256 * 1024
 
@@ -67,6 +76,14 @@ class _Reader:
         return data
 
 
+class _Unreachable(Exception):
+    """The server refused or timed out the connection: nothing of the batch was sent."""
+
+    def __init__(self, server: Any, error: BaseException) -> None:
+        super().__init__(f"memcached at {server} is unreachable: {error}")
+        self.server = server
+
+
 class _Node:
     """One server's connection, pinned for the life of a :class:`_Connection`."""
 
@@ -86,7 +103,11 @@ class _Node:
 
     def socket(self) -> socket.socket:
         if self.client.sock is None:
-            self.client._connect()  # pymemcache's own connect: timeouts, TLS, keepalive
+            try:
+                self.client._connect()  # pymemcache's own connect: timeouts, TLS, keepalive
+            except OSError as error:
+                self.failed = True
+                raise _Unreachable(self.server, error) from error
         sock: socket.socket = self.client.sock
         return sock
 
@@ -132,7 +153,12 @@ class _Node:
 
 
 class _Connection:
-    """Groups each batch by server and sends it as one pipelined request per server."""
+    """Groups each batch by server and sends it as one pipelined request per server.
+
+    A key may carry a location, ``"<key> <host:port>"`` (a space never occurs in a memcached
+    key): that is how :meth:`scan_many` names a copy found away from the key's home server,
+    and such a key is routed to that server, not hashed.
+    """
 
     def __init__(self, store: MemcachedStore) -> None:
         self.store = store
@@ -143,24 +169,79 @@ class _Connection:
             node.release()
         self.nodes.clear()
 
-    def _node_for(self, key: str) -> _Node:
-        client = self.store.client_for(key)
+    def _node(self, client: Any) -> _Node:
         node = self.nodes.get(client.server)
-        if node is None:
+        if node is None or node.failed:
+            if node is not None:
+                node.release()
             node = self.nodes[client.server] = _Node(client)
         return node
 
-    def _group(self, keys: Iterator[str] | Sequence[str]) -> dict[_Node, list[str]]:
-        groups: dict[_Node, list[str]] = defaultdict(list)
-        for key in keys:
-            groups[self._node_for(key)].append(key)
-        return groups
+    def _each_server(
+        self, keys: Sequence[str], operation: Callable[[_Node, list[str]], None]
+    ) -> None:
+        """Run ``operation`` once per server on its keys; when a server is unreachable, drop it
+        from the ring and run its (unlocated) keys again on their new servers."""
+        pending = list(keys)
+        for _ in range(self.store.max_reroutes()):
+            groups: dict[_Node, list[str]] = defaultdict(list)
+            for key in pending:
+                groups[self._node(self.store.client_for(key))].append(key)
+            pending = []
+            for node, group in groups.items():
+                try:
+                    operation(node, group)
+                except _Unreachable as error:
+                    self.store.server_failed(node.server)
+                    if not self.store.hashed:
+                        raise StoreUnavailable(str(error)) from error
+                    pending.extend(k for k in group if " " not in k)
+                except StoreUnavailable:
+                    # Sent but unanswered (a hang, a crash mid-reply): the batch may have been
+                    # applied, so it is not re-sent; later calls go around the server.
+                    self.store.server_failed(node.server)
+                    raise
+            if not pending:
+                return
+        raise StoreUnavailable("no reachable memcached server for " + ", ".join(pending[:5]))
 
     def gets_many(self, keys: Sequence[str]) -> dict[str, tuple[bytes, object]]:
         result: dict[str, tuple[bytes, object]] = {}
-        for node, group in self._group(keys).items():
-            for raw_key, item in node.gets([k.encode("ascii") for k in group]).items():
-                result[raw_key.decode("ascii")] = item
+
+        def read(node: _Node, group: list[str]) -> None:
+            found = node.gets([_wire(k) for k in group])
+            for key in group:
+                item = found.get(_wire(key))
+                if item is not None:
+                    result[key] = item
+
+        self._each_server(keys, read)
+        return result
+
+    def scan_many(self, keys: Sequence[str]) -> dict[str, tuple[bytes, object]]:
+        """Like :meth:`gets_many`, but on a cluster also read every other live server, where
+        payloads sent while a key's home server was away are stranded. Non-empty copies found
+        away from home come back as ``"<key> <host:port>"``."""
+        if not self.store.hashed:
+            return self.gets_many(keys)
+        result = self.gets_many(keys)
+        homes = {key: self.store.client_for(key).server for key in keys}
+        wire = [_wire(k) for k in keys]
+        for client in self.store.live_clients():
+            if all(home == client.server for home in homes.values()):
+                continue
+            node = self._node(client)
+            try:
+                found = node.gets(wire)
+            except (_Unreachable, StoreUnavailable) as error:
+                self.store.server_failed(node.server)
+                logger.warning("gaesignals: skipped %s while scanning: %s", node.server, error)
+                continue
+            where = _where(client.server)
+            for key, raw in zip(keys, wire, strict=True):
+                item = found.get(raw)
+                if item is not None and item[0] and homes[key] != client.server:
+                    result[f"{key} {where}"] = item
         return result
 
     def _store(
@@ -171,7 +252,8 @@ class _Connection:
         tokens: Mapping[str, object] | None = None,
     ) -> dict[str, bool]:
         result: dict[str, bool] = {}
-        for node, group in self._group(iter(items)).items():
+
+        def write(node: _Node, group: list[str]) -> None:
             parts: list[bytes] = []
             sent: list[str] = []
             sock = node.socket() if tokens is not None else None
@@ -190,13 +272,15 @@ class _Connection:
                     continue
                 parts.append(
                     b"%s %s 0 %d %d%s\r\n%s\r\n"
-                    % (command, node.prefix + key.encode("ascii"), expire, len(value), cas, value)
+                    % (command, node.prefix + _wire(key), expire, len(value), cas, value)
                 )
                 sent.append(key)
             if sent:
                 replies = node.exchange(b"".join(parts), len(sent))
                 for key, reply in zip(sent, replies, strict=True):
                     result[key] = reply == b"STORED"
+
+        self._each_server(list(items), write)
         return result
 
     def cas_many(
@@ -216,9 +300,20 @@ class _Connection:
         return self._store(b"append", items, 0)
 
     def delete_many(self, keys: Sequence[str]) -> None:
-        for node, group in self._group(keys).items():
-            request = b"".join(b"delete %s\r\n" % (node.prefix + k.encode("ascii")) for k in group)
+        def delete(node: _Node, group: list[str]) -> None:
+            request = b"".join(b"delete %s\r\n" % (node.prefix + _wire(k)) for k in group)
             node.exchange(request, len(group))
+
+        self._each_server(keys, delete)
+
+
+def _wire(key: str) -> bytes:
+    """The key as sent to memcached: without any location suffix."""
+    return key.partition(" ")[0].encode("ascii")
+
+
+def _where(server: Any) -> str:
+    return f"{server[0]}:{server[1]}" if isinstance(server, tuple) else str(server)
 
 
 class MemcachedStore:
@@ -235,10 +330,10 @@ class MemcachedStore:
     def __init__(self, client: Any, *, max_value_size: int = DEFAULT_MAX_VALUE_SIZE) -> None:
         self.client = client
         self.max_value_size = max_value_size
-        self._hashed = hasattr(client, "clients") and hasattr(client, "hasher")
+        self.hashed = hasattr(client, "clients") and hasattr(client, "hasher")
 
     def __repr__(self) -> str:
-        servers = sorted(self.client.clients) if self._hashed else [self.client.server]
+        servers = sorted(self.client.clients) if self.hashed else [self.client.server]
         return f"MemcachedStore({', '.join(map(str, servers))})"
 
     @classmethod
@@ -276,7 +371,7 @@ class MemcachedStore:
         }
         if len(servers) == 1:
             return cls(PooledClient(servers[0], **options), max_value_size=max_value_size)
-        hashed = HashClient(servers, use_pooling=True, retry_attempts=1, dead_timeout=5, **options)
+        hashed = HashClient(servers, use_pooling=True, retry_attempts=0, dead_timeout=5, **options)
         return cls(hashed, max_value_size=max_value_size)
 
     def close(self) -> None:
@@ -291,13 +386,46 @@ class MemcachedStore:
         finally:
             connection.close()
 
+    # -- the only places that reach into pymemcache's HashClient bookkeeping -------------------
+
     def client_for(self, key: str) -> Any:
-        if not self._hashed:
+        """The node client for a key: its location if it names one, else its hash-ring home."""
+        if not self.hashed:
             return self.client
+        base, _, where = key.partition(" ")
+        if where:
+            for client in self.client.clients.values():
+                if _where(client.server) == where:
+                    return client
+            raise StoreUnavailable(f"memcached at {where} is no longer configured")
         try:
-            client = self.client._get_client(key)
+            client = self.client._get_client(base)
         except Exception as error:  # pymemcache raises MemcacheError when every node is down
-            raise StoreUnavailable(f"no memcached server for {key!r}: {error}") from error
+            raise StoreUnavailable(f"no memcached server for {base!r}: {error}") from error
         if client is None:
-            raise StoreUnavailable(f"no memcached server for {key!r}: all servers are down")
+            raise StoreUnavailable(f"no memcached server for {base!r}: all servers are down")
         return client
+
+    def live_clients(self) -> list[Any]:
+        if not self.hashed:
+            return [self.client]
+        dead = self.client._dead_clients
+        return [c for c in self.client.clients.values() if c.server not in dead]
+
+    def server_failed(self, server: Any) -> None:
+        """Count a failure; past the client's ``retry_attempts`` the server leaves the ring."""
+        if not self.hashed:
+            return
+        client = self.client
+        if server in client._dead_clients:
+            return
+        client._mark_failed_server(server)
+        failed = client._failed_clients.get(server)
+        if failed is not None and failed["attempts"] >= client.retry_attempts:
+            client.remove_server(server)
+
+    def max_reroutes(self) -> int:
+        if not self.hashed:
+            return 1
+        attempts: int = max(self.client.retry_attempts, 0)
+        return len(self.client.clients) * (attempts + 1) + 1

@@ -59,6 +59,8 @@ class MemoryStore:
                     found[key] = (item[0], item[1])
             return found
 
+    scan_many = gets_many  # one process, one place
+
     def cas_many(
         self, items: Mapping[str, tuple[bytes, object]], expire: int = 0
     ) -> dict[str, bool]:
