@@ -295,10 +295,18 @@ def _acquire(conn: Connection, locks: list[str], owner: bytes, lease: int) -> se
 def _release(conn: Connection, locks: list[str], owner: bytes, lease: int) -> None:
     """Release only the locks this owner still holds: a lock whose lease ran out and was taken
     by another deliverer is left alone (compare-and-set, never a blind delete)."""
+    _rewrite_if_owner(conn, locks, owner, b"", lease)
+
+
+def _rewrite_if_owner(
+    conn: Connection, locks: list[str], owner: bytes, value: bytes, lease: int
+) -> set[str]:
+    """Set the locks ``owner`` still holds to ``value`` with a fresh lease; returns those set."""
     current = conn.gets_many(locks)
-    ours = {k: (b"", current[k][1]) for k in locks if k in current and current[k][0] == owner}
-    if ours:
-        conn.cas_many(ours, expire=lease)
+    ours = {k: (value, current[k][1]) for k in locks if k in current and current[k][0] == owner}
+    if not ours:
+        return set()
+    return {k for k, ok in conn.cas_many(ours, expire=lease).items() if ok}
 
 
 class _Holder:
@@ -316,14 +324,7 @@ class _Holder:
     def still_holds(self, lock: str) -> bool:
         if time.monotonic() >= self.renew_at and self.held:
             locks = sorted(self.held)
-            current = self.conn.gets_many(locks)
-            ours = {
-                k: (self.owner, current[k][1])
-                for k in locks
-                if k in current and current[k][0] == self.owner
-            }
-            renewed = self.conn.cas_many(ours, expire=self.lease) if ours else {}
-            self.held = {k for k, ok in renewed.items() if ok}
+            self.held = _rewrite_if_owner(self.conn, locks, self.owner, self.owner, self.lease)
             self.renew_at = time.monotonic() + self.lease / 2
         return lock in self.held
 
