@@ -274,20 +274,29 @@ def _deliver_reliable(
     return delivered
 
 
+def _lock_expiry(lease: int) -> int:
+    """memcached counts relative expiry in whole ticks of its clock, so an item stored for L
+    seconds lives between L - 1 and L; one more second makes a lock live the full lease."""
+    return lease + 1
+
+
 def _acquire(conn: Connection, locks: list[str], owner: bytes, lease: int) -> set[str]:
     """Take every lock that is free; a released lock is an empty value, a held one its owner."""
-    added = conn.add_many(dict.fromkeys(locks, owner), expire=lease)
+    expire = _lock_expiry(lease)
+    added = conn.add_many(dict.fromkeys(locks, owner), expire=expire)
     held = {key for key, ok in added.items() if ok}
     rest = [key for key in locks if not added[key]]
     if rest:
         current = conn.gets_many(rest)
         free = {k: (owner, current[k][1]) for k in rest if k in current and not current[k][0]}
         if free:
-            held.update(k for k, ok in conn.cas_many(free, expire=lease).items() if ok)
+            held.update(k for k, ok in conn.cas_many(free, expire=expire).items() if ok)
         gone = [k for k in rest if k not in current]
         if gone:
             held.update(
-                k for k, ok in conn.add_many(dict.fromkeys(gone, owner), expire=lease).items() if ok
+                k
+                for k, ok in conn.add_many(dict.fromkeys(gone, owner), expire=expire).items()
+                if ok
             )
     return held
 
@@ -306,7 +315,7 @@ def _rewrite_if_owner(
     ours = {k: (value, current[k][1]) for k in locks if k in current and current[k][0] == owner}
     if not ours:
         return set()
-    return {k for k, ok in conn.cas_many(ours, expire=lease).items() if ok}
+    return {k for k, ok in conn.cas_many(ours, expire=_lock_expiry(lease)).items() if ok}
 
 
 class _Holder:
