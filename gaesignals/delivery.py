@@ -172,7 +172,8 @@ def _deliver_weak(signals: SignalMapping, settings: Settings) -> int:
             if not todo:
                 break
         else:
-            logger.warning(
+            # Normal under heavy sending: nothing is lost, the next delivery takes them.
+            logger.info(
                 "gaesignals: %d signal(s) stayed contended; left for the next delivery", len(todo)
             )
     return delivered
