@@ -1,0 +1,188 @@
+"""pytest fixtures for apps that send and deliver signals (the ``pytest11`` entry point).
+
+Every test that asks for ``gaesignals_store`` gets a fresh, empty store, configured as
+gaesignals' store for that test only (the settings before it are put back after it):
+
+* ``memory``: the embedded store; ``memory-cas``: the same without append, as App Engine sends;
+* ``appengine``: App Engine's memcache stub in a ``testbed`` (``gaesignals_testbed``), with the
+  datastore and taskqueue stubs when asked for;
+* ``memcached``: a real memcached started once per session on a free loopback port and
+  flushed before each test.
+
+Which one: ``@pytest.mark.gaesignals_stores("memory", "memcached")`` runs a test once per store
+named (every store when none are named); otherwise ``--gaesignals-store=KIND`` or the
+``gaesignals_store`` ini option (default ``memory``). ``gaesignals_captured`` records what the
+test sends; see also :func:`gaesignals.testing.captured_signals` and
+:func:`gaesignals.testing.eager_signals`.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from . import config as _config
+from .config import configure
+from .stores import Store
+from .testing import CapturedSignals, MemcachedServer, captured_signals
+
+STORE_KINDS = ("memory", "memory-cas", "appengine", "memcached")
+APPENGINE_STUBS = ("datastore", "taskqueue")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("gaesignals")
+    group.addoption(
+        "--gaesignals-store",
+        choices=STORE_KINDS,
+        default=None,
+        help="store for tests using gaesignals_store without a gaesignals_stores mark",
+    )
+    parser.addini(
+        "gaesignals_store", "default store kind for gaesignals_store (memory)", default="memory"
+    )
+    parser.addini(
+        "gaesignals_appengine_stubs",
+        "testbed stubs to start besides memcache: datastore, taskqueue",
+        type="args",
+        default=[],
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "gaesignals_stores(*kinds): run the test once per gaesignals store kind "
+        f"({', '.join(STORE_KINDS)}; all when none are given)",
+    )
+    config.addinivalue_line(
+        "markers",
+        "gaesignals_config(**settings): namespace, secret_key or codec for gaesignals_store",
+    )
+    config.addinivalue_line(
+        "markers",
+        "gaesignals_appengine_stubs(*stubs): testbed stubs besides memcache "
+        f"({', '.join(APPENGINE_STUBS)})",
+    )
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    marker = metafunc.definition.get_closest_marker("gaesignals_stores")
+    if marker is None or "gaesignals_store_kind" not in metafunc.fixturenames:
+        return
+    kinds = marker.args or STORE_KINDS
+    unknown = [kind for kind in kinds if kind not in STORE_KINDS]
+    if unknown:
+        raise pytest.UsageError(f"unknown gaesignals store kind(s) {unknown}: use {STORE_KINDS}")
+    metafunc.parametrize("gaesignals_store_kind", kinds)
+
+
+def _missing(what: str, how: str) -> None:
+    """Skip a test that needs something absent; fail under CI, where a skip would hide a gap."""
+    message = f"{what} is not installed ({how})"
+    if os.environ.get("CI"):
+        pytest.fail(message + "; CI must run these tests", pytrace=False)
+    pytest.skip(message)
+
+
+@pytest.fixture
+def gaesignals_store_kind(request: pytest.FixtureRequest) -> str:
+    """The kind of store ``gaesignals_store`` makes (parametrized by ``gaesignals_stores``)."""
+    kind: str = request.config.getoption("gaesignals_store") or request.config.getini(
+        "gaesignals_store"
+    )
+    if kind not in STORE_KINDS:
+        pytest.fail(f"unknown gaesignals store kind {kind!r}: use {STORE_KINDS}", pytrace=False)
+    return kind
+
+
+@pytest.fixture(scope="session")
+def gaesignals_memcached() -> Iterator[MemcachedServer]:
+    """A memcached on a free 127.0.0.1 port for the whole session."""
+    if shutil.which("memcached") is None:
+        _missing("memcached", "apt-get install -y memcached")
+    if importlib.util.find_spec("pymemcache") is None:
+        _missing("pymemcache", "pip install 'gaesignals[memcached]'")
+    with MemcachedServer() as server:
+        yield server
+
+
+@pytest.fixture
+def gaesignals_testbed(request: pytest.FixtureRequest) -> Iterator[Any]:
+    """An active App Engine ``testbed.Testbed`` with the memcache stub, plus the stubs named by
+    the ``gaesignals_appengine_stubs`` mark or ini option; call ``init_*_stub`` for more."""
+    if importlib.util.find_spec("google.appengine") is None:
+        _missing("appengine-python-standard", "pip install 'gaesignals[appengine]'")
+    from google.appengine.ext import testbed
+
+    marker = request.node.get_closest_marker("gaesignals_appengine_stubs")
+    stubs = (
+        marker.args if marker is not None else request.config.getini("gaesignals_appengine_stubs")
+    )
+    unknown = [stub for stub in stubs if stub not in APPENGINE_STUBS]
+    if unknown:
+        pytest.fail(f"unknown App Engine stub(s) {unknown}: use {APPENGINE_STUBS}", pytrace=False)
+    bed = testbed.Testbed()
+    bed.activate()
+    try:
+        bed.init_memcache_stub()
+        if "datastore" in stubs:
+            bed.init_datastore_v3_stub()
+        if "taskqueue" in stubs:
+            bed.init_taskqueue_stub()
+        yield bed
+    finally:
+        bed.deactivate()
+
+
+def _make_store(kind: str, request: pytest.FixtureRequest) -> tuple[Store, Any]:
+    """The store for ``kind`` and what must be closed after the test (or None)."""
+    if kind in ("memory", "memory-cas"):
+        from .stores.memory import MemoryStore
+
+        return MemoryStore(append=kind == "memory"), None
+    if kind == "appengine":
+        request.getfixturevalue("gaesignals_testbed")
+        from .stores.appengine import AppEngineStore
+
+        return AppEngineStore(), None
+    server: MemcachedServer = request.getfixturevalue("gaesignals_memcached")
+    server.flush()
+    from .stores.memcached import MemcachedStore
+
+    store = MemcachedStore.from_url(server.url)
+    return store, store
+
+
+@pytest.fixture
+def gaesignals_store(gaesignals_store_kind: str, request: pytest.FixtureRequest) -> Iterator[Store]:
+    """A fresh store of ``gaesignals_store_kind``, configured for this test only.
+
+    Namespace, secret key and codec come from the ``gaesignals_config`` mark, else from the
+    environment as usual.
+    """
+    store, closable = _make_store(gaesignals_store_kind, request)
+    marker = request.node.get_closest_marker("gaesignals_config")
+    options: dict[str, Any] = dict(marker.kwargs) if marker is not None else {}
+    with _config._lock:
+        previous = _config._settings
+    try:
+        configure(store=store, **options)
+        yield store
+    finally:
+        with _config._lock:
+            _config._settings = previous
+        if closable is not None:
+            closable.close()
+
+
+@pytest.fixture
+def gaesignals_captured(gaesignals_store: Store) -> Iterator[CapturedSignals]:
+    """Everything the test sends, as :func:`~gaesignals.testing.captured_signals` records it."""
+    with captured_signals() as sent:
+        yield sent

@@ -1,0 +1,197 @@
+"""The scheduled-delivery endpoint: who may trigger it, and what it answers."""
+
+from __future__ import annotations
+
+import contextlib
+import hmac
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import webtest
+
+import gaesignals
+from gaesignals import ConfigurationError, Signal, StoreUnavailable, dead_letters
+from gaesignals.cron import TOKEN_ENV, CronDeliveryApp
+from gaesignals.stores import Store
+
+TOKEN = "s3cr3t-" * 6
+
+
+@pytest.fixture(autouse=True)
+def _outside_app_engine(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The App Engine testbed sets the variables on_app_engine() reads; decide it per test."""
+    monkeypatch.delenv(TOKEN_ENV, raising=False)
+    monkeypatch.setattr("gaesignals.cron.on_app_engine", lambda: False)
+
+
+def on_app_engine(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("gaesignals.cron.on_app_engine", lambda: True)
+
+
+class Collector:
+    def __init__(self, fail: bool = False) -> None:
+        self.got: list[Any] = []
+        self.fail = fail
+
+    def __call__(self, data: Any) -> None:
+        self.got.append(data)
+        if self.fail:
+            raise RuntimeError("handler failed")
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+@pytest.mark.gaesignals_stores()
+@pytest.mark.parametrize("reliable", [False, True], ids=["weak", "reliable"])
+def test_token_delivers_and_counts(gaesignals_store: Store, reliable: bool) -> None:
+    got = Collector()
+    app = webtest.TestApp(CronDeliveryApp({"digest": got}, reliable=reliable, token=TOKEN))
+    for n in range(3):
+        Signal("digest").send(n)
+    answer = app.get("/", headers=bearer(TOKEN), status=200)
+    assert answer.json == {"delivered": 3}
+    assert answer.headers["Cache-Control"] == "no-store"
+    assert got.got == [0, 1, 2]
+    assert app.post("/", headers=bearer(TOKEN), status=200).json == {"delivered": 0}
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},
+        {"X-Appengine-Cron": "true"},  # outside App Engine anyone can send this header
+        bearer("s3cr3t-" * 5 + "s3cr3t+"),
+        bearer(TOKEN[:-1]),
+        bearer(TOKEN + "x"),
+        {"Authorization": f"Basic {TOKEN}"},
+        {"Authorization": TOKEN},
+        {"Authorization": "Bearer"},
+    ],
+    ids=["none", "cron-header", "wrong", "prefix", "longer", "basic", "no-scheme", "empty"],
+)
+def test_refused_without_credentials(
+    gaesignals_store: Store, headers: dict[str, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """403, no handler runs, the payload stays pending."""
+    got = Collector()
+    app = webtest.TestApp(CronDeliveryApp({"digest": got}, token=TOKEN))
+    Signal("digest").send("kept")
+    with caplog.at_level(logging.WARNING, "gaesignals"):
+        answer = app.get("/", headers=headers, status=403)
+    assert answer.json == {"error": "forbidden"}
+    assert got.got == []
+    assert "refused a delivery request" in caplog.text
+    assert TOKEN not in caplog.text
+    assert gaesignals.deliver({"digest": got}) == 1  # it was still there
+    assert got.got == ["kept"]
+
+
+def test_without_a_token_only_app_engine_cron_gets_in(
+    gaesignals_store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    got = Collector()
+    app = webtest.TestApp(CronDeliveryApp({"digest": got}))
+    Signal("digest").send(1)
+    app.get("/", headers={"X-Appengine-Cron": "true"}, status=403)
+    app.get("/", headers=bearer(""), status=403)
+    on_app_engine(monkeypatch)
+    app.get("/", headers={"X-Appengine-Cron": "false"}, status=403)
+    assert app.get("/", headers={"X-Appengine-Cron": "true"}, status=200).json == {"delivered": 1}
+    assert got.got == [1]
+
+
+def test_token_works_on_app_engine_too(
+    gaesignals_store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    on_app_engine(monkeypatch)
+    app = webtest.TestApp(CronDeliveryApp({"digest": Collector()}, token=TOKEN))
+    app.get("/", headers=bearer(TOKEN), status=200)
+    app.get("/", headers=bearer("nope" * 10), status=403)
+
+
+def test_token_is_compared_in_constant_time(
+    gaesignals_store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    compared: list[tuple[bytes, bytes]] = []
+    real = hmac.compare_digest
+
+    def spy(a: bytes, b: bytes) -> bool:
+        compared.append((a, b))
+        return real(a, b)
+
+    monkeypatch.setattr("gaesignals.cron.hmac.compare_digest", spy)
+    app = webtest.TestApp(CronDeliveryApp({"digest": Collector()}, token=TOKEN))
+    app.get("/", headers=bearer(TOKEN), status=200)
+    app.get("/", headers=bearer("x" * 42), status=403)
+    assert compared == [(TOKEN.encode(), TOKEN.encode()), (b"x" * 42, TOKEN.encode())]
+
+
+def test_token_from_the_environment(
+    gaesignals_store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(TOKEN_ENV, TOKEN)
+    app = webtest.TestApp(CronDeliveryApp({"digest": Collector()}))
+    app.get("/", headers=bearer(TOKEN), status=200)
+    explicit = webtest.TestApp(CronDeliveryApp({"digest": Collector()}, token="e" * 32))
+    explicit.get("/", headers=bearer(TOKEN), status=403)  # an explicit token wins
+
+
+@pytest.mark.parametrize("token", ["short", "x" * 31, "é" * 15])
+def test_short_tokens_are_refused(token: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(ConfigurationError, match="at least 32 bytes"):
+        CronDeliveryApp({"digest": Collector()}, token=token)
+    monkeypatch.setenv(TOKEN_ENV, token)
+    with pytest.raises(ConfigurationError):
+        CronDeliveryApp({"digest": Collector()})
+
+
+def test_other_methods_are_refused_after_authorization(gaesignals_store: Store) -> None:
+    got = Collector()
+    app = webtest.TestApp(CronDeliveryApp({"digest": got}, token=TOKEN))
+    Signal("digest").send(1)
+    app.delete("/", status=403)  # strangers learn nothing, not even the allowed methods
+    answer = app.put("/", headers=bearer(TOKEN), status=405)
+    assert answer.headers["Allow"] == "GET, POST"
+    assert got.got == []
+
+
+def test_reliable_keeps_failures_for_the_next_run(gaesignals_store: Store) -> None:
+    """A failing handler in reliable mode: nothing counted, payload kept, then dead-lettered."""
+    failing = Collector(fail=True)
+    app = webtest.TestApp(
+        CronDeliveryApp({"digest": failing}, reliable=True, token=TOKEN, max_attempts=2)
+    )
+    Signal("digest").send("x")
+    assert app.get("/", headers=bearer(TOKEN)).json == {"delivered": 0}
+    assert app.get("/", headers=bearer(TOKEN)).json == {"delivered": 0}
+    assert failing.got == ["x", "x"]
+    assert dead_letters("digest") == ["x"]
+
+
+class _DownStore:
+    max_value_size = 1_000_000
+    supports_append = True
+    shared = False
+
+    @contextlib.contextmanager
+    def connection(self) -> Iterator[Any]:
+        raise StoreUnavailable("connection refused")
+        yield
+
+
+def test_store_outage_is_a_503(gaesignals_store: Store, caplog: pytest.LogCaptureFixture) -> None:
+    gaesignals.configure(store=_DownStore())
+    app = webtest.TestApp(CronDeliveryApp({"digest": Collector()}, token=TOKEN))
+    with caplog.at_level(logging.ERROR, "gaesignals"):
+        answer = app.get("/", headers=bearer(TOKEN), status=503)
+    assert answer.json == {"error": "store unavailable"}
+    assert "connection refused" in caplog.text
+
+
+def test_repr_names_the_mapping() -> None:
+    app = CronDeliveryApp({"digest": Collector()}, reliable=True, token=TOKEN)
+    assert repr(app) == "CronDeliveryApp(SignalMapping(['digest']), reliable=True)"

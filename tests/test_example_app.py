@@ -1,0 +1,321 @@
+"""The example app, driven through WSGI on every store, and served for real by its run script."""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import importlib.util
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import webtest
+
+import gaesignals
+from example_app import appengine_config, records
+from example_app.handlers import CRON_PATH
+from example_app.main import create_app
+from example_app.signals import AUDIT, GUESTBOOK, guestbook_handler, notice_signal
+from gaesignals import Signal, SignalsMiddleware
+from gaesignals.exceptions import StoreUnavailable
+from gaesignals.stores import Store
+from gaesignals.testing import CapturedSignals, MemcachedServer, free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+RUN_SCRIPT = ROOT / "scripts" / "run_example.sh"
+TOKEN = "t" * 40
+
+pytestmark = pytest.mark.gaesignals_stores()  # every test using gaesignals_store, on each store
+
+
+@pytest.fixture(autouse=True)
+def _not_on_app_engine(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("GAE_ENV", "GAE_APPLICATION", "GAESIGNALS_CRON_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture
+def app(gaesignals_store: Store) -> webtest.TestApp:
+    return webtest.TestApp(create_app(cron_token=TOKEN))
+
+
+def as_user(app: webtest.TestApp, user_id: str) -> None:
+    app.set_cookie("uid", user_id)
+
+
+def test_send_in_one_request_deliver_in_the_next(app: webtest.TestApp) -> None:
+    """The form's post only sends; the redirected get finds it published by the middleware."""
+    response = app.post("/send", {"text": "hello, signals"}, status=303)
+    assert records.pending(GUESTBOOK) == 1
+    assert records.read("guestbook") == []
+
+    page = response.follow()
+    assert records.pending(GUESTBOOK) == 0
+    [entry] = records.read("guestbook")
+    assert entry["text"] == "hello, signals"
+    assert entry["user"] == app.cookies["uid"]
+    assert "hello, signals" in page.text
+    assert "SignalsMiddleware</code> delivered it" in page.text
+    kinds = [(event["kind"], event["signal"]) for event in records.read("events")]
+    assert kinds == [("received", GUESTBOOK), ("sent", GUESTBOOK)]
+
+
+def test_posted_text_is_captured_and_escaped(
+    app: webtest.TestApp, gaesignals_captured: CapturedSignals
+) -> None:
+    """What the handler sent, seen through the plugin's capture; markup is shown, not run."""
+    app.post("/send", {"text": "<script>alert(1)</script>"}, status=303).follow()
+    assert gaesignals_captured.names() == [GUESTBOOK, AUDIT]
+    [payload] = gaesignals_captured.data(GUESTBOOK)
+    assert payload["text"] == "<script>alert(1)</script>"
+    page = app.get("/")
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page.text
+    assert "<script>" not in page.text
+
+
+def test_empty_text_sends_nothing(app: webtest.TestApp) -> None:
+    page = app.post("/send", {"text": "  \x00 "}, status=303).follow()
+    assert "Type something" in page.text
+    assert records.pending(GUESTBOOK) == 0 and records.pending(AUDIT) == 0
+
+
+def test_per_user_signal_waits_for_that_user(app: webtest.TestApp) -> None:
+    """``user_<id>_notice`` is delivered by that user's inbox ``get``, and by nothing else."""
+    as_user(app, "11111")
+    app.post("/notify", {"to": "22222", "text": "your password changed"}, status=303).follow()
+    assert records.pending(notice_signal("22222")) == 1
+
+    inbox = app.get("/inbox")  # another user's inbox delivers only their own signal
+    assert "your password changed" not in inbox.text
+    assert records.pending(notice_signal("22222")) == 1
+
+    as_user(app, "22222")
+    page = app.get("/")  # the front page and its middleware leave it alone too
+    assert records.pending(notice_signal("22222")) == 1
+    assert "user_22222_notice" in page.text
+
+    inbox = app.get("/inbox")
+    assert "1 new notice(s) delivered; 0 still pending" in inbox.text
+    assert "your password changed" in inbox.text
+    assert records.read("inbox:22222")[0]["sender"] == "11111"
+    assert records.read("inbox:11111") == []
+    assert "0 new notice(s) delivered" in app.get("/inbox").text
+
+
+def test_bad_notice_is_refused(app: webtest.TestApp) -> None:
+    page = app.post("/notify", {"to": "bob", "text": "hi"}, status=303).follow()
+    assert "numeric user id" in page.text
+
+
+def test_switch_user(app: webtest.TestApp) -> None:
+    app.post("/user", {"uid": "54274"}, status=303)
+    assert app.cookies["uid"] == "54274"
+    assert "you are user <b>54274</b>" in app.get("/").text
+    app.post("/user", {"uid": "not-a-number"}, status=303)
+    assert app.cookies["uid"] == "54274"
+
+
+def test_middleware_delivers_whatever_the_page(app: webtest.TestApp) -> None:
+    """A payload sent by anyone is published at the start of the next request, any page."""
+    Signal(GUESTBOOK).send({"text": "sent elsewhere", "user": "7"})
+    status = app.get("/status.json").json
+    assert status["pending"][GUESTBOOK] == 0
+    assert [entry["text"] for entry in status["guestbook"]] == ["sent elsewhere"]
+
+
+def test_appengine_config_wraps_in_signals_middleware() -> None:
+    """The hook is the seed's: it returns a SignalsMiddleware delivering ``guestbook``."""
+
+    def inner(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        return []
+
+    wrapped = appengine_config.webapp_add_wsgi_middleware(inner)
+    assert isinstance(wrapped, SignalsMiddleware)
+    assert wrapped.app is inner
+    assert wrapped.mapping.handlers(GUESTBOOK) == (guestbook_handler,)
+
+
+def test_audit_is_left_for_cron(app: webtest.TestApp, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``audit`` waits for the cron endpoint, which refuses strangers and delivers reliably."""
+    # The App Engine testbed makes every check say "on App Engine"; decide it here instead.
+    monkeypatch.setattr("gaesignals.cron.on_app_engine", lambda: False)
+    app.post("/send", {"text": "one"}, status=303).follow()
+    app.post("/notify", {"to": "3", "text": "two"}, status=303).follow()
+    assert records.pending(AUDIT) == 2
+
+    assert app.get(CRON_PATH, status=403).json == {"error": "forbidden"}
+    app.get(CRON_PATH, headers={"X-Appengine-Cron": "true"}, status=403)  # anyone can set it
+    app.get(CRON_PATH, headers={"Authorization": "Bearer " + "x" * 40}, status=403)
+    assert records.pending(AUDIT) == 2 and records.read("audit") == []
+
+    answer = app.get(CRON_PATH, headers={"Authorization": f"Bearer {TOKEN}"}, status=200)
+    assert answer.json == {"delivered": 2}
+    assert records.pending(AUDIT) == 0
+    actions = [a["action"] for a in records.read("audit")]
+    assert actions == ["notified user 3", "signed the guestbook"]
+    assert "signed the guestbook" in app.get("/").text
+
+    app.post("/send", {"text": "three"}, status=303)
+    monkeypatch.setattr("gaesignals.cron.on_app_engine", lambda: True)  # it strips the header
+    answer = app.post(CRON_PATH, headers={"X-Appengine-Cron": "true"}, status=200)
+    assert answer.json == {"delivered": 1}
+
+
+def test_deliver_now_button_does_what_cron_does(app: webtest.TestApp) -> None:
+    app.post("/send", {"text": "x"}, status=303)
+    page = app.post("/deliver-now", status=303).follow()
+    assert "1 payload(s) delivered" in page.text
+    assert records.pending(AUDIT) == 0
+    assert records.read("audit")[0]["action"] == "signed the guestbook"
+
+
+class _DownStore:
+    max_value_size = 1_000_000
+    supports_append = True
+    shared = False
+
+    @contextlib.contextmanager
+    def connection(self) -> Iterator[Any]:
+        raise StoreUnavailable("the cache is down")
+        yield
+
+
+@pytest.mark.gaesignals_stores("memory")
+def test_store_outage_is_a_503_not_a_crash(app: webtest.TestApp) -> None:
+    gaesignals.configure(store=_DownStore())
+    response = app.post("/send", {"text": "lost?"}, status=503)
+    assert "signals are unavailable" in response.text
+    assert app.get(CRON_PATH, headers={"Authorization": f"Bearer {TOKEN}"}, status=503).json == {
+        "error": "store unavailable"
+    }
+
+
+def test_main_wraps_for_app_engine(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On App Engine the app goes through ``wrap_wsgi_app``, outermost, as bundled services need."""
+    if importlib.util.find_spec("google.appengine") is None:
+        pytest.skip("appengine-python-standard is not installed")
+    import google.appengine.api
+
+    wrapped: list[Any] = []
+
+    def fake_wrap(app: Any) -> Any:
+        wrapped.append(app)
+        return "wrapped"
+
+    monkeypatch.setattr(google.appengine.api, "wrap_wsgi_app", fake_wrap)
+    assert create_app() is not None and wrapped == []
+    monkeypatch.setenv("GAE_ENV", "standard")
+    assert create_app() == "wrapped"
+    assert len(wrapped) == 1 and callable(wrapped[0])
+
+
+def test_app_engine_files_describe_this_app() -> None:
+    """app.yaml and cron.yaml pass the SDK's own validators and point at this app."""
+    if importlib.util.find_spec("google.appengine") is None:
+        pytest.skip("appengine-python-standard is not installed")
+    from google.appengine.api import appinfo, croninfo
+
+    with (ROOT / "app.yaml").open() as handle:
+        info = appinfo.LoadSingleAppInfo(handle)
+    assert info.runtime == "python313"
+    assert info.app_engine_apis is True
+    assert "gunicorn" in info.entrypoint and "example_app.main:app" in info.entrypoint
+    assert "--bind :$PORT" in info.entrypoint
+    with (ROOT / "cron.yaml").open() as handle:
+        cron = croninfo.LoadSingleCron(handle)
+    assert [job.url for job in cron.cron] == [CRON_PATH]
+    requirements = (ROOT / "example_app" / "requirements.txt").read_text()
+    for needed in ("webapp2==3.0.0b1", "WebOb", "gunicorn", "appengine-python-standard"):
+        assert needed in requirements
+
+
+# -- the README's run command, over HTTP on loopback -------------------------------------------
+
+
+def _http(port: int, method: str, path: str, body: str = "") -> tuple[int, str]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=15)
+    try:
+        headers = {"Content-Type": "application/x-www-form-urlencoded"} if body else {}
+        conn.request(method, path, body=body or None, headers=headers)
+        response = conn.getresponse()
+        return response.status, response.read().decode()
+    finally:
+        conn.close()
+
+
+def _wait_for_url(proc: subprocess.Popen[bytes], out: Path, err: Path, timeout: float) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for line in out.read_text().splitlines():
+            if line.startswith("gaesignals example: serving on "):
+                return line.rsplit(" ", 1)[1]
+        if proc.poll() is not None:
+            break
+        time.sleep(0.05)
+    raise AssertionError(
+        f"run_example.sh did not print its address (exit {proc.poll()}):\n"
+        f"{out.read_text()}\n{err.read_text()}"
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["memory", "memcached"])
+def test_run_script_serves_the_example(
+    backend: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """``scripts/run_example.sh`` as the README gives it, with this venv's python on PATH."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GAESIGNALS_")}
+    env.update(
+        PORT=str(port),
+        PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
+        GAESIGNALS_NO_INSTALL="1",  # never pip install from a test: this venv has everything
+    )
+    if backend == "memcached":
+        server: MemcachedServer = request.getfixturevalue("gaesignals_memcached")
+        server.flush()
+        env["GAESIGNALS_STORE"] = server.url
+    out, err = tmp_path / "stdout", tmp_path / "stderr"
+    with out.open("wb") as stdout, err.open("wb") as stderr:
+        proc = subprocess.Popen(
+            [str(RUN_SCRIPT)],
+            cwd=tmp_path,
+            env=env,
+            stdout=stdout,
+            stderr=stderr,
+            start_new_session=True,  # its own process group: gunicorn's workers stop with it
+        )
+    try:
+        url = _wait_for_url(proc, out, err, timeout=60)
+        assert url == f"http://127.0.0.1:{port}/"
+
+        status, page = _http(port, "GET", "/")
+        assert status == 200 and "gaesignals example" in page
+        status, _ = _http(port, "POST", "/send", "text=over+http")
+        assert status == 303
+        # Each request may land on another worker; every one must see the delivered entry.
+        for _ in range(6):
+            status, body = _http(port, "GET", "/status.json")
+            assert status == 200
+            state = json.loads(body)
+            assert [g["text"] for g in state["guestbook"]] == ["over http"]
+            assert state["pending"]["guestbook"] == 0 and state["pending"]["audit"] == 1
+        expected_store = "MemcachedStore" if backend == "memcached" else "MemoryStore"
+        assert state["store"].startswith(expected_store)
+        workers = "3 worker(s)" if backend == "memcached" else "1 worker(s)"
+        assert workers in err.read_text()
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
