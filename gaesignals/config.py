@@ -26,7 +26,7 @@ MIN_SECRET_KEY_BYTES = 32
 CODECS = ("pickle", "json")
 _NAMESPACE = re.compile(r"[A-Za-z0-9_-]{0,64}\Z")
 
-SecretKeys = str | bytes | Sequence[str | bytes]
+SecretKeys = str | bytes | bytearray | memoryview | Sequence[str | bytes]
 
 
 @dataclass(frozen=True)
@@ -147,9 +147,11 @@ def _resolve(
 
 
 def _secret_keys(secret_key: SecretKeys) -> tuple[bytes, ...]:
-    items: Sequence[str | bytes] = (
-        [secret_key] if isinstance(secret_key, str | bytes) else secret_key
-    )
+    items: Sequence[str | bytes | bytearray | memoryview]
+    if isinstance(secret_key, str | bytes | bytearray | memoryview):
+        items = [secret_key]
+    else:
+        items = secret_key
     keys = []
     for item in items:
         key = item.strip().encode("utf-8") if isinstance(item, str) else bytes(item)

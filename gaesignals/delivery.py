@@ -461,7 +461,14 @@ def dead_letters(name: str) -> list[Any]:
         item = conn.gets_many([keys.dead]).get(keys.dead)
     if not item:
         return []
-    return [decode(f, settings) for f in _frames(name, keys.queue, item[0], settings)]
+    letters = []
+    for frame in _frames(name, keys.queue, item[0], settings):
+        try:
+            letters.append(decode(frame, settings))
+        except Exception:
+            # Dead letters are often the payloads that could not be decoded in the first place.
+            logger.exception("gaesignals: a dead letter of %r cannot be decoded; not listed", name)
+    return letters
 
 
 def requeue_dead_letters(name: str) -> int:

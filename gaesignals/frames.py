@@ -109,6 +109,10 @@ def parse(
     bad_start = -1
     bad_reason = ""
     unpack = HEADER.unpack_from
+    # Checking a candidate costs a CRC over its declared length. Valid frames never overlap, so
+    # they cost at most ``size``; garbage full of false headers could cost size**2. Past this
+    # budget the rest of the value is given up as bad: parsing stays linear in the worst case.
+    budget = 4 * size + 65536
     while pos < size:
         reason = ""
         if size - pos < HEADER_SIZE:
@@ -126,6 +130,11 @@ def parse(
                 end = tag_end + length
                 if end > size:
                     reason = "declared length runs past the end of the value"
+                elif (budget := budget - (end - pos)) < 0:
+                    if bad_start < 0:
+                        bad_start = pos
+                    bad.append(BadRegion(bad_start, size, "too much garbage to search for frames"))
+                    return frames, bad
                 else:
                     vf = value[pos + 2 : pos + 4]
                     tag = value[pos + HEADER_SIZE : tag_end]
