@@ -26,10 +26,13 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
+import random
 import struct
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any, NamedTuple
 
 MAGIC = b"\xa7\x5c"
 VERSION = 1
@@ -42,9 +45,13 @@ HEADER_SIZE = HEADER.size  # 22
 TAG_SIZE = 32
 MAX_ATTEMPTS_FIELD = 0xFFFF
 
+# Frame ids need to be unique, not secret: a private generator (seeded from the OS, reseeded in a
+# forked child) is four times faster than os.urandom and leaves the global one alone.
+_ids = random.Random()
+os.register_at_fork(after_in_child=_ids.seed)
 
-@dataclass(frozen=True, slots=True)
-class Frame:
+
+class Frame(NamedTuple):
     """One parsed, verified frame and where it sits in the value it came from."""
 
     start: int
@@ -75,15 +82,15 @@ def encode(
 ) -> bytes:
     """Frame one serialized payload for ``signal_key``, signed with the first secret key if any."""
     flags = FLAG_JSON if json_body else 0
-    ident = os.urandom(8) if ident is None else ident
-    vf = bytes((VERSION, flags))
+    ident = _ids.getrandbits(64).to_bytes(8, "big") if ident is None else ident
     tag = b""
     if secret_keys:
         flags |= FLAG_SIGNED
-        vf = bytes((VERSION, flags))
-        tag = hmac.digest(secret_keys[0], signal_key + b"\x00" + vf + ident + body, hashlib.sha256)
-    length = struct.pack(">I", len(body))
-    crc = zlib.crc32(body, zlib.crc32(tag, zlib.crc32(ident, zlib.crc32(length, zlib.crc32(vf)))))
+        mac = _signer(secret_keys[0], signal_key).copy()
+        mac.update(bytes((VERSION, flags)) + ident + body)
+        tag = mac.digest()
+    vf_length = struct.pack(">BBI", VERSION, flags, len(body))
+    crc = zlib.crc32(body, zlib.crc32(ident + tag, zlib.crc32(vf_length)))
     attempts = min(attempts, MAX_ATTEMPTS_FIELD)
     return HEADER.pack(MAGIC, VERSION, flags, attempts, len(body), crc, ident) + tag + body
 
@@ -109,6 +116,8 @@ def parse(
     bad_start = -1
     bad_reason = ""
     unpack = HEADER.unpack_from
+    crc32 = zlib.crc32
+    view = memoryview(value)
     # Checking a candidate costs a CRC over its declared length. Valid frames never overlap, so
     # they cost at most ``size``; garbage full of false headers could cost size**2. Past this
     # budget the rest of the value is given up as bad: parsing stays linear in the worst case.
@@ -136,24 +145,25 @@ def parse(
                     bad.append(BadRegion(bad_start, size, "too much garbage to search for frames"))
                     return frames, bad
                 else:
-                    vf = value[pos + 2 : pos + 4]
-                    tag = value[pos + HEADER_SIZE : tag_end]
-                    body = value[tag_end:end]
-                    check = zlib.crc32(
-                        body,
-                        zlib.crc32(
-                            tag,
-                            zlib.crc32(
-                                ident, zlib.crc32(value[pos + 6 : pos + 10], zlib.crc32(vf))
-                            ),
-                        ),
+                    # The CRC runs over bytes 2-3, 6-9 and 14 to the end: three calls, no copies.
+                    check = crc32(
+                        view[pos + 14 : end],
+                        crc32(view[pos + 6 : pos + 10], crc32(view[pos + 2 : pos + 4])),
                     )
+                    body = value[tag_end:end]
                     if check != crc:
                         reason = "CRC mismatch"
                     elif secret_keys:
                         if not flags & FLAG_SIGNED:
                             reason = "unsigned frame while a secret key is configured"
-                        elif not _verify(secret_keys, signal_key, vf + ident + body, tag):
+                        elif not _verify(
+                            secret_keys,
+                            signal_key,
+                            view[pos + 2 : pos + 4],
+                            view[pos + 14 : pos + 22],
+                            body,
+                            value[pos + HEADER_SIZE : tag_end],
+                        ):
                             reason = "signature mismatch"
                     if not reason:
                         if bad_start >= 0:
@@ -171,8 +181,25 @@ def parse(
     return frames, bad
 
 
-def _verify(secret_keys: Sequence[bytes], signal_key: bytes, signed: bytes, tag: bytes) -> bool:
-    message = signal_key + b"\x00" + signed
-    return any(
-        hmac.compare_digest(hmac.digest(key, message, hashlib.sha256), tag) for key in secret_keys
-    )
+@lru_cache(maxsize=1024)
+def _signer(secret_key: bytes, signal_key: bytes) -> Any:
+    """An HMAC already fed the signal's key: copying it skips the key schedule per frame."""
+    return hmac.new(secret_key, signal_key + b"\x00", hashlib.sha256)
+
+
+def _verify(
+    secret_keys: Sequence[bytes],
+    signal_key: bytes,
+    vf: memoryview,
+    ident: memoryview,
+    body: bytes,
+    tag: bytes,
+) -> bool:
+    for key in secret_keys:
+        mac = _signer(key, signal_key).copy()
+        mac.update(vf)
+        mac.update(ident)
+        mac.update(body)
+        if hmac.compare_digest(mac.digest(), tag):
+            return True
+    return False

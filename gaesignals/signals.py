@@ -223,14 +223,14 @@ def send_multi(
     items: Iterable[str | tuple[str, Any]] = (
         signals.items() if isinstance(signals, Mapping) else signals
     )
-    batch: dict[str, bytes] = {}
+    framed: dict[str, list[bytes]] = {}
     for item in items:
         name, data = (item, None) if isinstance(item, str) else item
         keys = signal_keys(check_name(name), settings.namespace)
-        frame = encode_payload(data, keys, settings)
-        batch[keys.queue] = batch.get(keys.queue, b"") + frame
-    if not batch:
+        framed.setdefault(keys.queue, []).append(encode_payload(data, keys, settings))
+    if not framed:
         return
+    batch = {key: b"".join(parts) for key, parts in framed.items()}
     store = settings.store
     for key, value in batch.items():
         if len(value) > store.max_value_size:

@@ -35,7 +35,8 @@ from . import DEFAULT_MAX_VALUE_SIZE
 
 logger = logging.getLogger("gaesignals")
 
-_READ_SIZE = 256 * 1024
+# Larger reads make CPython allocate and free a buffer that size per call (mmap/munmap).
+_READ_SIZE = 64 * 1024
 
 
 class _Token:
