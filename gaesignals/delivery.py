@@ -276,9 +276,10 @@ def _deliver_reliable(
 
 
 def _lock_expiry(lease: int) -> int:
-    """memcached counts relative expiry in whole ticks of its clock, so an item stored for L
-    seconds lives between L - 1 and L; one more second makes a lock live the full lease."""
-    return lease + 1
+    """How long a lock lives: twice the lease, plus the second memcached's whole-tick expiry
+    may shave off. A holder renews at the first payload boundary past half its lease, so any
+    handler shorter than the lease finishes under a lock that is still its own."""
+    return 2 * lease + 1
 
 
 def _acquire(conn: Connection, locks: list[str], owner: bytes, lease: int) -> set[str]:

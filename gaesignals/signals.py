@@ -168,11 +168,12 @@ def _check_room(
         if k in current and len(current[k][0]) + len(v) > store.max_value_size
     ]
     if full:
+        # Name every key still unwritten, not only the full ones: none of them was stored.
         raise QueueFull(
             f"{', '.join(full)} already hold(s) too many pending bytes to take "
             f"{max(len(pending[k]) for k in full)} more (limit {store.max_value_size}); "
             "deliver first",
-            full,
+            sorted(pending),
         )
 
 

@@ -244,7 +244,7 @@ def test_release_never_frees_another_owners_lock() -> None:
     store = MemoryStore(clock=lambda: now[0])
     with store.connection() as conn:
         assert _acquire(conn, ["L"], b"first", 10) == {"L"}
-        now[0] += 11
+        now[0] += 22  # locks live 2 * lease + 1 seconds
         assert _acquire(conn, ["L"], b"second", 10) == {"L"}
         _release(conn, ["L"], b"first", 10)
         assert conn.gets_many(["L"])["L"][0] == b"second"

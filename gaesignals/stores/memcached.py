@@ -274,7 +274,9 @@ class _Connection:
                         result[key] = False
                         continue
                     cas = b" " + token.cas
-                if len(value) > self.store.max_value_size:
+                # A cas rewrites a value the server already holds (a reliable acknowledgement
+                # bumping an attempt count): the server's own item limit decides.
+                if tokens is None and len(value) > self.store.max_value_size:
                     result[key] = False
                     continue
                 parts.append(
