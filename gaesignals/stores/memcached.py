@@ -127,9 +127,7 @@ class _Node:
             raise self.fail(error) from error
         for line in lines:
             if line.startswith((b"ERROR", b"CLIENT_ERROR")):
-                self.failed = True
-                self.client.close()
-                raise StoreUnavailable(f"memcached at {self.server} refused a command: {line!r}")
+                raise self.fail(ConnectionError(f"refused a command: {line!r}"))
         return lines
 
     def gets(self, keys: list[bytes]) -> dict[bytes, tuple[bytes, _Token]]:
