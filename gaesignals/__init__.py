@@ -12,6 +12,7 @@ from .delivery import (
     pass_signal_name,
     purge_dead_letters,
     requeue_dead_letters,
+    send_now,
 )
 from .exceptions import (
     BadFrame,
@@ -24,6 +25,16 @@ from .exceptions import (
     UnserializablePayload,
 )
 from .middleware import SignalsMiddleware
+from .registry import (
+    Registry,
+    SignalSpec,
+    autodiscover,
+    connect,
+    declare,
+    disconnect,
+    receiver,
+    registry,
+)
 from .signals import Contention, Signal, send, send_multi
 
 __all__ = [
@@ -34,17 +45,26 @@ __all__ = [
     "InvalidSignalName",
     "PayloadTooLarge",
     "QueueFull",
+    "Registry",
     "Signal",
     "SignalMapping",
+    "SignalSpec",
     "SignalsMiddleware",
     "StoreUnavailable",
     "UnserializablePayload",
+    "autodiscover",
     "configure",
+    "connect",
     "dead_letters",
+    "declare",
     "deliver",
+    "disconnect",
     "pass_signal_name",
     "purge_dead_letters",
+    "receiver",
+    "registry",
     "requeue_dead_letters",
     "send",
     "send_multi",
+    "send_now",
 ]

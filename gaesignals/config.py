@@ -2,9 +2,9 @@
 
 Explicit :func:`configure` arguments win; anything not given comes from the environment
 (``GAESIGNALS_STORE``, ``GAESIGNALS_NAMESPACE``, ``GAESIGNALS_SECRET_KEY``,
-``GAESIGNALS_CODEC``); anything still missing has a default: App Engine's memcache when running
-on App Engine, otherwise the embedded in-process store. Settings are resolved once, on first
-use, and shared by every thread.
+``GAESIGNALS_CODEC``, ``GAESIGNALS_EAGER``); anything still missing has a default: App
+Engine's memcache when running on App Engine, otherwise the embedded in-process store.
+Settings are resolved once, on first use, and shared by every thread.
 """
 
 from __future__ import annotations
@@ -38,6 +38,8 @@ class Settings:
     #: Frames are signed with the first key and accepted with any (rotation).
     secret_keys: tuple[bytes, ...] = ()
     codec: str = "pickle"
+    #: Every send to a signal with registered receivers runs them at once (tests, development).
+    eager: bool = False
 
 
 _lock = threading.Lock()
@@ -49,15 +51,17 @@ def configure(
     namespace: str | None = None,
     secret_key: SecretKeys | None = None,
     codec: str | None = None,
+    eager: bool | None = None,
 ) -> Settings:
     """Set the store (a :class:`~gaesignals.stores.Store` or a URL), the key namespace, the
-    secret key(s) that sign frames, and the payload codec (``"pickle"`` or ``"json"``).
+    secret key(s) that sign frames, the payload codec (``"pickle"`` or ``"json"``), and whether
+    sends are ``eager`` (see :func:`~gaesignals.send_now`).
 
     Arguments left out are read from the environment, as on first use without ``configure``.
     Call it once at start-up, before sending or delivering.
     """
     global _settings
-    resolved = _resolve(store, namespace, secret_key, codec)
+    resolved = _resolve(store, namespace, secret_key, codec, eager)
     with _lock:
         _settings = resolved
     return resolved
@@ -70,7 +74,7 @@ def get_settings() -> Settings:
     if current is None:
         with _lock:
             if _settings is None:
-                _settings = _resolve(None, None, None, None)
+                _settings = _resolve(None, None, None, None, None)
             current = _settings
     return current
 
@@ -112,8 +116,14 @@ def _resolve(
     namespace: str | None,
     secret_key: SecretKeys | None,
     codec: str | None,
+    eager: bool | None,
 ) -> Settings:
     env = os.environ
+    if eager is None:
+        flag = env.get("GAESIGNALS_EAGER", "").strip().lower()
+        if flag not in ("", "0", "1", "false", "true", "no", "yes", "off", "on"):
+            raise ConfigurationError(f"GAESIGNALS_EAGER={flag!r} is not a boolean (use 1 or 0)")
+        eager = flag in ("1", "true", "yes", "on")
     if namespace is None:
         namespace = env.get("GAESIGNALS_NAMESPACE", "")
     if not _NAMESPACE.match(namespace):
@@ -143,7 +153,9 @@ def _resolve(
             "Set GAESIGNALS_SECRET_KEY (32+ bytes) to sign and verify every payload.",
             store,
         )
-    return Settings(store=store, namespace=namespace, secret_keys=keys, codec=codec)
+    return Settings(
+        store=store, namespace=namespace, secret_keys=keys, codec=codec, eager=bool(eager)
+    )
 
 
 def _secret_keys(secret_key: SecretKeys) -> tuple[bytes, ...]:

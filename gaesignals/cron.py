@@ -35,21 +35,26 @@ MIN_TOKEN_BYTES = 32
 class CronDeliveryApp:
     """Deliver ``mapping`` on each authorized GET or POST; answer ``{"delivered": n}``.
 
-    ``token=None`` reads ``GAESIGNALS_CRON_TOKEN``; with no token at all, only App Engine cron
-    gets in. ``reliable``, ``lease`` and ``max_attempts`` are passed to :func:`deliver`.
+    ``mapping=None`` delivers the default registry's receivers (:func:`~gaesignals.receiver`),
+    each signal in its declared mode unless ``reliable`` says otherwise. ``token=None`` reads
+    ``GAESIGNALS_CRON_TOKEN``; with no token at all, only App Engine cron gets in.
+    ``reliable``, ``lease`` and ``max_attempts`` are passed to :func:`deliver`.
     Answers 403 to anyone else, 405 to other methods, 503 when the store is down.
     """
 
     def __init__(
         self,
-        mapping: SignalMapping | Mapping[str, HandlerSpec] | Iterable[tuple[str, HandlerSpec]],
+        mapping: SignalMapping
+        | Mapping[str, HandlerSpec]
+        | Iterable[tuple[str, HandlerSpec]]
+        | None = None,
         *,
-        reliable: bool = False,
+        reliable: bool | None = None,
         token: str | None = None,
         lease: int | None = None,
         max_attempts: int | None = None,
     ) -> None:
-        self.mapping = SignalMapping.coerce(mapping)
+        self.mapping = None if mapping is None else SignalMapping.coerce(mapping)
         self.reliable = reliable
         self.lease = lease
         self.max_attempts = max_attempts

@@ -24,7 +24,19 @@ from typing import Any, TypeVar
 from . import frames
 from .config import Settings, get_settings
 from .exceptions import GaeSignalsError
-from .signals import Contention, SignalKeys, append_frames, check_name, signal_keys
+from .registry import (
+    check_lease,
+    check_max_attempts,
+    registry,
+)
+from .signals import (
+    Contention,
+    SignalKeys,
+    append_frames,
+    check_name,
+    encode_payload,
+    signal_keys,
+)
 from .stores import Connection
 
 logger = logging.getLogger("gaesignals")
@@ -32,15 +44,10 @@ logger = logging.getLogger("gaesignals")
 Handler = Callable[..., object]
 HandlerSpec = Handler | Sequence[Handler]
 
-DEFAULT_LEASE = 30
-DEFAULT_MAX_ATTEMPTS = 5
 #: Rounds of read + reset a weak delivery makes for keys whose reset lost a race.
 WEAK_ROUNDS = 4
 #: Rounds of CAS a reliable delivery makes to remove what it delivered.
 ACK_ROUNDS = 32
-#: memcached reads larger expiry values as absolute Unix times.
-MAX_LEASE = 30 * 24 * 3600
-
 F = TypeVar("F", bound=Handler)
 
 
@@ -58,20 +65,22 @@ class SignalMapping:
 
     Built from a list of ``(name, handler)`` pairs (a name may repeat; its handlers add up in
     order), a dict, or another mapping. A handler is one callable or a list of them.
-    ``lease`` and ``max_attempts`` are the defaults for reliable delivery of this mapping.
+    ``lease`` and ``max_attempts`` override, for this mapping, what each signal declared (see
+    :func:`~gaesignals.declare`); left out, the declaration or the defaults apply.
     """
 
     def __init__(
         self,
         mapping: SignalMapping | Mapping[str, HandlerSpec] | Iterable[tuple[str, HandlerSpec]] = (),
         *,
-        lease: int = DEFAULT_LEASE,
-        max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+        lease: int | None = None,
+        max_attempts: int | None = None,
     ) -> None:
-        self.lease = _check_lease(lease)
-        if not isinstance(max_attempts, int) or max_attempts < 1:
-            raise ValueError(f"max_attempts must be a positive int, got {max_attempts!r}")
-        self.max_attempts = max_attempts
+        self.lease = None if lease is None else check_lease(lease)
+        self.max_attempts = None if max_attempts is None else check_max_attempts(max_attempts)
+        if isinstance(mapping, SignalMapping):
+            self.lease = mapping.lease if lease is None else self.lease
+            self.max_attempts = mapping.max_attempts if max_attempts is None else self.max_attempts
         self._handlers: dict[str, tuple[Handler, ...]] = {}
         pairs: Iterable[tuple[str, HandlerSpec]]
         pairs = mapping.items() if isinstance(mapping, SignalMapping | Mapping) else mapping
@@ -87,7 +96,10 @@ class SignalMapping:
 
     @classmethod
     def coerce(cls, mapping: Any) -> SignalMapping:
-        """Return ``mapping`` if it is a :class:`SignalMapping`, else build one from it."""
+        """Return ``mapping`` if it is a :class:`SignalMapping`, else build one from it;
+        ``None`` means the receivers of the default registry, as they are at this moment."""
+        if mapping is None:
+            return cls([(name, registry.receivers(name)) for name in registry.names()])
         return mapping if isinstance(mapping, SignalMapping) else cls(mapping)
 
     def __repr__(self) -> str:
@@ -108,42 +120,69 @@ class SignalMapping:
     def handlers(self, name: str) -> tuple[Handler, ...]:
         return self._handlers[name]
 
+    def subset(self, names: Iterable[str]) -> SignalMapping:
+        """The same mapping restricted to ``names``, keeping its overrides."""
+        return SignalMapping(
+            [(name, self._handlers[name]) for name in names],
+            lease=self.lease,
+            max_attempts=self.max_attempts,
+        )
+
+
+MappingArg = SignalMapping | Mapping[str, HandlerSpec] | Iterable[tuple[str, HandlerSpec]]
+
 
 def deliver(
-    mapping: SignalMapping | Mapping[str, HandlerSpec] | Iterable[tuple[str, HandlerSpec]],
-    reliable: bool = False,
+    mapping: MappingArg | None = None,
+    reliable: bool | None = None,
     *,
     lease: int | None = None,
     max_attempts: int | None = None,
 ) -> int:
     """Run the handlers of every signal in ``mapping`` on its pending payloads.
 
-    Each handler is called ``handler(data)`` once per payload, in send order within a signal.
-    Returns how many payloads were delivered with every handler succeeding. Handler errors are
-    logged (logger ``gaesignals``) and never raised; a store outage raises
-    :class:`~gaesignals.StoreUnavailable`. ``reliable`` chooses at-least-once delivery under a
-    lock with a ``lease`` in seconds (see the module docstring).
+    ``mapping`` left out (``None``) means every signal with a receiver in the default registry
+    (:func:`~gaesignals.receiver`). Each handler is called ``handler(data)`` once per payload,
+    in send order within a signal. Returns how many payloads were delivered with every handler
+    succeeding. Handler errors are logged (logger ``gaesignals``) and never raised; a store
+    outage raises :class:`~gaesignals.StoreUnavailable`.
+
+    ``reliable`` chooses at-least-once delivery under a lock with a ``lease`` in seconds (see
+    the module docstring) for every signal; left out, each signal gets the mode it was declared
+    with (weak unless declared ``reliable=True``). ``lease`` and ``max_attempts`` override the
+    mapping's and the declarations' values.
     """
     signals = SignalMapping.coerce(mapping)
     if not signals:
         return 0
     settings = get_settings()
-    if reliable:
-        return _deliver_reliable(
-            signals,
-            settings,
-            _check_lease(signals.lease if lease is None else lease),
-            signals.max_attempts if max_attempts is None else max_attempts,
+    specs = {name: registry.spec(name) for name in signals}
+    weak = [
+        name for name in signals if not (specs[name].reliable if reliable is None else reliable)
+    ]
+    weak_set = set(weak)
+    groups: dict[tuple[int, int], list[str]] = {}
+    for name in signals:
+        if name in weak_set:
+            continue
+        group = (
+            check_lease(_first(lease, signals.lease, specs[name].lease)),
+            check_max_attempts(
+                _first(max_attempts, signals.max_attempts, specs[name].max_attempts)
+            ),
         )
-    return _deliver_weak(signals, settings)
+        groups.setdefault(group, []).append(name)
+    delivered = 0
+    if weak:
+        delivered += _deliver_weak(signals.subset(weak) if groups else signals, settings)
+    for (group_lease, group_attempts), names in groups.items():
+        part = signals.subset(names) if weak or len(groups) > 1 else signals
+        delivered += _deliver_reliable(part, settings, group_lease, group_attempts)
+    return delivered
 
 
-def _check_lease(lease: int) -> int:
-    if not isinstance(lease, int) or not 1 <= lease <= MAX_LEASE:
-        raise ValueError(
-            f"lease must be a whole number of seconds in 1..{MAX_LEASE}, got {lease!r}"
-        )
-    return lease
+def _first(*values: int | None) -> int:
+    return next(value for value in values if value is not None)
 
 
 # -- weak -----------------------------------------------------------------------------------------
@@ -222,14 +261,43 @@ def _run(
     ok = True
     for handler in handlers:
         try:
-            if getattr(handler, "__gaesignals_pass_name__", False):
-                handler(data, signal_name=name)
-            else:
-                handler(data)
+            _call(handler, data, name)
         except Exception:
             ok = False
             logger.exception("gaesignals: handler %r for signal %r failed", handler, name)
     return ok, True
+
+
+# -- at once --------------------------------------------------------------------------------------
+
+
+def send_now(name: str, data: Any = None, mapping: MappingArg | None = None) -> list[object]:
+    """Run the handlers of ``name`` on ``data`` now, in this process, and return their results.
+
+    The handlers are the default registry's receivers, or ``mapping``'s when given. The payload
+    still goes through the codec and a signed frame, exactly as a deferred send and delivery
+    would take it, so a payload that could not be sent or decoded fails here too. A handler's
+    exception propagates (the remaining handlers do not run).
+    """
+    settings = get_settings()
+    keys = signal_keys(check_name(name), settings.namespace)
+    raw = encode_payload(data, keys, settings)
+    found, bad = frames.parse(raw, keys.queue.encode(), settings.secret_keys)
+    if bad or len(found) != 1:
+        raise GaeSignalsError(f"a payload of {name!r} did not survive its own framing")
+    value = decode(found[0], settings)
+    if mapping is None:
+        handlers: Sequence[Handler] = registry.receivers(name)
+    else:
+        signals = SignalMapping.coerce(mapping)
+        handlers = signals.handlers(name) if name in signals else ()
+    return [_call(handler, value, name) for handler in handlers]
+
+
+def _call(handler: Handler, data: Any, name: str) -> object:
+    if getattr(handler, "__gaesignals_pass_name__", False):
+        return handler(data, signal_name=name)
+    return handler(data)
 
 
 # -- reliable -------------------------------------------------------------------------------------

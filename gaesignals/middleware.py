@@ -23,6 +23,8 @@ class SignalsMiddleware:
     outage is logged once for the request, which then goes on as if nothing were pending.
     The app's response iterable is returned untouched.
 
+    ``mapping=None`` delivers the default registry's receivers (:func:`~gaesignals.receiver`)
+    as they are at each request; ``reliable=None`` gives each signal its declared mode.
     ``interval`` (seconds) makes each process deliver at most that often, and only one request
     at a time: the other requests pay no cache call at all. ``clock`` is injectable for tests.
     """
@@ -30,8 +32,11 @@ class SignalsMiddleware:
     def __init__(
         self,
         app: WSGIApp,
-        mapping: SignalMapping | dict[str, HandlerSpec] | Iterable[tuple[str, HandlerSpec]],
-        reliable: bool = False,
+        mapping: SignalMapping
+        | dict[str, HandlerSpec]
+        | Iterable[tuple[str, HandlerSpec]]
+        | None = None,
+        reliable: bool | None = None,
         *,
         lease: int | None = None,
         max_attempts: int | None = None,
@@ -39,7 +44,7 @@ class SignalsMiddleware:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.app = app
-        self.mapping = SignalMapping.coerce(mapping)
+        self.mapping = None if mapping is None else SignalMapping.coerce(mapping)
         self.reliable = reliable
         self.lease = lease
         self.max_attempts = max_attempts

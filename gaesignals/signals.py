@@ -159,6 +159,12 @@ def append_frames(conn: Connection, store: Store, pending: dict[str, bytes]) -> 
     )
 
 
+def _has_receivers(name: str) -> bool:
+    from .registry import registry
+
+    return bool(registry.receivers(name))
+
+
 def _check_room(
     store: Store, pending: Mapping[str, bytes], current: Mapping[str, tuple[bytes, object]]
 ) -> None:
@@ -225,16 +231,25 @@ def send_multi(
         signals.items() if isinstance(signals, Mapping) else signals
     )
     framed: dict[str, list[bytes]] = {}
+    eager: list[tuple[str, Any]] = []
     for item in items:
         name, data = (item, None) if isinstance(item, str) else item
         keys = signal_keys(check_name(name), settings.namespace)
-        framed.setdefault(keys.queue, []).append(encode_payload(data, keys, settings))
-    if not framed:
-        return
-    batch = {key: b"".join(parts) for key, parts in framed.items()}
-    store = settings.store
-    for key, value in batch.items():
-        if len(value) > store.max_value_size:
-            raise QueueFull(f"the payloads for {key} together exceed the item limit", [key])
-    with store.connection() as conn:
-        append_frames(conn, store, batch)
+        frame = encode_payload(data, keys, settings)
+        if settings.eager and _has_receivers(name):
+            eager.append((name, data))
+        else:
+            framed.setdefault(keys.queue, []).append(frame)
+    if framed:
+        batch = {key: b"".join(parts) for key, parts in framed.items()}
+        store = settings.store
+        for key, value in batch.items():
+            if len(value) > store.max_value_size:
+                raise QueueFull(f"the payloads for {key} together exceed the item limit", [key])
+        with store.connection() as conn:
+            append_frames(conn, store, batch)
+    if eager:
+        from .delivery import send_now
+
+        for name, data in eager:
+            send_now(name, data)

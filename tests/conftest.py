@@ -52,8 +52,10 @@ def memcached_cluster() -> Iterator[list[MemcachedServer]]:
 @pytest.fixture(autouse=True)
 def _fresh_settings() -> Iterator[None]:
     config.reset()
+    gaesignals.registry.clear()
     yield
     config.reset()
+    gaesignals.registry.clear()
 
 
 class RawAccess:

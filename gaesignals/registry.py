@@ -1,0 +1,224 @@
+"""Signals declared once, and their receivers: the mapping ``deliver()`` uses by default.
+
+The sending side and the delivering side of an app often live in different modules (a request
+handler sends, a worker delivers); declaring a signal's options in one place keeps both sides
+agreeing on them::
+
+    from gaesignals import declare, receiver
+
+    declare("audit", reliable=True, max_attempts=10)
+
+    @receiver("user_signed_up")
+    def send_welcome_mail(data): ...
+
+``deliver()``, :class:`~gaesignals.SignalsMiddleware` and the CLI then need no mapping: they
+deliver every signal that has a receiver, each in its declared mode. Signal names are exact
+(``deliver`` must know every key to read), so per-user signals are listed in an explicit
+mapping as before; such a name still takes the options of a declaration of the same name.
+"""
+
+from __future__ import annotations
+
+import importlib
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, replace
+from typing import Any, TypeVar
+
+from .signals import check_name
+
+F = TypeVar("F", bound=Callable[..., object])
+
+DEFAULT_LEASE = 30
+DEFAULT_MAX_ATTEMPTS = 5
+#: memcached reads larger expiry values as absolute Unix times.
+MAX_LEASE = 30 * 24 * 3600
+MAX_SHARDS = 64
+
+
+@dataclass(frozen=True, slots=True)
+class SignalSpec:
+    """What both sides of a signal agree on.
+
+    ``reliable`` picks the delivery mode when ``deliver`` is not told one; ``lease`` and
+    ``max_attempts`` apply to reliable delivery; ``shards`` spreads a hot signal over several
+    keys; ``ttl`` (seconds) drops payloads older than that at delivery instead of running them.
+    """
+
+    name: str
+    reliable: bool = False
+    shards: int = 1
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS
+    lease: int = DEFAULT_LEASE
+    ttl: int | None = None
+
+    def __post_init__(self) -> None:
+        check_name(self.name)
+        check_lease(self.lease)
+        check_max_attempts(self.max_attempts)
+        if not isinstance(self.reliable, bool):
+            raise TypeError(f"reliable must be a bool, got {self.reliable!r}")
+        if not isinstance(self.shards, int) or not 1 <= self.shards <= MAX_SHARDS:
+            raise ValueError(f"shards must be an int in 1..{MAX_SHARDS}, got {self.shards!r}")
+        if self.ttl is not None and (not isinstance(self.ttl, int) or self.ttl < 1):
+            raise ValueError(f"ttl must be a positive number of seconds or None, got {self.ttl!r}")
+
+
+def check_lease(lease: object) -> int:
+    if not isinstance(lease, int) or isinstance(lease, bool) or not 1 <= lease <= MAX_LEASE:
+        raise ValueError(
+            f"lease must be a whole number of seconds in 1..{MAX_LEASE}, got {lease!r}"
+        )
+    return lease
+
+
+def check_max_attempts(max_attempts: object) -> int:
+    if not isinstance(max_attempts, int) or isinstance(max_attempts, bool) or max_attempts < 1:
+        raise ValueError(f"max_attempts must be a positive int, got {max_attempts!r}")
+    return max_attempts
+
+
+class Registry:
+    """Declared signals and connected receivers. Thread-safe; one default instance,
+    :data:`registry`, backs the module-level functions."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._specs: dict[str, SignalSpec] = {}
+        self._receivers: dict[str, list[Callable[..., object]]] = {}
+
+    def declare(
+        self,
+        name: str,
+        *,
+        reliable: bool | None = None,
+        shards: int | None = None,
+        max_attempts: int | None = None,
+        lease: int | None = None,
+        ttl: int | None = None,
+    ) -> SignalSpec:
+        """Declare ``name`` with options; options left out keep what an earlier declaration
+        set (or the defaults). Returns the resulting spec."""
+        check_name(name)
+        given: dict[str, Any] = {
+            "reliable": reliable,
+            "shards": shards,
+            "max_attempts": max_attempts,
+            "lease": lease,
+            "ttl": ttl,
+        }
+        with self._lock:
+            spec = replace(
+                self._specs.get(name, SignalSpec(name)),
+                **{k: v for k, v in given.items() if v is not None},
+            )
+            self._specs[name] = spec
+        return spec
+
+    def spec(self, name: str) -> SignalSpec:
+        """The declared options of ``name``, or the defaults for an undeclared name."""
+        found = self._specs.get(name)
+        return found if found is not None else SignalSpec(check_name(name))
+
+    def connect(self, name: str, handler: Callable[..., object], **options: Any) -> None:
+        """Make ``handler`` a receiver of ``name`` (once: connecting it again does nothing).
+        Keyword options declare the signal as :meth:`declare` does."""
+        if not callable(handler):
+            raise TypeError(f"handler {handler!r} for signal {name!r} is not callable")
+        check_name(name)
+        if options:
+            self.declare(name, **options)
+        with self._lock:
+            handlers = self._receivers.setdefault(name, [])
+            if handler not in handlers:
+                handlers.append(handler)
+
+    def disconnect(self, name: str, handler: Callable[..., object]) -> bool:
+        """Remove ``handler`` from ``name``'s receivers; True if it was one."""
+        with self._lock:
+            handlers = self._receivers.get(name, [])
+            if handler not in handlers:
+                return False
+            handlers.remove(handler)
+            if not handlers:
+                del self._receivers[name]
+            return True
+
+    def receiver(self, *names: str, **options: Any) -> Callable[[F], F]:
+        """Decorator form of :meth:`connect`, for one name or several."""
+        if not names:
+            raise TypeError("receiver() needs at least one signal name")
+
+        def decorate(handler: F) -> F:
+            for name in names:
+                self.connect(name, handler, **options)
+            return handler
+
+        return decorate
+
+    def receivers(self, name: str) -> tuple[Callable[..., object], ...]:
+        return tuple(self._receivers.get(name, ()))
+
+    def names(self) -> list[str]:
+        """The signals with at least one receiver, in order of first connection."""
+        return list(self._receivers)
+
+    def clear(self) -> None:
+        """Forget every declaration and receiver (for tests)."""
+        with self._lock:
+            self._specs.clear()
+            self._receivers.clear()
+
+
+#: The default registry behind :func:`declare`, :func:`receiver`, :func:`connect`.
+registry = Registry()
+
+
+def declare(
+    name: str,
+    *,
+    reliable: bool | None = None,
+    shards: int | None = None,
+    max_attempts: int | None = None,
+    lease: int | None = None,
+    ttl: int | None = None,
+) -> SignalSpec:
+    """Declare a signal's options once for senders and deliverers (see :class:`SignalSpec`)."""
+    return registry.declare(
+        name, reliable=reliable, shards=shards, max_attempts=max_attempts, lease=lease, ttl=ttl
+    )
+
+
+def connect(name: str, handler: Callable[..., object], **options: Any) -> None:
+    """Make ``handler`` a receiver of ``name`` in the default registry."""
+    registry.connect(name, handler, **options)
+
+
+def disconnect(name: str, handler: Callable[..., object]) -> bool:
+    """Remove ``handler`` from ``name``'s receivers; True if it was one."""
+    return registry.disconnect(name, handler)
+
+
+def receiver(*names: str, **options: Any) -> Callable[[F], F]:
+    """``@receiver("name")``: connect the decorated function to one or more signals."""
+    return registry.receiver(*names, **options)
+
+
+def autodiscover(packages: Iterable[str], module_name: str = "signals") -> list[str]:
+    """Import ``<package>.<module_name>`` for each package that has one, so the receivers it
+    declares are connected; returns the modules imported.
+
+    A package without such a module is skipped; an error raised inside one propagates, so a
+    broken receivers module is never silently ignored.
+    """
+    imported = []
+    for package in packages:
+        target = f"{package}.{module_name}"
+        try:
+            importlib.import_module(target)
+        except ModuleNotFoundError as error:
+            if error.name != target:  # a missing package, or a bad import inside the module
+                raise
+            continue
+        imported.append(target)
+    return imported
