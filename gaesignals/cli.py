@@ -74,9 +74,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     verbose: int = args.verbose or 0
     with _logging_to_stderr(verbose):
         try:
-            if args.store is not None or args.namespace is not None or args.codec is not None:
-                config.configure(store=args.store, namespace=args.namespace, codec=args.codec)
-            code: int = args.run(args)
+            with _settings_for(args):
+                code: int = args.run(args)
             return code
         except CommandError as error:
             return _fail(str(error), error.code)
@@ -551,6 +550,25 @@ def _dead_letters(args: argparse.Namespace) -> int:
         for letter in letters:
             print(repr(letter))
     return EXIT_OK
+
+
+@contextmanager
+def _settings_for(args: argparse.Namespace) -> Iterator[None]:
+    """Configure from the settings options, if any, for the length of the command; then close
+    the store made for it and put the process's settings back as they were."""
+    if args.store is None and args.namespace is None and args.codec is None:
+        yield
+        return
+    previous = config._settings  # restored below, so main() can run inside another program
+    settings = config.configure(store=args.store, namespace=args.namespace, codec=args.codec)
+    try:
+        yield
+    finally:
+        with config._lock:
+            config._settings = previous
+        close = getattr(settings.store, "close", None)
+        if close is not None:
+            close()
 
 
 # -- output ---------------------------------------------------------------------------------------
