@@ -470,7 +470,7 @@ def _counts(tally: Mapping[str, int]) -> str:
 
 
 def _say(line: str, *, err: bool = False) -> None:
-    stamp = datetime.now().astimezone().isoformat(timespec="seconds")
+    stamp = datetime.now().strftime("%Y-%m-%d %H:%M:%S")  # as the log lines on stderr
     print(f"{stamp} {line}", file=sys.stderr if err else sys.stdout, flush=True)
 
 
