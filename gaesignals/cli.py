@@ -267,18 +267,21 @@ def load_mapping(
         try:
             autodiscover(packages)
         except Exception as error:
-            raise _import_error(f"--autodiscover {','.join(packages)}", error, verbose) from None
+            what = f"importing --autodiscover {','.join(packages)}"
+            raise _user_code_error(what, error, verbose) from None
     if not target:
         return _registered(f"--autodiscover {','.join(packages)}")
     module_name, _, attr = target.partition(":")
+    if not module_name or module_name.startswith("."):
+        raise CommandError(f"{target!r} is not an import path (pkg.mod or pkg.mod:attr)")
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as error:
         if error.name is not None and (module_name + ".").startswith(error.name + "."):
             raise CommandError(f"cannot import {module_name!r}: {error}") from None
-        raise _import_error(module_name, error, verbose) from None
+        raise _user_code_error(f"importing {module_name}", error, verbose) from None
     except Exception as error:
-        raise _import_error(module_name, error, verbose) from None
+        raise _user_code_error(f"importing {module_name}", error, verbose) from None
     if not attr:
         return _registered(module_name)
     found: Any = module
@@ -291,7 +294,7 @@ def load_mapping(
         try:
             found = found()
         except Exception as error:
-            raise _import_error(f"{target}()", error, verbose) from None
+            raise _user_code_error(f"calling {target}()", error, verbose) from None
     if found is None:
         raise CommandError(f"{target} is None, not a signal mapping")
     try:
@@ -310,10 +313,11 @@ def _registered(source: str) -> SignalMapping:
     return mapping
 
 
-def _import_error(what: str, error: BaseException, verbose: bool) -> CommandError:
+def _user_code_error(what: str, error: BaseException, verbose: bool) -> CommandError:
+    """The one line for an error raised by the user's module (its traceback with -v)."""
     if verbose:
         traceback.print_exception(error, file=sys.stderr)
-    return CommandError(f"error importing {what}: {type(error).__name__}: {error}")
+    return CommandError(f"error {what}: {type(error).__name__}: {error}")
 
 
 # -- deliver and worker ---------------------------------------------------------------------------

@@ -68,6 +68,9 @@ slow_mapping = {"slow": slow}
 def make():
     return {"a": record}
 
+def explode():
+    raise RuntimeError("no mapping today")
+
 not_a_mapping = 42
 nothing = None
 empty = {}
@@ -204,6 +207,8 @@ def test_every_form_of_mapping(app: Path, memory: MemoryStore, capsys: Any) -> N
         (["cliapp_nothing"], "cliapp_nothing registered no receivers"),
         (["cliapp_broken:x"], "error importing cliapp_broken: ModuleNotFoundError: No module"),
         (["--autodiscover", "cliapp_nope"], "error importing --autodiscover cliapp_nope"),
+        (["cliapp:explode"], "error calling cliapp:explode(): RuntimeError: no mapping today"),
+        ([":mapping"], "':mapping' is not an import path"),
         ([], "name a mapping (pkg.mod:attr or pkg.mod) or --autodiscover PKG"),
     ],
 )
