@@ -226,6 +226,7 @@ def test_bad_import_path_is_one_line_and_exit_2(
 def test_verbose_shows_the_traceback_of_a_broken_module(
     app: Path, memory: MemoryStore, capsys: Any
 ) -> None:
+    """-v adds the traceback of the error inside the user's module, then the one line."""
     code, _, err = run(capsys, "deliver", "cliapp_broken:x", "-v")
     assert code == 2
     assert "Traceback" in err and err.splitlines()[-1].startswith("gaesignals: error: ")
@@ -250,6 +251,7 @@ def test_reliable_deliver_dead_letters(app: Path, memory: MemoryStore, capsys: A
 
 
 def test_dead_letters_that_are_not_json(app: Path, memory: MemoryStore, capsys: Any) -> None:
+    """--json refuses dead letters JSON cannot show (exit 1); the repr listing still works."""
     send("f", {1, 2})
     run(capsys, "deliver", "cliapp:failing", "--reliable", "--max-attempts", "1")
     code, out, err = run(capsys, "dead-letters", "f", "--json")
@@ -272,6 +274,7 @@ def test_per_signal_counts_follow_deliver(app: Path, memory: MemoryStore, capsys
 
 
 def test_delivery_options_are_checked(app: Path, memory: MemoryStore, capsys: Any) -> None:
+    """Out-of-range leases, attempts and intervals, and both modes at once, exit 2."""
     for argv in (
         ["--lease", "0"],
         ["--max-attempts", "0"],
@@ -317,6 +320,7 @@ def test_settings_come_from_options_before_or_after_the_command(
 
 
 def test_bad_settings_exit_2(app: Path, capsys: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A bad store URL, namespace, codec or secret key (from the environment) exits 2."""
     for argv, message in [
         (["--store", "redis-ish://x"], "unknown store URL"),
         (["--namespace", "no spaces"], "namespace"),
@@ -338,6 +342,7 @@ def test_bad_settings_exit_2(app: Path, capsys: Any, monkeypatch: pytest.MonkeyP
 def test_unreachable_store_is_one_line_and_exit_3(
     app: Path, capsys: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """Every command that reaches an unreachable store exits 3 with one line on stderr."""
     monkeypatch.setenv("GAESIGNALS_SECRET_KEY", SECRET)
     down = f"memcached://127.0.0.1:{free_port()}"
     for argv in (
@@ -385,6 +390,8 @@ def test_send_json_from_option_file_or_stdin(
 def test_send_errors(
     app: Path, memory: MemoryStore, capsys: Any, argv: list[str], code: int, message: str
 ) -> None:
+    """Bad JSON, an unreadable file or a bad name exit 2; a payload the store cannot take
+    exits 1 naming its error; nothing is sent."""
     (app / "bad.json").write_text("{")
     result, out, err = run(capsys, "send", *argv)
     assert (result, out) == (code, "")
@@ -393,6 +400,7 @@ def test_send_errors(
 
 
 def test_send_and_data_file_exclude_each_other(app: Path, capsys: Any) -> None:
+    """--data and --data-file cannot both be given."""
     assert run(capsys, "send", "s", "--data", "1", "--data-file", "-")[0] == 2
 
 
@@ -440,6 +448,7 @@ def test_pending_table_and_json(
 def test_pending_without_the_function(
     app: Path, capsys: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """Without gaesignals.pending (an older version) the command says so and exits 1."""
     monkeypatch.delattr(gaesignals, "pending", raising=False)
     code, out, err = run(capsys, "pending", "a")
     assert (code, out) == (1, "")
