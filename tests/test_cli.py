@@ -445,6 +445,24 @@ def test_pending_table_and_json(
     assert run(capsys, "pending")[0] == 2  # at least one name
 
 
+def test_pending_with_the_library_function(app: Path, memory: MemoryStore, capsys: Any) -> None:
+    """With the real gaesignals.pending, the command shows what was sent and not delivered."""
+    if not hasattr(gaesignals, "pending"):
+        pytest.skip("gaesignals.pending() comes with the faults branch (gaesignals.stats)")
+    send("a", 1)
+    send("a", [2])
+    code, out, err = run(capsys, "pending", "a", "b", "--json")
+    assert (code, err) == (0, "")
+    shown = json.loads(out)
+    assert (shown["a"]["count"], shown["b"]) == (2, {"count": 0, "bytes": 0, "oldest_age": None})
+    assert shown["a"]["bytes"] > 0 and shown["a"]["oldest_age"] >= 0
+    assert run(capsys, "pending", "a")[1].splitlines()[1].split()[:3] == [
+        "a",
+        "2",
+        str(shown["a"]["bytes"]),
+    ]
+
+
 def test_pending_without_the_function(
     app: Path, capsys: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
