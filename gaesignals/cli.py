@@ -431,6 +431,8 @@ def _stop_on_signals() -> Iterator[_Stop]:
 def _worker(args: argparse.Namespace) -> int:
     if args.once:
         return _deliver(args)
+    if args.json:
+        raise CommandError("worker --json needs --once (the worker's own lines are text)")
     mapping = load_mapping(args.target, args.autodiscover, verbose=args.verbose > 0)
     settings = config.get_settings()
     names = ", ".join(mapping)
@@ -447,7 +449,8 @@ def _worker(args: argparse.Namespace) -> int:
             try:
                 count, tally = _deliver_once(args, mapping)
             except StoreUnavailable as error:
-                outages += 1
+                if not backoff:  # one outage, however many retries it takes
+                    outages += 1
                 backoff = min(args.max_backoff, max(backoff * 2, args.interval))
                 _say(f"store unavailable: {error}; retrying in {backoff:g}s", err=True)
                 stop.wait(backoff)

@@ -281,8 +281,9 @@ def test_delivery_options_are_checked(app: Path, memory: MemoryStore, capsys: An
         ["--reliable", "--weak"],
         ["--interval", "0"],
         ["--interval", "soon"],
+        ["--json"],
     ):
-        command = "worker" if argv[0] == "--interval" else "deliver"
+        command = "worker" if argv[0] in ("--interval", "--json") else "deliver"
         code, out, err = run(capsys, command, "cliapp:mapping", *argv)
         assert (code, out) == (2, ""), argv
         assert "error:" in err.splitlines()[-1]
@@ -629,7 +630,7 @@ def test_worker_survives_a_store_that_is_down_at_start(
         assert worker.finish() == 0
     summary = worker.lines["out"][-1]
     assert "worker stopped by SIGINT: delivered 1 payload(s) (a=1)" in summary
-    assert int(re.search(r"(\d+) store outage\(s\)", summary).group(1)) >= 2  # type: ignore[union-attr]
+    assert summary.endswith("; 1 store outage(s)")
 
 
 def test_exit_codes_of_the_real_command(app: Path, process: Callable[..., Process]) -> None:
