@@ -99,7 +99,12 @@ class SignalsMiddleware(RequestDeliverer):
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         super().__init__(
-            mapping, reliable, lease=lease, max_attempts=max_attempts, interval=interval, clock=clock
+            mapping,
+            reliable,
+            lease=lease,
+            max_attempts=max_attempts,
+            interval=interval,
+            clock=clock,
         )
         self.app = app
 
