@@ -2,14 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
-import http.client
-import os
-import signal
-import subprocess
 import sys
-import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,8 +11,8 @@ from flask import Flask
 from examples.flask_app import CRON_PATH, GUESTBOOK, create_app
 from gaesignals.stores import Store
 from gaesignals.testing import CapturedSignals, free_port
+from tests.dev_server import http_request, server_env, serving
 
-ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "f" * 40
 
 
@@ -93,65 +86,13 @@ def test_cron_blueprint_needs_the_token(gaesignals_store: Store) -> None:
 # -- the README's run command, over HTTP on loopback -------------------------------------------
 
 
-def _http(port: int, method: str, path: str, body: str = "") -> tuple[int, str]:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=15)
-    try:
-        headers = {"Content-Type": "application/x-www-form-urlencoded"} if body else {}
-        conn.request(method, path, body=body or None, headers=headers)
-        response = conn.getresponse()
-        return response.status, response.read().decode()
-    finally:
-        conn.close()
-
-
-def _wait_until_serving(proc: subprocess.Popen[bytes], port: int, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"the server exited with {proc.returncode}")
-        with contextlib.suppress(OSError):
-            _http(port, "GET", "/")
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"nothing answered on port {port} within {timeout}s")
-
-
-@contextlib.contextmanager
-def serving(
-    command: list[str], port: int, tmp_path: Path, env: dict[str, str]
-) -> Iterator[subprocess.Popen[bytes]]:
-    """Run ``command`` (a dev server on ``port``) from ``tmp_path`` until the block ends."""
-    out = (tmp_path / "server.log").open("wb")
-    proc = subprocess.Popen(
-        command, cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-    )
-    try:
-        _wait_until_serving(proc, port, timeout=30)
-        yield proc
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
-        out.close()
-
-
-def server_env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("GAESIGNALS_", "FLASK_"))}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
-    return env
-
-
 @pytest.mark.slow
 def test_flask_run_serves_the_example(tmp_path: Path) -> None:
     """``flask --app examples.flask_app run`` on the embedded store, as the README says."""
     port = free_port()
     command = [sys.executable, "-m", "flask", "--app", "examples.flask_app", "run"]
     with serving([*command, "--port", str(port)], port, tmp_path, server_env()):
-        status, _ = _http(port, "POST", "/sign", "name=dee&text=over+http")
+        status, _, _ = http_request(port, "POST", "/sign", "name=dee&text=over+http")
         assert status == 303
-        status, page = _http(port, "GET", "/")
+        status, page, _ = http_request(port, "GET", "/")
         assert status == 200 and "over http" in page and "1 entry published." in page

@@ -20,7 +20,10 @@ MIDDLEWARE = [
 ]
 ROOT_URLCONF = "examples.django_app.urls"
 DATABASES = {
-    "default": {"ENGINE": "django.db.backends.sqlite3", "NAME": BASE_DIR / "db.sqlite3"},
+    "default": {
+        "ENGINE": "django.db.backends.sqlite3",
+        "NAME": os.environ.get("GUESTBOOK_DB") or BASE_DIR / "db.sqlite3",
+    },
 }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 USE_TZ = True
