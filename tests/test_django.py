@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import io
 import logging
+import subprocess
 import sys
 from collections.abc import Iterator
 from typing import Any
@@ -85,8 +86,6 @@ class Calls:
 
 def test_import_gaesignals_contrib_django_stays_lazy() -> None:
     """The app's package imports nothing from Django until its modules are used."""
-    import subprocess
-
     code = "import sys, gaesignals.contrib.django; print('django' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

@@ -10,6 +10,7 @@ import time
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db import close_old_connections
 
 from gaesignals.contrib.django.apps import options
 from gaesignals.delivery import deliver
@@ -84,6 +85,9 @@ class Command(BaseCommand):
                 if rounds:
                     time.sleep(opts["interval"])
                 rounds += 1
+                # As Django does around each request: a long-lived worker must not keep a
+                # database connection past CONN_MAX_AGE or after the server dropped it.
+                close_old_connections()
                 try:
                     delivered = once()
                 except StoreUnavailable as error:
