@@ -506,12 +506,18 @@ def test_send_inside_a_transaction_checks_the_payload_at_once(gaesignals_store: 
         paid.send(sender=None, bad=lambda: None)
 
 
-def test_send_robust_reports_store_errors() -> None:
-    """``send_robust`` never raises: the error is logged and returned."""
+def test_send_robust_reports_store_errors(caplog: pytest.LogCaptureFixture) -> None:
+    """``send_robust`` never raises, not even at commit: the error is logged (and returned
+    when it happens at once); ``send`` raises it."""
     gaesignals.configure(store=DownStore())
     [(signal, error)] = paid.send_robust(sender=None, n=1)
     assert signal is paid and isinstance(error, StoreUnavailable)
+    with caplog.at_level(logging.ERROR), transaction.atomic():
+        assert paid.send_robust(sender=None, n=2) == []
+    assert len(caplog.records) == 2
     with pytest.raises(StoreUnavailable):
+        paid.send(sender=None, n=1)
+    with pytest.raises(StoreUnavailable), transaction.atomic():
         paid.send(sender=None, n=1)
 
 

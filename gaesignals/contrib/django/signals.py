@@ -104,27 +104,32 @@ class AsyncSignal(Signal):
     def send(self, sender: Any, **named: Any) -> list[tuple[Any, Any]]:
         """Store ``sender`` and ``named`` for later delivery; returns ``[]`` (no receiver ran).
 
-        Inside ``transaction.atomic`` the payload is stored when the transaction commits
-        (and never if it rolls back), so a deliverer cannot look for rows not yet committed;
-        the payload is still checked against the codec now. Raises what
+        Inside ``transaction.atomic`` (of the default database) the payload is stored when the
+        transaction commits, and never if it rolls back, so a deliverer cannot look for rows
+        not yet committed; the payload is still checked against the codec now. Raises what
         :func:`gaesignals.send` raises (at commit, inside a transaction).
         """
+        self._send(sender, named, robust=False)
+        return []
+
+    def send_robust(self, sender: Any, **named: Any) -> list[tuple[Any, Any]]:
+        """:meth:`send`, never raising: a failure to store is logged and returned as
+        ``[(self, error)]`` (inside a transaction, Django logs one at commit)."""
+        try:
+            self._send(sender, named, robust=True)
+        except Exception as error:
+            logger.error("gaesignals: could not send %r", self, exc_info=error)
+            return [(self, error)]
+        return []
+
+    def _send(self, sender: Any, named: dict[str, Any], *, robust: bool) -> None:
         payload = {"sender": to_refs(sender), "kwargs": to_refs(named)}
         if transaction.get_connection().in_atomic_block:
             settings = get_settings()
             encode_payload(payload, signal_keys(self.name, settings.namespace), settings)
-            transaction.on_commit(lambda: send(self.name, payload))
+            transaction.on_commit(lambda: send(self.name, payload), robust=robust)
         else:
             send(self.name, payload)
-        return []
-
-    def send_robust(self, sender: Any, **named: Any) -> list[tuple[Any, Any]]:
-        """:meth:`send`, never raising: a failure is logged and returned as ``[(self, error)]``."""
-        try:
-            return self.send(sender, **named)
-        except Exception as error:
-            logger.error("gaesignals: could not send %r", self, exc_info=error)
-            return [(self, error)]
 
     def send_now(self, sender: Any, **named: Any) -> list[tuple[Any, Any]]:
         """``django.dispatch.Signal.send``: run the receivers now with these very objects and
