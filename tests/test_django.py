@@ -308,6 +308,9 @@ def test_command_delivers_and_prints_the_count(gaesignals_store: Store) -> None:
     assert run() == "delivered 2\n"
     assert django_urls.DELIVERED == [1, 2]
     assert run() == "delivered 0\n"
+    send("audit", 3)
+    assert run("--verbosity", "0") == ""
+    assert django_urls.DELIVERED == [1, 2, 3]
 
 
 def test_command_reliable_keeps_failures(gaesignals_store: Store) -> None:

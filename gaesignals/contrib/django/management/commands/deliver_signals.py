@@ -72,12 +72,16 @@ class Command(BaseCommand):
         def once() -> int:
             return deliver(None, reliable, lease=lease, max_attempts=attempts)
 
+        def say(line: str) -> None:
+            if opts["verbosity"] >= 1:
+                self.stdout.write(line)
+
         if not opts["loop"]:
             try:
                 delivered = once()
             except StoreUnavailable as error:
                 raise CommandError(f"no delivery: {error}") from error
-            self.stdout.write(f"delivered {delivered}")
+            say(f"delivered {delivered}")
             return
         total = rounds = 0
         try:
@@ -96,7 +100,7 @@ class Command(BaseCommand):
                     continue
                 total += delivered
                 if delivered:
-                    self.stdout.write(f"delivered {delivered}")
+                    say(f"delivered {delivered}")
         except KeyboardInterrupt:
             pass
-        self.stdout.write(f"delivered {total} in {rounds} round(s)")
+        say(f"delivered {total} in {rounds} round(s)")
