@@ -78,12 +78,12 @@ class GaeSignals:
         ``init_app`` that sets a ``GAESIGNALS_STORE``-like key wins for all of them.
         """
         config = app.config
-        given = {arg: config[key] for key, arg in CONFIGURE_KEYS.items() if key in config}
-        if given:
-            configure(**given)
         when = config.get("GAESIGNALS_DELIVER", "before")
         if when not in DELIVER_WHEN:
             raise ValueError(f"GAESIGNALS_DELIVER must be 'before', 'after' or None, not {when!r}")
+        given = {arg: config[key] for key, arg in CONFIGURE_KEYS.items() if key in config}
+        if given:
+            configure(**given)
         deliverer = RequestDeliverer(
             self.mapping,
             config.get("GAESIGNALS_RELIABLE"),
