@@ -16,7 +16,62 @@ logger = logging.getLogger("gaesignals")
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 
-class SignalsMiddleware:
+class RequestDeliverer:
+    """Deliver ``mapping`` when a request says so, at most every ``interval`` seconds, never
+    raising: the policy :class:`SignalsMiddleware` applies, shared by the Flask and Django
+    integrations.
+
+    ``mapping=None`` delivers the default registry's receivers (:func:`~gaesignals.receiver`)
+    as they are at each call; ``reliable=None`` gives each signal its declared mode.
+    ``interval`` (seconds) makes each process deliver at most that often, and only one request
+    at a time: the other requests pay no cache call at all. ``clock`` is injectable for tests.
+    Handler errors are logged by :func:`deliver`; a store outage is logged once per call.
+    """
+
+    def __init__(
+        self,
+        mapping: SignalMapping
+        | dict[str, HandlerSpec]
+        | Iterable[tuple[str, HandlerSpec]]
+        | None = None,
+        reliable: bool | None = None,
+        *,
+        lease: int | None = None,
+        max_attempts: int | None = None,
+        interval: float = 0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.mapping = None if mapping is None else SignalMapping.coerce(mapping)
+        self.reliable = reliable
+        self.lease = lease
+        self.max_attempts = max_attempts
+        self.interval = interval
+        self._clock = clock
+        self._due = float("-inf")
+        self._turn = threading.Lock()
+
+    def deliver_if_due(self) -> None:
+        """Deliver now unless ``interval`` says it is too soon or another request is at it."""
+        if not self.interval:
+            self._deliver()
+        elif self._clock() >= self._due and self._turn.acquire(blocking=False):
+            try:
+                if self._clock() >= self._due:
+                    self._due = self._clock() + self.interval
+                    self._deliver()
+            finally:
+                self._turn.release()
+
+    def _deliver(self) -> None:
+        try:
+            deliver(self.mapping, self.reliable, lease=self.lease, max_attempts=self.max_attempts)
+        except GaeSignalsError as error:
+            logger.error("gaesignals: no delivery for this request: %s", error)
+        except Exception:
+            logger.exception("gaesignals: no delivery for this request")
+
+
+class SignalsMiddleware(RequestDeliverer):
     """Deliver ``mapping`` before the wrapped app sees each request.
 
     Delivery never breaks a request: handler errors are logged by :func:`deliver`, and a store
@@ -43,34 +98,18 @@ class SignalsMiddleware:
         interval: float = 0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        super().__init__(
+            mapping,
+            reliable,
+            lease=lease,
+            max_attempts=max_attempts,
+            interval=interval,
+            clock=clock,
+        )
         self.app = app
-        self.mapping = None if mapping is None else SignalMapping.coerce(mapping)
-        self.reliable = reliable
-        self.lease = lease
-        self.max_attempts = max_attempts
-        self.interval = interval
-        self._clock = clock
-        self._due = float("-inf")
-        self._turn = threading.Lock()
 
     def __call__(
         self, environ: dict[str, Any], start_response: Callable[..., Any]
     ) -> Iterable[bytes]:
-        if not self.interval:
-            self._deliver()
-        elif self._clock() >= self._due and self._turn.acquire(blocking=False):
-            try:
-                if self._clock() >= self._due:
-                    self._due = self._clock() + self.interval
-                    self._deliver()
-            finally:
-                self._turn.release()
+        self.deliver_if_due()
         return self.app(environ, start_response)
-
-    def _deliver(self) -> None:
-        try:
-            deliver(self.mapping, self.reliable, lease=self.lease, max_attempts=self.max_attempts)
-        except GaeSignalsError as error:
-            logger.error("gaesignals: no delivery for this request: %s", error)
-        except Exception:
-            logger.exception("gaesignals: no delivery for this request")

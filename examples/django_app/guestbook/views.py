@@ -1,0 +1,46 @@
+"""Two views: the page (entries, published or still pending) and the form's post."""
+
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.middleware.csrf import get_token
+from django.utils.html import format_html, format_html_join
+from django.views.decorators.http import require_GET, require_POST
+
+from .models import Entry
+from .signals import entry_signed
+
+
+@require_GET
+def index(request: HttpRequest) -> HttpResponse:
+    rows = format_html_join(
+        "",
+        "<li><b>{}</b>: {} <i>{}</i></li>",
+        (
+            (
+                e.name,
+                e.text,
+                f"published, {e.words} word(s)" if e.published_at else "pending",
+            )
+            for e in Entry.objects.all()[:50]
+        ),
+    )
+    return HttpResponse(
+        format_html(
+            "<!doctype html><title>Guestbook</title><h1>Guestbook</h1>"
+            '<form method=post action="/sign"><input type=hidden name=csrfmiddlewaretoken '
+            'value="{}"><input name=name placeholder=name required maxlength=50> '
+            "<input name=text placeholder=message required maxlength=200> "
+            "<button>Sign</button></form><ul>{}</ul>",
+            get_token(request),
+            rows,
+        )
+    )
+
+
+@require_POST
+def sign(request: HttpRequest) -> HttpResponse:
+    name = request.POST.get("name", "").strip()[:50]
+    text = request.POST.get("text", "").strip()[:200]
+    if name and text:
+        entry = Entry.objects.create(name=name, text=text)
+        entry_signed.send(sender=Entry, entry=entry)  # returns at once; published later
+    return HttpResponseRedirect("/")

@@ -1,0 +1,57 @@
+"""Django middleware that delivers signals around each request, as ``SignalsMiddleware`` does
+for WSGI: ``"gaesignals.contrib.django.middleware.SignalsMiddleware"`` in ``MIDDLEWARE``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from django.core.exceptions import MiddlewareNotUsed
+
+from ...middleware import RequestDeliverer
+from .apps import options
+
+logger = logging.getLogger("gaesignals")
+
+
+class SignalsMiddleware:
+    """Deliver the registered receivers (``deliver()`` with no mapping) on each request.
+
+    ``GAESIGNALS["DELIVER"]``: ``"before"`` (the default) delivers before the view runs, so
+    the view sees what the previous requests sent already handled; ``"after"`` delivers once
+    the response has been sent (when Django closes it), so the client never waits for it;
+    ``None`` removes the middleware. ``INTERVAL``, ``RELIABLE``, ``LEASE`` and ``MAX_ATTEMPTS``
+    are :class:`gaesignals.SignalsMiddleware`'s arguments. Delivery never breaks a request:
+    handler errors and store outages are logged on the ``gaesignals`` logger, and the response
+    is never changed.
+    """
+
+    def __init__(self, get_response: Callable[[Any], Any]) -> None:
+        found = options()
+        self.when = found.get("DELIVER", "before")
+        if self.when is None:
+            raise MiddlewareNotUsed("GAESIGNALS['DELIVER'] is None")
+        self.get_response = get_response
+        self.deliverer = RequestDeliverer(
+            None,
+            found.get("RELIABLE"),
+            lease=found.get("LEASE"),
+            max_attempts=found.get("MAX_ATTEMPTS"),
+            interval=found.get("INTERVAL") or 0,
+        )
+
+    def __call__(self, request: Any) -> Any:
+        if self.when == "before":
+            self.deliverer.deliver_if_due()
+            return self.get_response(request)
+        response = self.get_response(request)
+        closers = getattr(response, "_resource_closers", None)
+        if isinstance(closers, list):
+            # Django calls these from response.close(), after the body went out (WSGI and
+            # ASGI alike); it swallows their errors, and deliver_if_due raises none anyway.
+            closers.append(self.deliverer.deliver_if_due)
+        else:  # a response class without closers: deliver now rather than never
+            self.deliverer.deliver_if_due()
+        return response
