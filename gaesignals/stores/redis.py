@@ -39,7 +39,7 @@ import hashlib
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
-from urllib.parse import parse_qs, unquote, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qs, unquote, urlencode, urlsplit
 
 from ..exceptions import ConfigurationError, StoreUnavailable
 from . import DEFAULT_MAX_VALUE_SIZE
@@ -241,7 +241,7 @@ class RedisStore:
         if cluster in _FALSE:
             if "," in parts.netloc:
                 raise ConfigurationError(f"several hosts need ?cluster=true: {url!r}")
-            plain = urlunsplit(parts._replace(query=urlencode(query)))
+            plain = url.partition("?")[0] + ("?" + urlencode(query) if query else "")
             try:
                 client = redis.Redis.from_url(plain, **options)
             except ValueError as error:
