@@ -296,11 +296,17 @@ class RedisStore:
                 self.client.nodes_manager.initialize()
                 self._refresh = False
             for _ in range(_ROUNDS):
-                groups: dict[Any, list[_Sent]] = defaultdict(list)
+                # By node name: redis-py's ClusterNode was not hashable before 5.1.
+                nodes: dict[str, Any] = {}
+                groups: dict[str, list[_Sent]] = defaultdict(list)
                 for sent in todo:
-                    groups[sent.node or self._home(commands[sent.position][0])].append(sent)
+                    node = sent.node or self._home(commands[sent.position][0])
+                    name = node if node is _SINGLE else node.name
+                    nodes[name] = node
+                    groups[name].append(sent)
                 todo = []
-                for node, group in groups.items():
+                for name, group in groups.items():
+                    node = nodes[name]
                     for sent, answer in zip(group, self._pipeline(node, group), strict=True):
                         again = self._again(sent, node, answer)
                         if again is None:
@@ -342,7 +348,11 @@ class RedisStore:
             args = ("EVAL", _SCRIPTS[sent.args[1]], *sent.args[2:])
             return sent._replace(args=args, node=node if sent.node is not None else None)
         if isinstance(answer, MovedError):
-            self.client.nodes_manager.move_slot(answer)
+            manager = self.client.nodes_manager
+            if hasattr(manager, "move_slot"):
+                manager.move_slot(answer)
+            else:  # redis-py before 6: reload the whole slot map
+                manager.initialize()
             return sent._replace(node=None, asking=False)
         if isinstance(answer, AskError):
             return sent._replace(node=self._named(answer.host, answer.port), asking=True)
