@@ -6,6 +6,7 @@ The contract suite and every store-parametrized test also run against Redis (``r
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import time
@@ -14,7 +15,9 @@ from typing import Any
 
 import pytest
 import redis
+from redis.backoff import NoBackoff
 from redis.cluster import RedisCluster
+from redis.retry import Retry
 
 import gaesignals
 from gaesignals import ConfigurationError, StoreUnavailable, deliver, send
@@ -96,15 +99,23 @@ def test_a_client_that_decodes_responses_is_refused() -> None:
         RedisStore(redis.Redis(decode_responses=True))
 
 
-def test_a_ready_client_works(redis_server: RedisServer) -> None:
-    """The adapter takes a redis.Redis built by the application."""
+def test_a_ready_client_works(redis_server: RedisServer, caplog: pytest.LogCaptureFixture) -> None:
+    """The adapter takes a redis.Redis built by the application, and warns when that client
+    would retry (and so could apply a timed-out batch twice)."""
     redis_server.flush()
-    client = redis.Redis(port=redis_server.port, socket_timeout=3)
-    gaesignals.configure(store=RedisStore(client))
+    quiet = redis.Redis(port=redis_server.port, retry=Retry(NoBackoff(), 0))
+    with caplog.at_level(logging.WARNING, logger="gaesignals"):
+        gaesignals.configure(store=RedisStore(quiet), secret_key="k" * 32)
+    assert "retries" not in caplog.text
     got: list[Any] = []
     send("own", 1)
     assert deliver({"own": got.append}) == 1 and got == [1]
-    client.close()
+    quiet.close()
+    retrying = redis.Redis(port=redis_server.port, retry=Retry(NoBackoff(), 3))
+    with caplog.at_level(logging.WARNING, logger="gaesignals"):
+        RedisStore(retrying)
+    assert "retries failed commands" in caplog.text
+    retrying.close()
 
 
 def test_uncontended_send_costs_one_call_with_append(single: RedisStore) -> None:

@@ -36,6 +36,7 @@ there are no stranded copies: ``scan_many`` is ``gets_many``.
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
@@ -43,6 +44,8 @@ from urllib.parse import parse_qs, unquote, urlencode, urlsplit
 
 from ..exceptions import ConfigurationError, StoreUnavailable
 from . import DEFAULT_MAX_VALUE_SIZE
+
+logger = logging.getLogger("gaesignals")
 
 #: How many times a batch follows MOVED/ASK redirections or reloads a script before giving up.
 _ROUNDS = 5
@@ -189,6 +192,16 @@ class RedisStore:
         self.max_value_size = max_value_size
         self.clustered = hasattr(client, "nodes_manager")
         self._refresh = False
+        # A cluster's node clients never retry; only a plain client can have been built to.
+        retry = None if self.clustered else client.get_retry()
+        # get_retries() is redis-py 6+; before, the count was only kept in _retries.
+        retries = getattr(retry, "get_retries", lambda: getattr(retry, "_retries", 0))()
+        if retries > 0:
+            logger.warning(
+                "gaesignals: this Redis client retries failed commands; a retried batch that "
+                "timed out after the server applied it appends its payloads twice. Build it "
+                "with retry=Retry(NoBackoff(), 0) (RedisStore.from_url does)."
+            )
 
     def __repr__(self) -> str:
         if self.clustered:
