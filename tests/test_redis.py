@@ -373,3 +373,41 @@ def test_an_unreachable_cluster_is_store_unavailable() -> None:
     StoreUnavailable, not a redis-py exception."""
     with pytest.raises(StoreUnavailable):
         RedisStore.from_url("redis://127.0.0.1:1?cluster=true&timeout=0.5")
+
+
+@pytest.mark.parametrize("kind", ["redis", "redis-cluster"])
+def test_counters(kind: str, request: pytest.FixtureRequest) -> None:
+    """incr_many adds to decimal counters atomically: a missing one starts at max(delta, 0), a
+    negative delta stops at 0, a counter keeps its expiry, and a key holding anything but
+    digits (maybe then spaces) is left alone. append_many bumps its counters in the same
+    round trip, after the appends, whether or not they were stored."""
+    running: RedisServer | RedisClusterServers = request.getfixturevalue(
+        "redis_server" if kind == "redis" else "redis_cluster"
+    )
+    running.flush()
+    plain = RedisStore.from_url(running.url)
+    store = _CountingPipelines(plain.client)
+    try:
+        with store.connection() as conn:
+            conn.incr_many({"c1": 5, "c2": -3})
+            assert {k: v for k, (v, _) in conn.gets_many(["c1", "c2"]).items()} == {
+                "c1": b"5",
+                "c2": b"0",
+            }
+            conn.set_many({"spaced": b"7  ", "text": b"seven"})
+            conn.add_many({"ttl": b"1"}, expire=60)
+            conn.incr_many({"c1": -2, "c2": 4, "spaced": 1, "text": 1, "ttl": 1})
+            found = {k: v for k, (v, _) in conn.gets_many(["c1", "c2", "spaced", "text"]).items()}
+            assert found == {"c1": b"3", "c2": b"4", "spaced": b"8", "text": b"seven"}
+            assert conn.gets_many(["ttl"])["ttl"][0] == b"2"
+            assert 0 < plain.client.ttl("ttl") <= 60
+            conn.add_many({"q": b"a"})
+            conn.incr_many({"n": 0})  # every node has seen the scripts from here on
+            store.pipelines = 0
+            result = conn.append_many({"q": b"b", "missing": b"x"}, {"n": 2, "q": 100})
+            assert result == {"q": True, "missing": False}
+            assert store.pipelines <= (1 if kind == "redis" else 3)  # one per server
+            assert conn.gets_many(["q", "n"])["n"][0] == b"2"
+            assert conn.gets_many(["q"])["q"][0] == b"ab"  # a counter named like an item is not
+    finally:
+        plain.close()

@@ -70,7 +70,22 @@ redis.call('APPEND', KEYS[1], ARGV[1])
 return 1
 """
 
-_SCRIPTS = {hashlib.sha1(script).hexdigest(): script for script in (_CAS, _APPEND)}
+# KEYS[1]; ARGV: the delta. A missing counter is created holding max(delta, 0); a negative
+# delta stops at 0; a key holding anything but decimal digits (maybe then spaces) is left alone.
+_INCR = b"""
+local current = redis.call('GET', KEYS[1])
+local delta = tonumber(ARGV[1])
+if not current then
+  redis.call('SET', KEYS[1], string.format('%d', math.max(delta, 0)))
+  return 1
+end
+local digits = string.match(current, '^(%d+) *$')
+if not digits then return 0 end
+redis.call('SET', KEYS[1], string.format('%d', math.max(tonumber(digits) + delta, 0)), 'KEEPTTL')
+return 1
+"""
+
+_SCRIPTS = {hashlib.sha1(script).hexdigest(): script for script in (_CAS, _APPEND, _INCR)}
 _SHA = {script: sha for sha, script in _SCRIPTS.items()}
 
 _TRUE = ("1", "true", "yes", "on")
@@ -137,14 +152,24 @@ class _Connection:
     def set_many(self, items: Mapping[str, bytes], expire: int = 0) -> dict[str, bool]:
         return self._set(items, expire, ())
 
-    def append_many(self, items: Mapping[str, bytes]) -> dict[str, bool]:
+    def append_many(
+        self, items: Mapping[str, bytes], counters: Mapping[str, int] | None = None
+    ) -> dict[str, bool]:
+        """Append within ``max_value_size`` to existing keys; ``counters`` (keys other than
+        ``items``') are bumped as by :meth:`incr_many` in the same round trip, after the
+        appends, whatever their outcome."""
         limit = self.store.max_value_size
         commands = {
             key: (key, _script(_APPEND, key, value, limit))
             for key, value in items.items()
             if len(value) <= limit
         }
-        return self._flags(items, commands)
+        bumps = [_incr(k, delta) for k, delta in (counters or {}).items() if k not in items]
+        return self._flags(items, commands, bumps)
+
+    def incr_many(self, deltas: Mapping[str, int]) -> None:
+        """Add each delta to a decimal counter (stopping at 0), creating a missing one."""
+        self.store.execute([_incr(key, delta) for key, delta in deltas.items()])
 
     def delete_many(self, keys: Sequence[str]) -> None:
         self.store.execute([(key, ("DEL", key)) for key in keys])
@@ -162,15 +187,26 @@ class _Connection:
         }
         return self._flags(items, commands)
 
-    def _flags(self, items: Mapping[str, object], commands: dict[str, _Command]) -> dict[str, bool]:
-        """Run ``commands`` and answer for every key of ``items``: False where no command was
-        sent (refused before the server saw it) or where it answered nil or 0."""
-        replies = dict(zip(commands, self.store.execute(list(commands.values())), strict=True))
-        return {key: bool(replies.get(key)) for key in items}
+    def _flags(
+        self,
+        items: Mapping[str, object],
+        commands: dict[str, _Command],
+        then: Sequence[_Command] = (),
+    ) -> dict[str, bool]:
+        """Run ``commands`` (then ``then``, whose replies are not wanted) and answer for every
+        key of ``items``: False where no command was sent (refused before the server saw it)
+        or where it answered nil or 0."""
+        replies = self.store.execute([*commands.values(), *then])
+        answered = dict(zip(commands, replies, strict=False))
+        return {key: bool(answered.get(key)) for key in items}
 
 
 def _script(script: bytes, key: str, *args: Any) -> tuple[Any, ...]:
     return ("EVALSHA", _SHA[script], 1, key, *args)
+
+
+def _incr(key: str, delta: int) -> _Command:
+    return (key, _script(_INCR, key, delta))
 
 
 class RedisStore:
