@@ -144,10 +144,16 @@ class MemcachedServer(_ServerProcess):
     name = package = "memcached"
 
     def __init__(
-        self, port: int | None = None, *, memory_mb: int = 64, binary: str | None = None
+        self,
+        port: int | None = None,
+        *,
+        memory_mb: int = 64,
+        binary: str | None = None,
+        extra_args: Sequence[str] = (),
     ) -> None:
         super().__init__(port, binary=binary)
         self.memory_mb = memory_mb
+        self.extra_args = list(extra_args)
 
     @property
     def url(self) -> str:
@@ -155,7 +161,7 @@ class MemcachedServer(_ServerProcess):
 
     def _command(self) -> list[str]:
         command = [self.binary, "-l", "127.0.0.1", "-p", str(self.port), "-U", "0"]
-        command += ["-m", str(self.memory_mb), "-t", "2"]
+        command += ["-m", str(self.memory_mb), "-t", "2", *self.extra_args]
         if os.geteuid() == 0:
             command += ["-u", "root"]  # memcached refuses to run as root without it
         return command
@@ -168,6 +174,14 @@ class MemcachedServer(_ServerProcess):
         """Forget every item (``flush_all``)."""
         if not self._request(b"flush_all\r\n", b"\r\n").startswith(b"OK"):
             raise RuntimeError("flush_all failed")
+
+    def stats(self) -> dict[str, str]:
+        """The server's ``stats`` (``evictions``, ``curr_items``, ...), as strings."""
+        data = self._request(b"stats\r\n", b"END\r\n")
+        if not data.endswith(b"END\r\n"):
+            raise RuntimeError("memcached closed the connection during stats")
+        lines = data.decode().splitlines()
+        return {p[1]: p[2] for p in (line.split(" ", 2) for line in lines) if p[0] == "STAT"}
 
 
 class RedisServer(_ServerProcess):
