@@ -305,8 +305,12 @@ def test_cluster_spreads_and_drains_every_node(
     """Signals land on every node of a cluster, and one delivery drains them all."""
     names = [f"spread-{i}" for i in range(30)]
     gaesignals.send_multi([(name, name) for name in names])
-    sizes = [int(n.command("DBSIZE").strip(b":\r\n")) for n in redis_cluster.nodes]
-    assert all(size > 0 for size in sizes) and sum(sizes) == len(names)
+    client: RedisCluster = cluster.client
+    queues = [client.get_redis_connection(n).keys("gs::q:*") for n in client.get_primaries()]
+    assert len(queues) == 3 and all(queues)
+    assert sorted(key for keys in queues for key in keys) == sorted(
+        signal_keys(name, "").queue.encode() for name in names
+    )
     got: list[Any] = []
     assert deliver({name: got.append for name in names}) == len(names)
     assert sorted(got) == sorted(names)
