@@ -257,7 +257,9 @@ class RedisStore:
           found from any of the nodes named.
 
         Options: ``timeout`` (seconds, default 3, for connecting and for every reply, so a hung
-        server raises instead of blocking a request) and ``max_value_size`` (bytes).
+        server raises instead of blocking a request) and ``max_value_size`` (bytes). A single
+        server is not contacted until first use; a cluster is asked for its slot map at once
+        (``StoreUnavailable`` if no node answers).
         """
         import redis
         from redis.backoff import NoBackoff
