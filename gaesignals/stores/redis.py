@@ -2,15 +2,17 @@
 
 Every batch is one pipeline per server (one write, one read), never a MULTI: each command is
 atomic on its own, which is all delivery needs. What Redis does atomically is used as it is
-(``SET NX EX`` for add and locks, ``SET`` for the cursor, ``DEL``); the two calls Redis lacks
-are short Lua scripts run with ``EVALSHA`` in the same pipeline:
+(``SET NX EX`` for add and locks, ``SET`` for the cursor, ``DEL``); the calls Redis lacks are
+short Lua scripts run with ``EVALSHA`` in the same pipeline:
 
 * append: ``APPEND`` only if the key exists and the result fits ``max_value_size`` (Redis's own
   ``APPEND`` creates missing keys and has no limit below 512 MB); a first send then ``add``\\ s
   the key, as on memcached, and weak delivery leaves an empty value rather than deleting it, so
   that extra round trip is paid once per signal, not per send;
 * compare-and-set: Redis has no CAS counter, so the token is the value read itself, and the
-  script writes only if the key still holds a value with the same SHA-1 (``redis.sha1hex``).
+  script writes only if the key still holds a value with the same SHA-1 (``redis.sha1hex``);
+* counters: a decimal add that stops at 0 and leaves a non-number alone (``INCRBY`` would go
+  negative and refuses the trailing spaces a memcached counter may carry).
 
 Why a value token cannot lose a payload (the ABA question): every caller computes the value it
 writes from the value it read alone (the queue minus the frames it took, the same lock with a
