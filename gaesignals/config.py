@@ -92,7 +92,8 @@ def on_app_engine() -> bool:
 
 
 def store_from_url(url: str) -> Store:
-    """``memory://``, ``appengine://`` or ``memcached://host:port[,host:port...]``."""
+    """``memory://``, ``appengine://``, ``memcached://host:port[,host:port...]``, or Redis:
+    ``redis://``, ``rediss://``, ``unix://`` (a cluster with ``?cluster=true``)."""
     scheme = url.partition("://")[0].lower()
     if scheme == "memory":
         from .stores.memory import MemoryStore
@@ -106,8 +107,13 @@ def store_from_url(url: str) -> Store:
         from .stores.memcached import MemcachedStore
 
         return MemcachedStore.from_url(url)
+    if scheme in ("redis", "rediss", "unix"):
+        from .stores.redis import RedisStore
+
+        return RedisStore.from_url(url)
     raise ConfigurationError(
-        f"unknown store URL {url!r}: expected memory://, appengine:// or memcached://host:port"
+        f"unknown store URL {url!r}: expected memory://, appengine://, memcached://host:port "
+        "or redis://host:port"
     )
 
 

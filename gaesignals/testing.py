@@ -1,10 +1,11 @@
 """Helpers for testing code that sends and delivers signals.
 
-``MemcachedServer`` runs a real memcached on a free loopback port for the length of a test or a
-session; ``CountingStore`` wraps any store and counts the batched calls (round trips) made
-through it. ``captured_signals()`` records what was sent; ``eager_signals(mapping)`` delivers
-at send time. Both work by putting a wrapper in front of the configured store, so they see
-sends from any code path and any thread. The pytest fixtures are in
+``MemcachedServer`` and ``RedisServer`` run a real memcached or redis-server on a free loopback
+port for the length of a test or a session (``RedisClusterServers``: a Redis cluster);
+``CountingStore`` wraps any store and counts the batched calls (round trips) made through it.
+``captured_signals()`` records what was sent; ``eager_signals(mapping)`` delivers at send time.
+Both work by putting a wrapper in front of the configured store, so they see sends from any
+code path and any thread. The pytest fixtures are in
 :mod:`gaesignals.pytest_plugin`.
 """
 
@@ -16,13 +17,14 @@ import os
 import shutil
 import socket
 import subprocess
+import tempfile
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from types import TracebackType
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, NamedTuple, Self, TypeVar
 
 from . import config, frames
 from .config import Settings, get_settings
@@ -43,52 +45,58 @@ def free_port() -> int:
         return port
 
 
-class MemcachedServer:
-    """A memcached process on 127.0.0.1, started and stopped by the test that owns it.
+class _ServerProcess:
+    """A server process on 127.0.0.1, started and stopped by the test that owns it.
 
-    ``restart()`` keeps the port (clients reconnect to a server with no items and a fresh CAS
-    counter); ``stop()`` and ``start()`` simulate an outage.
+    Subclasses give the command line (:meth:`_command`), a health check (:meth:`_answers`) and
+    ``flush()``. ``restart()`` keeps the port (clients reconnect to a server with no items);
+    ``stop()`` and ``start()`` simulate an outage.
     """
 
-    def __init__(
-        self, port: int | None = None, *, memory_mb: int = 64, binary: str | None = None
-    ) -> None:
-        found = binary or shutil.which("memcached")
+    name = "server"
+    package = "server"
+
+    def __init__(self, port: int | None = None, *, binary: str | None = None) -> None:
+        found = binary or shutil.which(self.name)
         if found is None:
-            raise FileNotFoundError("memcached is not installed (apt-get install -y memcached)")
+            raise FileNotFoundError(
+                f"{self.name} is not installed (apt-get install -y {self.package})"
+            )
         self.binary = found
         self.port = port or free_port()
-        self.memory_mb = memory_mb
         self.process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"memcached://127.0.0.1:{self.port}"
 
     @property
     def address(self) -> tuple[str, int]:
         return ("127.0.0.1", self.port)
 
-    def start(self, timeout: float = 10.0) -> MemcachedServer:
-        command = [self.binary, "-l", "127.0.0.1", "-p", str(self.port), "-U", "0"]
-        command += ["-m", str(self.memory_mb), "-t", "2"]
-        if os.geteuid() == 0:
-            command += ["-u", "root"]  # memcached refuses to run as root without it
-        self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    def _command(self) -> list[str]:
+        raise NotImplementedError
+
+    def _answers(self, sock: socket.socket) -> bool:
+        raise NotImplementedError
+
+    def _startup_error(self) -> str:
+        assert self.process is not None
+        return self.process.stderr.read().decode().strip() if self.process.stderr else ""
+
+    def start(self, timeout: float = 10.0) -> Self:
+        self.process = subprocess.Popen(
+            self._command(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                err = self.process.stderr.read().decode() if self.process.stderr else ""
-                raise RuntimeError(f"memcached exited at start: {err.strip()}")
+                raise RuntimeError(f"{self.name} exited at start: {self._startup_error()}")
             try:
                 with socket.create_connection(self.address, timeout=0.5) as sock:
-                    sock.sendall(b"version\r\n")
-                    if sock.recv(64).startswith(b"VERSION"):
+                    if self._answers(sock):
                         return self
             except OSError:
-                time.sleep(0.02)
+                pass
+            time.sleep(0.02)
         self.stop()
-        raise RuntimeError(f"memcached did not answer on port {self.port} within {timeout}s")
+        raise RuntimeError(f"{self.name} did not answer on port {self.port} within {timeout}s")
 
     def stop(self) -> None:
         if self.process is not None:
@@ -102,14 +110,197 @@ class MemcachedServer:
         self.stop()
         self.start()
 
+    def _request(self, request: bytes, expect: bytes, timeout: float = 2.0) -> bytes:
+        """Send ``request`` on a fresh connection and read until ``expect`` is in the reply."""
+        with socket.create_connection(self.address, timeout=timeout) as sock:
+            sock.sendall(request)
+            reply = b""
+            while expect not in reply:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                reply += chunk
+        return reply
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+class MemcachedServer(_ServerProcess):
+    """A memcached process on 127.0.0.1, started and stopped by the test that owns it.
+
+    ``restart()`` keeps the port (clients reconnect to a server with no items and a fresh CAS
+    counter); ``stop()`` and ``start()`` simulate an outage.
+    """
+
+    name = package = "memcached"
+
+    def __init__(
+        self,
+        port: int | None = None,
+        *,
+        memory_mb: int = 64,
+        binary: str | None = None,
+        extra_args: Sequence[str] = (),
+    ) -> None:
+        super().__init__(port, binary=binary)
+        self.memory_mb = memory_mb
+        self.extra_args = list(extra_args)
+
+    @property
+    def url(self) -> str:
+        return f"memcached://127.0.0.1:{self.port}"
+
+    def _command(self) -> list[str]:
+        command = [self.binary, "-l", "127.0.0.1", "-p", str(self.port), "-U", "0"]
+        command += ["-m", str(self.memory_mb), "-t", "2", *self.extra_args]
+        if os.geteuid() == 0:
+            command += ["-u", "root"]  # memcached refuses to run as root without it
+        return command
+
+    def _answers(self, sock: socket.socket) -> bool:
+        sock.sendall(b"version\r\n")
+        return sock.recv(64).startswith(b"VERSION")
+
     def flush(self) -> None:
         """Forget every item (``flush_all``)."""
-        with socket.create_connection(self.address, timeout=2) as sock:
-            sock.sendall(b"flush_all\r\n")
-            if not sock.recv(64).startswith(b"OK"):
-                raise RuntimeError("flush_all failed")
+        if not self._request(b"flush_all\r\n", b"\r\n").startswith(b"OK"):
+            raise RuntimeError("flush_all failed")
 
-    def __enter__(self) -> MemcachedServer:
+    def stats(self) -> dict[str, str]:
+        """The server's ``stats`` (``evictions``, ``curr_items``, ...), as strings."""
+        data = self._request(b"stats\r\n", b"END\r\n")
+        if not data.endswith(b"END\r\n"):
+            raise RuntimeError("memcached closed the connection during stats")
+        lines = data.decode().splitlines()
+        return {p[1]: p[2] for p in (line.split(" ", 2) for line in lines) if p[0] == "STAT"}
+
+
+class RedisServer(_ServerProcess):
+    """A redis-server on 127.0.0.1 with no persistence, started and stopped by its test.
+
+    ``cluster=True`` starts it as a cluster node (``--cluster-enabled yes``); see
+    :class:`RedisClusterServers` for a whole cluster.
+    """
+
+    name = "redis-server"
+    package = "redis-server"
+
+    def __init__(
+        self, port: int | None = None, *, cluster: bool = False, binary: str | None = None
+    ) -> None:
+        super().__init__(port, binary=binary)
+        self.cluster = cluster
+        self.workdir: str | None = None
+        self.bus_port: int | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}" + ("?cluster=true" if self.cluster else "")
+
+    def _command(self) -> list[str]:
+        if self.workdir is None:  # kept across restarts: a cluster node keeps its nodes.conf
+            self.workdir = tempfile.mkdtemp(prefix=f"gaesignals-redis-{self.port}-")
+        command = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1"]
+        command += ["--save", "", "--appendonly", "no", "--dir", self.workdir]
+        command += ["--logfile", os.path.join(self.workdir, "redis.log")]
+        if self.cluster:
+            if self.bus_port is None:  # the default, port + 10000, may be taken or too high
+                self.bus_port = free_port()
+            command += ["--cluster-enabled", "yes", "--cluster-port", str(self.bus_port)]
+            command += ["--cluster-node-timeout", "5000"]
+        return command
+
+    def _startup_error(self) -> str:
+        assert self.workdir is not None
+        try:
+            with open(os.path.join(self.workdir, "redis.log")) as log:
+                return "".join(log.readlines()[-5:]).strip()
+        except OSError:
+            return super()._startup_error()
+
+    def _answers(self, sock: socket.socket) -> bool:
+        sock.sendall(b"PING\r\n")
+        return sock.recv(64).startswith(b"+PONG")
+
+    def command(self, *args: str) -> bytes:
+        """Run one command (no spaces in its arguments) and return its raw reply."""
+        return self._request(" ".join(args).encode() + b"\r\n", b"\r\n")
+
+    def flush(self) -> None:
+        """Forget every key (``FLUSHALL``)."""
+        if not self.command("FLUSHALL").startswith(b"+OK"):
+            raise RuntimeError("FLUSHALL failed")
+
+    def remove(self) -> None:
+        """Stop the server and delete its working directory."""
+        self.stop()
+        if self.workdir is not None:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+            self.workdir = None
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.remove()
+
+
+class RedisClusterServers:
+    """A Redis cluster of ``size`` primaries (no replicas) on free 127.0.0.1 ports.
+
+    ``start()`` starts the nodes, joins them with ``redis-cli --cluster create`` and waits until
+    every node reports ``cluster_state:ok``.
+    """
+
+    def __init__(self, size: int = 3) -> None:
+        cli = shutil.which("redis-cli")
+        if cli is None:
+            raise FileNotFoundError("redis-cli is not installed (apt-get install -y redis-server)")
+        self.cli = cli
+        self.nodes = [RedisServer(cluster=True) for _ in range(size)]
+
+    @property
+    def url(self) -> str:
+        return "redis://" + ",".join(f"127.0.0.1:{n.port}" for n in self.nodes) + "?cluster=true"
+
+    def start(self, timeout: float = 30.0) -> RedisClusterServers:
+        deadline = time.monotonic() + timeout
+        try:
+            for node in self.nodes:
+                node.start()
+            create = [self.cli, "--cluster", "create"]
+            create += [f"127.0.0.1:{node.port}" for node in self.nodes]
+            create += ["--cluster-replicas", "0", "--cluster-yes"]
+            subprocess.run(create, check=True, capture_output=True, timeout=timeout)
+            while not all(b"cluster_state:ok" in n.command("CLUSTER", "INFO") for n in self.nodes):
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"the Redis cluster was not ok within {timeout}s")
+                time.sleep(0.05)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def flush(self) -> None:
+        for node in self.nodes:
+            node.flush()
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.remove()
+
+    def __enter__(self) -> RedisClusterServers:
         return self.start()
 
     def __exit__(

@@ -25,9 +25,10 @@ from typing import Any, TextIO
 
 import gaesignals
 from gaesignals import Contention, QueueFull, Signal, SignalMapping, deliver
-from gaesignals.config import get_settings
+from gaesignals.config import get_settings, store_from_url
 from gaesignals.signals import signal_keys
 from gaesignals.stores.memcached import MemcachedStore
+from gaesignals.stores.redis import RedisStore
 
 #: Signed frames: no "unsigned pickles" warning in every child, and every frame is verified.
 SECRET_KEY = "gaesignals-concurrency-tests-secret-key-0123456789"
@@ -57,8 +58,10 @@ def plan(sender: int, count: int, cold: int) -> list[tuple[str, int]]:
     return pairs
 
 
-def configure(url: str) -> MemcachedStore:
-    store = MemcachedStore.from_url(url)
+def configure(url: str) -> MemcachedStore | RedisStore:
+    """Configure gaesignals on the store at ``url`` (memcached:// or redis://)."""
+    store = store_from_url(url)
+    assert isinstance(store, MemcachedStore | RedisStore)
     gaesignals.configure(store=store, secret_key=SECRET_KEY)
     return store
 

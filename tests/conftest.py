@@ -1,7 +1,8 @@
 """Fixtures: every store the library supports, each behind the same ``store`` fixture.
 
-Real memcached servers are started on free loopback ports once per session and flushed before
-each test. Without a memcached binary those tests skip locally and fail under ``CI=true``.
+Real memcached and redis-server processes (and a three-node Redis cluster) are started on free
+loopback ports once per session and flushed before each test. Without the binaries those tests
+skip locally and fail under ``CI=true``.
 """
 
 from __future__ import annotations
@@ -18,9 +19,17 @@ import gaesignals
 from gaesignals import config
 from gaesignals.stores import Store
 from gaesignals.stores.memory import MemoryStore
-from gaesignals.testing import MemcachedServer
+from gaesignals.testing import MemcachedServer, RedisClusterServers, RedisServer
 
-STORES = ["memory", "memory-cas", "appengine", "memcached", "memcached-cluster"]
+STORES = [
+    "memory",
+    "memory-cas",
+    "appengine",
+    "memcached",
+    "memcached-cluster",
+    "redis",
+    "redis-cluster",
+]
 
 
 def _need_memcached() -> None:
@@ -49,6 +58,29 @@ def memcached_cluster() -> Iterator[list[MemcachedServer]]:
             server.stop()
 
 
+def _need_redis() -> None:
+    missing = [name for name in ("redis-server", "redis-cli") if shutil.which(name) is None]
+    if missing:
+        message = f"{' and '.join(missing)} not installed (apt-get install -y redis-server)"
+        if os.environ.get("CI"):
+            pytest.fail(message + "; CI must run the redis tests", pytrace=False)
+        pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    _need_redis()
+    with RedisServer() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[RedisClusterServers]:
+    _need_redis()
+    with RedisClusterServers() as cluster:
+        yield cluster
+
+
 @pytest.fixture(autouse=True)
 def _fresh_settings() -> Iterator[None]:
     config.reset()
@@ -71,6 +103,8 @@ class RawAccess:
             self.store.set_raw(key, value)
         elif self.kind == "appengine":
             self.client.set(key, value, namespace="")
+        elif self.kind.startswith("redis"):
+            assert self.client.set(key, value)
         else:
             assert self.client.set(key, value, noreply=False)
 
@@ -80,8 +114,8 @@ class RawAccess:
             from google.appengine.api import memcache
 
             memcache.Client().set(key, obj, namespace="")  # the SDK pickles non-bytes values
-        elif isinstance(self.store, MemoryStore):
-            self.store.set_raw(key, pickle.dumps(obj))
+        elif isinstance(self.store, MemoryStore) or self.kind.startswith("redis"):
+            self.set(key, pickle.dumps(obj))  # Redis has no flags: a value is only bytes
         else:
             # flags=1 is pymemcache's pickle_serde marker for pickled values.
             assert self.client.set(key, pickle.dumps(obj), noreply=False, flags=1)
@@ -120,6 +154,19 @@ def raw(store_kind: str, request: pytest.FixtureRequest) -> Iterator[RawAccess]:
             yield RawAccess(store_kind, store, memcache.Client())
         finally:
             bed.deactivate()
+    elif store_kind.startswith("redis"):
+        from gaesignals.stores.redis import RedisStore
+
+        running: RedisServer | RedisClusterServers = request.getfixturevalue(
+            "redis_server" if store_kind == "redis" else "redis_cluster"
+        )
+        running.flush()
+        store = RedisStore.from_url(running.url)
+        gaesignals.configure(store=store)
+        try:
+            yield RawAccess(store_kind, store, store.client)
+        finally:
+            store.close()
     else:
         from pymemcache.client.base import Client
 

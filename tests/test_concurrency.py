@@ -1,4 +1,5 @@
-"""Many processes sending and delivering at once against a real memcached.
+"""Many processes sending and delivering at once against a real memcached, Redis and Redis
+cluster (the ``server_url`` fixture).
 
 Children are started with ``spawn`` and run the bodies in :mod:`tests.concurrency_workers`; each
 reports through files under ``tmp_path`` named after it (``<name>.json``, ``.ids``, ``.log``,
@@ -21,7 +22,7 @@ from typing import Any
 import pytest
 
 from gaesignals import SignalMapping, dead_letters, deliver
-from gaesignals.testing import MemcachedServer
+from gaesignals.testing import MemcachedServer, RedisClusterServers, RedisServer
 
 from . import concurrency_workers as workers
 
@@ -29,6 +30,17 @@ from . import concurrency_workers as workers
 DEADLINE = 45.0
 #: Extra time the parent gives a child past the child's own deadline before failing the test.
 GRACE = 10.0
+
+
+@pytest.fixture(params=["memcached", "redis", "redis-cluster"])
+def server_url(request: pytest.FixtureRequest) -> str:
+    """The URL of each real server kind in turn, flushed."""
+    fixture = {"memcached": "memcached_server", "redis": "redis_server"}.get(
+        request.param, "redis_cluster"
+    )
+    server: MemcachedServer | RedisServer | RedisClusterServers = request.getfixturevalue(fixture)
+    server.flush()
+    return server.url
 
 
 class Run:
@@ -128,11 +140,10 @@ def tally(sent: list[int], delivered: Counter[int]) -> tuple[list[int], list[int
 
 
 @pytest.mark.slow
-def test_weak_delivery_under_concurrency(memcached_server: MemcachedServer, tmp_path: Path) -> None:
+def test_weak_delivery_under_concurrency(server_url: str, tmp_path: Path) -> None:
     """Two processes delivering weakly while four send 6000 payloads over one hot and 40 cold
     signals deliver every successfully sent payload exactly once."""
-    memcached_server.flush()
-    url = memcached_server.url
+    url = server_url
     n_senders, per_sender, cold = 4, 1500, 40
     run = Run(tmp_path)
     senders_done = run.ctx.Event()
@@ -175,13 +186,10 @@ def test_weak_delivery_under_concurrency(memcached_server: MemcachedServer, tmp_
 
 
 @pytest.mark.slow
-def test_reliable_delivery_survives_a_killed_deliverer(
-    memcached_server: MemcachedServer, tmp_path: Path
-) -> None:
+def test_reliable_delivery_survives_a_killed_deliverer(server_url: str, tmp_path: Path) -> None:
     """Reliable delivery loses nothing when a deliverer is SIGKILLed mid-handler: the others
     deliver its payloads again once the lease on its locks runs out."""
-    memcached_server.flush()
-    url = memcached_server.url
+    url = server_url
     n_senders, per_sender, cold, lease, die_at = 2, 1000, 4, 2, 200
     run = Run(tmp_path)
     senders_done = run.ctx.Event()

@@ -65,7 +65,13 @@ def test_configure_wins_over_the_environment(monkeypatch: pytest.MonkeyPatch) ->
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"store": "redis://localhost"}, "unknown store URL"),
+        ({"store": "mongodb://localhost"}, "unknown store URL"),
+        ({"store": "redis://h:1?bogus=1"}, "unknown options"),
+        ({"store": "redis://h:1?timeout=soon"}, "bad option"),
+        ({"store": "redis://h:1,h:2"}, "cluster=true"),
+        ({"store": "redis://h:1?cluster=maybe"}, "cluster must be"),
+        ({"store": "redis://h?cluster=true"}, "host:port"),
+        ({"store": "redis://h:1/3?cluster=true"}, "no unix sockets nor databases"),
         ({"store": "memcached://"}, "memcached://"),
         ({"store": "memcached://host"}, "host:port"),
         ({"store": "memcached://h:1?bogus=1"}, "unknown options"),
@@ -102,10 +108,11 @@ def test_shared_store_without_key_warns(caplog: pytest.LogCaptureFixture) -> Non
 
 
 def test_import_pulls_in_no_backend() -> None:
-    """import gaesignals imports neither pymemcache nor App Engine's SDK."""
+    """import gaesignals imports neither pymemcache, redis-py nor App Engine's SDK."""
     code = (
         "import sys, gaesignals; "
-        "bad = [m for m in sys.modules if m.startswith(('pymemcache', 'google.appengine'))]; "
+        "backends = ('pymemcache', 'redis', 'google.appengine'); "
+        "bad = [m for m in sys.modules if m.startswith(backends)]; "
         "print(bad); sys.exit(1 if bad else 0)"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

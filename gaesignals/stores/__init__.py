@@ -8,8 +8,10 @@ item written after it (the old socket is dead, so the token is refused instead o
 
 Adapters: :class:`~gaesignals.stores.memory.MemoryStore` (in-process, the development default),
 :class:`~gaesignals.stores.memcached.MemcachedStore` (pymemcache ``Client``, ``PooledClient`` or
-``HashClient``) and :class:`~gaesignals.stores.appengine.AppEngineStore` (App Engine's bundled
-memcache). The adapters for real caches import their client libraries only when constructed.
+``HashClient``), :class:`~gaesignals.stores.redis.RedisStore` (redis-py ``Redis`` or
+``RedisCluster``: Redis, Valkey) and :class:`~gaesignals.stores.appengine.AppEngineStore` (App
+Engine's bundled memcache). The adapters for real caches import their client libraries only
+when constructed.
 """
 
 from __future__ import annotations

@@ -1,0 +1,417 @@
+"""Redis-specific promises: URLs, outages and hangs, round trips, scripts, expiry, clusters.
+
+The contract suite and every store-parametrized test also run against Redis (``redis`` and
+``redis-cluster`` in the ``store`` fixture); these are what only Redis has.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import redis
+from redis.backoff import NoBackoff
+from redis.cluster import RedisCluster
+from redis.retry import Retry
+
+import gaesignals
+from gaesignals import ConfigurationError, StoreUnavailable, deliver, send
+from gaesignals.signals import signal_keys
+from gaesignals.stores.redis import RedisStore, _Sent
+from gaesignals.testing import CountingStore, RedisClusterServers, RedisServer
+
+from .conftest import _need_redis
+
+
+@pytest.fixture
+def own_server() -> Iterator[RedisServer]:
+    """A redis-server this test alone may stop, hang and restart."""
+    _need_redis()
+    with RedisServer() as server:
+        yield server
+
+
+@pytest.fixture
+def single(redis_server: RedisServer) -> Iterator[RedisStore]:
+    """A store on the session's redis-server, flushed, configured for the test."""
+    redis_server.flush()
+    store = RedisStore.from_url(redis_server.url)
+    gaesignals.configure(store=store)
+    yield store
+    store.close()
+
+
+@pytest.fixture
+def cluster(redis_cluster: RedisClusterServers) -> Iterator[RedisStore]:
+    """A store on the session's three-node Redis cluster, flushed, configured for the test."""
+    redis_cluster.flush()
+    store = RedisStore.from_url(redis_cluster.url)
+    gaesignals.configure(store=store)
+    yield store
+    store.close()
+
+
+class _CountingPipelines(RedisStore):
+    """Counts the pipelines sent, i.e. the network round trips."""
+
+    pipelines = 0
+
+    def _pipeline(self, node: Any, group: list[_Sent]) -> list[Any]:
+        self.pipelines += 1
+        return super()._pipeline(node, group)
+
+
+def test_url_forms() -> None:
+    """redis://, rediss:// and unix:// URLs build clients with the URL's database, credentials
+    and a 3 s timeout by default; nothing connects until first use."""
+    store = RedisStore.from_url("redis://:s3cret@10.0.0.9:6380/2?max_value_size=5000")
+    kwargs = store.client.get_connection_kwargs()
+    assert (kwargs["host"], kwargs["port"], kwargs["db"]) == ("10.0.0.9", 6380, 2)
+    assert kwargs["password"] == "s3cret"
+    assert kwargs["socket_timeout"] == kwargs["socket_connect_timeout"] == 3.0
+    assert store.max_value_size == 5000
+    tls = RedisStore.from_url("rediss://cache.internal:6379?timeout=0.5")
+    assert tls.client.connection_pool.connection_class.__name__ == "SSLConnection"
+    assert tls.client.get_connection_kwargs()["socket_timeout"] == 0.5
+    unix = RedisStore.from_url("unix:///run/redis.sock?db=1")
+    assert unix.client.get_connection_kwargs()["path"] == "/run/redis.sock"
+    assert unix.client.get_connection_kwargs()["db"] == 1
+    assert repr(unix) == "RedisStore(/run/redis.sock/1)"
+    for each in (store, tls, unix):
+        each.close()
+
+
+def test_configure_accepts_redis_urls(redis_server: RedisServer) -> None:
+    """GAESIGNALS_STORE and configure(store=...) take Redis URLs."""
+    settings = gaesignals.configure(store=redis_server.url)
+    assert isinstance(settings.store, RedisStore)
+    settings.store.close()
+
+
+def test_a_client_that_decodes_responses_is_refused() -> None:
+    """Values are bytes: a client built with decode_responses=True is a programming error."""
+    with pytest.raises(ValueError, match="decode_responses"):
+        RedisStore(redis.Redis(decode_responses=True))
+
+
+def test_a_ready_client_works(redis_server: RedisServer, caplog: pytest.LogCaptureFixture) -> None:
+    """The adapter takes a redis.Redis built by the application, and warns when that client
+    would retry (and so could apply a timed-out batch twice)."""
+    redis_server.flush()
+    quiet = redis.Redis(port=redis_server.port, retry=Retry(NoBackoff(), 0))
+    with caplog.at_level(logging.WARNING, logger="gaesignals"):
+        gaesignals.configure(store=RedisStore(quiet), secret_key="k" * 32)
+    assert "retries" not in caplog.text
+    got: list[Any] = []
+    send("own", 1)
+    assert deliver({"own": got.append}) == 1 and got == [1]
+    quiet.close()
+    retrying = redis.Redis(port=redis_server.port, retry=Retry(NoBackoff(), 3))
+    with caplog.at_level(logging.WARNING, logger="gaesignals"):
+        RedisStore(retrying)
+    assert "retries failed commands" in caplog.text
+    retrying.close()
+
+
+def test_uncontended_send_costs_one_call_with_append(single: RedisStore) -> None:
+    """A send to an existing key is one append; to a missing key, append then add."""
+    store = CountingStore(single)
+    gaesignals.configure(store=store)
+    send("fresh", 1)
+    assert dict(store.calls) == {"append_many": 1, "add_many": 1}
+    store.calls.clear()
+    send("fresh", 2)
+    assert dict(store.calls) == {"append_many": 1}
+    got: list[Any] = []
+    assert deliver({"fresh": got.append}) == 2
+    store.calls.clear()
+    send("fresh", 3)  # weak delivery leaves an empty value, not a missing key
+    assert dict(store.calls) == {"append_many": 1}
+
+
+@pytest.mark.parametrize("kind", ["redis", "redis-cluster"])
+def test_one_batched_call_is_one_round_trip_per_server(
+    kind: str, request: pytest.FixtureRequest
+) -> None:
+    """Every batched call is one pipeline per server, whatever the number of keys: one on a
+    single server, at most one per node on a cluster (once each server has seen the scripts:
+    the first use of one on a server costs one more)."""
+    running: RedisServer | RedisClusterServers = request.getfixturevalue(
+        "redis_server" if kind == "redis" else "redis_cluster"
+    )
+    running.flush()
+    plain = RedisStore.from_url(running.url)
+    store = _CountingPipelines(plain.client)
+    servers = 1 if kind == "redis" else 3
+    keys = [f"rt-{i}" for i in range(50)]
+    try:
+        with store.connection() as conn:
+            counts: list[list[int]] = []
+            for _ in range(2):
+                conn.delete_many(keys)
+                conn.add_many(dict.fromkeys(keys, b"v"))
+                tokens = conn.gets_many(keys)
+                counts.append([])
+                for call in (
+                    lambda: conn.add_many(dict.fromkeys(keys, b"v")),
+                    lambda: conn.append_many(dict.fromkeys(keys, b"w")),
+                    lambda: conn.gets_many(keys),
+                    lambda tokens=tokens: conn.cas_many(
+                        {k: (b"", t) for k, (_, t) in tokens.items()}
+                    ),
+                    lambda: conn.set_many(dict.fromkeys(keys, b"x"), expire=60),
+                    lambda: conn.delete_many(keys),
+                ):
+                    store.pipelines = 0
+                    call()
+                    counts[-1].append(store.pipelines)
+        # The first time each server sees a script, that call costs one more round trip to it.
+        assert all(servers <= count <= 2 * servers for count in counts[0])
+        # Then one each; a cluster's 50 keys are spread over every node.
+        assert counts[1] == [servers] * 6
+    finally:
+        plain.close()
+
+
+def test_scripts_are_reloaded_after_a_flush(single: RedisStore, redis_server: RedisServer) -> None:
+    """A server that forgot the Lua scripts (restart, SCRIPT FLUSH) gets them again in the
+    same call: the commands it refused with NOSCRIPT had not run, so nothing is doubled."""
+    with single.connection() as conn:
+        conn.add_many({"s": b"a"})
+        token = conn.gets_many(["s"])["s"][1]
+        assert redis_server.command("SCRIPT", "FLUSH").startswith(b"+OK")
+        assert conn.append_many({"s": b"b"}) == {"s": True}
+        assert redis_server.command("SCRIPT", "FLUSH").startswith(b"+OK")
+        assert conn.cas_many({"s": (b"c", token)}) == {"s": False}
+        assert conn.gets_many(["s"])["s"][0] == b"ab"
+
+
+def test_expiry_is_in_seconds_and_zero_means_none(single: RedisStore) -> None:
+    """add, set and cas take an expiry in seconds (0: none, as on memcached); append keeps the
+    key's expiry, and a cas without one removes it."""
+    client = single.client
+    with single.connection() as conn:
+        conn.add_many({"lock": b"me"}, expire=7)
+        conn.set_many({"cursor": b"1"})
+        assert 0 < client.ttl("lock") <= 7
+        assert client.ttl("cursor") == -1
+        conn.append_many({"lock": b"!"})
+        assert 0 < client.ttl("lock") <= 7
+        token = conn.gets_many(["lock"])["lock"][1]
+        assert conn.cas_many({"lock": (b"", token)}, expire=0) == {"lock": True}
+        assert client.ttl("lock") == -1
+        token = conn.gets_many(["lock"])["lock"][1]
+        assert conn.cas_many({"lock": (b"you", token)}, expire=30) == {"lock": True}
+        assert 7 < client.ttl("lock") <= 30
+
+
+def test_append_refuses_what_would_pass_the_limit(redis_server: RedisServer) -> None:
+    """append stores nothing that would make a value larger than max_value_size (Redis's own
+    APPEND has no such limit)."""
+    redis_server.flush()
+    store = RedisStore.from_url(redis_server.url + "?max_value_size=100")
+    try:
+        with store.connection() as conn:
+            assert conn.add_many({"q": b"x" * 90}) == {"q": True}
+            assert conn.append_many({"q": b"y" * 11}) == {"q": False}
+            assert conn.append_many({"q": b"y" * 10}) == {"q": True}
+            assert len(conn.gets_many(["q"])["q"][0]) == 100
+    finally:
+        store.close()
+
+
+def test_a_token_is_the_value_read(single: RedisStore) -> None:
+    """Redis has no CAS counter: a cas wins while the key holds the very bytes read, even if it
+    changed in between and changed back (harmless: see the module docstring), and loses once
+    any byte differs."""
+    with single.connection() as conn:
+        conn.add_many({"t": b"one"})
+        token = conn.gets_many(["t"])["t"][1]
+        conn.set_many({"t": b"two"})
+        assert conn.cas_many({"t": (b"three", token)}) == {"t": False}
+        conn.set_many({"t": b"one"})
+        assert conn.cas_many({"t": (b"three", token)}) == {"t": True}
+        assert conn.cas_many({"t": (b"four", object())}) == {"t": False}
+
+
+def test_redis_errors_are_store_unavailable(single: RedisStore) -> None:
+    """A server error (here a key of the wrong type) is StoreUnavailable, never a raw redis-py
+    exception."""
+    key = signal_keys("wrong", "").queue
+    single.client.lpush(key, b"not a string")
+    with pytest.raises(StoreUnavailable, match="WRONGTYPE"):
+        send("wrong", 1)
+    with pytest.raises(StoreUnavailable):
+        deliver({"wrong": print})
+
+
+def test_outage_raises_store_unavailable_and_recovers(own_server: RedisServer) -> None:
+    """With Redis down, send and deliver raise StoreUnavailable; once it is back (with no
+    scripts loaded), service resumes without restarting anything."""
+    store = RedisStore.from_url(own_server.url + "?timeout=1")
+    gaesignals.configure(store=store)
+    got: list[Any] = []
+    try:
+        send("s", 1)
+        own_server.stop()
+        with pytest.raises(StoreUnavailable):
+            send("s", 2)
+        with pytest.raises(StoreUnavailable):
+            deliver({"s": got.append})
+        own_server.start()
+        send("s", 3)
+        send("s", 4)
+        assert deliver({"s": got.append}) == 2
+        assert got == [3, 4]  # payload 1 died with the server's memory; 2 was never accepted
+    finally:
+        store.close()
+
+
+def test_a_hung_server_makes_a_send_raise_within_the_timeout(own_server: RedisServer) -> None:
+    """A server that accepts connections but never answers (SIGSTOP) makes a send raise
+    StoreUnavailable after the timeout, once: no retry re-sends a batch that may be applied."""
+    store = RedisStore.from_url(own_server.url + "?timeout=0.5")
+    gaesignals.configure(store=store)
+    assert own_server.process is not None
+    pid = own_server.process.pid
+    try:
+        send("hung", 1)
+        os.kill(pid, signal.SIGSTOP)
+        started = time.monotonic()
+        with pytest.raises(StoreUnavailable):
+            send("hung", 2)
+        assert time.monotonic() - started < 1.5
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    # The stopped server still applies what it received before the timeout, once; it may
+    # serve a new connection before it reads the old one, so deliver until both are seen.
+    got: list[Any] = []
+    deadline = time.monotonic() + 10
+    while len(got) < 2 and time.monotonic() < deadline:
+        deliver({"hung": got.append})
+    assert got == [1, 2]
+    assert deliver({"hung": got.append}) == 0
+    store.close()
+
+
+def test_cluster_spreads_and_drains_every_node(
+    cluster: RedisStore, redis_cluster: RedisClusterServers
+) -> None:
+    """Signals land on every node of a cluster, and one delivery drains them all."""
+    names = [f"spread-{i}" for i in range(30)]
+    gaesignals.send_multi([(name, name) for name in names])
+    client: RedisCluster = cluster.client
+    queues = [client.get_redis_connection(n).keys("gs::q:*") for n in client.get_primaries()]
+    assert len(queues) == 3 and all(queues)
+    assert sorted(key for keys in queues for key in keys) == sorted(
+        signal_keys(name, "").queue.encode() for name in names
+    )
+    got: list[Any] = []
+    assert deliver({name: got.append for name in names}) == len(names)
+    assert sorted(got) == sorted(names)
+
+
+def test_cluster_follows_moved_with_a_stale_slot_map(cluster: RedisStore) -> None:
+    """A command sent to the wrong node (a stale slot map, as after a failover or resharding)
+    is answered MOVED, not run there, and is sent again to the key's node."""
+    client: RedisCluster = cluster.client
+    slot = client.keyslot("moved")
+    manager = client.nodes_manager
+    home = manager.get_node_from_slot(slot)
+    other = next(node for node in client.get_primaries() if node.name != home.name)
+    with cluster.connection() as conn:
+        manager.slots_cache[slot] = [other]
+        assert conn.add_many({"moved": b"v"}) == {"moved": True}
+        assert manager.get_node_from_slot(slot).name == home.name
+        manager.slots_cache[slot] = [other]
+        assert conn.append_many({"moved": b"w"}) == {"moved": True}
+        assert conn.gets_many(["moved"])["moved"][0] == b"vw"
+
+
+def _node_id(server: RedisServer) -> str:
+    return server.command("CLUSTER", "MYID").split(b"\r\n")[1].decode()
+
+
+def test_cluster_follows_ask_during_a_slot_migration(
+    cluster: RedisStore, redis_cluster: RedisClusterServers
+) -> None:
+    """While a slot migrates, keys already moved are answered ASK: the command goes to the
+    importing node after ASKING, and is applied there once."""
+    client: RedisCluster = cluster.client
+    slot = client.keyslot("asked")
+    home_port = client.nodes_manager.get_node_from_slot(slot).port
+    source = next(n for n in redis_cluster.nodes if n.port == home_port)
+    target = next(n for n in redis_cluster.nodes if n.port != home_port)
+    assert target.command("CLUSTER", "SETSLOT", str(slot), "IMPORTING", _node_id(source))[:3] == (
+        b"+OK"
+    )
+    assert source.command("CLUSTER", "SETSLOT", str(slot), "MIGRATING", _node_id(target))[:3] == (
+        b"+OK"
+    )
+    try:
+        with cluster.connection() as conn:
+            assert conn.add_many({"asked": b"v"}) == {"asked": True}  # missing on the source
+            assert conn.append_many({"asked": b"w"}) == {"asked": True}
+            assert conn.gets_many(["asked"])["asked"][0] == b"vw"
+        assert target.command("DBSIZE").startswith(b":1")
+        assert source.command("DBSIZE").startswith(b":0")
+    finally:
+        for node in (source, target):
+            node.command("CLUSTER", "SETSLOT", str(slot), "STABLE")
+        redis_cluster.flush()
+
+
+def test_bad_cluster_urls_raise_configuration_error() -> None:
+    """A cluster URL with a database or a unix socket cannot work."""
+    with pytest.raises(ConfigurationError):
+        RedisStore.from_url("unix:///tmp/r.sock?cluster=true")
+
+
+def test_an_unreachable_cluster_is_store_unavailable() -> None:
+    """Building a cluster store asks a node for the slot map: none answering is
+    StoreUnavailable, not a redis-py exception."""
+    with pytest.raises(StoreUnavailable):
+        RedisStore.from_url("redis://127.0.0.1:1?cluster=true&timeout=0.5")
+
+
+@pytest.mark.parametrize("kind", ["redis", "redis-cluster"])
+def test_counters(kind: str, request: pytest.FixtureRequest) -> None:
+    """incr_many adds to decimal counters atomically: a missing one starts at max(delta, 0), a
+    negative delta stops at 0, a counter keeps its expiry, and a key holding anything but
+    digits (maybe then spaces) is left alone. append_many bumps its counters in the same
+    round trip, after the appends, whether or not they were stored."""
+    running: RedisServer | RedisClusterServers = request.getfixturevalue(
+        "redis_server" if kind == "redis" else "redis_cluster"
+    )
+    running.flush()
+    plain = RedisStore.from_url(running.url)
+    store = _CountingPipelines(plain.client)
+    try:
+        with store.connection() as conn:
+            conn.incr_many({"c1": 5, "c2": -3})
+            assert {k: v for k, (v, _) in conn.gets_many(["c1", "c2"]).items()} == {
+                "c1": b"5",
+                "c2": b"0",
+            }
+            conn.set_many({"spaced": b"7  ", "text": b"seven"})
+            conn.add_many({"ttl": b"1"}, expire=60)
+            conn.incr_many({"c1": -2, "c2": 4, "spaced": 1, "text": 1, "ttl": 1})
+            found = {k: v for k, (v, _) in conn.gets_many(["c1", "c2", "spaced", "text"]).items()}
+            assert found == {"c1": b"3", "c2": b"4", "spaced": b"8", "text": b"seven"}
+            assert conn.gets_many(["ttl"])["ttl"][0] == b"2"
+            assert 0 < plain.client.ttl("ttl") <= 60
+            conn.add_many({"q": b"a"})
+            conn.incr_many({"n": 0})  # every node has seen the scripts from here on
+            store.pipelines = 0
+            result = conn.append_many({"q": b"b", "missing": b"x"}, {"n": 2, "q": 100})
+            assert result == {"q": True, "missing": False}
+            assert store.pipelines <= (1 if kind == "redis" else 3)  # one per server
+            assert conn.gets_many(["q", "n"])["n"][0] == b"2"
+            assert conn.gets_many(["q"])["q"][0] == b"ab"  # a counter named like an item is not
+    finally:
+        plain.close()
