@@ -18,6 +18,7 @@ from .exceptions import (
     ConfigurationError,
     GaeSignalsError,
     InvalidSignalName,
+    PartialFailure,
     PayloadTooLarge,
     QueueFull,
     StoreUnavailable,
@@ -25,6 +26,7 @@ from .exceptions import (
 )
 from .middleware import SignalsMiddleware
 from .signals import Contention, Signal, send, send_multi
+from .stats import Pending, health, pending, stats
 
 __all__ = [
     "BadFrame",
@@ -32,7 +34,9 @@ __all__ = [
     "Contention",
     "GaeSignalsError",
     "InvalidSignalName",
+    "PartialFailure",
     "PayloadTooLarge",
+    "Pending",
     "QueueFull",
     "Signal",
     "SignalMapping",
@@ -42,9 +46,12 @@ __all__ = [
     "configure",
     "dead_letters",
     "deliver",
+    "health",
     "pass_signal_name",
+    "pending",
     "purge_dead_letters",
     "requeue_dead_letters",
     "send",
     "send_multi",
+    "stats",
 ]
