@@ -2,9 +2,9 @@
 
 Explicit :func:`configure` arguments win; anything not given comes from the environment
 (``GAESIGNALS_STORE``, ``GAESIGNALS_NAMESPACE``, ``GAESIGNALS_SECRET_KEY``,
-``GAESIGNALS_CODEC``); anything still missing has a default: App Engine's memcache when running
-on App Engine, otherwise the embedded in-process store. Settings are resolved once, on first
-use, and shared by every thread.
+``GAESIGNALS_CODEC``, ``GAESIGNALS_COUNT_SENDS``); anything still missing has a default: App
+Engine's memcache when running on App Engine, otherwise the embedded in-process store.
+Settings are resolved once, on first use, and shared by every thread.
 """
 
 from __future__ import annotations
@@ -38,6 +38,8 @@ class Settings:
     #: Frames are signed with the first key and accepted with any (rotation).
     secret_keys: tuple[bytes, ...] = ()
     codec: str = "pickle"
+    #: Bump each signal's ``sent`` counter with every send (what lost detection compares with).
+    count_sends: bool = True
 
 
 _lock = threading.Lock()
@@ -49,15 +51,18 @@ def configure(
     namespace: str | None = None,
     secret_key: SecretKeys | None = None,
     codec: str | None = None,
+    count_sends: bool | None = None,
 ) -> Settings:
     """Set the store (a :class:`~gaesignals.stores.Store` or a URL), the key namespace, the
-    secret key(s) that sign frames, and the payload codec (``"pickle"`` or ``"json"``).
+    secret key(s) that sign frames, the payload codec (``"pickle"`` or ``"json"``), and
+    whether sends bump the ``sent`` counter (default True; on memcached it rides in the
+    append's round trip, on App Engine it costs one more API call per send).
 
     Arguments left out are read from the environment, as on first use without ``configure``.
     Call it once at start-up, before sending or delivering.
     """
     global _settings
-    resolved = _resolve(store, namespace, secret_key, codec)
+    resolved = _resolve(store, namespace, secret_key, codec, count_sends)
     with _lock:
         _settings = resolved
     return resolved
@@ -70,7 +75,7 @@ def get_settings() -> Settings:
     if current is None:
         with _lock:
             if _settings is None:
-                _settings = _resolve(None, None, None, None)
+                _settings = _resolve(None, None, None, None, None)
             current = _settings
     return current
 
@@ -112,8 +117,14 @@ def _resolve(
     namespace: str | None,
     secret_key: SecretKeys | None,
     codec: str | None,
+    count_sends: bool | None = None,
 ) -> Settings:
     env = os.environ
+    if count_sends is None:
+        flag = env.get("GAESIGNALS_COUNT_SENDS", "1").strip().lower()
+        if flag not in ("1", "0", "true", "false", "yes", "no", "on", "off", ""):
+            raise ConfigurationError(f"GAESIGNALS_COUNT_SENDS={flag!r} is not a boolean")
+        count_sends = flag not in ("0", "false", "no", "off")
     if namespace is None:
         namespace = env.get("GAESIGNALS_NAMESPACE", "")
     if not _NAMESPACE.match(namespace):
@@ -143,7 +154,13 @@ def _resolve(
             "Set GAESIGNALS_SECRET_KEY (32+ bytes) to sign and verify every payload.",
             store,
         )
-    return Settings(store=store, namespace=namespace, secret_keys=keys, codec=codec)
+    return Settings(
+        store=store,
+        namespace=namespace,
+        secret_keys=keys,
+        codec=codec,
+        count_sends=bool(count_sends),
+    )
 
 
 def _secret_keys(secret_key: SecretKeys) -> tuple[bytes, ...]:

@@ -274,7 +274,8 @@ def _check_lost(
             continue
         accounted = _number(current.get(signal.counter("accounted")))
         if accounted is None:
-            # First delivery (or the counter was evicted): start from "nothing lost so far".
+            # Senders create it (at 0) with the queue: the cache evicted it. Start again from
+            # "nothing lost so far", the guess that can never report a false loss.
             bumps[signal.counter("accounted")] += max(sent - queued[queue], 0)
             continue
         key = signal.counter("lost")

@@ -149,45 +149,52 @@ def append_frames(
     conn: Connection,
     store: Store,
     pending: dict[str, bytes],
-    counts: Mapping[str, tuple[str, int]] | None = None,
+    counts: Mapping[str, tuple[SignalKeys, int]] | None = None,
 ) -> None:
     """Append each value to its key atomically, or raise; the heart of every send.
 
     Keys are appended to in one batch per round trip. ``QueueFull`` and ``Contention`` name the
-    keys that were not written in ``args[1]``; the others were. ``counts`` maps a key to a
-    counter and how many frames its value holds: the counter is bumped for the keys written
-    (on an appending store in the append's own round trip, taken back for keys that then
-    could not be written; otherwise once the writes are done).
+    keys that were not written in ``args[1]``; the others were. ``counts`` maps a queue key
+    to its signal's keys and how many frames its value holds: the ``sent`` counter is bumped
+    for the keys written (on an appending store in the append's own round trip, taken back
+    for keys that then could not be written; otherwise once the writes are done), and a queue
+    created here gets an ``accounted`` counter of 0 if it has none, so a delivery can tell a
+    signal never delivered from one whose counter the cache evicted.
     """
     counts = counts or {}
+    zeros = {keys.counter("accounted"): b"0" for keys, _ in counts.values()}
     if store.supports_append:
-        bumps = {counter: n for counter, n in counts.values()}
+        bumps = {keys.counter("sent"): n for keys, n in counts.values()}
         try:
-            _append(conn, store, pending, bumps)
+            _append(conn, store, pending, bumps, zeros)
         except (QueueFull, Contention) as error:
             unwritten = [counts[k] for k in error.args[1] if k in counts]
             if unwritten:
-                conn.incr_many({counter: -n for counter, n in unwritten})
+                conn.incr_many({keys.counter("sent"): -n for keys, n in unwritten})
             raise
         return
     written: list[str] = []
     try:
-        _gets_cas(conn, store, pending, written)
+        _gets_cas(conn, store, pending, written, zeros)
     finally:
-        done = {counts[k][0]: counts[k][1] for k in written if k in counts}
+        done = {counts[k][0].counter("sent"): counts[k][1] for k in written if k in counts}
         if done:
             conn.incr_many(done)
 
 
 def _append(
-    conn: Connection, store: Store, pending: dict[str, bytes], bumps: dict[str, int]
+    conn: Connection,
+    store: Store,
+    pending: dict[str, bytes],
+    bumps: dict[str, int],
+    zeros: dict[str, bytes],
 ) -> None:
     for attempt in range(SEND_ATTEMPTS):
         stored = conn.append_many(pending, bumps if attempt == 0 else None)
         pending = {k: v for k, v in pending.items() if not stored[k]}
         if not pending:
             return
-        stored = conn.add_many(pending)
+        stored = conn.add_many({**pending, **zeros})
         pending = {k: v for k, v in pending.items() if not stored[k]}
         if not pending:
             return
@@ -202,7 +209,11 @@ def _append(
 
 
 def _gets_cas(
-    conn: Connection, store: Store, pending: dict[str, bytes], written: list[str]
+    conn: Connection,
+    store: Store,
+    pending: dict[str, bytes],
+    written: list[str],
+    zeros: dict[str, bytes],
 ) -> None:
     for attempt in range(SEND_ATTEMPTS):
         current = conn.gets_many(list(pending))
@@ -211,7 +222,7 @@ def _gets_cas(
         stored = conn.cas_many(grown) if grown else {}
         missing = {k: v for k, v in pending.items() if k not in current}
         if missing:
-            stored.update(conn.add_many(missing))
+            stored.update(conn.add_many({**missing, **zeros}))
         written.extend(k for k in pending if stored[k])
         pending = {k: v for k, v in pending.items() if not stored[k]}
         if not pending:
@@ -302,6 +313,10 @@ def send_multi(
     for key, value in batch.items():
         if len(value) > store.max_value_size:
             raise QueueFull(f"the payloads for {key} together exceed the item limit", [key])
-    counts = {key: (keys_of[key].counter("sent"), len(parts)) for key, parts in framed.items()}
+    counts = (
+        {key: (keys_of[key], len(parts)) for key, parts in framed.items()}
+        if settings.count_sends
+        else None
+    )
     with store.connection() as conn:
         append_frames(conn, store, batch, counts)

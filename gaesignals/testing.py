@@ -51,7 +51,12 @@ class MemcachedServer:
     """
 
     def __init__(
-        self, port: int | None = None, *, memory_mb: int = 64, binary: str | None = None
+        self,
+        port: int | None = None,
+        *,
+        memory_mb: int = 64,
+        binary: str | None = None,
+        extra_args: Sequence[str] = (),
     ) -> None:
         found = binary or shutil.which("memcached")
         if found is None:
@@ -59,6 +64,7 @@ class MemcachedServer:
         self.binary = found
         self.port = port or free_port()
         self.memory_mb = memory_mb
+        self.extra_args = list(extra_args)
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -71,7 +77,7 @@ class MemcachedServer:
 
     def start(self, timeout: float = 10.0) -> MemcachedServer:
         command = [self.binary, "-l", "127.0.0.1", "-p", str(self.port), "-U", "0"]
-        command += ["-m", str(self.memory_mb), "-t", "2"]
+        command += ["-m", str(self.memory_mb), "-t", "2", *self.extra_args]
         if os.geteuid() == 0:
             command += ["-u", "root"]  # memcached refuses to run as root without it
         self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -108,6 +114,19 @@ class MemcachedServer:
             sock.sendall(b"flush_all\r\n")
             if not sock.recv(64).startswith(b"OK"):
                 raise RuntimeError("flush_all failed")
+
+    def stats(self) -> dict[str, str]:
+        """The server's ``stats`` (``evictions``, ``curr_items``, ...), as strings."""
+        with socket.create_connection(self.address, timeout=2) as sock:
+            sock.sendall(b"stats\r\n")
+            data = b""
+            while not data.endswith(b"END\r\n"):
+                chunk = sock.recv(65536)
+                if not chunk:
+                    raise RuntimeError("memcached closed the connection during stats")
+                data += chunk
+        lines = data.decode().splitlines()
+        return {p[1]: p[2] for p in (line.split(" ", 2) for line in lines) if p[0] == "STAT"}
 
     def __enter__(self) -> MemcachedServer:
         return self.start()

@@ -6,10 +6,11 @@ counts lost, duplicated and unexpected payloads (Jepsen's total-queue counts) an
 * unexpected: handled, but never sent successfully (a send that raised ``StoreUnavailable``
   is indeterminate: such ids are counted apart, as "landed despite StoreUnavailable").
 
-Scenarios (numbered as in the issue; 7, eviction, is not here): 1 many senders and deliverers,
+Scenarios (numbered as in the issue): 1 many senders and deliverers,
 2 deliverers SIGKILLed again and again, 3 handlers slower than the lease, 4 raising handlers and
 dead letters, 5 memcached restarted mid-run, 6 one node of a cluster killed and restarted,
-8 item limits and partial writes, 9 clock skew, 10 a hung (SIGSTOPped) memcached.
+7 eviction (what a tiny memcached evicts is reported as lost), 8 item limits and partial writes,
+9 clock skew, 10 a hung (SIGSTOPped) memcached.
 
 Each runs on real memcached servers the test starts on 127.0.0.1 (and on App Engine's
 memcache stub where it applies), children started with ``spawn`` running the bodies in
@@ -1209,6 +1210,118 @@ def test_6_weak_delivery_when_a_node_dies_between_read_and_reset() -> None:
             "handler ran (gaesignals/delivery.py _deliver_weak; gaesignals/stores/memcached.py "
             "_Connection._each_server raises after earlier servers' parts were applied)"
         )
+
+
+# -- 7. eviction: what the cache loses is reported -----------------------------------------------
+
+S7_SIGNALS = pick(500, 2_000)
+S7_PAD = 300
+#: Sends after the first eviction, and how often the sender pauses for a delivery.
+S7_AFTER_EVICTIONS = pick(20_000, 200_000)
+S7_DELIVER_EVERY = 10_000
+#: A small memcached: 2 MiB, 64 KiB items (slab_chunk_max may not pass -I).
+S7_ARGS = ["-I", "64k", "-o", "slab_chunk_max=32768"]
+
+
+def _evicting_run(server: MemcachedServer, *, mode: str, sends: int | None) -> dict[str, Any]:
+    """Send to many signals round-robin (until ``sends``, or until S7_AFTER_EVICTIONS sends
+    after the first eviction), delivering every S7_DELIVER_EVERY sends and at the end; return
+    what was sent and handled, the counters and the server's evictions."""
+    names = [f"e-{i:04d}" for i in range(S7_SIGNALS)]
+    store = MemcachedStore.from_url(f"{server.url}?max_value_size={60 * 1024}")
+    ok: dict[str, set[int]] = {name: set() for name in names}
+    got: dict[str, list[int]] = {name: [] for name in names}
+    mapping = SignalMapping(
+        [(name, lambda d, name=name: got[name].append(d["id"])) for name in names]
+    )
+    reliable = mode == "reliable"
+    started = time.monotonic()
+    with configured(store):
+        pid = 0
+        evicted_at: int | None = None
+        while sends is None or pid < sends:
+            name = names[pid % len(names)]
+            try:
+                send(name, {"id": pid, "pad": "x" * S7_PAD})
+                ok[name].add(pid)
+            except QueueFull:
+                pass
+            pid += 1
+            if pid % S7_DELIVER_EVERY == 0:
+                deliver(mapping, reliable=reliable)
+                if evicted_at is None and int(server.stats()["evictions"]):
+                    evicted_at = pid
+                if sends is None and evicted_at and pid - evicted_at >= S7_AFTER_EVICTIONS:
+                    break
+                assert time.monotonic() - started < DEADLINE, "no eviction before the deadline"
+        while deliver(mapping, reliable=reliable):
+            pass
+        counters = gaesignals.stats(names)
+    return {
+        "names": names,
+        "ok": ok,
+        "got": got,
+        "counters": counters,
+        "evictions": int(server.stats()["evictions"]),
+        "sends": pid,
+        "seconds": time.monotonic() - started,
+    }
+
+
+@pytest.mark.parametrize("mode", ["weak", "reliable"])
+def test_7_eviction_losses_are_reported_not_hidden(
+    mode: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """memcached with 2 MiB of memory under sustained sends to many signals evicts queues
+    (its ``stats`` counts the evictions). Every payload the cache lost is reported: per
+    signal, the ``lost`` counter equals the payloads sent and never delivered, ``sent`` the
+    sends that returned normally and ``delivered`` the handler calls; nothing delivered
+    twice, and the loss is logged as a warning."""
+    _need_memcached()
+    with (
+        MemcachedServer(memory_mb=2, extra_args=S7_ARGS) as server,
+        caplog.at_level(logging.WARNING, "gaesignals"),
+    ):
+        run = _evicting_run(server, mode=mode, sends=None)
+    names, ok, got, counters = run["names"], run["ok"], run["got"], run["counters"]
+    sent = sum(len(ids) for ids in ok.values())
+    delivered = sum(len(ids) for ids in got.values())
+    lost = {name: ok[name] - set(got[name]) for name in names}
+    reported = sum(c["lost"] for c in counters.values())
+    print(
+        f"\n[7 {mode} {SCALE}] {run['seconds']:.1f}s signals={len(names)} sends={run['sends']} "
+        f"stored={sent} evictions={run['evictions']} delivered={delivered} "
+        f"lost={sum(map(len, lost.values()))} reported lost={reported} "
+        f"signals with a loss={sum(1 for ids in lost.values() if ids)}"
+    )
+    assert run["evictions"] > 0
+    assert all(len(ids) == len(set(ids)) for ids in got.values()), "delivered twice"
+    assert all(set(ids) <= ok[name] for name, ids in got.items()), "never sent"
+    mismatched = {
+        name: (counters[name], len(lost[name]))
+        for name in names
+        if counters[name]["lost"] != len(lost[name])
+        or counters[name]["sent"] != len(ok[name])
+        or counters[name]["delivered"] != len(got[name])
+    }
+    assert not mismatched, f"{len(mismatched)} signals misreported: {list(mismatched.items())[:3]}"
+    assert reported == sent - delivered > 0
+    assert "vanished from the cache before delivery" in caplog.text
+
+
+def test_7_no_eviction_no_loss_reported() -> None:
+    """The control run: the same sends and deliveries on a memcached large enough never to
+    evict report nothing lost, and every counter matches what happened."""
+    _need_memcached()
+    with MemcachedServer(memory_mb=64, extra_args=S7_ARGS) as server:
+        run = _evicting_run(server, mode="weak", sends=S7_DELIVER_EVERY * 3)
+    counters = run["counters"]
+    assert run["evictions"] == 0
+    for name in run["names"]:
+        assert counters[name]["lost"] == 0
+        assert counters[name]["sent"] == len(run["ok"][name]) == len(run["got"][name])
+        assert counters[name]["delivered"] == len(run["got"][name])
+    print(f"\n[7 control {SCALE}] sends={run['sends']} evictions=0 reported lost=0")
 
 
 # -- 8. item limits and partial writes ------------------------------------------------------------
