@@ -262,40 +262,52 @@ def _check_lost(
     accounted, with senders bumping ``sent`` after their append and deliverers bumping
     ``accounted`` before their reset, every race makes the estimate smaller, never larger: a
     reported loss is a real one. ``lost`` holds the largest estimate seen (written by cas, so
-    two deliverers never count one loss twice).
+    two deliverers never count one loss twice); the first delivery of a signal creates it,
+    which is how a later one tells "never delivered" from "``accounted`` was evicted".
+
+    Best-effort: counters can be evicted too (they are tiny and hot, so seldom), and on a
+    cluster a node that leaves or rejoins the ring moves the counters homed on it; if
+    ``accounted`` and ``lost`` both vanish while ``sent`` stays, losses are over-reported.
     """
     queued: Counter[str] = Counter()
     for key, (found, bad) in parsed.items():
         queued[_base(key)] += len(found) + len(bad)
+    fresh: dict[str, bytes] = {}
+    grown: dict[str, tuple[bytes, object]] = {}
+    news: dict[str, tuple[str, int, int]] = {}
     for queue, name in names.items():
         signal = keys[name]
         sent = _number(current.get(signal.counter("sent")))
         if sent is None:
             continue
-        accounted = _number(current.get(signal.counter("accounted")))
-        if accounted is None:
-            # Senders create it (at 0) with the queue: the cache evicted it. Start again from
-            # "nothing lost so far", the guess that can never report a false loss.
-            bumps[signal.counter("accounted")] += max(sent - queued[queue], 0)
-            continue
         key = signal.counter("lost")
         item = current.get(key)
+        accounted = _number(current.get(signal.counter("accounted")))
+        if accounted is None:
+            if item is not None:
+                # The cache evicted it (the first delivery creates ``lost``): start again from
+                # "nothing lost so far", the guess that cannot report a false loss.
+                bumps[signal.counter("accounted")] += max(sent - queued[queue], 0)
+                continue
+            accounted = 0  # the first delivery of this signal: nothing left the queue yet
         lost = _number(item) or 0
-        missing = sent - accounted - queued[queue]
-        if missing <= lost:
-            continue
-        value = b"%d" % missing
+        missing = max(sent - accounted - queued[queue], 0)
         if item is None:
-            recorded = conn.add_many({key: value})[key]
+            fresh[key] = b"%d" % missing
+        elif missing > lost:
+            grown[key] = (b"%d" % missing, item[1])
         else:
-            recorded = conn.cas_many({key: (value, item[1])})[key]
-        if recorded:
+            continue
+        news[key] = (name, missing - lost, missing)
+    recorded = (conn.add_many(fresh) if fresh else {}) | (conn.cas_many(grown) if grown else {})
+    for key, (name, more, total) in news.items():
+        if recorded.get(key) and more > 0:
             logger.warning(
                 "gaesignals: %d payload(s) of signal %r vanished from the cache before delivery "
                 "(evicted?); %d lost in all",
-                missing - lost,
+                more,
                 name,
-                missing,
+                total,
             )
 
 

@@ -157,16 +157,13 @@ def append_frames(
     keys that were not written in ``args[1]``; the others were. ``counts`` maps a queue key
     to its signal's keys and how many frames its value holds: the ``sent`` counter is bumped
     for the keys written (on an appending store in the append's own round trip, taken back
-    for keys that then could not be written; otherwise once the writes are done), and a queue
-    created here gets an ``accounted`` counter of 0 if it has none, so a delivery can tell a
-    signal never delivered from one whose counter the cache evicted.
+    for keys that then could not be written; otherwise once the writes are done).
     """
     counts = counts or {}
-    zeros = {keys.counter("accounted"): b"0" for keys, _ in counts.values()}
     if store.supports_append:
         bumps = {keys.counter("sent"): n for keys, n in counts.values()}
         try:
-            _append(conn, store, pending, bumps, zeros)
+            _append(conn, store, pending, bumps)
         except (QueueFull, Contention) as error:
             unwritten = [counts[k] for k in error.args[1] if k in counts]
             if unwritten:
@@ -175,7 +172,7 @@ def append_frames(
         return
     written: list[str] = []
     try:
-        _gets_cas(conn, store, pending, written, zeros)
+        _gets_cas(conn, store, pending, written)
     finally:
         done = {counts[k][0].counter("sent"): counts[k][1] for k in written if k in counts}
         if done:
@@ -187,14 +184,13 @@ def _append(
     store: Store,
     pending: dict[str, bytes],
     bumps: dict[str, int],
-    zeros: dict[str, bytes],
 ) -> None:
     for attempt in range(SEND_ATTEMPTS):
         stored = conn.append_many(pending, bumps if attempt == 0 else None)
         pending = {k: v for k, v in pending.items() if not stored[k]}
         if not pending:
             return
-        stored = conn.add_many({**pending, **zeros})
+        stored = conn.add_many(pending)
         pending = {k: v for k, v in pending.items() if not stored[k]}
         if not pending:
             return
@@ -213,7 +209,6 @@ def _gets_cas(
     store: Store,
     pending: dict[str, bytes],
     written: list[str],
-    zeros: dict[str, bytes],
 ) -> None:
     for attempt in range(SEND_ATTEMPTS):
         current = conn.gets_many(list(pending))
@@ -222,7 +217,7 @@ def _gets_cas(
         stored = conn.cas_many(grown) if grown else {}
         missing = {k: v for k, v in pending.items() if k not in current}
         if missing:
-            stored.update(conn.add_many({**missing, **zeros}))
+            stored.update(conn.add_many(missing))
         written.extend(k for k in pending if stored[k])
         pending = {k: v for k, v in pending.items() if not stored[k]}
         if not pending:
