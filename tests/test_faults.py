@@ -1214,7 +1214,9 @@ def test_6_weak_delivery_when_a_node_dies_between_read_and_reset() -> None:
 
 # -- 7. eviction: what the cache loses is reported -----------------------------------------------
 
-S7_SIGNALS = pick(500, 2_000)
+#: More signals would crowd the counters themselves out of a 2 MiB memcached (then losses are
+#: under-reported, never over-reported); the long variant runs longer, not wider.
+S7_SIGNALS = 500
 S7_PAD = 300
 #: Sends after the first eviction, and how often the sender pauses for a delivery.
 S7_AFTER_EVICTIONS = pick(20_000, 200_000)
@@ -1296,6 +1298,8 @@ def test_7_eviction_losses_are_reported_not_hidden(
     )
     assert run["evictions"] > 0
     assert all(len(ids) == len(set(ids)) for ids in got.values()), "delivered twice"
+    over = [name for name in names if counters[name]["lost"] > len(lost[name])]
+    assert not over, f"losses over-reported for {over[:5]}"
     assert all(set(ids) <= ok[name] for name, ids in got.items()), "never sent"
     mismatched = {
         name: (counters[name], len(lost[name]))
