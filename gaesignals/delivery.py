@@ -404,6 +404,13 @@ def _deliver_reliable(
                 if item[0] and _base(key) in queues
             }
             _check_lost(conn, mine, queues, current, parsed, bumps)
+            # Everything read is accounted for before any handler runs (see _check_lost), in
+            # one call for all signals; what then stays in a queue is taken back at the end.
+            # Done here, not before each acknowledgement, so a failing counter call can never
+            # cost an acknowledgement its connection (its CAS token).
+            for key, (found, bad) in parsed.items():
+                bumps[mine[queues[_base(key)]].counter("accounted")] += len(found) + len(bad)
+            _flush(conn, bumps)
             holder = _Holder(conn, owner, lease, held)
             for name, signal in mine.items():
                 queue = signal.queue
@@ -425,6 +432,11 @@ def _deliver_reliable(
                             max_attempts,
                             bumps,
                         )
+        except StoreUnavailable:
+            # Not asked again for counters: what stays unwritten only makes ``accounted``
+            # larger, so lost detection under-reports, never over-reports.
+            bumps.clear()
+            raise
         finally:
             _flush(conn, bumps, quietly=True)
             _release(conn, sorted(held), owner, lease)
@@ -547,6 +559,7 @@ def _deliver_one(
         frame = found[index]
         if not holder.still_holds(keys.lock):
             logger.warning("gaesignals: lost the lock of %r mid-delivery; stopping there", name)
+            bumps[keys.counter("accounted")] -= len(found) + len(bad)  # all still queued
             return delivered
         ok, _ = _run(name, handlers, frame, settings)
         bumps[keys.counter("delivered" if ok else "failed")] += 1
@@ -566,13 +579,12 @@ def _deliver_one(
         if cursor is not None and index < len(found) - 1:  # the last: acknowledged just below
             conn.set_many({keys.cursor: b"%d:%s" % (frame.end, frame.ident.hex().encode())})
             cursor = b"written"
-    # Accounted before the acknowledgement (see _check_lost); taken back only if it surely
-    # did not happen: a timed-out one may still apply, and then these payloads were delivered.
+    # Everything read was accounted for up front: take back what stays queued, and all of it
+    # if the acknowledgement surely did not happen (a timed-out one may still apply: kept).
     removed = sum(f.end <= cut for f in found) + sum(r.end <= cut for r in bad)
     accounted = keys.counter("accounted")
     bumps[keys.counter("dropped")] += sum(r.end <= cut for r in bad)
-    bumps[accounted] += removed
-    _flush(conn, bumps)
+    bumps[accounted] -= len(found) + len(bad) - removed
     if not _acknowledge(conn, name, key, value, token, keep):
         bumps[accounted] -= removed
     if cursor:
