@@ -1,7 +1,8 @@
 """The delivering side: :class:`SignalMapping` and :func:`deliver`, weak and reliable.
 
 Weak (the default) takes every pending payload of every signal in two batched calls: one read
-of all keys with CAS tokens, one CAS reset of the non-empty ones. A payload goes to the handlers
+of all keys with CAS tokens, one CAS reset of the non-empty ones (plus two batched counter
+updates around the reset, see :func:`_check_lost`). A payload goes to the handlers
 only if the reset of its key won, so no payload is delivered twice and none is lost to a race;
 keys that lost a race are retried a few times within the call. At most once: a handler that
 raises, or a process that dies after the reset, loses those payloads.
