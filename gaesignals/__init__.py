@@ -19,6 +19,7 @@ from .exceptions import (
     ConfigurationError,
     GaeSignalsError,
     InvalidSignalName,
+    PartialFailure,
     PayloadTooLarge,
     QueueFull,
     StoreUnavailable,
@@ -36,6 +37,7 @@ from .registry import (
     registry,
 )
 from .signals import Contention, Signal, send, send_multi
+from .stats import Pending, health, pending, stats
 
 __all__ = [
     "BadFrame",
@@ -43,7 +45,9 @@ __all__ = [
     "Contention",
     "GaeSignalsError",
     "InvalidSignalName",
+    "PartialFailure",
     "PayloadTooLarge",
+    "Pending",
     "QueueFull",
     "Registry",
     "Signal",
@@ -59,7 +63,9 @@ __all__ = [
     "declare",
     "deliver",
     "disconnect",
+    "health",
     "pass_signal_name",
+    "pending",
     "purge_dead_letters",
     "receiver",
     "registry",
@@ -67,4 +73,5 @@ __all__ = [
     "send",
     "send_multi",
     "send_now",
+    "stats",
 ]

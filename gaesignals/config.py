@@ -2,9 +2,10 @@
 
 Explicit :func:`configure` arguments win; anything not given comes from the environment
 (``GAESIGNALS_STORE``, ``GAESIGNALS_NAMESPACE``, ``GAESIGNALS_SECRET_KEY``,
-``GAESIGNALS_CODEC``, ``GAESIGNALS_EAGER``); anything still missing has a default: App
-Engine's memcache when running on App Engine, otherwise the embedded in-process store.
-Settings are resolved once, on first use, and shared by every thread.
+``GAESIGNALS_CODEC``, ``GAESIGNALS_EAGER``, ``GAESIGNALS_COUNT_SENDS``); anything still
+missing has a default: App Engine's memcache when running on App Engine, otherwise the
+embedded in-process store. Settings are resolved once, on first use, and shared by every
+thread.
 """
 
 from __future__ import annotations
@@ -40,6 +41,8 @@ class Settings:
     codec: str = "pickle"
     #: Every send to a signal with registered receivers runs them at once (tests, development).
     eager: bool = False
+    #: Bump each signal's ``sent`` counter with every send (what lost detection compares with).
+    count_sends: bool = True
 
 
 _lock = threading.Lock()
@@ -52,16 +55,19 @@ def configure(
     secret_key: SecretKeys | None = None,
     codec: str | None = None,
     eager: bool | None = None,
+    count_sends: bool | None = None,
 ) -> Settings:
     """Set the store (a :class:`~gaesignals.stores.Store` or a URL), the key namespace, the
-    secret key(s) that sign frames, the payload codec (``"pickle"`` or ``"json"``), and whether
-    sends are ``eager`` (see :func:`~gaesignals.send_now`).
+    secret key(s) that sign frames, the payload codec (``"pickle"`` or ``"json"``), whether
+    sends are ``eager`` (see :func:`~gaesignals.send_now`), and whether sends bump the
+    ``sent`` counter (default True; on memcached it rides in the append's round trip, on App
+    Engine it costs one more API call per send).
 
     Arguments left out are read from the environment, as on first use without ``configure``.
     Call it once at start-up, before sending or delivering.
     """
     global _settings
-    resolved = _resolve(store, namespace, secret_key, codec, eager)
+    resolved = _resolve(store, namespace, secret_key, codec, eager, count_sends)
     with _lock:
         _settings = resolved
     return resolved
@@ -74,7 +80,7 @@ def get_settings() -> Settings:
     if current is None:
         with _lock:
             if _settings is None:
-                _settings = _resolve(None, None, None, None, None)
+                _settings = _resolve(None, None, None, None, None, None)
             current = _settings
     return current
 
@@ -123,6 +129,7 @@ def _resolve(
     secret_key: SecretKeys | None,
     codec: str | None,
     eager: bool | None,
+    count_sends: bool | None,
 ) -> Settings:
     env = os.environ
     if eager is None:
@@ -130,6 +137,11 @@ def _resolve(
         if flag not in ("", "0", "1", "false", "true", "no", "yes", "off", "on"):
             raise ConfigurationError(f"GAESIGNALS_EAGER={flag!r} is not a boolean (use 1 or 0)")
         eager = flag in ("1", "true", "yes", "on")
+    if count_sends is None:
+        flag = env.get("GAESIGNALS_COUNT_SENDS", "1").strip().lower()
+        if flag not in ("1", "0", "true", "false", "yes", "no", "on", "off", ""):
+            raise ConfigurationError(f"GAESIGNALS_COUNT_SENDS={flag!r} is not a boolean")
+        count_sends = flag not in ("0", "false", "no", "off")
     if namespace is None:
         namespace = env.get("GAESIGNALS_NAMESPACE", "")
     if not _NAMESPACE.match(namespace):
@@ -160,7 +172,12 @@ def _resolve(
             store,
         )
     return Settings(
-        store=store, namespace=namespace, secret_keys=keys, codec=codec, eager=bool(eager)
+        store=store,
+        namespace=namespace,
+        secret_keys=keys,
+        codec=codec,
+        eager=bool(eager),
+        count_sends=bool(count_sends),
     )
 
 

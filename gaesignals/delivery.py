@@ -1,7 +1,8 @@
 """The delivering side: :class:`SignalMapping` and :func:`deliver`, weak and reliable.
 
 Weak (the default) takes every pending payload of every signal in two batched calls: one read
-of all keys with CAS tokens, one CAS reset of the non-empty ones. A payload goes to the handlers
+of all keys with CAS tokens, one CAS reset of the non-empty ones (plus two batched counter
+updates around the reset, see :func:`_check_lost`). A payload goes to the handlers
 only if the reset of its key won, so no payload is delivered twice and none is lost to a race;
 keys that lost a race are retried a few times within the call. At most once: a handler that
 raises, or a process that dies after the reset, loses those payloads.
@@ -18,12 +19,13 @@ import logging
 import pickle
 import secrets
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
 from . import frames
 from .config import Settings, get_settings
-from .exceptions import GaeSignalsError
+from .exceptions import GaeSignalsError, PartialFailure, StoreUnavailable
 from .registry import (
     check_lease,
     check_max_attempts,
@@ -189,32 +191,78 @@ def _first(*values: int | None) -> int:
 
 
 def _deliver_weak(signals: SignalMapping, settings: Settings) -> int:
-    names = {signal_keys(name, settings.namespace).queue: name for name in signals}
+    keys = {name: signal_keys(name, settings.namespace) for name in signals}
+    names = {k.queue: name for name, k in keys.items()}
     order = {key: index for index, key in enumerate(names)}
     delivered = 0
+    bumps: Counter[str] = Counter()
+    failure: StoreUnavailable | None = None
     todo = list(names)
     with settings.store.connection() as conn:
-        for _ in range(WEAK_ROUNDS):
-            current = conn.scan_many(todo)
-            taken = {key: (b"", token) for key, (value, token) in current.items() if value}
-            if not taken:
-                break
-            won = conn.cas_many(taken)
-            # Mapping order; a copy stranded on another server is older than the home copy.
-            for key in sorted(taken, key=lambda k: (order[_base(k)], " " not in k)):
-                if won[key]:
+        try:
+            for first in (True, *[False] * (WEAK_ROUNDS - 1)):
+                wanted = [k for q in todo for k in _read_order(keys[names[q]])] if first else todo
+                current = conn.scan_many(wanted)
+                parsed = {
+                    key: _parse(names[_base(key)], _base(key), item[0], settings)
+                    for key, item in current.items()
+                    if item[0] and _base(key) in names
+                }
+                if first:
+                    _check_lost(conn, keys, names, current, parsed, bumps)
+                if not parsed:
+                    break
+                taken = {key: (b"", current[key][1]) for key in parsed}
+                # Accounted before the reset, so a reader never sees frames gone yet unaccounted.
+                for key, (found, bad) in parsed.items():
+                    bumps[keys[names[_base(key)]].counter("accounted")] += len(found) + len(bad)
+                _flush(conn, bumps)
+                try:
+                    won = conn.cas_many(taken)
+                except PartialFailure as error:  # a cluster node failed: keep what was won
+                    won = {key: error.results.get(key) is True for key in taken}
+                    failure = error
+                except StoreUnavailable as error:
+                    # Maybe applied later (a hung server): then those payloads are lost, and
+                    # taking the accounting back makes the lost counter report them, if the
+                    # store answers that; either way the log says how many are at stake.
+                    won = dict.fromkeys(taken, False)
+                    failure = error
+                    for key, (found, _) in parsed.items():
+                        logger.error(
+                            "gaesignals: the reset of signal %r timed out or failed; if the "
+                            "cache applies it later, its %d payload(s) read now are lost",
+                            names[_base(key)],
+                            len(found),
+                        )
+                # Mapping order; a copy stranded on another server is older than the home copy.
+                for key in sorted(taken, key=lambda k: (order[_base(k)], " " not in k)):
+                    found, bad = parsed[key]
+                    signal = keys[names[_base(key)]]
+                    if not won[key]:
+                        bumps[signal.counter("accounted")] -= len(found) + len(bad)
+                        continue
                     name = names[_base(key)]
-                    for frame in _frames(name, _base(key), current[key][0], settings):
+                    bumps[signal.counter("dropped")] += len(bad)
+                    for frame in found:
                         ok, _ = _run(name, signals.handlers(name), frame, settings)
                         delivered += ok
-            todo = list(dict.fromkeys(_base(key) for key in taken if not won[key]))
-            if not todo:
-                break
-        else:
-            # Normal under heavy sending: nothing is lost, the next delivery takes them.
-            logger.info(
-                "gaesignals: %d signal(s) stayed contended; left for the next delivery", len(todo)
-            )
+                        bumps[signal.counter("delivered" if ok else "failed")] += 1
+                if failure is not None:
+                    break
+                todo = list(dict.fromkeys(_base(key) for key in taken if not won[key]))
+                if not todo:
+                    break
+            else:
+                # Normal under heavy sending: nothing is lost, the next delivery takes them.
+                logger.info(
+                    "gaesignals: %d signal(s) stayed contended; left for the next delivery",
+                    len(todo),
+                )
+        finally:
+            _flush(conn, bumps, quietly=True)
+    if failure is not None:
+        raise failure
     return delivered
 
 
@@ -226,7 +274,105 @@ def _base(key: str) -> str:
 # -- shared by both modes -------------------------------------------------------------------------
 
 
+def _read_order(keys: SignalKeys) -> list[str]:
+    """What a delivery reads of one signal, in this order (see :func:`_check_lost`)."""
+    return [keys.counter("sent"), keys.queue, keys.counter("accounted"), keys.counter("lost")]
+
+
+def _number(item: tuple[bytes, object] | None) -> int | None:
+    """A counter's value, or None when it is missing or not a counter."""
+    if item is None:
+        return None
+    text = item[0].strip()
+    return int(text) if text.isdigit() else None
+
+
+def _check_lost(
+    conn: Connection,
+    keys: Mapping[str, SignalKeys],
+    names: Mapping[str, str],
+    current: Mapping[str, tuple[bytes, object]],
+    parsed: Mapping[str, tuple[list[frames.Frame], list[frames.BadRegion]]],
+    bumps: Counter[str],
+) -> None:
+    """Report the payloads the cache lost (evicted) before anyone delivered them.
+
+    ``sent - accounted - queued`` counts payloads that were stored and neither are pending nor
+    left the queue through a delivery: lost. Read in one batch, sent before the queue before
+    accounted, with senders bumping ``sent`` after their append and deliverers bumping
+    ``accounted`` before their reset, every race makes the estimate smaller, never larger: a
+    reported loss is a real one. ``lost`` holds the largest estimate seen (written by cas, so
+    two deliverers never count one loss twice); the first delivery of a signal creates it,
+    which is how a later one tells "never delivered" from "``accounted`` was evicted".
+
+    Best-effort: counters can be evicted too (they are tiny and hot, so seldom), and on a
+    cluster a node that leaves or rejoins the ring moves the counters homed on it; if
+    ``accounted`` and ``lost`` both vanish while ``sent`` stays, losses are over-reported.
+    """
+    queued: Counter[str] = Counter()
+    for key, (found, bad) in parsed.items():
+        queued[_base(key)] += len(found) + len(bad)
+    fresh: dict[str, bytes] = {}
+    grown: dict[str, tuple[bytes, object]] = {}
+    news: dict[str, tuple[str, int, int]] = {}
+    for queue, name in names.items():
+        signal = keys[name]
+        sent = _number(current.get(signal.counter("sent")))
+        if sent is None:
+            continue
+        key = signal.counter("lost")
+        item = current.get(key)
+        accounted = _number(current.get(signal.counter("accounted")))
+        if accounted is None:
+            if item is not None:
+                # The cache evicted it (the first delivery creates ``lost``): start again from
+                # "nothing lost so far", the guess that cannot report a false loss.
+                bumps[signal.counter("accounted")] += max(sent - queued[queue], 0)
+                continue
+            accounted = 0  # the first delivery of this signal: nothing left the queue yet
+        lost = _number(item) or 0
+        missing = max(sent - accounted - queued[queue], 0)
+        if item is None:
+            fresh[key] = b"%d" % missing
+        elif missing > lost:
+            grown[key] = (b"%d" % missing, item[1])
+        else:
+            continue
+        news[key] = (name, missing - lost, missing)
+    recorded = (conn.add_many(fresh) if fresh else {}) | (conn.cas_many(grown) if grown else {})
+    for key, (name, more, total) in news.items():
+        if recorded.get(key) and more > 0:
+            logger.warning(
+                "gaesignals: %d payload(s) of signal %r vanished from the cache before delivery "
+                "(evicted?); %d lost in all",
+                more,
+                name,
+                total,
+            )
+
+
+def _flush(conn: Connection, bumps: Counter[str], *, quietly: bool = False) -> None:
+    """Write the counter changes gathered so far in one call."""
+    deltas = {key: n for key, n in bumps.items() if n}
+    bumps.clear()
+    if not deltas:
+        return
+    try:
+        conn.incr_many(deltas)
+    except GaeSignalsError:
+        if not quietly:
+            raise
+        logger.warning("gaesignals: could not update the counters %s", deltas, exc_info=True)
+
+
 def _frames(name: str, key: str, value: bytes, settings: Settings) -> list[frames.Frame]:
+    return _parse(name, key, value, settings)[0]
+
+
+def _parse(
+    name: str, key: str, value: bytes, settings: Settings
+) -> tuple[list[frames.Frame], list[frames.BadRegion]]:
+    """The valid frames of a value and the unreadable regions dropped (logged)."""
     parsed, bad = frames.parse(value, key.encode(), settings.secret_keys)
     for region in bad:
         logger.error(
@@ -236,7 +382,7 @@ def _frames(name: str, key: str, value: bytes, settings: Settings) -> list[frame
             key,
             region.reason,
         )
-    return parsed
+    return parsed, bad
 
 
 def decode(frame: frames.Frame, settings: Settings) -> Any:
@@ -309,36 +455,59 @@ def _deliver_reliable(
     owner = secrets.token_hex(16).encode()
     keys = {name: signal_keys(name, settings.namespace) for name in signals}
     delivered = 0
+    bumps: Counter[str] = Counter()
     with settings.store.connection() as conn:
         held = _acquire(conn, [k.lock for k in keys.values()], owner, lease)
         if not held:
             return 0
         try:
-            mine = [name for name, k in keys.items() if k.lock in held]
+            mine = {name: keys[name] for name, k in keys.items() if k.lock in held}
+            queues = {k.queue: name for name, k in mine.items()}
             current = conn.scan_many(
-                [keys[name].queue for name in mine] + [keys[name].cursor for name in mine]
+                [key for k in mine.values() for key in _read_order(k)]
+                + [k.cursor for k in mine.values()]
             )
+            parsed = {
+                key: _parse(queues[_base(key)], _base(key), item[0], settings)
+                for key, item in current.items()
+                if item[0] and _base(key) in queues
+            }
+            _check_lost(conn, mine, queues, current, parsed, bumps)
+            # Everything read is accounted for before any handler runs (see _check_lost), in
+            # one call for all signals; what then stays in a queue is taken back at the end.
+            # Done here, not before each acknowledgement, so a failing counter call can never
+            # cost an acknowledgement its connection (its CAS token).
+            for key, (found, bad) in parsed.items():
+                bumps[mine[queues[_base(key)]].counter("accounted")] += len(found) + len(bad)
+            _flush(conn, bumps)
             holder = _Holder(conn, owner, lease, held)
-            for name in mine:
-                queue = keys[name].queue
-                cursor = current.get(keys[name].cursor)
+            for name, signal in mine.items():
+                queue = signal.queue
+                cursor = current.get(signal.cursor)
                 # Copies stranded on other servers of a cluster first (older), then home.
-                stranded = [k for k in current if k.startswith(queue + " ")]
+                stranded = [k for k in parsed if k.startswith(queue + " ")]
                 for key in [*stranded, queue]:
-                    item = current.get(key)
-                    if item and item[0]:
+                    if key in parsed:
                         delivered += _deliver_one(
                             holder,
                             settings,
                             name,
-                            keys[name],
+                            signal,
                             key,
-                            item,
+                            current[key],
+                            parsed[key],
                             (cursor[0] if cursor else b"") if key == queue else None,
                             signals.handlers(name),
                             max_attempts,
+                            bumps,
                         )
+        except StoreUnavailable:
+            # Not asked again for counters: what stays unwritten only makes ``accounted``
+            # larger, so lost detection under-reports, never over-reports.
+            bumps.clear()
+            raise
         finally:
+            _flush(conn, bumps, quietly=True)
             _release(conn, sorted(held), owner, lease)
     return delivered
 
@@ -411,8 +580,9 @@ class _Holder:
 def _resume_index(found: list[frames.Frame], cursor: bytes) -> int:
     """Where a crashed predecessor's progress cursor says to resume, or 0.
 
-    The cursor names the last payload it finished by offset and frame id; ids are random, so a
-    cursor left over from an older value of the key can never match a frame of the new one.
+    The cursor names the last payload it finished by end offset and frame id (send second
+    plus 32 random bits), so a cursor left over from an older value of the key matching a
+    frame of the new one at the same offset is a 1-in-4-billion accident.
     """
     end, _, ident = cursor.partition(b":")
     for index, frame in enumerate(found):
@@ -428,9 +598,11 @@ def _deliver_one(
     keys: SignalKeys,
     key: str,
     item: tuple[bytes, object],
+    parsed: tuple[list[frames.Frame], list[frames.BadRegion]],
     cursor: bytes | None,
     handlers: Sequence[Handler],
     max_attempts: int,
+    bumps: Counter[str],
 ) -> int:
     """Deliver the payloads under ``key`` of one locked signal in order, then remove what was
     done.
@@ -441,7 +613,7 @@ def _deliver_one(
     """
     conn = holder.conn
     value, token = item
-    found = _frames(name, keys.queue, value, settings)
+    found, bad = parsed
     first = _resume_index(found, cursor) if cursor else 0
     if first:
         logger.warning(
@@ -451,12 +623,15 @@ def _deliver_one(
         )
     delivered = 0
     keep = b""
+    cut = len(value)
     for index in range(first, len(found)):
         frame = found[index]
         if not holder.still_holds(keys.lock):
             logger.warning("gaesignals: lost the lock of %r mid-delivery; stopping there", name)
+            bumps[keys.counter("accounted")] -= len(found) + len(bad)  # all still queued
             return delivered
         ok, _ = _run(name, handlers, frame, settings)
+        bumps[keys.counter("delivered" if ok else "failed")] += 1
         if ok:
             delivered += 1
         else:
@@ -467,11 +642,20 @@ def _deliver_one(
             ):
                 # Stop here so the signal's order holds: this payload is retried first next time.
                 keep = raw + value[frame.end :]
+                cut = frame.start
                 break
+            bumps[keys.counter("dead_lettered")] += 1
         if cursor is not None and index < len(found) - 1:  # the last: acknowledged just below
             conn.set_many({keys.cursor: b"%d:%s" % (frame.end, frame.ident.hex().encode())})
             cursor = b"written"
-    _acknowledge(conn, name, key, value, token, keep)
+    # Everything read was accounted for up front: take back what stays queued, and all of it
+    # if the acknowledgement surely did not happen (a timed-out one may still apply: kept).
+    removed = sum(f.end <= cut for f in found) + sum(r.end <= cut for r in bad)
+    accounted = keys.counter("accounted")
+    bumps[keys.counter("dropped")] += sum(r.end <= cut for r in bad)
+    bumps[accounted] -= len(found) + len(bad) - removed
+    if not _acknowledge(conn, name, key, value, token, keep):
+        bumps[accounted] -= removed
     if cursor:
         conn.delete_many([keys.cursor])
     return delivered
@@ -495,18 +679,18 @@ def _dead_letter(
 
 def _acknowledge(
     conn: Connection, name: str, key: str, taken: bytes, token: object, keep: bytes
-) -> None:
+) -> bool:
     """Replace the bytes ``taken`` at the head of the key by ``keep``, keeping whatever senders
     appended meanwhile. Only appends can happen under our lock, so the head is still ``taken``;
     if it is not (the lease ran out and another deliverer acknowledged), nothing is written."""
     tail = b""
     for _ in range(ACK_ROUNDS):
         if conn.cas_many({key: (keep + tail, token)})[key]:
-            return
+            return True
         current = conn.gets_many([key]).get(key)
         if current is None:
             if not keep or conn.add_many({key: keep})[key]:
-                return
+                return True
             continue
         if not current[0].startswith(taken):
             logger.warning(
@@ -514,9 +698,10 @@ def _acknowledge(
                 "its delivered payloads may be delivered again",
                 name,
             )
-            return
+            return False
         tail, token = current[0][len(taken) :], current[1]
     logger.error("gaesignals: could not acknowledge signal %r; its payloads will come again", name)
+    return False
 
 
 # -- dead letters ---------------------------------------------------------------------------------
@@ -568,5 +753,7 @@ def _take_dead_letters(name: str, *, requeue: bool) -> int:
                 except GaeSignalsError:
                     append_frames(conn, settings.store, {keys.dead: item[0]})
                     raise
+                # Pending again: no longer accounted for as having left the queue.
+                _flush(conn, Counter({keys.counter("accounted"): -len(found)}), quietly=True)
             return len(found)
     raise Contention(f"the dead letters of {name!r} kept changing; try again")

@@ -9,6 +9,7 @@
      ├── UnserializablePayload (also TypeError) the codec cannot encode the payload
      ├── QueueFull                              the signal's pending bytes would pass the item limit
      ├── StoreUnavailable                       the cache is down, timed out or refused the call
+     │    └── PartialFailure                    a batch failed on some servers of a cluster
      └── BadFrame                               bytes in the cache that are not a valid frame
 
 Programmer mistakes that are not about a signal (a handler that is not callable, a mapping of the
@@ -51,6 +52,18 @@ class StoreUnavailable(GaeSignalsError):
 
     ``send`` raises it instead of reporting success for a payload it could not store.
     """
+
+
+class PartialFailure(StoreUnavailable):
+    """A batched call reached some servers of a cluster and failed on others.
+
+    ``results`` holds the answers of the servers that answered (for a write, key: applied);
+    the keys it lacks may or may not have been applied.
+    """
+
+    def __init__(self, message: str, results: dict[str, object]) -> None:
+        super().__init__(message)
+        self.results = results
 
 
 class BadFrame(GaeSignalsError):

@@ -55,9 +55,30 @@ class SignalKeys:
     lock: str
     dead: str
     cursor: str
+    #: Prefix of the signal's counters (:data:`COUNTERS`); see :meth:`counter`.
+    counters: str
+
+    def counter(self, kind: str) -> str:
+        """The key of one of the signal's counters: ``sent``, ``delivered``, ..."""
+        return self.counters + kind
 
 
 _SAFE_KEY_CHARS = frozenset(chr(c) for c in range(0x21, 0x7F))
+
+#: Per-signal counters kept in the store (best-effort: the cache may evict them too).
+#: ``accounted`` counts the frames removed from the queue, however they left it; ``expired``
+#: is reserved.
+COUNTERS = (
+    "sent",
+    "delivered",
+    "failed",
+    "dead_lettered",
+    "dropped",
+    "expired",
+    "accounted",
+    "lost",
+)
+_LONGEST_COUNTER = max(map(len, COUNTERS))
 
 
 def check_name(name: object) -> str:
@@ -90,11 +111,15 @@ def signal_keys(name: str, namespace: str) -> SignalKeys:
         part = hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()
         mark = "h"
     base = f"gs:{namespace}:"
+    counters = f"{base}n{mark}:{part}:"
+    if len(counters) + _LONGEST_COUNTER > MAX_KEY_LENGTH:
+        counters = f"{base}nh:{hashlib.sha256(name.encode('utf-8', 'surrogatepass')).hexdigest()}:"
     return SignalKeys(
         queue=f"{base}q{mark}:{part}",
         lock=f"{base}l{mark}:{part}",
         dead=f"{base}d{mark}:{part}",
         cursor=f"{base}c{mark}:{part}",
+        counters=counters,
     )
 
 
@@ -120,38 +145,83 @@ def encode_payload(data: Any, keys: SignalKeys, settings: Settings) -> bytes:
     return frame
 
 
-def append_frames(conn: Connection, store: Store, pending: dict[str, bytes]) -> None:
+def append_frames(
+    conn: Connection,
+    store: Store,
+    pending: dict[str, bytes],
+    counts: Mapping[str, tuple[SignalKeys, int]] | None = None,
+) -> None:
     """Append each value to its key atomically, or raise; the heart of every send.
 
     Keys are appended to in one batch per round trip. ``QueueFull`` and ``Contention`` name the
-    keys that were not written in ``keys``; the others were.
+    keys that were not written in ``args[1]``; the others were. ``counts`` maps a queue key
+    to its signal's keys and how many frames its value holds: the ``sent`` counter is bumped
+    for the keys written (on an appending store in the append's own round trip, taken back
+    for keys that then could not be written; otherwise once the writes are done).
     """
+    counts = counts or {}
+    if store.supports_append:
+        bumps = {keys.counter("sent"): n for keys, n in counts.values()}
+        try:
+            _append(conn, store, pending, bumps)
+        except (QueueFull, Contention) as error:
+            unwritten = [counts[k] for k in error.args[1] if k in counts]
+            if unwritten:
+                conn.incr_many({keys.counter("sent"): -n for keys, n in unwritten})
+            raise
+        return
+    written: list[str] = []
+    try:
+        _gets_cas(conn, store, pending, written)
+    finally:
+        done = {counts[k][0].counter("sent"): counts[k][1] for k in written if k in counts}
+        if done:
+            conn.incr_many(done)
+
+
+def _append(
+    conn: Connection,
+    store: Store,
+    pending: dict[str, bytes],
+    bumps: dict[str, int],
+) -> None:
     for attempt in range(SEND_ATTEMPTS):
-        if store.supports_append:
-            stored = conn.append_many(pending)
-            pending = {k: v for k, v in pending.items() if not stored[k]}
-            if not pending:
-                return
-            stored = conn.add_many(pending)
-            pending = {k: v for k, v in pending.items() if not stored[k]}
-            if not pending:
-                return
-            # The key exists, yet append refused: too large, or it vanished and came back.
-            current = conn.gets_many(list(pending))
-            _check_room(store, pending, current)
-        else:
-            current = conn.gets_many(list(pending))
-            _check_room(store, pending, current)
-            grown = {
-                k: (current[k][0] + v, current[k][1]) for k, v in pending.items() if k in current
-            }
-            stored = conn.cas_many(grown) if grown else {}
-            missing = {k: v for k, v in pending.items() if k not in current}
-            if missing:
-                stored.update(conn.add_many(missing))
-            pending = {k: v for k, v in pending.items() if not stored[k]}
-            if not pending:
-                return
+        stored = conn.append_many(pending, bumps if attempt == 0 else None)
+        pending = {k: v for k, v in pending.items() if not stored[k]}
+        if not pending:
+            return
+        stored = conn.add_many(pending)
+        pending = {k: v for k, v in pending.items() if not stored[k]}
+        if not pending:
+            return
+        # The key exists, yet append refused: too large, or it vanished and came back.
+        current = conn.gets_many(list(pending))
+        _check_room(store, pending, current)
+        time.sleep(random.uniform(0, 0.001 * 2**attempt))
+    raise Contention(
+        f"gave up appending to {', '.join(sorted(pending))} after {SEND_ATTEMPTS} attempts",
+        sorted(pending),
+    )
+
+
+def _gets_cas(
+    conn: Connection,
+    store: Store,
+    pending: dict[str, bytes],
+    written: list[str],
+) -> None:
+    for attempt in range(SEND_ATTEMPTS):
+        current = conn.gets_many(list(pending))
+        _check_room(store, pending, current)
+        grown = {k: (current[k][0] + v, current[k][1]) for k, v in pending.items() if k in current}
+        stored = conn.cas_many(grown) if grown else {}
+        missing = {k: v for k, v in pending.items() if k not in current}
+        if missing:
+            stored.update(conn.add_many(missing))
+        written.extend(k for k in pending if stored[k])
+        pending = {k: v for k, v in pending.items() if not stored[k]}
+        if not pending:
+            return
         time.sleep(random.uniform(0, 0.001 * 2**attempt))
     raise Contention(
         f"gave up appending to {', '.join(sorted(pending))} after {SEND_ATTEMPTS} attempts",
@@ -232,6 +302,7 @@ def send_multi(
     )
     framed: dict[str, list[bytes]] = {}
     eager: list[tuple[str, Any]] = []
+    keys_of: dict[str, SignalKeys] = {}
     for item in items:
         name, data = (item, None) if isinstance(item, str) else item
         keys = signal_keys(check_name(name), settings.namespace)
@@ -239,6 +310,7 @@ def send_multi(
         if settings.eager and _has_receivers(name):
             eager.append((name, data))
         else:
+            keys_of[keys.queue] = keys
             framed.setdefault(keys.queue, []).append(frame)
     if framed:
         batch = {key: b"".join(parts) for key, parts in framed.items()}
@@ -246,8 +318,13 @@ def send_multi(
         for key, value in batch.items():
             if len(value) > store.max_value_size:
                 raise QueueFull(f"the payloads for {key} together exceed the item limit", [key])
+        counts = (
+            {key: (keys_of[key], len(parts)) for key, parts in framed.items()}
+            if settings.count_sends
+            else None
+        )
         with store.connection() as conn:
-            append_frames(conn, store, batch)
+            append_frames(conn, store, batch, counts)
     if eager:
         from .delivery import send_now
 

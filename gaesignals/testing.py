@@ -339,9 +339,15 @@ class _CountingConnection:
         self._calls["set_many"] += 1
         return self._inner.set_many(items, expire)
 
-    def append_many(self, items: Mapping[str, bytes]) -> dict[str, bool]:
+    def append_many(
+        self, items: Mapping[str, bytes], counters: Mapping[str, int] | None = None
+    ) -> dict[str, bool]:
         self._calls["append_many"] += 1
-        return self._inner.append_many(items)
+        return self._inner.append_many(items, counters)
+
+    def incr_many(self, deltas: Mapping[str, int]) -> None:
+        self._calls["incr_many"] += 1
+        self._inner.incr_many(deltas)
 
     def delete_many(self, keys: Sequence[str]) -> None:
         self._calls["delete_many"] += 1
@@ -448,6 +454,7 @@ class _TappedConnection:
         self._inner = inner
         self._taps = sorted(taps, key=lambda tap: tap.delivers)
         self._read: dict[str, bytes] = {}
+        self._consumed = False
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)  # calls added to the protocol later pass through
@@ -483,6 +490,7 @@ class _TappedConnection:
                 chunks[key] = chunk
                 if any(tap.consumes(key) for tap in self._taps):
                     result[key] = True
+                    self._consumed = True
                     continue
             passed[key] = item
         if passed:
@@ -513,8 +521,20 @@ class _TappedConnection:
     def set_many(self, items: Mapping[str, bytes], expire: int = 0) -> dict[str, bool]:
         return self._inner.set_many(items, expire)  # sends never set; delivery's cursor does
 
-    def append_many(self, items: Mapping[str, bytes]) -> dict[str, bool]:
-        return self._write(items, lambda key, value: value, self._inner.append_many)
+    def append_many(
+        self, items: Mapping[str, bytes], counters: Mapping[str, int] | None = None
+    ) -> dict[str, bool]:
+        def write(passed: dict[str, bytes]) -> dict[str, bool]:
+            # Payloads a tap consumed never reach the store, so neither do that call's
+            # counters (a send counted but never stored would read as lost).
+            whole = len(passed) == len(items)
+            return self._inner.append_many(passed, counters if whole else None)
+
+        return self._write(items, lambda key, value: value, write)
+
+    def incr_many(self, deltas: Mapping[str, int]) -> None:
+        if not self._consumed:  # a send's counts, after a tap kept its payloads from the store
+            self._inner.incr_many(deltas)
 
     def delete_many(self, keys: Sequence[str]) -> None:
         self._inner.delete_many(keys)

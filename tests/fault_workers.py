@@ -52,7 +52,7 @@ from .concurrency_workers import ID_BASE, SECRET_KEY, child
 #: How long one payload may keep failing with Contention/QueueFull before its sender gives up.
 SEND_RETRY_SECONDS = 30.0
 #: The store calls a send makes (the rest are delivery's).
-SEND_CALLS = ("append_many", "add_many", "gets_many", "cas_many")
+SEND_CALLS = ("append_many", "add_many", "gets_many", "cas_many", "incr_many")
 
 Spec = dict[str, Any]
 

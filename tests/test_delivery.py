@@ -281,7 +281,8 @@ def test_interrupted_reliable_delivery_resumes_after_the_last_finished_payload(
 
 def test_stale_cursor_never_skips_new_payloads(store: Any, raw: RawAccess) -> None:
     """A cursor left behind after the batch it described was acknowledged matches nothing in
-    the key's new contents (frame ids are random), so identical new payloads are delivered."""
+    the key's new contents (frame ids are the send second plus random bits), so identical new
+    payloads are delivered."""
     for _ in range(3):
         send("same", None)
     keys = signal_keys("same", get_settings().namespace)

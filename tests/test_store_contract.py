@@ -108,3 +108,41 @@ def test_delete_many_ignores_missing_keys(store: Store) -> None:
         conn.add_many({"d1": b"1"})
         conn.delete_many(["d1", "d2"])
         assert conn.gets_many(["d1", "d2"]) == {}
+
+
+def _counter(conn: object, key: str) -> int | None:
+    item = conn.gets_many([key]).get(key)  # type: ignore[attr-defined]
+    return None if item is None else int(item[0])
+
+
+def test_incr_many_creates_adds_and_floors_at_zero(store: Store) -> None:
+    """incr_many creates a missing counter at max(delta, 0), adds to an existing one, stops a
+    negative delta at 0, reads back as ASCII digits (maybe space-padded), and leaves a key
+    that is not a counter as it is."""
+    with store.connection() as conn:
+        conn.add_many({"text": b"not a number"})
+        conn.incr_many({"n1": 5, "n2": -3, "text": 1})
+        assert (_counter(conn, "n1"), _counter(conn, "n2")) == (5, 0)
+        conn.incr_many({"n1": 10, "n2": 2})
+        conn.incr_many({"n1": -12})
+        assert (_counter(conn, "n1"), _counter(conn, "n2")) == (3, 2)
+        conn.incr_many({"n1": -100})
+        assert _counter(conn, "n1") == 0
+        assert conn.gets_many(["text"])["text"][0] == b"not a number"
+        conn.incr_many({})
+
+
+def test_append_many_bumps_counters_in_the_same_call(store: Store) -> None:
+    """append_many's counters are applied whatever the appends' outcome (the caller takes
+    back what it must); an append that would pass max_value_size stores nothing of it."""
+    if not store.supports_append:
+        return
+    with store.connection() as conn:
+        conn.add_many({"q": b"a"})
+        assert conn.append_many({"q": b"b", "gone": b"x"}, {"c": 2}) == {"q": True, "gone": False}
+        assert _counter(conn, "c") == 2
+        rest = b"x" * (store.max_value_size - 2)
+        assert conn.append_many({"q": rest}, {"c": 1}) == {"q": True}
+        assert conn.append_many({"q": b"y"}, {"c": 1}) == {"q": False}
+        assert _counter(conn, "c") == 4
+        assert len(conn.gets_many(["q"])["q"][0]) == store.max_value_size

@@ -52,9 +52,21 @@ class Connection(Protocol):
         """Write each key unconditionally; True if stored."""
         ...
 
-    def append_many(self, items: Mapping[str, bytes]) -> dict[str, bool]:
-        """Atomically append to each existing key; False if the key is missing or would be too
-        large. Only called when the store's ``supports_append`` is true."""
+    def append_many(
+        self, items: Mapping[str, bytes], counters: Mapping[str, int] | None = None
+    ) -> dict[str, bool]:
+        """Atomically append to each existing key; False if the key is missing or would pass
+        ``max_value_size`` (then nothing of it is stored). ``counters`` (keys other than
+        ``items``') are changed as by :meth:`incr_many`, in the same round trip where the
+        store can, after the appends, whatever their outcome. Only called when the store's
+        ``supports_append`` is true."""
+        ...
+
+    def incr_many(self, deltas: Mapping[str, int]) -> None:
+        """Add each delta to the counter at its key, atomically; a negative delta subtracts,
+        stopping at 0. A missing key is created holding ``max(delta, 0)`` (no expiry). A
+        counter reads back through ``gets_many`` as ASCII decimal digits, maybe followed by
+        spaces; a key holding something else is left as it is."""
         ...
 
     def delete_many(self, keys: Sequence[str]) -> None:

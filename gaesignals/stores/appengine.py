@@ -73,6 +73,8 @@ class _Connection:
         result: dict[str, tuple[bytes, object]] = {}
         for key, value in values.items():
             token = self._client._cas_ids.get((self._ns, key.encode("utf-8")))
+            if isinstance(value, int) and not isinstance(value, bool):
+                value = b"%d" % value  # a counter made by offset_multi reads back as an int
             result[key] = (value if isinstance(value, bytes) else FOREIGN_VALUE, token)
         return result
 
@@ -105,8 +107,15 @@ class _Connection:
 
         return self._statuses(MemcacheSetRequest.SET, items, expire)
 
-    def append_many(self, items: Mapping[str, bytes]) -> dict[str, bool]:
+    def append_many(
+        self, items: Mapping[str, bytes], counters: Mapping[str, int] | None = None
+    ) -> dict[str, bool]:
         raise NotImplementedError("App Engine memcache has no atomic append")
+
+    def incr_many(self, deltas: Mapping[str, int]) -> None:
+        if deltas:
+            # initial_value=0 creates a missing counter; a value that is not one reads as None.
+            self._client.offset_multi(dict(deltas), namespace=self._ns, initial_value=0)
 
     def delete_many(self, keys: Sequence[str]) -> None:
         if not self._client.delete_multi(list(keys), namespace=self._ns):

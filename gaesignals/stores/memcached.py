@@ -29,10 +29,14 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from ..exceptions import ConfigurationError, StoreUnavailable
+from ..exceptions import ConfigurationError, PartialFailure, StoreUnavailable
 from . import DEFAULT_MAX_VALUE_SIZE
 
 logger = logging.getLogger("gaesignals")
+
+_NOT_A_NUMBER = b"non-numeric value"
+#: gets + cas rounds to take back an append that passed ``max_value_size``.
+_TAKE_BACK_ROUNDS = 8
 
 # Larger reads make CPython allocate and free a buffer that size per call (mmap/munmap).
 _READ_SIZE = 64 * 1024
@@ -126,7 +130,8 @@ class _Node:
         except (OSError, ConnectionError) as error:
             raise self.fail(error) from error
         for line in lines:
-            if line.startswith((b"ERROR", b"CLIENT_ERROR")):
+            # A counter key holding something else is the caller's to judge, not a dead node.
+            if line.startswith((b"ERROR", b"CLIENT_ERROR")) and not line.endswith(_NOT_A_NUMBER):
                 raise self.fail(ConnectionError(f"refused a command: {line!r}"))
         return lines
 
@@ -183,11 +188,19 @@ class _Connection:
         return node
 
     def _each_server(
-        self, keys: Sequence[str], operation: Callable[[_Node, list[str]], None]
+        self,
+        keys: Sequence[str],
+        operation: Callable[[_Node, list[str]], None],
+        result: Mapping[str, object] | None = None,
     ) -> None:
         """Run ``operation`` once per server on its keys; when a server is unreachable, drop it
-        from the ring and run its (unlocated) keys again on their new servers."""
+        from the ring and run its (unlocated) keys again on their new servers.
+
+        A server that took the request but failed to answer does not stop the others: their
+        parts still run, then :class:`PartialFailure` carries ``result`` (the answers of the
+        servers that did answer), so a caller never loses what it won elsewhere."""
         pending = list(keys)
+        failure: StoreUnavailable | None = None
         for _ in range(self.store.max_reroutes()):
             groups: dict[_Node, list[str]] = defaultdict(list)
             for key in pending:
@@ -201,14 +214,21 @@ class _Connection:
                     if not self.store.hashed:
                         raise StoreUnavailable(str(error)) from error
                     pending.extend(k for k in group if " " not in k)
-                except StoreUnavailable:
+                except StoreUnavailable as error:
                     # Sent but unanswered (a hang, a crash mid-reply): the batch may have been
                     # applied, so it is not re-sent; later calls go around the server.
                     self.store.server_failed(node.server)
-                    raise
+                    if not self.store.hashed:
+                        raise
+                    failure = failure or error
             if not pending:
-                return
-        raise StoreUnavailable("no reachable memcached server for " + ", ".join(pending[:5]))
+                break
+        else:
+            failure = failure or StoreUnavailable(
+                "no reachable memcached server for " + ", ".join(pending[:5])
+            )
+        if failure is not None:
+            raise PartialFailure(str(failure), dict(result or {})) from failure
 
     def gets_many(self, keys: Sequence[str]) -> dict[str, tuple[bytes, object]]:
         result: dict[str, tuple[bytes, object]] = {}
@@ -220,7 +240,7 @@ class _Connection:
                 if item is not None:
                     result[key] = item
 
-        self._each_server(keys, read)
+        self._each_server(keys, read, result)
         return result
 
     def scan_many(self, keys: Sequence[str]) -> dict[str, tuple[bytes, object]]:
@@ -287,7 +307,7 @@ class _Connection:
                 for key, reply in zip(sent, replies, strict=True):
                     result[key] = reply == b"STORED"
 
-        self._each_server(list(items), write)
+        self._each_server(list(items), write, result)
         return result
 
     def cas_many(
@@ -303,8 +323,75 @@ class _Connection:
     def set_many(self, items: Mapping[str, bytes], expire: int = 0) -> dict[str, bool]:
         return self._store(b"set", items, expire)
 
-    def append_many(self, items: Mapping[str, bytes]) -> dict[str, bool]:
-        return self._store(b"append", items, 0)
+    def append_many(
+        self, items: Mapping[str, bytes], counters: Mapping[str, int] | None = None
+    ) -> dict[str, bool]:
+        """Append, and learn each item's new size in the same round trip (``mg <key> s``,
+        memcached 1.6+); ``counters`` are bumped in that round trip too, after the appends.
+
+        memcached appends up to its own item limit (``-I``), so an append that took an item
+        past ``max_value_size`` is taken back out (gets + cas) and reported False. If a
+        deliverer took it first, or the cas keeps losing, it was stored: reported True."""
+        result: dict[str, bool] = {}
+        sizes: dict[str, int] = {}
+        limit = self.store.max_value_size
+
+        def write(node: _Node, group: list[str]) -> None:
+            parts: list[bytes] = []
+            sent: list[str] = []
+            for key in group:
+                wire = node.prefix + _wire(key)
+                if key not in items:
+                    parts.append(_bump(wire, counts[key]))
+                    sent.append(key)
+                    continue
+                value = items[key]
+                if len(value) > limit:
+                    result[key] = False
+                    continue
+                parts.append(
+                    b"append %s 0 0 %d\r\n%s\r\nmg %s s\r\n" % (wire, len(value), value, wire)
+                )
+                sent += [key, key]
+            if not sent:
+                return
+            replies = iter(node.exchange(b"".join(parts), len(sent)))
+            for key in dict.fromkeys(sent):
+                if key in items:
+                    result[key] = next(replies) == b"STORED"
+                    size = next(replies)
+                    if size.startswith(b"HD s"):
+                        sizes[key] = int(size[4:].split()[0])
+                else:
+                    next(replies)
+
+        counts = {k: v for k, v in (counters or {}).items() if k not in items}
+        self._each_server([*items, *counts], write, result)
+        for key, size in sizes.items():
+            if result.get(key) and size > limit:
+                result[key] = not self._take_back(key, items[key])
+        return {key: result.get(key, False) for key in items}
+
+    def _take_back(self, key: str, value: bytes) -> bool:
+        """Remove the bytes this connection just appended to ``key``; True if removed."""
+        for _ in range(_TAKE_BACK_ROUNDS):
+            item = self.gets_many([key]).get(key)
+            if item is None or value not in item[0]:
+                return False  # delivered (or evicted) already: it was stored
+            if self.cas_many({key: (item[0].replace(value, b"", 1), item[1])})[key]:
+                return True
+        logger.warning("gaesignals: %s is over max_value_size; the last append stays", key)
+        return False
+
+    def incr_many(self, deltas: Mapping[str, int]) -> None:
+        """Add each delta to a decimal counter, creating a missing one (meta arithmetic)."""
+
+        def bump(node: _Node, group: list[str]) -> None:
+            request = b"".join(_bump(node.prefix + _wire(k), deltas[k]) for k in group)
+            node.exchange(request, len(group))
+
+        if deltas:
+            self._each_server(list(deltas), bump)
 
     def delete_many(self, keys: Sequence[str]) -> None:
         def delete(node: _Node, group: list[str]) -> None:
@@ -312,6 +399,14 @@ class _Connection:
             node.exchange(request, len(group))
 
         self._each_server(keys, delete)
+
+
+def _bump(wire: bytes, delta: int) -> bytes:
+    """Meta arithmetic: add ``delta`` (a negative one subtracts, stopping at 0); a missing
+    counter is created holding ``max(delta, 0)``, in the same command."""
+    if delta >= 0:
+        return b"ma %s N0 J%d D%d\r\n" % (wire, delta, delta)
+    return b"ma %s MD N0 J0 D%d\r\n" % (wire, -delta)
 
 
 def _wire(key: str) -> bytes:

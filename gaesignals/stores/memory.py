@@ -37,7 +37,7 @@ class MemoryStore:
         self.max_value_size = max_value_size
         self.supports_append = append
         self._clock = clock
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
         self._items: dict[str, tuple[bytes, int, float | None]] = {}
         self._cas_counter = itertools.count(1)
 
@@ -94,7 +94,9 @@ class MemoryStore:
                 result[key] = ok
             return result
 
-    def append_many(self, items: Mapping[str, bytes]) -> dict[str, bool]:
+    def append_many(
+        self, items: Mapping[str, bytes], counters: Mapping[str, int] | None = None
+    ) -> dict[str, bool]:
         if not self.supports_append:
             raise NotImplementedError("this MemoryStore was made with append=False")
         with self._lock:
@@ -107,7 +109,19 @@ class MemoryStore:
                     # memcached's append keeps the item's expiry.
                     self._items[key] = (item[0] + value, next(self._cas_counter), item[2])
                 result[key] = ok
+            if counters:
+                self.incr_many({k: v for k, v in counters.items() if k not in items})
             return result
+
+    def incr_many(self, deltas: Mapping[str, int]) -> None:
+        with self._lock:
+            for key, delta in deltas.items():
+                item = self._live(key)
+                if item is None:
+                    self._put(key, b"%d" % max(delta, 0), 0)
+                elif item[0].strip().isdigit():
+                    value = b"%d" % max(int(item[0]) + delta, 0)
+                    self._items[key] = (value, next(self._cas_counter), item[2])
 
     def delete_many(self, keys: Sequence[str]) -> None:
         with self._lock:

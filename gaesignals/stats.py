@@ -1,0 +1,147 @@
+"""What is pending, what happened, and whether the store answers: for dashboards and probes.
+
+``pending(names)`` counts the frames waiting under each signal without draining them;
+``stats(names)`` reads the per-signal counters deliveries and sends keep in the store;
+``health(names)`` puts both together with a timed round trip to the store, as a JSON-ready dict
+that never raises.
+
+The counters are best-effort: they live in the same cache as the payloads, so a restart, a
+flush or an eviction can reset one (they are small and hot, so the least likely items to go).
+``lost`` counts payloads that deliveries found gone from the cache before anyone delivered them
+(see :func:`gaesignals.delivery._check_lost`): what eviction took is reported, never hidden.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from typing import Any, NamedTuple
+
+from . import frames
+from .config import get_settings
+from .signals import SignalKeys, check_name, signal_keys
+
+#: The counters :func:`stats` reports, in this order.
+REPORTED = ("sent", "delivered", "failed", "dead_lettered", "dropped", "lost")
+
+
+class Pending(NamedTuple):
+    """A signal's backlog: valid frames waiting, their bytes, and the age in seconds of the
+    oldest (None when nothing waits)."""
+
+    count: int  # type: ignore[assignment]  # shadows tuple.count, by design of the API
+    bytes: int
+    oldest_age: float | None
+
+
+def _names(names: str | Iterable[str]) -> list[str]:
+    return [check_name(n) for n in ([names] if isinstance(names, str) else names)]
+
+
+def _queue_key(keys: SignalKeys) -> str:
+    """Where a signal's frames wait (the one place to change when signals grow shards)."""
+    return keys.queue
+
+
+def pending(names: str | Iterable[str]) -> dict[str, Pending]:
+    """Count the payloads waiting under each signal, reading every key in one batch.
+
+    Nothing is drained or locked. Bytes include framing and any unreadable garbage; count
+    and age only frames that verify (with the configured secret key, if any). On a cluster,
+    copies stranded on other servers are included.
+    """
+    settings = get_settings()
+    wanted = _names(names)
+    keys = {name: signal_keys(name, settings.namespace) for name in wanted}
+    queues = {_queue_key(k): name for name, k in keys.items()}
+    with settings.store.connection() as conn:
+        current = conn.scan_many(list(queues))
+    now = time.time()
+    count = dict.fromkeys(wanted, 0)
+    size = dict.fromkeys(wanted, 0)
+    oldest: dict[str, int] = {}
+    for key, (value, _) in current.items():
+        queue = key.partition(" ")[0]
+        name = queues.get(queue)
+        if name is None or not value:
+            continue
+        found, _ = frames.parse(value, queue.encode(), settings.secret_keys)
+        count[name] += len(found)
+        size[name] += len(value)
+        if found:
+            first = min(frames.sent_at(f.ident) for f in found)
+            oldest[name] = min(first, oldest.get(name, first))
+    return {
+        name: Pending(
+            count[name],
+            size[name],
+            max(now - oldest[name], 0.0) if name in oldest else None,
+        )
+        for name in wanted
+    }
+
+
+def stats(names: str | Iterable[str]) -> dict[str, dict[str, int]]:
+    """The counters of each signal (sent, delivered, failed, dead_lettered, dropped, lost),
+    read in one batch; a missing counter reads as 0."""
+    settings = get_settings()
+    wanted = _names(names)
+    keys = {name: signal_keys(name, settings.namespace) for name in wanted}
+    with settings.store.connection() as conn:
+        current = conn.gets_many([k.counter(c) for k in keys.values() for c in REPORTED])
+    result = {}
+    for name, k in keys.items():
+        counts = {}
+        for counter in REPORTED:
+            item = current.get(k.counter(counter))
+            text = item[0].strip() if item else b""
+            counts[counter] = int(text) if text.isdigit() else 0
+        result[name] = counts
+    return result
+
+
+def health(names: Iterable[str] = ()) -> dict[str, Any]:
+    """A JSON-serialisable report for monitoring; never raises on a store that is down.
+
+    ``{"ok": bool, "store": {"kind", "reachable", "latency_ms", "error"}, "signals": {name:
+    {"pending", "pending_bytes", "oldest_age", **counters}}}``. ``ok`` is False, with the
+    error, when the store cannot be reached.
+    """
+    settings = get_settings()
+    store = settings.store
+    report: dict[str, Any] = {
+        "ok": False,
+        "store": {
+            "kind": type(store).__name__,
+            "reachable": False,
+            "latency_ms": None,
+            "error": None,
+        },
+        "signals": {},
+    }
+    try:
+        wanted = _names(list(names))
+        started = time.perf_counter()
+        with store.connection() as conn:
+            conn.gets_many([signal_keys("health", settings.namespace).counter("sent")])
+        report["store"]["latency_ms"] = round((time.perf_counter() - started) * 1000, 3)
+        report["store"]["reachable"] = True
+        if wanted:
+            backlog = pending(wanted)
+            counters = stats(wanted)
+            report["signals"] = {
+                name: {
+                    "pending": backlog[name].count,
+                    "pending_bytes": backlog[name].bytes,
+                    "oldest_age": backlog[name].oldest_age,
+                    **counters[name],
+                }
+                for name in wanted
+            }
+        report["ok"] = True
+    except Exception as error:  # a health probe reports; it never raises
+        report["store"]["error"] = f"{type(error).__name__}: {error}"
+    return report
+
+
+__all__ = ["Pending", "health", "pending", "stats"]

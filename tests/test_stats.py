@@ -1,0 +1,193 @@
+"""Stats and health (issue 7): pending counts, per-signal counters and the health report, on
+every store."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+import time
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+import gaesignals
+from gaesignals import (
+    Pending,
+    SignalMapping,
+    dead_letters,
+    deliver,
+    frames,
+    health,
+    pending,
+    purge_dead_letters,
+    requeue_dead_letters,
+    send,
+    send_multi,
+    stats,
+)
+from gaesignals.signals import signal_keys
+from gaesignals.stores import Store
+from gaesignals.stores.memory import MemoryStore
+
+from .conftest import RawAccess
+
+ZERO = {"sent": 0, "delivered": 0, "failed": 0, "dead_lettered": 0, "dropped": 0, "lost": 0}
+
+
+def test_pending_counts_without_draining(store: Store) -> None:
+    """pending() counts each signal's frames and bytes and dates the oldest, and leaves them
+    for delivery; a signal with nothing pending reads as zero with no age."""
+    send_multi([("a", 1), ("a", 2), ("b", {"x": "y" * 100})])
+    before = pending(["a", "b", "c"])
+    assert before["a"].count == 2 and before["b"].count == 1
+    assert before["a"].bytes > 0 and before["b"].bytes > before["a"].bytes / 2
+    assert before["c"] == Pending(0, 0, None)
+    age = before["a"].oldest_age
+    assert age is not None and 0 <= age < 60
+    assert pending("a")["a"][:2] == before["a"][:2]  # reading drained nothing
+    got: list[Any] = []
+    assert deliver({"a": got.append, "b": got.append}) == 3
+    assert pending(["a", "b"]) == {"a": Pending(0, 0, None), "b": Pending(0, 0, None)}
+
+
+def test_oldest_age_comes_from_the_frame_id(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A frame's id starts with its send second, so the age of the oldest pending payload is
+    known without any other key."""
+    gaesignals.configure(store=MemoryStore())
+    clock = [1_700_000_000.0]
+    fake = SimpleNamespace(time=lambda: clock[0], perf_counter=time.perf_counter)
+    monkeypatch.setattr(frames, "time", fake)
+    monkeypatch.setattr(importlib.import_module("gaesignals.stats"), "time", fake)
+    send("aged", 1)
+    clock[0] += 30
+    send("aged", 2)
+    clock[0] += 15
+    assert pending("aged")["aged"].oldest_age == 45.0
+
+
+def test_counters_follow_sends_and_deliveries(store: Store) -> None:
+    """sent counts the stored payloads; delivered and failed the handler outcomes (weak and
+    reliable); nothing lost when nothing was evicted. Missing counters read as 0."""
+    assert stats(["fresh"]) == {"fresh": ZERO}
+    send_multi([("s", 1), ("s", 2), ("s", 3), ("t", 1)])
+    assert stats("s")["s"] == {**ZERO, "sent": 3}
+
+    def picky(data: int) -> None:
+        if data == 2:
+            raise ValueError("no")
+
+    deliver({"s": picky, "t": lambda d: None})
+    assert stats(["s", "t"]) == {
+        "s": {**ZERO, "sent": 3, "delivered": 2, "failed": 1},
+        "t": {**ZERO, "sent": 1, "delivered": 1},
+    }
+    send("r", 1)
+    deliver({"r": lambda d: None}, reliable=True)
+    assert stats("r")["r"] == {**ZERO, "sent": 1, "delivered": 1}
+
+
+def test_dead_letters_count(store: Store) -> None:
+    """Each failed reliable attempt counts as failed; the move to the dead letters as
+    dead_lettered. Requeued letters are pending again (not lost), and delivering them counts
+    as delivered."""
+    send("d", "bad")
+    failing = SignalMapping({"d": lambda d: 1 / 0}, max_attempts=2)
+    deliver(failing, reliable=True)
+    deliver(failing, reliable=True)
+    assert dead_letters("d") == ["bad"]
+    assert stats("d")["d"] == {**ZERO, "sent": 1, "failed": 2, "dead_lettered": 1}
+    assert requeue_dead_letters("d") == 1
+    assert pending("d")["d"].count == 1
+    deliver({"d": lambda d: None}, reliable=True)
+    assert stats("d")["d"] == {**ZERO, "sent": 1, "failed": 2, "dead_lettered": 1, "delivered": 1}
+    assert purge_dead_letters("d") == 0
+
+
+def test_dropped_frames_are_counted_not_lost(raw: RawAccess) -> None:
+    """A bad frame in a queue is dropped (logged) and counted as dropped; the valid frames
+    around it are delivered, and nothing is reported lost."""
+    send("g", 1)
+    key = signal_keys("g", "").queue
+    value = raw.get(key)
+    assert value is not None
+    raw.set(key, value + b"\xa7\x5cgarbage that is no frame")
+    send("g", 2)
+    got: list[Any] = []
+    deliver({"g": got.append})
+    assert got == [1, 2]
+    assert stats("g")["g"] == {**ZERO, "sent": 2, "delivered": 2, "dropped": 1}
+
+
+def test_lost_reports_what_vanished(raw: RawAccess, caplog: pytest.LogCaptureFixture) -> None:
+    """A queue that disappears from the cache (eviction, simulated by a delete) is reported:
+    the next delivery logs a warning and the lost counter holds how many payloads went;
+    another delivery does not count them again."""
+    send_multi([("v", 1), ("v", 2), ("v", 3)])
+    with raw.store.connection() as conn:
+        conn.delete_many([signal_keys("v", "").queue])
+    send("v", 4)
+    got: list[Any] = []
+    with caplog.at_level(logging.WARNING, "gaesignals"):
+        deliver({"v": got.append})
+        deliver({"v": got.append})
+    assert got == [4]
+    assert stats("v")["v"] == {**ZERO, "sent": 4, "delivered": 1, "lost": 3}
+    assert caplog.text.count("vanished from the cache") == 1
+
+
+def test_count_sends_off(store: Store) -> None:
+    """With count_sends=False a send writes no counter, and delivery reports no loss."""
+    gaesignals.configure(store=store, count_sends=False)
+    send("quiet", 1)
+    assert stats("quiet")["quiet"] == ZERO
+    deliver({"quiet": lambda d: None})
+    assert stats("quiet")["quiet"] == {**ZERO, "delivered": 1}
+
+
+def test_health_reports_a_working_store(store: Store) -> None:
+    """health() is JSON-serialisable, ok, with the store's latency and each signal's backlog
+    and counters."""
+    send("h", 1)
+    report = health(["h"])
+    assert json.loads(json.dumps(report)) == report
+    assert report["ok"] is True
+    assert report["store"]["reachable"] is True and report["store"]["error"] is None
+    assert report["store"]["latency_ms"] >= 0
+    assert report["store"]["kind"] == type(store).__name__
+    signal = report["signals"]["h"]
+    assert signal["pending"] == 1 and signal["pending_bytes"] > 0 and signal["sent"] == 1
+    assert signal["oldest_age"] is not None
+    assert health()["signals"] == {}
+
+
+class _DownStore:
+    max_value_size = 1000
+    supports_append = True
+    shared = True
+
+    def connection(self) -> Any:
+        raise gaesignals.StoreUnavailable("memcached at 127.0.0.1:1 is unreachable")
+
+
+def test_health_never_raises_on_a_down_store() -> None:
+    """A store that cannot be reached makes health() report ok False with the error; it
+    does not raise."""
+    gaesignals.configure(store=_DownStore())
+    report = health(["h"])
+    assert report["ok"] is False
+    assert report["store"]["reachable"] is False
+    assert "unreachable" in report["store"]["error"]
+    assert json.loads(json.dumps(report)) == report
+
+
+def test_health_on_a_stopped_memcached() -> None:
+    """health() against a memcached that is not running reports ok False, without raising."""
+    from gaesignals.stores.memcached import MemcachedStore
+    from gaesignals.testing import free_port
+
+    store = MemcachedStore.from_url(f"memcached://127.0.0.1:{free_port()}?timeout=0.5")
+    gaesignals.configure(store=store)
+    report = health(["h"])
+    assert report["ok"] is False and report["store"]["error"]
