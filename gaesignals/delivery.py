@@ -19,12 +19,14 @@ import pickle
 import secrets
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from functools import partial
 from typing import Any, TypeVar
 
 from . import frames
 from .config import Settings, get_settings
 from .exceptions import GaeSignalsError
 from .registry import (
+    SignalSpec,
     check_lease,
     check_max_attempts,
     registry,
@@ -35,6 +37,8 @@ from .signals import (
     append_frames,
     check_name,
     encode_payload,
+    route,
+    shard_keys,
     signal_keys,
 )
 from .stores import Connection
@@ -174,10 +178,10 @@ def deliver(
         groups.setdefault(group, []).append(name)
     delivered = 0
     if weak:
-        delivered += _deliver_weak(signals.subset(weak) if groups else signals, settings)
+        delivered += _deliver_weak(signals.subset(weak) if groups else signals, settings, specs)
     for (group_lease, group_attempts), names in groups.items():
         part = signals.subset(names) if weak or len(groups) > 1 else signals
-        delivered += _deliver_reliable(part, settings, group_lease, group_attempts)
+        delivered += _deliver_reliable(part, settings, specs, group_lease, group_attempts)
     return delivered
 
 
@@ -188,9 +192,16 @@ def _first(*values: int | None) -> int:
 # -- weak -----------------------------------------------------------------------------------------
 
 
-def _deliver_weak(signals: SignalMapping, settings: Settings) -> int:
-    names = {signal_keys(name, settings.namespace).queue: name for name in signals}
+def _deliver_weak(
+    signals: SignalMapping, settings: Settings, specs: Mapping[str, SignalSpec]
+) -> int:
+    # Every queue key of every signal (all its shards), in mapping order then shard order.
+    names: dict[str, str] = {}
+    for name in signals:
+        for queue, _ in _shards(name, settings, specs):
+            names[queue] = name
     order = {key: index for index, key in enumerate(names)}
+    runners: dict[str, _Runner] = {}
     delivered = 0
     todo = list(names)
     with settings.store.connection() as conn:
@@ -204,18 +215,27 @@ def _deliver_weak(signals: SignalMapping, settings: Settings) -> int:
             for key in sorted(taken, key=lambda k: (order[_base(k)], " " not in k)):
                 if won[key]:
                     name = names[_base(key)]
-                    for frame in _frames(name, _base(key), current[key][0], settings):
-                        ok, _ = _run(name, signals.handlers(name), frame, settings)
-                        delivered += ok
+                    runner = runners.get(name)
+                    if runner is None:
+                        runner = runners[name] = _Runner(name, signals, settings, specs[name])
+                    delivered += runner.drain(current[key][0])
             todo = list(dict.fromkeys(_base(key) for key in taken if not won[key]))
             if not todo:
                 break
         else:
             # Normal under heavy sending: nothing is lost, the next delivery takes them.
             logger.info(
-                "gaesignals: %d signal(s) stayed contended; left for the next delivery", len(todo)
+                "gaesignals: %d signal key(s) stayed contended; left for the next delivery",
+                len(todo),
             )
     return delivered
+
+
+def _shards(
+    name: str, settings: Settings, specs: Mapping[str, SignalSpec]
+) -> tuple[tuple[str, str], ...]:
+    """(queue, cursor) keys of each shard of ``name``, as declared."""
+    return shard_keys(signal_keys(name, settings.namespace), specs[name].shards)
 
 
 def _base(key: str) -> str:
@@ -227,6 +247,8 @@ def _base(key: str) -> str:
 
 
 def _frames(name: str, key: str, value: bytes, settings: Settings) -> list[frames.Frame]:
+    """The verified frames of a signal's value; ``key`` is the signal's own queue key, its
+    identity in frame signatures, whichever shard the value came from."""
     parsed, bad = frames.parse(value, key.encode(), settings.secret_keys)
     for region in bad:
         logger.error(
@@ -249,23 +271,96 @@ def decode(frame: frames.Frame, settings: Settings) -> Any:
     return pickle.loads(frame.body)
 
 
-def _run(
-    name: str, handlers: Sequence[Handler], frame: frames.Frame, settings: Settings
-) -> tuple[bool, bool]:
-    """Decode a frame and call every handler; returns (all ok, decoded ok). Logs failures."""
-    try:
-        data = decode(frame, settings)
-    except Exception:
-        logger.exception("gaesignals: could not decode a payload of signal %r", name)
-        return False, False
-    ok = True
-    for handler in handlers:
+class _Runner:
+    """One signal's handlers, made ready once per delivery to run on its payloads: each
+    handler's call form resolved, the ``ttl`` cut-off fixed. Both modes use it."""
+
+    __slots__ = ("calls", "cutoff", "identity", "name", "settings", "ttl")
+
+    def __init__(
+        self, name: str, signals: SignalMapping, settings: Settings, spec: SignalSpec
+    ) -> None:
+        self.name = name
+        self.settings = settings
+        self.identity = signal_keys(name, settings.namespace).queue
+        self.calls = tuple(
+            (handler, partial(handler, signal_name=name) if _passes_name(handler) else handler)
+            for handler in signals.handlers(name)
+        )
+        self.ttl = spec.ttl
+        # Whole seconds on the sender's clock: a payload sent before this second is too old.
+        self.cutoff = -1 if spec.ttl is None else int(frames.clock()) - spec.ttl
+
+    def parse(self, value: bytes) -> list[frames.Frame]:
+        return _frames(self.name, self.identity, value, self.settings)
+
+    def expired(self, frame: frames.Frame) -> bool:
+        return frames.sent_at(frame.ident) < self.cutoff
+
+    def fresh(self, found: list[frames.Frame]) -> list[frames.Frame]:
+        """``found`` without the payloads older than the signal's ttl, which are logged."""
+        if self.ttl is None:
+            return found
+        kept = [frame for frame in found if not self.expired(frame)]
+        self.log_expired(len(found) - len(kept))
+        return kept
+
+    def log_expired(self, count: int) -> None:
+        if count:
+            logger.warning(
+                "gaesignals: dropped %d payload(s) of signal %r older than its ttl of %d s",
+                count,
+                self.name,
+                self.ttl,
+            )
+
+    def run(self, frame: frames.Frame) -> tuple[bool, bool]:
+        """Decode a frame and call every handler; returns (all ok, decoded ok). Logs failures."""
         try:
-            _call(handler, data, name)
+            data = decode(frame, self.settings)
         except Exception:
-            ok = False
-            logger.exception("gaesignals: handler %r for signal %r failed", handler, name)
-    return ok, True
+            logger.exception("gaesignals: could not decode a payload of signal %r", self.name)
+            return False, False
+        ok = True
+        for handler, call in self.calls:
+            try:
+                call(data)
+            except Exception:
+                ok = False
+                logger.exception("gaesignals: handler %r for signal %r failed", handler, self.name)
+        return ok, True
+
+    def drain(self, value: bytes) -> int:
+        """Run the handlers on every fresh payload of ``value``; returns how many succeeded.
+
+        :meth:`run` in one loop, for weak delivery's many payloads: the same checks and logs,
+        without a call per payload around them.
+        """
+        loads = pickle.loads if self.settings.codec == "pickle" else None
+        calls = self.calls
+        delivered = 0
+        for frame in self.fresh(self.parse(value)):
+            try:
+                if frame.flags & frames.FLAG_JSON:
+                    data = json.loads(frame.body)
+                elif loads is not None:
+                    data = loads(frame.body)
+                else:
+                    raise GaeSignalsError("a pickled frame arrived while the codec is json")
+            except Exception:
+                logger.exception("gaesignals: could not decode a payload of signal %r", self.name)
+                continue
+            ok = True
+            for handler, call in calls:
+                try:
+                    call(data)
+                except Exception:
+                    ok = False
+                    logger.exception(
+                        "gaesignals: handler %r for signal %r failed", handler, self.name
+                    )
+            delivered += ok
+        return delivered
 
 
 # -- at once --------------------------------------------------------------------------------------
@@ -294,8 +389,12 @@ def send_now(name: str, data: Any = None, mapping: MappingArg | None = None) -> 
     return [_call(handler, value, name) for handler in handlers]
 
 
+def _passes_name(handler: Handler) -> bool:
+    return bool(getattr(handler, "__gaesignals_pass_name__", False))
+
+
 def _call(handler: Handler, data: Any, name: str) -> object:
-    if getattr(handler, "__gaesignals_pass_name__", False):
+    if _passes_name(handler):
         return handler(data, signal_name=name)
     return handler(data)
 
@@ -304,40 +403,49 @@ def _call(handler: Handler, data: Any, name: str) -> object:
 
 
 def _deliver_reliable(
-    signals: SignalMapping, settings: Settings, lease: int, max_attempts: int
+    signals: SignalMapping,
+    settings: Settings,
+    specs: Mapping[str, SignalSpec],
+    lease: int,
+    max_attempts: int,
 ) -> int:
     owner = secrets.token_hex(16).encode()
     keys = {name: signal_keys(name, settings.namespace) for name in signals}
     delivered = 0
     with settings.store.connection() as conn:
+        # One lock per signal, whatever its shards.
         held = _acquire(conn, [k.lock for k in keys.values()], owner, lease)
         if not held:
             return 0
         try:
             mine = [name for name, k in keys.items() if k.lock in held]
+            shards = {name: _shards(name, settings, specs) for name in mine}
             current = conn.scan_many(
-                [keys[name].queue for name in mine] + [keys[name].cursor for name in mine]
+                [queue for name in mine for queue, _ in shards[name]]
+                + [cursor for name in mine for _, cursor in shards[name]]
             )
             holder = _Holder(conn, owner, lease, held)
             for name in mine:
-                queue = keys[name].queue
-                cursor = current.get(keys[name].cursor)
-                # Copies stranded on other servers of a cluster first (older), then home.
-                stranded = [k for k in current if k.startswith(queue + " ")]
-                for key in [*stranded, queue]:
-                    item = current.get(key)
-                    if item and item[0]:
-                        delivered += _deliver_one(
-                            holder,
-                            settings,
-                            name,
-                            keys[name],
-                            key,
-                            item,
-                            (cursor[0] if cursor else b"") if key == queue else None,
-                            signals.handlers(name),
-                            max_attempts,
-                        )
+                runner = _Runner(name, signals, settings, specs[name])
+                # Shard by shard, each with its own progress cursor; within a shard, copies
+                # stranded on other servers of a cluster first (older), then home.
+                for queue, cursor_key in shards[name]:
+                    cursor = current.get(cursor_key)
+                    stranded = [k for k in current if k.startswith(queue + " ")]
+                    for key in [*stranded, queue]:
+                        item = current.get(key)
+                        if item and item[0]:
+                            delivered += _deliver_one(
+                                holder,
+                                runner,
+                                keys[name],
+                                key,
+                                item,
+                                (cursor_key, cursor[0] if cursor else b"")
+                                if key == queue
+                                else None,
+                                max_attempts,
+                            )
         finally:
             _release(conn, sorted(held), owner, lease)
     return delivered
@@ -423,57 +531,65 @@ def _resume_index(found: list[frames.Frame], cursor: bytes) -> int:
 
 def _deliver_one(
     holder: _Holder,
-    settings: Settings,
-    name: str,
+    runner: _Runner,
     keys: SignalKeys,
     key: str,
     item: tuple[bytes, object],
-    cursor: bytes | None,
-    handlers: Sequence[Handler],
+    cursor: tuple[str, bytes] | None,
     max_attempts: int,
 ) -> int:
-    """Deliver the payloads under ``key`` of one locked signal in order, then remove what was
-    done.
+    """Deliver the payloads under ``key`` (one shard of one locked signal) in order, then
+    remove what was done.
 
-    After each payload a progress cursor records it, so a deliverer killed mid-way costs the
-    next one a repeat of the payload that was running, not of the whole batch. ``cursor`` is
-    None for a stranded copy on another server, which is delivered without one.
+    After each payload a progress cursor (``cursor``: the shard's cursor key and its value
+    as read) records it, so a deliverer killed mid-way costs the next one a repeat of the
+    payload that was running, not of the whole batch. ``cursor`` is None for a stranded copy
+    on another server, which is delivered without one. A payload that fails stops this shard
+    (it is retried first next time, the shard's order holds); the other shards go on.
+    Payloads older than the signal's ttl are dropped (logged) and removed like handled ones.
     """
     conn = holder.conn
+    name = runner.name
     value, token = item
-    found = _frames(name, keys.queue, value, settings)
-    first = _resume_index(found, cursor) if cursor else 0
+    found = runner.parse(value)
+    cursor_key, progress = cursor if cursor is not None else ("", None)
+    first = _resume_index(found, progress) if progress else 0
     if first:
         logger.warning(
             "gaesignals: resuming signal %r after %d payload(s) an interrupted delivery finished",
             name,
             first,
         )
-    delivered = 0
+    delivered = expired = 0
     keep = b""
     for index in range(first, len(found)):
         frame = found[index]
         if not holder.still_holds(keys.lock):
             logger.warning("gaesignals: lost the lock of %r mid-delivery; stopping there", name)
+            runner.log_expired(expired)
             return delivered
-        ok, _ = _run(name, handlers, frame, settings)
+        if runner.expired(frame):
+            expired += 1  # dropping it again after a crash costs nothing: no cursor needed
+            continue
+        ok, _ = runner.run(frame)
         if ok:
             delivered += 1
         else:
             attempts = frame.attempts + 1
             raw = frames.with_attempts(value[frame.start : frame.end], attempts)
             if attempts < max_attempts or not _dead_letter(
-                conn, settings, name, keys, raw, attempts
+                conn, runner.settings, name, keys, raw, attempts
             ):
-                # Stop here so the signal's order holds: this payload is retried first next time.
+                # Stop here so the shard's order holds: this payload is retried first next time.
                 keep = raw + value[frame.end :]
                 break
-        if cursor is not None and index < len(found) - 1:  # the last: acknowledged just below
-            conn.set_many({keys.cursor: b"%d:%s" % (frame.end, frame.ident.hex().encode())})
-            cursor = b"written"
+        if progress is not None and index < len(found) - 1:  # the last: acknowledged below
+            conn.set_many({cursor_key: b"%d:%s" % (frame.end, frame.ident.hex().encode())})
+            progress = b"written"
+    runner.log_expired(expired)
     _acknowledge(conn, name, key, value, token, keep)
-    if cursor:
-        conn.delete_many([keys.cursor])
+    if progress:
+        conn.delete_many([cursor_key])
     return delivered
 
 
@@ -562,9 +678,21 @@ def _take_dead_letters(name: str, *, requeue: bool) -> int:
                 continue  # another failure was dead-lettered meanwhile: read again
             found = _frames(name, keys.queue, item[0], settings)
             if requeue and found:
-                fresh = b"".join(frames.with_attempts(item[0][f.start : f.end], 0) for f in found)
+                # Framed anew: attempts 0 and a fresh id, so a ttl counts from the requeue.
+                fresh = b"".join(
+                    frames.encode(
+                        f.body,
+                        keys.queue.encode(),
+                        settings.secret_keys,
+                        json_body=bool(f.flags & frames.FLAG_JSON),
+                    )
+                    for f in found
+                )
+                key, queues = route(name, keys)
                 try:
-                    append_frames(conn, settings.store, {keys.queue: fresh})
+                    append_frames(
+                        conn, settings.store, {key: fresh}, {key: queues} if queues else None
+                    )
                 except GaeSignalsError:
                     append_frames(conn, settings.store, {keys.dead: item[0]})
                     raise

@@ -9,8 +9,10 @@ A signal's value in the cache is a run of frames, appended one after another::
     4       2     attempts: failed reliable deliveries so far (rewritten in place, not signed)
     6       4     length of the body, big-endian
     10      4     CRC-32 of bytes 2-3, 6-9, 14-21, the tag and the body
-    14      8     frame id: random, unique to this payload (reliable delivery's progress cursor
-                  and duplicate counting name a payload by it)
+    14      8     frame id: the sender's Unix time in whole seconds (4 bytes, big-endian), then
+                  4 random bytes; unique to this payload (reliable delivery's progress cursor
+                  names a payload by it; ``ttl`` and the age of the oldest pending payload read
+                  its time)
     22      32    HMAC-SHA256 tag, only when signed: over the signal's key, bytes 2-3, the id
                   and the body
     ..      n     body: the pickled (or JSON) payload
@@ -28,6 +30,7 @@ import hmac
 import os
 import random
 import struct
+import time
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -49,6 +52,8 @@ MAX_ATTEMPTS_FIELD = 0xFFFF
 # forked child) is four times faster than os.urandom and leaves the global one alone.
 _ids = random.Random()
 os.register_at_fork(after_in_child=_ids.seed)
+#: Where a frame id's time comes from (seconds); tests replace it to age payloads.
+clock = time.time
 
 
 class Frame(NamedTuple):
@@ -82,7 +87,8 @@ def encode(
 ) -> bytes:
     """Frame one serialized payload for ``signal_key``, signed with the first secret key if any."""
     flags = FLAG_JSON if json_body else 0
-    ident = _ids.getrandbits(64).to_bytes(8, "big") if ident is None else ident
+    if ident is None:
+        ident = ((int(clock()) & 0xFFFFFFFF) << 32 | _ids.getrandbits(32)).to_bytes(8, "big")
     tag = b""
     if secret_keys:
         flags |= FLAG_SIGNED
@@ -93,6 +99,11 @@ def encode(
     crc = zlib.crc32(body, zlib.crc32(ident + tag, zlib.crc32(vf_length)))
     attempts = min(attempts, MAX_ATTEMPTS_FIELD)
     return HEADER.pack(MAGIC, VERSION, flags, attempts, len(body), crc, ident) + tag + body
+
+
+def sent_at(ident: bytes) -> int:
+    """The Unix time (whole seconds, the sender's clock) a frame id was made at."""
+    return int.from_bytes(ident[:4], "big")
 
 
 def with_attempts(raw_frame: bytes, attempts: int) -> bytes:

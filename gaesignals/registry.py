@@ -120,6 +120,11 @@ class Registry:
         found = self._specs.get(name)
         return found if found is not None else SignalSpec(check_name(name))
 
+    def shards(self, name: str) -> int:
+        """How many queue keys ``name`` is spread over: cheap, as every send asks."""
+        found = self._specs.get(name)
+        return found.shards if found is not None else 1
+
     def connect(self, name: str, handler: Callable[..., object], **options: Any) -> None:
         """Make ``handler`` a receiver of ``name`` (once: connecting it again does nothing).
         Keyword options declare the signal as :meth:`declare` does."""

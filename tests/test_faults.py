@@ -1457,7 +1457,7 @@ def test_8_send_multi_partial_write(kind: str, memcached_server: MemcachedServer
             f"send_multi reported {sorted(reported_stored - arrived)} stored (their keys are "
             f"not in QueueFull's args[1] = {unwritten}) but they never arrived: append_frames "
             "raises QueueFull naming only the full keys while other keys of the batch are still "
-            "unwritten (gaesignals/signals.py, append_frames/_check_room)"
+            "unwritten (gaesignals/signals.py, append_frames/_make_room)"
         )
         assert 1 not in arrived
 
