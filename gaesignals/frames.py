@@ -92,9 +92,7 @@ def encode(
     tag = b""
     if secret_keys:
         flags |= FLAG_SIGNED
-        mac = _signer(secret_keys[0], signal_key).copy()
-        mac.update(bytes((VERSION, flags)) + ident + body)
-        tag = mac.digest()
+        tag = _tag(secret_keys[0], signal_key, bytes((VERSION, flags)) + ident + body)
     vf_length = struct.pack(">BBI", VERSION, flags, len(body))
     crc = zlib.crc32(body, zlib.crc32(ident + tag, zlib.crc32(vf_length)))
     attempts = min(attempts, MAX_ATTEMPTS_FIELD)
@@ -122,13 +120,13 @@ def parse(
     """
     frames: list[Frame] = []
     bad: list[BadRegion] = []
-    pos = 0
+    view = memoryview(value)
+    pos = _good_run(value, view, signal_key, secret_keys, frames)
     size = len(value)
     bad_start = -1
     bad_reason = ""
     unpack = HEADER.unpack_from
     crc32 = zlib.crc32
-    view = memoryview(value)
     # Checking a candidate costs a CRC over its declared length. Valid frames never overlap, so
     # they cost at most ``size``; garbage full of false headers could cost size**2. Past this
     # budget the rest of the value is given up as bad: parsing stays linear in the worst case.
@@ -158,8 +156,7 @@ def parse(
                 else:
                     # The CRC runs over bytes 2-3, 6-9 and 14 to the end: three calls, no copies.
                     check = crc32(
-                        view[pos + 14 : end],
-                        crc32(view[pos + 6 : pos + 10], crc32(view[pos + 2 : pos + 4])),
+                        view[pos + 14 : end], crc32(view[pos + 6 : pos + 10], _VF_CRC[flags])
                     )
                     body = value[tag_end:end]
                     if check != crc:
@@ -192,25 +189,99 @@ def parse(
     return frames, bad
 
 
+def _good_run(
+    value: bytes,
+    view: memoryview,
+    signal_key: bytes,
+    secret_keys: Sequence[bytes],
+    out: list[Frame],
+) -> int:
+    """Parse the run of valid frames at the start of ``value`` into ``out``; return where the
+    first frame that is not plainly valid starts (``len(value)`` for a clean value).
+
+    The common case, kept short: the same checks as :func:`parse` (magic, version, flags,
+    length, CRC, signature), but the first doubt hands over to ``parse``'s general loop, which
+    checks that frame again and reports why it is bad. Valid frames never overlap, so this
+    costs at most one CRC pass over the value.
+    """
+    unpack = HEADER.unpack_from
+    crc32 = zlib.crc32
+    vf_crc = _VF_CRC
+    new = tuple.__new__  # Frame(...) without the Python-level __new__ of a NamedTuple
+    append = out.append
+    size = len(value)
+    pos = 0
+    while size - pos >= HEADER_SIZE:
+        magic, version, flags, attempts, length, crc, ident = unpack(value, pos)
+        if magic != MAGIC or version != VERSION or flags & ~_KNOWN_FLAGS:
+            break
+        tag_end = pos + (_SIGNED_SIZE if flags & FLAG_SIGNED else HEADER_SIZE)
+        end = tag_end + length
+        if end > size or crc != crc32(
+            view[pos + 14 : end], crc32(view[pos + 6 : pos + 10], vf_crc[flags])
+        ):
+            break
+        body = value[tag_end:end]
+        if secret_keys and not (
+            flags & FLAG_SIGNED
+            and _verify(
+                secret_keys,
+                signal_key,
+                value[pos + 2 : pos + 4],
+                ident,
+                body,
+                value[pos + HEADER_SIZE : tag_end],
+            )
+        ):
+            break
+        append(new(Frame, (pos, end, flags, attempts, ident, body)))
+        pos = end
+    return pos
+
+
+# The CRC's first bytes are the version and the flags: their CRC state, for every valid flags.
+_VF_CRC = [zlib.crc32(bytes((VERSION, flags))) for flags in range(_KNOWN_FLAGS + 1)]
+_SIGNED_SIZE = HEADER_SIZE + TAG_SIZE
+_BLOCK = 64  # SHA-256's block size
+
+
 @lru_cache(maxsize=1024)
-def _signer(secret_key: bytes, signal_key: bytes) -> Any:
-    """An HMAC already fed the signal's key: copying it skips the key schedule per frame."""
-    return hmac.new(secret_key, signal_key + b"\x00", hashlib.sha256)
+def _signer(secret_key: bytes, signal_key: bytes) -> tuple[Any, Any]:
+    """HMAC-SHA256 (RFC 2104) of ``secret_key``, its inner hash already fed the signal's key:
+    the two SHA-256 states to copy per frame. Tags are exactly ``hmac.new``'s; copying plain
+    hash states skips the key schedule and ``hmac.HMAC``'s Python-level ``copy``."""
+    if len(secret_key) > _BLOCK:
+        secret_key = hashlib.sha256(secret_key).digest()
+    padded = secret_key.ljust(_BLOCK, b"\x00")
+    inner = hashlib.sha256(bytes(b ^ 0x36 for b in padded))
+    inner.update(signal_key + b"\x00")
+    outer = hashlib.sha256(bytes(b ^ 0x5C for b in padded))
+    return inner, outer
+
+
+def _tag(secret_key: bytes, signal_key: bytes, message: bytes) -> bytes:
+    """HMAC-SHA256 over the signal's key, a zero byte and ``message``."""
+    inner_base, outer_base = _signer(secret_key, signal_key)
+    inner = inner_base.copy()
+    inner.update(message)
+    outer = outer_base.copy()
+    outer.update(inner.digest())
+    tag: bytes = outer.digest()
+    return tag
 
 
 def _verify(
     secret_keys: Sequence[bytes],
     signal_key: bytes,
-    vf: memoryview,
-    ident: memoryview,
+    vf: bytes | memoryview,
+    ident: bytes | memoryview,
     body: bytes,
     tag: bytes,
 ) -> bool:
-    for key in secret_keys:
-        mac = _signer(key, signal_key).copy()
-        mac.update(vf)
-        mac.update(ident)
-        mac.update(body)
-        if hmac.compare_digest(mac.digest(), tag):
-            return True
-    return False
+    message = b"".join((vf, ident, body))
+    for key in secret_keys:  # a loop, not any(): a generator per frame costs more than a check
+        if hmac.compare_digest(_tag(key, signal_key, message), tag):
+            break
+    else:
+        return False
+    return True
