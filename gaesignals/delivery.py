@@ -337,14 +337,15 @@ class _Runner:
         without a call per payload around them.
         """
         loads = pickle.loads if self.settings.codec == "pickle" else None
+        json_flag = frames.FLAG_JSON
         calls = self.calls
         delivered = 0
-        for frame in self.fresh(self.parse(value)):
+        for _, _, flags, _, _, body in self.fresh(self.parse(value)):
             try:
-                if frame.flags & frames.FLAG_JSON:
-                    data = json.loads(frame.body)
+                if flags & json_flag:
+                    data = json.loads(body)
                 elif loads is not None:
-                    data = loads(frame.body)
+                    data = loads(body)
                 else:
                     raise GaeSignalsError("a pickled frame arrived while the codec is json")
             except Exception:

@@ -204,21 +204,23 @@ def _good_run(
     checks that frame again and reports why it is bad. Valid frames never overlap, so this
     costs at most one CRC pass over the value.
     """
-    unpack = HEADER.unpack_from
+    unpack = _FAST_HEADER.unpack_from
     crc32 = zlib.crc32
-    vf_crc = _VF_CRC
+    head_crc = _HEAD_CRC
     new = tuple.__new__  # Frame(...) without the Python-level __new__ of a NamedTuple
     append = out.append
     size = len(value)
     pos = 0
     while size - pos >= HEADER_SIZE:
-        magic, version, flags, attempts, length, crc, ident = unpack(value, pos)
-        if magic != MAGIC or version != VERSION or flags & ~_KNOWN_FLAGS:
+        head, attempts, length, crc, ident = unpack(value, pos)
+        vf_crc = head_crc.get(head)  # None unless magic, version and flags are all valid
+        if vf_crc is None:
             break
+        flags = head & 0xFF
         tag_end = pos + (_SIGNED_SIZE if flags & FLAG_SIGNED else HEADER_SIZE)
         end = tag_end + length
         if end > size or crc != crc32(
-            view[pos + 14 : end], crc32(view[pos + 6 : pos + 10], vf_crc[flags])
+            view[pos + 14 : end], crc32(view[pos + 6 : pos + 10], vf_crc)
         ):
             break
         body = value[tag_end:end]
@@ -241,6 +243,13 @@ def _good_run(
 
 # The CRC's first bytes are the version and the flags: their CRC state, for every valid flags.
 _VF_CRC = [zlib.crc32(bytes((VERSION, flags))) for flags in range(_KNOWN_FLAGS + 1)]
+# HEADER with magic, version and flags read as one number, and that CRC state for every valid
+# one of them: a single lookup checks all three.
+_FAST_HEADER = struct.Struct(">IHII8s")
+_HEAD_CRC = {
+    int.from_bytes(MAGIC + bytes((VERSION, flags)), "big"): _VF_CRC[flags]
+    for flags in range(_KNOWN_FLAGS + 1)
+}
 _SIGNED_SIZE = HEADER_SIZE + TAG_SIZE
 _BLOCK = 64  # SHA-256's block size
 
