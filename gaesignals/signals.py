@@ -25,7 +25,7 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import frames
 from .config import Settings, get_settings
@@ -37,6 +37,9 @@ from .exceptions import (
     UnserializablePayload,
 )
 from .stores import MAX_KEY_LENGTH, Connection, Store
+
+if TYPE_CHECKING:
+    from .registry import Registry
 
 #: Longer names are refused; names up to this are hashed into keys when they must be.
 MAX_NAME_LENGTH = 4096
@@ -130,10 +133,14 @@ def shard_keys(keys: SignalKeys, shards: int) -> tuple[tuple[str, str], ...]:
     return ((keys.queue, keys.cursor), *others)
 
 
+@lru_cache(maxsize=4096)
+def _queues(keys: SignalKeys, shards: int) -> tuple[str, ...]:
+    return tuple(queue for queue, _ in shard_keys(keys, shards))
+
+
 def queue_keys(name: str, settings: Settings) -> list[str]:
     """Every queue key of ``name``: one per declared shard, the signal's own queue key first."""
-    keys = signal_keys(check_name(name), settings.namespace)
-    return [queue for queue, _ in shard_keys(keys, _shards(name))]
+    return list(_queues(signal_keys(check_name(name), settings.namespace), _shards(name)))
 
 
 def base_queue_key(key: str) -> str | None:
@@ -148,10 +155,16 @@ def base_queue_key(key: str) -> str | None:
     return f"gs:{parts[1]}:{kind}:{parts[3]}"
 
 
-def _shards(name: str) -> int:
-    from .registry import registry  # the registry imports this module
+_registry: Registry | None = None
 
-    return registry.shards(name)
+
+def _shards(name: str) -> int:
+    global _registry
+    if _registry is None:  # imported on first use: the registry module imports this one
+        from .registry import registry
+
+        _registry = registry
+    return _registry.shards(name)
 
 
 # -- which shard a thread sends to ----------------------------------------------------------------
@@ -187,7 +200,7 @@ def route(name: str, keys: SignalKeys) -> tuple[str, tuple[str, ...]]:
     shards = _shards(name)
     if shards == 1:
         return keys.queue, ()
-    queues = tuple(queue for queue, _ in shard_keys(keys, shards))
+    queues = _queues(keys, shards)
     return _pick(queues), queues
 
 
@@ -214,7 +227,8 @@ def _filled(queues: Sequence[str], key: str, size: int, *, added: bool) -> None:
     if total <= SHARD_ROLL_BYTES:
         _sticky.filled[base] = total
     else:
-        _stick(queues, _rng.choice([q for q in queues if q != key]))
+        # The next shard round: one sender's backlog then fills the shards evenly.
+        _stick(queues, queues[(queues.index(key) + 1) % len(queues)])
 
 
 def encode_payload(data: Any, keys: SignalKeys, settings: Settings) -> bytes:
