@@ -407,12 +407,23 @@ class Signal:
         Raises :class:`PayloadTooLarge` (nothing written), :class:`QueueFull` (the signal holds
         too many undelivered bytes), :class:`StoreUnavailable` (the cache is down).
         """
-        send_multi([(self.name, data)])
+        send(self.name, data)
 
 
 def send(name: str, data: Any = None) -> None:
-    """``Signal(name).send(data)``."""
-    send_multi([(name, data)])
+    """``Signal(name).send(data)``: ``send_multi([(name, data)])`` in fewer steps."""
+    settings = get_settings()
+    keys = signal_keys(check_name(name), settings.namespace)
+    frame = encode_payload(data, keys, settings)
+    if settings.eager and _has_receivers(name):
+        from .delivery import send_now
+
+        send_now(name, data)
+        return
+    key, queues = route(name, keys)
+    store = settings.store
+    with store.connection() as conn:
+        append_frames(conn, store, {key: frame}, {key: queues} if queues else None)
 
 
 def send_multi(
