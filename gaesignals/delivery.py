@@ -9,6 +9,10 @@ raises, or a process that dies after the reset, loses those payloads.
 Reliable takes a per-signal lock with a lease, runs the handlers, and only then removes exactly
 the payloads it delivered. At least once: a crash or a raising handler leaves the payload for
 the next delivery; after ``max_attempts`` failures it moves to the signal's dead letters.
+
+A signal declared with ``shards=N`` is N keys: both modes read every shard in the same batched
+read; reliable delivery takes one lock per signal and keeps a progress cursor per shard. A
+declared ``ttl`` drops (and logs) payloads older than that instead of running them.
 """
 
 from __future__ import annotations
