@@ -188,7 +188,9 @@ class Drain:
         runner_class = getattr(delivery, "_Runner", None)
         if runner_class is None:  # the internal API changed: no split
             return float("nan")
-        runner = runner_class(self.name, self.mapping, settings, registry.spec(self.name))
+        runner = runner_class(
+            self.name, self.mapping.handlers(self.name), settings, registry.spec(self.name)
+        )
         run = runner.run
         start = time.perf_counter()
         for frame in found:

@@ -23,7 +23,7 @@ import pickle
 import secrets
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from functools import partial
+from functools import lru_cache, partial
 from typing import Any, TypeVar
 
 from . import frames
@@ -202,7 +202,7 @@ def _deliver_weak(
     # Every queue key of every signal (all its shards), in mapping order then shard order.
     names: dict[str, str] = {}
     for name in signals:
-        for queue, _ in _shards(name, settings, specs):
+        for queue in _queue_keys(name, settings.namespace, specs[name].shards):
             names[queue] = name
     order = {key: index for index, key in enumerate(names)}
     runners: dict[str, _Runner] = {}
@@ -221,7 +221,9 @@ def _deliver_weak(
                     name = names[_base(key)]
                     runner = runners.get(name)
                     if runner is None:
-                        runner = runners[name] = _Runner(name, signals, settings, specs[name])
+                        runner = runners[name] = _Runner(
+                            name, signals.handlers(name), settings, specs[name]
+                        )
                     delivered += runner.drain(current[key][0])
             todo = list(dict.fromkeys(_base(key) for key in taken if not won[key]))
             if not todo:
@@ -242,6 +244,11 @@ def _shards(
     return shard_keys(signal_keys(name, settings.namespace), specs[name].shards)
 
 
+@lru_cache(maxsize=4096)
+def _queue_keys(name: str, namespace: str, shards: int) -> tuple[str, ...]:
+    return tuple(queue for queue, _ in shard_keys(signal_keys(name, namespace), shards))
+
+
 def _base(key: str) -> str:
     """A key without the server location a cluster store may add (see ``scan_many``)."""
     return key.partition(" ")[0]
@@ -254,6 +261,12 @@ def _frames(name: str, key: str, value: bytes, settings: Settings) -> list[frame
     """The verified frames of a signal's value; ``key`` is the signal's own queue key, its
     identity in frame signatures, whichever shard the value came from."""
     parsed, bad = frames.parse(value, key.encode(), settings.secret_keys)
+    if bad:
+        _log_bad(name, key, bad)
+    return parsed
+
+
+def _log_bad(name: str, key: str, bad: list[frames.BadRegion]) -> None:
     for region in bad:
         logger.error(
             "gaesignals: dropped %d unreadable byte(s) in signal %r (key %s): %s",
@@ -262,7 +275,6 @@ def _frames(name: str, key: str, value: bytes, settings: Settings) -> list[frame
             key,
             region.reason,
         )
-    return parsed
 
 
 def decode(frame: frames.Frame, settings: Settings) -> Any:
@@ -282,21 +294,24 @@ class _Runner:
     __slots__ = ("calls", "cutoff", "identity", "name", "settings", "ttl")
 
     def __init__(
-        self, name: str, signals: SignalMapping, settings: Settings, spec: SignalSpec
+        self, name: str, handlers: Sequence[Handler], settings: Settings, spec: SignalSpec
     ) -> None:
         self.name = name
         self.settings = settings
         self.identity = signal_keys(name, settings.namespace).queue
-        self.calls = tuple(
+        self.calls = [
             (handler, partial(handler, signal_name=name) if _passes_name(handler) else handler)
-            for handler in signals.handlers(name)
-        )
+            for handler in handlers
+        ]
         self.ttl = spec.ttl
         # Whole seconds on the sender's clock: a payload sent before this second is too old.
         self.cutoff = -1 if spec.ttl is None else int(frames.clock()) - spec.ttl
 
     def parse(self, value: bytes) -> list[frames.Frame]:
-        return _frames(self.name, self.identity, value, self.settings)
+        found, bad = frames.parse(value, self.identity.encode(), self.settings.secret_keys)
+        if bad:
+            _log_bad(self.name, self.identity, bad)
+        return found
 
     def expired(self, frame: frames.Frame) -> bool:
         return frames.sent_at(frame.ident) < self.cutoff
@@ -431,7 +446,7 @@ def _deliver_reliable(
             )
             holder = _Holder(conn, owner, lease, held)
             for name in mine:
-                runner = _Runner(name, signals, settings, specs[name])
+                runner = _Runner(name, signals.handlers(name), settings, specs[name])
                 # Shard by shard, each with its own progress cursor; within a shard, copies
                 # stranded on other servers of a cluster first (older), then home.
                 for queue, cursor_key in shards[name]:

@@ -123,6 +123,8 @@ def parse(
     view = memoryview(value)
     pos = _good_run(value, view, signal_key, secret_keys, frames)
     size = len(value)
+    if pos == size:
+        return frames, bad
     bad_start = -1
     bad_reason = ""
     unpack = HEADER.unpack_from
