@@ -216,9 +216,9 @@ def tight_drain(
     check_crc: bool = True,
 ) -> int:
     """A prototype (benchmark code, not the library) of the same per-payload work as
-    ``frames.parse`` + ``delivery._Runner.drain`` for the good path: same frame format, same CRC (one
-    call over the contiguous id + tag + body instead of three), same HMAC (keyed state
-    precomputed once), tuples instead of frozen dataclasses. Stops at the first bad frame,
+    ``frames.parse`` + ``delivery._Runner.drain`` for the good path: same frame format, same
+    CRC (one call over the contiguous id + tag + body instead of three), same HMAC (keyed
+    state precomputed once), plain tuples. Stops at the first bad frame,
     where the library would fall back to its scanning parser. ``check_crc=False`` skips the
     CRC, to show what the rest costs."""
     unpack = frames.HEADER.unpack_from
