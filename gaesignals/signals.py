@@ -7,7 +7,8 @@ jittered backoff. A send either stores the payload or raises; it never reports s
 payload that is not in the cache.
 
 A signal declared with ``shards=N`` has N queue keys (:func:`queue_keys`). Each thread sends
-such a signal to one shard of its own, picked at random, so its payloads stay in order there;
+such a signal to one shard of its own (a process's threads take consecutive shards from a
+random start), so its payloads stay in order there;
 it moves to a random other shard when its shard is full or contended (a lost CAS on stores
 without append), and to the next shard once its shard has grown past
 :data:`SHARD_ROLL_BYTES`. Frames are signed for the signal, not the shard, so a payload may sit
@@ -17,6 +18,7 @@ on any shard of its signal and on no other signal's key.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 import pickle
@@ -184,12 +186,18 @@ _sticky = _Sticky()
 # Shard choices only need to differ between senders: a private generator, reseeded in a forked
 # child (whose sticky shards are forgotten, or every forked worker would share its parent's).
 _rng = random.Random()
+# A process's threads take consecutive shards from a random start: no two of its first N
+# threads share a shard of an N-shard signal, and other processes start elsewhere at random.
+_start = _rng.getrandbits(16)
+_picks = itertools.count()
 
 
 def _after_fork() -> None:
-    global _sticky
+    global _sticky, _start, _picks
     _sticky = _Sticky()
     _rng.seed()
+    _start = _rng.getrandbits(16)
+    _picks = itertools.count()
 
 
 os.register_at_fork(after_in_child=_after_fork)
@@ -206,10 +214,11 @@ def route(name: str, keys: SignalKeys) -> tuple[str, tuple[str, ...]]:
 
 
 def _pick(queues: tuple[str, ...]) -> str:
-    """This thread's shard among a signal's queue keys, chosen at random the first time."""
+    """This thread's shard among a signal's queue keys, chosen the first time: the process's
+    next shard after its random start."""
     index = _sticky.shard.get(queues[0])
     if index is None:
-        index = _sticky.shard[queues[0]] = _rng.randrange(len(queues))
+        index = _sticky.shard[queues[0]] = (_start + next(_picks)) % len(queues)
     return queues[index]
 
 
