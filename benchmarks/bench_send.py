@@ -48,8 +48,11 @@ from gaesignals.signals import signal_keys
 from gaesignals.testing import CountingStore
 
 NAME = "bench_send"
+SHARDED = "bench_send_sharded"
+SHARDS = 16
 LEVELS = (0, 1_000, 10_000)
 FILL_CHUNK = 500
+SHARDED_FILL_CHUNK = 100
 
 
 def fill(count: int, restore: Callable[[bytes], None], read: Callable[[], bytes]) -> bytes:
@@ -71,6 +74,57 @@ def chunked(total: int, chunk: int, reset: Callable[[], None], body: Callable[[]
         return spent / (max(1, total // chunk) * chunk)
 
     return batch
+
+
+def sharded_rows(
+    args,
+    bench: str,
+    set_values: Callable[[dict[str, bytes]], object],
+    get_value: Callable[[str], bytes],
+    baseline: Samples,
+    baseline_label: str,
+) -> list[Row]:
+    """Send to a signal declared with SHARDS shards, at 0 and 10,000 pending.
+
+    The backlog is what one sender leaves with no deliverer running: ``send_multi`` of
+    SHARDED_FILL_CHUNK payloads at a time, the library choosing the shards (a thread moves on
+    once its shard holds SHARD_ROLL_BYTES), so the figures include its uneven spread. Every
+    shard is restored to its filled value before each chunk of timed sends.
+    """
+    from gaesignals.config import get_settings
+    from gaesignals.signals import queue_keys
+
+    gaesignals.declare(SHARDED, shards=SHARDS)
+    queues = queue_keys(SHARDED, get_settings())
+    signal = gaesignals.Signal(SHARDED)
+    per_level: dict[int, Samples] = {}
+    largest: dict[int, int] = {}
+    for level in (0, 10_000):
+        set_values(dict.fromkeys(queues, b""))
+        for start in range(0, level, SHARDED_FILL_CHUNK):
+            gaesignals.send_multi([(SHARDED, PAYLOAD)] * min(SHARDED_FILL_CHUNK, level - start))
+        values = {queue: get_value(queue) for queue in queues}
+        largest[level] = max(len(v) for v in values.values())
+        n = 2000 if level == 0 else 500
+        n = n // 4 if args.quick else n
+
+        def send_once() -> None:
+            signal.send(PAYLOAD)
+
+        per_level[level] = compare(
+            {"lib": chunked(n, 50, lambda v=values: set_values(v), send_once)}, args.reps
+        )["lib"]
+    label = f"sharded ({SHARDS})"
+    return [
+        ratio_row(bench, f"{label}: send, 0 pending", per_level[0], baseline, None,
+                  baseline_label=baseline_label),
+        ratio_row(bench, f"{label}: send, 10,000 pending", per_level[10_000], baseline, None,
+                  baseline_label=baseline_label),
+        ratio_row(bench, f"{label}: send at 10,000 vs at 0 pending", per_level[10_000],
+                  per_level[0], 1.3, baseline_label="(at 0)"),
+        Row(bench, f"{label}: largest shard at 10,000 pending",
+            f"{largest[10_000]:,} bytes", f"{sum(1 for _ in queues)} shards"),
+    ]  # fmt: skip
 
 
 def memcached_rows(args, server: Memcached) -> list[Row]:
@@ -176,6 +230,9 @@ def memcached_rows(args, server: Memcached) -> list[Row]:
             None,
             baseline_label="(raw at 0)",
         )
+    )
+    rows += sharded_rows(
+        args, bench, raw.set_many, lambda key: raw.get(key) or b"", zero["raw"], "dumps+append"
     )
     rows += diagnostics(args, server, signal, raw)
     return rows
@@ -500,6 +557,14 @@ def appengine_rows(args) -> list[Row]:
             None,
             baseline_label="(raw at 0)",
         )
+    )
+    rows += sharded_rows(
+        args,
+        bench,
+        lambda values: client.set_multi(values),
+        lambda key: client.get(key) or b"",
+        zero["raw"],
+        "dumps+gets+cas",
     )
     return rows
 

@@ -10,6 +10,10 @@ raises, or a process that dies after the reset, loses those payloads.
 Reliable takes a per-signal lock with a lease, runs the handlers, and only then removes exactly
 the payloads it delivered. At least once: a crash or a raising handler leaves the payload for
 the next delivery; after ``max_attempts`` failures it moves to the signal's dead letters.
+
+A signal declared with ``shards=N`` is N keys: both modes read every shard in the same batched
+read; reliable delivery takes one lock per signal and keeps a progress cursor per shard. A
+declared ``ttl`` drops (and logs) payloads older than that instead of running them.
 """
 
 from __future__ import annotations
@@ -21,12 +25,14 @@ import secrets
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from functools import lru_cache, partial
 from typing import Any, TypeVar
 
 from . import frames
 from .config import Settings, get_settings
 from .exceptions import GaeSignalsError, PartialFailure, StoreUnavailable
 from .registry import (
+    SignalSpec,
     check_lease,
     check_max_attempts,
     registry,
@@ -37,6 +43,8 @@ from .signals import (
     append_frames,
     check_name,
     encode_payload,
+    route,
+    shard_keys,
     signal_keys,
 )
 from .stores import Connection
@@ -176,10 +184,10 @@ def deliver(
         groups.setdefault(group, []).append(name)
     delivered = 0
     if weak:
-        delivered += _deliver_weak(signals.subset(weak) if groups else signals, settings)
+        delivered += _deliver_weak(signals.subset(weak) if groups else signals, settings, specs)
     for (group_lease, group_attempts), names in groups.items():
         part = signals.subset(names) if weak or len(groups) > 1 else signals
-        delivered += _deliver_reliable(part, settings, group_lease, group_attempts)
+        delivered += _deliver_reliable(part, settings, specs, group_lease, group_attempts)
     return delivered
 
 
@@ -190,10 +198,15 @@ def _first(*values: int | None) -> int:
 # -- weak -----------------------------------------------------------------------------------------
 
 
-def _deliver_weak(signals: SignalMapping, settings: Settings) -> int:
+def _deliver_weak(
+    signals: SignalMapping, settings: Settings, specs: Mapping[str, SignalSpec]
+) -> int:
     keys = {name: signal_keys(name, settings.namespace) for name in signals}
-    names = {k.queue: name for name, k in keys.items()}
+    # Every queue key of every signal (all its shards), in mapping order then shard order.
+    shards = {name: _queue_keys(name, settings.namespace, specs[name].shards) for name in signals}
+    names = {queue: name for name, queues in shards.items() for queue in queues}
     order = {key: index for index, key in enumerate(names)}
+    runners: dict[str, _Runner] = {}
     delivered = 0
     bumps: Counter[str] = Counter()
     failure: StoreUnavailable | None = None
@@ -201,33 +214,52 @@ def _deliver_weak(signals: SignalMapping, settings: Settings) -> int:
     with settings.store.connection() as conn:
         try:
             for first in (True, *[False] * (WEAK_ROUNDS - 1)):
-                wanted = [k for q in todo for k in _read_order(keys[names[q]])] if first else todo
+                wanted = (
+                    [k for name in signals for k in _read_order(keys[name], shards[name])]
+                    if first
+                    else todo
+                )
                 current = conn.scan_many(wanted)
-                parsed = {
-                    key: _parse(names[_base(key)], _base(key), item[0], settings)
-                    for key, item in current.items()
-                    if item[0] and _base(key) in names
-                }
+                parsed = {}
+                for key, item in current.items():
+                    owner = names.get(_base(key))
+                    if owner is not None and item[0]:
+                        runner = runners.get(owner)
+                        if runner is None:
+                            runner = runners[owner] = _Runner(
+                                owner, signals.handlers(owner), settings, specs[owner]
+                            )
+                        parsed[key] = runner.parse_all(item[0])
                 if first:
                     _check_lost(conn, keys, names, current, parsed, bumps)
                 if not parsed:
                     break
                 taken = {key: (b"", current[key][1]) for key in parsed}
-                # Accounted before the reset, so a reader never sees frames gone yet unaccounted.
+                # Counted as if every reset wins, ahead of the resets in their own round trip
+                # (see Connection.cas_many), so a reader never sees frames gone yet unaccounted;
+                # what a lost race or a failing handler changes is corrected afterwards.
+                fresh: dict[str, int] = {}
                 for key, (found, bad) in parsed.items():
-                    bumps[keys[names[_base(key)]].counter("accounted")] += len(found) + len(bad)
-                _flush(conn, bumps)
+                    name = names[_base(key)]
+                    signal = keys[name]
+                    fresh[key] = runners[name].fresh_count(found)
+                    bumps[signal.counter("accounted")] += len(found) + len(bad)
+                    bumps[signal.counter("dropped")] += len(bad)
+                    bumps[signal.counter("expired")] += len(found) - fresh[key]
+                    bumps[signal.counter("delivered")] += fresh[key]
+                counters = _take(bumps)
                 try:
-                    won = conn.cas_many(taken)
+                    won = conn.cas_many(taken, counters=counters)
                 except PartialFailure as error:  # a cluster node failed: keep what was won
                     won = {key: error.results.get(key) is True for key in taken}
                     failure = error
                 except StoreUnavailable as error:
-                    # Maybe applied later (a hung server): then those payloads are lost, and
-                    # taking the accounting back makes the lost counter report them, if the
-                    # store answers that; either way the log says how many are at stake.
+                    # Maybe applied later (a hung server): then those payloads are lost. The
+                    # counters may or may not have landed: left as they are, so lost detection
+                    # can only under-report; the log says how many payloads are at stake.
                     won = dict.fromkeys(taken, False)
                     failure = error
+                    counters = {}
                     for key, (found, _) in parsed.items():
                         logger.error(
                             "gaesignals: the reset of signal %r timed out or failed; if the "
@@ -238,16 +270,20 @@ def _deliver_weak(signals: SignalMapping, settings: Settings) -> int:
                 # Mapping order; a copy stranded on another server is older than the home copy.
                 for key in sorted(taken, key=lambda k: (order[_base(k)], " " not in k)):
                     found, bad = parsed[key]
-                    signal = keys[names[_base(key)]]
-                    if not won[key]:
-                        bumps[signal.counter("accounted")] -= len(found) + len(bad)
-                        continue
                     name = names[_base(key)]
-                    bumps[signal.counter("dropped")] += len(bad)
-                    for frame in found:
-                        ok, _ = _run(name, signals.handlers(name), frame, settings)
-                        delivered += ok
-                        bumps[signal.counter("delivered" if ok else "failed")] += 1
+                    signal = keys[name]
+                    if not won[key]:
+                        if counters:  # take back what was counted for it
+                            bumps[signal.counter("accounted")] -= len(found) + len(bad)
+                            bumps[signal.counter("dropped")] -= len(bad)
+                            bumps[signal.counter("expired")] -= len(found) - fresh[key]
+                            bumps[signal.counter("delivered")] -= fresh[key]
+                        continue
+                    ok, failed, _ = runners[name].drain(found)
+                    delivered += ok
+                    if failed:
+                        bumps[signal.counter("delivered")] -= failed
+                        bumps[signal.counter("failed")] += failed
                 if failure is not None:
                     break
                 todo = list(dict.fromkeys(_base(key) for key in taken if not won[key]))
@@ -256,7 +292,7 @@ def _deliver_weak(signals: SignalMapping, settings: Settings) -> int:
             else:
                 # Normal under heavy sending: nothing is lost, the next delivery takes them.
                 logger.info(
-                    "gaesignals: %d signal(s) stayed contended; left for the next delivery",
+                    "gaesignals: %d signal key(s) stayed contended; left for the next delivery",
                     len(todo),
                 )
         finally:
@@ -264,6 +300,18 @@ def _deliver_weak(signals: SignalMapping, settings: Settings) -> int:
     if failure is not None:
         raise failure
     return delivered
+
+
+def _shards(
+    name: str, settings: Settings, specs: Mapping[str, SignalSpec]
+) -> tuple[tuple[str, str], ...]:
+    """(queue, cursor) keys of each shard of ``name``, as declared."""
+    return shard_keys(signal_keys(name, settings.namespace), specs[name].shards)
+
+
+@lru_cache(maxsize=4096)
+def _queue_keys(name: str, namespace: str, shards: int) -> tuple[str, ...]:
+    return tuple(queue for queue, _ in shard_keys(signal_keys(name, namespace), shards))
 
 
 def _base(key: str) -> str:
@@ -274,9 +322,10 @@ def _base(key: str) -> str:
 # -- shared by both modes -------------------------------------------------------------------------
 
 
-def _read_order(keys: SignalKeys) -> list[str]:
-    """What a delivery reads of one signal, in this order (see :func:`_check_lost`)."""
-    return [keys.counter("sent"), keys.queue, keys.counter("accounted"), keys.counter("lost")]
+def _read_order(keys: SignalKeys, shards: Iterable[str]) -> list[str]:
+    """What a delivery reads of one signal, in this order (see :func:`_check_lost`): its
+    ``sent`` counter, every shard's queue, then ``accounted`` and ``lost``."""
+    return [keys.counter("sent"), *shards, keys.counter("accounted"), keys.counter("lost")]
 
 
 def _number(item: tuple[bytes, object] | None) -> int | None:
@@ -311,12 +360,11 @@ def _check_lost(
     """
     queued: Counter[str] = Counter()
     for key, (found, bad) in parsed.items():
-        queued[_base(key)] += len(found) + len(bad)
+        queued[names[_base(key)]] += len(found) + len(bad)
     fresh: dict[str, bytes] = {}
     grown: dict[str, tuple[bytes, object]] = {}
     news: dict[str, tuple[str, int, int]] = {}
-    for queue, name in names.items():
-        signal = keys[name]
+    for name, signal in keys.items():
         sent = _number(current.get(signal.counter("sent")))
         if sent is None:
             continue
@@ -327,11 +375,11 @@ def _check_lost(
             if item is not None:
                 # The cache evicted it (the first delivery creates ``lost``): start again from
                 # "nothing lost so far", the guess that cannot report a false loss.
-                bumps[signal.counter("accounted")] += max(sent - queued[queue], 0)
+                bumps[signal.counter("accounted")] += max(sent - queued[name], 0)
                 continue
             accounted = 0  # the first delivery of this signal: nothing left the queue yet
         lost = _number(item) or 0
-        missing = max(sent - accounted - queued[queue], 0)
+        missing = max(sent - accounted - queued[name], 0)
         if item is None:
             fresh[key] = b"%d" % missing
         elif missing > lost:
@@ -351,6 +399,13 @@ def _check_lost(
             )
 
 
+def _take(bumps: Counter[str]) -> dict[str, int]:
+    """The non-zero counter changes gathered so far, which are then forgotten."""
+    deltas = {key: n for key, n in bumps.items() if n}
+    bumps.clear()
+    return deltas
+
+
 def _flush(conn: Connection, bumps: Counter[str], *, quietly: bool = False) -> None:
     """Write the counter changes gathered so far in one call."""
     deltas = {key: n for key, n in bumps.items() if n}
@@ -366,14 +421,15 @@ def _flush(conn: Connection, bumps: Counter[str], *, quietly: bool = False) -> N
 
 
 def _frames(name: str, key: str, value: bytes, settings: Settings) -> list[frames.Frame]:
-    return _parse(name, key, value, settings)[0]
-
-
-def _parse(
-    name: str, key: str, value: bytes, settings: Settings
-) -> tuple[list[frames.Frame], list[frames.BadRegion]]:
-    """The valid frames of a value and the unreadable regions dropped (logged)."""
+    """The verified frames of a signal's value; ``key`` is the signal's own queue key, its
+    identity in frame signatures, whichever shard the value came from."""
     parsed, bad = frames.parse(value, key.encode(), settings.secret_keys)
+    if bad:
+        _log_bad(name, key, bad)
+    return parsed
+
+
+def _log_bad(name: str, key: str, bad: list[frames.BadRegion]) -> None:
     for region in bad:
         logger.error(
             "gaesignals: dropped %d unreadable byte(s) in signal %r (key %s): %s",
@@ -382,7 +438,6 @@ def _parse(
             key,
             region.reason,
         )
-    return parsed, bad
 
 
 def decode(frame: frames.Frame, settings: Settings) -> Any:
@@ -395,23 +450,112 @@ def decode(frame: frames.Frame, settings: Settings) -> Any:
     return pickle.loads(frame.body)
 
 
-def _run(
-    name: str, handlers: Sequence[Handler], frame: frames.Frame, settings: Settings
-) -> tuple[bool, bool]:
-    """Decode a frame and call every handler; returns (all ok, decoded ok). Logs failures."""
-    try:
-        data = decode(frame, settings)
-    except Exception:
-        logger.exception("gaesignals: could not decode a payload of signal %r", name)
-        return False, False
-    ok = True
-    for handler in handlers:
+class _Runner:
+    """One signal's handlers, made ready once per delivery to run on its payloads: each
+    handler's call form resolved, the ``ttl`` cut-off fixed. Both modes use it."""
+
+    __slots__ = ("calls", "cutoff", "identity", "name", "settings", "ttl")
+
+    def __init__(
+        self, name: str, handlers: Sequence[Handler], settings: Settings, spec: SignalSpec
+    ) -> None:
+        self.name = name
+        self.settings = settings
+        self.identity = signal_keys(name, settings.namespace).queue
+        self.calls = [
+            (handler, partial(handler, signal_name=name) if _passes_name(handler) else handler)
+            for handler in handlers
+        ]
+        self.ttl = spec.ttl
+        # Whole seconds on the sender's clock: a payload sent before this second is too old.
+        self.cutoff = -1 if spec.ttl is None else int(frames.clock()) - spec.ttl
+
+    def parse(self, value: bytes) -> list[frames.Frame]:
+        return self.parse_all(value)[0]
+
+    def parse_all(self, value: bytes) -> tuple[list[frames.Frame], list[frames.BadRegion]]:
+        """The verified frames of a value and its unreadable regions (logged, then dropped)."""
+        found, bad = frames.parse(value, self.identity.encode(), self.settings.secret_keys)
+        if bad:
+            _log_bad(self.name, self.identity, bad)
+        return found, bad
+
+    def expired(self, frame: frames.Frame) -> bool:
+        return frames.sent_at(frame.ident) < self.cutoff
+
+    def fresh_count(self, found: list[frames.Frame]) -> int:
+        """How many of ``found`` are within the signal's ttl."""
+        if self.ttl is None:
+            return len(found)
+        return sum(not self.expired(frame) for frame in found)
+
+    def fresh(self, found: list[frames.Frame]) -> list[frames.Frame]:
+        """``found`` without the payloads older than the signal's ttl, which are logged."""
+        if self.ttl is None:
+            return found
+        kept = [frame for frame in found if not self.expired(frame)]
+        self.log_expired(len(found) - len(kept))
+        return kept
+
+    def log_expired(self, count: int) -> None:
+        if count:
+            logger.warning(
+                "gaesignals: dropped %d payload(s) of signal %r older than its ttl of %d s",
+                count,
+                self.name,
+                self.ttl,
+            )
+
+    def run(self, frame: frames.Frame) -> tuple[bool, bool]:
+        """Decode a frame and call every handler; returns (all ok, decoded ok). Logs failures."""
         try:
-            _call(handler, data, name)
+            data = decode(frame, self.settings)
         except Exception:
-            ok = False
-            logger.exception("gaesignals: handler %r for signal %r failed", handler, name)
-    return ok, True
+            logger.exception("gaesignals: could not decode a payload of signal %r", self.name)
+            return False, False
+        ok = True
+        for handler, call in self.calls:
+            try:
+                call(data)
+            except Exception:
+                ok = False
+                logger.exception("gaesignals: handler %r for signal %r failed", handler, self.name)
+        return ok, True
+
+    def drain(self, found: list[frames.Frame]) -> tuple[int, int, int]:
+        """Run the handlers on every fresh payload of ``found``; returns how many succeeded,
+        failed and were dropped as older than the ttl.
+
+        :meth:`run` in one loop, for weak delivery's many payloads: the same checks and logs,
+        without a call per payload around them.
+        """
+        loads = pickle.loads if self.settings.codec == "pickle" else None
+        json_flag = frames.FLAG_JSON
+        calls = self.calls
+        fresh = self.fresh(found)
+        delivered = 0
+        for _, _, flags, _, _, body in fresh:
+            try:
+                if flags & json_flag:
+                    data = json.loads(body)
+                elif loads is not None:
+                    data = loads(body)
+                else:
+                    raise GaeSignalsError("a pickled frame arrived while the codec is json")
+            except Exception:
+                logger.exception("gaesignals: could not decode a payload of signal %r", self.name)
+                continue
+            ok = True
+            for handler, call in calls:
+                try:
+                    call(data)
+                except Exception:
+                    ok = False
+                    logger.exception(
+                        "gaesignals: handler %r for signal %r failed", handler, self.name
+                    )
+            delivered += ok
+        return delivered, len(fresh) - delivered, len(found) - len(fresh)
 
 
 # -- at once --------------------------------------------------------------------------------------
@@ -440,8 +584,12 @@ def send_now(name: str, data: Any = None, mapping: MappingArg | None = None) -> 
     return [_call(handler, value, name) for handler in handlers]
 
 
+def _passes_name(handler: Handler) -> bool:
+    return bool(getattr(handler, "__gaesignals_pass_name__", False))
+
+
 def _call(handler: Handler, data: Any, name: str) -> object:
-    if getattr(handler, "__gaesignals_pass_name__", False):
+    if _passes_name(handler):
         return handler(data, signal_name=name)
     return handler(data)
 
@@ -450,25 +598,38 @@ def _call(handler: Handler, data: Any, name: str) -> object:
 
 
 def _deliver_reliable(
-    signals: SignalMapping, settings: Settings, lease: int, max_attempts: int
+    signals: SignalMapping,
+    settings: Settings,
+    specs: Mapping[str, SignalSpec],
+    lease: int,
+    max_attempts: int,
 ) -> int:
     owner = secrets.token_hex(16).encode()
     keys = {name: signal_keys(name, settings.namespace) for name in signals}
     delivered = 0
     bumps: Counter[str] = Counter()
     with settings.store.connection() as conn:
+        # One lock per signal, whatever its shards.
         held = _acquire(conn, [k.lock for k in keys.values()], owner, lease)
         if not held:
             return 0
         try:
-            mine = {name: keys[name] for name, k in keys.items() if k.lock in held}
-            queues = {k.queue: name for name, k in mine.items()}
+            mine = {name: k for name, k in keys.items() if k.lock in held}
+            shards = {name: _shards(name, settings, specs) for name in mine}
+            queues = {queue: name for name in mine for queue, _ in shards[name]}
             current = conn.scan_many(
-                [key for k in mine.values() for key in _read_order(k)]
-                + [k.cursor for k in mine.values()]
+                [
+                    key
+                    for name, k in mine.items()
+                    for key in _read_order(k, [queue for queue, _ in shards[name]])
+                ]
+                + [cursor for name in mine for _, cursor in shards[name]]
             )
+            runners = {
+                name: _Runner(name, signals.handlers(name), settings, specs[name]) for name in mine
+            }
             parsed = {
-                key: _parse(queues[_base(key)], _base(key), item[0], settings)
+                key: runners[queues[_base(key)]].parse_all(item[0])
                 for key, item in current.items()
                 if item[0] and _base(key) in queues
             }
@@ -482,25 +643,26 @@ def _deliver_reliable(
             _flush(conn, bumps)
             holder = _Holder(conn, owner, lease, held)
             for name, signal in mine.items():
-                queue = signal.queue
-                cursor = current.get(signal.cursor)
-                # Copies stranded on other servers of a cluster first (older), then home.
-                stranded = [k for k in parsed if k.startswith(queue + " ")]
-                for key in [*stranded, queue]:
-                    if key in parsed:
-                        delivered += _deliver_one(
-                            holder,
-                            settings,
-                            name,
-                            signal,
-                            key,
-                            current[key],
-                            parsed[key],
-                            (cursor[0] if cursor else b"") if key == queue else None,
-                            signals.handlers(name),
-                            max_attempts,
-                            bumps,
-                        )
+                # Shard by shard, each with its own progress cursor; within a shard, copies
+                # stranded on other servers of a cluster first (older), then home.
+                for queue, cursor_key in shards[name]:
+                    cursor = current.get(cursor_key)
+                    stranded = [k for k in parsed if k.startswith(queue + " ")]
+                    for key in [*stranded, queue]:
+                        if key in parsed:
+                            delivered += _deliver_one(
+                                holder,
+                                runners[name],
+                                signal,
+                                key,
+                                current[key],
+                                parsed[key],
+                                (cursor_key, cursor[0] if cursor else b"")
+                                if key == queue
+                                else None,
+                                max_attempts,
+                                bumps,
+                            )
         except StoreUnavailable:
             # Not asked again for counters: what stays unwritten only makes ``accounted``
             # larger, so lost detection under-reports, never over-reports.
@@ -580,9 +742,8 @@ class _Holder:
 def _resume_index(found: list[frames.Frame], cursor: bytes) -> int:
     """Where a crashed predecessor's progress cursor says to resume, or 0.
 
-    The cursor names the last payload it finished by end offset and frame id (send second
-    plus 32 random bits), so a cursor left over from an older value of the key matching a
-    frame of the new one at the same offset is a 1-in-4-billion accident.
+    The cursor names the last payload it finished by offset and frame id; ids are random, so a
+    cursor left over from an older value of the key can never match a frame of the new one.
     """
     end, _, ident = cursor.partition(b":")
     for index, frame in enumerate(found):
@@ -593,44 +754,51 @@ def _resume_index(found: list[frames.Frame], cursor: bytes) -> int:
 
 def _deliver_one(
     holder: _Holder,
-    settings: Settings,
-    name: str,
+    runner: _Runner,
     keys: SignalKeys,
     key: str,
     item: tuple[bytes, object],
     parsed: tuple[list[frames.Frame], list[frames.BadRegion]],
-    cursor: bytes | None,
-    handlers: Sequence[Handler],
+    cursor: tuple[str, bytes] | None,
     max_attempts: int,
     bumps: Counter[str],
 ) -> int:
-    """Deliver the payloads under ``key`` of one locked signal in order, then remove what was
-    done.
+    """Deliver the payloads under ``key`` (one shard of one locked signal) in order, then
+    remove what was done.
 
-    After each payload a progress cursor records it, so a deliverer killed mid-way costs the
-    next one a repeat of the payload that was running, not of the whole batch. ``cursor`` is
-    None for a stranded copy on another server, which is delivered without one.
+    After each payload a progress cursor (``cursor``: the shard's cursor key and its value
+    as read) records it, so a deliverer killed mid-way costs the next one a repeat of the
+    payload that was running, not of the whole batch. ``cursor`` is None for a stranded copy
+    on another server, which is delivered without one. A payload that fails stops this shard
+    (it is retried first next time, the shard's order holds); the other shards go on.
+    Payloads older than the signal's ttl are dropped (logged) and removed like handled ones.
     """
     conn = holder.conn
+    name = runner.name
     value, token = item
     found, bad = parsed
-    first = _resume_index(found, cursor) if cursor else 0
+    cursor_key, progress = cursor if cursor is not None else ("", None)
+    first = _resume_index(found, progress) if progress else 0
     if first:
         logger.warning(
             "gaesignals: resuming signal %r after %d payload(s) an interrupted delivery finished",
             name,
             first,
         )
-    delivered = 0
+    delivered = expired = 0
     keep = b""
     cut = len(value)
     for index in range(first, len(found)):
         frame = found[index]
         if not holder.still_holds(keys.lock):
             logger.warning("gaesignals: lost the lock of %r mid-delivery; stopping there", name)
+            runner.log_expired(expired)
             bumps[keys.counter("accounted")] -= len(found) + len(bad)  # all still queued
             return delivered
-        ok, _ = _run(name, handlers, frame, settings)
+        if runner.expired(frame):
+            expired += 1  # dropping it again after a crash costs nothing: no cursor needed
+            continue
+        ok, _ = runner.run(frame)
         bumps[keys.counter("delivered" if ok else "failed")] += 1
         if ok:
             delivered += 1
@@ -638,26 +806,28 @@ def _deliver_one(
             attempts = frame.attempts + 1
             raw = frames.with_attempts(value[frame.start : frame.end], attempts)
             if attempts < max_attempts or not _dead_letter(
-                conn, settings, name, keys, raw, attempts
+                conn, runner.settings, name, keys, raw, attempts
             ):
-                # Stop here so the signal's order holds: this payload is retried first next time.
+                # Stop here so the shard's order holds: this payload is retried first next time.
                 keep = raw + value[frame.end :]
                 cut = frame.start
                 break
             bumps[keys.counter("dead_lettered")] += 1
-        if cursor is not None and index < len(found) - 1:  # the last: acknowledged just below
-            conn.set_many({keys.cursor: b"%d:%s" % (frame.end, frame.ident.hex().encode())})
-            cursor = b"written"
+        if progress is not None and index < len(found) - 1:  # the last: acknowledged below
+            conn.set_many({cursor_key: b"%d:%s" % (frame.end, frame.ident.hex().encode())})
+            progress = b"written"
+    runner.log_expired(expired)
     # Everything read was accounted for up front: take back what stays queued, and all of it
     # if the acknowledgement surely did not happen (a timed-out one may still apply: kept).
     removed = sum(f.end <= cut for f in found) + sum(r.end <= cut for r in bad)
     accounted = keys.counter("accounted")
     bumps[keys.counter("dropped")] += sum(r.end <= cut for r in bad)
+    bumps[keys.counter("expired")] += expired
     bumps[accounted] -= len(found) + len(bad) - removed
     if not _acknowledge(conn, name, key, value, token, keep):
         bumps[accounted] -= removed
-    if cursor:
-        conn.delete_many([keys.cursor])
+    if progress:
+        conn.delete_many([cursor_key])
     return delivered
 
 
@@ -747,9 +917,21 @@ def _take_dead_letters(name: str, *, requeue: bool) -> int:
                 continue  # another failure was dead-lettered meanwhile: read again
             found = _frames(name, keys.queue, item[0], settings)
             if requeue and found:
-                fresh = b"".join(frames.with_attempts(item[0][f.start : f.end], 0) for f in found)
+                # Framed anew: attempts 0 and a fresh id, so a ttl counts from the requeue.
+                fresh = b"".join(
+                    frames.encode(
+                        f.body,
+                        keys.queue.encode(),
+                        settings.secret_keys,
+                        json_body=bool(f.flags & frames.FLAG_JSON),
+                    )
+                    for f in found
+                )
+                key, queues = route(name, keys)
                 try:
-                    append_frames(conn, settings.store, {keys.queue: fresh})
+                    append_frames(
+                        conn, settings.store, {key: fresh}, {key: queues} if queues else None
+                    )
                 except GaeSignalsError:
                     append_frames(conn, settings.store, {keys.dead: item[0]})
                     raise

@@ -23,6 +23,7 @@ import importlib
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
+from functools import lru_cache
 from typing import Any, TypeVar
 
 from .signals import check_name
@@ -62,6 +63,12 @@ class SignalSpec:
             raise ValueError(f"shards must be an int in 1..{MAX_SHARDS}, got {self.shards!r}")
         if self.ttl is not None and (not isinstance(self.ttl, int) or self.ttl < 1):
             raise ValueError(f"ttl must be a positive number of seconds or None, got {self.ttl!r}")
+
+
+@lru_cache(maxsize=4096)
+def _default_spec(name: str) -> SignalSpec:
+    """An undeclared signal's spec: frozen, so one per name serves every delivery."""
+    return SignalSpec(check_name(name))
 
 
 def check_lease(lease: object) -> int:
@@ -118,7 +125,12 @@ class Registry:
     def spec(self, name: str) -> SignalSpec:
         """The declared options of ``name``, or the defaults for an undeclared name."""
         found = self._specs.get(name)
-        return found if found is not None else SignalSpec(check_name(name))
+        return found if found is not None else _default_spec(name)
+
+    def shards(self, name: str) -> int:
+        """How many queue keys ``name`` is spread over: cheap, as every send asks."""
+        found = self._specs.get(name)
+        return found.shards if found is not None else 1
 
     def connect(self, name: str, handler: Callable[..., object], **options: Any) -> None:
         """Make ``handler`` a receiver of ``name`` (once: connecting it again does nothing).

@@ -5,19 +5,30 @@ where it has one (one round trip, and an ``add`` when the key is missing), other
 gets + cas loop (two round trips uncontended) that retries a bounded number of times with
 jittered backoff. A send either stores the payload or raises; it never reports success for a
 payload that is not in the cache.
+
+A signal declared with ``shards=N`` has N queue keys (:func:`queue_keys`). Each thread sends
+such a signal to one shard of its own (a process's threads take consecutive shards from a
+random start), so its payloads stay in order there;
+it moves to a random other shard when its shard is full or contended (a lost CAS on stores
+without append), and to the next shard once its shard has grown past
+:data:`SHARD_ROLL_BYTES`. Frames are signed for the signal, not the shard, so a payload may sit
+on any shard of its signal and on no other signal's key.
 """
 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
+import os
 import pickle
 import random
+import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import frames
 from .config import Settings, get_settings
@@ -30,11 +41,19 @@ from .exceptions import (
 )
 from .stores import MAX_KEY_LENGTH, Connection, Store
 
+if TYPE_CHECKING:
+    from .registry import Registry
+
 #: Longer names are refused; names up to this are hashed into keys when they must be.
 MAX_NAME_LENGTH = 4096
 #: How many gets + cas (or append + add) rounds a send tries before giving up.
 SEND_ATTEMPTS = 8
 PICKLE_PROTOCOL = 5
+#: A thread moves to another shard of a sharded signal once its shard holds this many bytes (on
+#: stores with append: once it has appended this many since it picked the shard). Keeping each
+#: key small keeps a send's cost flat however many payloads are pending: the store rewrites the
+#: whole value on every append or cas.
+SHARD_ROLL_BYTES = 64 * 1024
 
 
 class Contention(StoreUnavailable):
@@ -123,6 +142,130 @@ def signal_keys(name: str, namespace: str) -> SignalKeys:
     )
 
 
+@lru_cache(maxsize=4096)
+def shard_keys(keys: SignalKeys, shards: int) -> tuple[tuple[str, str], ...]:
+    """The (queue, progress cursor) keys of each of a signal's ``shards``.
+
+    Shard 0 has the signal's own ``queue`` and ``cursor`` keys, so a signal with one shard is
+    stored exactly as an undeclared one. Shard ``i`` > 0 appends ``i`` to the kind (``q3``,
+    ``qh3``, ``c3``): kinds contain no ``:`` and every other kind is letters only, so a shard
+    key is never another signal's key, nor another kind of key of any signal. The name part is
+    what :func:`signal_keys` made; the 8 characters it leaves free fit the two digits.
+    """
+    _, namespace, kind, part = keys.queue.split(":", 3)
+    mark = kind[1:]
+    others = [
+        (f"gs:{namespace}:q{mark}{i}:{part}", f"gs:{namespace}:c{mark}{i}:{part}")
+        for i in range(1, shards)
+    ]
+    return ((keys.queue, keys.cursor), *others)
+
+
+@lru_cache(maxsize=4096)
+def _queues(keys: SignalKeys, shards: int) -> tuple[str, ...]:
+    return tuple(queue for queue, _ in shard_keys(keys, shards))
+
+
+def queue_keys(name: str, settings: Settings) -> list[str]:
+    """Every queue key of ``name``: one per declared shard, the signal's own queue key first."""
+    return list(_queues(signal_keys(check_name(name), settings.namespace), _shards(name)))
+
+
+def base_queue_key(key: str) -> str | None:
+    """The signal's own queue key (shard 0's) for any of its shards' queue keys, or None when
+    ``key`` is not a queue key."""
+    parts = key.split(":", 3)
+    if len(parts) != 4 or parts[0] != "gs" or " " in key:
+        return None
+    kind = parts[2].rstrip("0123456789")
+    if kind not in ("q", "qh"):
+        return None
+    return f"gs:{parts[1]}:{kind}:{parts[3]}"
+
+
+_registry: Registry | None = None
+
+
+def _shards(name: str) -> int:
+    global _registry
+    if _registry is None:  # imported on first use: the registry module imports this one
+        from .registry import registry
+
+        _registry = registry
+    return _registry.shards(name)
+
+
+# -- which shard a thread sends to ----------------------------------------------------------------
+
+
+class _Sticky(threading.local):
+    """This thread's shard of each sharded signal (by the signal's own queue key), and how many
+    bytes it knows that shard holds."""
+
+    def __init__(self) -> None:
+        self.shard: dict[str, int] = {}
+        self.filled: dict[str, int] = {}
+
+
+_sticky = _Sticky()
+# Shard choices only need to differ between senders: a private generator, reseeded in a forked
+# child (whose sticky shards are forgotten, or every forked worker would share its parent's).
+_rng = random.Random()
+# A process's threads take consecutive shards from a random start: no two of its first N
+# threads share a shard of an N-shard signal, and other processes start elsewhere at random.
+_start = _rng.getrandbits(16)
+_picks = itertools.count()
+
+
+def _after_fork() -> None:
+    global _sticky, _start, _picks
+    _sticky = _Sticky()
+    _rng.seed()
+    _start = _rng.getrandbits(16)
+    _picks = itertools.count()
+
+
+os.register_at_fork(after_in_child=_after_fork)
+
+
+def route(name: str, keys: SignalKeys) -> tuple[str, tuple[str, ...]]:
+    """The queue key this thread sends ``name`` to, and all its queue keys when it has
+    several shards (else an empty tuple)."""
+    shards = _shards(name)
+    if shards == 1:
+        return keys.queue, ()
+    queues = _queues(keys, shards)
+    return _pick(queues), queues
+
+
+def _pick(queues: tuple[str, ...]) -> str:
+    """This thread's shard among a signal's queue keys, chosen the first time: the process's
+    next shard after its random start."""
+    index = _sticky.shard.get(queues[0])
+    if index is None:
+        index = _sticky.shard[queues[0]] = (_start + next(_picks)) % len(queues)
+    return queues[index]
+
+
+def _stick(queues: Sequence[str], key: str) -> None:
+    _sticky.shard[queues[0]] = queues.index(key)
+    _sticky.filled[queues[0]] = 0
+
+
+def _filled(queues: Sequence[str], key: str, size: int, *, added: bool) -> None:
+    """Note that ``key`` now holds ``size`` bytes (``added``: ``size`` more bytes); past
+    :data:`SHARD_ROLL_BYTES` this thread moves to another shard for its next sends."""
+    base = queues[0]
+    if _sticky.shard.get(base) != queues.index(key):
+        return  # another call of this thread moved meanwhile
+    total = _sticky.filled.get(base, 0) + size if added else size
+    if total <= SHARD_ROLL_BYTES:
+        _sticky.filled[base] = total
+    else:
+        # The next shard round: one sender's backlog then fills the shards evenly.
+        _stick(queues, queues[(queues.index(key) + 1) % len(queues)])
+
+
 def encode_payload(data: Any, keys: SignalKeys, settings: Settings) -> bytes:
     """Serialize and frame one payload, refusing one that could never fit in the store."""
     try:
@@ -148,33 +291,52 @@ def encode_payload(data: Any, keys: SignalKeys, settings: Settings) -> bytes:
 def append_frames(
     conn: Connection,
     store: Store,
-    pending: dict[str, bytes],
-    counts: Mapping[str, tuple[SignalKeys, int]] | None = None,
+    pending: Mapping[str, bytes],
+    shards: Mapping[str, tuple[str, ...]] | None = None,
+    counts: Mapping[str, tuple[str, int]] | None = None,
 ) -> None:
     """Append each value to its key atomically, or raise; the heart of every send.
 
     Keys are appended to in one batch per round trip. ``QueueFull`` and ``Contention`` name the
-    keys that were not written in ``args[1]``; the others were. ``counts`` maps a queue key
-    to its signal's keys and how many frames its value holds: the ``sent`` counter is bumped
-    for the keys written (on an appending store in the append's own round trip, taken back
-    for keys that then could not be written; otherwise once the writes are done).
+    keys that were not written in ``args[1]``; the others were. ``shards`` maps a key of a
+    sharded signal to all its queue keys: a value whose shard is full or contended moves to
+    another shard of the same signal at once (and this thread stays there), and a signal only
+    raises ``QueueFull`` once every shard it tried was full.
+
+    ``counts`` maps a key to its signal's ``sent`` counter key and how many frames its value
+    holds: the counter is bumped for the values written (on an appending store in the first
+    append's own round trip, taken back for values that then could not be written; otherwise
+    once the writes are done).
     """
-    counts = counts or {}
+    pending = dict(pending)
+    routes = dict(shards or {})
+    tried = {key: {key} for key in routes}
+    counted = dict(counts or {})
     if store.supports_append:
-        bumps = {keys.counter("sent"): n for keys, n in counts.values()}
+        bumps: dict[str, int] = {}
+        for counter, n in counted.values():
+            bumps[counter] = bumps.get(counter, 0) + n
         try:
-            _append(conn, store, pending, bumps)
+            _append(conn, store, pending, routes, tried, counted, bumps)
         except (QueueFull, Contention) as error:
-            unwritten = [counts[k] for k in error.args[1] if k in counts]
-            if unwritten:
-                conn.incr_many({keys.counter("sent"): -n for keys, n in unwritten})
+            back: dict[str, int] = {}
+            for key in error.args[1]:
+                if key in counted:
+                    counter, n = counted[key]
+                    back[counter] = back.get(counter, 0) - n
+            if back:
+                conn.incr_many(back)
             raise
         return
     written: list[str] = []
     try:
-        _gets_cas(conn, store, pending, written)
+        _gets_cas(conn, store, pending, routes, tried, counted, written)
     finally:
-        done = {counts[k][0].counter("sent"): counts[k][1] for k in written if k in counts}
+        done: dict[str, int] = {}
+        for key in written:
+            if key in counted:
+                counter, n = counted[key]
+                done[counter] = done.get(counter, 0) + n
         if done:
             conn.incr_many(done)
 
@@ -183,20 +345,20 @@ def _append(
     conn: Connection,
     store: Store,
     pending: dict[str, bytes],
+    routes: dict[str, tuple[str, ...]],
+    tried: dict[str, set[str]],
+    counted: dict[str, tuple[str, int]],
     bumps: dict[str, int],
 ) -> None:
     for attempt in range(SEND_ATTEMPTS):
-        stored = conn.append_many(pending, bumps if attempt == 0 else None)
-        pending = {k: v for k, v in pending.items() if not stored[k]}
-        if not pending:
+        if _settle(pending, conn.append_many(pending, bumps if attempt == 0 else None), routes):
             return
-        stored = conn.add_many(pending)
-        pending = {k: v for k, v in pending.items() if not stored[k]}
-        if not pending:
+        totals = {key: len(value) for key, value in pending.items()}
+        if _settle(pending, conn.add_many(pending), routes, totals):
             return
         # The key exists, yet append refused: too large, or it vanished and came back.
-        current = conn.gets_many(list(pending))
-        _check_room(store, pending, current)
+        if _make_room(store, pending, conn.gets_many(list(pending)), routes, tried, counted):
+            continue
         time.sleep(random.uniform(0, 0.001 * 2**attempt))
     raise Contention(
         f"gave up appending to {', '.join(sorted(pending))} after {SEND_ATTEMPTS} attempts",
@@ -208,20 +370,27 @@ def _gets_cas(
     conn: Connection,
     store: Store,
     pending: dict[str, bytes],
+    routes: dict[str, tuple[str, ...]],
+    tried: dict[str, set[str]],
+    counted: dict[str, tuple[str, int]],
     written: list[str],
 ) -> None:
     for attempt in range(SEND_ATTEMPTS):
         current = conn.gets_many(list(pending))
-        _check_room(store, pending, current)
+        if _make_room(store, pending, current, routes, tried, counted):
+            continue  # read the shards moved to
         grown = {k: (current[k][0] + v, current[k][1]) for k, v in pending.items() if k in current}
         stored = conn.cas_many(grown) if grown else {}
         missing = {k: v for k, v in pending.items() if k not in current}
         if missing:
             stored.update(conn.add_many(missing))
         written.extend(k for k in pending if stored[k])
-        pending = {k: v for k, v in pending.items() if not stored[k]}
-        if not pending:
+        totals = {k: len(grown[k][0]) if k in grown else len(v) for k, v in pending.items()}
+        if _settle(pending, stored, routes, totals):
             return
+        contended = list(pending)
+        if len(_reroute(pending, contended, routes, tried, counted)) == len(contended):
+            continue  # every contended signal moved to another shard: no need to wait
         time.sleep(random.uniform(0, 0.001 * 2**attempt))
     raise Contention(
         f"gave up appending to {', '.join(sorted(pending))} after {SEND_ATTEMPTS} attempts",
@@ -229,28 +398,87 @@ def _gets_cas(
     )
 
 
-def _has_receivers(name: str) -> bool:
-    from .registry import registry
+def _settle(
+    pending: dict[str, bytes],
+    stored: Mapping[str, bool],
+    routes: Mapping[str, tuple[str, ...]],
+    totals: Mapping[str, int] | None = None,
+) -> bool:
+    """Drop the stored keys from ``pending``, noting how full each shard written now is
+    (``totals``: its whole size; else it grew by the value). True when nothing is left."""
+    for key in [k for k in pending if stored.get(k)]:
+        value = pending.pop(key)
+        queues = routes.get(key)
+        if queues is not None:
+            if totals is None:
+                _filled(queues, key, len(value), added=True)
+            else:
+                _filled(queues, key, totals[key], added=False)
+    return not pending
 
-    return bool(registry.receivers(name))
 
-
-def _check_room(
-    store: Store, pending: Mapping[str, bytes], current: Mapping[str, tuple[bytes, object]]
-) -> None:
+def _make_room(
+    store: Store,
+    pending: dict[str, bytes],
+    current: Mapping[str, tuple[bytes, object]],
+    routes: dict[str, tuple[str, ...]],
+    tried: dict[str, set[str]],
+    counted: dict[str, tuple[str, int]],
+) -> bool:
+    """Move values whose shard is full to another shard; True if any moved. Raises
+    ``QueueFull`` (naming every unwritten key) when a full key has no untried shard left."""
     full = [
         k
         for k, v in pending.items()
         if k in current and len(current[k][0]) + len(v) > store.max_value_size
     ]
-    if full:
+    if not full:
+        return False
+    largest = max(len(pending[k]) for k in full)
+    moved = _reroute(pending, full, routes, tried, counted)
+    stuck = [k for k in full if k not in moved]
+    if stuck:
         # Name every key still unwritten, not only the full ones: none of them was stored.
         raise QueueFull(
-            f"{', '.join(full)} already hold(s) too many pending bytes to take "
-            f"{max(len(pending[k]) for k in full)} more (limit {store.max_value_size}); "
-            "deliver first",
+            f"{', '.join(stuck)} already hold(s) too many pending bytes to take "
+            f"{largest} more (limit {store.max_value_size}); deliver first",
             sorted(pending),
         )
+    return True
+
+
+def _reroute(
+    pending: dict[str, bytes],
+    keys: list[str],
+    routes: dict[str, tuple[str, ...]],
+    tried: dict[str, set[str]],
+    counted: dict[str, tuple[str, int]],
+) -> set[str]:
+    """Move the values of ``keys`` to a random shard of their signal not tried yet in this
+    send; returns the keys moved away from. This thread then sends there."""
+    moved = set()
+    for key in keys:
+        queues = routes.get(key)
+        if queues is None:
+            continue
+        options = [q for q in queues if q not in tried[key] and q not in pending]
+        if not options:
+            continue
+        new = _rng.choice(options)
+        pending[new] = pending.pop(key)
+        routes[new] = routes.pop(key)
+        tried[new] = tried.pop(key) | {new}
+        if key in counted:
+            counted[new] = counted.pop(key)
+        _stick(queues, new)
+        moved.add(key)
+    return moved
+
+
+def _has_receivers(name: str) -> bool:
+    from .registry import registry
+
+    return bool(registry.receivers(name))
 
 
 class Signal:
@@ -277,12 +505,24 @@ class Signal:
         Raises :class:`PayloadTooLarge` (nothing written), :class:`QueueFull` (the signal holds
         too many undelivered bytes), :class:`StoreUnavailable` (the cache is down).
         """
-        send_multi([(self.name, data)])
+        send(self.name, data)
 
 
 def send(name: str, data: Any = None) -> None:
-    """``Signal(name).send(data)``."""
-    send_multi([(name, data)])
+    """``Signal(name).send(data)``: ``send_multi([(name, data)])`` in fewer steps."""
+    settings = get_settings()
+    keys = signal_keys(check_name(name), settings.namespace)
+    frame = encode_payload(data, keys, settings)
+    if settings.eager and _has_receivers(name):
+        from .delivery import send_now
+
+        send_now(name, data)
+        return
+    key, queues = route(name, keys)
+    store = settings.store
+    counts = {key: (keys.counter("sent"), 1)} if settings.count_sends else None
+    with store.connection() as conn:
+        append_frames(conn, store, {key: frame}, {key: queues} if queues else None, counts)
 
 
 def send_multi(
@@ -301,17 +541,21 @@ def send_multi(
         signals.items() if isinstance(signals, Mapping) else signals
     )
     framed: dict[str, list[bytes]] = {}
+    routes: dict[str, tuple[str, ...]] = {}
     eager: list[tuple[str, Any]] = []
-    keys_of: dict[str, SignalKeys] = {}
+    sent_of: dict[str, str] = {}
     for item in items:
         name, data = (item, None) if isinstance(item, str) else item
         keys = signal_keys(check_name(name), settings.namespace)
         frame = encode_payload(data, keys, settings)
         if settings.eager and _has_receivers(name):
             eager.append((name, data))
-        else:
-            keys_of[keys.queue] = keys
-            framed.setdefault(keys.queue, []).append(frame)
+            continue
+        key, queues = route(name, keys)
+        if queues:
+            routes[key] = queues
+        sent_of[key] = keys.counter("sent")
+        framed.setdefault(key, []).append(frame)
     if framed:
         batch = {key: b"".join(parts) for key, parts in framed.items()}
         store = settings.store
@@ -319,12 +563,12 @@ def send_multi(
             if len(value) > store.max_value_size:
                 raise QueueFull(f"the payloads for {key} together exceed the item limit", [key])
         counts = (
-            {key: (keys_of[key], len(parts)) for key, parts in framed.items()}
+            {key: (sent_of[key], len(parts)) for key, parts in framed.items()}
             if settings.count_sends
             else None
         )
         with store.connection() as conn:
-            append_frames(conn, store, batch, counts)
+            append_frames(conn, store, batch, routes, counts)
     if eager:
         from .delivery import send_now
 

@@ -19,7 +19,7 @@ from typing import Any, NamedTuple
 
 from . import frames
 from .config import get_settings
-from .signals import SignalKeys, check_name, signal_keys
+from .signals import check_name, queue_keys, signal_keys
 
 #: The counters :func:`stats` reports, in this order.
 REPORTED = ("sent", "delivered", "failed", "dead_lettered", "dropped", "lost")
@@ -38,11 +38,6 @@ def _names(names: str | Iterable[str]) -> list[str]:
     return [check_name(n) for n in ([names] if isinstance(names, str) else names)]
 
 
-def _queue_key(keys: SignalKeys) -> str:
-    """Where a signal's frames wait (the one place to change when signals grow shards)."""
-    return keys.queue
-
-
 def pending(names: str | Iterable[str]) -> dict[str, Pending]:
     """Count the payloads waiting under each signal, reading every key in one batch.
 
@@ -53,7 +48,8 @@ def pending(names: str | Iterable[str]) -> dict[str, Pending]:
     settings = get_settings()
     wanted = _names(names)
     keys = {name: signal_keys(name, settings.namespace) for name in wanted}
-    queues = {_queue_key(k): name for name, k in keys.items()}
+    # Every shard's key; frames are signed for the signal's own queue key, whatever the shard.
+    queues = {queue: name for name in wanted for queue in queue_keys(name, settings)}
     with settings.store.connection() as conn:
         current = conn.scan_many(list(queues))
     now = time.time()
@@ -65,7 +61,7 @@ def pending(names: str | Iterable[str]) -> dict[str, Pending]:
         name = queues.get(queue)
         if name is None or not value:
             continue
-        found, _ = frames.parse(value, queue.encode(), settings.secret_keys)
+        found, _ = frames.parse(value, keys[name].queue.encode(), settings.secret_keys)
         count[name] += len(found)
         size[name] += len(value)
         if found:

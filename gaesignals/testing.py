@@ -29,7 +29,7 @@ from typing import Any, NamedTuple, Self, TypeVar
 from . import config, frames
 from .config import Settings, get_settings
 from .delivery import HandlerSpec, SignalMapping, decode
-from .signals import signal_keys
+from .signals import base_queue_key, signal_keys
 from .stores import Connection, Store
 
 logger = logging.getLogger("gaesignals")
@@ -326,10 +326,13 @@ class _CountingConnection:
         return self._inner.scan_many(keys)
 
     def cas_many(
-        self, items: Mapping[str, tuple[bytes, object]], expire: int = 0
+        self,
+        items: Mapping[str, tuple[bytes, object]],
+        expire: int = 0,
+        counters: Mapping[str, int] | None = None,
     ) -> dict[str, bool]:
         self._calls["cas_many"] += 1
-        return self._inner.cas_many(items, expire)
+        return self._inner.cas_many(items, expire, counters)
 
     def add_many(self, items: Mapping[str, bytes], expire: int = 0) -> dict[str, bool]:
         self._calls["add_many"] += 1
@@ -438,8 +441,7 @@ class _Tap:
 
 
 def _is_queue_key(key: str) -> bool:
-    parts = key.split(":", 3)
-    return len(parts) == 4 and parts[0] == "gs" and parts[2] in ("q", "qh") and " " not in key
+    return base_queue_key(key) is not None  # any shard's
 
 
 class _TappedConnection:
@@ -502,7 +504,10 @@ class _TappedConnection:
         return {key: result[key] for key in items}
 
     def cas_many(
-        self, items: Mapping[str, tuple[bytes, object]], expire: int = 0
+        self,
+        items: Mapping[str, tuple[bytes, object]],
+        expire: int = 0,
+        counters: Mapping[str, int] | None = None,
     ) -> dict[str, bool]:
         def chunk_of(key: str, item: tuple[bytes, object]) -> bytes | None:
             old = self._read.get(key)
@@ -511,7 +516,9 @@ class _TappedConnection:
                 return value[len(old) :]
             return None
 
-        return self._write(items, chunk_of, lambda passed: self._inner.cas_many(passed, expire))
+        return self._write(
+            items, chunk_of, lambda passed: self._inner.cas_many(passed, expire, counters)
+        )
 
     def add_many(self, items: Mapping[str, bytes], expire: int = 0) -> dict[str, bool]:
         return self._write(
@@ -609,10 +616,11 @@ class _Capture(_Tap):
         return not self.keep
 
     def sent(self, key: str, chunk: bytes) -> None:
-        name = _name_of(key)
+        base = base_queue_key(key) or key  # a shard's payloads are the signal's
+        name = _name_of(base)
         with self.lock:
-            for data in _payloads(key, chunk, self.settings):
-                self.captured._record(key, name, data)
+            for data in _payloads(base, chunk, self.settings):
+                self.captured._record(base, name, data)
 
 
 @contextmanager
@@ -644,13 +652,14 @@ class _Eager(_Tap):
         self.lock = threading.Lock()
 
     def consumes(self, key: str) -> bool:
-        return key in self.names
+        return base_queue_key(key) in self.names
 
     def sent(self, key: str, chunk: bytes) -> None:
-        name = self.names.get(key)
+        base = base_queue_key(key) or key
+        name = self.names.get(base)
         if name is None:
             return
-        for data in _payloads(key, chunk, self.settings):
+        for data in _payloads(base, chunk, self.settings):
             for handler in self.mapping.handlers(name):
                 try:
                     if getattr(handler, "__gaesignals_pass_name__", False):

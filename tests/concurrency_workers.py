@@ -26,7 +26,7 @@ from typing import Any, TextIO
 import gaesignals
 from gaesignals import Contention, QueueFull, Signal, SignalMapping, deliver
 from gaesignals.config import get_settings, store_from_url
-from gaesignals.signals import signal_keys
+from gaesignals.signals import queue_keys
 from gaesignals.stores.memcached import MemcachedStore
 from gaesignals.stores.redis import RedisStore
 
@@ -58,18 +58,21 @@ def plan(sender: int, count: int, cold: int) -> list[tuple[str, int]]:
     return pairs
 
 
-def configure(url: str) -> MemcachedStore | RedisStore:
-    """Configure gaesignals on the store at ``url`` (memcached:// or redis://)."""
+def configure(url: str, shards: int = 1) -> MemcachedStore | RedisStore:
+    """Configure this child's store at ``url`` (memcached:// or redis://); ``shards`` spreads
+    the hot signal over that many keys (every child declares it, as an app's senders and
+    deliverers import one declaration)."""
     store = store_from_url(url)
     assert isinstance(store, MemcachedStore | RedisStore)
     gaesignals.configure(store=store, secret_key=SECRET_KEY)
+    gaesignals.declare(HOT, shards=shards)
     return store
 
 
 def queues_empty(names: list[str]) -> bool:
     """True if no signal in ``names`` has a pending byte (read behind the library's back)."""
     settings = get_settings()
-    keys = [signal_keys(name, settings.namespace).queue for name in names]
+    keys = [key for name in names for key in queue_keys(name, settings)]
     with settings.store.connection() as conn:
         current = conn.gets_many(keys)
     return not any(value for value, _ in current.values())
@@ -118,6 +121,7 @@ def sender(
     cold: int,
     start_when: Sequence[Event] = (),
     steps: Sequence[tuple[int, Event | None, Event | None]] = (),
+    shards: int = 1,
 ) -> None:
     """Send this sender's planned payloads once every event in ``start_when`` is set; write the
     ids sent successfully to ``<path>.json``.
@@ -129,7 +133,7 @@ def sender(
     """
     with child(path + ".error", path + ".log"):
         deadline = time.monotonic() + seconds
-        store = configure(url)
+        store = configure(url, shards)
         sent: list[int] = []
         failures: Counter[str] = Counter()
         gates = {n: (done, wait) for n, done, wait in steps}
@@ -178,13 +182,19 @@ def _ids_file(path: str, durable: bool) -> tuple[TextIO, Callable[[dict[str, Any
 
 
 def weak_deliverer(
-    path: str, seconds: float, url: str, cold: int, ready: Event, senders_done: Event
+    path: str,
+    seconds: float,
+    url: str,
+    cold: int,
+    ready: Event,
+    senders_done: Event,
+    shards: int = 1,
 ) -> None:
     """Deliver weakly (``ready`` is set after the first delivery) while the senders run, then
     until a delivery finds nothing; write every id delivered to ``<path>.ids``."""
     with child(path + ".error", path + ".log"):
         deadline = time.monotonic() + seconds
-        store = configure(url)
+        store = configure(url, shards)
         out, record = _ids_file(path + ".ids", durable=False)
         try:
             mapping = SignalMapping([(name, record) for name in signal_names(cold)])
@@ -215,6 +225,7 @@ def reliable_deliverer(
     first_payload: Event,
     senders_done: Event,
     die_at: int = 0,
+    shards: int = 1,
 ) -> None:
     """Deliver reliably once every event in ``start_when`` is set, while the senders run, then
     until every queue is empty; write every id handled to ``<path>.ids``, durably.
@@ -224,7 +235,7 @@ def reliable_deliverer(
     """
     with child(path + ".error", path + ".log"):
         deadline = time.monotonic() + seconds
-        store = configure(url)
+        store = configure(url, shards)
         out, record = _ids_file(path + ".ids", durable=True)
         handled = 0
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 import signal
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -113,9 +114,9 @@ class Run:
         return counts
 
 
-def leftovers(url: str, cold: int) -> list[int]:
+def leftovers(url: str, cold: int, shards: int = 1) -> list[int]:
     """Deliver, in this process, whatever the children left in the store; return the ids."""
-    store = workers.configure(url)
+    store = workers.configure(url, shards)
     try:
         found: list[int] = []
         mapping = SignalMapping(
@@ -186,9 +187,13 @@ def test_weak_delivery_under_concurrency(server_url: str, tmp_path: Path) -> Non
 
 
 @pytest.mark.slow
-def test_reliable_delivery_survives_a_killed_deliverer(server_url: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize("shards", [1, 4])
+def test_reliable_delivery_survives_a_killed_deliverer(
+    server_url: str, tmp_path: Path, shards: int
+) -> None:
     """Reliable delivery loses nothing when a deliverer is SIGKILLed mid-handler: the others
-    deliver its payloads again once the lease on its locks runs out."""
+    deliver its payloads again once the lease on its locks runs out (the hot signal on one
+    key, or on four shards, each with its own progress cursor)."""
     url = server_url
     n_senders, per_sender, cold, lease, die_at = 2, 1000, 4, 2, 200
     run = Run(tmp_path)
@@ -213,6 +218,7 @@ def test_reliable_delivery_survives_a_killed_deliverer(server_url: str, tmp_path
         victim_busy,
         senders_done,
         die_at,
+        shards,
     )
     survivors = [
         run.process(
@@ -224,6 +230,8 @@ def test_reliable_delivery_survives_a_killed_deliverer(server_url: str, tmp_path
             [victim_busy],
             survivors_busy,
             senders_done,
+            0,
+            shards,
         )
         for i in range(2)
     ]
@@ -237,6 +245,7 @@ def test_reliable_delivery_survives_a_killed_deliverer(server_url: str, tmp_path
             cold,
             [],
             [(primed_at, primed[i], victim_busy), (takeover_at, None, survivors_busy)],
+            shards,
         )
         for i in range(n_senders)
     ]
@@ -257,7 +266,7 @@ def test_reliable_delivery_survives_a_killed_deliverer(server_url: str, tmp_path
     # The victim's last id was recorded, then its handler died: only the others completed.
     completed = victim_ids[:-1] + [pid for ids in survivor_ids for pid in ids]
     delivered = Counter(completed)
-    leftover = leftovers(url, cold)
+    leftover = leftovers(url, cold, shards)
     lost, duplicated, unexpected = tally(sent, delivered)
     print(
         f"\nreliable: {elapsed:.1f}s sent={len(sent)} send_failures={dict(failures)} "
@@ -275,3 +284,172 @@ def test_reliable_delivery_survives_a_killed_deliverer(server_url: str, tmp_path
     # Said outright, though implied by lost == []: the payload the victim died handling was
     # delivered again by a survivor.
     assert any(victim_ids[-1] in ids for ids in survivor_ids)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("reliable", [False, True], ids=["weak", "reliable"])
+def test_sharded_hot_signal_under_concurrency(
+    memcached_server: MemcachedServer, tmp_path: Path, reliable: bool
+) -> None:
+    """Eight processes sending one sharded hot signal (and a few cold ones) while two
+    deliver it concurrently, weakly or reliably: every payload sent is delivered exactly
+    once, and nothing is left on any shard."""
+    memcached_server.flush()
+    url = memcached_server.url
+    n_senders, per_sender, cold, shards = 8, 600, 4, 8
+    run = Run(tmp_path)
+    senders_done = run.ctx.Event()
+    ready = [run.ctx.Event() for _ in range(2)]
+    if reliable:
+        deliverers = [
+            run.process(
+                workers.reliable_deliverer,
+                f"deliverer-{i}",
+                url,
+                cold,
+                30,  # a lease no delivery outlives: duplicates would be a bug
+                [],
+                ready[i],
+                senders_done,
+                0,
+                shards,
+            )
+            for i in range(len(ready))
+        ]
+    else:
+        deliverers = [
+            run.process(
+                workers.weak_deliverer,
+                f"deliverer-{i}",
+                url,
+                cold,
+                ready[i],
+                senders_done,
+                shards,
+            )
+            for i in range(len(ready))
+        ]
+    senders = [
+        run.process(
+            workers.sender,
+            f"sender-{i}",
+            url,
+            i,
+            per_sender,
+            cold,
+            [] if reliable else ready,
+            [],
+            shards,
+        )
+        for i in range(n_senders)
+    ]
+    try:
+        for proc in run.procs:
+            proc.start()
+        run.join(senders)
+        senders_done.set()
+        run.join(deliverers)
+    finally:
+        run.cleanup()
+    elapsed = time.monotonic() - run.started
+
+    sent, failures = run.sent(proc.name for proc in senders)
+    per_deliverer = [run.ids(proc.name) for proc in deliverers]
+    delivered = Counter(pid for ids in per_deliverer for pid in ids)
+    leftover = leftovers(url, cold, shards)
+    lost, duplicated, unexpected = tally(sent, delivered)
+    print(
+        f"\nsharded {'reliable' if reliable else 'weak'}: {elapsed:.1f}s sent={len(sent)} "
+        f"send_failures={dict(failures)} delivered={sum(delivered.values())} "
+        f"per_deliverer={[len(ids) for ids in per_deliverer]} lost={len(lost)} "
+        f"duplicated={len(duplicated)} unexpected={len(unexpected)} "
+        f"left_in_store={len(leftover)} logged={dict(run.logs())}"
+    )
+    assert len(sent) == n_senders * per_sender
+    assert lost == [], f"{len(lost)} payloads lost, e.g. {lost[:10]}"
+    assert duplicated == [], f"{len(duplicated)} payloads delivered twice, e.g. {duplicated[:10]}"
+    assert unexpected == [], f"{len(unexpected)} unsent ids delivered, e.g. {unexpected[:10]}"
+    assert leftover == []
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("reliable", [False, True], ids=["weak", "reliable"])
+def test_sharded_hot_signal_on_the_app_engine_stub(reliable: bool) -> None:
+    """The same on App Engine's memcache stub, where sends are gets + cas: eight sender
+    threads on one sharded signal and two delivering threads (the stub lives in one process,
+    so threads stand in for instances); every payload sent is delivered exactly once."""
+    from google.appengine.ext import testbed
+
+    from gaesignals import Contention, QueueFull, configure, declare, send
+    from gaesignals.stores.appengine import AppEngineStore
+
+    bed = testbed.Testbed()
+    bed.activate()
+    bed.init_memcache_stub()
+    try:
+        configure(store=AppEngineStore(), secret_key=workers.SECRET_KEY)
+        declare("hot", shards=8)
+        n_senders, per_sender = 8, 300
+        sent: list[int] = []
+        delivered: list[int] = []
+        failures: Counter[str] = Counter()
+        errors: list[BaseException] = []
+        lock = threading.Lock()
+        senders_done = threading.Event()
+        deadline = time.monotonic() + DEADLINE
+
+        def sender(index: int) -> None:
+            try:
+                for n in range(per_sender):
+                    pid = index * workers.ID_BASE + n
+                    while True:
+                        try:
+                            send("hot", {"id": pid})
+                        except (Contention, QueueFull) as error:
+                            with lock:
+                                failures[type(error).__name__] += 1
+                            if time.monotonic() > deadline:
+                                raise
+                            time.sleep(0.001)
+                            continue
+                        with lock:
+                            sent.append(pid)
+                        break
+            except BaseException as error:
+                errors.append(error)
+
+        def deliverer() -> None:
+            mapping = SignalMapping({"hot": lambda data: delivered.append(data["id"])})
+            try:
+                while not senders_done.is_set() and time.monotonic() < deadline:
+                    if deliver(mapping, reliable=reliable, lease=30) == 0:
+                        time.sleep(0.001)
+                while deliver(mapping, reliable=reliable, lease=30) and time.monotonic() < deadline:
+                    pass
+            except BaseException as error:
+                errors.append(error)
+
+        senders = [threading.Thread(target=sender, args=(i,)) for i in range(n_senders)]
+        deliverers = [threading.Thread(target=deliverer) for _ in range(2)]
+        for thread in senders + deliverers:
+            thread.start()
+        for thread in senders:
+            thread.join(max(0.0, deadline + GRACE - time.monotonic()))
+        senders_done.set()
+        for thread in deliverers:
+            thread.join(max(0.0, deadline + GRACE - time.monotonic()))
+        assert not any(thread.is_alive() for thread in senders + deliverers), "threads hung"
+        assert errors == []
+        leftover: list[int] = []
+        while deliver({"hot": lambda data: leftover.append(data["id"])}, reliable=reliable):
+            pass
+        lost, duplicated, unexpected = tally(sent, Counter(delivered))
+        print(
+            f"\nsharded appengine {'reliable' if reliable else 'weak'}: sent={len(sent)} "
+            f"send_failures={dict(failures)} delivered={len(delivered)} lost={len(lost)} "
+            f"duplicated={len(duplicated)} left={len(leftover)}"
+        )
+        assert len(sent) == n_senders * per_sender
+        assert lost == [] and duplicated == [] and unexpected == [] and leftover == []
+    finally:
+        bed.deactivate()

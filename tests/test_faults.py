@@ -1162,10 +1162,12 @@ class _KillingStore:
                 def __getattr__(self, name: str) -> Any:
                     return getattr(conn, name)
 
-                def cas_many(self, items: Any, expire: int = 0) -> dict[str, bool]:
+                def cas_many(
+                    self, items: Any, expire: int = 0, counters: Any = None
+                ) -> dict[str, bool]:
                     if outer.victim.process is not None:
                         outer.victim.stop()
-                    result: dict[str, bool] = conn.cas_many(items, expire)
+                    result: dict[str, bool] = conn.cas_many(items, expire, counters)
                     return result
 
             yield Killing()
@@ -1555,7 +1557,7 @@ def test_8_send_multi_partial_write(kind: str, memcached_server: MemcachedServer
             f"send_multi reported {sorted(reported_stored - arrived)} stored (their keys are "
             f"not in QueueFull's args[1] = {unwritten}) but they never arrived: append_frames "
             "raises QueueFull naming only the full keys while other keys of the batch are still "
-            "unwritten (gaesignals/signals.py, append_frames/_check_room)"
+            "unwritten (gaesignals/signals.py, append_frames/_make_room)"
         )
         assert 1 not in arrived
 
@@ -1854,7 +1856,9 @@ class _PausingStore:
                 def __getattr__(self, name: str) -> Any:
                     return getattr(conn, name)
 
-                def cas_many(self, items: Any, expire: int = 0) -> dict[str, bool]:
+                def cas_many(
+                    self, items: Any, expire: int = 0, counters: Any = None
+                ) -> dict[str, bool]:
                     if not outer.paused:
                         outer.paused = True
                         os.kill(outer.pid, signal.SIGSTOP)
@@ -1862,7 +1866,7 @@ class _PausingStore:
                         while not stopped(outer.pid):
                             assert time.monotonic() < deadline, "memcached did not stop"
                             time.sleep(0.005)
-                    result: dict[str, bool] = conn.cas_many(items, expire)
+                    result: dict[str, bool] = conn.cas_many(items, expire, counters)
                     return result
 
             yield Pausing()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from gaesignals import frames
 
 KEY = b"gs::q:sig"
@@ -45,3 +47,18 @@ def test_signature_binds_key_and_rotation_accepts_old_keys() -> None:
     unsigned = frames.encode(b"payload", KEY)
     found, bad = frames.parse(unsigned, KEY, (new,))
     assert found == [] and bad[0].reason.startswith("unsigned")
+
+
+@pytest.mark.parametrize("key_length", [1, 32, 63, 64, 65, 200])
+def test_tags_are_hmac_sha256(key_length: int) -> None:
+    """The precomputed signer makes exactly the tag ``hmac.new`` would, for short keys,
+    block-sized keys and keys longer than SHA-256's block (hashed first)."""
+    import hashlib
+    import hmac
+
+    secret = bytes(range(1, 256))[:key_length]
+    raw = frames.encode(b"body", b"gs::q:x", [secret], ident=b"12345678")
+    expected = hmac.new(secret, b"gs::q:x\x00" + raw[2:4] + b"12345678" + b"body", hashlib.sha256)
+    assert raw[22:54] == expected.digest()
+    found, bad = frames.parse(raw, b"gs::q:x", [b"other-key" * 4, secret])
+    assert bad == [] and [f.body for f in found] == [b"body"]

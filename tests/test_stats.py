@@ -58,7 +58,7 @@ def test_oldest_age_comes_from_the_frame_id(monkeypatch: pytest.MonkeyPatch) -> 
     gaesignals.configure(store=MemoryStore())
     clock = [1_700_000_000.0]
     fake = SimpleNamespace(time=lambda: clock[0], perf_counter=time.perf_counter)
-    monkeypatch.setattr(frames, "time", fake)
+    monkeypatch.setattr(frames, "clock", fake.time)
     monkeypatch.setattr(importlib.import_module("gaesignals.stats"), "time", fake)
     send("aged", 1)
     clock[0] += 30

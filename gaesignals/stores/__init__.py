@@ -39,9 +39,16 @@ class Connection(Protocol):
         ...
 
     def cas_many(
-        self, items: Mapping[str, tuple[bytes, object]], expire: int = 0
+        self,
+        items: Mapping[str, tuple[bytes, object]],
+        expire: int = 0,
+        counters: Mapping[str, int] | None = None,
     ) -> dict[str, bool]:
-        """Replace each value only if it is unchanged since its token was read; True if stored."""
+        """Replace each value only if it is unchanged since its token was read; True if stored.
+
+        ``counters`` (keys other than ``items``') are bumped as by :meth:`incr_many` *before*
+        the writes, whatever their outcome: in the same round trip where the store can keep
+        that order (one server), else in a round trip of their own first."""
         ...
 
     def add_many(self, items: Mapping[str, bytes], expire: int = 0) -> dict[str, bool]:

@@ -82,8 +82,13 @@ class _Connection:
         return self.gets_many(keys)  # App Engine shards its memcache itself
 
     def cas_many(
-        self, items: Mapping[str, tuple[bytes, object]], expire: int = 0
+        self,
+        items: Mapping[str, tuple[bytes, object]],
+        expire: int = 0,
+        counters: Mapping[str, int] | None = None,
     ) -> dict[str, bool]:
+        if counters:
+            self.incr_many({k: v for k, v in counters.items() if k not in items})
         values = {}
         result = {}
         for key, (value, token) in items.items():

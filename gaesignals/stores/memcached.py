@@ -275,14 +275,27 @@ class _Connection:
         items: Mapping[str, bytes],
         expire: int,
         tokens: Mapping[str, object] | None = None,
+        counters: Mapping[str, int] | None = None,
     ) -> dict[str, bool]:
         result: dict[str, bool] = {}
+        counts = {k: v for k, v in (counters or {}).items() if k not in items}
+        if counts and self.store.hashed:
+            # Servers answer independently: the counters must land before any write does.
+            try:
+                self.incr_many(counts)
+            except PartialFailure as error:  # nothing was written: not a partial write
+                raise StoreUnavailable(str(error)) from error
+            counts = {}
 
         def write(node: _Node, group: list[str]) -> None:
             parts: list[bytes] = []
             sent: list[str] = []
             sock = node.socket() if tokens is not None else None
             for key in group:
+                if key in counts:  # a counter, bumped ahead of the writes in this pipeline
+                    parts.append(_bump(node.prefix + _wire(key), counts[key]))
+                    sent.append(key)
+                    continue
                 value = items[key]
                 cas = b""
                 if tokens is not None:
@@ -305,17 +318,21 @@ class _Connection:
             if sent:
                 replies = node.exchange(b"".join(parts), len(sent))
                 for key, reply in zip(sent, replies, strict=True):
-                    result[key] = reply == b"STORED"
+                    if key not in counts:
+                        result[key] = reply == b"STORED"
 
-        self._each_server(list(items), write, result)
+        self._each_server([*counts, *items], write, result)
         return result
 
     def cas_many(
-        self, items: Mapping[str, tuple[bytes, object]], expire: int = 0
+        self,
+        items: Mapping[str, tuple[bytes, object]],
+        expire: int = 0,
+        counters: Mapping[str, int] | None = None,
     ) -> dict[str, bool]:
         values = {key: value for key, (value, _) in items.items()}
         tokens = {key: token for key, (_, token) in items.items()}
-        return self._store(b"cas", values, expire, tokens)
+        return self._store(b"cas", values, expire, tokens, counters)
 
     def add_many(self, items: Mapping[str, bytes], expire: int = 0) -> dict[str, bool]:
         return self._store(b"add", items, expire)

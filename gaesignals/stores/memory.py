@@ -62,9 +62,14 @@ class MemoryStore:
     scan_many = gets_many  # one process, one place
 
     def cas_many(
-        self, items: Mapping[str, tuple[bytes, object]], expire: int = 0
+        self,
+        items: Mapping[str, tuple[bytes, object]],
+        expire: int = 0,
+        counters: Mapping[str, int] | None = None,
     ) -> dict[str, bool]:
         with self._lock:
+            if counters:
+                self.incr_many({k: v for k, v in counters.items() if k not in items})
             result = {}
             for key, (value, token) in items.items():
                 item = self._live(key)

@@ -135,8 +135,17 @@ class _Connection:
     scan_many = gets_many  # a key has one home in a Redis cluster: nothing is ever stranded
 
     def cas_many(
-        self, items: Mapping[str, tuple[bytes, object]], expire: int = 0
+        self,
+        items: Mapping[str, tuple[bytes, object]],
+        expire: int = 0,
+        counters: Mapping[str, int] | None = None,
     ) -> dict[str, bool]:
+        """Compare-and-set by value digest; ``counters`` are bumped first: in the same pipeline
+        on one node (which runs it in order), in a round trip of their own on a cluster."""
+        bumps = [_incr(k, delta) for k, delta in (counters or {}).items() if k not in items]
+        if bumps and self.store.clustered:
+            self.store.execute(bumps)
+            bumps = []
         limit = self.store.max_value_size
         commands: dict[str, _Command] = {}
         for key, (value, token) in items.items():
@@ -146,7 +155,7 @@ class _Connection:
                 len(value) <= limit or len(value) <= len(token.value)
             ):
                 commands[key] = (key, _script(_CAS, key, token.digest(), value, max(expire, 0)))
-        return self._flags(items, commands)
+        return self._flags(items, commands, first=bumps)
 
     def add_many(self, items: Mapping[str, bytes], expire: int = 0) -> dict[str, bool]:
         return self._set(items, expire, ("NX",))
@@ -194,12 +203,14 @@ class _Connection:
         items: Mapping[str, object],
         commands: dict[str, _Command],
         then: Sequence[_Command] = (),
+        first: Sequence[_Command] = (),
     ) -> dict[str, bool]:
-        """Run ``commands`` (then ``then``, whose replies are not wanted) and answer for every
+        """Run ``commands`` (after ``first`` and before ``then``, whose replies are not wanted)
+        and answer for every
         key of ``items``: False where no command was sent (refused before the server saw it)
         or where it answered nil or 0."""
-        replies = self.store.execute([*commands.values(), *then])
-        answered = dict(zip(commands, replies, strict=False))
+        replies = self.store.execute([*first, *commands.values(), *then])
+        answered = dict(zip(commands, replies[len(first) :], strict=False))
         return {key: bool(answered.get(key)) for key in items}
 
 
