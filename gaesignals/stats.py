@@ -22,7 +22,7 @@ from .config import get_settings
 from .signals import check_name, queue_keys, signal_keys
 
 #: The counters :func:`stats` reports, in this order.
-REPORTED = ("sent", "delivered", "failed", "dead_lettered", "dropped", "lost")
+REPORTED = ("sent", "delivered", "failed", "dead_lettered", "dropped", "expired", "lost")
 
 
 class Pending(NamedTuple):
@@ -78,7 +78,7 @@ def pending(names: str | Iterable[str]) -> dict[str, Pending]:
 
 
 def stats(names: str | Iterable[str]) -> dict[str, dict[str, int]]:
-    """The counters of each signal (sent, delivered, failed, dead_lettered, dropped, lost),
+    """The counters of each signal (sent, delivered, failed, dead_lettered, dropped, expired, lost),
     read in one batch; a missing counter reads as 0."""
     settings = get_settings()
     wanted = _names(names)

@@ -33,7 +33,15 @@ from gaesignals.stores.memory import MemoryStore
 
 from .conftest import RawAccess
 
-ZERO = {"sent": 0, "delivered": 0, "failed": 0, "dead_lettered": 0, "dropped": 0, "lost": 0}
+ZERO = {
+    "sent": 0,
+    "delivered": 0,
+    "failed": 0,
+    "dead_lettered": 0,
+    "dropped": 0,
+    "expired": 0,
+    "lost": 0,
+}
 
 
 def test_pending_counts_without_draining(store: Store) -> None:
@@ -191,3 +199,33 @@ def test_health_on_a_stopped_memcached() -> None:
     gaesignals.configure(store=store)
     report = health(["h"])
     assert report["ok"] is False and report["store"]["error"]
+
+
+@pytest.mark.parametrize("reliable", [False, True], ids=["weak", "reliable"])
+def test_counters_of_expired_and_failing_payloads(
+    store: Store, monkeypatch: pytest.MonkeyPatch, reliable: bool
+) -> None:
+    """Payloads past the signal's ttl count as expired, not delivered; a raising handler's
+    payload counts as failed (weak delivery corrects its optimistic count afterwards)."""
+    gaesignals.declare("t", ttl=60, max_attempts=1)
+    clock = [1_700_000_000.0]
+    monkeypatch.setattr(frames, "clock", lambda: clock[0])
+    send("t", "old")
+    send("t", "old")
+    clock[0] = time.time()
+    send("t", "fresh")
+    send("t", "boom")
+
+    def handler(data: str) -> None:
+        if data == "boom":
+            raise ValueError(data)
+
+    deliver({"t": handler}, reliable=reliable)
+    counts = stats("t")["t"]
+    assert (counts["sent"], counts["delivered"], counts["failed"], counts["expired"]) == (
+        4,
+        1,
+        1,
+        2,
+    )
+    assert counts["lost"] == 0

@@ -146,3 +146,22 @@ def test_append_many_bumps_counters_in_the_same_call(store: Store) -> None:
         assert conn.append_many({"q": b"y"}, {"c": 1}) == {"q": False}
         assert _counter(conn, "c") == 4
         assert len(conn.gets_many(["q"])["q"][0]) == store.max_value_size
+
+
+def test_cas_many_bumps_counters_whatever_the_outcome(store: Store) -> None:
+    """cas_many's counters are applied with the writes (ahead of them), whether each compare
+    wins or loses: weak delivery counts its resets this way, in their own round trip."""
+    with store.connection() as conn:
+        conn.add_many({"won": b"old", "lost": b"old"})
+        tokens = conn.gets_many(["won", "lost"])
+        conn.set_many({"lost": b"changed"})
+        result = conn.cas_many(
+            {"won": (b"", tokens["won"][1]), "lost": (b"", tokens["lost"][1])},
+            counters={"accounted": 3, "gone": -1},
+        )
+        assert result == {"won": True, "lost": False}
+        assert (_counter(conn, "accounted"), _counter(conn, "gone")) == (3, 0)
+        values = {key: item[0] for key, item in conn.gets_many(["won", "lost"]).items()}
+        assert values == {"won": b"", "lost": b"changed"}
+        conn.cas_many({}, counters={"accounted": 2})
+        assert _counter(conn, "accounted") == 5
