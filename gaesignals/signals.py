@@ -8,11 +8,10 @@ payload that is not in the cache.
 
 A signal declared with ``shards=N`` has N queue keys (:func:`queue_keys`). Each thread sends
 such a signal to one shard of its own (a process's threads take consecutive shards from a
-random start), so its payloads stay in order there;
-it moves to a random other shard when its shard is full or contended (a lost CAS on stores
-without append), and to the next shard once its shard has grown past
-:data:`SHARD_ROLL_BYTES`. Frames are signed for the signal, not the shard, so a payload may sit
-on any shard of its signal and on no other signal's key.
+random start), so its payloads stay in order there. It moves to a random other shard when its
+shard is full or contended (a lost CAS on stores without append), and to the next shard once
+its shard has grown past :data:`SHARD_ROLL_BYTES`. Frames are signed for the signal, not the
+shard, so a payload may sit on any shard of its signal and on no other signal's key.
 """
 
 from __future__ import annotations
