@@ -153,9 +153,10 @@ def deliver(
 
     ``mapping`` left out (``None``) means every signal with a receiver in the default registry
     (:func:`~gaesignals.receiver`). Each handler is called ``handler(data)`` once per payload,
-    in send order within a signal. Returns how many payloads were delivered with every handler
-    succeeding. Handler errors are logged (logger ``gaesignals``) and never raised; a store
-    outage raises :class:`~gaesignals.StoreUnavailable`.
+    in send order within a signal (within a shard, for a signal declared with ``shards``), and
+    never on one older than a declared ``ttl``. Returns how many payloads were delivered with
+    every handler succeeding. Handler errors are logged (logger ``gaesignals``) and never
+    raised; a store outage raises :class:`~gaesignals.StoreUnavailable`.
 
     ``reliable`` chooses at-least-once delivery under a lock with a ``lease`` in seconds (see
     the module docstring) for every signal; left out, each signal gets the mode it was declared

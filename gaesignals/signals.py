@@ -8,11 +8,11 @@ payload that is not in the cache.
 
 A signal declared with ``shards=N`` has N queue keys (:func:`queue_keys`). Each thread sends
 such a signal to one shard of its own (a process's threads take consecutive shards from a
-random start), so its payloads stay in order there;
-it moves to a random other shard when its shard is full or contended (a lost CAS on stores
-without append), and to the next shard once its shard has grown past
-:data:`SHARD_ROLL_BYTES`. Frames are signed for the signal, not the shard, so a payload may sit
-on any shard of its signal and on no other signal's key.
+random start), so its payloads stay in order there. It moves to a random other shard when its
+shard is full, or (on stores without append) when it lost a CAS there to another sender, and
+to the next shard once its shard has grown past :data:`SHARD_ROLL_BYTES`. Frames are signed
+for the signal, not the shard, so a payload may sit on any shard of its signal and on no other
+signal's key.
 """
 
 from __future__ import annotations
@@ -252,6 +252,13 @@ def _stick(queues: Sequence[str], key: str) -> None:
     _sticky.filled[queues[0]] = 0
 
 
+def _crowded(queues: Sequence[str], key: str) -> None:
+    """Another sender writes this thread's shard too: send the next payloads to a random other
+    one (the current payload is retried where it is, with the value just read)."""
+    if _sticky.shard.get(queues[0]) == queues.index(key):
+        _stick(queues, _rng.choice([q for q in queues if q != key]))
+
+
 def _filled(queues: Sequence[str], key: str, size: int, *, added: bool) -> None:
     """Note that ``key`` now holds ``size`` bytes (``added``: ``size`` more bytes); past
     :data:`SHARD_ROLL_BYTES` this thread moves to another shard for its next sends."""
@@ -299,9 +306,10 @@ def append_frames(
 
     Keys are appended to in one batch per round trip. ``QueueFull`` and ``Contention`` name the
     keys that were not written in ``args[1]``; the others were. ``shards`` maps a key of a
-    sharded signal to all its queue keys: a value whose shard is full or contended moves to
-    another shard of the same signal at once (and this thread stays there), and a signal only
-    raises ``QueueFull`` once every shard it tried was full.
+    sharded signal to all its queue keys: a value whose shard is full moves to another shard of
+    the same signal at once (and this thread stays there), so a signal only raises
+    ``QueueFull`` once every shard it tried was full; a thread that lost a CAS to another
+    sender moves its next sends to another shard.
 
     ``counts`` maps a key to its signal's ``sent`` counter key and how many frames its value
     holds: the counter is bumped for the values written (on an appending store in the first
@@ -375,10 +383,15 @@ def _gets_cas(
     counted: dict[str, tuple[str, int]],
     written: list[str],
 ) -> None:
+    lost: dict[str, int] = {}
     for attempt in range(SEND_ATTEMPTS):
         current = conn.gets_many(list(pending))
         if _make_room(store, pending, current, routes, tried, counted):
             continue  # read the shards moved to
+        for key, size in lost.items():
+            item = current.get(key)
+            if key in pending and item is not None and len(item[0]) > size:
+                _crowded(routes[key], key)  # another sender appended: it shares this shard
         grown = {k: (current[k][0] + v, current[k][1]) for k, v in pending.items() if k in current}
         stored = conn.cas_many(grown) if grown else {}
         missing = {k: v for k, v in pending.items() if k not in current}
@@ -388,9 +401,9 @@ def _gets_cas(
         totals = {k: len(grown[k][0]) if k in grown else len(v) for k, v in pending.items()}
         if _settle(pending, stored, routes, totals):
             return
-        contended = list(pending)
-        if len(_reroute(pending, contended, routes, tried, counted)) == len(contended):
-            continue  # every contended signal moved to another shard: no need to wait
+        # Retried on the same shard: a CAS lost to a delivery's reset says nothing about
+        # other senders; the next read tells whether another sender wrote there.
+        lost = {k: len(current[k][0]) if k in current else 0 for k in pending if k in routes}
         time.sleep(random.uniform(0, 0.001 * 2**attempt))
     raise Contention(
         f"gave up appending to {', '.join(sorted(pending))} after {SEND_ATTEMPTS} attempts",

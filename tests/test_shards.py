@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections import Counter
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -292,36 +291,65 @@ def test_a_full_shard_sends_to_another_then_queue_full(append: bool) -> None:
     assert deliver({"small": got.append}) == sent
 
 
-def test_contention_moves_a_gets_cas_sender_to_another_shard() -> None:
-    """On a store without append, a lost CAS moves the sender to another shard at once
-    (no backoff), and it stays there."""
-    calls: Counter[str] = Counter()
+class Interfering(MemoryStore):
+    """A store without append where, before this process's first CAS, someone else writes
+    the key: ``interfere(key, value)`` returns what they leave there."""
 
-    class Contended(MemoryStore):
-        def cas_many(
-            self,
-            items: Mapping[str, tuple[bytes, object]],
-            expire: int = 0,
-            counters: Mapping[str, int] | None = None,
-        ) -> Any:
-            calls["cas"] += 1
-            if calls["cas"] == 1:  # another sender wrote first
-                return dict.fromkeys(items, False)
-            return super().cas_many(items, expire, counters)
+    def __init__(self, interfere: Any) -> None:
+        super().__init__(append=False)
+        self.interfere = interfere
+        self.done = False
 
-    store = Contended(append=False)
+    def cas_many(
+        self,
+        items: Mapping[str, tuple[bytes, object]],
+        expire: int = 0,
+        counters: Mapping[str, int] | None = None,
+    ) -> Any:
+        if not self.done:
+            self.done = True
+            for key in items:
+                self.set_raw(key, self.interfere(key, self.gets_many([key])[key][0]))
+        return super().cas_many(items, expire, counters)
+
+
+def shard_counts(store: MemoryStore, name: str) -> list[int]:
+    """How many payloads each shard of ``name`` holds."""
+    queues = queue_keys(name, get_settings())
+    with store.connection() as conn:
+        values = conn.gets_many(queues)
+    return [len(frames.parse(values[q][0], queues[0].encode())[0]) for q in queues]
+
+
+def test_a_cas_lost_to_another_sender_moves_the_next_sends() -> None:
+    """On a store without append, a thread that lost a CAS to another sender retries that
+    payload where it is, and sends the next ones to another shard."""
+    other = signals.encode_payload("other", signal_keys("c", ""), get_settings())
+    store = Interfering(lambda key, value: value + other)
     gaesignals.configure(store=store)
     declare("c", shards=2)
-    queues = queue_keys("c", get_settings())
     with store.connection() as conn:
-        conn.add_many(dict.fromkeys(queues, b""))
+        conn.add_many(dict.fromkeys(queue_keys("c", get_settings()), b""))
     on_shard("c", 0)
     send("c", 1)
     send("c", 2)
+    got: list[Any] = []
+    assert shard_counts(store, "c") == [2, 1]  # "other" and 1 on shard 0, 2 on shard 1
+    assert deliver({"c": got.append}) == 3
+    assert sorted(got, key=str) == [1, 2, "other"]
+
+
+def test_a_cas_lost_to_a_delivery_keeps_the_shard() -> None:
+    """A CAS lost because a delivery reset the shard is retried there, and the thread stays."""
+    store = Interfering(lambda key, value: b"")
+    gaesignals.configure(store=store)
+    declare("c", shards=2)
     with store.connection() as conn:
-        values = conn.gets_many(queues)
-    assert values[queues[0]][0] == b""
-    assert len(frames.parse(values[queues[1]][0], queues[0].encode())[0]) == 2
+        conn.add_many(dict.fromkeys(queue_keys("c", get_settings()), b""))
+    on_shard("c", 0)
+    send("c", 1)
+    send("c", 2)
+    assert shard_counts(store, "c") == [2, 0]
 
 
 def test_a_thread_moves_on_once_its_shard_grew(
