@@ -827,6 +827,13 @@ def _deliver_one(
     bumps[accounted] -= len(found) + len(bad) - removed
     if not _acknowledge(conn, name, key, value, token, keep):
         bumps[accounted] -= removed
+        done = [frame for frame in found if frame.end <= cut]
+        if progress is not None and done:
+            # Not removed, but done: the cursor says so, and the next holder resumes after
+            # it (and removes them) instead of running them again.
+            last = done[-1]
+            conn.set_many({cursor_key: b"%d:%s" % (last.end, last.ident.hex().encode())})
+            return delivered
     if progress:
         conn.delete_many([cursor_key])
     return delivered
@@ -871,7 +878,11 @@ def _acknowledge(
             )
             return False
         tail, token = current[0][len(taken) :], current[1]
-    logger.error("gaesignals: could not acknowledge signal %r; its payloads will come again", name)
+    logger.warning(
+        "gaesignals: could not acknowledge signal %r (its queue kept changing); the progress "
+        "cursor marks what was done, so the next delivery resumes after it",
+        name,
+    )
     return False
 
 

@@ -324,9 +324,12 @@ def append_frames(
         bumps: dict[str, int] = {}
         for counter, n in counted.values():
             bumps[counter] = bumps.get(counter, 0) + n
+        sent = [False]
         try:
-            _append(conn, store, pending, routes, tried, counted, bumps)
+            _append(conn, store, pending, routes, tried, counted, bumps, sent)
         except (QueueFull, Contention) as error:
+            if not sent[0]:
+                raise  # no append went out, so neither did the counters
             back: dict[str, int] = {}
             for key in error.args[1]:
                 if key in counted:
@@ -357,9 +360,23 @@ def _append(
     tried: dict[str, set[str]],
     counted: dict[str, tuple[str, int]],
     bumps: dict[str, int],
+    sent: list[bool],
 ) -> None:
+    """Append (with ``add`` for missing keys) until every value is stored; ``sent[0]`` tells
+    whether the counters went out (with the first append actually sent)."""
+    known = getattr(store, "sizes", None)  # the sizes an adapter last saw, if it keeps them
     for attempt in range(SEND_ATTEMPTS):
-        if _settle(pending, conn.append_many(pending, bumps if attempt == 0 else None), routes):
+        if known is not None:
+            # An append the last seen size says would overflow is not sent: read the key
+            # first (which refreshes the size), then move to another shard or raise.
+            over = [
+                k for k, v in pending.items() if known.get(k, 0) + len(v) > store.max_value_size
+            ]
+            if over and _make_room(store, pending, conn.gets_many(over), routes, tried, counted):
+                continue
+        stored = conn.append_many(pending, None if sent[0] else bumps)
+        sent[0] = True
+        if _settle(pending, stored, routes):
             return
         totals = {key: len(value) for key, value in pending.items()}
         if _settle(pending, conn.add_many(pending), routes, totals):

@@ -1430,7 +1430,8 @@ def test_8_queue_over_the_item_limit(kind: str, memcached_server: MemcachedServe
         assert not set(got) & set(refused)
         assert pending <= limit, (
             f"the queue holds {pending:,} bytes, over the {limit:,}-byte item limit (on "
-            "memcached, append_many must take back an append that passed max_value_size)"
+            "memcached, append_many must refuse an append the last seen size says would pass "
+            "max_value_size)"
         )
 
 

@@ -57,14 +57,16 @@ def test_cas_many_is_per_key(store: Store) -> None:
 
 
 def test_append_changes_value_and_token(store: Store) -> None:
-    """Where the store appends atomically, append extends the value, fails on a missing key,
-    and invalidates tokens read before it; elsewhere append is refused outright."""
+    """Where the store appends atomically, append extends the value, either creates a missing
+    key or refuses it without storing anything, and invalidates tokens read before it;
+    elsewhere append is refused outright."""
     if not store.supports_append:
         with store.connection() as conn, pytest.raises(NotImplementedError):
             conn.append_many({"ap": b"x"})
         return
     with store.connection() as conn:
-        assert conn.append_many({"nope": b"x"}) == {"nope": False}
+        created = conn.append_many({"nope": b"x"})["nope"]
+        assert conn.gets_many(["nope"]).get("nope", (None,))[0] == (b"x" if created else None)
         conn.add_many({"ap": b"a"})
         token = conn.gets_many(["ap"])["ap"][1]
         assert conn.append_many({"ap": b"b"}) == {"ap": True}
@@ -139,7 +141,11 @@ def test_append_many_bumps_counters_in_the_same_call(store: Store) -> None:
         return
     with store.connection() as conn:
         conn.add_many({"q": b"a"})
-        assert conn.append_many({"q": b"b", "gone": b"x"}, {"c": 2}) == {"q": True, "gone": False}
+        result = conn.append_many({"q": b"b", "gone": b"x"}, {"c": 2})
+        assert result["q"] is True
+        assert conn.gets_many(["gone"]).get("gone", (None,))[0] == (
+            b"x" if result["gone"] else None
+        )
         assert _counter(conn, "c") == 2
         rest = b"x" * (store.max_value_size - 2)
         assert conn.append_many({"q": rest}, {"c": 1}) == {"q": True}

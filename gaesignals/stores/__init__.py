@@ -62,11 +62,12 @@ class Connection(Protocol):
     def append_many(
         self, items: Mapping[str, bytes], counters: Mapping[str, int] | None = None
     ) -> dict[str, bool]:
-        """Atomically append to each existing key; False if the key is missing or would pass
-        ``max_value_size`` (then nothing of it is stored). ``counters`` (keys other than
-        ``items``') are changed as by :meth:`incr_many`, in the same round trip where the
-        store can, after the appends, whatever their outcome. Only called when the store's
-        ``supports_append`` is true."""
+        """Atomically append to each key; False if it would pass ``max_value_size`` (then
+        nothing of it is stored). A missing key is either created with the value (True) or
+        refused (False, nothing stored; the caller then adds it), as the store prefers.
+        ``counters`` (keys other than ``items``') are changed as by :meth:`incr_many`, in the
+        same round trip where the store can, after the appends, whatever their outcome. Only
+        called when the store's ``supports_append`` is true."""
         ...
 
     def incr_many(self, deltas: Mapping[str, int]) -> None:

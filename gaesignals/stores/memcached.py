@@ -35,8 +35,8 @@ from . import DEFAULT_MAX_VALUE_SIZE
 logger = logging.getLogger("gaesignals")
 
 _NOT_A_NUMBER = b"non-numeric value"
-#: gets + cas rounds to take back an append that passed ``max_value_size``.
-_TAKE_BACK_ROUNDS = 8
+#: Keys whose last seen size a store remembers (see ``append_many``); forgotten past this.
+_SIZES_KEPT = 65536
 
 # Larger reads make CPython allocate and free a buffer that size per call (mmap/munmap).
 _READ_SIZE = 64 * 1024
@@ -233,12 +233,18 @@ class _Connection:
     def gets_many(self, keys: Sequence[str]) -> dict[str, tuple[bytes, object]]:
         result: dict[str, tuple[bytes, object]] = {}
 
+        sizes = self.store.sizes
+
         def read(node: _Node, group: list[str]) -> None:
             found = node.gets([_wire(k) for k in group])
             for key in group:
                 item = found.get(_wire(key))
                 if item is not None:
                     result[key] = item
+                    if " " not in key:
+                        sizes[key] = len(item[0])
+                else:
+                    sizes.pop(key, None)
 
         self._each_server(keys, read, result)
         return result
@@ -278,6 +284,7 @@ class _Connection:
         counters: Mapping[str, int] | None = None,
     ) -> dict[str, bool]:
         result: dict[str, bool] = {}
+        sizes = self.store.sizes
         counts = {k: v for k, v in (counters or {}).items() if k not in items}
         if counts and self.store.hashed:
             # Servers answer independently: the counters must land before any write does.
@@ -320,6 +327,8 @@ class _Connection:
                 for key, reply in zip(sent, replies, strict=True):
                     if key not in counts:
                         result[key] = reply == b"STORED"
+                        if result[key] and " " not in key:
+                            sizes[key] = len(items[key])
 
         self._each_server([*counts, *items], write, result)
         return result
@@ -346,16 +355,23 @@ class _Connection:
         """Append, and learn each item's new size in the same round trip (``mg <key> s``,
         memcached 1.6+); ``counters`` are bumped in that round trip too, after the appends.
 
-        memcached appends up to its own item limit (``-I``), so an append that took an item
-        past ``max_value_size`` is taken back out (gets + cas) and reported False. If a
-        deliverer took it first, or the cas keeps losing, it was stored: reported True."""
+        A key this store has not seen yet gets an ``add`` of the same value right after its
+        ``append`` (one of the two stores it), so a signal's first send does not bump its
+        ``sent`` counter ahead of a failed append. memcached appends up to its own item
+        limit (``-I``), not ``max_value_size``: an append that the size last seen
+        (:attr:`MemcachedStore.sizes`, from an append or a read) says would pass the limit is
+        not sent but reported False (:func:`~gaesignals.signals.append_frames` checks first,
+        so its counters never go out for it); concurrent senders may take a queue past the
+        limit by the payloads they append at once, never past ``-I``. An append is never taken back:
+        rewriting a queue under a reliable deliverer's lock would break its acknowledgement."""
         result: dict[str, bool] = {}
-        sizes: dict[str, int] = {}
+        sizes = self.store.sizes
         limit = self.store.max_value_size
 
         def write(node: _Node, group: list[str]) -> None:
             parts: list[bytes] = []
             sent: list[str] = []
+            both: set[str] = set()
             for key in group:
                 wire = node.prefix + _wire(key)
                 if key not in items:
@@ -363,19 +379,26 @@ class _Connection:
                     sent.append(key)
                     continue
                 value = items[key]
-                if len(value) > limit:
-                    result[key] = False
+                if len(value) + sizes.get(key, 0) > limit:
+                    result[key] = False  # the caller reads the key (refreshing its size)
                     continue
-                parts.append(
-                    b"append %s 0 0 %d\r\n%s\r\nmg %s s\r\n" % (wire, len(value), value, wire)
-                )
-                sent += [key, key]
+                parts.append(b"append %s 0 0 %d\r\n%s\r\n" % (wire, len(value), value))
+                sent.append(key)
+                if key not in sizes:
+                    parts.append(b"add %s 0 0 %d\r\n%s\r\n" % (wire, len(value), value))
+                    sent.append(key)
+                    both.add(key)
+                parts.append(b"mg %s s\r\n" % wire)
+                sent.append(key)
             if not sent:
                 return
             replies = iter(node.exchange(b"".join(parts), len(sent)))
             for key in dict.fromkeys(sent):
                 if key in items:
-                    result[key] = next(replies) == b"STORED"
+                    stored = next(replies) == b"STORED"
+                    if key in both:
+                        stored = next(replies) == b"STORED" or stored
+                    result[key] = stored
                     size = next(replies)
                     if size.startswith(b"HD s"):
                         sizes[key] = int(size[4:].split()[0])
@@ -384,21 +407,7 @@ class _Connection:
 
         counts = {k: v for k, v in (counters or {}).items() if k not in items}
         self._each_server([*items, *counts], write, result)
-        for key, size in sizes.items():
-            if result.get(key) and size > limit:
-                result[key] = not self._take_back(key, items[key])
         return {key: result.get(key, False) for key in items}
-
-    def _take_back(self, key: str, value: bytes) -> bool:
-        """Remove the bytes this connection just appended to ``key``; True if removed."""
-        for _ in range(_TAKE_BACK_ROUNDS):
-            item = self.gets_many([key]).get(key)
-            if item is None or value not in item[0]:
-                return False  # delivered (or evicted) already: it was stored
-            if self.cas_many({key: (item[0].replace(value, b"", 1), item[1])})[key]:
-                return True
-        logger.warning("gaesignals: %s is over max_value_size; the last append stays", key)
-        return False
 
     def incr_many(self, deltas: Mapping[str, int]) -> None:
         """Add each delta to a decimal counter, creating a missing one (meta arithmetic)."""
@@ -416,6 +425,16 @@ class _Connection:
             node.exchange(request, len(group))
 
         self._each_server(keys, delete)
+
+
+class _Sizes(dict[str, int]):
+    """Last seen sizes of keys, forgotten wholesale when there are too many (a miss only
+    costs an append that memcached's own limit still bounds)."""
+
+    def __setitem__(self, key: str, size: int) -> None:
+        if len(self) >= _SIZES_KEPT and key not in self:
+            self.clear()
+        super().__setitem__(key, size)
 
 
 def _bump(wire: bytes, delta: int) -> bytes:
@@ -450,6 +469,8 @@ class MemcachedStore:
         self.client = client
         self.max_value_size = max_value_size
         self.hashed = hasattr(client, "clients") and hasattr(client, "hasher")
+        #: The size each key had when this process last appended to it or read it.
+        self.sizes = _Sizes()
 
     def __repr__(self) -> str:
         servers = sorted(self.client.clients) if self.hashed else [self.client.server]
