@@ -336,6 +336,21 @@ def test_cluster_follows_moved_with_a_stale_slot_map(cluster: RedisStore) -> Non
         assert conn.gets_many(["moved"])["moved"][0] == b"vw"
 
 
+def test_a_cluster_command_answered_with_an_error_fails_alone(cluster: RedisStore) -> None:
+    """On a cluster, a command answered with an error (here: a key of the wrong type) fails
+    alone: every other command of the batch runs, then PartialFailure carries their answers."""
+    keys = [f"typed-{i}" for i in range(12)]
+    cluster.client.lpush("typed-3", b"a list")
+    with cluster.connection() as conn:
+        assert conn.add_many(dict.fromkeys(keys, b"v")) == {k: k != "typed-3" for k in keys}
+        with pytest.raises(PartialFailure, match="WRONGTYPE") as raised:
+            conn.append_many(dict.fromkeys(keys, b"w"))
+        assert raised.value.results == {k: True for k in keys if k != "typed-3"}
+        assert {k: v for k, (v, _) in conn.gets_many(keys[4:]).items()} == dict.fromkeys(
+            keys[4:], b"vw"
+        )
+
+
 def _node_id(server: RedisServer) -> str:
     return server.command("CLUSTER", "MYID").split(b"\r\n")[1].decode()
 
