@@ -28,11 +28,14 @@ digest rather than the value itself keeps a CAS of a 1 MB queue from sending 1 M
 collisions cannot be stumbled upon, and whoever can craft one can also just overwrite the key.
 
 No client retries: a pipeline that timed out may have been applied, so re-sending it could
-append a payload twice. A failure is :class:`~gaesignals.exceptions.StoreUnavailable` at once;
-the next call reconnects. On a cluster, keys are routed by hash slot with redis-py's slot map;
-``MOVED`` and ``ASK`` answers (commands that were not run) are followed, and a node failure
-refreshes the map before the next call. A key has exactly one home in a Redis cluster, so
-there are no stranded copies: ``scan_many`` is ``gets_many``.
+append a payload twice. On a single server a failure is
+:class:`~gaesignals.exceptions.StoreUnavailable` at once; the next call reconnects. On a
+cluster, keys are routed by hash slot with redis-py's slot map; ``MOVED`` and ``ASK`` answers
+(commands that were not run) are followed, and a node failure refreshes the map before the next
+call. A node that fails mid-batch does not stop the others: their parts still run, then
+:class:`~gaesignals.exceptions.PartialFailure` carries what they answered, so a weak delivery
+keeps the resets it won. A key has exactly one home in a Redis cluster, so there are no
+stranded copies: ``scan_many`` is ``gets_many``.
 """
 
 from __future__ import annotations
@@ -40,11 +43,11 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
-from typing import Any, NamedTuple
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, NamedTuple, TypeVar
 from urllib.parse import parse_qs, unquote, urlencode, urlsplit
 
-from ..exceptions import ConfigurationError, StoreUnavailable
+from ..exceptions import ConfigurationError, PartialFailure, StoreUnavailable
 from . import DEFAULT_MAX_VALUE_SIZE
 
 logger = logging.getLogger("gaesignals")
@@ -108,6 +111,8 @@ class _Token:
 
 # A command is (key, args): the key routes it on a cluster.
 _Command = tuple[str, tuple[Any, ...]]
+# What a connection method answers, built from (key, reply) pairs.
+_Answer = TypeVar("_Answer", bound=dict[str, Any])
 
 
 class _Connection:
@@ -125,12 +130,7 @@ class _Connection:
     # -- the Connection protocol: one private helper per command family ------------------------
 
     def gets_many(self, keys: Sequence[str]) -> dict[str, tuple[bytes, object]]:
-        replies = self.store.execute([(key, ("GET", key)) for key in keys])
-        return {
-            key: (value, _Token(value))
-            for key, value in zip(keys, replies, strict=True)
-            if value is not None
-        }
+        return self._run([(key, ("GET", key)) for key in keys], _found)
 
     scan_many = gets_many  # a key has one home in a Redis cluster: nothing is ever stranded
 
@@ -144,7 +144,10 @@ class _Connection:
         on one node (which runs it in order), in a round trip of their own on a cluster."""
         bumps = [_incr(k, delta) for k, delta in (counters or {}).items() if k not in items]
         if bumps and self.store.clustered:
-            self.store.execute(bumps)
+            try:
+                self.store.execute(bumps)
+            except PartialFailure as error:  # nothing was written yet: not a partial write
+                raise StoreUnavailable(str(error)) from error.__cause__
             bumps = []
         limit = self.store.max_value_size
         commands: dict[str, _Command] = {}
@@ -180,10 +183,10 @@ class _Connection:
 
     def incr_many(self, deltas: Mapping[str, int]) -> None:
         """Add each delta to a decimal counter (stopping at 0), creating a missing one."""
-        self.store.execute([_incr(key, delta) for key, delta in deltas.items()])
+        self._run([_incr(key, delta) for key, delta in deltas.items()], _nothing)
 
     def delete_many(self, keys: Sequence[str]) -> None:
-        self.store.execute([(key, ("DEL", key)) for key in keys])
+        self._run([(key, ("DEL", key)) for key in keys], _nothing)
 
     # -- helpers -------------------------------------------------------------------------------
 
@@ -206,12 +209,44 @@ class _Connection:
         first: Sequence[_Command] = (),
     ) -> dict[str, bool]:
         """Run ``commands`` (after ``first`` and before ``then``, whose replies are not wanted)
-        and answer for every
-        key of ``items``: False where no command was sent (refused before the server saw it)
-        or where it answered nil or 0."""
-        replies = self.store.execute([*first, *commands.values(), *then])
-        answered = dict(zip(commands, replies[len(first) :], strict=False))
-        return {key: bool(answered.get(key)) for key in items}
+        and answer for every key of ``items``: False where no command was sent (refused before
+        the server saw it) or where it answered nil or 0. A key whose node failed is left out
+        of a :class:`PartialFailure`'s results: its command may or may not have been applied."""
+
+        def flags(pairs: Iterable[tuple[str, Any]]) -> dict[str, bool]:
+            # Counters' keys are never keys of ``items``, so their replies are never taken.
+            replies = dict(pairs)
+            return {
+                key: bool(replies.get(key))
+                for key in items
+                if key in replies or key not in commands
+            }
+
+        return self._run([*first, *commands.values(), *then], flags)
+
+    def _run(
+        self,
+        commands: Sequence[_Command],
+        answer: Callable[[Iterable[tuple[str, Any]]], _Answer],
+    ) -> _Answer:
+        """Execute ``commands`` and build the method's answer from their (key, reply) pairs;
+        when some nodes of a cluster failed, :class:`PartialFailure` carries the answer built
+        from the replies that came, keyed as the method answers."""
+        try:
+            replies = self.store.execute(commands)
+        except PartialFailure as error:
+            raise PartialFailure(str(error), answer(error.results.items())) from error.__cause__
+        return answer(zip((key for key, _ in commands), replies, strict=True))
+
+
+def _found(pairs: Iterable[tuple[str, Any]]) -> dict[str, tuple[bytes, object]]:
+    """``gets_many``'s answer: the keys that hold a value, with the value as its token."""
+    return {key: (value, _Token(value)) for key, value in pairs if value is not None}
+
+
+def _nothing(pairs: Iterable[tuple[str, Any]]) -> dict[str, Any]:
+    """The answer of a call whose replies are not wanted (a partial failure carries none)."""
+    return {}
 
 
 def _script(script: bytes, key: str, *args: Any) -> tuple[Any, ...]:
@@ -347,43 +382,92 @@ class RedisStore:
 
         A script the server does not know (first use, a restart, ``SCRIPT FLUSH``) was not run:
         it is sent again with ``EVAL``, which also caches it. On a cluster, commands answered
-        ``MOVED`` or ``ASK`` were not run either and go to the node named. Any other error
-        raises ``StoreUnavailable``, and nothing is re-sent.
+        ``MOVED`` or ``ASK`` were not run either and go to the node named. Nothing else is ever
+        re-sent: a command that timed out may still be applied.
+
+        Every other error is ``StoreUnavailable``, at once on a single server. On a cluster, a
+        node that fails (no answer in time, a lost connection) or a command answered with an
+        error stops nothing else: the other nodes' commands still run and their redirections
+        are followed (nothing more goes to a node that failed), then ``PartialFailure`` is
+        raised, whose ``results`` map the key of every command that got a reply to that reply.
         """
         import redis
         from redis.exceptions import RedisClusterException
 
-        replies: list[Any] = [None] * len(commands)
-        todo = [_Sent(position, args) for position, (_, args) in enumerate(commands)]
+        errors = (redis.RedisError, RedisClusterException, StoreUnavailable)
         try:
             if self._refresh:
                 self.client.nodes_manager.initialize()
                 self._refresh = False
-            for _ in range(_ROUNDS):
-                # By node name: redis-py's ClusterNode was not hashable before 5.1.
-                nodes: dict[str, Any] = {}
-                groups: dict[str, list[_Sent]] = defaultdict(list)
-                for sent in todo:
+        except errors as error:  # nothing was sent
+            raise StoreUnavailable(f"{self!r} failed: {error}") from error
+        replies: list[Any] = [_NO_REPLY] * len(commands)
+        todo = [_Sent(position, args) for position, (_, args) in enumerate(commands)]
+        failure: Exception | None = None
+        down: set[str] = set()  # the nodes that failed during this call
+        for _ in range(_ROUNDS):
+            # By node name: redis-py's ClusterNode was not hashable before 5.1.
+            nodes: dict[str, Any] = {}
+            groups: dict[str, list[_Sent]] = defaultdict(list)
+            for sent in todo:
+                try:
                     node = sent.node or self._home(commands[sent.position][0])
-                    name = node if node is _SINGLE else node.name
+                except errors as error:  # no node serves the slot: not sent
+                    failure = self._failed(error, failure)
+                    continue
+                name = node if node is _SINGLE else node.name
+                if name not in down:
                     nodes[name] = node
                     groups[name].append(sent)
-                todo = []
-                for name, group in groups.items():
-                    node = nodes[name]
-                    for sent, answer in zip(group, self._pipeline(node, group), strict=True):
+            todo = []
+            for name, group in groups.items():
+                node = nodes[name]
+                try:
+                    answers = self._pipeline(node, group)
+                except errors as error:
+                    # Sent, maybe applied: never re-sent, and the node gets nothing more.
+                    failure = self._failed(error, failure)
+                    down.add(name)
+                    continue
+                for sent, answer in zip(group, answers, strict=True):
+                    try:
                         again = self._again(sent, node, answer)
-                        if again is None:
-                            replies[sent.position] = answer
-                        else:
-                            todo.append(again)
-                if not todo:
-                    return replies
-        except (redis.RedisError, RedisClusterException) as error:
-            if self.clustered and isinstance(error, redis.ConnectionError | redis.TimeoutError):
-                self._refresh = True  # a node may have failed over: reload the slot map first
-            raise StoreUnavailable(f"{self!r} failed: {error}") from error
-        raise StoreUnavailable(f"{self!r}: commands kept being redirected")
+                    except errors as error:  # an error reply: this command alone failed
+                        failure = self._failed(error, failure)
+                        continue
+                    if again is None:
+                        replies[sent.position] = answer
+                    else:
+                        todo.append(again)
+            if not todo:
+                break
+        else:
+            redirected = StoreUnavailable(f"{self!r}: commands kept being redirected")
+            failure = self._failed(redirected, failure)
+        if failure is None:
+            return replies
+        results = {
+            key: reply
+            for (key, _), reply in zip(commands, replies, strict=True)
+            if reply is not _NO_REPLY
+        }
+        raise PartialFailure(self._describe(failure), results) from failure
+
+    def _failed(self, error: Exception, failure: Exception | None) -> Exception:
+        """On a single server, raise ``error`` as ``StoreUnavailable`` at once; on a cluster,
+        return the first failure of the call, for the ``PartialFailure`` raised at its end."""
+        import redis
+
+        if not self.clustered:
+            if isinstance(error, StoreUnavailable):
+                raise error
+            raise StoreUnavailable(self._describe(error)) from error
+        if isinstance(error, redis.ConnectionError | redis.TimeoutError):
+            self._refresh = True  # a node may have failed over: reload the slot map first
+        return failure or error
+
+    def _describe(self, error: Exception) -> str:
+        return str(error) if isinstance(error, StoreUnavailable) else f"{self!r} failed: {error}"
 
     def _pipeline(self, node: Any, group: list[_Sent]) -> list[Any]:
         """Send ``group`` to ``node`` in one pipeline; one answer (or error) per command."""
@@ -435,12 +519,14 @@ class RedisStore:
             manager.initialize()
             node = manager.get_node(host=host, port=port)
         if node is None:
-            raise StoreUnavailable(f"Redis cluster node {host}:{port} is unknown")
+            raise StoreUnavailable(f"{self!r}: cluster node {host}:{port} is unknown")
         return node
 
 
 #: The node of a single-server client.
 _SINGLE = "single"
+#: Where a command of a failed batch got no reply.
+_NO_REPLY: Any = object()
 
 
 class _Sent(NamedTuple):
