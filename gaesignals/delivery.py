@@ -254,6 +254,14 @@ def _deliver_weak(
                 except PartialFailure as error:  # a cluster node failed: keep what was won
                     won = {key: error.results.get(key) is True for key in taken}
                     failure = error
+                    for key in taken:
+                        if key not in error.results:  # its node took the reset, or did not
+                            logger.error(
+                                "gaesignals: the reset of signal %r got no answer; if the "
+                                "cache applies it, its %d payload(s) read now are lost",
+                                names[_base(key)],
+                                len(parsed[key][0]),
+                            )
                 except StoreUnavailable as error:
                     # Maybe applied later (a hung server): then those payloads are lost. The
                     # counters may or may not have landed: left as they are, so lost detection

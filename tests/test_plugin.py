@@ -41,7 +41,10 @@ def test_capture_records_sends_in_order_and_keeps_them(gaesignals_store: Store) 
         Signal("a").send(1)
         send("b", {"x": 2})
         send_multi([("a", 3), "c", ("b", 4)])
-    assert sent == [("a", 1), ("b", {"x": 2}), ("a", 3), ("b", 4), ("c", None)]
+    # Within one send_multi, a signal whose key is new may be recorded after the others (it
+    # is stored by a second call on stores whose append refuses missing keys).
+    assert sent[:3] == [("a", 1), ("b", {"x": 2}), ("a", 3)]
+    assert sorted(sent[3:], key=lambda item: item.name) == [("b", 4), ("c", None)]
     assert all(isinstance(item, Sent) for item in sent)
     assert sent.names() == ["a", "b", "c"]
     assert sent.data("a") == [1, 3] and sent.data("missing") == []

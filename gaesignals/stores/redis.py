@@ -5,10 +5,9 @@ atomic on its own, which is all delivery needs. What Redis does atomically is us
 (``SET NX EX`` for add and locks, ``SET`` for the cursor, ``DEL``); the calls Redis lacks are
 short Lua scripts run with ``EVALSHA`` in the same pipeline:
 
-* append: ``APPEND`` only if the key exists and the result fits ``max_value_size`` (Redis's own
-  ``APPEND`` creates missing keys and has no limit below 512 MB); a first send then ``add``\\ s
-  the key, as on memcached, and weak delivery leaves an empty value rather than deleting it, so
-  that extra round trip is paid once per signal, not per send;
+* append: ``APPEND`` (which creates a missing key) only if the result fits ``max_value_size``
+  (Redis's own limit is 512 MB), so a first send is one round trip too and its ``sent``
+  counter never runs ahead of a refused append;
 * compare-and-set: Redis has no CAS counter, so the token is the value read itself, and the
   script writes only if the key still holds a value with the same SHA-1 (``redis.sha1hex``);
 * counters: a decimal add that stops at 0 and leaves a non-number alone (``INCRBY`` would go
@@ -69,7 +68,6 @@ return 1
 
 # KEYS[1]; ARGV: the bytes to append, the largest value allowed. APPEND keeps the key's TTL.
 _APPEND = b"""
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 if redis.call('STRLEN', KEYS[1]) + string.len(ARGV[1]) > tonumber(ARGV[2]) then return 0 end
 redis.call('APPEND', KEYS[1], ARGV[1])
 return 1
@@ -169,7 +167,7 @@ class _Connection:
     def append_many(
         self, items: Mapping[str, bytes], counters: Mapping[str, int] | None = None
     ) -> dict[str, bool]:
-        """Append within ``max_value_size`` to existing keys; ``counters`` (keys other than
+        """Append within ``max_value_size``, creating missing keys; ``counters`` (keys other than
         ``items``') are bumped as by :meth:`incr_many` in the same round trip, after the
         appends, whatever their outcome."""
         limit = self.store.max_value_size
