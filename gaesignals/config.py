@@ -2,7 +2,7 @@
 
 Explicit :func:`configure` arguments win; anything not given comes from the environment
 (``GAESIGNALS_STORE``, ``GAESIGNALS_NAMESPACE``, ``GAESIGNALS_SECRET_KEY``,
-``GAESIGNALS_CODEC``, ``GAESIGNALS_EAGER``, ``GAESIGNALS_COUNT_SENDS``); anything still
+``GAESIGNALS_CODEC``, ``GAESIGNALS_EAGER``, ``GAESIGNALS_COUNTERS``); anything still
 missing has a default: App Engine's memcache when running on App Engine, otherwise the
 embedded in-process store. Settings are resolved once, on first use, and shared by every
 thread.
@@ -41,8 +41,9 @@ class Settings:
     codec: str = "pickle"
     #: Every send to a signal with registered receivers runs them at once (tests, development).
     eager: bool = False
-    #: Bump each signal's ``sent`` counter with every send (what lost detection compares with).
-    count_sends: bool = True
+    #: Keep per-signal counters in the store (sent, delivered, ..., lost): what stats() reports
+    #: and lost detection needs, at some cost per send and per delivery.
+    counters: bool = True
 
 
 _lock = threading.Lock()
@@ -55,19 +56,20 @@ def configure(
     secret_key: SecretKeys | None = None,
     codec: str | None = None,
     eager: bool | None = None,
-    count_sends: bool | None = None,
+    counters: bool | None = None,
 ) -> Settings:
     """Set the store (a :class:`~gaesignals.stores.Store` or a URL), the key namespace, the
     secret key(s) that sign frames, the payload codec (``"pickle"`` or ``"json"``), whether
-    sends are ``eager`` (see :func:`~gaesignals.send_now`), and whether sends bump the
-    ``sent`` counter (default True; on memcached it rides in the append's round trip, on App
-    Engine it costs one more API call per send).
+    sends are ``eager`` (see :func:`~gaesignals.send_now`), and whether per-signal
+    ``counters`` are kept (default True: :func:`~gaesignals.stats` and lost detection need
+    them; they ride in the sends' and resets' own round trips on memcached and Redis, and cost
+    one more API call per send on App Engine).
 
     Arguments left out are read from the environment, as on first use without ``configure``.
     Call it once at start-up, before sending or delivering.
     """
     global _settings
-    resolved = _resolve(store, namespace, secret_key, codec, eager, count_sends)
+    resolved = _resolve(store, namespace, secret_key, codec, eager, counters)
     with _lock:
         _settings = resolved
     return resolved
@@ -129,7 +131,7 @@ def _resolve(
     secret_key: SecretKeys | None,
     codec: str | None,
     eager: bool | None,
-    count_sends: bool | None,
+    counters: bool | None,
 ) -> Settings:
     env = os.environ
     if eager is None:
@@ -137,11 +139,11 @@ def _resolve(
         if flag not in ("", "0", "1", "false", "true", "no", "yes", "off", "on"):
             raise ConfigurationError(f"GAESIGNALS_EAGER={flag!r} is not a boolean (use 1 or 0)")
         eager = flag in ("1", "true", "yes", "on")
-    if count_sends is None:
-        flag = env.get("GAESIGNALS_COUNT_SENDS", "1").strip().lower()
+    if counters is None:
+        flag = env.get("GAESIGNALS_COUNTERS", "1").strip().lower()
         if flag not in ("1", "0", "true", "false", "yes", "no", "on", "off", ""):
-            raise ConfigurationError(f"GAESIGNALS_COUNT_SENDS={flag!r} is not a boolean")
-        count_sends = flag not in ("0", "false", "no", "off")
+            raise ConfigurationError(f"GAESIGNALS_COUNTERS={flag!r} is not a boolean")
+        counters = flag not in ("0", "false", "no", "off")
     if namespace is None:
         namespace = env.get("GAESIGNALS_NAMESPACE", "")
     if not _NAMESPACE.match(namespace):
@@ -177,7 +179,7 @@ def _resolve(
         secret_keys=keys,
         codec=codec,
         eager=bool(eager),
-        count_sends=bool(count_sends),
+        counters=bool(counters),
     )
 
 

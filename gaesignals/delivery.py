@@ -211,15 +211,17 @@ def _deliver_weak(
     delivered = 0
     bumps: Counter[str] = Counter()
     failure: StoreUnavailable | None = None
+    counting = settings.counters
     todo = list(names)
     with settings.store.connection() as conn:
         try:
             for first in (True, *[False] * (WEAK_ROUNDS - 1)):
-                wanted = (
-                    [k for name in signals for k in _read_order(keys[name], shards[name])]
-                    if first
-                    else todo
-                )
+                if not first:
+                    wanted = todo
+                elif counting:
+                    wanted = [k for name in signals for k in _read_order(keys[name], shards[name])]
+                else:
+                    wanted = list(names)
                 current = conn.scan_many(wanted)
                 parsed = {}
                 for key, item in current.items():
@@ -231,7 +233,7 @@ def _deliver_weak(
                                 owner, signals.handlers(owner), settings, specs[owner]
                             )
                         parsed[key] = runner.parse_all(item[0])
-                if first:
+                if first and counting:
                     _check_lost(conn, keys, names, current, parsed, bumps)
                 if not parsed:
                     break
@@ -248,9 +250,9 @@ def _deliver_weak(
                     bumps[signal.counter("dropped")] += len(bad)
                     bumps[signal.counter("expired")] += len(found) - fresh[key]
                     bumps[signal.counter("delivered")] += fresh[key]
-                counters = _take(bumps)
+                counters = _take(bumps) if counting else {}
                 try:
-                    won = conn.cas_many(taken, counters=counters)
+                    won = conn.cas_many(taken, counters=counters or None)
                 except PartialFailure as error:  # a cluster node failed: keep what was won
                     won = {key: error.results.get(key) is True for key in taken}
                     failure = error
@@ -305,7 +307,8 @@ def _deliver_weak(
                     len(todo),
                 )
         finally:
-            _flush(conn, bumps, quietly=True)
+            if counting:
+                _flush(conn, bumps, quietly=True)
     if failure is not None:
         raise failure
     return delivered
@@ -617,6 +620,7 @@ def _deliver_reliable(
     keys = {name: signal_keys(name, settings.namespace) for name in signals}
     delivered = 0
     bumps: Counter[str] = Counter()
+    counting = settings.counters
     with settings.store.connection() as conn:
         # One lock per signal, whatever its shards.
         held = _acquire(conn, [k.lock for k in keys.values()], owner, lease)
@@ -630,7 +634,11 @@ def _deliver_reliable(
                 [
                     key
                     for name, k in mine.items()
-                    for key in _read_order(k, [queue for queue, _ in shards[name]])
+                    for key in (
+                        _read_order(k, [queue for queue, _ in shards[name]])
+                        if counting
+                        else [queue for queue, _ in shards[name]]
+                    )
                 ]
                 + [cursor for name in mine for _, cursor in shards[name]]
             )
@@ -642,14 +650,15 @@ def _deliver_reliable(
                 for key, item in current.items()
                 if item[0] and _base(key) in queues
             }
-            _check_lost(conn, mine, queues, current, parsed, bumps)
-            # Everything read is accounted for before any handler runs (see _check_lost), in
-            # one call for all signals; what then stays in a queue is taken back at the end.
-            # Done here, not before each acknowledgement, so a failing counter call can never
-            # cost an acknowledgement its connection (its CAS token).
-            for key, (found, bad) in parsed.items():
-                bumps[mine[queues[_base(key)]].counter("accounted")] += len(found) + len(bad)
-            _flush(conn, bumps)
+            if counting:
+                _check_lost(conn, mine, queues, current, parsed, bumps)
+                # Everything read is accounted for before any handler runs (see _check_lost),
+                # in one call for all signals; what then stays in a queue is taken back at the
+                # end. Done here, not before each acknowledgement, so a failing counter call
+                # can never cost an acknowledgement its connection (its CAS token).
+                for key, (found, bad) in parsed.items():
+                    bumps[mine[queues[_base(key)]].counter("accounted")] += len(found) + len(bad)
+                _flush(conn, bumps)
             holder = _Holder(conn, owner, lease, held)
             for name, signal in mine.items():
                 # Shard by shard, each with its own progress cursor; within a shard, copies
@@ -678,7 +687,8 @@ def _deliver_reliable(
             bumps.clear()
             raise
         finally:
-            _flush(conn, bumps, quietly=True)
+            if counting:
+                _flush(conn, bumps, quietly=True)
             _release(conn, sorted(held), owner, lease)
     return delivered
 
@@ -955,7 +965,7 @@ def _take_dead_letters(name: str, *, requeue: bool) -> int:
                 except GaeSignalsError:
                     append_frames(conn, settings.store, {keys.dead: item[0]})
                     raise
-                # Pending again: no longer accounted for as having left the queue.
-                _flush(conn, Counter({keys.counter("accounted"): -len(found)}), quietly=True)
+                if settings.counters:  # pending again: no longer accounted as having left
+                    _flush(conn, Counter({keys.counter("accounted"): -len(found)}), quietly=True)
             return len(found)
     raise Contention(f"the dead letters of {name!r} kept changing; try again")

@@ -550,7 +550,7 @@ def send(name: str, data: Any = None) -> None:
         return
     key, queues = route(name, keys)
     store = settings.store
-    counts = {key: (keys.counter("sent"), 1)} if settings.count_sends else None
+    counts = {key: (keys.counter("sent"), 1)} if settings.counters else None
     with store.connection() as conn:
         append_frames(conn, store, {key: frame}, {key: queues} if queues else None, counts)
 
@@ -594,7 +594,7 @@ def send_multi(
                 raise QueueFull(f"the payloads for {key} together exceed the item limit", [key])
         counts = (
             {key: (sent_of[key], len(parts)) for key, parts in framed.items()}
-            if settings.count_sends
+            if settings.counters
             else None
         )
         with store.connection() as conn:

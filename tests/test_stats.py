@@ -30,6 +30,7 @@ from gaesignals import (
 from gaesignals.signals import signal_keys
 from gaesignals.stores import Store
 from gaesignals.stores.memory import MemoryStore
+from gaesignals.testing import CountingStore
 
 from .conftest import RawAccess
 
@@ -145,13 +146,21 @@ def test_lost_reports_what_vanished(raw: RawAccess, caplog: pytest.LogCaptureFix
     assert caplog.text.count("vanished from the cache") == 1
 
 
-def test_count_sends_off(store: Store) -> None:
-    """With count_sends=False a send writes no counter, and delivery reports no loss."""
-    gaesignals.configure(store=store, count_sends=False)
+@pytest.mark.parametrize("reliable", [False, True], ids=["weak", "reliable"])
+def test_counters_off(store: Store, reliable: bool) -> None:
+    """With counters=False neither sends nor deliveries touch a counter: a weak delivery is
+    one read and one reset, as without stats."""
+    counting = CountingStore(store)
+    gaesignals.configure(store=counting, counters=False)
     send("quiet", 1)
+    assert deliver({"quiet": lambda d: None}, reliable=reliable) == 1
+    send("quiet", 2)
+    counting.calls.clear()
+    assert deliver({"quiet": lambda d: None}, reliable=reliable) == 1
+    assert "incr_many" not in counting.calls
+    if not reliable:
+        assert dict(counting.calls) == {"scan_many": 1, "cas_many": 1}
     assert stats("quiet")["quiet"] == ZERO
-    deliver({"quiet": lambda d: None})
-    assert stats("quiet")["quiet"] == {**ZERO, "delivered": 1}
 
 
 def test_health_reports_a_working_store(store: Store) -> None:
