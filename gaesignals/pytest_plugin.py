@@ -7,10 +7,12 @@ gaesignals' store for that test only (the settings before it are put back after 
 * ``appengine``: App Engine's memcache stub in a ``testbed`` (``gaesignals_testbed``), with the
   datastore and taskqueue stubs when asked for;
 * ``memcached``: a real memcached started once per session on a free loopback port and
-  flushed before each test.
+  flushed before each test;
+* ``redis``: a real redis-server, the same way (only when named: it needs redis-server and
+  redis-py, which an app on memcache does not have).
 
 Which one: ``@pytest.mark.gaesignals_stores("memory", "memcached")`` runs a test once per store
-named (every store when none are named); otherwise ``--gaesignals-store=KIND`` or the
+named (every store but ``redis`` when none are named); otherwise ``--gaesignals-store=KIND`` or the
 ``gaesignals_store`` ini option (default ``memory``). ``gaesignals_captured`` records what the
 test sends; see also :func:`gaesignals.testing.captured_signals` and
 :func:`gaesignals.testing.eager_signals`.
@@ -29,9 +31,11 @@ import pytest
 from . import config as _config
 from .config import configure
 from .stores import Store
-from .testing import CapturedSignals, MemcachedServer, captured_signals
+from .testing import CapturedSignals, MemcachedServer, RedisServer, captured_signals
 
-STORE_KINDS = ("memory", "memory-cas", "appengine", "memcached")
+#: What ``gaesignals_stores()`` with no kinds runs.
+DEFAULT_KINDS = ("memory", "memory-cas", "appengine", "memcached")
+STORE_KINDS = (*DEFAULT_KINDS, "redis")
 APPENGINE_STUBS = ("datastore", "taskqueue")
 
 
@@ -58,7 +62,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
         "gaesignals_stores(*kinds): run the test once per gaesignals store kind "
-        f"({', '.join(STORE_KINDS)}; all when none are given)",
+        f"({', '.join(STORE_KINDS)}; all but redis when none are given)",
     )
     config.addinivalue_line(
         "markers",
@@ -75,7 +79,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     marker = metafunc.definition.get_closest_marker("gaesignals_stores")
     if marker is None or "gaesignals_store_kind" not in metafunc.fixturenames:
         return
-    kinds = marker.args or STORE_KINDS
+    kinds = marker.args or DEFAULT_KINDS
     unknown = [kind for kind in kinds if kind not in STORE_KINDS]
     if unknown:
         raise pytest.UsageError(f"unknown gaesignals store kind(s) {unknown}: use {STORE_KINDS}")
@@ -109,6 +113,17 @@ def gaesignals_memcached() -> Iterator[MemcachedServer]:
     if importlib.util.find_spec("pymemcache") is None:
         _missing("pymemcache", "pip install 'gaesignals[memcached]'")
     with MemcachedServer() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def gaesignals_redis() -> Iterator[RedisServer]:
+    """A redis-server on a free 127.0.0.1 port for the whole session (no persistence)."""
+    if shutil.which("redis-server") is None:
+        _missing("redis-server", "apt-get install -y redis-server")
+    if importlib.util.find_spec("redis") is None:
+        _missing("redis-py", "pip install 'gaesignals[redis]'")
+    with RedisServer() as server:
         yield server
 
 
@@ -151,6 +166,13 @@ def _make_store(kind: str, request: pytest.FixtureRequest) -> tuple[Store, Any]:
         from .stores.appengine import AppEngineStore
 
         return AppEngineStore(), None
+    if kind == "redis":
+        redis_server: RedisServer = request.getfixturevalue("gaesignals_redis")
+        redis_server.flush()
+        from .stores.redis import RedisStore
+
+        redis_store = RedisStore.from_url(redis_server.url)
+        return redis_store, redis_store
     server: MemcachedServer = request.getfixturevalue("gaesignals_memcached")
     server.flush()
     from .stores.memcached import MemcachedStore

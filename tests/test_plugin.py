@@ -281,13 +281,13 @@ def test_plugin_rejects_unknown_kinds_in_the_mark(pytester: pytest.Pytester) -> 
         """
         import pytest
 
-        @pytest.mark.gaesignals_stores("redis")
+        @pytest.mark.gaesignals_stores("mongodb")
         def test_x(gaesignals_store):
             pass
         """
     )
     result = run(pytester)
-    assert "unknown gaesignals store kind(s) ['redis']" in result.stdout.str()
+    assert "unknown gaesignals store kind(s) ['mongodb']" in result.stdout.str()
     assert result.ret != 0
 
 
@@ -306,3 +306,29 @@ def test_plugin_eager_and_capture_in_a_user_suite(pytester: pytest.Pytester) -> 
         """
     )
     run(pytester).assert_outcomes(passed=1)
+
+
+def test_plugin_redis_kind_only_when_named(pytester: pytest.Pytester) -> None:
+    """``redis`` is a kind a test can name (a real redis-server per session, flushed per
+    test), but not one that ``gaesignals_stores()`` without kinds runs."""
+    pytester.makepyfile(
+        """
+        import pytest
+        from gaesignals import deliver, send
+
+        @pytest.mark.gaesignals_stores("redis")
+        @pytest.mark.parametrize("round", [1, 2])
+        def test_on_redis(gaesignals_store, round):
+            assert type(gaesignals_store).__name__ == "RedisStore"
+            got = []
+            assert deliver([("x", got.append)]) == 0
+            send("x", round)
+            assert deliver([("x", got.append)]) == 1 and got == [round]
+
+        @pytest.mark.gaesignals_stores()
+        def test_default_kinds(gaesignals_store_kind):
+            assert gaesignals_store_kind != "redis"
+        """
+    )
+    run(pytester, "-v").assert_outcomes(passed=6)
+    run(pytester, "--gaesignals-store=redis", "-k", "nothing").assert_outcomes(deselected=6)
