@@ -97,5 +97,9 @@ class Store(Protocol):
         """A connection pinned for one unit of work (a send, a delivery)."""
         ...
 
+    # Optional: a store whose append cannot refuse by size on the server (memcached appends up
+    # to its own -I) may expose ``sizes``, a ``Mapping[str, int]`` of each key's last seen
+    # size; sends then read a key first instead of appending past ``max_value_size``.
+
 
 __all__ = ["DEFAULT_MAX_VALUE_SIZE", "MAX_KEY_LENGTH", "Connection", "Store"]
