@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # so "python benchmarks/x.py" imports the checkout
     sys.path.insert(0, str(ROOT))
 
-from gaesignals.testing import free_port  # noqa: E402
+from gaesignals.testing import MemcachedServer, RedisServer  # noqa: E402
 
 SERVER_CPU = 0
 CLIENT_CPU = 1
@@ -84,113 +84,22 @@ def _pinned(command: list[str]) -> list[str]:
 # -- servers --------------------------------------------------------------------------------------
 
 
-class _Server:
-    name = "server"
-
-    def __init__(self) -> None:
-        self.port = free_port()
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def command(self) -> list[str]:
-        raise NotImplementedError
-
-    def ping(self, sock: socket.socket) -> bool:
-        raise NotImplementedError
-
-    def start(self, timeout: float = 10.0) -> _Server:
-        self.process = subprocess.Popen(
-            _pinned(self.command()), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-        )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                err = self.process.stderr.read().decode() if self.process.stderr else ""
-                raise RuntimeError(f"{self.name} exited at start: {err.strip()}")
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as sock:
-                    if self.ping(sock):
-                        return self
-            except OSError:
-                time.sleep(0.02)
-        self.stop()
-        raise RuntimeError(f"{self.name} did not answer on port {self.port} within {timeout}s")
-
-    def stop(self) -> None:
-        if self.process is not None:
-            self.process.kill()
-            self.process.wait(timeout=10)
-            if self.process.stderr:
-                self.process.stderr.close()
-            self.process = None
-
-    def __enter__(self) -> _Server:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-
-class Memcached(_Server):
-    """memcached on 127.0.0.1, one worker thread, pinned to the server CPU."""
-
-    name = "memcached"
+class Memcached(MemcachedServer):
+    """memcached on 127.0.0.1 for benchmarks: one worker thread, 512 MB, pinned to the server
+    CPU (gaesignals.testing's runner with a pinned command line)."""
 
     def __init__(self, memory_mb: int = 512, threads: int = 1) -> None:
-        super().__init__()
-        self.memory_mb = memory_mb
-        self.threads = threads
+        super().__init__(memory_mb=memory_mb, threads=threads)
 
-    @property
-    def url(self) -> str:
-        return f"memcached://127.0.0.1:{self.port}"
-
-    def command(self) -> list[str]:
-        binary = shutil.which("memcached") or "/usr/bin/memcached"
-        command = [binary, "-l", "127.0.0.1", "-p", str(self.port), "-U", "0"]
-        command += ["-m", str(self.memory_mb), "-t", str(self.threads)]
-        if os.geteuid() == 0:
-            command += ["-u", "root"]
-        return command
-
-    def ping(self, sock: socket.socket) -> bool:
-        sock.sendall(b"version\r\n")
-        return sock.recv(64).startswith(b"VERSION")
-
-    def stats(self) -> dict[str, str]:
-        with socket.create_connection(("127.0.0.1", self.port), timeout=5) as sock:
-            sock.sendall(b"stats\r\n")
-            data = b""
-            while not data.endswith(b"END\r\n"):
-                chunk = sock.recv(65536)
-                if not chunk:
-                    break
-                data += chunk
-        stats = {}
-        for line in data.decode().splitlines():
-            parts = line.split()
-            if len(parts) == 3 and parts[0] == "STAT":
-                stats[parts[1]] = parts[2]
-        return stats
-
-    def flush(self) -> None:
-        with socket.create_connection(("127.0.0.1", self.port), timeout=5) as sock:
-            sock.sendall(b"flush_all\r\n")
-            sock.recv(64)
+    def _command(self) -> list[str]:
+        return _pinned(super()._command())
 
 
-class Redis(_Server):
+class Redis(RedisServer):
     """redis-server on 127.0.0.1 without persistence, pinned to the server CPU."""
 
-    name = "redis-server"
-
-    def command(self) -> list[str]:
-        binary = shutil.which("redis-server") or "redis-server"
-        # No snapshots; the append-only file is off by default.
-        return [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", ""]
-
-    def ping(self, sock: socket.socket) -> bool:
-        sock.sendall(b"PING\r\n")
-        return sock.recv(64).startswith(b"+PONG")
+    def _command(self) -> list[str]:
+        return _pinned(super()._command())
 
 
 def memcached_version() -> str:

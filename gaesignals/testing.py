@@ -148,11 +148,13 @@ class MemcachedServer(_ServerProcess):
         port: int | None = None,
         *,
         memory_mb: int = 64,
+        threads: int = 2,
         binary: str | None = None,
         extra_args: Sequence[str] = (),
     ) -> None:
         super().__init__(port, binary=binary)
         self.memory_mb = memory_mb
+        self.threads = threads
         self.extra_args = list(extra_args)
 
     @property
@@ -161,7 +163,7 @@ class MemcachedServer(_ServerProcess):
 
     def _command(self) -> list[str]:
         command = [self.binary, "-l", "127.0.0.1", "-p", str(self.port), "-U", "0"]
-        command += ["-m", str(self.memory_mb), "-t", "2", *self.extra_args]
+        command += ["-m", str(self.memory_mb), "-t", str(self.threads), *self.extra_args]
         if os.geteuid() == 0:
             command += ["-u", "root"]  # memcached refuses to run as root without it
         return command
