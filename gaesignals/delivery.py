@@ -241,15 +241,15 @@ def _deliver_weak(
                 # Counted as if every reset wins, ahead of the resets in their own round trip
                 # (see Connection.cas_many), so a reader never sees frames gone yet unaccounted;
                 # what a lost race or a failing handler changes is corrected afterwards.
-                fresh: dict[str, int] = {}
+                fresh: dict[str, list[frames.Frame]] = {}
                 for key, (found, bad) in parsed.items():
                     name = names[_base(key)]
                     signal = keys[name]
-                    fresh[key] = runners[name].fresh_count(found)
+                    fresh[key] = runners[name].within_ttl(found)
                     bumps[signal.counter("accounted")] += len(found) + len(bad)
                     bumps[signal.counter("dropped")] += len(bad)
-                    bumps[signal.counter("expired")] += len(found) - fresh[key]
-                    bumps[signal.counter("delivered")] += fresh[key]
+                    bumps[signal.counter("expired")] += len(found) - len(fresh[key])
+                    bumps[signal.counter("delivered")] += len(fresh[key])
                 counters = _take(bumps) if counting else {}
                 try:
                     won = conn.cas_many(taken, counters=counters or None)
@@ -287,10 +287,11 @@ def _deliver_weak(
                         if counters:  # take back what was counted for it
                             bumps[signal.counter("accounted")] -= len(found) + len(bad)
                             bumps[signal.counter("dropped")] -= len(bad)
-                            bumps[signal.counter("expired")] -= len(found) - fresh[key]
-                            bumps[signal.counter("delivered")] -= fresh[key]
+                            bumps[signal.counter("expired")] -= len(found) - len(fresh[key])
+                            bumps[signal.counter("delivered")] -= len(fresh[key])
                         continue
-                    ok, failed, _ = runners[name].drain(found)
+                    runners[name].log_expired(len(found) - len(fresh[key]))
+                    ok, failed = runners[name].drain(fresh[key])
                     delivered += ok
                     if failed:
                         bumps[signal.counter("delivered")] -= failed
@@ -432,16 +433,13 @@ def _flush(conn: Connection, bumps: Counter[str], *, quietly: bool = False) -> N
         logger.warning("gaesignals: could not update the counters %s", deltas, exc_info=True)
 
 
-def _frames(name: str, key: str, value: bytes, settings: Settings) -> list[frames.Frame]:
-    """The verified frames of a signal's value; ``key`` is the signal's own queue key, its
-    identity in frame signatures, whichever shard the value came from."""
+def _parse(
+    name: str, key: str, value: bytes, settings: Settings
+) -> tuple[list[frames.Frame], list[frames.BadRegion]]:
+    """The verified frames of a signal's value and its unreadable regions (logged, then
+    dropped); ``key`` is the signal's own queue key, its identity in frame signatures,
+    whichever shard the value came from."""
     parsed, bad = frames.parse(value, key.encode(), settings.secret_keys)
-    if bad:
-        _log_bad(name, key, bad)
-    return parsed
-
-
-def _log_bad(name: str, key: str, bad: list[frames.BadRegion]) -> None:
     for region in bad:
         logger.error(
             "gaesignals: dropped %d unreadable byte(s) in signal %r (key %s): %s",
@@ -450,6 +448,12 @@ def _log_bad(name: str, key: str, bad: list[frames.BadRegion]) -> None:
             key,
             region.reason,
         )
+    return parsed, bad
+
+
+def _frames(name: str, key: str, value: bytes, settings: Settings) -> list[frames.Frame]:
+    """The verified frames of a signal's value (see :func:`_parse`)."""
+    return _parse(name, key, value, settings)[0]
 
 
 def decode(frame: frames.Frame, settings: Settings) -> Any:
@@ -482,32 +486,19 @@ class _Runner:
         # Whole seconds on the sender's clock: a payload sent before this second is too old.
         self.cutoff = -1 if spec.ttl is None else int(frames.clock()) - spec.ttl
 
-    def parse(self, value: bytes) -> list[frames.Frame]:
-        return self.parse_all(value)[0]
-
     def parse_all(self, value: bytes) -> tuple[list[frames.Frame], list[frames.BadRegion]]:
         """The verified frames of a value and its unreadable regions (logged, then dropped)."""
-        found, bad = frames.parse(value, self.identity.encode(), self.settings.secret_keys)
-        if bad:
-            _log_bad(self.name, self.identity, bad)
-        return found, bad
+        return _parse(self.name, self.identity, value, self.settings)
 
     def expired(self, frame: frames.Frame) -> bool:
         return frames.sent_at(frame.ident) < self.cutoff
 
-    def fresh_count(self, found: list[frames.Frame]) -> int:
-        """How many of ``found`` are within the signal's ttl."""
-        if self.ttl is None:
-            return len(found)
-        return sum(not self.expired(frame) for frame in found)
-
-    def fresh(self, found: list[frames.Frame]) -> list[frames.Frame]:
-        """``found`` without the payloads older than the signal's ttl, which are logged."""
+    def within_ttl(self, found: list[frames.Frame]) -> list[frames.Frame]:
+        """``found`` without the payloads older than the signal's ttl (the caller logs them,
+        with :meth:`log_expired`, once it drops them)."""
         if self.ttl is None:
             return found
-        kept = [frame for frame in found if not self.expired(frame)]
-        self.log_expired(len(found) - len(kept))
-        return kept
+        return [frame for frame in found if not self.expired(frame)]
 
     def log_expired(self, count: int) -> None:
         if count:
@@ -534,9 +525,9 @@ class _Runner:
                 logger.exception("gaesignals: handler %r for signal %r failed", handler, self.name)
         return ok, True
 
-    def drain(self, found: list[frames.Frame]) -> tuple[int, int, int]:
-        """Run the handlers on every fresh payload of ``found``; returns how many succeeded,
-        failed and were dropped as older than the ttl.
+    def drain(self, fresh: list[frames.Frame]) -> tuple[int, int]:
+        """Run the handlers on every payload of ``fresh`` (already within the ttl); returns how
+        many succeeded and how many failed.
 
         :meth:`run` in one loop, for weak delivery's many payloads: the same checks and logs,
         without a call per payload around them.
@@ -544,7 +535,6 @@ class _Runner:
         loads = pickle.loads if self.settings.codec == "pickle" else None
         json_flag = frames.FLAG_JSON
         calls = self.calls
-        fresh = self.fresh(found)
         delivered = 0
         for _, _, flags, _, _, body in fresh:
             try:
@@ -567,7 +557,7 @@ class _Runner:
                         "gaesignals: handler %r for signal %r failed", handler, self.name
                     )
             delivered += ok
-        return delivered, len(fresh) - delivered, len(found) - len(fresh)
+        return delivered, len(fresh) - delivered
 
 
 # -- at once --------------------------------------------------------------------------------------
