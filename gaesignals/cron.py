@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from .config import on_app_engine
-from .delivery import HandlerSpec, SignalMapping, deliver
+from .delivery import MappingArg, SignalMapping, deliver
 from .exceptions import ConfigurationError, StoreUnavailable
 
 logger = logging.getLogger("gaesignals")
@@ -44,10 +44,7 @@ class CronDeliveryApp:
 
     def __init__(
         self,
-        mapping: SignalMapping
-        | Mapping[str, HandlerSpec]
-        | Iterable[tuple[str, HandlerSpec]]
-        | None = None,
+        mapping: MappingArg | None = None,
         *,
         reliable: bool | None = None,
         token: str | None = None,

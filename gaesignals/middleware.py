@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from .delivery import HandlerSpec, SignalMapping, deliver
+from .delivery import MappingArg, SignalMapping, deliver
 from .exceptions import GaeSignalsError
 
 logger = logging.getLogger("gaesignals")
@@ -30,10 +30,7 @@ class RequestDeliverer:
 
     def __init__(
         self,
-        mapping: SignalMapping
-        | dict[str, HandlerSpec]
-        | Iterable[tuple[str, HandlerSpec]]
-        | None = None,
+        mapping: MappingArg | None = None,
         reliable: bool | None = None,
         *,
         lease: int | None = None,
@@ -87,10 +84,7 @@ class SignalsMiddleware(RequestDeliverer):
     def __init__(
         self,
         app: WSGIApp,
-        mapping: SignalMapping
-        | dict[str, HandlerSpec]
-        | Iterable[tuple[str, HandlerSpec]]
-        | None = None,
+        mapping: MappingArg | None = None,
         reliable: bool | None = None,
         *,
         lease: int | None = None,

@@ -186,13 +186,18 @@ def base_queue_key(key: str) -> str | None:
 _registry: Registry | None = None
 
 
-def _shards(name: str) -> int:
+def _the_registry() -> Registry:
+    """The default registry, imported on first use: the registry module imports this one."""
     global _registry
-    if _registry is None:  # imported on first use: the registry module imports this one
+    if _registry is None:
         from .registry import registry
 
         _registry = registry
-    return _registry.shards(name)
+    return _registry
+
+
+def _shards(name: str) -> int:
+    return _the_registry().shards(name)
 
 
 # -- which shard a thread sends to ----------------------------------------------------------------
@@ -506,9 +511,7 @@ def _reroute(
 
 
 def _has_receivers(name: str) -> bool:
-    from .registry import registry
-
-    return bool(registry.receivers(name))
+    return bool(_the_registry().receivers(name))
 
 
 class Signal:

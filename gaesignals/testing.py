@@ -21,14 +21,14 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from types import TracebackType
 from typing import Any, NamedTuple, Self, TypeVar
 
 from . import config, frames
 from .config import Settings, get_settings
-from .delivery import HandlerSpec, SignalMapping, decode
+from .delivery import MappingArg, SignalMapping, decode
 from .signals import base_queue_key, signal_keys
 from .stores import Connection, Store
 
@@ -678,7 +678,7 @@ class _Eager(_Tap):
 
 @contextmanager
 def eager_signals(
-    mapping: SignalMapping | Mapping[str, HandlerSpec] | Iterable[tuple[str, HandlerSpec]],
+    mapping: MappingArg,
     *,
     raise_errors: bool = True,
 ) -> Iterator[CapturedSignals]:
