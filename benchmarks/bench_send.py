@@ -193,44 +193,7 @@ def memcached_rows(args, server: Memcached) -> list[Row]:
         }
         per_level[level] = compare(cases, args.reps)
     zero = per_level[0]
-    rows.append(
-        ratio_row(
-            bench, "send, 0 pending", zero["lib"], zero["raw"], 1.15, baseline_label="dumps+append"
-        )
-    )
-    for level in LEVELS[1:]:
-        got = per_level[level]
-        rows.append(
-            ratio_row(
-                bench,
-                f"send, {level:,} pending",
-                got["lib"],
-                got["raw"],
-                None,
-                baseline_label="dumps+append",
-            )
-        )
-    for level in LEVELS[1:]:
-        rows.append(
-            ratio_row(
-                bench,
-                f"send at {level:,} vs at 0 pending",
-                per_level[level]["lib"],
-                zero["lib"],
-                1.3 if level == 10_000 else None,
-                baseline_label="(at 0)",
-            )
-        )
-    rows.append(
-        ratio_row(
-            bench,
-            "raw append at 10,000 vs at 0",
-            per_level[10_000]["raw"],
-            zero["raw"],
-            None,
-            baseline_label="(raw at 0)",
-        )
-    )
+    rows += pending_rows(bench, per_level, "dumps+append", "append")
     rows += sharded_rows(
         args, bench, raw.set_many, lambda key: raw.get(key) or b"", zero["raw"], "dumps+append"
     )
@@ -515,16 +478,27 @@ def appengine_rows(args) -> list[Row]:
         }
         per_level[level] = compare(cases, args.reps)
     zero = per_level[0]
-    rows.append(
-        ratio_row(
-            bench,
-            "send, 0 pending",
-            zero["lib"],
-            zero["raw"],
-            1.15,
-            baseline_label="dumps+gets+cas",
-        )
+    rows += pending_rows(bench, per_level, "dumps+gets+cas", "gets+cas")
+    rows += sharded_rows(
+        args,
+        bench,
+        lambda values: client.set_multi(values),
+        lambda key: client.get(key) or b"",
+        zero["raw"],
+        "dumps+gets+cas",
     )
+    return rows
+
+
+def pending_rows(
+    bench: str, per_level: dict[int, dict[str, Samples]], baseline: str, raw_name: str
+) -> list[Row]:
+    """Send cost at each pending level against the raw calls (``baseline``), and against the
+    cost at 0 pending, for the library and the raw calls (``raw_name``)."""
+    zero = per_level[0]
+    rows = [
+        ratio_row(bench, "send, 0 pending", zero["lib"], zero["raw"], 1.15, baseline_label=baseline)
+    ]
     for level in LEVELS[1:]:
         got = per_level[level]
         rows.append(
@@ -534,7 +508,7 @@ def appengine_rows(args) -> list[Row]:
                 got["lib"],
                 got["raw"],
                 None,
-                baseline_label="dumps+gets+cas",
+                baseline_label=baseline,
             )
         )
     for level in LEVELS[1:]:
@@ -551,20 +525,12 @@ def appengine_rows(args) -> list[Row]:
     rows.append(
         ratio_row(
             bench,
-            "raw gets+cas at 10,000 vs at 0",
+            f"raw {raw_name} at 10,000 vs at 0",
             per_level[10_000]["raw"],
             zero["raw"],
             None,
             baseline_label="(raw at 0)",
         )
-    )
-    rows += sharded_rows(
-        args,
-        bench,
-        lambda values: client.set_multi(values),
-        lambda key: client.get(key) or b"",
-        zero["raw"],
-        "dumps+gets+cas",
     )
     return rows
 
