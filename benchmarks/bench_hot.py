@@ -9,10 +9,10 @@ time from the start until the last one was delivered), sends refused (``QueueFul
 one key holds ~1 MB; the caller is told, so these are not lost), payloads lost (sent without
 an error, never delivered) and duplicated (delivered twice).
 
-On memcached every sender and the deliverer are processes (client CPU), memcached has the
-server CPU. On the App Engine testbed the stub lives inside one process, so there the senders
-and the deliverer are threads of one process (GIL-bound: the rate says little about App
-Engine itself; losses and duplicates still count).
+On memcached every sender and the deliverer are processes, all on the benchmark CPU with
+memcached (see common.py). On the App Engine testbed the stub lives inside one process, so
+there the senders and the deliverer are threads of one process (GIL-bound: the rate says
+little about App Engine itself; losses and duplicates still count).
 """
 
 from __future__ import annotations
@@ -372,7 +372,7 @@ def main() -> None:
                 runs[kind].append(run_threads(kind, duration))
         rows += summarize("hot/appengine-stub (threads)", runs)
     notes = [
-        pinning + "; all senders and the deliverer share the client CPU",
+        pinning + "; all senders and the deliverer share that CPU",
         f"{SENDERS} senders for {duration:.0f} s per run, {reps} runs per scenario on memcached, "
         f"{max(1, reps - 2)} on the App Engine stub; rates are medians over runs, counts are "
         "totals over runs",

@@ -3,8 +3,8 @@
 A worker process loops ``deliver()`` with a short sleep between calls (a 1 ms and a 10 ms
 poll); this process sends payloads carrying ``time.monotonic()`` (system-wide on Linux) at
 random gaps of 0.5-4 ms, so sends land at every phase of the poll. The handler records
-``monotonic() - sent`` as its first statement. memcached has the server CPU, the sender and the
-worker share the client CPU.
+``monotonic() - sent`` as its first statement. memcached, the sender and the worker share the
+benchmark CPU (see common.py).
 """
 
 from __future__ import annotations

@@ -306,6 +306,8 @@ def append_frames(
     pending: Mapping[str, bytes],
     shards: Mapping[str, tuple[str, ...]] | None = None,
     counts: Mapping[str, tuple[str, int]] | None = None,
+    *,
+    bumped: bool = False,
 ) -> None:
     """Append each value to its key atomically, or raise; the heart of every send.
 
@@ -319,7 +321,8 @@ def append_frames(
     ``counts`` maps a key to its signal's ``sent`` counter key and how many frames its value
     holds: the counter is bumped for the values written (on an appending store in the first
     append's own round trip, taken back for values that then could not be written; otherwise
-    once the writes are done).
+    once the writes are done). ``bumped``: those bumps already went out (with an append
+    that was refused), so they are only taken back, never sent again.
     """
     pending = dict(pending)
     routes = dict(shards or {})
@@ -329,7 +332,7 @@ def append_frames(
         bumps: dict[str, int] = {}
         for counter, n in counted.values():
             bumps[counter] = bumps.get(counter, 0) + n
-        sent = [False]
+        sent = [bumped]
         try:
             _append(conn, store, pending, routes, tried, counted, bumps, sent)
         except (QueueFull, Contention) as error:
@@ -553,9 +556,23 @@ def send(name: str, data: Any = None) -> None:
         return
     key, queues = route(name, keys)
     store = settings.store
-    counts = {key: (keys.counter("sent"), 1)} if settings.counters else None
+    counter = keys.counter("sent") if settings.counters else None
+    quick = getattr(store, "append_one", None)
+    stored = None if quick is None else quick(key, frame, counter)
+    if stored:
+        if queues:
+            _filled(queues, key, len(frame), added=True)
+        return
+    counts = None if counter is None else {key: (counter, 1)}
     with store.connection() as conn:
-        append_frames(conn, store, {key: frame}, {key: queues} if queues else None, counts)
+        append_frames(
+            conn,
+            store,
+            {key: frame},
+            {key: queues} if queues else None,
+            counts,
+            bumped=stored is False,
+        )
 
 
 def send_multi(

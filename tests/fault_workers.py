@@ -57,7 +57,7 @@ from .concurrency_workers import ID_BASE, SECRET_KEY, child
 # runs allow more.
 SEND_RETRY_SECONDS = 120.0 if os.environ.get("GAESIGNALS_FAULTS_SCALE") == "long" else 30.0
 #: The store calls a send makes (the rest are delivery's).
-SEND_CALLS = ("append_many", "add_many", "gets_many", "cas_many", "incr_many")
+SEND_CALLS = ("append_one", "append_many", "add_many", "gets_many", "cas_many", "incr_many")
 
 Spec = dict[str, Any]
 
@@ -207,7 +207,8 @@ def sender(
         calls_per_send: Counter[int] = Counter()
         rounds_per_send: Counter[int] = Counter()
         slowest = 0.0
-        rounds_of = "append_many" if store.supports_append else "gets_many"
+        # An append round is an append_many call or the one-send fast path's append_one.
+        rounds_of = ("append_one", "append_many") if store.supports_append else ("gets_many",)
         try:
             for event in start_when:
                 _deadline_wait(event, deadline, "the start signal")
@@ -226,7 +227,11 @@ def sender(
                         if isinstance(used, CountingStore)
                         else 0
                     )
-                    rounds_before = used.calls[rounds_of] if isinstance(used, CountingStore) else 0
+                    rounds_before = (
+                        sum(used.calls[c] for c in rounds_of)
+                        if isinstance(used, CountingStore)
+                        else 0
+                    )
                     started = time.monotonic()
                     try:
                         send(name, {"id": pid, "pad": "x" * (pid % 64)})
@@ -250,7 +255,8 @@ def sender(
                     if isinstance(used, CountingStore):
                         calls = sum(used.calls[c] for c in SEND_CALLS) - before
                         calls_per_send[calls] += 1
-                        rounds_per_send[used.calls[rounds_of] - rounds_before] += 1
+                        rounds = sum(used.calls[c] for c in rounds_of) - rounds_before
+                        rounds_per_send[rounds] += 1
                     ended = phase.value if phase is not None else 0
                     ok.append([pid, at, node_of(store, name), ended])
                     if stored is not None:

@@ -149,8 +149,9 @@ def test_one_batched_call_is_one_network_round_trip(memcached_server: MemcachedS
 
 
 def test_uncontended_send_costs_one_call_with_append(memcached_server: MemcachedServer) -> None:
-    """A send is one append_many call: to a key this store has not seen yet, an append and an
-    add of the same value in one pipeline (one of them stores it); otherwise an append."""
+    """A send is one call: to a key this store has not seen yet, an append and an add of the
+    same value in one pipeline (one of them stores it); otherwise an append (the one-send
+    fast path, ``append_one``)."""
     memcached_server.flush()
     inner = MemcachedStore.from_url(memcached_server.url)
     store = CountingStore(inner)
@@ -160,7 +161,7 @@ def test_uncontended_send_costs_one_call_with_append(memcached_server: Memcached
         assert dict(store.calls) == {"append_many": 1}  # a key not seen yet: append + add
         store.calls.clear()
         send("fresh", 2)
-        assert dict(store.calls) == {"append_many": 1}
+        assert dict(store.calls) == {"append_one": 1}
         store.calls.clear()
         gaesignals.send_multi([("fresh", 3), ("fresh", 4), ("other", 5)])
         assert dict(store.calls) == {"append_many": 1}
@@ -170,6 +171,52 @@ def test_uncontended_send_costs_one_call_with_append(memcached_server: Memcached
         assert got == [1, 2, 3, 4, 5]
     finally:
         inner.close()
+
+
+def test_send_to_a_key_gone_since_last_seen_stores_it_and_counts_it_once(
+    memcached_server: MemcachedServer,
+) -> None:
+    """The fast path appends to a key this process has seen; when the cache dropped it
+    meanwhile (evicted, flushed), the append is refused and the general path adds the key:
+    the payload is stored once and ``sent`` counted once, though its bump already went out."""
+    memcached_server.flush()
+    inner = MemcachedStore.from_url(memcached_server.url)
+    store = CountingStore(inner)
+    gaesignals.configure(store=store)
+    try:
+        send("gone", 1)
+        memcached_server.flush()  # the key, and the counter, vanish
+        store.calls.clear()
+        send("gone", 2)
+        assert dict(store.calls) == {"append_one": 1, "append_many": 1}
+        assert gaesignals.stats("gone")["gone"]["sent"] == 1
+        send("gone", 3)  # the key is known again: fast
+        got: list[Any] = []
+        assert deliver({"gone": got.append}) == 2
+        assert got == [2, 3]
+        assert gaesignals.stats("gone")["gone"]["sent"] == 2
+    finally:
+        inner.close()
+
+
+def test_fast_send_on_a_dead_socket_raises_and_recovers(own_server: MemcachedServer) -> None:
+    """A send through the fast path whose server died raises StoreUnavailable (the pooled
+    socket is thrown away, never reused half-read); once the server is back the next send
+    reconnects and stores."""
+    store = MemcachedStore.from_url(own_server.url + "?timeout=1")
+    gaesignals.configure(store=store)
+    try:
+        send("fast", 1)
+        send("fast", 2)  # the fast path: a known key on an open socket
+        own_server.restart()
+        with pytest.raises(StoreUnavailable):
+            send("fast", 3)  # the old socket is dead
+        send("fast", 4)
+        got: list[Any] = []
+        assert deliver({"fast": got.append}) == 1
+        assert got == [4]  # 1 and 2 died with the server's memory; 3 was never accepted
+    finally:
+        store.close()
 
 
 def test_plain_and_pooled_clients_work(memcached_server: MemcachedServer) -> None:

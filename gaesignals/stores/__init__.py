@@ -100,6 +100,9 @@ class Store(Protocol):
     # Optional: a store whose append cannot refuse by size on the server (memcached appends up
     # to its own -I) may expose ``sizes``, a ``Mapping[str, int]`` of each key's last seen
     # size; sends then read a key first instead of appending past ``max_value_size``.
+    # Optional too: ``append_one(key, value, counter)``, one send's append (and ``counter``
+    # bump) without a connection's batching; it returns None when it sent nothing (the general
+    # path then runs), else whether it stored (see MemcachedStore.append_one).
 
 
 __all__ = ["DEFAULT_MAX_VALUE_SIZE", "MAX_KEY_LENGTH", "Connection", "Store"]

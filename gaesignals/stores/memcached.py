@@ -469,6 +469,7 @@ class MemcachedStore:
         self.client = client
         self.max_value_size = max_value_size
         self.hashed = hasattr(client, "clients") and hasattr(client, "hasher")
+        self._pool = getattr(client, "client_pool", None)
         #: The size each key had when this process last appended to it or read it.
         self.sizes = _Sizes()
 
@@ -521,6 +522,67 @@ class MemcachedStore:
     def connection(self) -> _Connection:
         """A connection that pins one socket per server until its ``with`` block ends."""
         return _Connection(self)
+
+    def append_one(self, key: str, value: bytes, counter: str | None) -> bool | None:
+        """One send's append, in the fewest steps: ``append``, ``mg <key> s`` and the
+        ``counter`` bump pipelined on an already open socket, as :meth:`_Connection.append_many`
+        does for a key it has seen, without its batching machinery.
+
+        Returns None when it sent nothing and the general path must (a cluster, a key this
+        process has not seen, a value the last seen size says would overflow, a socket not yet
+        open); True when stored; False when the append was refused but the counter went out.
+        """
+        if self.hashed:
+            return None
+        sizes = self.sizes
+        size = sizes.get(key)
+        if size is None or size + len(value) > self.max_value_size:
+            return None
+        pool = self._pool
+        client = pool.get() if pool is not None else self.client
+        sock = client.sock
+        if sock is None:
+            if pool is not None:
+                pool.release(client)
+            return None
+        wire = client.key_prefix + key.encode("ascii")
+        request = b"append %s 0 0 %d\r\n%s\r\nmg %s s\r\n" % (wire, len(value), value, wire)
+        replies = 2
+        if counter is not None:
+            request += _bump(client.key_prefix + counter.encode("ascii"), 1)
+            replies = 3
+        try:
+            sock.sendall(request)
+            data = sock.recv(_READ_SIZE)
+            while data.count(b"\r\n") < replies:
+                more = sock.recv(_READ_SIZE)
+                if not more:
+                    raise ConnectionError("memcached closed the connection")
+                data += more
+            lines = data.split(b"\r\n")
+            if not (lines[0] == b"STORED" and lines[-2] == b"HD" and len(lines) == 4) and (
+                len(lines) != replies + 1
+                or any(
+                    line.startswith((b"ERROR", b"CLIENT_ERROR"))
+                    and not line.endswith(_NOT_A_NUMBER)
+                    for line in lines
+                )
+            ):
+                raise ConnectionError(f"unexpected replies to an append: {data[:200]!r}")
+        except (OSError, ConnectionError) as error:
+            client.close()
+            if pool is not None:
+                pool.destroy(client)
+            raise StoreUnavailable(f"memcached at {client.server} failed: {error}") from error
+        if pool is not None:
+            pool.release(client)
+        answer = lines[1]
+        if answer.startswith(b"HD s"):
+            dict.__setitem__(sizes, key, int(answer[4:]))  # known key: no need to make room
+        else:
+            sizes.pop(key, None)  # gone: the general path appends and adds
+        stored: bool = lines[0] == b"STORED"
+        return stored
 
     # -- the only places that reach into pymemcache's HashClient bookkeeping -------------------
 
