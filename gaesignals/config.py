@@ -2,7 +2,8 @@
 
 Explicit :func:`configure` arguments win; anything not given comes from the environment
 (``GAESIGNALS_STORE``, ``GAESIGNALS_NAMESPACE``, ``GAESIGNALS_SECRET_KEY``,
-``GAESIGNALS_CODEC``, ``GAESIGNALS_EAGER``, ``GAESIGNALS_COUNTERS``); anything still
+``GAESIGNALS_CODEC``, ``GAESIGNALS_EAGER``, ``GAESIGNALS_COUNTERS``,
+``GAESIGNALS_LOST_CHECK_INTERVAL``); anything still
 missing has a default: App Engine's memcache when running on App Engine, otherwise the
 embedded in-process store. Settings are resolved once, on first use, and shared by every
 thread.
@@ -27,6 +28,9 @@ MIN_SECRET_KEY_BYTES = 32
 CODECS = ("pickle", "json")
 _NAMESPACE = re.compile(r"[A-Za-z0-9_-]{0,64}\Z")
 
+#: Default seconds between a process's lost checks of one signal (see Settings).
+DEFAULT_LOST_CHECK_INTERVAL = 30.0
+
 SecretKeys = str | bytes | bytearray | memoryview | Sequence[str | bytes]
 
 
@@ -44,6 +48,9 @@ class Settings:
     #: Keep per-signal counters in the store (sent, delivered, ..., lost): what stats() reports
     #: and lost detection needs, at some cost per send and per delivery.
     counters: bool = True
+    #: Seconds between one process's checks of a signal for lost (evicted) payloads, which
+    #: read three counters per signal on top of its queue; 0 checks on every delivery.
+    lost_check_interval: float = DEFAULT_LOST_CHECK_INTERVAL
 
 
 _lock = threading.Lock()
@@ -57,19 +64,22 @@ def configure(
     codec: str | None = None,
     eager: bool | None = None,
     counters: bool | None = None,
+    lost_check_interval: float | None = None,
 ) -> Settings:
     """Set the store (a :class:`~gaesignals.stores.Store` or a URL), the key namespace, the
     secret key(s) that sign frames, the payload codec (``"pickle"`` or ``"json"``), whether
     sends are ``eager`` (see :func:`~gaesignals.send_now`), and whether per-signal
     ``counters`` are kept (default True: :func:`~gaesignals.stats` and lost detection need
     them; they ride in the sends' and resets' own round trips on memcached and Redis, and cost
-    one more API call per send on App Engine).
+    one more API call per send on App Engine), and how often, in seconds, a process checks a
+    signal for payloads the cache lost (``lost_check_interval``, default 30; 0 checks on every
+    delivery).
 
     Arguments left out are read from the environment, as on first use without ``configure``.
     Call it once at start-up, before sending or delivering.
     """
     global _settings
-    resolved = _resolve(store, namespace, secret_key, codec, eager, counters)
+    resolved = _resolve(store, namespace, secret_key, codec, eager, counters, lost_check_interval)
     with _lock:
         _settings = resolved
     return resolved
@@ -82,7 +92,7 @@ def get_settings() -> Settings:
     if current is None:
         with _lock:
             if _settings is None:
-                _settings = _resolve(None, None, None, None, None, None)
+                _settings = _resolve(None, None, None, None, None, None, None)
             current = _settings
     return current
 
@@ -132,6 +142,7 @@ def _resolve(
     codec: str | None,
     eager: bool | None,
     counters: bool | None,
+    lost_check_interval: float | None,
 ) -> Settings:
     env = os.environ
     if eager is None:
@@ -144,6 +155,22 @@ def _resolve(
         if flag not in ("1", "0", "true", "false", "yes", "no", "on", "off", ""):
             raise ConfigurationError(f"GAESIGNALS_COUNTERS={flag!r} is not a boolean")
         counters = flag not in ("0", "false", "no", "off")
+    if lost_check_interval is None:
+        text = env.get("GAESIGNALS_LOST_CHECK_INTERVAL", "").strip()
+        try:
+            lost_check_interval = float(text) if text else DEFAULT_LOST_CHECK_INTERVAL
+        except ValueError:
+            raise ConfigurationError(
+                f"GAESIGNALS_LOST_CHECK_INTERVAL={text!r} is not a number of seconds"
+            ) from None
+    if isinstance(lost_check_interval, bool) or not isinstance(lost_check_interval, int | float):
+        raise ConfigurationError(
+            f"lost_check_interval must be a number of seconds, not {lost_check_interval!r}"
+        )
+    if not 0 <= lost_check_interval < float("inf"):
+        raise ConfigurationError(
+            f"lost_check_interval must be 0 or more seconds, got {lost_check_interval!r}"
+        )
     if namespace is None:
         namespace = env.get("GAESIGNALS_NAMESPACE", "")
     if not _NAMESPACE.match(namespace):
@@ -180,6 +207,7 @@ def _resolve(
         codec=codec,
         eager=bool(eager),
         counters=bool(counters),
+        lost_check_interval=float(lost_check_interval),
     )
 
 

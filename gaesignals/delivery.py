@@ -92,6 +92,7 @@ class SignalMapping:
             self.lease = mapping.lease if lease is None else self.lease
             self.max_attempts = mapping.max_attempts if max_attempts is None else self.max_attempts
         self._handlers: dict[str, tuple[Handler, ...]] = {}
+        self._runners: dict[str, _Runner] = {}
         pairs: Iterable[tuple[str, HandlerSpec]]
         pairs = mapping.items() if isinstance(mapping, SignalMapping | Mapping) else mapping
         for pair in pairs:
@@ -130,6 +131,16 @@ class SignalMapping:
     def handlers(self, name: str) -> tuple[Handler, ...]:
         return self._handlers[name]
 
+    def runner(self, name: str, settings: Settings, spec: SignalSpec) -> _Runner:
+        """``name``'s handlers made ready to run (see :class:`_Runner`), kept across
+        deliveries of this mapping while the settings and the declaration stay the same."""
+        runner = self._runners.get(name)
+        if runner is None or runner.settings is not settings or not _same(runner.spec, spec):
+            runner = self._runners[name] = _Runner(name, self._handlers[name], settings, spec)
+        else:
+            runner.restart()
+        return runner
+
     def subset(self, names: Iterable[str]) -> SignalMapping:
         """The same mapping restricted to ``names``, keeping its overrides."""
         return SignalMapping(
@@ -137,6 +148,10 @@ class SignalMapping:
             lease=self.lease,
             max_attempts=self.max_attempts,
         )
+
+
+def _same(a: SignalSpec, b: SignalSpec) -> bool:
+    return a is b or a == b
 
 
 MappingArg = SignalMapping | Mapping[str, HandlerSpec] | Iterable[tuple[str, HandlerSpec]]
@@ -212,29 +227,39 @@ def _deliver_weak(
     bumps: Counter[str] = Counter()
     failure: StoreUnavailable | None = None
     counting = settings.counters
+    checking = _due_for_check(signals, settings)
     todo = list(names)
     with settings.store.connection() as conn:
         try:
             for first in (True, *[False] * (WEAK_ROUNDS - 1)):
                 if not first:
                     wanted = todo
-                elif counting:
-                    wanted = [k for name in signals for k in _read_order(keys[name], shards[name])]
+                elif checking:
+                    wanted = [
+                        k
+                        for name in signals
+                        for k in (
+                            _read_order(keys[name], shards[name])
+                            if name in checking
+                            else shards[name]
+                        )
+                    ]
                 else:
                     wanted = list(names)
                 current = conn.scan_many(wanted)
                 parsed = {}
                 for key, item in current.items():
-                    owner = names.get(_base(key))
-                    if owner is not None and item[0]:
+                    if not item[0]:
+                        continue
+                    owner = names.get(key if " " not in key else _base(key))
+                    if owner is not None:
                         runner = runners.get(owner)
                         if runner is None:
-                            runner = runners[owner] = _Runner(
-                                owner, signals.handlers(owner), settings, specs[owner]
-                            )
+                            runner = runners[owner] = signals.runner(owner, settings, specs[owner])
                         parsed[key] = runner.parse_all(item[0])
-                if first and counting:
+                if first and checking:
                     _check_lost(conn, keys, names, current, parsed, bumps)
+                    _checked(checking, settings)
                 if not parsed:
                     break
                 taken = {key: (b"", current[key][1]) for key in parsed}
@@ -244,12 +269,9 @@ def _deliver_weak(
                 fresh: dict[str, list[frames.Frame]] = {}
                 for key, (found, bad) in parsed.items():
                     name = names[_base(key)]
-                    signal = keys[name]
                     fresh[key] = runners[name].within_ttl(found)
-                    bumps[signal.counter("accounted")] += len(found) + len(bad)
-                    bumps[signal.counter("dropped")] += len(bad)
-                    bumps[signal.counter("expired")] += len(found) - len(fresh[key])
-                    bumps[signal.counter("delivered")] += len(fresh[key])
+                    if counting:
+                        _tally(bumps, keys[name], found, bad, fresh[key], 1)
                 counters = _take(bumps) if counting else {}
                 try:
                     won = conn.cas_many(taken, counters=counters or None)
@@ -278,22 +300,25 @@ def _deliver_weak(
                             names[_base(key)],
                             len(found),
                         )
-                # Mapping order; a copy stranded on another server is older than the home copy.
-                for key in sorted(taken, key=lambda k: (order[_base(k)], " " not in k)):
+                # Mapping order (the read's, for keys at home); a copy stranded on another
+                # server is older than the home copy.
+                ordered: Iterable[str] = taken
+                if any(" " in key for key in taken):
+                    ordered = sorted(taken, key=lambda k: (order[_base(k)], " " not in k))
+                for key in ordered:
                     found, bad = parsed[key]
                     name = names[_base(key)]
-                    signal = keys[name]
                     if not won[key]:
                         if counters:  # take back what was counted for it
-                            bumps[signal.counter("accounted")] -= len(found) + len(bad)
-                            bumps[signal.counter("dropped")] -= len(bad)
-                            bumps[signal.counter("expired")] -= len(found) - len(fresh[key])
-                            bumps[signal.counter("delivered")] -= len(fresh[key])
+                            _tally(bumps, keys[name], found, bad, fresh[key], -1)
                         continue
-                    runners[name].log_expired(len(found) - len(fresh[key]))
-                    ok, failed = runners[name].drain(fresh[key])
+                    runner = runners[name]
+                    if len(fresh[key]) != len(found):
+                        runner.log_expired(len(found) - len(fresh[key]))
+                    ok, failed = runner.drain(fresh[key])
                     delivered += ok
-                    if failed:
+                    if failed and counting:
+                        signal = keys[name]
                         bumps[signal.counter("delivered")] -= failed
                         bumps[signal.counter("failed")] += failed
                 if failure is not None:
@@ -339,6 +364,43 @@ def _read_order(keys: SignalKeys, shards: Iterable[str]) -> list[str]:
     """What a delivery reads of one signal, in this order (see :func:`_check_lost`): its
     ``sent`` counter, every shard's queue, then ``accounted`` and ``lost``."""
     return [keys.counter("sent"), *shards, keys.counter("accounted"), keys.counter("lost")]
+
+
+# When this process last checked each signal for lost payloads (time.monotonic()), for the
+# settings in force then: new settings (another store, another namespace) start afresh.
+_last_checks: dict[str, float] = {}
+_checks_for: list[Settings | None] = [None]
+#: Signals whose last check this process remembers; past it, it forgets them all (each is
+#: then checked once more than it needed to be).
+_CHECKS_KEPT = 65536
+_monotonic = time.monotonic  # tests replace it to let time pass
+
+
+def _due_for_check(names: Iterable[str], settings: Settings) -> set[str]:
+    """The signals of ``names`` to check for lost payloads in this delivery (see
+    :func:`_check_lost`): each at most once per ``lost_check_interval`` per process, since a
+    check reads three counters per signal besides its queue."""
+    if not settings.counters:
+        return set()
+    interval = settings.lost_check_interval
+    if interval <= 0:
+        return set(names)
+    if _checks_for[0] is not settings:
+        _last_checks.clear()
+        _checks_for[0] = settings
+    now = _monotonic()
+    last = _last_checks.get
+    return {name for name in names if now - last(name, -interval) >= interval}
+
+
+def _checked(names: Iterable[str], settings: Settings) -> None:
+    if settings.lost_check_interval <= 0:
+        return
+    if len(_last_checks) > _CHECKS_KEPT:
+        _last_checks.clear()
+    now = _monotonic()
+    for name in names:
+        _last_checks[name] = now
 
 
 def _number(item: tuple[bytes, object] | None) -> int | None:
@@ -412,6 +474,36 @@ def _check_lost(
             )
 
 
+def _tally(
+    bumps: Counter[str],
+    signal: SignalKeys,
+    found: Sequence[frames.Frame],
+    bad: Sequence[frames.BadRegion],
+    fresh: Sequence[frames.Frame],
+    sign: int,
+) -> None:
+    """Count (``sign`` 1) or take back (-1) what leaving the queue does to a signal's
+    counters: every frame and bad region is ``accounted``; bad regions are ``dropped``,
+    frames past the ttl ``expired``, the rest ``delivered`` until a handler says otherwise."""
+    accounted, dropped, expired, delivered = _weak_counters(signal)
+    bumps[accounted] += sign * (len(found) + len(bad))
+    bumps[delivered] += sign * len(fresh)
+    if bad:
+        bumps[dropped] += sign * len(bad)
+    if len(fresh) != len(found):
+        bumps[expired] += sign * (len(found) - len(fresh))
+
+
+@lru_cache(maxsize=4096)
+def _weak_counters(signal: SignalKeys) -> tuple[str, str, str, str]:
+    return (
+        signal.counter("accounted"),
+        signal.counter("dropped"),
+        signal.counter("expired"),
+        signal.counter("delivered"),
+    )
+
+
 def _take(bumps: Counter[str]) -> dict[str, int]:
     """The non-zero counter changes gathered so far, which are then forgotten."""
     deltas = {key: n for key, n in bumps.items() if n}
@@ -470,7 +562,7 @@ class _Runner:
     """One signal's handlers, made ready once per delivery to run on its payloads: each
     handler's call form resolved, the ``ttl`` cut-off fixed. Both modes use it."""
 
-    __slots__ = ("calls", "cutoff", "identity", "name", "settings", "ttl")
+    __slots__ = ("calls", "cutoff", "identity", "name", "settings", "spec", "ttl")
 
     def __init__(
         self, name: str, handlers: Sequence[Handler], settings: Settings, spec: SignalSpec
@@ -482,9 +574,16 @@ class _Runner:
             (handler, partial(handler, signal_name=name) if _passes_name(handler) else handler)
             for handler in handlers
         ]
+        self.spec = spec
         self.ttl = spec.ttl
-        # Whole seconds on the sender's clock: a payload sent before this second is too old.
-        self.cutoff = -1 if spec.ttl is None else int(frames.clock()) - spec.ttl
+        self.cutoff = -1
+        self.restart()
+
+    def restart(self) -> None:
+        """Ready for a new delivery: the ``ttl`` cut-off moves with the clock."""
+        if self.ttl is not None:
+            # Whole seconds on the sender's clock: a payload sent before this second is too old.
+            self.cutoff = int(frames.clock()) - self.ttl
 
     def parse_all(self, value: bytes) -> tuple[list[frames.Frame], list[frames.BadRegion]]:
         """The verified frames of a value and its unreadable regions (logged, then dropped)."""
@@ -611,6 +710,7 @@ def _deliver_reliable(
     delivered = 0
     bumps: Counter[str] = Counter()
     counting = settings.counters
+    checking = _due_for_check(signals, settings)
     with settings.store.connection() as conn:
         # One lock per signal, whatever its shards.
         held = _acquire(conn, [k.lock for k in keys.values()], owner, lease)
@@ -626,22 +726,22 @@ def _deliver_reliable(
                     for name, k in mine.items()
                     for key in (
                         _read_order(k, [queue for queue, _ in shards[name]])
-                        if counting
+                        if name in checking
                         else [queue for queue, _ in shards[name]]
                     )
                 ]
                 + [cursor for name in mine for _, cursor in shards[name]]
             )
-            runners = {
-                name: _Runner(name, signals.handlers(name), settings, specs[name]) for name in mine
-            }
+            runners = {name: signals.runner(name, settings, specs[name]) for name in mine}
             parsed = {
                 key: runners[queues[_base(key)]].parse_all(item[0])
                 for key, item in current.items()
                 if item[0] and _base(key) in queues
             }
             if counting:
-                _check_lost(conn, mine, queues, current, parsed, bumps)
+                if checking:
+                    _check_lost(conn, mine, queues, current, parsed, bumps)
+                    _checked(checking & set(mine), settings)
                 # Everything read is accounted for before any handler runs (see _check_lost),
                 # in one call for all signals; what then stays in a queue is taken back at the
                 # end. Done here, not before each acknowledgement, so a failing counter call

@@ -82,7 +82,10 @@ def redis_cluster() -> Iterator[RedisClusterServers]:
 
 
 @pytest.fixture(autouse=True)
-def _fresh_settings() -> Iterator[None]:
+def _fresh_settings(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    # Every delivery checks for lost payloads, so a test sees a loss at the next delivery
+    # (worker processes inherit it); test_stats covers the periodic default.
+    monkeypatch.setenv("GAESIGNALS_LOST_CHECK_INTERVAL", "0")
     config.reset()
     gaesignals.registry.clear()
     yield

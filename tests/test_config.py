@@ -53,6 +53,19 @@ def test_environment_variables(monkeypatch: pytest.MonkeyPatch) -> None:
     settings.store.close()
 
 
+def test_lost_check_interval_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """GAESIGNALS_LOST_CHECK_INTERVAL sets it (the tests' fixture sets 0); unset, it is 30 s;
+    a value that is not a number is refused."""
+    assert config.get_settings().lost_check_interval == 0
+    monkeypatch.setenv("GAESIGNALS_LOST_CHECK_INTERVAL", "2.5")
+    assert gaesignals.configure(store="memory://").lost_check_interval == 2.5
+    monkeypatch.delenv("GAESIGNALS_LOST_CHECK_INTERVAL")
+    assert gaesignals.configure(store="memory://").lost_check_interval == 30
+    monkeypatch.setenv("GAESIGNALS_LOST_CHECK_INTERVAL", "soon")
+    with pytest.raises(ConfigurationError, match="GAESIGNALS_LOST_CHECK_INTERVAL"):
+        gaesignals.configure(store="memory://")
+
+
 def test_configure_wins_over_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     """Explicit arguments override the environment; omitted ones still come from it."""
     monkeypatch.setenv("GAESIGNALS_NAMESPACE", "fromenv")
@@ -79,6 +92,9 @@ def test_configure_wins_over_the_environment(monkeypatch: pytest.MonkeyPatch) ->
         ({"namespace": "a:b"}, "namespace"),
         ({"secret_key": "short"}, "at least 32 bytes"),
         ({"codec": "yaml"}, "codec"),
+        ({"lost_check_interval": -1}, "0 or more seconds"),
+        ({"lost_check_interval": float("nan")}, "0 or more seconds"),
+        ({"lost_check_interval": "30"}, "number of seconds"),
     ],
 )
 def test_bad_settings_raise_configuration_error(kwargs: dict[str, str], message: str) -> None:

@@ -147,6 +147,73 @@ def test_lost_reports_what_vanished(raw: RawAccess, caplog: pytest.LogCaptureFix
 
 
 @pytest.mark.parametrize("reliable", [False, True], ids=["weak", "reliable"])
+def test_lost_is_checked_once_per_interval(
+    store: Store, reliable: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """By default a process checks a signal for lost payloads at most once per
+    ``lost_check_interval`` (the check reads three counters per signal): a loss in between is
+    reported by the first delivery after the interval, exactly once, and nothing is reported
+    as lost that was delivered meanwhile."""
+    delivery = importlib.import_module("gaesignals.delivery")
+    clock = [1000.0]
+    monkeypatch.setattr(delivery, "_monotonic", lambda: clock[0])
+    seen: list[list[str]] = []
+    reads = store.connection
+
+    class Watched:
+        """The store, noting the keys of every read."""
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(store, name)
+
+        def connection(self) -> Any:
+            outer = reads()
+            conn = outer.__enter__()
+            scan = conn.scan_many
+
+            def scan_many(keys: list[str]) -> Any:
+                seen.append(list(keys))
+                return scan(keys)
+
+            conn.scan_many = scan_many
+            return _Entered(outer, conn)
+
+    gaesignals.configure(store=Watched(), lost_check_interval=30)  # type: ignore[arg-type]
+    keys = signal_keys("p", "")
+    got: list[Any] = []
+    send("p", 1)
+    deliver({"p": got.append}, reliable=reliable)  # checks: the first time in this process
+    assert keys.counter("sent") in seen[-1]
+    send_multi([("p", 2), ("p", 3)])
+    with store.connection() as conn:
+        conn.delete_many([keys.queue])  # evicted
+    send("p", 4)
+    clock[0] += 29
+    deliver({"p": got.append}, reliable=reliable)  # within the interval: the queue only
+    assert keys.counter("sent") not in seen[-1]
+    assert stats("p")["p"]["lost"] == 0
+    clock[0] += 1
+    deliver({"p": got.append}, reliable=reliable)  # due again: the two evicted are found
+    assert keys.counter("sent") in seen[-1]
+    assert got == [1, 4]
+    assert stats("p")["p"] == {**ZERO, "sent": 4, "delivered": 2, "lost": 2}
+
+
+class _Entered:
+    """A connection context manager whose connection was already entered."""
+
+    def __init__(self, outer: Any, conn: Any) -> None:
+        self.outer = outer
+        self.conn = conn
+
+    def __enter__(self) -> Any:
+        return self.conn
+
+    def __exit__(self, *exc: object) -> None:
+        self.outer.__exit__(None, None, None)
+
+
+@pytest.mark.parametrize("reliable", [False, True], ids=["weak", "reliable"])
 def test_counters_off(store: Store, reliable: bool) -> None:
     """With counters=False neither sends nor deliveries touch a counter: a weak delivery is
     one read and one reset, as without stats."""

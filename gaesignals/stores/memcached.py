@@ -50,34 +50,71 @@ class _Token:
         self.cas = cas
 
 
-class _Reader:
-    """Buffered reads of lines and fixed-size blocks from one socket."""
+def _read_lines(sock: socket.socket, count: int) -> list[bytes]:
+    """Read exactly ``count`` reply lines that carry no data block (store, arithmetic and
+    meta replies): whole chunks, split once, instead of a line at a time."""
+    data = sock.recv(_READ_SIZE)
+    if not data:
+        raise ConnectionError("memcached closed the connection")
+    if data.count(b"\r\n") < count:
+        chunks = [data]
+        seen = data.count(b"\r\n")
+        while seen < count:
+            chunk = sock.recv(_READ_SIZE)
+            if not chunk:
+                raise ConnectionError("memcached closed the connection")
+            # A line ending split across chunks is counted once the chunks are joined.
+            seen += chunk.count(b"\r\n") + (chunks[-1][-1:] == b"\r" and chunk[:1] == b"\n")
+            chunks.append(chunk)
+        data = b"".join(chunks)
+    lines = data.split(b"\r\n")
+    if len(lines) != count + 1 or lines[-1]:
+        raise ConnectionError(f"unexpected replies: {data[:200]!r}")
+    del lines[-1]
+    return lines
 
-    def __init__(self, sock: socket.socket) -> None:
-        self.sock = sock
-        self.buf = bytearray()
 
-    def _fill(self) -> None:
-        chunk = self.sock.recv(_READ_SIZE)
+def _read_values(sock: socket.socket) -> list[tuple[bytes, bytes, bytes]]:
+    """Read the reply to ``gets``: (key, value, cas) for each ``VALUE`` block, up to
+    ``END``. The buffer is parsed in place by offsets, whatever the chunks' boundaries."""
+    buf = sock.recv(_READ_SIZE)
+    found: list[tuple[bytes, bytes, bytes]] = []
+    pos = 0
+    while True:
+        end = buf.find(b"\r\n", pos)
+        if end < 0:
+            buf = _more(sock, buf, pos)
+            pos = 0
+            continue
+        if end - pos == 3 and buf.startswith(b"END", pos):
+            if end + 2 != len(buf):
+                raise ConnectionError(f"unexpected data after END: {buf[end : end + 80]!r}")
+            return found
+        parts = buf[pos:end].split()
+        if len(parts) != 5 or parts[0] != b"VALUE":
+            raise ConnectionError(f"unexpected reply to gets: {buf[pos : pos + 80]!r}")
+        start = end + 2
+        stop = start + int(parts[3])
+        if len(buf) < stop + 2:
+            buf = _more(sock, buf, pos, stop + 2 - len(buf))
+            start, stop, pos = start - pos, stop - pos, 0
+        if buf[stop : stop + 2] != b"\r\n":
+            raise ConnectionError("a value's length does not match its data")
+        found.append((parts[1], buf[start:stop], parts[4]))
+        pos = stop + 2
+
+
+def _more(sock: socket.socket, buf: bytes, keep: int, need: int = 1) -> bytes:
+    """``buf`` from offset ``keep`` on, followed by at least ``need`` more bytes read from
+    ``sock`` (joined once: a large value arriving in many chunks is copied once)."""
+    chunks = [buf[keep:]]
+    while need > 0:
+        chunk = sock.recv(_READ_SIZE)
         if not chunk:
             raise ConnectionError("memcached closed the connection")
-        self.buf += chunk
-
-    def line(self) -> bytes:
-        while True:
-            end = self.buf.find(b"\r\n")
-            if end >= 0:
-                line = bytes(self.buf[:end])
-                del self.buf[: end + 2]
-                return line
-            self._fill()
-
-    def block(self, size: int) -> bytes:
-        while len(self.buf) < size + 2:
-            self._fill()
-        data = bytes(self.buf[:size])
-        del self.buf[: size + 2]
-        return data
+        chunks.append(chunk)
+        need -= len(chunk)
+    return b"".join(chunks)
 
 
 class _Unreachable(Exception):
@@ -125,8 +162,7 @@ class _Node:
         try:
             sock = self.socket()
             sock.sendall(request)
-            reader = _Reader(sock)
-            lines = [reader.line() for _ in range(replies)]
+            lines = _read_lines(sock, replies)
         except (OSError, ConnectionError) as error:
             raise self.fail(error) from error
         for line in lines:
@@ -135,24 +171,45 @@ class _Node:
                 raise self.fail(ConnectionError(f"refused a command: {line!r}"))
         return lines
 
+    def exchange_quiet(self, request: bytes) -> set[int]:
+        """Send quiet meta commands and a closing ``mn``; return the opaque tokens (``O<i>``)
+        of the commands that reported a failure (``EX``, ``NF``, ``NS``). Other lines a quiet
+        command may still send (``HD`` when ``ma`` creates a counter, a counter key holding
+        something else) are not failures of a write."""
+        try:
+            sock = self.socket()
+            sock.sendall(request + b"mn\r\n")
+            data = sock.recv(_READ_SIZE)
+            while not (data.endswith(b"\r\nMN\r\n") or data == b"MN\r\n"):
+                chunk = sock.recv(_READ_SIZE)
+                if not chunk:
+                    raise ConnectionError("memcached closed the connection")
+                data += chunk
+        except (OSError, ConnectionError) as error:
+            raise self.fail(error) from error
+        refused: set[int] = set()
+        if len(data) == 4:
+            return refused
+        for line in data.split(b"\r\n")[:-2]:
+            code, _, flags = line.partition(b" ")
+            if code in (b"EX", b"NF", b"NS"):
+                opaque = flags.rsplit(b" ", 1)[-1]
+                if not (opaque.startswith(b"O") and opaque[1:].isdigit()):
+                    raise self.fail(ConnectionError(f"a failure without its token: {line!r}"))
+                refused.add(int(opaque[1:]))
+            elif code != b"HD" and not line.endswith(_NOT_A_NUMBER):
+                raise self.fail(ConnectionError(f"refused a command: {line!r}"))
+        return refused
+
     def gets(self, keys: list[bytes]) -> dict[bytes, tuple[bytes, _Token]]:
-        found: dict[bytes, tuple[bytes, _Token]] = {}
         try:
             sock = self.socket()
             sock.sendall(b"gets " + b" ".join(self.prefix + k for k in keys) + b"\r\n")
-            reader = _Reader(sock)
-            plen = len(self.prefix)
-            while True:
-                line = reader.line()
-                if line == b"END":
-                    return found
-                parts = line.split()
-                if len(parts) != 5 or parts[0] != b"VALUE":
-                    raise ConnectionError(f"unexpected reply to gets: {line[:80]!r}")
-                value = reader.block(int(parts[3]))
-                found[parts[1][plen:]] = (value, _Token(sock, parts[4]))
+            values = _read_values(sock)
         except (OSError, ConnectionError, ValueError) as error:
             raise self.fail(error) from error
+        plen = len(self.prefix)
+        return {key[plen:]: (value, _Token(sock, cas)) for key, value, cas in values}
 
 
 class _Connection:
@@ -199,6 +256,13 @@ class _Connection:
         A server that took the request but failed to answer does not stop the others: their
         parts still run, then :class:`PartialFailure` carries ``result`` (the answers of the
         servers that did answer), so a caller never loses what it won elsewhere."""
+        if not self.store.hashed:  # one server: no grouping, no rerouting
+            node = self._node(self.store.client)
+            try:
+                operation(node, list(keys))
+            except _Unreachable as error:
+                raise StoreUnavailable(str(error)) from error
+            return
         pending = list(keys)
         failure: StoreUnavailable | None = None
         for _ in range(self.store.max_reroutes()):
@@ -236,13 +300,17 @@ class _Connection:
         sizes = self.store.sizes
 
         def read(node: _Node, group: list[str]) -> None:
-            found = node.gets([_wire(k) for k in group])
-            for key in group:
-                item = found.get(_wire(key))
+            wires = [_wire(k) for k in group]
+            found = node.gets(wires)
+            for key, wire in zip(group, wires, strict=True):
+                item = found.get(wire)
                 if item is not None:
                     result[key] = item
                     if " " not in key:
-                        sizes[key] = len(item[0])
+                        if key in sizes:
+                            dict.__setitem__(sizes, key, len(item[0]))
+                        else:
+                            sizes[key] = len(item[0])
                 else:
                     sizes.pop(key, None)
 
@@ -275,14 +343,45 @@ class _Connection:
                     result[f"{key} {where}"] = item
         return result
 
-    def _store(
+    def _store(self, command: bytes, items: Mapping[str, bytes], expire: int) -> dict[str, bool]:
+        """``add`` or ``set`` each item, pipelined per server."""
+        result: dict[str, bool] = {}
+        sizes = self.store.sizes
+        limit = self.store.max_value_size
+
+        def write(node: _Node, group: list[str]) -> None:
+            parts: list[bytes] = []
+            sent: list[str] = []
+            for key in group:
+                value = items[key]
+                if len(value) > limit:
+                    result[key] = False
+                    continue
+                parts.append(
+                    b"%s %s 0 %d %d\r\n%s\r\n"
+                    % (command, node.prefix + _wire(key), expire, len(value), value)
+                )
+                sent.append(key)
+            if sent:
+                replies = node.exchange(b"".join(parts), len(sent))
+                for key, reply in zip(sent, replies, strict=True):
+                    result[key] = reply == b"STORED"
+                    if result[key] and " " not in key:
+                        sizes[key] = len(items[key])
+
+        self._each_server(list(items), write, result)
+        return result
+
+    def cas_many(
         self,
-        command: bytes,
-        items: Mapping[str, bytes],
-        expire: int,
-        tokens: Mapping[str, object] | None = None,
+        items: Mapping[str, tuple[bytes, object]],
+        expire: int = 0,
         counters: Mapping[str, int] | None = None,
     ) -> dict[str, bool]:
+        """Meta commands in quiet mode (``ms <key> <size> C<cas> q``, ``ma ... q``, then
+        ``mn``): the server answers only what failed, so a reset of 100 keys with its counters
+        comes back as one line. Each command carries its index as an opaque token (``O<i>``),
+        which is how a failure names its key."""
         result: dict[str, bool] = {}
         sizes = self.store.sizes
         counts = {k: v for k, v in (counters or {}).items() if k not in items}
@@ -293,55 +392,56 @@ class _Connection:
             except PartialFailure as error:  # nothing was written: not a partial write
                 raise StoreUnavailable(str(error)) from error
             counts = {}
+        ttl = b" T%d" % expire if expire else b""
+
+        limit = self.store.max_value_size
 
         def write(node: _Node, group: list[str]) -> None:
             parts: list[bytes] = []
             sent: list[str] = []
-            sock = node.socket() if tokens is not None else None
+            classic: list[tuple[str, bytes]] = []
+            sock = node.socket()
+            prefix = node.prefix
             for key in group:
                 if key in counts:  # a counter, bumped ahead of the writes in this pipeline
-                    parts.append(_bump(node.prefix + _wire(key), counts[key]))
-                    sent.append(key)
+                    parts.append(_bump(prefix + _wire(key), counts[key], b" q"))
                     continue
-                value = items[key]
-                cas = b""
-                if tokens is not None:
-                    token = tokens[key]
-                    # A token from another socket may predate a restart: refuse, never compare.
-                    if not isinstance(token, _Token) or token.sock is not sock:
-                        result[key] = False
-                        continue
-                    cas = b" " + token.cas
-                # A cas rewrites a value the server already holds (a reliable acknowledgement
-                # bumping an attempt count): the server's own item limit decides.
-                if tokens is None and len(value) > self.store.max_value_size:
+                value, token = items[key]
+                # A token from another socket may predate a restart: refuse, never compare.
+                if not isinstance(token, _Token) or token.sock is not sock:
                     result[key] = False
                     continue
+                if len(value) > limit:
+                    # A cas may rewrite a value the server already holds (a queue that
+                    # overshot max_value_size, its attempts bumped): the server's own limit
+                    # decides. Not with ms, which on a value too large deletes the key.
+                    classic.append((key, token.cas))
+                    continue
                 parts.append(
-                    b"%s %s 0 %d %d%s\r\n%s\r\n"
-                    % (command, node.prefix + _wire(key), expire, len(value), cas, value)
+                    b"ms %s %d C%s%s q O%d\r\n%s\r\n"
+                    % (prefix + _wire(key), len(value), token.cas, ttl, len(sent), value)
                 )
                 sent.append(key)
-            if sent:
-                replies = node.exchange(b"".join(parts), len(sent))
-                for key, reply in zip(sent, replies, strict=True):
-                    if key not in counts:
-                        result[key] = reply == b"STORED"
-                        if result[key] and " " not in key:
-                            sizes[key] = len(items[key])
+            if parts:
+                refused = node.exchange_quiet(b"".join(parts))
+                for index, key in enumerate(sent):
+                    result[key] = index not in refused
+            if classic:
+                request = b"".join(
+                    b"cas %s 0 %d %d %s\r\n%s\r\n"
+                    % (prefix + _wire(key), expire, len(items[key][0]), cas, items[key][0])
+                    for key, cas in classic
+                )
+                replies = node.exchange(request, len(classic))
+                for (key, _), reply in zip(classic, replies, strict=True):
+                    result[key] = reply == b"STORED"
+                    sent.append(key)
+            for key in sent:
+                if result[key] and " " not in key:
+                    sizes[key] = len(items[key][0])
 
         self._each_server([*counts, *items], write, result)
         return result
-
-    def cas_many(
-        self,
-        items: Mapping[str, tuple[bytes, object]],
-        expire: int = 0,
-        counters: Mapping[str, int] | None = None,
-    ) -> dict[str, bool]:
-        values = {key: value for key, (value, _) in items.items()}
-        tokens = {key: token for key, (_, token) in items.items()}
-        return self._store(b"cas", values, expire, tokens, counters)
 
     def add_many(self, items: Mapping[str, bytes], expire: int = 0) -> dict[str, bool]:
         return self._store(b"add", items, expire)
@@ -413,8 +513,9 @@ class _Connection:
         """Add each delta to a decimal counter, creating a missing one (meta arithmetic)."""
 
         def bump(node: _Node, group: list[str]) -> None:
-            request = b"".join(_bump(node.prefix + _wire(k), deltas[k]) for k in group)
-            node.exchange(request, len(group))
+            node.exchange_quiet(
+                b"".join(_bump(node.prefix + _wire(k), deltas[k], b" q") for k in group)
+            )
 
         if deltas:
             self._each_server(list(deltas), bump)
@@ -437,12 +538,12 @@ class _Sizes(dict[str, int]):
         super().__setitem__(key, size)
 
 
-def _bump(wire: bytes, delta: int) -> bytes:
+def _bump(wire: bytes, delta: int, flags: bytes = b"") -> bytes:
     """Meta arithmetic: add ``delta`` (a negative one subtracts, stopping at 0); a missing
     counter is created holding ``max(delta, 0)``, in the same command."""
     if delta >= 0:
-        return b"ma %s N0 J%d D%d\r\n" % (wire, delta, delta)
-    return b"ma %s MD N0 J0 D%d\r\n" % (wire, -delta)
+        return b"ma %s N0 J%d D%d%s\r\n" % (wire, delta, delta, flags)
+    return b"ma %s MD N0 J0 D%d%s\r\n" % (wire, -delta, flags)
 
 
 def _wire(key: str) -> bytes:
