@@ -302,9 +302,10 @@ def _deliver_weak(
                         )
                 # Mapping order (the read's, for keys at home); a copy stranded on another
                 # server is older than the home copy.
-                ordered: Iterable[str] = taken
                 if any(" " in key for key in taken):
                     ordered = sorted(taken, key=lambda k: (order[_base(k)], " " not in k))
+                else:  # a store may answer in any order
+                    ordered = [key for key in names if key in taken]
                 for key in ordered:
                     found, bad = parsed[key]
                     name = names[_base(key)]
