@@ -15,14 +15,11 @@ from __future__ import annotations
 import cProfile
 import hashlib
 import hmac
-import json
-import logging
 import pickle
 import pstats
 import time
 import zlib
 from collections.abc import Callable
-from functools import partial
 from typing import Any
 
 from common import (
@@ -197,73 +194,6 @@ class Drain:
             run(frame)
         return (time.perf_counter() - start) / self.count
 
-    def tight(self, check_crc: bool = True) -> float:
-        settings = get_settings()
-        handlers = self.mapping.handlers(self.name)
-        start = time.perf_counter()
-        done = tight_drain(self.value, self.key.encode(), settings.secret_keys, handlers, check_crc)
-        spent = time.perf_counter() - start
-        if done != self.count:
-            print(f"!! prototype parsed {done} of {self.count}")
-        return spent / self.count
-
-
-def tight_drain(
-    value: bytes,
-    signal_key: bytes,
-    secret_keys: tuple[bytes, ...],
-    handlers: Any,
-    check_crc: bool = True,
-) -> int:
-    """A prototype (benchmark code, not the library) of the same per-payload work as
-    ``frames.parse`` + ``delivery._Runner.drain`` for the good path: same frame format, same
-    CRC (one call over the contiguous id + tag + body instead of three), same HMAC (keyed
-    state precomputed once), plain tuples. Stops at the first bad frame,
-    where the library would fall back to its scanning parser. ``check_crc=False`` skips the
-    CRC, to show what the rest costs."""
-    unpack = frames.HEADER.unpack_from
-    crc32 = zlib.crc32
-    loads = pickle.loads
-    macs = [hmac.new(key, digestmod=hashlib.sha256) for key in secret_keys]
-    prefix = signal_key + b"\x00"
-    size = len(value)
-    pos = done = 0
-    while pos < size:
-        magic, version, flags, _, length, crc, ident = unpack(value, pos)
-        if magic != frames.MAGIC or version != frames.VERSION or flags & ~3:
-            break
-        tag_end = pos + 22 + (32 if flags & frames.FLAG_SIGNED else 0)
-        end = tag_end + length
-        if end > size:
-            break
-        # vf, length, then id + tag + body (contiguous): the library's five-call chain in three
-        if check_crc and crc != crc32(
-            value[pos + 14 : end], crc32(value[pos + 6 : pos + 10], crc32(value[pos + 2 : pos + 4]))
-        ):
-            break
-        body = value[tag_end:end]
-        if macs:
-            if not flags & frames.FLAG_SIGNED:
-                break
-            message = prefix + value[pos + 2 : pos + 4] + ident + body
-            tag = value[pos + 22 : tag_end]
-            for base in macs:
-                mac = base.copy()
-                mac.update(message)
-                if hmac.compare_digest(mac.digest(), tag):
-                    break
-            else:
-                break
-        data = json.loads(body) if flags & frames.FLAG_JSON else loads(body)
-        for handler in handlers:
-            try:
-                handler(data)
-            except Exception:
-                logging.getLogger("gaesignals").exception("handler failed")
-        done += 1
-        pos = end
-    return done
-
 
 def repeat(fn: Callable[[], float], times: int) -> Callable[[], float]:
     def batch() -> float:
@@ -290,8 +220,6 @@ def drain_rows(args: Any, server: Memcached) -> tuple[list[Row], list[str]]:
                     "loads": repeat(setup.loads, times),
                     "parse": repeat(setup.parse, times),
                     "run": repeat(setup.run, times),
-                    "tight": repeat(setup.tight, times),
-                    "no crc": repeat(partial(setup.tight, check_crc=False), times),
                 },
                 args.reps,
             )
@@ -323,15 +251,6 @@ def drain_rows(args: Any, server: Memcached) -> tuple[list[Row], list[str]]:
                 ratio_row(bench, "  rest (store calls, logging, loop)", rest, got["loads"],
                           None, baseline_label="pickle.loads", fmt=ns)
             )  # fmt: skip
-            rows.append(
-                ratio_row(bench, "  prototype: parse+run as one tight loop (not the library)",
-                          got["tight"], got["loads"], None, baseline_label="pickle.loads", fmt=ns)
-            )  # fmt: skip
-            if label == "memory" and not secret:
-                rows.append(
-                    ratio_row(bench, "  prototype without the CRC check", got["no crc"],
-                              got["loads"], None, baseline_label="pickle.loads", fmt=ns)
-                )  # fmt: skip
             if label == "memcached" or not secret:
                 profile_lines += profile(setup, f"{label}, {'signed' if secret else 'unsigned'}")
     return rows, profile_lines
@@ -370,26 +289,22 @@ def profile(setup: Drain, label: str, top: int = 8) -> list[str]:
 
 def primitive_lines() -> list[str]:
     """What the steps of frames.parse and the drain cost in isolation, per payload."""
-    import hashlib
-    import hmac
-    import struct
-    import zlib
 
     body = pickle.dumps(PAYLOAD, protocol=PICKLE_PROTOCOL)
     key = b"gs::q:bench_drain"
     secret = SECRET.encode()
     value = frames.encode(body, key, (secret,))
-    header = struct.Struct(">2sBBHII8s")
-    ident = value[14:22]
-    tag = value[22:54]
+    header = frames.HEADER
+    ident = value[10:18]
+    tag = value[18:50]
     vf = value[2:4]
     inner = hmac.new(secret, digestmod=hashlib.sha256)
     steps: list[tuple[str, Callable[[], object]]] = [
         ("pickle.loads (the baseline)", lambda: pickle.loads(body)),
         ("header unpack_from", lambda: header.unpack_from(value, 0)),
-        ("5 chained zlib.crc32", lambda: zlib.crc32(body, zlib.crc32(tag, zlib.crc32(
-            ident, zlib.crc32(value[6:10], zlib.crc32(vf))))),),
-        ("3 slices (vf, tag, body)", lambda: (value[2:4], value[22:54], value[54:])),
+        ("zlib.crc32 over the frame (the seal check, one call per value)", lambda: zlib.crc32(
+            value, frames.SEALED)),
+        ("3 slices (vf, tag, body)", lambda: (value[2:4], value[18:50], value[50:-4])),
         ("Frame(...) NamedTuple", lambda: frames.Frame(0, 1, 0, 0, ident, body)),
         ("  tuple.__new__(Frame, ...) (the library's fast path)", lambda: tuple.__new__(
             frames.Frame, (0, 1, 0, 0, ident, body))),

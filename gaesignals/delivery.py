@@ -248,6 +248,7 @@ def _deliver_weak(
                     wanted = list(names)
                 current = conn.scan_many(wanted)
                 parsed = {}
+                owners: dict[str, str] = {}  # each key read (home or stranded) -> its signal
                 for key, item in current.items():
                     if not item[0]:
                         continue
@@ -257,6 +258,7 @@ def _deliver_weak(
                         if runner is None:
                             runner = runners[owner] = signals.runner(owner, settings, specs[owner])
                         parsed[key] = runner.parse_all(item[0])
+                        owners[key] = owner
                 if first and checking:
                     _check_lost(conn, keys, names, current, parsed, bumps)
                     _checked(checking, settings)
@@ -268,10 +270,17 @@ def _deliver_weak(
                 # what a lost race or a failing handler changes is corrected afterwards.
                 fresh: dict[str, list[frames.Frame]] = {}
                 for key, (found, bad) in parsed.items():
-                    name = names[_base(key)]
-                    fresh[key] = runners[name].within_ttl(found)
-                    if counting:
-                        _tally(bumps, keys[name], found, bad, fresh[key], 1)
+                    name = owners[key]
+                    runner = runners[name]
+                    fresh[key] = kept = found if runner.ttl is None else runner.within_ttl(found)
+                    if not counting:
+                        continue
+                    if bad or len(kept) != len(found):
+                        _tally(bumps, keys[name], found, bad, kept, 1)
+                    else:  # the usual case, inline: every frame read is (so far) delivered
+                        accounted, _, _, delivered_key = _weak_counters(keys[name])
+                        bumps[accounted] = bumps.get(accounted, 0) + len(found)
+                        bumps[delivered_key] = bumps.get(delivered_key, 0) + len(found)
                 counters = _take(bumps) if counting else {}
                 try:
                     won = conn.cas_many(taken, counters=counters or None)
@@ -308,7 +317,7 @@ def _deliver_weak(
                     ordered = [key for key in names if key in taken]
                 for key in ordered:
                     found, bad = parsed[key]
-                    name = names[_base(key)]
+                    name = owners[key]
                     if not won[key]:
                         if counters:  # take back what was counted for it
                             _tally(bumps, keys[name], found, bad, fresh[key], -1)
@@ -533,6 +542,11 @@ def _parse(
     dropped); ``key`` is the signal's own queue key, its identity in frame signatures,
     whichever shard the value came from."""
     parsed, bad = frames.parse(value, key.encode(), settings.secret_keys)
+    _log_bad(name, key, bad)
+    return parsed, bad
+
+
+def _log_bad(name: str, key: str, bad: Iterable[frames.BadRegion]) -> None:
     for region in bad:
         logger.error(
             "gaesignals: dropped %d unreadable byte(s) in signal %r (key %s): %s",
@@ -541,7 +555,6 @@ def _parse(
             key,
             region.reason,
         )
-    return parsed, bad
 
 
 def _frames(name: str, key: str, value: bytes, settings: Settings) -> list[frames.Frame]:
@@ -563,7 +576,7 @@ class _Runner:
     """One signal's handlers, made ready once per delivery to run on its payloads: each
     handler's call form resolved, the ``ttl`` cut-off fixed. Both modes use it."""
 
-    __slots__ = ("calls", "cutoff", "identity", "name", "settings", "spec", "ttl")
+    __slots__ = ("calls", "cutoff", "identity", "name", "settings", "signer", "spec", "ttl")
 
     def __init__(
         self, name: str, handlers: Sequence[Handler], settings: Settings, spec: SignalSpec
@@ -571,6 +584,7 @@ class _Runner:
         self.name = name
         self.settings = settings
         self.identity = signal_keys(name, settings.namespace).queue
+        self.signer = self.identity.encode()  # what frame signatures name the signal by
         self.calls = [
             (handler, partial(handler, signal_name=name) if _passes_name(handler) else handler)
             for handler in handlers
@@ -588,7 +602,10 @@ class _Runner:
 
     def parse_all(self, value: bytes) -> tuple[list[frames.Frame], list[frames.BadRegion]]:
         """The verified frames of a value and its unreadable regions (logged, then dropped)."""
-        return _parse(self.name, self.identity, value, self.settings)
+        found, bad = frames.parse(value, self.signer, self.settings.secret_keys)
+        if bad:
+            _log_bad(self.name, self.identity, bad)
+        return found, bad
 
     def expired(self, frame: frames.Frame) -> bool:
         return frames.sent_at(frame.ident) < self.cutoff

@@ -4,23 +4,31 @@ A signal's value in the cache is a run of frames, appended one after another::
 
     offset  size  field
     0       2     magic  b"\\xa7\\x5c"  (lets a reader find the next frame after a bad one)
-    2       1     version (1)
+    2       1     version (2)
     3       1     flags: bit 0 = signed (a 32-byte tag follows the header), bit 1 = JSON body
-    4       2     attempts: failed reliable deliveries so far (rewritten in place, not signed)
+    4       2     attempts: failed reliable deliveries so far (rewritten with the seal)
     6       4     length of the body, big-endian
-    10      4     CRC-32 of bytes 2-3, 6-9, 14-21, the tag and the body
-    14      8     frame id: the sender's Unix time in whole seconds (4 bytes, big-endian), then
+    10      8     frame id: the sender's Unix time in whole seconds (4 bytes, big-endian), then
                   4 random bytes; unique to this payload (reliable delivery's progress cursor
                   names a payload by it; ``ttl`` and the age of the oldest pending payload read
                   its time)
-    22      32    HMAC-SHA256 tag, only when signed: over the signal's key, bytes 2-3, the id
+    18      32    HMAC-SHA256 tag, only when signed: over the signal's key, bytes 2-3, the id
                   and the body
     ..      n     body: the pickled (or JSON) payload
+    ..      4     seal: CRC-32 (little-endian) of every byte before it in the frame, started
+                  from :data:`SEALED`
 
-Everything but the attempts counter is covered by the CRC and the tag. The CRC catches
-truncation and garbage cheaply and makes a false frame boundary found by scanning for the magic
-a 1-in-4-billion accident; the tag, when a secret key is configured, is what makes a frame
-trusted. A frame is never deserialized unless it passed both.
+The seal makes the CRC-32 of a whole frame, started from :data:`SEALED`, come out as
+:data:`SEALED` (CRC-32's residue); so does a run of whole frames, since each one hands the next
+the same state. A reader therefore checks a clean value of any number of frames with one CRC
+call over all of it, then walks the headers; only a value that fails that check is parsed frame
+by frame, resynchronising on the magic after a bad one. The CRC catches truncation and garbage
+cheaply; the tag, when a secret key is configured, is what makes a frame trusted. A frame is
+never deserialized unless it passed both.
+
+Version 1 frames (the CRC in the header, at offset 10, over bytes 2-3, 6-9 and 14 on; the id at
+14; the tag at 22) are still read, frame by frame, so payloads pending across an upgrade are
+delivered; only version 2 is written.
 """
 
 from __future__ import annotations
@@ -38,14 +46,18 @@ from functools import lru_cache
 from typing import Any, NamedTuple
 
 MAGIC = b"\xa7\x5c"
-VERSION = 1
+VERSION = 2
 FLAG_SIGNED = 0x01
 FLAG_JSON = 0x02
 _KNOWN_FLAGS = FLAG_SIGNED | FLAG_JSON
 
-HEADER = struct.Struct(">2sBBHII8s")
-HEADER_SIZE = HEADER.size  # 22
+HEADER = struct.Struct(">2sBBHI8s")
+HEADER_SIZE = HEADER.size  # 18
 TAG_SIZE = 32
+SEAL_SIZE = 4
+#: CRC-32's residue: the CRC of any bytes followed by their own CRC (little-endian). A frame's
+#: seal is its CRC started from this value, so a sealed frame's CRC from it is it again.
+SEALED = 0x2144DF1C
 MAX_ATTEMPTS_FIELD = 0xFFFF
 
 # Frame ids need to be unique, not secret: a private generator (seeded from the OS, reseeded in a
@@ -94,19 +106,28 @@ def encode(
     flags = FLAG_JSON if json_body else 0
     if ident is None:
         ident = ((int(clock()) & 0xFFFFFFFF) << 32 | _ids.getrandbits(32)).to_bytes(8, "big")
-    tag = b""
+    head = HEADER.pack(MAGIC, VERSION, flags, min(attempts, MAX_ATTEMPTS_FIELD), len(body), ident)
     if secret_keys:
         flags |= FLAG_SIGNED
-        tag = _tag(secret_keys[0], signal_key, bytes((VERSION, flags)) + ident + body)
-    vf_length = struct.pack(">BBI", VERSION, flags, len(body))
-    crc = zlib.crc32(body, zlib.crc32(ident + tag, zlib.crc32(vf_length)))
-    attempts = min(attempts, MAX_ATTEMPTS_FIELD)
-    return HEADER.pack(MAGIC, VERSION, flags, attempts, len(body), crc, ident) + tag + body
+        head = head[:3] + bytes((flags,)) + head[4:]
+        head += _tag(secret_keys[0], signal_key, bytes((VERSION, flags)) + ident + body)
+    return head + body + _seal(body, head)
+
+
+def _seal(body: bytes, head: bytes) -> bytes:
+    return zlib.crc32(body, zlib.crc32(head, SEALED)).to_bytes(4, "little")
+
+
+def reseal(raw_frame: bytes) -> bytes:
+    """``raw_frame`` (one whole version 2 frame, maybe edited) with its seal made right."""
+    unsealed = raw_frame[:-SEAL_SIZE]
+    return unsealed + zlib.crc32(unsealed, SEALED).to_bytes(4, "little")
 
 
 def with_attempts(raw_frame: bytes, attempts: int) -> bytes:
     """Return ``raw_frame`` (one whole, valid frame) with its attempts counter replaced."""
-    return raw_frame[:4] + struct.pack(">H", min(attempts, MAX_ATTEMPTS_FIELD)) + raw_frame[6:]
+    edited = raw_frame[:4] + struct.pack(">H", min(attempts, MAX_ATTEMPTS_FIELD)) + raw_frame[6:]
+    return edited if raw_frame[2] == 1 else reseal(edited)  # version 1: not covered by its CRC
 
 
 def parse(
@@ -114,20 +135,24 @@ def parse(
 ) -> tuple[list[Frame], list[BadRegion]]:
     """Split ``value`` into verified frames and the bad regions between them.
 
-    Never raises on any input. After a bad frame the parser scans for the next magic and goes
-    on from there, so valid frames after garbage are still found. With ``secret_keys`` set, a
-    frame without a tag made by one of them is bad, whatever its CRC says.
+    Never raises on any input. A value whose frames are all sealed and whole costs one CRC
+    call and a walk over the headers. Otherwise each frame is checked on its own and, after a
+    bad one, the parser scans for the next magic and goes on from there, so valid frames after
+    garbage are still found. With ``secret_keys`` set, a frame without a tag made by one of
+    them is bad, whatever its CRC says.
     """
     frames: list[Frame] = []
+    size = len(value)
+    pos = 0
+    if size and zlib.crc32(value, SEALED) == SEALED:
+        pos = _sealed_run(value, signal_key, secret_keys, frames)
+        if pos == size:
+            return frames, []
     bad: list[BadRegion] = []
     view = memoryview(value)
-    pos = _good_run(value, view, signal_key, secret_keys, frames)
-    size = len(value)
-    if pos == size:
-        return frames, bad
     bad_start = -1
     bad_reason = ""
-    unpack = HEADER.unpack_from
+    unpack = _V1_HEADER.unpack_from
     crc32 = zlib.crc32
     # Checking a candidate costs a CRC over its declared length. Valid frames never overlap, so
     # they cost at most ``size``; garbage full of false headers could cost size**2. Past this
@@ -135,19 +160,27 @@ def parse(
     budget = 4 * size + 65536
     while pos < size:
         reason = ""
-        if size - pos < HEADER_SIZE:
+        if size - pos < HEADER_SIZE + SEAL_SIZE:
             reason = "truncated header"
         else:
             magic, version, flags, attempts, length, crc, ident = unpack(value, pos)
             if magic != MAGIC:
                 reason = "no frame magic"
-            elif version != VERSION:
+            elif version not in (1, VERSION):
                 reason = f"unknown frame version {version}"
             elif flags & ~_KNOWN_FLAGS:
                 reason = f"unknown frame flags {flags:#04x}"
             else:
-                tag_end = pos + HEADER_SIZE + (TAG_SIZE if flags & FLAG_SIGNED else 0)
-                end = tag_end + length
+                if version == VERSION:
+                    ident = value[pos + 10 : pos + 18]
+                    tag_start = pos + HEADER_SIZE
+                    tag_end = tag_start + (TAG_SIZE if flags & FLAG_SIGNED else 0)
+                    body_end = tag_end + length
+                    end = body_end + SEAL_SIZE
+                else:
+                    tag_start = pos + _V1_HEADER.size
+                    tag_end = tag_start + (TAG_SIZE if flags & FLAG_SIGNED else 0)
+                    body_end = end = tag_end + length
                 if end > size:
                     reason = "declared length runs past the end of the value"
                 elif (budget := budget - (end - pos)) < 0:
@@ -156,12 +189,14 @@ def parse(
                     bad.append(BadRegion(bad_start, size, "too much garbage to search for frames"))
                     return frames, bad
                 else:
-                    # The CRC runs over bytes 2-3, 6-9 and 14 to the end: three calls, no copies.
-                    check = crc32(
-                        view[pos + 14 : end], crc32(view[pos + 6 : pos + 10], _VF_CRC[flags])
-                    )
-                    body = value[tag_end:end]
-                    if check != crc:
+                    if version == VERSION:
+                        intact = crc32(view[pos:end], SEALED) == SEALED
+                    else:  # over bytes 2-3, 6-9 and 14 to the end: three calls, no copies
+                        intact = crc == crc32(
+                            view[pos + 14 : end], crc32(view[pos + 6 : pos + 10], _VF_CRC[flags])
+                        )
+                    body = value[tag_end:body_end]
+                    if not intact:
                         reason = "CRC mismatch"
                     elif secret_keys:
                         if not flags & FLAG_SIGNED:
@@ -170,9 +205,9 @@ def parse(
                             secret_keys,
                             signal_key,
                             view[pos + 2 : pos + 4],
-                            view[pos + 14 : pos + 22],
+                            ident,
                             body,
-                            value[pos + HEADER_SIZE : tag_end],
+                            value[tag_start:tag_end],
                         ):
                             reason = "signature mismatch"
                     if not reason:
@@ -191,41 +226,32 @@ def parse(
     return frames, bad
 
 
-def _good_run(
-    value: bytes,
-    view: memoryview,
-    signal_key: bytes,
-    secret_keys: Sequence[bytes],
-    out: list[Frame],
+def _sealed_run(
+    value: bytes, signal_key: bytes, secret_keys: Sequence[bytes], out: list[Frame]
 ) -> int:
-    """Parse the run of valid frames at the start of ``value`` into ``out``; return where the
-    first frame that is not plainly valid starts (``len(value)`` for a clean value).
+    """Walk the frames of a value that passed the whole-value seal check into ``out``; return
+    where the first frame that is not plainly valid starts (``len(value)`` for a clean value).
 
-    The common case, kept short: the same checks as :func:`parse` (magic, version, flags,
-    length, CRC, signature), but the first doubt hands over to ``parse``'s general loop, which
-    checks that frame again and reports why it is bad. Valid frames never overlap, so this
-    costs at most one CRC pass over the value.
+    No CRC per frame: the seal check covered every byte. Magic, version, flags, length and
+    signature are still checked; the first doubt hands over to :func:`parse`'s general loop,
+    which checks that frame again and reports why it is bad.
     """
     unpack = _FAST_HEADER.unpack_from
-    crc32 = zlib.crc32
-    head_crc = _HEAD_CRC
+    known = _V2_HEADS
     new = tuple.__new__  # Frame(...) without the Python-level __new__ of a NamedTuple
     append = out.append
-    size = len(value)
+    last = len(value) - HEADER_SIZE - SEAL_SIZE
     pos = 0
-    while size - pos >= HEADER_SIZE:
-        head, attempts, length, crc, ident = unpack(value, pos)
-        vf_crc = head_crc.get(head)  # None unless magic, version and flags are all valid
-        if vf_crc is None:
+    while pos <= last:
+        head, attempts, length, ident = unpack(value, pos)
+        if head not in known:
             break
         flags = head & 0xFF
         tag_end = pos + (_SIGNED_SIZE if flags & FLAG_SIGNED else HEADER_SIZE)
-        end = tag_end + length
-        if end > size or crc != crc32(
-            view[pos + 14 : end], crc32(view[pos + 6 : pos + 10], vf_crc)
-        ):
+        end = tag_end + length + SEAL_SIZE
+        if end > len(value):
             break
-        body = value[tag_end:end]
+        body = value[tag_end : end - SEAL_SIZE]
         if secret_keys and not (
             flags & FLAG_SIGNED
             and _verify(
@@ -243,15 +269,16 @@ def _good_run(
     return pos
 
 
-# The CRC's first bytes are the version and the flags: their CRC state, for every valid flags.
-_VF_CRC = [zlib.crc32(bytes((VERSION, flags))) for flags in range(_KNOWN_FLAGS + 1)]
-# HEADER with magic, version and flags read as one number, and that CRC state for every valid
-# one of them: a single lookup checks all three.
-_FAST_HEADER = struct.Struct(">IHII8s")
-_HEAD_CRC = {
-    int.from_bytes(MAGIC + bytes((VERSION, flags)), "big"): _VF_CRC[flags]
-    for flags in range(_KNOWN_FLAGS + 1)
-}
+# Version 1's header, which the general loop reads version 2's first fields through too (the
+# same up to the length; bytes 10-13 are the CRC in version 1, part of the id in version 2).
+_V1_HEADER = struct.Struct(">2sBBHII8s")
+# Version 1's CRC starts with the version and the flags: their CRC state, for every valid flags.
+_VF_CRC = [zlib.crc32(bytes((1, flags))) for flags in range(_KNOWN_FLAGS + 1)]
+# Version 2's header with magic, version and flags read as one number; every valid one of them.
+_FAST_HEADER = struct.Struct(">IHI8s")
+_V2_HEADS = frozenset(
+    int.from_bytes(MAGIC + bytes((VERSION, flags)), "big") for flags in range(_KNOWN_FLAGS + 1)
+)
 _SIGNED_SIZE = HEADER_SIZE + TAG_SIZE
 _BLOCK = 64  # SHA-256's block size
 

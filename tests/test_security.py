@@ -113,16 +113,13 @@ def collector() -> tuple[list[Any], Callable[[Any], None]]:
 
 
 def recrc(frame: bytes) -> bytes:
-    """Recompute a frame's CRC for its declared layout, as an attacker who tampers would.
-
-    The CRC (bytes 10-13) covers every byte from offset 2 to the frame's end except the
-    attempts counter (4-5) and itself.
-    """
+    """Reseal a frame for its declared layout, as an attacker who tampers would: the seal
+    after the declared body is made the CRC of every byte before it."""
     fields = frames.HEADER.unpack_from(frame)
     flags, length = fields[2], fields[4]
     end = frames.HEADER_SIZE + (frames.TAG_SIZE if flags & frames.FLAG_SIGNED else 0) + length
-    crc = zlib.crc32(frame[2:4] + frame[6:10] + frame[14:end])
-    return frame[:10] + struct.pack(">I", crc) + frame[14:]
+    head = frame[:end]
+    return head + zlib.crc32(head, frames.SEALED).to_bytes(4, "little") + frame[end + 4 :]
 
 
 def flip(data: bytes, index: int, bit: int = 0) -> bytes:
@@ -323,7 +320,8 @@ def test_tampered_frame_is_dropped_and_logged(
     key = queue_key("target")
     frame = framed("target", SECRET_TEXT)
     assert SECRET_TEXT.encode() in frame  # so its absence from the log means something
-    index = {"body": len(frame) - 3, "tag": frames.HEADER_SIZE + 7, "flags": 3}[where]
+    body_end = len(frame) - frames.SEAL_SIZE
+    index = {"body": body_end - 3, "tag": frames.HEADER_SIZE + 7, "flags": 3}[where]
     bad = flip(frame, index, 1)  # flags bit 1: the JSON flag, covered by tag and CRC
     if fix_crc:
         bad = recrc(bad)
@@ -642,7 +640,7 @@ def _garbage(kind: str) -> bytes:
     if kind == "signed-past-end":
         return fake_header(frames.FLAG_SIGNED, 900_000) + b"x" * 40
     if kind == "wrong-version":
-        return recrc(frame[:2] + b"\x02" + frame[3:])
+        return recrc(frame[:2] + b"\x03" + frame[3:])
     if kind == "unknown-flags":
         return recrc(frame[:3] + bytes((frame[3] | 0x80,)) + frame[4:])
     if kind == "magic-storm":

@@ -300,7 +300,7 @@ class _Connection:
         sizes = self.store.sizes
 
         def read(node: _Node, group: list[str]) -> None:
-            wires = [_wire(k) for k in group]
+            wires = [k.encode("ascii") if " " not in k else _wire(k) for k in group]
             found = node.gets(wires)
             for key, wire in zip(group, wires, strict=True):
                 item = found.get(wire)
@@ -404,7 +404,7 @@ class _Connection:
             prefix = node.prefix
             for key in group:
                 if key in counts:  # a counter, bumped ahead of the writes in this pipeline
-                    parts.append(_bump(prefix + _wire(key), counts[key], b" q"))
+                    parts.append(_bump(prefix + key.encode("ascii"), counts[key], b" q"))
                     continue
                 value, token = items[key]
                 # A token from another socket may predate a restart: refuse, never compare.
@@ -417,9 +417,10 @@ class _Connection:
                     # decides. Not with ms, which on a value too large deletes the key.
                     classic.append((key, token.cas))
                     continue
+                wire = key.encode("ascii") if " " not in key else _wire(key)
                 parts.append(
-                    b"ms %s %d C%s%s q O%d\r\n%s\r\n"
-                    % (prefix + _wire(key), len(value), token.cas, ttl, len(sent), value)
+                    b"ms %s%s %d C%s%s q O%d\r\n%s\r\n"
+                    % (prefix, wire, len(value), token.cas, ttl, len(sent), value)
                 )
                 sent.append(key)
             if parts:
