@@ -43,6 +43,7 @@ from .signals import (
     append_frames,
     check_name,
     encode_payload,
+    flush_sent,
     route,
     shard_keys,
     signal_keys,
@@ -230,6 +231,8 @@ def _deliver_weak(
     checking = _due_for_check(signals, settings)
     todo = list(names)
     with settings.store.connection() as conn:
+        if checking:
+            flush_sent(conn, settings.store)  # sent counts this process still holds
         try:
             for first in (True, *[False] * (WEAK_ROUNDS - 1)):
                 if not first:
@@ -734,6 +737,8 @@ def _deliver_reliable(
         held = _acquire(conn, [k.lock for k in keys.values()], owner, lease)
         if not held:
             return 0
+        if checking:
+            flush_sent(conn, settings.store)  # sent counts this process still holds
         try:
             mine = {name: k for name, k in keys.items() if k.lock in held}
             shards = {name: _shards(name, settings, specs) for name in mine}

@@ -17,15 +17,19 @@ signal's key.
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import itertools
 import json
+import logging
 import os
 import pickle
 import random
 import threading
 import time
+import weakref
 from collections.abc import Iterable, Mapping, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
@@ -33,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 from . import frames
 from .config import Settings, get_settings
 from .exceptions import (
+    GaeSignalsError,
     InvalidSignalName,
     PayloadTooLarge,
     QueueFull,
@@ -43,6 +48,8 @@ from .stores import MAX_KEY_LENGTH, Connection, Store
 
 if TYPE_CHECKING:
     from .registry import Registry
+
+logger = logging.getLogger("gaesignals")
 
 #: Longer names are refused; names up to this are hashed into keys when they must be.
 MAX_NAME_LENGTH = 4096
@@ -357,7 +364,93 @@ def append_frames(
                 counter, n = counted[key]
                 done[counter] = done.get(counter, 0) + n
         if done:
-            conn.incr_many(done)
+            _count_sent(conn, store, done)
+
+
+# -- sent counts on stores without append ---------------------------------------------------------
+
+#: Seconds a store without atomic append holds ``sent`` counts in the process before writing
+#: them in one call (see :func:`_count_sent`).
+SENT_FLUSH_SECONDS = 1.0
+
+
+class _SentTally:
+    """``sent`` counts not yet written to one store."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.deltas: dict[str, int] = {}
+        self.since = 0.0
+
+
+_tallies: weakref.WeakKeyDictionary[Store, _SentTally] = weakref.WeakKeyDictionary()
+_tallies_lock = threading.Lock()
+_monotonic = time.monotonic  # tests replace it to let time pass
+
+
+def _count_sent(conn: Connection | None, store: Store, deltas: Mapping[str, int]) -> None:
+    """Count the payloads a gets + cas send stored.
+
+    On a store with append the ``sent`` bump rides in the append's own round trip; here it
+    would be a third call per send (App Engine has no pipelining), so the counts are gathered
+    in the process and written at most every :data:`SENT_FLUSH_SECONDS`, by the send that
+    finds them due, by :func:`~gaesignals.stats`, by a delivery that checks for lost payloads,
+    and at exit. Late only ever makes lost detection under-report, never invent a loss."""
+    with _tallies_lock:
+        try:
+            tally = _tallies.get(store)
+            if tally is None:
+                tally = _tallies[store] = _SentTally()
+        except TypeError:  # a store that cannot be weakly referenced: no gathering
+            tally = None
+    if tally is None:
+        with store.connection() if conn is None else nullcontext(conn) as using:
+            using.incr_many(deltas)
+        return
+    now = _monotonic()
+    with tally.lock:
+        if not tally.deltas:
+            tally.since = now
+        for key, n in deltas.items():
+            tally.deltas[key] = tally.deltas.get(key, 0) + n
+        if now - tally.since < SENT_FLUSH_SECONDS:
+            return
+    with store.connection() if conn is None else nullcontext(conn) as using:
+        flush_sent(using, store)
+
+
+def flush_sent(conn: Connection, store: Store) -> None:
+    """Write the ``sent`` counts this process holds for ``store`` (see :func:`_count_sent`);
+    on failure they are kept for the next try, and the failure logged, not raised: the
+    payloads they count are stored."""
+    try:
+        tally = _tallies.get(store)
+    except TypeError:
+        return
+    if tally is None:
+        return
+    with tally.lock:
+        deltas, tally.deltas = tally.deltas, {}
+    if not deltas:
+        return
+    try:
+        conn.incr_many(deltas)
+    except GaeSignalsError:
+        logger.warning("gaesignals: could not write sent counts %s yet", deltas, exc_info=True)
+        with tally.lock:
+            for key, n in deltas.items():
+                tally.deltas[key] = tally.deltas.get(key, 0) + n
+
+
+@atexit.register
+def _flush_at_exit() -> None:
+    for store, tally in list(_tallies.items()):
+        if tally.deltas:
+            try:
+                with store.connection() as conn:
+                    flush_sent(conn, store)
+            except Exception:  # the interpreter is going away: nothing else to do
+                logger.warning("gaesignals: sent counts lost at exit", exc_info=True)
 
 
 def _append(
@@ -558,10 +651,17 @@ def send(name: str, data: Any = None) -> None:
     store = settings.store
     counter = keys.counter("sent") if settings.counters else None
     quick = getattr(store, "append_one", None)
-    stored = None if quick is None else quick(key, frame, counter)
+    # Without append, a sharded signal takes the general path: it tells a CAS lost to another
+    # sender (then moves shard) from one lost to a delivery.
+    if quick is None or (queues and not store.supports_append):
+        stored = None
+    else:
+        stored = quick(key, frame, counter)
     if stored:
         if queues:
             _filled(queues, key, len(frame), added=True)
+        elif counter is not None and not store.supports_append:
+            _count_sent(None, store, {counter: 1})
         return
     counts = None if counter is None else {key: (counter, 1)}
     with store.connection() as conn:

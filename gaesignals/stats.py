@@ -19,7 +19,7 @@ from typing import Any, NamedTuple
 
 from . import frames
 from .config import get_settings
-from .signals import check_name, queue_keys, signal_keys
+from .signals import check_name, flush_sent, queue_keys, signal_keys
 
 #: The counters :func:`stats` reports, in this order.
 REPORTED = ("sent", "delivered", "failed", "dead_lettered", "dropped", "expired", "lost")
@@ -84,6 +84,7 @@ def stats(names: str | Iterable[str]) -> dict[str, dict[str, int]]:
     wanted = _names(names)
     keys = {name: signal_keys(name, settings.namespace) for name in wanted}
     with settings.store.connection() as conn:
+        flush_sent(conn, settings.store)  # what this process counted but still holds
         current = conn.gets_many([k.counter(c) for k in keys.values() for c in REPORTED])
     result = {}
     for name, k in keys.items():

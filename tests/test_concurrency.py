@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from gaesignals import SignalMapping, dead_letters, deliver
+from gaesignals import SignalMapping, dead_letters, deliver, stats
 from gaesignals.testing import MemcachedServer, RedisClusterServers, RedisServer
 
 from . import concurrency_workers as workers
@@ -373,11 +373,14 @@ def test_sharded_hot_signal_under_concurrency(
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("shards", [8, 1], ids=["sharded", "one-key"])
 @pytest.mark.parametrize("reliable", [False, True], ids=["weak", "reliable"])
-def test_sharded_hot_signal_on_the_app_engine_stub(reliable: bool) -> None:
+def test_hot_signal_on_the_app_engine_stub(reliable: bool, shards: int) -> None:
     """The same on App Engine's memcache stub, where sends are gets + cas: eight sender
-    threads on one sharded signal and two delivering threads (the stub lives in one process,
-    so threads stand in for instances); every payload sent is delivered exactly once."""
+    threads on one signal (sharded, or one key, where every send starts on the one-send fast
+    path and a lost CAS falls back to the general one) and two delivering threads (the stub
+    lives in one process, so threads stand in for instances); every payload sent is
+    delivered exactly once, and ``sent`` counts each once."""
     from google.appengine.ext import testbed
 
     from gaesignals import Contention, QueueFull, configure, declare, send
@@ -388,7 +391,7 @@ def test_sharded_hot_signal_on_the_app_engine_stub(reliable: bool) -> None:
     bed.init_memcache_stub()
     try:
         configure(store=AppEngineStore(), secret_key=workers.SECRET_KEY)
-        declare("hot", shards=8)
+        declare("hot", shards=shards)
         n_senders, per_sender = 8, 300
         sent: list[int] = []
         delivered: list[int] = []
@@ -445,11 +448,12 @@ def test_sharded_hot_signal_on_the_app_engine_stub(reliable: bool) -> None:
             pass
         lost, duplicated, unexpected = tally(sent, Counter(delivered))
         print(
-            f"\nsharded appengine {'reliable' if reliable else 'weak'}: sent={len(sent)} "
+            f"\n{shards}-shard appengine {'reliable' if reliable else 'weak'}: sent={len(sent)} "
             f"send_failures={dict(failures)} delivered={len(delivered)} lost={len(lost)} "
             f"duplicated={len(duplicated)} left={len(leftover)}"
         )
         assert len(sent) == n_senders * per_sender
         assert lost == [] and duplicated == [] and unexpected == [] and leftover == []
+        assert stats("hot")["hot"]["sent"] == len(sent)
     finally:
         bed.deactivate()

@@ -199,6 +199,39 @@ def test_lost_is_checked_once_per_interval(
     assert stats("p")["p"] == {**ZERO, "sent": 4, "delivered": 2, "lost": 2}
 
 
+@pytest.mark.parametrize("store_kind", ["memory-cas", "appengine"])
+def test_stores_without_append_write_sent_counts_in_batches(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without append a send is gets + cas; its ``sent`` count is held in the process and
+    written at most every SENT_FLUSH_SECONDS in one call (not a third call per send), by
+    the send that finds it due, by stats(), and at exit."""
+    signals = importlib.import_module("gaesignals.signals")
+    clock = [500.0]
+    monkeypatch.setattr(signals, "_monotonic", lambda: clock[0])
+    counting = CountingStore(store)
+    gaesignals.configure(store=counting)
+    for i in range(5):
+        send("batched", i)
+    send_multi([("batched", 5), ("other", 0)])
+    assert "incr_many" not in counting.calls
+    with store.connection() as conn:  # nothing written yet
+        assert conn.gets_many([signal_keys("batched", "").counter("sent")]) == {}
+    clock[0] += signals.SENT_FLUSH_SECONDS
+    send("batched", 6)  # due: this send writes them all, in one call
+    assert counting.calls["incr_many"] == 1
+    send("batched", 7)
+    assert stats(["batched", "other"]) == {
+        "batched": {**ZERO, "sent": 8},
+        "other": {**ZERO, "sent": 1},
+    }
+    send("batched", 8)
+    signals._flush_at_exit()
+    with store.connection() as conn:
+        sent = signal_keys("batched", "").counter("sent")
+        assert conn.gets_many([sent])[sent][0].strip() == b"9"
+
+
 class _Entered:
     """A connection context manager whose connection was already entered."""
 
