@@ -114,6 +114,8 @@ def weak_rows(args: Any, server: Memcached) -> list[Row]:
     gaesignals.declare("bench_sharded", shards=16)
     sharded = queue_keys("bench_sharded", get_settings())
     gaesignals.send("bench_sharded", PAYLOAD)
+    gaesignals.deliver({"bench_sharded": noop})  # a signal's first delivery creates its counters
+    gaesignals.send("bench_sharded", PAYLOAD)
     frame = next(v for v in (raw.get(key) for key in sharded) if v)
     raw.set_many(dict.fromkeys(sharded, frame))
     trips.reset()

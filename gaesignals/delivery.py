@@ -32,6 +32,7 @@ from . import frames
 from .config import Settings, get_settings
 from .exceptions import GaeSignalsError, PartialFailure, StoreUnavailable
 from .registry import (
+    Registry,
     SignalSpec,
     check_lease,
     check_max_attempts,
@@ -93,7 +94,12 @@ class SignalMapping:
             self.lease = mapping.lease if lease is None else self.lease
             self.max_attempts = mapping.max_attempts if max_attempts is None else self.max_attempts
         self._handlers: dict[str, tuple[Handler, ...]] = {}
+        # Derived once and kept across deliveries (each checks it still applies): handlers
+        # made ready, declarations, the weak path's key layout, when lost checks are due.
         self._runners: dict[str, _Runner] = {}
+        self._specs: tuple[Registry, int, dict[str, SignalSpec]] | None = None
+        self._layout: tuple[Settings, Mapping[str, SignalSpec], _Layout] | None = None
+        self._checks_quiet_until: tuple[Settings, float] | None = None
         pairs: Iterable[tuple[str, HandlerSpec]]
         pairs = mapping.items() if isinstance(mapping, SignalMapping | Mapping) else mapping
         for pair in pairs:
@@ -131,6 +137,21 @@ class SignalMapping:
 
     def handlers(self, name: str) -> tuple[Handler, ...]:
         return self._handlers[name]
+
+    def specs(self, declared: Registry) -> dict[str, SignalSpec]:
+        """Each signal's declaration in ``declared`` (kept until a declaration changes)."""
+        kept = self._specs
+        if kept is None or kept[0] is not declared or kept[1] != declared.version:
+            version = declared.version
+            kept = self._specs = (declared, version, {n: declared.spec(n) for n in self})
+        return kept[2]
+
+    def layout(self, settings: Settings, specs: Mapping[str, SignalSpec]) -> _Layout:
+        """The keys weak delivery reads for these signals (kept while settings and specs)."""
+        kept = self._layout
+        if kept is None or kept[0] is not settings or kept[1] is not specs:
+            kept = self._layout = (settings, specs, _Layout(self, settings, specs))
+        return kept[2]
 
     def runner(self, name: str, settings: Settings, spec: SignalSpec) -> _Runner:
         """``name``'s handlers made ready to run (see :class:`_Runner`), kept across
@@ -183,7 +204,7 @@ def deliver(
     if not signals:
         return 0
     settings = get_settings()
-    specs = {name: registry.spec(name) for name in signals}
+    specs = signals.specs(registry)
     weak = [
         name for name in signals if not (specs[name].reliable if reliable is None else reliable)
     ]
@@ -218,11 +239,8 @@ def _first(*values: int | None) -> int:
 def _deliver_weak(
     signals: SignalMapping, settings: Settings, specs: Mapping[str, SignalSpec]
 ) -> int:
-    keys = {name: signal_keys(name, settings.namespace) for name in signals}
-    # Every queue key of every signal (all its shards), in mapping order then shard order.
-    shards = {name: _queue_keys(name, settings.namespace, specs[name].shards) for name in signals}
-    names = {queue: name for name, queues in shards.items() for queue in queues}
-    order = {key: index for index, key in enumerate(names)}
+    layout = signals.layout(settings, specs)
+    keys, shards, names, order = layout.keys, layout.shards, layout.names, layout.order
     runners: dict[str, _Runner] = {}
     delivered = 0
     bumps: Counter[str] = Counter()
@@ -281,7 +299,7 @@ def _deliver_weak(
                     if bad or len(kept) != len(found):
                         _tally(bumps, keys[name], found, bad, kept, 1)
                     else:  # the usual case, inline: every frame read is (so far) delivered
-                        accounted, _, _, delivered_key = _weak_counters(keys[name])
+                        accounted, _, _, delivered_key = runner.weak_counters
                         bumps[accounted] = bumps.get(accounted, 0) + len(found)
                         bumps[delivered_key] = bumps.get(delivered_key, 0) + len(found)
                 counters = _take(bumps) if counting else {}
@@ -353,6 +371,23 @@ def _deliver_weak(
     return delivered
 
 
+class _Layout:
+    """The keys a weak delivery of a mapping reads: each signal's keys, every queue key of
+    every signal (all its shards) in mapping order then shard order, each queue key's signal
+    and its place in that order."""
+
+    __slots__ = ("keys", "names", "order", "shards")
+
+    def __init__(
+        self, signals: Iterable[str], settings: Settings, specs: Mapping[str, SignalSpec]
+    ) -> None:
+        ns = settings.namespace
+        self.keys = {name: signal_keys(name, ns) for name in signals}
+        self.shards = {name: _queue_keys(name, ns, specs[name].shards) for name in self.keys}
+        self.names = {queue: name for name, queues in self.shards.items() for queue in queues}
+        self.order = {key: index for index, key in enumerate(self.names)}
+
+
 def _shards(
     name: str, settings: Settings, specs: Mapping[str, SignalSpec]
 ) -> tuple[tuple[str, str], ...]:
@@ -389,21 +424,28 @@ _CHECKS_KEPT = 65536
 _monotonic = time.monotonic  # tests replace it to let time pass
 
 
-def _due_for_check(names: Iterable[str], settings: Settings) -> set[str]:
-    """The signals of ``names`` to check for lost payloads in this delivery (see
+def _due_for_check(signals: SignalMapping, settings: Settings) -> set[str]:
+    """The signals of ``signals`` to check for lost payloads in this delivery (see
     :func:`_check_lost`): each at most once per ``lost_check_interval`` per process, since a
     check reads three counters per signal besides its queue."""
     if not settings.counters:
         return set()
     interval = settings.lost_check_interval
     if interval <= 0:
-        return set(names)
+        return set(signals)
+    now = _monotonic()
+    quiet = signals._checks_quiet_until
+    if quiet is not None and quiet[0] is settings and now < quiet[1]:
+        return set()  # none due: known without a look at each signal
     if _checks_for[0] is not settings:
         _last_checks.clear()
         _checks_for[0] = settings
-    now = _monotonic()
     last = _last_checks.get
-    return {name for name in names if now - last(name, -interval) >= interval}
+    due = {name for name in signals if now - last(name, -interval) >= interval}
+    if not due and signals:  # every one was checked lately: until the first is due again
+        first_due = min(_last_checks.get(name, now) for name in signals) + interval
+        signals._checks_quiet_until = (settings, first_due)
+    return due
 
 
 def _checked(names: Iterable[str], settings: Settings) -> None:
@@ -579,7 +621,17 @@ class _Runner:
     """One signal's handlers, made ready once per delivery to run on its payloads: each
     handler's call form resolved, the ``ttl`` cut-off fixed. Both modes use it."""
 
-    __slots__ = ("calls", "cutoff", "identity", "name", "settings", "signer", "spec", "ttl")
+    __slots__ = (
+        "calls",
+        "cutoff",
+        "identity",
+        "name",
+        "settings",
+        "signer",
+        "spec",
+        "ttl",
+        "weak_counters",
+    )
 
     def __init__(
         self, name: str, handlers: Sequence[Handler], settings: Settings, spec: SignalSpec
@@ -588,6 +640,7 @@ class _Runner:
         self.settings = settings
         self.identity = signal_keys(name, settings.namespace).queue
         self.signer = self.identity.encode()  # what frame signatures name the signal by
+        self.weak_counters = _weak_counters(signal_keys(name, settings.namespace))
         self.calls = [
             (handler, partial(handler, signal_name=name) if _passes_name(handler) else handler)
             for handler in handlers

@@ -93,6 +93,8 @@ class Registry:
         self._lock = threading.Lock()
         self._specs: dict[str, SignalSpec] = {}
         self._receivers: dict[str, list[Callable[..., object]]] = {}
+        #: Changes whenever a declaration does, so what was derived from specs can be kept.
+        self.version = 0
 
     def declare(
         self,
@@ -120,6 +122,7 @@ class Registry:
                 **{k: v for k, v in given.items() if v is not None},
             )
             self._specs[name] = spec
+            self.version += 1
         return spec
 
     def spec(self, name: str) -> SignalSpec:
@@ -180,6 +183,7 @@ class Registry:
         with self._lock:
             self._specs.clear()
             self._receivers.clear()
+            self.version += 1
 
 
 #: The default registry behind :func:`declare`, :func:`receiver`, :func:`connect`.

@@ -402,10 +402,9 @@ class _Connection:
             classic: list[tuple[str, bytes]] = []
             sock = node.socket()
             prefix = node.prefix
+            if counts:  # one server (a cluster's went first): ahead of the writes, same pipeline
+                parts.append(_quiet_bumps(prefix, counts))
             for key in group:
-                if key in counts:  # a counter, bumped ahead of the writes in this pipeline
-                    parts.append(_bump(prefix + key.encode("ascii"), counts[key], b" q"))
-                    continue
                 value, token = items[key]
                 # A token from another socket may predate a restart: refuse, never compare.
                 if not isinstance(token, _Token) or token.sock is not sock:
@@ -439,9 +438,12 @@ class _Connection:
                     sent.append(key)
             for key in sent:
                 if result[key] and " " not in key:
-                    sizes[key] = len(items[key][0])
+                    if key in sizes:
+                        dict.__setitem__(sizes, key, len(items[key][0]))
+                    else:
+                        sizes[key] = len(items[key][0])
 
-        self._each_server([*counts, *items], write, result)
+        self._each_server(list(items), write, result)
         return result
 
     def add_many(self, items: Mapping[str, bytes], expire: int = 0) -> dict[str, bool]:
@@ -514,9 +516,7 @@ class _Connection:
         """Add each delta to a decimal counter, creating a missing one (meta arithmetic)."""
 
         def bump(node: _Node, group: list[str]) -> None:
-            node.exchange_quiet(
-                b"".join(_bump(node.prefix + _wire(k), deltas[k], b" q") for k in group)
-            )
+            node.exchange_quiet(_quiet_bumps(node.prefix, {k: deltas[k] for k in group}))
 
         if deltas:
             self._each_server(list(deltas), bump)
@@ -545,6 +545,18 @@ def _bump(wire: bytes, delta: int, flags: bytes = b"") -> bytes:
     if delta >= 0:
         return b"ma %s N0 J%d D%d%s\r\n" % (wire, delta, delta, flags)
     return b"ma %s MD N0 J0 D%d%s\r\n" % (wire, -delta, flags)
+
+
+def _quiet_bumps(prefix: bytes, deltas: Mapping[str, int]) -> bytes:
+    """:func:`_bump` in quiet mode for many counters at once (formatted as text, encoded
+    once: counters are bumped by the hundred on every delivery)."""
+    start = prefix.decode("ascii")
+    return "".join(
+        f"ma {start}{key} N0 J{delta} D{delta} q\r\n"
+        if delta >= 0
+        else f"ma {start}{key} MD N0 J0 D{-delta} q\r\n"
+        for key, delta in deltas.items()
+    ).encode("ascii")
 
 
 def _wire(key: str) -> bytes:
