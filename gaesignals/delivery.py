@@ -24,9 +24,9 @@ import pickle
 import secrets
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence, Sized
 from functools import lru_cache, partial
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from . import frames
 from .config import Settings, get_settings
@@ -176,6 +176,9 @@ def _same(a: SignalSpec, b: SignalSpec) -> bool:
     return a is b or a == b
 
 
+#: A key's payloads as weak delivery holds them: frames, or bare pickled bodies.
+Found = list[frames.Frame] | list[bytes]
+
 MappingArg = SignalMapping | Mapping[str, HandlerSpec] | Iterable[tuple[str, HandlerSpec]]
 
 
@@ -278,7 +281,7 @@ def _deliver_weak(
                         runner = runners.get(owner)
                         if runner is None:
                             runner = runners[owner] = signals.runner(owner, settings, specs[owner])
-                        parsed[key] = runner.parse_all(item[0])
+                        parsed[key] = runner.parse_weak(item[0])
                         owners[key] = owner
                 if first and checking:
                     _check_lost(conn, keys, names, current, parsed, bumps)
@@ -289,11 +292,11 @@ def _deliver_weak(
                 # Counted as if every reset wins, ahead of the resets in their own round trip
                 # (see Connection.cas_many), so a reader never sees frames gone yet unaccounted;
                 # what a lost race or a failing handler changes is corrected afterwards.
-                fresh: dict[str, list[frames.Frame]] = {}
+                fresh: dict[str, Found] = {}
                 for key, (found, bad) in parsed.items():
                     name = owners[key]
                     runner = runners[name]
-                    fresh[key] = kept = found if runner.ttl is None else runner.within_ttl(found)
+                    fresh[key] = kept = runner.within_ttl(found)
                     if not counting:
                         continue
                     if bad or len(kept) != len(found):
@@ -471,7 +474,7 @@ def _check_lost(
     keys: Mapping[str, SignalKeys],
     names: Mapping[str, str],
     current: Mapping[str, tuple[bytes, object]],
-    parsed: Mapping[str, tuple[list[frames.Frame], list[frames.BadRegion]]],
+    parsed: Mapping[str, tuple[Sized, Sized]],
     bumps: Counter[str],
 ) -> None:
     """Report the payloads the cache lost (evicted) before anyone delivered them.
@@ -532,9 +535,9 @@ def _check_lost(
 def _tally(
     bumps: Counter[str],
     signal: SignalKeys,
-    found: Sequence[frames.Frame],
-    bad: Sequence[frames.BadRegion],
-    fresh: Sequence[frames.Frame],
+    found: Sized,
+    bad: Sized,
+    fresh: Sized,
     sign: int,
 ) -> None:
     """Count (``sign`` 1) or take back (-1) what leaving the queue does to a signal's
@@ -626,6 +629,7 @@ class _Runner:
         "cutoff",
         "identity",
         "name",
+        "quick",
         "settings",
         "signer",
         "spec",
@@ -647,6 +651,8 @@ class _Runner:
         ]
         self.spec = spec
         self.ttl = spec.ttl
+        # Weak delivery may read bare pickled bodies: nothing to check a frame's time against.
+        self.quick = spec.ttl is None and settings.codec == "pickle"
         self.cutoff = -1
         self.restart()
 
@@ -666,12 +672,12 @@ class _Runner:
     def expired(self, frame: frames.Frame) -> bool:
         return frames.sent_at(frame.ident) < self.cutoff
 
-    def within_ttl(self, found: list[frames.Frame]) -> list[frames.Frame]:
+    def within_ttl(self, found: Found) -> Found:
         """``found`` without the payloads older than the signal's ttl (the caller logs them,
-        with :meth:`log_expired`, once it drops them)."""
+        with :meth:`log_expired`, once it drops them). Bare bodies only come without a ttl."""
         if self.ttl is None:
             return found
-        return [frame for frame in found if not self.expired(frame)]
+        return [frame for frame in cast(list[frames.Frame], found) if not self.expired(frame)]
 
     def log_expired(self, count: int) -> None:
         if count:
@@ -698,18 +704,30 @@ class _Runner:
                 logger.exception("gaesignals: handler %r for signal %r failed", handler, self.name)
         return ok, True
 
-    def drain(self, fresh: list[frames.Frame]) -> tuple[int, int]:
-        """Run the handlers on every payload of ``fresh`` (already within the ttl); returns how
-        many succeeded and how many failed.
+    def parse_weak(self, value: bytes) -> tuple[Found, list[frames.BadRegion]]:
+        """What weak delivery needs of a value: with no ttl and the pickle codec, a clean
+        value's pickled bodies alone (:func:`frames.pickled_bodies`), else its frames."""
+        if self.quick:
+            bodies = frames.pickled_bodies(value, self.signer, self.settings.secret_keys)
+            if bodies is not None:
+                return bodies, []
+        return self.parse_all(value)
+
+    def drain(self, fresh: Found) -> tuple[int, int]:
+        """Run the handlers on every payload of ``fresh`` (already within the ttl; frames, or
+        pickled bodies from :meth:`parse_weak`); returns how many succeeded and how many
+        failed.
 
         :meth:`run` in one loop, for weak delivery's many payloads: the same checks and logs,
         without a call per payload around them.
         """
+        if fresh and isinstance(fresh[0], bytes):
+            return self._drain_bodies(fresh)
         loads = pickle.loads if self.settings.codec == "pickle" else None
         json_flag = frames.FLAG_JSON
         calls = self.calls
         delivered = 0
-        for _, _, flags, _, _, body in fresh:
+        for _, _, flags, _, _, body in cast(list[frames.Frame], fresh):
             try:
                 if flags & json_flag:
                     data = json.loads(body)
@@ -731,6 +749,47 @@ class _Runner:
                     )
             delivered += ok
         return delivered, len(fresh) - delivered
+
+    def _drain_bodies(self, bodies: list[bytes]) -> tuple[int, int]:
+        """:meth:`drain` for pickled bodies: the same logs, less to look at per payload."""
+        loads = pickle.loads
+        delivered = 0
+        if len(self.calls) == 1:
+            handler, call = self.calls[0]
+            for body in bodies:
+                try:
+                    data = loads(body)
+                except Exception:
+                    logger.exception(
+                        "gaesignals: could not decode a payload of signal %r", self.name
+                    )
+                    continue
+                try:
+                    call(data)
+                except Exception:
+                    logger.exception(
+                        "gaesignals: handler %r for signal %r failed", handler, self.name
+                    )
+                    continue
+                delivered += 1
+            return delivered, len(bodies) - delivered
+        for body in bodies:
+            try:
+                data = loads(body)
+            except Exception:
+                logger.exception("gaesignals: could not decode a payload of signal %r", self.name)
+                continue
+            ok = True
+            for handler, call in self.calls:
+                try:
+                    call(data)
+                except Exception:
+                    ok = False
+                    logger.exception(
+                        "gaesignals: handler %r for signal %r failed", handler, self.name
+                    )
+            delivered += ok
+        return delivered, len(bodies) - delivered
 
 
 # -- at once --------------------------------------------------------------------------------------
