@@ -312,13 +312,15 @@ def primitive_lines() -> list[str]:
         ("Frame(...) NamedTuple", lambda: frames.Frame(0, 1, 0, 0, ident, body)),
         ("  tuple.__new__(Frame, ...) (the library's fast path)", lambda: tuple.__new__(
             frames.Frame, (0, 1, 0, 0, ident, body))),
-        ("hmac.digest sha256 (signed only)", lambda: hmac.digest(
+        ("the library's tag: copied keyed BLAKE2b state (frames._tag; signed only)",
+         lambda: frames._tag(secret, key, vf + ident + body)),
+        ("  was: HMAC-SHA256 from copied SHA-256 states (frames._hmac_tag, version 1)",
+         lambda: frames._hmac_tag(secret, key, vf + ident + body)),
+        ("  alternative: hmac.digest sha256", lambda: hmac.digest(
             secret, key + b"\x00" + vf + ident + body, hashlib.sha256)),
         ("  alternative: precomputed hmac .copy()", lambda: _hmac_copy(inner, key, vf, ident,
                                                                        body)),
-        ("  the library: copied SHA-256 states (frames._tag)", lambda: frames._tag(
-            secret, key, vf + ident + body)),
-        ("  alternative: blake2b(key=...)", lambda: hashlib.blake2b(
+        ("  alternative: blake2b(key=...) from scratch", lambda: hashlib.blake2b(
             key + b"\x00" + vf + ident + body, key=secret, digest_size=32).digest()),
         ("hmac.compare_digest", lambda: hmac.compare_digest(tag, tag)),
         ("getattr(handler, '__gaesignals_pass_name__')", lambda: getattr(

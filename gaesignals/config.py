@@ -23,7 +23,7 @@ from .stores import Store
 
 logger = logging.getLogger("gaesignals")
 
-#: HMAC-SHA256 keys shorter than this are refused: they can be guessed.
+#: Secret keys shorter than this are refused: they can be guessed.
 MIN_SECRET_KEY_BYTES = 32
 CODECS = ("pickle", "json")
 _NAMESPACE = re.compile(r"[A-Za-z0-9_-]{0,64}\Z")

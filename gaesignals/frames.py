@@ -12,8 +12,8 @@ A signal's value in the cache is a run of frames, appended one after another::
                   4 random bytes; unique to this payload (reliable delivery's progress cursor
                   names a payload by it; ``ttl`` and the age of the oldest pending payload read
                   its time)
-    18      32    HMAC-SHA256 tag, only when signed: over the signal's key, bytes 2-3, the id
-                  and the body
+    18      32    tag, only when signed: keyed BLAKE2b-256 over the signal's key, bytes 2-3,
+                  the id and the body
     ..      n     body: the pickled (or JSON) payload
     ..      4     seal: CRC-32 (little-endian) of every byte before it in the frame, started
                   from :data:`SEALED`
@@ -27,8 +27,8 @@ cheaply; the tag, when a secret key is configured, is what makes a frame trusted
 never deserialized unless it passed both.
 
 Version 1 frames (the CRC in the header, at offset 10, over bytes 2-3, 6-9 and 14 on; the id at
-14; the tag at 22) are still read, frame by frame, so payloads pending across an upgrade are
-delivered; only version 2 is written.
+14; an HMAC-SHA256 tag at 22) are still read, frame by frame, so payloads pending across an
+upgrade are delivered; only version 2 is written.
 """
 
 from __future__ import annotations
@@ -254,6 +254,8 @@ def pickled_bodies(
         return bodies if pos == size else None
     unpack = _FAST_HEADER.unpack_from
     append = bodies.append
+    compare = hmac.compare_digest
+    keyed = [_keyed(key, signal_key) for key in secret_keys]  # looked up once, not per frame
     last = size - HEADER_SIZE - SEAL_SIZE
     pos = 0
     while pos <= last:  # with a key, every frame must be signed by one of them
@@ -263,8 +265,14 @@ def pickled_bodies(
         start = pos + _SIGNED_SIZE
         end = start + length
         body = value[start:end]
+        message = b"".join((value[pos + 2 : pos + 4], ident, body))
         tag = value[pos + HEADER_SIZE : start]
-        if not _verify(secret_keys, signal_key, value[pos + 2 : pos + 4], ident, body, tag):
+        for base in keyed:
+            state = base.copy()
+            state.update(message)
+            if compare(state.digest(), tag):
+                break
+        else:
             return None
         append(body)
         pos = end + SEAL_SIZE
@@ -332,7 +340,28 @@ _PICKLE_HEADS = (
     int.from_bytes(MAGIC + bytes((VERSION, 0)), "big"),
     int.from_bytes(MAGIC + bytes((VERSION, FLAG_SIGNED)), "big"),
 )
-_BLOCK = 64  # SHA-256's block size
+_BLOCK = 64  # SHA-256's block size, and the longest key BLAKE2b takes
+
+
+@lru_cache(maxsize=1024)
+def _keyed(secret_key: bytes, signal_key: bytes) -> Any:
+    """Keyed BLAKE2b-256 of ``secret_key`` (hashed first if longer than BLAKE2b's 64-byte key
+    limit), already fed the signal's key and a zero byte: the state each frame's tag copies."""
+    if len(secret_key) > _BLOCK:
+        secret_key = hashlib.blake2b(secret_key).digest()
+    state = hashlib.blake2b(key=secret_key, digest_size=TAG_SIZE)
+    state.update(signal_key + b"\x00")
+    return state
+
+
+def _tag(secret_key: bytes, signal_key: bytes, message: bytes) -> bytes:
+    """A version 2 frame's tag: keyed BLAKE2b-256 (a MAC by design: the key is part of the
+    hash's own input, no HMAC nesting needed) over the signal's key, a zero byte and
+    ``message``; a copied state and one update, about half the time of HMAC-SHA256."""
+    state = _keyed(secret_key, signal_key).copy()
+    state.update(message)
+    tag: bytes = state.digest()
+    return tag
 
 
 @lru_cache(maxsize=1024)
@@ -349,8 +378,9 @@ def _signer(secret_key: bytes, signal_key: bytes) -> tuple[Any, Any]:
     return inner, outer
 
 
-def _tag(secret_key: bytes, signal_key: bytes, message: bytes) -> bytes:
-    """HMAC-SHA256 over the signal's key, a zero byte and ``message``."""
+def _hmac_tag(secret_key: bytes, signal_key: bytes, message: bytes) -> bytes:
+    """A version 1 frame's tag: HMAC-SHA256 over the signal's key, a zero byte and
+    ``message`` (read, never written any more)."""
     inner_base, outer_base = _signer(secret_key, signal_key)
     inner = inner_base.copy()
     inner.update(message)
@@ -368,9 +398,12 @@ def _verify(
     body: bytes,
     tag: bytes,
 ) -> bool:
+    """Whether ``tag`` was made by one of ``secret_keys``, the algorithm chosen by the version
+    byte (``vf`` is the version and the flags)."""
     message = b"".join((vf, ident, body))
+    sign = _hmac_tag if vf[0] == 1 else _tag
     for key in secret_keys:  # a loop, not any(): a generator per frame costs more than a check
-        if hmac.compare_digest(_tag(key, signal_key, message), tag):
+        if hmac.compare_digest(sign(key, signal_key, message), tag):
             break
     else:
         return False

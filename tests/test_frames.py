@@ -50,18 +50,31 @@ def test_signature_binds_key_and_rotation_accepts_old_keys() -> None:
 
 
 @pytest.mark.parametrize("key_length", [1, 32, 63, 64, 65, 200])
-def test_tags_are_hmac_sha256(key_length: int) -> None:
-    """The precomputed signer makes exactly the tag ``hmac.new`` would, for short keys,
-    block-sized keys and keys longer than SHA-256's block (hashed first)."""
+def test_tags_are_keyed_blake2b(key_length: int) -> None:
+    """A version 2 tag is keyed BLAKE2b-256 over the signal's key, a zero byte, the version
+    and flags, the id and the body, for keys of any length (one past BLAKE2b's 64-byte key
+    limit is hashed first)."""
     import hashlib
-    import hmac
 
     secret = bytes(range(1, 256))[:key_length]
     raw = frames.encode(b"body", b"gs::q:x", [secret], ident=b"12345678")
-    expected = hmac.new(secret, b"gs::q:x\x00" + raw[2:4] + b"12345678" + b"body", hashlib.sha256)
+    key = secret if key_length <= 64 else hashlib.blake2b(secret).digest()
+    expected = hashlib.blake2b(
+        b"gs::q:x\x00" + raw[2:4] + b"12345678" + b"body", key=key, digest_size=32
+    )
     assert raw[18:50] == expected.digest()
     found, bad = frames.parse(raw, b"gs::q:x", [b"other-key" * 4, secret])
     assert bad == [] and [f.body for f in found] == [b"body"]
+
+
+def test_version_1_tags_are_hmac_sha256() -> None:
+    """Version 1 frames, still read, were signed with HMAC-SHA256: exactly ``hmac.new``'s."""
+    import hashlib
+    import hmac
+
+    secret = b"s" * 70
+    tag = frames._hmac_tag(secret, b"gs::q:x", b"message")
+    assert tag == hmac.new(secret, b"gs::q:x\x00message", hashlib.sha256).digest()
 
 
 def _version_1(body: bytes, key: bytes, secret: bytes | None = None, attempts: int = 0) -> bytes:
@@ -71,7 +84,7 @@ def _version_1(body: bytes, key: bytes, secret: bytes | None = None, attempts: i
 
     flags = frames.FLAG_SIGNED if secret else 0
     ident = b"\x65\x00\x00\x00abcd"
-    tag = frames._tag(secret, key, bytes((1, flags)) + ident + body) if secret else b""
+    tag = frames._hmac_tag(secret, key, bytes((1, flags)) + ident + body) if secret else b""
     vf, length = bytes((1, flags)), struct.pack(">I", len(body))
     crc = zlib.crc32(ident + tag + body, zlib.crc32(length, zlib.crc32(vf)))
     return (
