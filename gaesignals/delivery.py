@@ -176,6 +176,8 @@ def _same(a: SignalSpec, b: SignalSpec) -> bool:
     return a is b or a == b
 
 
+#: What :meth:`_Runner._decode` returns for a payload it could not decode.
+_UNDECODABLE = object()
 #: A key's payloads as weak delivery holds them: frames, or bare pickled bodies.
 Found = list[frames.Frame] | list[bytes]
 
@@ -690,11 +692,21 @@ class _Runner:
 
     def run(self, frame: frames.Frame) -> tuple[bool, bool]:
         """Decode a frame and call every handler; returns (all ok, decoded ok). Logs failures."""
+        data = self._decode(frame)
+        if data is _UNDECODABLE:
+            return False, False
+        return self._handle(data), True
+
+    def _decode(self, item: frames.Frame | bytes) -> Any:
+        """A frame's (or a bare pickled body's) payload, or :data:`_UNDECODABLE` (logged)."""
         try:
-            data = decode(frame, self.settings)
+            return pickle.loads(item) if isinstance(item, bytes) else decode(item, self.settings)
         except Exception:
             logger.exception("gaesignals: could not decode a payload of signal %r", self.name)
-            return False, False
+            return _UNDECODABLE
+
+    def _handle(self, data: Any) -> bool:
+        """Call every handler on ``data``; False if one raised (each failure logged)."""
         ok = True
         for handler, call in self.calls:
             try:
@@ -702,7 +714,7 @@ class _Runner:
             except Exception:
                 ok = False
                 logger.exception("gaesignals: handler %r for signal %r failed", handler, self.name)
-        return ok, True
+        return ok
 
     def parse_weak(self, value: bytes) -> tuple[Found, list[frames.BadRegion]]:
         """What weak delivery needs of a value: with no ttl and the pickle codec, a clean
@@ -716,79 +728,34 @@ class _Runner:
     def drain(self, fresh: Found) -> tuple[int, int]:
         """Run the handlers on every payload of ``fresh`` (already within the ttl; frames, or
         pickled bodies from :meth:`parse_weak`); returns how many succeeded and how many
-        failed.
-
-        :meth:`run` in one loop, for weak delivery's many payloads: the same checks and logs,
-        without a call per payload around them.
-        """
-        if fresh and isinstance(fresh[0], bytes):
+        failed, each failure logged as :meth:`run` logs it."""
+        if fresh and isinstance(fresh[0], bytes) and len(self.calls) == 1:
             return self._drain_bodies(fresh)
-        loads = pickle.loads if self.settings.codec == "pickle" else None
-        json_flag = frames.FLAG_JSON
-        calls = self.calls
         delivered = 0
-        for _, _, flags, _, _, body in cast(list[frames.Frame], fresh):
-            try:
-                if flags & json_flag:
-                    data = json.loads(body)
-                elif loads is not None:
-                    data = loads(body)
-                else:
-                    raise GaeSignalsError("a pickled frame arrived while the codec is json")
-            except Exception:
-                logger.exception("gaesignals: could not decode a payload of signal %r", self.name)
-                continue
-            ok = True
-            for handler, call in calls:
-                try:
-                    call(data)
-                except Exception:
-                    ok = False
-                    logger.exception(
-                        "gaesignals: handler %r for signal %r failed", handler, self.name
-                    )
-            delivered += ok
+        for item in fresh:
+            data = self._decode(item)
+            if data is not _UNDECODABLE:
+                delivered += self._handle(data)
         return delivered, len(fresh) - delivered
 
     def _drain_bodies(self, bodies: list[bytes]) -> tuple[int, int]:
-        """:meth:`drain` for pickled bodies: the same logs, less to look at per payload."""
+        """:meth:`drain` of pickled bodies for one handler, weak delivery's common case: the
+        same logs, no call per payload around ``pickle.loads`` and the handler."""
         loads = pickle.loads
+        ((handler, call),) = self.calls
         delivered = 0
-        if len(self.calls) == 1:
-            handler, call = self.calls[0]
-            for body in bodies:
-                try:
-                    data = loads(body)
-                except Exception:
-                    logger.exception(
-                        "gaesignals: could not decode a payload of signal %r", self.name
-                    )
-                    continue
-                try:
-                    call(data)
-                except Exception:
-                    logger.exception(
-                        "gaesignals: handler %r for signal %r failed", handler, self.name
-                    )
-                    continue
-                delivered += 1
-            return delivered, len(bodies) - delivered
         for body in bodies:
             try:
                 data = loads(body)
             except Exception:
                 logger.exception("gaesignals: could not decode a payload of signal %r", self.name)
                 continue
-            ok = True
-            for handler, call in self.calls:
-                try:
-                    call(data)
-                except Exception:
-                    ok = False
-                    logger.exception(
-                        "gaesignals: handler %r for signal %r failed", handler, self.name
-                    )
-            delivered += ok
+            try:
+                call(data)
+            except Exception:
+                logger.exception("gaesignals: handler %r for signal %r failed", handler, self.name)
+                continue
+            delivered += 1
         return delivered, len(bodies) - delivered
 
 
