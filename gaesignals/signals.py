@@ -658,10 +658,10 @@ def send(name: str, data: Any = None) -> None:
     else:
         stored = quick(key, frame, counter)
     if stored:
+        if counter is not None and not store.supports_append:
+            _count_sent(None, store, {counter: 1})  # gets + cas: the fast path counted nothing
         if queues:
             _filled(queues, key, len(frame), added=True)
-        elif counter is not None and not store.supports_append:
-            _count_sent(None, store, {counter: 1})
         return
     counts = None if counter is None else {key: (counter, 1)}
     with store.connection() as conn:
