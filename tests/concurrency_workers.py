@@ -37,6 +37,9 @@ HOT = "hot"
 ID_BASE = 1_000_000
 #: How long one payload may keep failing with Contention/QueueFull before its sender gives up.
 SEND_RETRY_SECONDS = 10.0
+#: A sender's ``(n, done, wait)``: once ``n`` payloads are sent, set ``done``, then wait for
+#: ``wait`` before sending more (either may be None).
+Step = tuple[int, Event | None, Event | None]
 
 
 def cold_name(index: int) -> str:
@@ -107,9 +110,33 @@ def child(error_path: str, log_path: str) -> Iterator[None]:
         Path(log_path).write_text(json.dumps(counter.counts))
 
 
-def _wait(event: Event, deadline: float, what: str) -> None:
+def wait_for(event: Event, deadline: float, what: str) -> None:
+    """Wait for ``event`` until ``deadline`` (monotonic); a child never waits on a guess."""
     if not event.wait(max(0.0, deadline - time.monotonic())):
         raise TimeoutError(f"gave up waiting for {what}")
+
+
+class Backoff:
+    """The retries of one payload whose send was refused with Contention or QueueFull.
+
+    Such a send stored nothing (the library's contract: backpressure, not a failure), so the
+    sender counts the refusal in ``refusals`` and sends the same payload again after a short,
+    growing pause, until ``give_up`` (monotonic) has passed.
+    """
+
+    def __init__(self, pid: int, give_up: float, refusals: Counter[str]) -> None:
+        self.pid = pid
+        self.give_up = give_up
+        self.refusals = refusals
+        self.pause = 0.001
+
+    def refused(self, error: Exception) -> None:
+        """Count ``error`` and sleep before the next try; raise TimeoutError past ``give_up``."""
+        self.refusals[type(error).__name__] += 1
+        if time.monotonic() > self.give_up:
+            raise TimeoutError(f"payload {self.pid} kept failing: {error}") from error
+        time.sleep(self.pause)
+        self.pause = min(self.pause * 2, 0.05)
 
 
 def sender(
@@ -120,7 +147,7 @@ def sender(
     count: int,
     cold: int,
     start_when: Sequence[Event] = (),
-    steps: Sequence[tuple[int, Event | None, Event | None]] = (),
+    steps: Sequence[Step] = (),
     shards: int = 1,
 ) -> None:
     """Send this sender's planned payloads once every event in ``start_when`` is set; write the
@@ -139,19 +166,15 @@ def sender(
         gates = {n: (done, wait) for n, done, wait in steps}
         try:
             for event in start_when:
-                _wait(event, deadline, "the deliverers")
+                wait_for(event, deadline, "the deliverers")
             for name, pid in plan(index, count, cold):
                 give_up = min(time.monotonic() + SEND_RETRY_SECONDS, deadline)
-                pause = 0.001
+                backoff = Backoff(pid, give_up, failures)
                 while True:
                     try:
                         Signal(name).send({"id": pid, "pad": "x" * (pid % 64)})
                     except (Contention, QueueFull) as error:
-                        failures[type(error).__name__] += 1
-                        if time.monotonic() > give_up:
-                            raise TimeoutError(f"payload {pid} kept failing: {error}") from error
-                        time.sleep(pause)
-                        pause = min(pause * 2, 0.05)
+                        backoff.refused(error)
                         continue
                     sent.append(pid)
                     break
@@ -159,7 +182,7 @@ def sender(
                 if done is not None:
                     done.set()
                 if wait is not None:
-                    _wait(wait, deadline, f"the go-ahead after {len(sent)} payloads")
+                    wait_for(wait, deadline, f"the go-ahead after {len(sent)} payloads")
         finally:
             store.close()
         Path(path + ".json").write_text(json.dumps({"sent": sent, "failures": failures}))
@@ -251,7 +274,7 @@ def reliable_deliverer(
             names = signal_names(cold)
             mapping = SignalMapping([(name, handler) for name in names])
             for event in start_when:
-                _wait(event, deadline, "the start signal")
+                wait_for(event, deadline, "the start signal")
             while not senders_done.is_set():
                 if time.monotonic() > deadline:
                     raise TimeoutError("the senders did not finish in time")

@@ -1,8 +1,9 @@
 """Child-process bodies for ``test_faults.py``, the fault-injection suite (issue #6).
 
-Like :mod:`tests.concurrency_workers` (whose frame, ``child()``, they reuse), every body takes
-first ``path``, the base name of its report files under the test's ``tmp_path``, and
-``seconds``, its own deadline. What a child did goes to files the parent counts afterwards:
+Like :mod:`tests.concurrency_workers` (whose frame ``child()``, ``Backoff`` and ``wait_for``
+they reuse), every body takes first ``path``, the base name of its report files under the
+test's ``tmp_path``, and ``seconds``, its own deadline. What a child did goes to files the
+parent counts afterwards:
 
 * ``<path>.json``: a sender's outcome per payload id (stored, or the exception it raised, with
   the phase of the fault it was sent in and returned in and, on a cluster, the server that
@@ -47,7 +48,7 @@ from gaesignals.stores import Store
 from gaesignals.stores.memcached import MemcachedStore
 from gaesignals.testing import CountingStore
 
-from .concurrency_workers import ID_BASE, SECRET_KEY, child
+from .concurrency_workers import ID_BASE, SECRET_KEY, Backoff, child, wait_for
 
 #: How long one payload may keep failing with Contention/QueueFull before its sender gives up.
 # How long a sender retries one payload refused with QueueFull or Contention (backpressure,
@@ -151,11 +152,6 @@ def skew_clock(seconds: float) -> None:
     time.monotonic = lambda: real_monotonic() + seconds
 
 
-def _deadline_wait(event: Event, deadline: float, what: str) -> None:
-    if not event.wait(max(0.0, deadline - time.monotonic())):
-        raise TimeoutError(f"gave up waiting for {what}")
-
-
 # -- senders --------------------------------------------------------------------------------------
 
 
@@ -209,9 +205,14 @@ def sender(
         slowest = 0.0
         # An append round is an append_many call or the one-send fast path's append_one.
         rounds_of = ("append_one", "append_many") if store.supports_append else ("gets_many",)
+
+        def calls_to(methods: Sequence[str]) -> int:
+            """The store calls to ``methods`` so far (0 unless they are counted)."""
+            return sum(used.calls[c] for c in methods) if isinstance(used, CountingStore) else 0
+
         try:
             for event in start_when:
-                _deadline_wait(event, deadline, "the start signal")
+                wait_for(event, deadline, "the start signal")
             n = 0
             while (count is None or n < count) and not (stop is not None and stop.is_set()):
                 if time.monotonic() > deadline:
@@ -219,28 +220,15 @@ def sender(
                 pid = index * ID_BASE + n
                 name = name_of(pid, names, hot_every)
                 give_up = min(time.monotonic() + SEND_RETRY_SECONDS, deadline)
-                pause = 0.001
+                backoff = Backoff(pid, give_up, retried)
                 while True:
                     at = phase.value if phase is not None else 0
-                    before = (
-                        sum(used.calls[c] for c in SEND_CALLS)
-                        if isinstance(used, CountingStore)
-                        else 0
-                    )
-                    rounds_before = (
-                        sum(used.calls[c] for c in rounds_of)
-                        if isinstance(used, CountingStore)
-                        else 0
-                    )
+                    before, rounds_before = calls_to(SEND_CALLS), calls_to(rounds_of)
                     started = time.monotonic()
                     try:
                         send(name, {"id": pid, "pad": "x" * (pid % 64)})
                     except (Contention, QueueFull) as error:
-                        retried[type(error).__name__] += 1
-                        if time.monotonic() > give_up:
-                            raise TimeoutError(f"payload {pid} kept failing: {error}") from error
-                        time.sleep(pause)
-                        pause = min(pause * 2, 0.05)
+                        backoff.refused(error)
                         continue
                     except StoreUnavailable as error:
                         took = time.monotonic() - started
@@ -253,10 +241,8 @@ def sender(
                         break
                     slowest = max(slowest, time.monotonic() - started)
                     if isinstance(used, CountingStore):
-                        calls = sum(used.calls[c] for c in SEND_CALLS) - before
-                        calls_per_send[calls] += 1
-                        rounds = sum(used.calls[c] for c in rounds_of) - rounds_before
-                        rounds_per_send[rounds] += 1
+                        calls_per_send[calls_to(SEND_CALLS) - before] += 1
+                        rounds_per_send[calls_to(rounds_of) - rounds_before] += 1
                     ended = phase.value if phase is not None else 0
                     ok.append([pid, at, node_of(store, name), ended])
                     if stored is not None:
@@ -349,7 +335,7 @@ def deliverer(
 
         try:
             for event in start_when:
-                _deadline_wait(event, deadline, "the start signal")
+                wait_for(event, deadline, "the start signal")
             once()
             if ready is not None:
                 ready.set()
@@ -359,7 +345,7 @@ def deliverer(
                 if hold is not None and hold.is_set() and release is not None:
                     if holding is not None:
                         holding.set()
-                    _deadline_wait(release, deadline, "the release of the hold")
+                    wait_for(release, deadline, "the release of the hold")
                 if once() == 0:
                     time.sleep(0.002)  # pacing only: do not starve the senders of CPU
             # Nothing is sent any more: deliver until every queue is empty, which it then stays
@@ -437,12 +423,12 @@ def taker(
             out.line(f"S {data['id']}")
             if data["id"] == block_on:
                 blocked.set()
-                _deadline_wait(go_on, deadline, "the parent's go-ahead")
+                wait_for(go_on, deadline, "the parent's go-ahead")
             handled += 1
             out.line(f"D {data['id']} 0")
 
         try:
-            _deadline_wait(start_when, deadline, "the first holder's handler")
+            wait_for(start_when, deadline, "the first holder's handler")
             while handled < until or pending_bytes([name]):
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"handled {handled} of {until} payloads")
@@ -511,14 +497,12 @@ def failing_deliverer(
         Path(path + ".json").write_text(json.dumps({"drained": drained, "failures": failures}))
 
 
-# -- in-process helpers (the App Engine stub, where "processes" are threads) -----------------------
+# -- in-process helpers (store wrappers; the App Engine stub, where "processes" are threads) ----
 
 
-class ThreadCountingStore:
-    """Wraps a store and counts each thread's batched calls in :func:`thread_calls`, so a sender
-    thread can tell how many calls (and gets + cas rounds) each of its sends made."""
-
-    _local = threading.local()
+class PassThroughStore:
+    """Wraps a store and passes every call through, first to :meth:`before` (which does
+    nothing here): a subclass counts particular calls, or breaks something just before one."""
 
     def __init__(self, inner: Store) -> None:
         self.inner = inner
@@ -526,10 +510,40 @@ class ThreadCountingStore:
         self.supports_append = inner.supports_append
         self.shared = inner.shared
 
+    def before(self, method: str, args: tuple[Any, ...]) -> None:
+        """Called with the name and positional arguments of each connection method call."""
+
     @contextmanager
     def connection(self) -> Iterator[Any]:
         with self.inner.connection() as conn:
-            yield _ThreadCountingConnection(conn, thread_calls())
+            yield _HookedConnection(conn, self.before)
+
+
+class _HookedConnection:
+    def __init__(self, inner: Any, before: Callable[[str, tuple[Any, ...]], None]) -> None:
+        self._inner = inner
+        self._before = before
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self._inner, name)
+        if not callable(method):
+            return method
+
+        def hooked(*args: Any, **kwargs: Any) -> Any:
+            self._before(name, args)
+            return method(*args, **kwargs)
+
+        return hooked
+
+
+class ThreadCountingStore(PassThroughStore):
+    """Counts each thread's batched calls in :func:`thread_calls`, so a sender thread can tell
+    how many calls (and gets + cas rounds) each of its sends made."""
+
+    _local = threading.local()
+
+    def before(self, method: str, args: tuple[Any, ...]) -> None:
+        thread_calls()[method] += 1
 
 
 def thread_calls() -> Counter[str]:
@@ -538,21 +552,6 @@ def thread_calls() -> Counter[str]:
     if counts is None:
         counts = ThreadCountingStore._local.counts = Counter()
     return counts
-
-
-class _ThreadCountingConnection:
-    def __init__(self, inner: Any, counts: Counter[str]) -> None:
-        self._inner = inner
-        self._counts = counts
-
-    def __getattr__(self, name: str) -> Callable[..., Any]:
-        method: Callable[..., Any] = getattr(self._inner, name)
-
-        def counted(*args: Any, **kwargs: Any) -> Any:
-            self._counts[name] += 1
-            return method(*args, **kwargs)
-
-        return counted
 
 
 def thread_sender(
@@ -568,18 +567,13 @@ def thread_sender(
     for n in range(count):
         pid = index * ID_BASE + n
         name = name_of(pid, names, hot_every)
-        give_up = time.monotonic() + SEND_RETRY_SECONDS
-        pause = 0.001
+        backoff = Backoff(pid, time.monotonic() + SEND_RETRY_SECONDS, retried)
         while True:
             counts.clear()
             try:
                 send(name, {"id": pid, "pad": "x" * (pid % 64)})
             except (Contention, QueueFull) as error:
-                retried[type(error).__name__] += 1
-                if time.monotonic() > give_up:
-                    raise TimeoutError(f"payload {pid} kept failing: {error}") from error
-                time.sleep(pause)
-                pause = min(pause * 2, 0.05)
+                backoff.refused(error)
                 continue
             rounds[counts["gets_many"]] += 1
             calls[sum(counts[c] for c in SEND_CALLS)] += 1

@@ -9,28 +9,26 @@ deadline, and a child that misses it fails the test with its traceback.
 
 from __future__ import annotations
 
-import json
-import multiprocessing
 import signal
 import threading
 import time
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from multiprocessing.process import BaseProcess
+from multiprocessing.synchronize import Event
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from gaesignals import SignalMapping, dead_letters, deliver, stats
+from gaesignals import SignalMapping, deliver, stats
 from gaesignals.testing import MemcachedServer, RedisClusterServers, RedisServer
 
 from . import concurrency_workers as workers
+from . import harness
+from .harness import GRACE, Tally, Threads, leftovers, proc_names
 
 #: The children's own deadline; a healthy run of each test takes a few seconds.
 DEADLINE = 45.0
-#: Extra time the parent gives a child past the child's own deadline before failing the test.
-GRACE = 10.0
 
 
 @pytest.fixture(params=["memcached", "redis", "redis-cluster"])
@@ -44,100 +42,81 @@ def server_url(request: pytest.FixtureRequest) -> str:
     return server.url
 
 
-class Run:
-    """The child processes of one test, reporting under one directory."""
+class Run(harness.Run):
+    """The children of one test of this file, with its deadline and the reports of
+    :mod:`tests.concurrency_workers`."""
 
     def __init__(self, tmp: Path) -> None:
-        self.tmp = tmp
-        self.ctx = multiprocessing.get_context("spawn")
-        self.procs: list[BaseProcess] = []
-        self.exitcodes: dict[str, int | None] = {}
-        self.started = time.monotonic()
+        super().__init__(tmp, DEADLINE)
 
-    def process(self, target: Any, name: str, *args: Any) -> BaseProcess:
-        """A process, not started, running ``target(<tmp>/<name>, DEADLINE, *args)``."""
-        proc = self.ctx.Process(
-            target=target, name=name, args=(str(self.tmp / name), DEADLINE, *args)
-        )
-        self.procs.append(proc)
-        return proc
+    def senders(
+        self,
+        how_many: int,
+        url: str,
+        per_sender: int,
+        cold: int,
+        start_when: Sequence[Event] = (),
+        steps: Sequence[Sequence[workers.Step]] = (),
+        shards: int = 1,
+    ) -> list[BaseProcess]:
+        """``how_many`` :func:`tests.concurrency_workers.sender` children named ``sender-<i>``,
+        each sending ``per_sender`` payloads once ``start_when`` is set, with its own
+        ``steps[i]`` if given."""
+        return [
+            self.process(
+                workers.sender,
+                f"sender-{i}",
+                url,
+                i,
+                per_sender,
+                cold,
+                start_when,
+                steps[i] if steps else [],
+                shards,
+            )
+            for i in range(how_many)
+        ]
 
-    def join(self, procs: Sequence[BaseProcess], exitcode: int = 0) -> None:
-        """Wait for ``procs`` until the run's deadline; fail unless each exited with
-        ``exitcode``."""
-        deadline = self.started + DEADLINE + GRACE
-        for proc in procs:
-            proc.join(max(0.0, deadline - time.monotonic()))
-        late = [proc.name for proc in procs if proc.is_alive()]
-        if late:
-            pytest.fail(f"{', '.join(late)} still running at the deadline{self.errors()}")
-        for proc in procs:
-            self.exitcodes[proc.name] = proc.exitcode
-            if proc.exitcode != exitcode:
-                pytest.fail(
-                    f"{proc.name} exited with {proc.exitcode}, expected {exitcode}{self.errors()}"
-                )
-
-    def errors(self) -> str:
-        reports = [f"\n--- {path.name}:\n{path.read_text()}" for path in self.tmp.glob("*.error")]
-        return "".join(sorted(reports))
-
-    def cleanup(self) -> None:
-        """Kill whatever is still running (a failed test) and release every process."""
-        for proc in self.procs:
-            if proc.pid is None:
-                continue  # never started
-            if proc.is_alive():
-                proc.kill()
-            proc.join(5)
-            if not proc.is_alive():
-                proc.close()
-
-    def sent(self, names: Iterable[str]) -> tuple[list[int], Counter[str]]:
+    def sent(self, senders: Iterable[BaseProcess]) -> tuple[list[int], Counter[str]]:
         """The ids the senders sent successfully, and how many sends raised, by exception."""
         sent: list[int] = []
         failures: Counter[str] = Counter()
-        for name in names:
-            report: dict[str, Any] = json.loads((self.tmp / f"{name}.json").read_text())
+        for name in proc_names(senders):
+            report = self.report(name)
             sent += report["sent"]
             failures.update(report["failures"])
         return sent, failures
 
     def ids(self, name: str) -> list[int]:
+        """The ids deliverer ``name`` handled, in order."""
         return [int(line) for line in (self.tmp / f"{name}.ids").read_text().split()]
 
-    def logs(self) -> Counter[str]:
-        """The library's warnings and errors logged in every child that finished."""
-        counts: Counter[str] = Counter()
-        for path in self.tmp.glob("*.log"):
-            counts.update(json.loads(path.read_text()))
-        return counts
 
-
-def leftovers(url: str, cold: int, shards: int = 1) -> list[int]:
-    """Deliver, in this process, whatever the children left in the store; return the ids."""
-    store = workers.configure(url, shards)
-    try:
-        found: list[int] = []
-        mapping = SignalMapping(
-            [(name, lambda data: found.append(data["id"])) for name in workers.signal_names(cold)]
-        )
-        while deliver(mapping):
-            pass
-        for name in workers.signal_names(cold):
-            assert dead_letters(name) == [], f"{name} has dead letters"
-        return found
-    finally:
-        store.close()
-
-
-def tally(sent: list[int], delivered: Counter[int]) -> tuple[list[int], list[int], list[int]]:
-    """(lost, duplicated, unexpected) ids: sent but never delivered, delivered more than once,
-    delivered but never (successfully) sent."""
-    lost = sorted(set(sent) - delivered.keys())
-    duplicated = sorted(pid for pid, times in delivered.items() if times > 1)
-    unexpected = sorted(delivered.keys() - set(sent))
-    return lost, duplicated, unexpected
+def check_delivered_once(
+    run: Run,
+    label: str,
+    url: str,
+    cold: int,
+    shards: int,
+    senders: Sequence[BaseProcess],
+    deliverers: Sequence[BaseProcess],
+    expected: int,
+) -> None:
+    """Print what the senders sent and the deliverers delivered, and check that all
+    ``expected`` payloads were sent and each delivered exactly once, nothing left behind."""
+    sent, failures = run.sent(senders)
+    per_deliverer = [run.ids(proc.name) for proc in deliverers]
+    delivered = Counter(pid for ids in per_deliverer for pid in ids)
+    leftover = leftovers(url, cold, shards)
+    tally = Tally.of(sent, delivered)
+    print(
+        f"\n{label}: {run.elapsed:.1f}s sent={len(sent)} send_failures={dict(failures)} "
+        f"delivered={sum(delivered.values())} per_deliverer={[len(ids) for ids in per_deliverer]} "
+        f"{tally.line()} left_in_store={len(leftover)} logged={dict(run.logs())}"
+    )
+    assert len(sent) == expected
+    tally.check()
+    assert leftover == []
 
 
 @pytest.mark.slow
@@ -154,36 +133,10 @@ def test_weak_delivery_under_concurrency(server_url: str, tmp_path: Path) -> Non
         for i in range(len(ready))
     ]
     # The senders start once both deliverers are delivering, so the two always overlap.
-    senders = [
-        run.process(workers.sender, f"sender-{i}", url, i, per_sender, cold, ready)
-        for i in range(n_senders)
-    ]
-    try:
-        for proc in run.procs:
-            proc.start()
-        run.join(senders)
-        senders_done.set()
-        run.join(deliverers)
-    finally:
-        run.cleanup()
-    elapsed = time.monotonic() - run.started
-
-    sent, failures = run.sent(proc.name for proc in senders)
-    per_deliverer = [run.ids(proc.name) for proc in deliverers]
-    delivered = Counter(pid for ids in per_deliverer for pid in ids)
-    leftover = leftovers(url, cold)
-    lost, duplicated, unexpected = tally(sent, delivered)
-    print(
-        f"\nweak: {elapsed:.1f}s sent={len(sent)} send_failures={dict(failures)} "
-        f"delivered={sum(delivered.values())} per_deliverer={[len(ids) for ids in per_deliverer]} "
-        f"lost={len(lost)} duplicated={len(duplicated)} unexpected={len(unexpected)} "
-        f"left_in_store={len(leftover)} logged={dict(run.logs())}"
-    )
-    assert len(sent) == n_senders * per_sender
-    assert lost == [], f"{len(lost)} payloads lost, e.g. {lost[:10]}"
-    assert duplicated == [], f"{len(duplicated)} payloads delivered twice, e.g. {duplicated[:10]}"
-    assert unexpected == [], f"{len(unexpected)} unsent ids delivered, e.g. {unexpected[:10]}"
-    assert leftover == []
+    senders = run.senders(n_senders, url, per_sender, cold, ready)
+    with run.running():
+        run.wind_down(senders, deliverers, senders_done)
+    check_delivered_once(run, "weak", url, cold, 1, senders, deliverers, n_senders * per_sender)
 
 
 @pytest.mark.slow
@@ -235,51 +188,33 @@ def test_reliable_delivery_survives_a_killed_deliverer(
         )
         for i in range(2)
     ]
-    senders = [
-        run.process(
-            workers.sender,
-            f"sender-{i}",
-            url,
-            i,
-            per_sender,
-            cold,
-            [],
-            [(primed_at, primed[i], victim_busy), (takeover_at, None, survivors_busy)],
-            shards,
-        )
+    steps = [
+        [(primed_at, primed[i], victim_busy), (takeover_at, None, survivors_busy)]
         for i in range(n_senders)
     ]
-    try:
-        for proc in run.procs:
-            proc.start()
+    senders = run.senders(n_senders, url, per_sender, cold, [], steps, shards)
+    with run.running():
         run.join([victim], -signal.SIGKILL)
-        run.join(senders)
-        senders_done.set()
-        run.join(survivors)
-    finally:
-        run.cleanup()
-    elapsed = time.monotonic() - run.started
+        run.wind_down(senders, survivors, senders_done)
 
-    sent, failures = run.sent(proc.name for proc in senders)
+    sent, failures = run.sent(senders)
     victim_ids = run.ids("victim")
     survivor_ids = [run.ids(proc.name) for proc in survivors]
     # The victim's last id was recorded, then its handler died: only the others completed.
     completed = victim_ids[:-1] + [pid for ids in survivor_ids for pid in ids]
     delivered = Counter(completed)
     leftover = leftovers(url, cold, shards)
-    lost, duplicated, unexpected = tally(sent, delivered)
+    tally = Tally.of(sent, delivered)
     print(
-        f"\nreliable: {elapsed:.1f}s sent={len(sent)} send_failures={dict(failures)} "
+        f"\nreliable: {run.elapsed:.1f}s sent={len(sent)} send_failures={dict(failures)} "
         f"victim_exitcode={run.exitcodes['victim']} victim_recorded={len(victim_ids)} "
         f"survivors={[len(ids) for ids in survivor_ids]} delivered={len(completed)} "
-        f"lost={len(lost)} duplicated={len(duplicated)} unexpected={len(unexpected)} "
-        f"left_in_store={len(leftover)} logged={dict(run.logs())}"
+        f"{tally.line()} left_in_store={len(leftover)} logged={dict(run.logs())}"
     )
     assert run.exitcodes["victim"] == -signal.SIGKILL
     assert len(sent) == n_senders * per_sender
     assert len(victim_ids) == die_at, "the victim did not die at its die_at-th payload"
-    assert lost == [], f"{len(lost)} payloads lost, e.g. {lost[:10]}"
-    assert unexpected == [], f"{len(unexpected)} unsent ids delivered, e.g. {unexpected[:10]}"
+    tally.check(duplicates=True)  # the payload the victim died handling is handled again
     assert leftover == []
     # Said outright, though implied by lost == []: the payload the victim died handling was
     # delivered again by a survivor.
@@ -329,47 +264,11 @@ def test_sharded_hot_signal_under_concurrency(
             )
             for i in range(len(ready))
         ]
-    senders = [
-        run.process(
-            workers.sender,
-            f"sender-{i}",
-            url,
-            i,
-            per_sender,
-            cold,
-            [] if reliable else ready,
-            [],
-            shards,
-        )
-        for i in range(n_senders)
-    ]
-    try:
-        for proc in run.procs:
-            proc.start()
-        run.join(senders)
-        senders_done.set()
-        run.join(deliverers)
-    finally:
-        run.cleanup()
-    elapsed = time.monotonic() - run.started
-
-    sent, failures = run.sent(proc.name for proc in senders)
-    per_deliverer = [run.ids(proc.name) for proc in deliverers]
-    delivered = Counter(pid for ids in per_deliverer for pid in ids)
-    leftover = leftovers(url, cold, shards)
-    lost, duplicated, unexpected = tally(sent, delivered)
-    print(
-        f"\nsharded {'reliable' if reliable else 'weak'}: {elapsed:.1f}s sent={len(sent)} "
-        f"send_failures={dict(failures)} delivered={sum(delivered.values())} "
-        f"per_deliverer={[len(ids) for ids in per_deliverer]} lost={len(lost)} "
-        f"duplicated={len(duplicated)} unexpected={len(unexpected)} "
-        f"left_in_store={len(leftover)} logged={dict(run.logs())}"
-    )
-    assert len(sent) == n_senders * per_sender
-    assert lost == [], f"{len(lost)} payloads lost, e.g. {lost[:10]}"
-    assert duplicated == [], f"{len(duplicated)} payloads delivered twice, e.g. {duplicated[:10]}"
-    assert unexpected == [], f"{len(unexpected)} unsent ids delivered, e.g. {unexpected[:10]}"
-    assert leftover == []
+    senders = run.senders(n_senders, url, per_sender, cold, [] if reliable else ready, [], shards)
+    with run.running():
+        run.wind_down(senders, deliverers, senders_done)
+    label = f"sharded {'reliable' if reliable else 'weak'}"
+    check_delivered_once(run, label, url, cold, shards, senders, deliverers, n_senders * per_sender)
 
 
 @pytest.mark.slow
@@ -396,64 +295,54 @@ def test_hot_signal_on_the_app_engine_stub(reliable: bool, shards: int) -> None:
         sent: list[int] = []
         delivered: list[int] = []
         failures: Counter[str] = Counter()
-        errors: list[BaseException] = []
         lock = threading.Lock()
         senders_done = threading.Event()
         deadline = time.monotonic() + DEADLINE
 
         def sender(index: int) -> None:
-            try:
-                for n in range(per_sender):
-                    pid = index * workers.ID_BASE + n
-                    while True:
-                        try:
-                            send("hot", {"id": pid})
-                        except (Contention, QueueFull) as error:
-                            with lock:
-                                failures[type(error).__name__] += 1
-                            if time.monotonic() > deadline:
-                                raise
-                            time.sleep(0.001)
-                            continue
+            for n in range(per_sender):
+                pid = index * workers.ID_BASE + n
+                while True:
+                    try:
+                        send("hot", {"id": pid})
+                    except (Contention, QueueFull) as error:
                         with lock:
-                            sent.append(pid)
-                        break
-            except BaseException as error:
-                errors.append(error)
+                            failures[type(error).__name__] += 1
+                        if time.monotonic() > deadline:
+                            raise
+                        time.sleep(0.001)
+                        continue
+                    with lock:
+                        sent.append(pid)
+                    break
 
         def deliverer() -> None:
             mapping = SignalMapping({"hot": lambda data: delivered.append(data["id"])})
-            try:
-                while not senders_done.is_set() and time.monotonic() < deadline:
-                    if deliver(mapping, reliable=reliable, lease=30) == 0:
-                        time.sleep(0.001)
-                while deliver(mapping, reliable=reliable, lease=30) and time.monotonic() < deadline:
-                    pass
-            except BaseException as error:
-                errors.append(error)
+            while not senders_done.is_set() and time.monotonic() < deadline:
+                if deliver(mapping, reliable=reliable, lease=30) == 0:
+                    time.sleep(0.001)
+            while deliver(mapping, reliable=reliable, lease=30) and time.monotonic() < deadline:
+                pass
 
-        senders = [threading.Thread(target=sender, args=(i,)) for i in range(n_senders)]
-        deliverers = [threading.Thread(target=deliverer) for _ in range(2)]
-        for thread in senders + deliverers:
-            thread.start()
-        for thread in senders:
-            thread.join(max(0.0, deadline + GRACE - time.monotonic()))
-        senders_done.set()
-        for thread in deliverers:
-            thread.join(max(0.0, deadline + GRACE - time.monotonic()))
-        assert not any(thread.is_alive() for thread in senders + deliverers), "threads hung"
-        assert errors == []
+        threads = Threads()
+        threads.run(
+            [threads.thread(sender, i) for i in range(n_senders)],
+            [threads.thread(deliverer) for _ in range(2)],
+            senders_done,
+            deadline + GRACE,
+        )
         leftover: list[int] = []
         while deliver({"hot": lambda data: leftover.append(data["id"])}, reliable=reliable):
             pass
-        lost, duplicated, unexpected = tally(sent, Counter(delivered))
+        tally = Tally.of(sent, Counter(delivered))
         print(
             f"\n{shards}-shard appengine {'reliable' if reliable else 'weak'}: sent={len(sent)} "
-            f"send_failures={dict(failures)} delivered={len(delivered)} lost={len(lost)} "
-            f"duplicated={len(duplicated)} left={len(leftover)}"
+            f"send_failures={dict(failures)} delivered={len(delivered)} {tally.line()} "
+            f"left={len(leftover)}"
         )
         assert len(sent) == n_senders * per_sender
-        assert lost == [] and duplicated == [] and unexpected == [] and leftover == []
+        tally.check()
+        assert leftover == []
         assert stats("hot")["hot"]["sent"] == len(sent)
     finally:
         bed.deactivate()

@@ -25,7 +25,6 @@ the default, ``small``, runs the whole file in about a minute on two cores.
 from __future__ import annotations
 
 import itertools
-import json
 import logging
 import multiprocessing.connection
 import os
@@ -68,7 +67,7 @@ from gaesignals.testing import MemcachedServer
 from . import concurrency_workers as cw
 from . import fault_workers as fw
 from .conftest import _need_memcached
-from .test_concurrency import GRACE, Run, leftovers
+from .harness import GRACE, Run, Tally, Threads, drain, leftovers, proc_names
 
 SCALE = os.environ.get("GAESIGNALS_FAULTS_SCALE", "small")
 if SCALE not in ("small", "long"):
@@ -92,52 +91,38 @@ pytestmark = pytest.mark.slow
 
 
 class FaultRun(Run):
-    """:class:`tests.test_concurrency.Run` with this file's deadline, keyword arguments for
-    the children, shared counters and the reports of :mod:`tests.fault_workers`."""
+    """The children of one test of this file, with its deadline and the reports of
+    :mod:`tests.fault_workers`."""
 
-    def process(self, target: Any, name: str, *args: Any, **kwargs: Any) -> BaseProcess:
-        proc = self.ctx.Process(
-            target=target,
-            name=name,
-            args=(str(self.tmp / name), DEADLINE, *args),
-            kwargs=kwargs,
-        )
-        self.procs.append(proc)
-        return proc
+    def __init__(self, tmp: Path) -> None:
+        super().__init__(tmp, DEADLINE)
 
-    def join(self, procs: Sequence[BaseProcess], exitcode: int = 0) -> None:
-        deadline = self.started + DEADLINE + GRACE
-        for proc in procs:
-            proc.join(max(0.0, deadline - time.monotonic()))
-        late = [proc.name for proc in procs if proc.is_alive()]
-        if late:
-            pytest.fail(f"{', '.join(late)} still running at the deadline{self.errors()}")
-        for proc in procs:
-            self.exitcodes[proc.name] = proc.exitcode
-            if proc.exitcode != exitcode:
-                pytest.fail(
-                    f"{proc.name} exited with {proc.exitcode}, expected {exitcode}{self.errors()}"
-                )
-
-    def counter(self) -> Synchronized[int]:
-        value: Synchronized[int] = self.ctx.Value("i", 0)
-        return value
-
-    def until(self, what: str, ready: Callable[[], bool], procs: Sequence[BaseProcess]) -> None:
-        """Poll ``ready`` until it is true; fail at the deadline or when a child of ``procs``
-        has failed (its traceback is in the message)."""
-        deadline = self.started + DEADLINE
-        while not ready():
-            dead = [p.name for p in procs if p.exitcode not in (None, 0)]
-            if dead:
-                pytest.fail(f"{', '.join(dead)} exited while waiting for {what}{self.errors()}")
-            if time.monotonic() > deadline:
-                pytest.fail(f"gave up waiting for {what}{self.errors()}")
-            time.sleep(0.01)
-
-    def report(self, name: str) -> dict[str, Any]:
-        data: dict[str, Any] = json.loads((self.tmp / f"{name}.json").read_text())
-        return data
+    def senders(
+        self,
+        how_many: int,
+        spec: fw.Spec,
+        signals: Sequence[str],
+        *,
+        stored: Sequence[Synchronized[int]] = (),
+        failed: Sequence[Synchronized[int]] = (),
+        **kwargs: Any,
+    ) -> list[BaseProcess]:
+        """``how_many`` :func:`tests.fault_workers.sender` children named ``sender-<i>``,
+        sending to ``signals``, each with its own ``stored`` and ``failed`` counter if given;
+        ``kwargs`` go to the sender."""
+        return [
+            self.process(
+                fw.sender,
+                f"sender-{i}",
+                spec,
+                i,
+                signals,
+                stored=stored[i] if stored else None,
+                failed=failed[i] if failed else None,
+                **kwargs,
+            )
+            for i in range(how_many)
+        ]
 
     def events(self, name: str) -> list[tuple[str, int, int]]:
         """A deliverer's handler events: (``S`` or ``D``, id, phase) in order."""
@@ -182,42 +167,23 @@ class Sends:
     def failed_in(self, phase: int) -> int:
         return sum(1 for _, at, _ in self.failed.values() if at == phase)
 
+    def tally(self, handled: Counter[int]) -> Tally:
+        """The total-queue counts against the ids ``handled`` (a send that raised
+        StoreUnavailable may have stored its payload: those count as indeterminate)."""
+        return Tally.of(self.ok, handled, self.failed)
 
-@dataclass
-class Tally:
-    """Jepsen's total-queue counts for one run."""
-
-    lost: list[int]
-    duplicated: list[int]
-    unexpected: list[int]
-    indeterminate: list[int]  # delivered although their send raised StoreUnavailable
-
-    @classmethod
-    def of(cls, sends: Sends, handled: Counter[int]) -> Tally:
-        ok = set(sends.ok)
-        return cls(
-            lost=sorted(ok - handled.keys()),
-            duplicated=sorted(pid for pid, times in handled.items() if times > 1),
-            unexpected=sorted(handled.keys() - ok - sends.failed.keys()),
-            indeterminate=sorted(handled.keys() & sends.failed.keys()),
-        )
-
-    def line(self) -> str:
+    def rounds_line(self, rounds: str) -> str:
+        """The store round trips of the sends (``rounds``: what one round is), for a report."""
         return (
-            f"lost={len(self.lost)} duplicated={len(self.duplicated)} "
-            f"unexpected={len(self.unexpected)} "
-            f"landed_despite_StoreUnavailable={len(self.indeterminate)}"
+            f"{rounds} rounds per send (median/p99/max)={spread(self.rounds)} "
+            f"retries per send={spread(Counter({k - 1: v for k, v in self.rounds.items()}))} "
+            f"store calls per send={spread(self.calls)} raised and resent={dict(self.retried)}"
         )
 
-    def check(self, *, duplicates: bool = False) -> None:
-        assert self.lost == [], f"{len(self.lost)} payloads lost, e.g. {self.lost[:10]}"
-        if not duplicates:
-            assert self.duplicated == [], (
-                f"{len(self.duplicated)} payloads handled twice, e.g. {self.duplicated[:10]}"
-            )
-        assert self.unexpected == [], (
-            f"{len(self.unexpected)} never-sent ids handled, e.g. {self.unexpected[:10]}"
-        )
+    def check_rounds(self) -> None:
+        """A send takes a bounded number of rounds, and one in the median case."""
+        assert max(self.rounds) <= SEND_ATTEMPTS
+        assert statistics.median(self.rounds.elements()) == 1
 
 
 def handled(run: FaultRun, names: Sequence[str], kind: str = "D") -> Counter[int]:
@@ -239,6 +205,15 @@ def working_on(run: FaultRun, killed: Sequence[str]) -> tuple[Counter[int], list
             in_flight[last[1]] += 1
             (mid_handler if events[-1][0] == "S" else after_handler).append(last[1])
     return in_flight, mid_handler, after_handler
+
+
+def repeats(starts: Counter[int], in_flight: Counter[int]) -> tuple[dict[int, int], dict[int, int]]:
+    """The payloads whose handler started more than once, with how many times more, and those
+    of them repeated more often than a killed deliverer was working on them (``in_flight``,
+    from :func:`working_on`): repeats no kill explains."""
+    repeated = {pid: times - 1 for pid, times in starts.items() if times > 1}
+    unexplained = {pid: n for pid, n in repeated.items() if n > in_flight[pid]}
+    return repeated, unexplained
 
 
 def spread(histogram: Counter[int]) -> str:
@@ -314,15 +289,6 @@ def raw_value(key: str) -> bytes | None:
     return None if item is None else item[0]
 
 
-def drain(names: Sequence[str]) -> list[int]:
-    """Deliver (weakly, in this process) whatever is left under ``names``; return the ids."""
-    got: list[int] = []
-    mapping = SignalMapping([(name, lambda data: got.append(data["id"])) for name in names])
-    while deliver(mapping):
-        pass
-    return got
-
-
 # -- 1. many producers and deliverers -------------------------------------------------------------
 
 S1_SENDERS, S1_DELIVERERS, S1_COLD = 8, 4, 200
@@ -355,48 +321,33 @@ def test_1_many_senders_and_deliverers(
         )
         for i in range(S1_DELIVERERS)
     ]
-    senders = [
-        run.process(
-            fw.sender,
-            f"sender-{i}",
-            spec,
-            i,
-            names,
-            count=S1_PAYLOADS // S1_SENDERS,
-            start_when=ready,
-            hot_every=2,
-            counting=True,
-        )
-        for i in range(S1_SENDERS)
-    ]
-    try:
-        for proc in run.procs:
-            proc.start()
-        run.join(senders)
-        stop.set()
-        run.join(deliverers)
-    finally:
-        run.cleanup()
-    elapsed = time.monotonic() - run.started
-    sends = Sends.of(run, [p.name for p in senders])
-    done = handled(run, [p.name for p in deliverers])
+    senders = run.senders(
+        S1_SENDERS,
+        spec,
+        names,
+        count=S1_PAYLOADS // S1_SENDERS,
+        start_when=ready,
+        hot_every=2,
+        counting=True,
+    )
+    with run.running():
+        run.wind_down(senders, deliverers, stop)
+    sends = Sends.of(run, proc_names(senders))
+    done = handled(run, proc_names(deliverers))
     leftover = leftovers(memcached_server.url, S1_COLD)
-    tally = Tally.of(sends, done)
+    tally = sends.tally(done)
     per_deliverer = [len(run.events(p.name)) // 2 for p in deliverers]
     print(
-        f"\n[1 {mode} {SCALE}] {elapsed:.1f}s senders={S1_SENDERS} deliverers={S1_DELIVERERS} "
-        f"signals=1+{S1_COLD} sent={len(sends.ok)} handled={done.total()} "
-        f"per_deliverer={per_deliverer} {tally.line()} left_in_store={len(leftover)}\n"
-        f"    append rounds per send (median/p99/max)={spread(sends.rounds)} "
-        f"retries per send={spread(Counter({k - 1: v for k, v in sends.rounds.items()}))} "
-        f"store calls per send={spread(sends.calls)} "
-        f"raised and resent={dict(sends.retried)} logged={dict(run.logs())}"
+        f"\n[1 {mode} {SCALE}] {run.elapsed:.1f}s senders={S1_SENDERS} "
+        f"deliverers={S1_DELIVERERS} signals=1+{S1_COLD} sent={len(sends.ok)} "
+        f"handled={done.total()} per_deliverer={per_deliverer} {tally.line()} "
+        f"left_in_store={len(leftover)}\n"
+        f"    {sends.rounds_line('append')} logged={dict(run.logs())}"
     )
     assert len(sends.ok) == S1_PAYLOADS
     tally.check()
     assert leftover == []
-    assert max(sends.rounds) <= SEND_ATTEMPTS
-    assert statistics.median(sends.rounds.elements()) == 1
+    sends.check_rounds()
     assert sends.retried["Contention"] == 0
 
 
@@ -415,63 +366,45 @@ def test_1_many_senders_and_deliverers_on_the_app_engine_stub() -> None:
         )
         stop = threading.Event()
         got: list[list[int]] = [[] for _ in range(S1_DELIVERERS)]
-        errors: list[BaseException] = []
 
         def deliverer(index: int) -> None:
             names = names_weak if index % 2 == 0 else names_reliable
             mapping = SignalMapping([(n, lambda d: got[index].append(d["id"])) for n in names])
             reliable = index % 2 == 1
-            try:
-                while not stop.is_set():
-                    if deliver(mapping, reliable, lease=10) == 0:
-                        time.sleep(0.001)
-                while deliver(mapping, reliable, lease=10) or fw.pending_bytes(names):
+            while not stop.is_set():
+                if deliver(mapping, reliable, lease=10) == 0:
                     time.sleep(0.001)
-            except BaseException as error:
-                errors.append(error)
-                raise
+            while deliver(mapping, reliable, lease=10) or fw.pending_bytes(names):
+                time.sleep(0.001)
 
         reports: list[dict[str, Any]] = [{} for _ in range(S1_SENDERS)]
 
         def sender(index: int) -> None:
             names = names_weak if index % 2 == 0 else names_reliable
-            try:
-                fw.thread_sender(index, names, count // S1_SENDERS, 2, reports[index])
-            except BaseException as error:
-                errors.append(error)
-                raise
+            fw.thread_sender(index, names, count // S1_SENDERS, 2, reports[index])
 
         started = time.monotonic()
-        delivering = [threading.Thread(target=deliverer, args=(i,), daemon=True) for i in range(4)]
-        sending = [
-            threading.Thread(target=sender, args=(i,), daemon=True) for i in range(S1_SENDERS)
-        ]
-        for thread in delivering + sending:
-            thread.start()
-        for thread in sending:
-            thread.join(DEADLINE)
-        stop.set()
-        for thread in delivering:
-            thread.join(DEADLINE)
-        assert not any(t.is_alive() for t in delivering + sending), "threads still running"
-        assert errors == []
+        threads = Threads()
+        threads.run(
+            [threads.thread(sender, i) for i in range(S1_SENDERS)],
+            [threads.thread(deliverer, i) for i in range(S1_DELIVERERS)],
+            stop,
+            started + DEADLINE + GRACE,
+        )
         elapsed = time.monotonic() - started
         sends = Sends()
         for report in reports:
             sends.add({**report, "ok": [[pid, 0] for pid in report["ok"]]})
         done = Counter(pid for ids in got for pid in ids)
-        tally = Tally.of(sends, done)
+        tally = sends.tally(done)
         print(
             f"\n[1 appengine-stub {SCALE}] {elapsed:.1f}s sender threads={S1_SENDERS} "
-            f"deliverer threads=4 sent={len(sends.ok)} handled={done.total()} {tally.line()}\n"
-            f"    gets+cas rounds per send (median/p99/max)={spread(sends.rounds)} "
-            f"retries per send={spread(Counter({k - 1: v for k, v in sends.rounds.items()}))} "
-            f"store calls per send={spread(sends.calls)} raised and resent={dict(sends.retried)}"
+            f"deliverer threads={S1_DELIVERERS} sent={len(sends.ok)} handled={done.total()} "
+            f"{tally.line()}\n    {sends.rounds_line('gets+cas')}"
         )
         assert len(sends.ok) == count // S1_SENDERS * S1_SENDERS
         tally.check()
-        assert max(sends.rounds) <= SEND_ATTEMPTS
-        assert statistics.median(sends.rounds.elements()) == 1
+        sends.check_rounds()
 
 
 # -- 2. deliverers SIGKILLed again and again ------------------------------------------------------
@@ -520,23 +453,10 @@ def test_2_reliable_deliverers_killed_at_random_points(
         live.append(proc)
         return proc
 
-    senders = [
-        run.process(
-            fw.sender,
-            f"sender-{i}",
-            spec,
-            i,
-            names,
-            stop=senders_stop,
-            pace=S2_PACE,
-            hot_every=2,
-            stored=stored[i],
-        )
-        for i in range(2)
-    ]
-    try:
-        for proc in senders:
-            proc.start()
+    senders = run.senders(
+        2, spec, names, stop=senders_stop, pace=S2_PACE, hot_every=2, stored=stored
+    )
+    with run.running(senders):
         run.until("a backlog", lambda: sum(s.value for s in stored) >= 300, senders)
         for i in range(3):
             spawn(i)
@@ -557,25 +477,18 @@ def test_2_reliable_deliverers_killed_at_random_points(
             live.remove(victim)
             killed.append(victim.name)
             spawn(3 + k)
-        senders_stop.set()
-        run.join(senders)
-        stop.set()
-        run.join(live)
-    finally:
-        run.cleanup()
-    elapsed = time.monotonic() - run.started
+        run.wind_down(senders, live, stop, senders_stop)
 
-    sends = Sends.of(run, [p.name for p in senders])
+    sends = Sends.of(run, proc_names(senders))
     everyone = list(busy)
     done = handled(run, everyone, "D")
     starts = handled(run, everyone, "S")
     in_flight, mid_handler, after_handler = working_on(run, killed)
-    tally = Tally.of(sends, done)
-    repeated = {pid: times - 1 for pid, times in starts.items() if times > 1}
-    unexplained = {pid: n for pid, n in repeated.items() if n > in_flight[pid]}
+    tally = sends.tally(done)
+    repeated, unexplained = repeats(starts, in_flight)
     leftover = leftovers(memcached_server.url, 8)
     print(
-        f"\n[2 {SCALE}] {elapsed:.1f}s seed={SEED} kills={len(killed)} "
+        f"\n[2 {SCALE}] {run.elapsed:.1f}s seed={SEED} kills={len(killed)} "
         f"kill delays={[round(d, 3) for d in kill_delays]} lease={S2_LEASE}s "
         f"sent={len(sends.ok)} handler starts={starts.total()} completions={done.total()} "
         f"{tally.line()}\n"
@@ -587,8 +500,7 @@ def test_2_reliable_deliverers_killed_at_random_points(
         f"kill={len(unexplained)} left_in_store={len(leftover)} logged={dict(run.logs())}"
     )
     assert len(killed) == S2_KILLS
-    assert tally.lost == [], f"{len(tally.lost)} payloads lost, e.g. {tally.lost[:10]}"
-    assert tally.unexpected == []
+    tally.check(duplicates=True)  # repeats are checked against the kills below
     assert unexplained == {}, f"repeated without a kill to explain it: {unexplained}"
     assert leftover == []
 
@@ -642,9 +554,7 @@ def _lease_run(
         go_on,
         count if block_on >= 0 else 0,
     )
-    try:
-        first.start()
-        second.start()
+    with run.running():
         if block_on >= 0:
             run.until("the second holder", blocked.is_set, [first, second])
             run.join([first])
@@ -652,8 +562,6 @@ def _lease_run(
             while_blocked()
             go_on.set()
         run.join([first, second])
-    finally:
-        run.cleanup()
     sends = Sends(ok={pid: (0, None) for pid in range(count)})
     per = {p: handled(run, [p]) for p in ("first", "second")}
     return run, sends, per, run.report("first")["delivered"]
@@ -690,7 +598,7 @@ def test_3_first_holders_release_spares_the_second_holders_lock(
         while_blocked=look,
     )
     done = per["first"] + per["second"]
-    tally = Tally.of(sends, done)
+    tally = sends.tally(done)
     logged = run.logs()
     print(
         f"\n[3 takeover {SCALE}] first holder handled={sorted(per['first'].elements())} "
@@ -722,7 +630,7 @@ def test_3_renewal_keeps_a_long_delivery_of_quick_handlers(
         sleeps=dict.fromkeys(range(25), 0.1),
         taker_lease=2,
     )
-    tally = Tally.of(sends, per["first"] + per["second"])
+    tally = sends.tally(per["first"] + per["second"])
     print(
         f"\n[3 renewal {SCALE}] first holder handled={per['first'].total()} second handled="
         f"{per['second'].total()} {tally.line()} logged={dict(run.logs())}"
@@ -746,7 +654,7 @@ def test_3_a_handler_shorter_than_the_lease_keeps_the_lock(
         sleeps={0: 1.4, 1: 2.9},
         taker_lease=3,
     )
-    tally = Tally.of(sends, per["first"] + per["second"])
+    tally = sends.tally(per["first"] + per["second"])
     print(
         f"\n[3 shorter-than-lease {SCALE}] first holder handled={sorted(per['first'].elements())}"
         f" second handled={sorted(per['second'].elements())} {tally.line()} "
@@ -806,8 +714,7 @@ def test_4_raising_handlers_across_processes(
         proc.start()
         live.append(proc)
 
-    try:
-        sender.start()
+    with run.running([sender]):
         spawn()
         spawn()
         deadline = run.started + DEADLINE
@@ -827,9 +734,6 @@ def test_4_raising_handlers_across_processes(
             if time.monotonic() > deadline:
                 pytest.fail(f"the deliverers did not finish in time{run.errors()}")
         run.join([sender])
-    finally:
-        run.cleanup()
-    elapsed = time.monotonic() - run.started
 
     sends = Sends.of(run, ["sender"])
     events = [line.split() for line in log.read_text().splitlines()]
@@ -838,7 +742,7 @@ def test_4_raising_handlers_across_processes(
     for kind, pid, proc in events:
         if kind == "F":
             failures.setdefault(int(pid), []).append(proc)
-    tally = Tally.of(sends, Counter(done))
+    tally = sends.tally(Counter(done))
     with configured(MemcachedStore.from_url(memcached_server.url)):
         dead = [data["id"] for data in dead_letters(name)]
         requeued = requeue_dead_letters(name)
@@ -849,7 +753,7 @@ def test_4_raising_handlers_across_processes(
         redelivered = deliver({name: lambda d: healed.append(d["id"])}, reliable=True)
         left = raw_value(signal_keys(name, "").queue)
     print(
-        f"\n[4 {SCALE}] {elapsed:.1f}s payloads={S4_PAYLOADS} deliverer processes={spawned} "
+        f"\n[4 {SCALE}] {run.elapsed:.1f}s payloads={S4_PAYLOADS} deliverer processes={spawned} "
         f"max_attempts={S4_MAX_ATTEMPTS} failures by payload="
         f"{ {pid: len(procs) for pid, procs in failures.items()} } distinct processes per "
         f"payload={ {pid: len(set(procs)) for pid, procs in failures.items()} } "
@@ -913,6 +817,97 @@ def test_4_raising_handlers_on_the_app_engine_stub() -> None:
 # -- 5. memcached restarted mid-run ---------------------------------------------------------------
 
 BEFORE, DURING, AFTER = 0, 1, 2  # the phases of a fault, as children read them before a send
+
+
+class Phased:
+    """Senders and deliverers running through a fault (scenarios 5, 6 and 10), and what the
+    parent steps them through it with: ``phase`` (BEFORE, DURING, AFTER), which they record
+    with each send and handler, and their counts of sends stored and failed and of deliveries
+    that met the outage."""
+
+    def __init__(self, run: FaultRun, senders: int, deliverers: int) -> None:
+        self.run = run
+        self.phase = run.counter()
+        self.senders_stop, self.stop = run.ctx.Event(), run.ctx.Event()
+        self.stored = [run.counter() for _ in range(senders)]
+        self.failed = [run.counter() for _ in range(senders)]
+        self.outages = [run.counter() for _ in range(deliverers)]
+        self.senders: list[BaseProcess] = []
+        self.deliverers: list[BaseProcess] = []
+
+    def add_senders(self, spec: fw.Spec, signals: Sequence[str]) -> None:
+        """The senders, sending to ``signals`` (one every 2 ms at most) until the end."""
+        self.senders = self.run.senders(
+            len(self.stored),
+            spec,
+            signals,
+            stop=self.senders_stop,
+            pace=0.002,
+            phase=self.phase,
+            stored=self.stored,
+            failed=self.failed,
+        )
+
+    def add_deliverer(self, spec: fw.Spec, signals: Sequence[str], **kwargs: Any) -> None:
+        """The next deliverer, ``deliverer-<i>``, delivering ``signals`` until the end;
+        ``kwargs`` go to :func:`tests.fault_workers.deliverer`."""
+        i = len(self.deliverers)
+        self.deliverers.append(
+            self.run.process(
+                fw.deliverer,
+                f"deliverer-{i}",
+                spec,
+                signals,
+                stop=self.stop,
+                phase=self.phase,
+                errors=self.outages[i],
+                **kwargs,
+            )
+        )
+
+    @property
+    def everyone(self) -> list[BaseProcess]:
+        return [*self.senders, *self.deliverers]
+
+    def progress(self) -> list[int]:
+        """How many sends each sender has stored so far."""
+        return [s.value for s in self.stored]
+
+    def until_stored(self, what: str, step: int, since: Sequence[int] | None = None) -> None:
+        """Wait until every sender has stored ``step`` sends more than ``since`` (its count
+        then; by default, since it started)."""
+        base = since or [0] * len(self.stored)
+        self.run.until(
+            what,
+            lambda: all(s.value >= n + step for s, n in zip(self.stored, base, strict=True)),
+            self.everyone,
+        )
+
+    def until_failed(self, what: str, times: int) -> None:
+        """Wait until every sender and every deliverer has met the outage ``times`` times."""
+        self.run.until(
+            what,
+            lambda: (
+                all(f.value >= times for f in self.failed)
+                and all(o.value >= times for o in self.outages)
+            ),
+            self.everyone,
+        )
+
+    def wind_down(self) -> None:
+        """Stop the senders, then let the deliverers drain what is left."""
+        self.run.wind_down(self.senders, self.deliverers, self.stop, self.senders_stop)
+
+    def outcome(self) -> tuple[Sends, Counter[int], Tally]:
+        """What was sent, how often each id was handled, and the tally of the two."""
+        sends = Sends.of(self.run, proc_names(self.senders))
+        done = handled(self.run, proc_names(self.deliverers))
+        return sends, done, sends.tally(done)
+
+    def outages_line(self) -> str:
+        return f"deliveries={[o.value for o in self.outages]}"
+
+
 S5_SENDERS = 3
 S5_DELIVERERS = pick(1, 2)  # of each mode
 S5_STEP = pick(100, 2_000)  # payloads per sender in each phase
@@ -931,88 +926,38 @@ def test_5_memcached_restarted_mid_run(tmp_path: Path) -> None:
     with servers(1) as (server,):
         spec = {"url": server.url + "?timeout=1"}
         run = FaultRun(tmp_path)
-        phase = run.counter()
-        senders_stop, stop = run.ctx.Event(), run.ctx.Event()
-        stored = [run.counter() for _ in range(S5_SENDERS)]
-        failed = [run.counter() for _ in range(S5_SENDERS)]
-        outages = [run.counter() for _ in range(2 * S5_DELIVERERS)]
-        senders = [
-            run.process(
-                fw.sender,
-                f"sender-{i}",
-                spec,
-                i,
-                names,
-                stop=senders_stop,
-                pace=0.002,
-                phase=phase,
-                stored=stored[i],
-                failed=failed[i],
-            )
-            for i in range(S5_SENDERS)
-        ]
-        deliverers = [
-            run.process(
-                fw.deliverer,
-                f"deliverer-{i}",
-                spec,
-                weak_names if i % 2 == 0 else reliable_names,
-                reliable=i % 2 == 1,
-                stop=stop,
-                phase=phase,
-                errors=outages[i],
-            )
-            for i in range(2 * S5_DELIVERERS)
-        ]
-        everyone = senders + deliverers
-        try:
-            for proc in everyone:
-                proc.start()
-            run.until("sends before", lambda: all(s.value >= S5_STEP for s in stored), everyone)
-            phase.value = DURING
+        crew = Phased(run, S5_SENDERS, 2 * S5_DELIVERERS)
+        crew.add_senders(spec, names)
+        for i in range(2 * S5_DELIVERERS):
+            reliable = i % 2 == 1
+            crew.add_deliverer(spec, reliable_names if reliable else weak_names, reliable=reliable)
+        with run.running(crew.everyone):
+            crew.until_stored("sends before", S5_STEP)
+            crew.phase.value = DURING
             server.stop()
             # Down until every sender and every deliverer has met the outage.
-            run.until(
-                "every process to meet the outage",
-                lambda: all(f.value > 0 for f in failed) and all(o.value > 0 for o in outages),
-                everyone,
-            )
-            at_restart = [s.value for s in stored]
+            crew.until_failed("every process to meet the outage", 1)
+            at_restart = crew.progress()
             server.start()
-            phase.value = AFTER
-            run.until(
-                "sends after the restart",
-                lambda: all(
-                    s.value >= n + S5_STEP for s, n in zip(stored, at_restart, strict=True)
-                ),
-                everyone,
-            )
-            senders_stop.set()
-            run.join(senders)
-            stop.set()
-            run.join(deliverers)
-        finally:
-            run.cleanup()
-        elapsed = time.monotonic() - run.started
+            crew.phase.value = AFTER
+            crew.until_stored("sends after the restart", S5_STEP, at_restart)
+            crew.wind_down()
         with configured(MemcachedStore.from_url(server.url)):
             leftover = drain(names)
-    sends = Sends.of(run, [p.name for p in senders])
-    done = handled(run, [p.name for p in deliverers])
-    tally = Tally.of(sends, done)
+    sends, done, tally = crew.outcome()
     ok_after = {pid for pid, (at, _) in sends.ok.items() if at == AFTER}
     lost_after = sorted(ok_after - done.keys())
     lost_before = [pid for pid in tally.lost if sends.ok[pid][0] != AFTER]
     print(
-        f"\n[5 {SCALE}] {elapsed:.1f}s senders={S5_SENDERS} deliverers={S5_DELIVERERS} weak + "
+        f"\n[5 {SCALE}] {run.elapsed:.1f}s senders={S5_SENDERS} deliverers={S5_DELIVERERS} weak + "
         f"{S5_DELIVERERS} reliable sent ok={len(sends.ok)} (after the restart: {len(ok_after)}) "
         f"StoreUnavailable: sends={len(sends.failed)} (during the outage {sends.failed_in(DURING)},"
-        f" after the restart {sends.failed_in(AFTER)}) deliveries="
-        f"{[o.value for o in outages]}\n"
+        f" after the restart {sends.failed_in(AFTER)}) {crew.outages_line()}\n"
         f"    {tally.line()} lost among sends after the restart={len(lost_after)} lost with the "
         f"restart (sent before it)={len(lost_before)} left_in_store={len(leftover)} "
         f"logged={dict(run.logs())}"
     )
-    assert all(f.value > 0 for f in failed)
+    assert all(f.value > 0 for f in crew.failed)
     assert lost_after == [], f"sent after the restart and never delivered: {lost_after[:10]}"
     assert tally.duplicated == [] and tally.unexpected == []
     assert tally.indeterminate == [], "a send that raised StoreUnavailable was delivered"
@@ -1042,94 +987,56 @@ def test_6_cluster_node_killed_and_restarted(tmp_path: Path) -> None:
         victim = cluster[0]
         victim_node = f"127.0.0.1:{victim.port}"
         run = FaultRun(tmp_path)
-        phase = run.counter()
-        senders_stop, stop, hold, release = (run.ctx.Event() for _ in range(4))
-        stored = [run.counter() for _ in range(3)]
+        crew = Phased(run, 3, 2)
+        hold, release = run.ctx.Event(), run.ctx.Event()
         holding = [run.ctx.Event() for _ in range(2)]
-        outages = [run.counter() for _ in range(2)]
-        senders = [
-            run.process(
-                fw.sender,
-                f"sender-{i}",
-                spec,
-                i,
-                names,
-                stop=senders_stop,
-                pace=0.002,
-                phase=phase,
-                stored=stored[i],
-            )
-            for i in range(3)
-        ]
-        deliverers = [
-            run.process(
-                fw.deliverer,
-                f"deliverer-{i}",
+        crew.add_senders(spec, names)
+        for i in range(2):
+            crew.add_deliverer(
                 spec,
                 names,
                 reliable=False,
-                stop=stop,
-                phase=phase,
-                errors=outages[i],
                 hold=hold,
                 holding=holding[i],
                 release=release,
                 ring=3,
             )
-            for i in range(2)
-        ]
-        everyone = senders + deliverers
 
         def sent(step: int) -> None:
-            base = [s.value for s in stored]
-            run.until(
-                f"{step} more sends",
-                lambda: all(s.value >= n + step for s, n in zip(stored, base, strict=True)),
-                everyone,
-            )
+            crew.until_stored(f"{step} more sends", step, crew.progress())
 
-        try:
-            for proc in everyone:
-                proc.start()
+        with run.running(crew.everyone):
             sent(S6_STEP)
-            phase.value = DURING
+            crew.phase.value = DURING
             victim.stop()
             sent(S6_STEP)  # sends keep working, delivery goes on on the two live nodes
             hold.set()
             run.until("the deliverers to pause", lambda: all(h.is_set() for h in holding), [])
             sent(S6_STEP // 2)  # these stay pending, many on nodes that are not their home
             victim.start()
-            phase.value = AFTER
+            crew.phase.value = AFTER
             release.set()
             sent(S6_STEP)
-            senders_stop.set()
-            run.join(senders)
-            stop.set()
-            run.join(deliverers)
-        finally:
-            run.cleanup()
-        elapsed = time.monotonic() - run.started
+            crew.wind_down()
         with configured(fw.memcached_store(spec)) as store:
             assert isinstance(store, MemcachedStore)
             home = {
                 name: store.client.hasher.get_node(signal_keys(name, "").queue) for name in names
             }
             leftover = drain(names)
-    sends = Sends.of(run, [p.name for p in senders])
-    events = [e for p in deliverers for e in run.events(p.name) if e[0] == "D"]
-    done = Counter(pid for _, pid, _ in events)
-    tally = Tally.of(sends, done)
+    sends, done, tally = crew.outcome()
+    events = [e for p in crew.deliverers for e in run.events(p.name) if e[0] == "D"]
     on_victim = {pid for pid, (at, node) in sends.ok.items() if node == victim_node and at < AFTER}
     pending_at_kill = on_victim - done.keys()
     away = {pid for pid, (at, node) in sends.ok.items() if at == DURING and node != victim_node}
     stranded = {pid for pid in away if home[fw.name_of(pid, names, 0)] == victim_node}
     after_return = {pid for _, pid, at in events if at == AFTER}
     print(
-        f"\n[6 {SCALE}] {elapsed:.1f}s nodes=3 senders=3 weak deliverers=2 sent ok="
+        f"\n[6 {SCALE}] {run.elapsed:.1f}s nodes=3 senders=3 weak deliverers=2 sent ok="
         f"{len(sends.ok)} (while the node was away: {len(away)}, of them homed on it: "
         f"{len(stranded)}, delivered after it was back: {len(stranded & after_return)}) "
         f"StoreUnavailable: sends={len(sends.failed)} (when killed {sends.failed_in(DURING)}, "
-        f"after the restart {sends.failed_in(AFTER)}) deliveries={[o.value for o in outages]}\n"
+        f"after the restart {sends.failed_in(AFTER)}) {crew.outages_line()}\n"
         f"    {tally.line()} pending on the killed node when it died={len(pending_at_kill)} "
         f"left_in_store={len(leftover)} logged={dict(run.logs())}"
     )
@@ -1142,35 +1049,17 @@ def test_6_cluster_node_killed_and_restarted(tmp_path: Path) -> None:
     assert leftover == []
 
 
-class _KillingStore:
+class _KillingStore(fw.PassThroughStore):
     """Passes calls through; the first ``cas_many`` first SIGKILLs one memcached server (and
     waits for it to be gone), so that call meets a dead node with its sockets still open."""
 
     def __init__(self, inner: MemcachedStore, victim: MemcachedServer) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.victim = victim
-        self.max_value_size = inner.max_value_size
-        self.supports_append = inner.supports_append
-        self.shared = inner.shared
 
-    @contextmanager
-    def connection(self) -> Iterator[Any]:
-        with self.inner.connection() as conn:
-            outer = self
-
-            class Killing:
-                def __getattr__(self, name: str) -> Any:
-                    return getattr(conn, name)
-
-                def cas_many(
-                    self, items: Any, expire: int = 0, counters: Any = None
-                ) -> dict[str, bool]:
-                    if outer.victim.process is not None:
-                        outer.victim.stop()
-                    result: dict[str, bool] = conn.cas_many(items, expire, counters)
-                    return result
-
-            yield Killing()
+    def before(self, method: str, args: tuple[Any, ...]) -> None:
+        if method == "cas_many" and self.victim.process is not None:
+            self.victim.stop()
 
 
 def test_6_weak_delivery_when_a_node_dies_between_read_and_reset() -> None:
@@ -1476,43 +1365,27 @@ def test_8_full_queue_with_a_failing_head_still_dead_letters(
         assert got == list(range(1, sent))
 
 
-class _RacingStore:
+class _RacingStore(fw.PassThroughStore):
     """Passes calls through, but just before the first ``add_many`` that creates ``key``,
     another sender's first payload for that key is added (through its own client): a real
     race on the server, scheduled deterministically."""
 
     def __init__(self, inner: MemcachedStore, server: MemcachedServer, key: str, frame: bytes):
-        self.inner = inner
+        super().__init__(inner)
         self.server = server
         self.key = key
         self.frame: bytes | None = frame
-        self.max_value_size = inner.max_value_size
-        self.supports_append = inner.supports_append
-        self.shared = inner.shared
 
-    @contextmanager
-    def connection(self) -> Iterator[Any]:
-        with self.inner.connection() as conn:
-            racing = self
+    def before(self, method: str, args: tuple[Any, ...]) -> None:
+        if method == "add_many" and self.frame is not None and self.key in args[0]:
+            from pymemcache.client.base import Client
 
-            class Racing:
-                def __getattr__(self, name: str) -> Any:
-                    return getattr(conn, name)
-
-                def add_many(self, items: Any, expire: int = 0) -> dict[str, bool]:
-                    if racing.frame is not None and racing.key in items:
-                        from pymemcache.client.base import Client
-
-                        other = Client(racing.server.address, default_noreply=False)
-                        try:
-                            assert other.add(racing.key, racing.frame, noreply=False)
-                        finally:
-                            other.close()
-                        racing.frame = None
-                    result: dict[str, bool] = conn.add_many(items, expire)
-                    return result
-
-            yield Racing()
+            other = Client(self.server.address, default_noreply=False)
+            try:
+                assert other.add(self.key, self.frame, noreply=False)
+            finally:
+                other.close()
+            self.frame = None
 
 
 @pytest.mark.parametrize("kind", ["memcached", "appengine"])
@@ -1634,25 +1507,10 @@ def test_9_clock_skew_on_deliverers(memcached_server: MemcachedServer, tmp_path:
         )
         for name, skew in skews.items()
     }
-    senders = [
-        run.process(
-            fw.sender,
-            f"sender-{i}",
-            spec,
-            i,
-            names,
-            count=S9_PAYLOADS,
-            pace=0.001,
-            hot_every=2,
-            stored=stored[i],
-        )
-        for i in range(2)
-    ]
+    senders = run.senders(2, spec, names, count=S9_PAYLOADS, pace=0.001, hot_every=2, stored=stored)
     victim = deliverers["ahead"]
     survivors = [deliverers["behind"], deliverers["true"]]
-    try:
-        for proc in senders:
-            proc.start()
+    with run.running(senders):
         run.until("a backlog", lambda: sum(s.value for s in stored) >= 600, senders)
         victim.start()
         run.until("the +30 s deliverer at work", busy["ahead"].is_set, [victim])
@@ -1675,30 +1533,24 @@ def test_9_clock_skew_on_deliverers(memcached_server: MemcachedServer, tmp_path:
                 run.until("the lock to change hands", lambda: raw_value(lock) != owner, [])
             takeover = time.monotonic() - killed_at
         deliverers["true"].start()
-        run.join(senders)
-        stop.set()
-        run.join(survivors)
-    finally:
-        run.cleanup()
-    elapsed = time.monotonic() - run.started
-    sends = Sends.of(run, [p.name for p in senders])
+        run.wind_down(senders, survivors, stop)
+    sends = Sends.of(run, proc_names(senders))
     done = handled(run, list(skews))
     starts = handled(run, list(skews), "S")
     in_flight, mid_handler, _ = working_on(run, ["ahead"])
-    tally = Tally.of(sends, done)
-    repeated = {pid: times - 1 for pid, times in starts.items() if times > 1}
-    unexplained = {pid: n for pid, n in repeated.items() if n > in_flight[pid]}
+    tally = sends.tally(done)
+    repeated, unexplained = repeats(starts, in_flight)
     per = {name: len([e for e in run.events(name) if e[0] == "D"]) for name in skews}
     leftover = leftovers(memcached_server.url, 4)
     print(
-        f"\n[9 {SCALE}] {elapsed:.1f}s skews={skews} lease={S9_LEASE}s handled per deliverer="
+        f"\n[9 {SCALE}] {run.elapsed:.1f}s skews={skews} lease={S9_LEASE}s handled per deliverer="
         f"{per} kill after {delay:.2f}s of work ({'mid-handler' if mid_handler else 'between'}"
         f") its lock of {held!r} free or taken after "
         f"{'-' if takeover is None else f'{takeover:.1f}s'} {tally.line()} repeated="
         f"{len(repeated)} (explained by the kill: {len(repeated) - len(unexplained)}) "
         f"left_in_store={len(leftover)} logged={dict(run.logs())}"
     )
-    assert tally.lost == [] and tally.unexpected == []
+    tally.check(duplicates=True)  # repeats are checked against the kill below
     assert unexplained == {}, f"handled twice without a kill to explain it: {unexplained}"
     if takeover is not None:  # at most a lease plus memcached's one-second expiry tick
         assert takeover < S9_LEASE + 3, "the +30 s deliverer's lock outlived its lease"
@@ -1728,78 +1580,29 @@ def test_10_paused_memcached_times_out_and_resumes(tmp_path: Path) -> None:
         assert server.process is not None
         spec = {"url": f"{server.url}?timeout={S10_TIMEOUT}"}
         run = FaultRun(tmp_path)
-        phase = run.counter()
-        senders_stop, stop = run.ctx.Event(), run.ctx.Event()
-        stored = [run.counter() for _ in range(2)]
-        failed = [run.counter() for _ in range(2)]
-        outages = [run.counter() for _ in range(2)]
-        senders = [
-            run.process(
-                fw.sender,
-                f"sender-{i}",
-                spec,
-                i,
-                names,
-                stop=senders_stop,
-                pace=0.002,
-                phase=phase,
-                stored=stored[i],
-                failed=failed[i],
-            )
-            for i in range(2)
-        ]
-        deliverers = [
-            run.process(
-                fw.deliverer,
-                f"deliverer-{i}",
-                spec,
-                names,
-                reliable=True,
-                stop=stop,
-                phase=phase,
-                errors=outages[i],
-                shared=str(tmp_path / "shared.events"),
-            )
-            for i in range(2)
-        ]
-        everyone = senders + deliverers
-        try:
-            for proc in everyone:
-                proc.start()
-            run.until("sends", lambda: all(s.value >= S10_STEP for s in stored), everyone)
+        crew = Phased(run, 2, 2)
+        crew.add_senders(spec, names)
+        for _ in range(2):
+            crew.add_deliverer(spec, names, reliable=True, shared=str(tmp_path / "shared.events"))
+        with run.running(crew.everyone):
+            crew.until_stored("sends", S10_STEP)
             pid = server.process.pid
             os.kill(pid, signal.SIGSTOP)
             run.until("memcached to stop", lambda: stopped(pid), [])
             paused_at = time.monotonic()
-            phase.value = DURING
-            run.until(
-                "every process to time out twice (the second call started while paused)",
-                lambda: all(f.value >= 2 for f in failed) and all(o.value >= 2 for o in outages),
-                everyone,
+            crew.phase.value = DURING
+            crew.until_failed(
+                "every process to time out twice (the second call started while paused)", 2
             )
-            at_resume = [s.value for s in stored]
-            phase.value = AFTER
+            at_resume = crew.progress()
+            crew.phase.value = AFTER
             os.kill(pid, signal.SIGCONT)
             paused_for = time.monotonic() - paused_at
-            run.until(
-                "sends after SIGCONT",
-                lambda: all(
-                    s.value >= n + S10_STEP for s, n in zip(stored, at_resume, strict=True)
-                ),
-                everyone,
-            )
-            senders_stop.set()
-            run.join(senders)
-            stop.set()
-            run.join(deliverers)
-        finally:
-            run.cleanup()
-        elapsed = time.monotonic() - run.started
+            crew.until_stored("sends after SIGCONT", S10_STEP, at_resume)
+            crew.wind_down()
         with configured(MemcachedStore.from_url(server.url)):
             leftover = drain(names)
-    sends = Sends.of(run, [p.name for p in senders])
-    done = handled(run, [p.name for p in deliverers])
-    tally = Tally.of(sends, done)
+    sends, _, tally = crew.outcome()
     ok_while_paused = [
         pid for pid, (at, _) in sends.ok.items() if at == DURING and sends.ended[pid] == DURING
     ]
@@ -1818,9 +1621,9 @@ def test_10_paused_memcached_times_out_and_resumes(tmp_path: Path) -> None:
     )
     out_of_order_any = sum(1 for ids in order.values() for a, b in itertools.pairwise(ids) if a > b)
     print(
-        f"\n[10 {SCALE}] {elapsed:.1f}s paused for {paused_for:.1f}s timeout={S10_TIMEOUT}s "
+        f"\n[10 {SCALE}] {run.elapsed:.1f}s paused for {paused_for:.1f}s timeout={S10_TIMEOUT}s "
         f"sent ok={len(sends.ok)} StoreUnavailable: sends={len(sends.failed)} (while paused "
-        f"{sends.failed_in(DURING)}) deliveries={[o.value for o in outages]} slowest failed "
+        f"{sends.failed_in(DURING)}) {crew.outages_line()} slowest failed "
         f"send={slowest_failure:.2f}s sends that returned normally while paused="
         f"{len(ok_while_paused)} (started while paused, returned after SIGCONT: "
         f"{sum(1 for at, _ in sends.ok.values() if at == DURING) - len(ok_while_paused)})\n"
@@ -1836,41 +1639,23 @@ def test_10_paused_memcached_times_out_and_resumes(tmp_path: Path) -> None:
     assert leftover == []
 
 
-class _PausingStore:
+class _PausingStore(fw.PassThroughStore):
     """Passes calls through; the first ``cas_many`` first pauses memcached (SIGSTOP, and waits
     until every thread of it is stopped), so that call times out with its request sent."""
 
     def __init__(self, inner: MemcachedStore, pid: int) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.pid = pid
         self.paused = False
-        self.max_value_size = inner.max_value_size
-        self.supports_append = inner.supports_append
-        self.shared = inner.shared
 
-    @contextmanager
-    def connection(self) -> Iterator[Any]:
-        with self.inner.connection() as conn:
-            outer = self
-
-            class Pausing:
-                def __getattr__(self, name: str) -> Any:
-                    return getattr(conn, name)
-
-                def cas_many(
-                    self, items: Any, expire: int = 0, counters: Any = None
-                ) -> dict[str, bool]:
-                    if not outer.paused:
-                        outer.paused = True
-                        os.kill(outer.pid, signal.SIGSTOP)
-                        deadline = time.monotonic() + 10
-                        while not stopped(outer.pid):
-                            assert time.monotonic() < deadline, "memcached did not stop"
-                            time.sleep(0.005)
-                    result: dict[str, bool] = conn.cas_many(items, expire, counters)
-                    return result
-
-            yield Pausing()
+    def before(self, method: str, args: tuple[Any, ...]) -> None:
+        if method == "cas_many" and not self.paused:
+            self.paused = True
+            os.kill(self.pid, signal.SIGSTOP)
+            deadline = time.monotonic() + 10
+            while not stopped(self.pid):
+                assert time.monotonic() < deadline, "memcached did not stop"
+                time.sleep(0.005)
 
 
 @pytest.mark.parametrize("mode", ["weak", "reliable"])
