@@ -70,10 +70,10 @@ def configure(
     secret key(s) that sign frames, the payload codec (``"pickle"`` or ``"json"``), whether
     sends are ``eager`` (see :func:`~gaesignals.send_now`), and whether per-signal
     ``counters`` are kept (default True: :func:`~gaesignals.stats` and lost detection need
-    them; they ride in the sends' and resets' own round trips on memcached and Redis, and cost
-    one more API call per send on App Engine), and how often, in seconds, a process checks a
-    signal for payloads the cache lost (``lost_check_interval``, default 30; 0 checks on every
-    delivery).
+    them; they ride in the sends' and resets' own round trips on memcached and Redis, and are
+    written in batches at most once a second on App Engine), and how often, in seconds, a
+    process checks a signal for payloads the cache lost (``lost_check_interval``, default 30;
+    0 checks on every delivery).
 
     Arguments left out are read from the environment, as on first use without ``configure``.
     Call it once at start-up, before sending or delivering.
