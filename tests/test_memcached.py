@@ -340,3 +340,49 @@ def test_reliable_delivery_drains_stranded_copies_too() -> None:
         store.close()
         for server in servers:
             server.stop()
+
+
+class _Chunked:
+    """A socket stand-in that hands out a fixed reply in chunks of the given sizes."""
+
+    def __init__(self, reply: bytes, sizes: list[int]) -> None:
+        self.reply = reply
+        self.sizes = sizes
+        self.sent: list[bytes] = []
+
+    def recv(self, limit: int) -> bytes:
+        size = min(self.sizes.pop(0) if self.sizes else len(self.reply), limit)
+        chunk, self.reply = self.reply[:size], self.reply[size:]
+        return chunk
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_replies_parse_whatever_the_chunk_boundaries(seed: int) -> None:
+    """The bulk reply readers give the same answer however the server's bytes are split
+    into reads (values holding CR LF and "END" included), and refuse a short or garbled reply
+    as a connection error rather than guessing."""
+    import random
+
+    from gaesignals.stores import memcached
+
+    rng = random.Random(seed)
+    values = [b"", b"END\r\n", bytes(range(256)) * 3, b"\r\n" * 40, b"x" * rng.randint(0, 5000)]
+    reply = b"".join(
+        b"VALUE k%d 0 %d %d\r\n%s\r\n" % (i, len(v), 100 + i, v) for i, v in enumerate(values)
+    )
+    reply += b"END\r\n"
+    sizes = [rng.randint(1, 7) for _ in range(len(reply))]
+    found = memcached._read_values(_Chunked(reply, sizes))  # type: ignore[arg-type]
+    assert found == [(b"k%d" % i, v, b"%d" % (100 + i)) for i, v in enumerate(values)]
+    lines = b"STORED\r\nHD s12\r\nNOT_STORED\r\nHD\r\n"
+    sizes = [rng.randint(1, 5) for _ in range(len(lines))]
+    assert memcached._read_lines(_Chunked(lines, sizes), 4) == [  # type: ignore[arg-type]
+        b"STORED",
+        b"HD s12",
+        b"NOT_STORED",
+        b"HD",
+    ]
+    with pytest.raises(ConnectionError):
+        memcached._read_values(_Chunked(reply[: rng.randint(0, len(reply) - 1)], sizes))  # type: ignore[arg-type]
+    with pytest.raises(ConnectionError):
+        memcached._read_values(_Chunked(b"VALUE k 0 3 1\r\nabcd\r\nEND\r\n", []))  # type: ignore[arg-type]
