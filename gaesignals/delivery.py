@@ -1,8 +1,9 @@
 """The delivering side: :class:`SignalMapping` and :func:`deliver`, weak and reliable.
 
 Weak (the default) takes every pending payload of every signal in two batched calls: one read
-of all keys with CAS tokens, one CAS reset of the non-empty ones (plus two batched counter
-updates around the reset, see :func:`_check_lost`). A payload goes to the handlers
+of all keys with CAS tokens, one CAS reset of the non-empty ones with the counter updates ahead
+of the resets in the same pipeline (and, at most once per ``lost_check_interval`` per process,
+three counters per signal in the read, see :func:`_check_lost`). A payload goes to the handlers
 only if the reset of its key won, so no payload is delivered twice and none is lost to a race;
 keys that lost a race are retried a few times within the call. At most once: a handler that
 raises, or a process that dies after the reset, loses those payloads.
