@@ -302,17 +302,16 @@ class _Connection:
         def read(node: _Node, group: list[str]) -> None:
             wires = [k.encode("ascii") if " " not in k else _wire(k) for k in group]
             found = node.gets(wires)
+            seen: dict[str, int] = {}
             for key, wire in zip(group, wires, strict=True):
                 item = found.get(wire)
                 if item is not None:
                     result[key] = item
                     if " " not in key:
-                        if key in sizes:
-                            dict.__setitem__(sizes, key, len(item[0]))
-                        else:
-                            sizes[key] = len(item[0])
+                        seen[key] = len(item[0])
                 else:
                     sizes.pop(key, None)
+            sizes.note(seen)
 
         self._each_server(keys, read, result)
         return result
@@ -424,8 +423,10 @@ class _Connection:
                 sent.append(key)
             if parts:
                 refused = node.exchange_quiet(b"".join(parts))
-                for index, key in enumerate(sent):
-                    result[key] = index not in refused
+                result.update(dict.fromkeys(sent, True))
+                for index in refused:
+                    if index < len(sent):  # a token this batch did not send names nothing
+                        result[sent[index]] = False
             if classic:
                 request = b"".join(
                     b"cas %s 0 %d %d %s\r\n%s\r\n"
@@ -436,12 +437,7 @@ class _Connection:
                 for (key, _), reply in zip(classic, replies, strict=True):
                     result[key] = reply == b"STORED"
                     sent.append(key)
-            for key in sent:
-                if result[key] and " " not in key:
-                    if key in sizes:
-                        dict.__setitem__(sizes, key, len(items[key][0]))
-                    else:
-                        sizes[key] = len(items[key][0])
+            sizes.note({k: len(items[k][0]) for k in sent if result[k] and " " not in k})
 
         self._each_server(list(items), write, result)
         return result
@@ -537,6 +533,12 @@ class _Sizes(dict[str, int]):
         if len(self) >= _SIZES_KEPT and key not in self:
             self.clear()
         super().__setitem__(key, size)
+
+    def note(self, sizes: Mapping[str, int]) -> None:
+        """Many sizes at once (a batch's): one check of the count, not one per key."""
+        if len(self) + len(sizes) > _SIZES_KEPT:
+            self.clear()
+        self.update(sizes)
 
 
 def _bump(wire: bytes, delta: int, flags: bytes = b"") -> bytes:
