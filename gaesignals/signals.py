@@ -651,12 +651,10 @@ def send(name: str, data: Any = None) -> None:
     store = settings.store
     counter = keys.counter("sent") if settings.counters else None
     quick = getattr(store, "append_one", None)
-    # Without append, a sharded signal takes the general path: it tells a CAS lost to another
-    # sender (then moves shard) from one lost to a delivery.
-    if quick is None or (queues and not store.supports_append):
-        stored = None
-    else:
-        stored = quick(key, frame, counter)
+    # A store's one-send fast path first; whatever it could not do, the general path does (on
+    # a gets + cas store that includes telling a CAS lost to another sender of this shard,
+    # which moves this thread's next sends, from one lost to a delivery).
+    stored = None if quick is None else quick(key, frame, counter)
     if stored:
         if counter is not None and not store.supports_append:
             _count_sent(None, store, {counter: 1})  # gets + cas: the fast path counted nothing
