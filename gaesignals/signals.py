@@ -385,6 +385,17 @@ class _SentTally:
 
 _tallies: weakref.WeakKeyDictionary[Store, _SentTally] = weakref.WeakKeyDictionary()
 _tallies_lock = threading.Lock()
+
+
+def _forget_tallies() -> None:
+    """In a forked child: the parent's held counts are the parent's to write (written by both,
+    ``sent`` would run ahead of what was stored, and lost detection report losses that are not)."""
+    global _tallies, _tallies_lock
+    _tallies = weakref.WeakKeyDictionary()
+    _tallies_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_tallies)
 _monotonic = time.monotonic  # tests replace it to let time pass
 
 

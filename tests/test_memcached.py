@@ -386,3 +386,37 @@ def test_replies_parse_whatever_the_chunk_boundaries(seed: int) -> None:
         memcached._read_values(_Chunked(reply[: rng.randint(0, len(reply) - 1)], sizes))  # type: ignore[arg-type]
     with pytest.raises(ConnectionError):
         memcached._read_values(_Chunked(b"VALUE k 0 3 1\r\nabcd\r\nEND\r\n", []))  # type: ignore[arg-type]
+
+
+def test_a_forked_child_opens_its_own_sockets(memcached_server: MemcachedServer) -> None:
+    """A pre-forking server's workers inherit the parent's pooled sockets; two processes on one
+    connection would read each other's replies. A forked child drops them (closing its copies
+    only) and connects afresh, and the parent's connection keeps working."""
+    import os
+
+    memcached_server.flush()
+    store = MemcachedStore.from_url(memcached_server.url)
+    gaesignals.configure(store=store)
+    try:
+        send("forked", "parent 1")
+        send("forked", "parent 2")  # a pooled socket is open now
+        inherited = {id(c.sock) for c in store.client.client_pool._free_objs}
+        assert inherited and None not in inherited
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                send("forked", "child")
+                used = {id(c.sock) for c in store.client.client_pool._free_objs}
+                code = 0 if used and not used & inherited else 3
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        send("forked", "parent 3")  # over the parent's own socket, still up
+        assert {id(c.sock) for c in store.client.client_pool._free_objs} == inherited
+        got: list[Any] = []
+        assert deliver({"forked": got.append}) == 4
+        assert sorted(got) == ["child", "parent 1", "parent 2", "parent 3"]
+    finally:
+        store.close()

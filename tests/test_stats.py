@@ -232,6 +232,52 @@ def test_stores_without_append_write_sent_counts_in_batches(
         assert conn.gets_many([sent])[sent][0].strip() == b"9"
 
 
+class _WithoutAppend:
+    """A shared store (memcached) used the way App Engine is: sends by gets + cas, so their
+    ``sent`` counts are held in the process."""
+
+    supports_append = False
+    shared = True
+
+    def __init__(self, inner: Store) -> None:
+        self.inner = inner
+        self.max_value_size = inner.max_value_size
+
+    def connection(self) -> Any:
+        return self.inner.connection()
+
+
+def test_a_forked_child_does_not_write_its_parents_held_sent_counts(
+    memcached_server: Any,
+) -> None:
+    """Held ``sent`` counts belong to the process that sent: a child forked meanwhile (a
+    pre-forking server's worker) starts with none, or both would write them and lost
+    detection would report losses that never happened."""
+    import os
+
+    from gaesignals.stores.memcached import MemcachedStore
+
+    memcached_server.flush()
+    inner = MemcachedStore.from_url(memcached_server.url)
+    store = _WithoutAppend(inner)
+    gaesignals.configure(store=store)  # type: ignore[arg-type]
+    send("forked", 1)  # held by this process (a gets + cas store)
+    pid = os.fork()
+    if pid == 0:  # the child: write whatever it holds, then leave without atexit handlers
+        try:
+            signals = importlib.import_module("gaesignals.signals")
+            with store.connection() as conn:
+                signals.flush_sent(conn, store)
+            code = 0 if not signals._tallies.get(store) else 1
+        except BaseException:
+            code = 2
+        os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert stats("forked")["forked"]["sent"] == 1
+    inner.close()
+
+
 class _Entered:
     """A connection context manager whose connection was already entered."""
 

@@ -23,7 +23,9 @@ so nothing can be applied twice. Payloads sent while a server was away land on a
 from __future__ import annotations
 
 import logging
+import os
 import socket
+import weakref
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -570,6 +572,18 @@ def _where(server: Any) -> str:
     return f"{server[0]}:{server[1]}" if isinstance(server, tuple) else str(server)
 
 
+#: Every MemcachedStore of this process, so that a forked child can mark theirs (see _let_go).
+_stores: weakref.WeakSet[MemcachedStore] = weakref.WeakSet()
+
+
+def _after_fork() -> None:
+    for store in list(_stores):
+        store._inherited = True
+
+
+os.register_at_fork(after_in_child=_after_fork)
+
+
 class MemcachedStore:
     """Pending payloads on memcached, through a ready pymemcache client.
 
@@ -586,6 +600,9 @@ class MemcachedStore:
         self.max_value_size = max_value_size
         self.hashed = hasattr(client, "clients") and hasattr(client, "hasher")
         self._pool = getattr(client, "client_pool", None)
+        #: Set in a forked child: the sockets it inherited are its parent's (see _after_fork).
+        self._inherited = False
+        _stores.add(self)
         #: The size each key had when this process last appended to it or read it.
         self.sizes = _Sizes()
 
@@ -637,7 +654,16 @@ class MemcachedStore:
 
     def connection(self) -> _Connection:
         """A connection that pins one socket per server until its ``with`` block ends."""
+        if self._inherited:
+            self._let_go()
         return _Connection(self)
+
+    def _let_go(self) -> None:
+        """In a forked child, before its first call: drop the parent's sockets (closing the
+        child's copies only; the parent's connections stay up) so that the two processes never
+        talk over one connection, reading each other's replies. The next call reconnects."""
+        self._inherited = False
+        self.client.close()
 
     def append_one(self, key: str, value: bytes, counter: str | None) -> bool | None:
         """One send's append, in the fewest steps: ``append``, ``mg <key> s`` and the
@@ -650,6 +676,8 @@ class MemcachedStore:
         """
         if self.hashed:
             return None
+        if self._inherited:
+            self._let_go()
         sizes = self.sizes
         size = sizes.get(key)
         if size is None or size + len(value) > self.max_value_size:
