@@ -7,7 +7,6 @@ import http.client
 import importlib.util
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -27,6 +26,8 @@ from gaesignals import Signal, SignalsMiddleware
 from gaesignals.exceptions import StoreUnavailable
 from gaesignals.stores import Store
 from gaesignals.testing import CapturedSignals, MemcachedServer, free_port
+
+from .dev_server import stop_group
 
 ROOT = Path(__file__).resolve().parent.parent
 RUN_SCRIPT = ROOT / "scripts" / "run_example.sh"
@@ -312,10 +313,4 @@ def test_run_script_serves_the_example(
         workers = "3 worker(s)" if backend == "memcached" else "1 worker(s)"
         assert workers in err.read_text()
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
+        stop_group(proc)
