@@ -57,9 +57,8 @@ MAX_NAME_LENGTH = 4096
 SEND_ATTEMPTS = 8
 PICKLE_PROTOCOL = 5
 #: A thread moves to another shard of a sharded signal once its shard holds this many bytes (on
-#: stores with append: once it has appended this many since it picked the shard). Keeping each
-#: key small keeps a send's cost flat however many payloads are pending: the store rewrites the
-#: whole value on every append or cas.
+#: stores with append: once it has appended this many since it picked the shard), so that one
+#: sender's backlog spreads over every shard.
 SHARD_ROLL_BYTES = 64 * 1024
 
 

@@ -400,8 +400,10 @@ def test_a_forked_child_opens_its_own_sockets(memcached_server: MemcachedServer)
     try:
         send("forked", "parent 1")
         send("forked", "parent 2")  # a pooled socket is open now
-        inherited = {id(c.sock) for c in store.client.client_pool._free_objs}
-        assert inherited and None not in inherited
+        # The socket objects themselves are held, so that their ids cannot be reused.
+        held = [c.sock for c in store.client.client_pool._free_objs]
+        inherited = {id(sock) for sock in held}
+        assert held and None not in held
         pid = os.fork()
         if pid == 0:
             code = 1

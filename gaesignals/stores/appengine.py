@@ -20,10 +20,21 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..exceptions import StoreUnavailable
-from . import DEFAULT_MAX_VALUE_SIZE
+from . import DEFAULT_MAX_VALUE_SIZE, segments
 
 #: What a value App Engine would have unpickled (or decoded to a non-bytes type) reads as.
 FOREIGN_VALUE = b"\x00gaesignals: foreign value, not raw bytes\x00"
+
+
+class _Joined:
+    """The CAS id of a queue kept in segments, and the segments its value was joined from
+    (deleted once a cas with it has replaced that value)."""
+
+    __slots__ = ("cas_id", "segments")
+
+    def __init__(self, cas_id: object, names: list[str]) -> None:
+        self.cas_id = cas_id
+        self.segments = names
 
 
 class _Refused:
@@ -82,7 +93,26 @@ class _Connection:
             if isinstance(value, int) and not isinstance(value, bool):
                 value = b"%d" % value  # a counter made by offset_multi reads back as an int
             result[key] = (value if isinstance(value, bytes) else FOREIGN_VALUE, token)
+        spilled = [k for k, (value, _) in result.items() if value[:2] == segments.POINTER_MAGIC]
+        if spilled:
+            self._join(result, spilled)
         return result
+
+    def _join(self, result: dict[str, tuple[bytes, object]], spilled: list[str]) -> None:
+        """Replace each spilled queue's value by its segments and frames (see .segments)."""
+        layouts = {}
+        for key in spilled:
+            pointers, start = segments.pointers(result[key][0])
+            layouts[key] = (start, segments.segment_keys(key, pointers))
+        wanted = [name for _, names in layouts.values() for name in names]
+        parts = self._client.get_multi(wanted, namespace=self._ns)
+        for key, (start, names) in layouts.items():
+            value, token = result[key]
+            read = [parts.get(name) for name in names]
+            joined = segments.join(
+                value, start, [p if isinstance(p, bytes) else None for p in read]
+            )
+            result[key] = (joined, _Joined(token, names))
 
     def scan_many(self, keys: Sequence[str]) -> dict[str, tuple[bytes, object]]:
         return self.gets_many(keys)  # App Engine shards its memcache itself
@@ -97,13 +127,21 @@ class _Connection:
             self.incr_many({k: v for k, v in counters.items() if k not in items})
         values = {}
         result = {}
+        spent: dict[str, list[str]] = {}
         for key, (value, token) in items.items():
+            if isinstance(token, _Joined):
+                spent[key] = token.segments
+                token = token.cas_id
             if token is None:
                 result[key] = False
                 continue
             self._client._cas_ids[(self._ns, key.encode("utf-8"))] = token
             values[key] = value
         result.update(self._statuses(self._cas, values, expire))
+        # Segments of the values just replaced hold nothing any reader will find again.
+        done = [name for key, names in spent.items() if result.get(key) for name in names]
+        if done:
+            self._client.delete_multi(done, namespace=self._ns)
         return result
 
     def add_many(self, items: Mapping[str, bytes], expire: int = 0) -> dict[str, bool]:
@@ -163,12 +201,35 @@ class AppEngineStore:
         client = memcache.Client(unpickler=RefusingUnpickler)
         ns = self.namespace
         current = client.get_multi([key], namespace=ns, for_cas=True).get(key)
+        segment = None
         if current is None:
             policy, new = memcache.MemcacheSetRequest.ADD, value
-        elif isinstance(current, bytes) and len(current) + len(value) <= self.max_value_size:
+        elif not isinstance(current, bytes):
+            return None
+        elif len(current) + len(value) <= segments.SEGMENT_BYTES:
+            if segments.spilled_size(current) + len(value) > self.max_value_size:
+                return None
             policy, new = memcache.MemcacheSetRequest.CAS, current + value
         else:
-            return None
+            # Past a segment's worth of frames: move them to a segment of their own in this
+            # send's cas, so the value this send rewrites stays small (see .segments).
+            pointers, start = segments.pointers(current)
+            total = sum(length for _, length in pointers) + len(current) - start
+            if total + len(value) > self.max_value_size:
+                return None
+            policy = memcache.MemcacheSetRequest.CAS
+            if len(current) - start > segments.SEGMENT_BYTES // 2:
+                ident = segments.new_id()
+                segment = segments.segment_key(key, ident)
+                body = current[start:]
+                added = client._set_multi_async_with_policy(
+                    memcache.MemcacheSetRequest.ADD, {segment: body}, namespace=ns
+                ).get_result()
+                if not added or added.get(segment) != memcache.STORED:
+                    return None
+                new = current[:start] + segments.pointer(ident, len(body)) + value
+            else:
+                new = current + value
         rpc = client._set_multi_async_with_policy(policy, {key: new}, namespace=ns)
         statuses = rpc.get_result()
         if statuses is None:
@@ -176,4 +237,8 @@ class AppEngineStore:
         status = statuses.get(key)
         if status == memcache.ERROR:
             raise StoreUnavailable(f"App Engine memcache failed to store {key!r}")
-        return True if status == memcache.STORED else None
+        if status == memcache.STORED:
+            return True
+        if segment is not None:
+            client.delete_multi([segment], namespace=ns)
+        return None

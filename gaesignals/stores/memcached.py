@@ -28,11 +28,11 @@ import socket
 import weakref
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 from urllib.parse import parse_qs, urlsplit
 
 from ..exceptions import ConfigurationError, PartialFailure, StoreUnavailable
-from . import DEFAULT_MAX_VALUE_SIZE
+from . import DEFAULT_MAX_VALUE_SIZE, segments
 
 logger = logging.getLogger("gaesignals")
 
@@ -45,11 +45,14 @@ _READ_SIZE = 64 * 1024
 
 
 class _Token:
-    __slots__ = ("cas", "sock")
+    __slots__ = ("cas", "segments", "sock")
 
-    def __init__(self, sock: socket.socket, cas: bytes) -> None:
+    def __init__(self, sock: socket.socket, cas: bytes, segments: Sequence[bytes] = ()) -> None:
         self.sock = sock
         self.cas = cas
+        #: The wire keys of the segments the value was joined from (see .segments), deleted
+        #: once a cas with this token has replaced it.
+        self.segments = segments
 
 
 def _read_lines(sock: socket.socket, count: int) -> list[bytes]:
@@ -203,7 +206,9 @@ class _Node:
                 raise self.fail(ConnectionError(f"refused a command: {line!r}"))
         return refused
 
-    def gets(self, keys: list[bytes]) -> dict[bytes, tuple[bytes, _Token]]:
+    def gets(self, keys: list[bytes], *, join: bool = True) -> dict[bytes, tuple[bytes, _Token]]:
+        """Read ``keys`` with their CAS tokens; a queue kept in segments (``join``) comes back
+        whole, its segments read from this server in one more round trip."""
         try:
             sock = self.socket()
             sock.sendall(b"gets " + b" ".join(self.prefix + k for k in keys) + b"\r\n")
@@ -211,7 +216,68 @@ class _Node:
         except (OSError, ConnectionError, ValueError) as error:
             raise self.fail(error) from error
         plen = len(self.prefix)
-        return {key[plen:]: (value, _Token(sock, cas)) for key, value, cas in values}
+        found = {key[plen:]: (value, _Token(sock, cas)) for key, value, cas in values}
+        if join:
+            spilled = [k for k, (value, _) in found.items() if value[:2] == segments.POINTER_MAGIC]
+            if spilled:
+                self._join(found, spilled)
+        return found
+
+    def _join(self, found: dict[bytes, tuple[bytes, _Token]], spilled: list[bytes]) -> None:
+        """Replace each spilled queue's value by its segments and frames (see .segments)."""
+        layouts = {}
+        wanted: list[bytes] = []
+        for key in spilled:
+            pointers, start = segments.pointers(found[key][0])
+            names = [
+                n.encode("ascii") for n in segments.segment_keys(key.decode("ascii"), pointers)
+            ]
+            layouts[key] = (start, names)
+            wanted.extend(names)
+        parts = self.gets(wanted, join=False)
+        for key, (start, names) in layouts.items():
+            value, token = found[key]
+            token.segments = names
+            joined = segments.join(
+                value, start, [parts[n][0] if n in parts else None for n in names]
+            )
+            found[key] = (joined, token)
+
+    def spill(self, key: str) -> None:
+        """Move the frames of the queue at ``key`` to a new segment, leaving a pointer (see
+        .segments): a read, an ``add`` of the segment, then a ``cas`` of the pointers, which a
+        concurrent append or delivery makes fail (the segment is then deleted, nothing moved).
+
+        Best effort, never raising: it runs after a send's append was stored, and a send that
+        raised would be retried, storing its payload twice; an unmoved queue only stays long."""
+        try:
+            self._spill(key)
+        except (StoreUnavailable, _Unreachable) as error:
+            logger.warning("gaesignals: could not move %s to a segment: %s", key, error)
+
+    def _spill(self, key: str) -> None:
+        wire = _wire(key)
+        found = self.gets([wire], join=False).get(wire)
+        if found is None:
+            return
+        value, token = found
+        pointers, start = segments.pointers(value)
+        body = value[start:]
+        if len(body) <= segments.SEGMENT_BYTES // 2:
+            return  # moved already
+        ident = segments.new_id()
+        name = self.prefix + segments.segment_key(wire.decode("ascii"), ident).encode("ascii")
+        reply = self.exchange(b"add %s 0 0 %d\r\n%s\r\n" % (name, len(body), body), 1)
+        if reply[0] != b"STORED":
+            return
+        head = value[:start] + segments.pointer(ident, len(body))
+        spilled = sum(length for _, length in pointers) + len(body)
+        refused = self.exchange_quiet(
+            b"ms %s %d C%s F%d q O0\r\n%s\r\n"
+            % (self.prefix + wire, len(head), token.cas, spilled - len(head), head)
+        )
+        if refused:
+            self.exchange_quiet(b"md %s q O0\r\n" % name)
 
 
 class _Connection:
@@ -440,6 +506,17 @@ class _Connection:
                     result[key] = reply == b"STORED"
                     sent.append(key)
             sizes.note({k: len(items[k][0]) for k in sent if result[k] and " " not in k})
+            # Segments of the values just replaced hold nothing any reader will find again.
+            spent = [
+                name for key in sent if result[key] for name in cast(_Token, items[key][1]).segments
+            ]
+            if spent:
+                try:
+                    node.exchange_quiet(
+                        b"".join(b"md %s q O0\r\n" % (prefix + name) for name in spent)
+                    )
+                except StoreUnavailable:  # the writes stand; the segments wait for eviction
+                    logger.warning("gaesignals: could not delete spent segments", exc_info=True)
 
         self._each_server(list(items), write, result)
         return result
@@ -489,11 +566,12 @@ class _Connection:
                     parts.append(b"add %s 0 0 %d\r\n%s\r\n" % (wire, len(value), value))
                     sent.append(key)
                     both.add(key)
-                parts.append(b"mg %s s\r\n" % wire)
+                parts.append(b"mg %s s f\r\n" % wire)
                 sent.append(key)
             if not sent:
                 return
             replies = iter(node.exchange(b"".join(parts), len(sent)))
+            full = []
             for key in dict.fromkeys(sent):
                 if key in items:
                     stored = next(replies) == b"STORED"
@@ -502,13 +580,26 @@ class _Connection:
                     result[key] = stored
                     size = next(replies)
                     if size.startswith(b"HD s"):
-                        sizes[key] = int(size[4:].split()[0])
+                        here, spilled = _size_flags(size)
+                        sizes[key] = here + spilled
+                        if stored and segments.crossed(here, len(items[key])):
+                            full.append(key)
                 else:
                     next(replies)
+            for key in full:
+                node.spill(key)
 
         counts = {k: v for k, v in (counters or {}).items() if k not in items}
         self._each_server([*items, *counts], write, result)
         return {key: result.get(key, False) for key in items}
+
+    def spill(self, key: str) -> None:
+        """Move the frames of the queue at ``key`` to a segment, on its server (see
+        :meth:`_Node.spill`)."""
+        try:
+            self._each_server([key], lambda node, group: node.spill(group[0]))
+        except StoreUnavailable as error:  # no server for it now: the queue only stays long
+            logger.warning("gaesignals: could not move %s to a segment: %s", key, error)
 
     def incr_many(self, deltas: Mapping[str, int]) -> None:
         """Add each delta to a decimal counter, creating a missing one (meta arithmetic)."""
@@ -541,6 +632,15 @@ class _Sizes(dict[str, int]):
         if len(self) + len(sizes) > _SIZES_KEPT:
             self.clear()
         self.update(sizes)
+
+
+def _size_flags(reply: bytes) -> tuple[int, int]:
+    """The size and client flags in a ``HD s<size> f<flags>`` reply: the bytes the key holds,
+    and how many more its segments hold than its pointers take (see .segments)."""
+    parts = reply.split()
+    if len(parts) == 3 and parts[1][:1] == b"s" and parts[2][:1] == b"f":
+        return int(parts[1][1:]), int(parts[2][1:])
+    raise StoreUnavailable(f"memcached gave an unexpected reply to mg: {reply!r}")
 
 
 def _bump(wire: bytes, delta: int, flags: bytes = b"") -> bytes:
@@ -690,7 +790,7 @@ class MemcachedStore:
                 pool.release(client)
             return None
         wire = client.key_prefix + key.encode("ascii")
-        request = b"append %s 0 0 %d\r\n%s\r\nmg %s s\r\n" % (wire, len(value), value, wire)
+        request = b"append %s 0 0 %d\r\n%s\r\nmg %s s f\r\n" % (wire, len(value), value, wire)
         replies = 2
         if counter is not None:
             request += _bump(client.key_prefix + counter.encode("ascii"), 1)
@@ -721,11 +821,15 @@ class MemcachedStore:
         if pool is not None:
             pool.release(client)
         answer = lines[1]
+        stored: bool = lines[0] == b"STORED"
         if answer.startswith(b"HD s"):
-            dict.__setitem__(sizes, key, int(answer[4:]))  # known key: no need to make room
+            here, spilled = _size_flags(answer)
+            dict.__setitem__(sizes, key, here + spilled)  # known key: no need to make room
+            if stored and segments.crossed(here, len(value)):
+                with self.connection() as conn:
+                    conn.spill(key)
         else:
             sizes.pop(key, None)  # gone: the general path appends and adds
-        stored: bool = lines[0] == b"STORED"
         return stored
 
     # -- the only places that reach into pymemcache's HashClient bookkeeping -------------------
