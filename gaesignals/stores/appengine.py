@@ -27,14 +27,16 @@ FOREIGN_VALUE = b"\x00gaesignals: foreign value, not raw bytes\x00"
 
 
 class _Joined:
-    """The CAS id of a queue kept in segments, and the segments its value was joined from
-    (deleted once a cas with it has replaced that value)."""
+    """The CAS id of a queue kept in segments, with what its value was joined from: the
+    pointers (``head``), the segments' keys and their bytes (``front``)."""
 
-    __slots__ = ("cas_id", "segments")
+    __slots__ = ("cas_id", "front", "head", "segments")
 
-    def __init__(self, cas_id: object, names: list[str]) -> None:
+    def __init__(self, cas_id: object, head: bytes, names: list[str], front: bytes) -> None:
         self.cas_id = cas_id
+        self.head = head
         self.segments = names
+        self.front = front
 
 
 class _Refused:
@@ -108,11 +110,8 @@ class _Connection:
         parts = self._client.get_multi(wanted, namespace=self._ns)
         for key, (start, names) in layouts.items():
             value, token = result[key]
-            read = [parts.get(name) for name in names]
-            joined = segments.join(
-                value, start, [p if isinstance(p, bytes) else None for p in read]
-            )
-            result[key] = (joined, _Joined(token, names))
+            front = b"".join(p for p in map(parts.get, names) if isinstance(p, bytes))
+            result[key] = (front + value[start:], _Joined(token, value[:start], names, front))
 
     def scan_many(self, keys: Sequence[str]) -> dict[str, tuple[bytes, object]]:
         return self.gets_many(keys)  # App Engine shards its memcache itself
@@ -130,7 +129,11 @@ class _Connection:
         spent: dict[str, list[str]] = {}
         for key, (value, token) in items.items():
             if isinstance(token, _Joined):
-                spent[key] = token.segments
+                if token.front and value.startswith(token.front):
+                    # A send's gets + cas (the value read, then frames): the segments stay.
+                    value = token.head + value[len(token.front) :]
+                else:
+                    spent[key] = token.segments
                 token = token.cas_id
             if token is None:
                 result[key] = False

@@ -823,9 +823,10 @@ class MemcachedStore:
         answer = lines[1]
         stored: bool = lines[0] == b"STORED"
         if answer.startswith(b"HD s"):
-            here, spilled = _size_flags(answer)
-            dict.__setitem__(sizes, key, here + spilled)  # known key: no need to make room
-            if stored and segments.crossed(here, len(value)):
+            size, _, spilled = answer[4:].partition(b" f")  # b"HD s<size> f<flags>"
+            here = int(size)
+            dict.__setitem__(sizes, key, here + int(spilled))  # known key: no need to make room
+            if here > segments.SEGMENT_BYTES and stored and segments.crossed(here, len(value)):
                 with self.connection() as conn:
                     conn.spill(key)
         else:
