@@ -127,7 +127,12 @@ class _Connection:
         values = {}
         result = {}
         spent: dict[str, list[str]] = {}
+        moved: dict[str, str] = {}
+        fresh: dict[str, bytes] = {}
         for key, (value, token) in items.items():
+            if token is None or len(value) > self._max:
+                result[key] = False
+                continue
             if isinstance(token, _Joined):
                 if token.front and value.startswith(token.front):
                     # A send's gets + cas (the value read, then frames): the segments stay.
@@ -135,14 +140,30 @@ class _Connection:
                 else:
                     spent[key] = token.segments
                 token = token.cas_id
-            if token is None:
-                result[key] = False
-                continue
+            start = segments.pointers(value)[1]
+            if len(value) - start > segments.SEGMENT_BYTES:
+                # Keep the value this key holds small (see .segments): its frames go to a
+                # segment written just before the cas.
+                ident = segments.new_id()
+                moved[key] = name = segments.segment_key(key, ident)
+                fresh[name] = value[start:]
+                value = value[:start] + segments.pointer(ident, len(value) - start)
             self._client._cas_ids[(self._ns, key.encode("utf-8"))] = token
             values[key] = value
+        if fresh:
+            added = self.add_many(fresh)
+            for key, name in list(moved.items()):
+                if not added[name]:  # the whole value in place after all
+                    values[key] = items[key][0]
+                    token = items[key][1]
+                    if isinstance(token, _Joined):
+                        spent[key] = token.segments
+                    del moved[key]
         result.update(self._statuses(self._cas, values, expire))
-        # Segments of the values just replaced hold nothing any reader will find again.
+        # Segments of the values just replaced hold nothing any reader will find again; those
+        # made for a cas that failed were never pointed to.
         done = [name for key, names in spent.items() if result.get(key) for name in names]
+        done += [name for key, name in moved.items() if not result.get(key)]
         if done:
             self._client.delete_multi(done, namespace=self._ns)
         return result
