@@ -40,6 +40,11 @@ _NOT_A_NUMBER = b"non-numeric value"
 #: Keys whose last seen size a store remembers (see ``append_many``); forgotten past this.
 _SIZES_KEPT = 65536
 
+#: How many times a move to a segment retries its cas after losing it to concurrent appends.
+_SPILL_ROUNDS = 4
+#: The largest segment written at once: well under any memcached item limit (``-I``).
+_SEGMENT_PIECE = 4 * segments.SEGMENT_BYTES
+
 # Larger reads make CPython allocate and free a buffer that size per call (mmap/munmap).
 _READ_SIZE = 64 * 1024
 
@@ -261,23 +266,58 @@ class _Node:
         if found is None:
             return
         value, token = found
-        pointers, start = segments.pointers(value)
-        body = value[start:]
-        if len(body) <= segments.SEGMENT_BYTES // 2:
+        start = segments.pointers(value)[1]
+        if len(value) - start <= segments.SEGMENT_BYTES // 2:
             return  # moved already
-        ident = segments.new_id()
-        name = self.prefix + segments.segment_key(wire.decode("ascii"), ident).encode("ascii")
-        reply = self.exchange(b"add %s 0 0 %d\r\n%s\r\n" % (name, len(body), body), 1)
-        if reply[0] != b"STORED":
+        made = self.write_segments(wire, value, start)
+        if made is None:
             return
-        head = value[:start] + segments.pointer(ident, len(body))
-        spilled = sum(length for _, length in pointers) + len(body)
-        refused = self.exchange_quiet(
-            b"ms %s %d C%s F%d q O0\r\n%s\r\n"
-            % (self.prefix + wire, len(head), token.cas, spilled - len(head), head)
-        )
-        if refused:
-            self.exchange_quiet(b"md %s q O0\r\n" % name)
+        head, spilled, names = made
+        tail = b""
+        for _ in range(_SPILL_ROUNDS):
+            refused = self.exchange_quiet(
+                b"ms %s %d C%s F%d q O0\r\n%s%s\r\n"
+                % (
+                    self.prefix + wire,
+                    len(head) + len(tail),
+                    token.cas,
+                    spilled - len(head),
+                    head,
+                    tail,
+                )
+            )
+            if not refused:
+                return
+            # Lost to a concurrent append (the value read is still the key's head: the frames
+            # after it stay in the key) or to a delivery (it is not: nothing is moved).
+            found = self.gets([wire], join=False).get(wire)
+            if found is None or not found[0].startswith(value):
+                break
+            tail, token = found[0][len(value) :], found[1]
+        self.exchange_quiet(b"".join(b"md %s q O0\r\n" % (self.prefix + n) for n in names))
+
+    def write_segments(
+        self, wire: bytes, value: bytes, start: int
+    ) -> tuple[bytes, int, list[bytes]] | None:
+        """Write the frames of ``value`` (from ``start``, after its pointers) to new segments of
+        the queue at ``wire``, in pieces no larger than :data:`_SEGMENT_PIECE`; return the
+        value's pointers with the new ones, the bytes they all name, and the new segments' wire
+        keys; None if a segment could not be written (none is left behind)."""
+        queue = wire.decode("ascii")
+        pointers, names, parts = [value[:start]], [], []
+        for offset in range(start, len(value), _SEGMENT_PIECE):
+            piece = value[offset : offset + _SEGMENT_PIECE]
+            ident = segments.new_id()
+            name = segments.segment_key(queue, ident).encode("ascii")
+            names.append(name)
+            pointers.append(segments.pointer(ident, len(piece)))
+            parts.append(b"add %s 0 0 %d\r\n%s\r\n" % (self.prefix + name, len(piece), piece))
+        replies = self.exchange(b"".join(parts), len(parts))
+        if any(reply != b"STORED" for reply in replies):
+            self.exchange_quiet(b"".join(b"md %s q O0\r\n" % (self.prefix + n) for n in names))
+            return None
+        spilled = segments.spilled_size(value[:start]) + len(value) - start
+        return b"".join(pointers), spilled, names
 
 
 class _Connection:
@@ -467,6 +507,7 @@ class _Connection:
             parts: list[bytes] = []
             sent: list[str] = []
             classic: list[tuple[str, bytes]] = []
+            moved: dict[str, list[bytes]] = {}
             sock = node.socket()
             prefix = node.prefix
             if counts:  # one server (a cluster's went first): ahead of the writes, same pipeline
@@ -477,16 +518,27 @@ class _Connection:
                 if not isinstance(token, _Token) or token.sock is not sock:
                     result[key] = False
                     continue
+                wire = key.encode("ascii") if " " not in key else _wire(key)
+                flags = b""
+                if len(value) > segments.SEGMENT_BYTES:
+                    # Keep the value the key holds small (see .segments): the frames go to new
+                    # segments first, so an acknowledgement of a long queue (even one that
+                    # overshot max_value_size) never meets the server's item limit.
+                    start = segments.pointers(value)[1]
+                    made = None
+                    if len(value) - start > segments.SEGMENT_BYTES:
+                        made = node.write_segments(wire, value, start)
+                    if made is not None:
+                        value, spilled, moved[key] = made
+                        flags = b" F%d" % (spilled - len(value))
                 if len(value) > limit:
-                    # A cas may rewrite a value the server already holds (a queue that
-                    # overshot max_value_size, its attempts bumped): the server's own limit
-                    # decides. Not with ms, which on a value too large deletes the key.
+                    # A value no segment could take: the server's own limit decides. Not
+                    # with ms, which on a value too large deletes the key.
                     classic.append((key, token.cas))
                     continue
-                wire = key.encode("ascii") if " " not in key else _wire(key)
                 parts.append(
-                    b"ms %s%s %d C%s%s q O%d\r\n%s\r\n"
-                    % (prefix, wire, len(value), token.cas, ttl, len(sent), value)
+                    b"ms %s%s %d C%s%s%s q O%d\r\n%s\r\n"
+                    % (prefix, wire, len(value), token.cas, ttl, flags, len(sent), value)
                 )
                 sent.append(key)
             if parts:
@@ -510,6 +562,8 @@ class _Connection:
             spent = [
                 name for key in sent if result[key] for name in cast(_Token, items[key][1]).segments
             ]
+            # Segments made for a cas that failed were never pointed to.
+            spent += [name for key, names in moved.items() if not result[key] for name in names]
             if spent:
                 try:
                     node.exchange_quiet(
