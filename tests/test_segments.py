@@ -167,6 +167,36 @@ def test_queue_full_counts_every_segment(raw: RawAccess) -> None:
         assert got == list(range(taken))
 
 
+@pytest.mark.parametrize("store_kind", ["memcached"])
+def test_an_overshot_queue_still_dead_letters_its_failing_head(raw: RawAccess) -> None:
+    """A process that has not seen a full queue's size appends once without checking: the
+    queue then holds more than max_value_size, more than memcached's 1 MiB item limit even.
+    Reliable delivery must still rewrite it (bumping its failing head's attempts, then
+    dead-lettering it); it once failed there on the item limit, retrying the head forever."""
+    from gaesignals.config import get_settings, store_from_url
+    from gaesignals.registry import declare
+
+    url = f"memcached://{raw.client.server[0]}:{raw.client.server[1]}"
+    taken = fill("over", 900)
+    configure(store=store_from_url(url))  # a fresh process: no sizes seen
+    send("over", {"n": "99999", "pad": "y" * 600_000})
+    assert pending("over")["over"].bytes > 1024 * 1024
+    declare("over", reliable=True, max_attempts=2)
+    calls: list[int] = []
+
+    def failing_head(data: dict[str, str]) -> None:
+        calls.append(int(data["n"]))
+        if data["n"] == "00000":
+            raise RuntimeError("the head fails")
+
+    for _ in range(3):
+        deliver({"over": failing_head}, reliable=True)
+    assert calls.count(0) == 2
+    assert calls[2:] == [*range(1, taken), 99999]
+    assert pending("over")["over"].count == 0
+    get_settings().store.close()  # type: ignore[attr-defined]
+
+
 @segmenting
 def test_a_vanished_segment_costs_only_its_own_payloads(raw: RawAccess) -> None:
     """An evicted segment (deleted behind the library's back) loses its payloads only: every
