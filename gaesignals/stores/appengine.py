@@ -10,7 +10,10 @@ Three rules of that API shape this adapter:
   refuses, so a pickled value planted by another service of the app never executes. Such a
   value reads as bytes that no frame parser accepts, and is dropped like any garbage.
 
-App Engine has no atomic append, so sends take the gets + cas path.
+App Engine has no atomic append, so sends take the gets + cas path. A long queue is kept in
+segments (:mod:`gaesignals.stores.segments`): any ``cas`` that would leave more than a
+segment's worth of frames in a queue key writes them to a segment first, reads join the
+segments back, and a ``cas`` that replaced a joined value deletes its segments.
 """
 
 from __future__ import annotations

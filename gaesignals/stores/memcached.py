@@ -13,6 +13,12 @@ three reasons pymemcache's API cannot serve:
 
 A CAS token is bound to the socket that read it (see :mod:`gaesignals.stores`).
 
+A long queue is kept in segments (:mod:`gaesignals.stores.segments`) on its own server: an
+append's size query (``mg <key> s f``) tells the key's bytes and, in its client flags, how many
+more its segments hold; the sender that takes the key past a multiple of the segment size moves
+its frames (:meth:`_Node.spill`), reads join the segments back (:meth:`_Node.gets`), and a
+``cas`` deletes the segments of the value it replaced.
+
 On a cluster (``HashClient``) a server that cannot be reached is taken out of the hash ring at
 once (pymemcache's own dead-node bookkeeping, brought back after ``dead_timeout``), and a batch
 whose server refused the connection is re-sent to the keys' new servers: nothing had been sent,
