@@ -229,6 +229,48 @@ def test_a_pointer_to_no_segment_is_skipped(raw: RawAccess) -> None:
 
 
 @segmenting
+@pytest.mark.parametrize("reliable", [False, True])
+def test_thousands_of_huge_pointers_are_harmless(raw: RawAccess, reliable: bool) -> None:
+    """Tampered pointers by the thousand, each claiming 4 GiB: a read asks for at most
+    MAX_POINTERS segments, the size they claim fits no flag field yet breaks nothing, and the
+    valid frames after them are delivered, in both modes (the reliable one rewriting the
+    queue after a failing payload)."""
+    send("forged", payload(1))
+    send("forged", payload(2))
+    frames_ = stored(raw, queue("forged"))
+    assert frames_ is not None
+    forged = b"".join(segments.pointer(segments.new_id(), 0xFFFFFFFF) for _ in range(3000))
+    raw.set(queue("forged"), forged + frames_)
+    got: list[int] = []
+
+    def first_fails(data: dict[str, str]) -> None:
+        if reliable and data["n"] == "00001" and 1 not in got:
+            got.append(1)
+            raise RuntimeError("once")
+        got.append(int(data["n"]))
+
+    deliver({"forged": first_fails}, reliable=reliable)
+    if reliable:
+        deliver({"forged": first_fails}, reliable=True)
+    assert got == ([1, 1, 2] if reliable else [1, 2])
+    assert pending("forged")["forged"].count == 0
+
+
+@segmenting
+def test_pointers_claiming_more_than_flags_hold_do_not_stop_moves(raw: RawAccess) -> None:
+    """Two tampered pointers claiming 4 GiB each: memcached records what segments hold in 32
+    flag bits, so the claim is clamped there, and later sends still move frames to segments."""
+    forged = b"".join(segments.pointer(segments.new_id(), 0xFFFFFFFF) for _ in range(2))
+    raw.set(queue("claims"), forged)
+    send_all("claims", 1500)
+    value = stored(raw, queue("claims"))
+    assert value is not None and len(segments.pointers(value)[0]) > 2
+    got: list[int] = []
+    assert deliver({"claims": collect(got)}) == 1500
+    assert got == list(range(1500))
+
+
+@segmenting
 def test_a_pointer_copied_to_another_queue_names_nothing_there(raw: RawAccess) -> None:
     """Signal A's pointers copied into signal B's queue neither deliver A's payloads as B's
     nor delete A's segments: A is still delivered whole afterwards."""

@@ -287,7 +287,7 @@ class _Node:
                     self.prefix + wire,
                     len(head) + len(tail),
                     token.cas,
-                    spilled - len(head),
+                    _flags(spilled - len(head)),
                     head,
                     tail,
                 )
@@ -536,7 +536,7 @@ class _Connection:
                         made = node.write_segments(wire, value, start)
                     if made is not None:
                         value, spilled, moved[key] = made
-                        flags = b" F%d" % (spilled - len(value))
+                        flags = b" F%d" % _flags(spilled - len(value))
                 if len(value) > limit:
                     # A value no segment could take: the server's own limit decides. Not
                     # with ms, which on a value too large deletes the key.
@@ -692,6 +692,12 @@ class _Sizes(dict[str, int]):
         if len(self) + len(sizes) > _SIZES_KEPT:
             self.clear()
         self.update(sizes)
+
+
+def _flags(spilled: int) -> int:
+    """The client flags that record how many more bytes a key's segments hold than its
+    pointers take, within the 32 bits memcached keeps (tampered pointers may claim more)."""
+    return min(max(spilled, 0), 0xFFFFFFFF)
 
 
 def _size_flags(reply: bytes) -> tuple[int, int]:

@@ -32,6 +32,9 @@ SEGMENT_BYTES = 64 * 1024
 POINTER_MAGIC = b"\xa7\x5d"
 POINTER = struct.Struct(">2s8sI")
 POINTER_SIZE = POINTER.size  # 14
+#: At most this many pointers are read from the start of a value: a legitimate queue has a few
+#: dozen (its limit over half a segment), and tampered bytes must not make a read ask for more.
+MAX_POINTERS = 1024
 
 
 def pointer(ident: bytes, length: int) -> bytes:
@@ -57,7 +60,11 @@ def pointers(value: bytes) -> tuple[list[tuple[bytes, int]], int]:
         return [], 0
     found: list[tuple[bytes, int]] = []
     start = 0
-    while value[start : start + 2] == POINTER_MAGIC and start + POINTER_SIZE <= len(value):
+    while (
+        value[start : start + 2] == POINTER_MAGIC
+        and start + POINTER_SIZE <= len(value)
+        and len(found) < MAX_POINTERS
+    ):
         _, ident, length = POINTER.unpack_from(value, start)
         found.append((ident, length))
         start += POINTER_SIZE
@@ -88,6 +95,7 @@ def crossed(size: int, added: int) -> bool:
 
 
 __all__ = [
+    "MAX_POINTERS",
     "POINTER_MAGIC",
     "POINTER_SIZE",
     "SEGMENT_BYTES",
