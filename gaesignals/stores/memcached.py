@@ -48,7 +48,7 @@ _SIZES_KEPT = 65536
 
 #: How many times a move to a segment retries its cas after losing it to concurrent appends.
 _SPILL_ROUNDS = 4
-#: The largest segment written at once: well under any memcached item limit (``-I``).
+#: The largest segment written at once (or max_value_size, if smaller: it is within ``-I``).
 _SEGMENT_PIECE = 4 * segments.SEGMENT_BYTES
 
 # Larger reads make CPython allocate and free a buffer that size per call (mmap/munmap).
@@ -150,6 +150,8 @@ class _Node:
         self.client = self.pool.get() if self.pool is not None else client
         self.prefix: bytes = self.client.key_prefix or b""
         self.failed = False
+        #: The largest segment written at once (see write_segments).
+        self.piece = _SEGMENT_PIECE
 
     def release(self) -> None:
         if self.pool is not None:
@@ -306,13 +308,13 @@ class _Node:
         self, wire: bytes, value: bytes, start: int
     ) -> tuple[bytes, int, list[bytes]] | None:
         """Write the frames of ``value`` (from ``start``, after its pointers) to new segments of
-        the queue at ``wire``, in pieces no larger than :data:`_SEGMENT_PIECE`; return the
+        the queue at ``wire``, in pieces no larger than :attr:`piece`; return the
         value's pointers with the new ones, the bytes they all name, and the new segments' wire
         keys; None if a segment could not be written (none is left behind)."""
         queue = wire.decode("ascii")
         pointers, names, parts = [value[:start]], [], []
-        for offset in range(start, len(value), _SEGMENT_PIECE):
-            piece = value[offset : offset + _SEGMENT_PIECE]
+        for offset in range(start, len(value), self.piece):
+            piece = value[offset : offset + self.piece]
             ident = segments.new_id()
             name = segments.segment_key(queue, ident).encode("ascii")
             names.append(name)
@@ -356,6 +358,7 @@ class _Connection:
             if node is not None:
                 node.release()
             node = self.nodes[client.server] = _Node(client)
+            node.piece = min(_SEGMENT_PIECE, self.store.max_value_size)
         return node
 
     def _each_server(
