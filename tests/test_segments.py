@@ -270,6 +270,33 @@ def test_pointers_claiming_more_than_flags_hold_do_not_stop_moves(raw: RawAccess
     assert got == list(range(1500))
 
 
+@pytest.mark.parametrize("store_kind", ["appengine", "memcached"])
+def test_a_read_that_races_a_delivery_is_made_again(
+    raw: RawAccess, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A reader reads the queue key, then its segments; a delivery in between takes the queue
+    and deletes the segments. The reader must not return the key's last frames alone (lost
+    detection would count the rest as lost): it sees the segments gone and the key changed,
+    and reads again."""
+    send_all("raced", 1500)
+    spilled(raw, queue("raced"))
+    delivered: list[int] = []
+    real = segments.segment_keys
+    raced: list[bool] = []
+
+    def with_a_delivery_first(queue_key: str, found: Any) -> list[str]:
+        if not raced:
+            raced.append(True)
+            deliver({"raced": collect(delivered)})
+        return real(queue_key, found)
+
+    monkeypatch.setattr(segments, "segment_keys", with_a_delivery_first)
+    with raw.store.connection() as conn:
+        item = conn.gets_many([queue("raced")]).get(queue("raced"))
+    assert raced and delivered == list(range(1500))
+    assert item is not None and item[0] == b""
+
+
 @segmenting
 def test_a_pointer_copied_to_another_queue_names_nothing_there(raw: RawAccess) -> None:
     """Signal A's pointers copied into signal B's queue neither deliver A's payloads as B's

@@ -25,6 +25,9 @@ from typing import Any
 from ..exceptions import StoreUnavailable
 from . import DEFAULT_MAX_VALUE_SIZE, segments
 
+#: How many times a read of a segmented queue is made again after racing a delivery.
+_JOIN_ROUNDS = 3
+
 #: What a value App Engine would have unpickled (or decoded to a non-bytes type) reads as.
 FOREIGN_VALUE = b"\x00gaesignals: foreign value, not raw bytes\x00"
 
@@ -91,6 +94,23 @@ class _Connection:
         return result
 
     def gets_many(self, keys: Sequence[str]) -> dict[str, tuple[bytes, object]]:
+        result = self._read(keys)
+        for round_ in range(_JOIN_ROUNDS):
+            spilled = [k for k, (value, _) in result.items() if value[:2] == segments.POINTER_MAGIC]
+            if not spilled:
+                break
+            changed = self._join(result, spilled, recheck=round_ < _JOIN_ROUNDS - 1)
+            if not changed:
+                break
+            again = self._read(changed)
+            for key in changed:
+                if key in again:
+                    result[key] = again[key]
+                else:
+                    del result[key]
+        return result
+
+    def _read(self, keys: Sequence[str]) -> dict[str, tuple[bytes, object]]:
         values = self._client.get_multi(list(keys), namespace=self._ns, for_cas=True)
         result: dict[str, tuple[bytes, object]] = {}
         for key, value in values.items():
@@ -98,23 +118,35 @@ class _Connection:
             if isinstance(value, int) and not isinstance(value, bool):
                 value = b"%d" % value  # a counter made by offset_multi reads back as an int
             result[key] = (value if isinstance(value, bytes) else FOREIGN_VALUE, token)
-        spilled = [k for k, (value, _) in result.items() if value[:2] == segments.POINTER_MAGIC]
-        if spilled:
-            self._join(result, spilled)
         return result
 
-    def _join(self, result: dict[str, tuple[bytes, object]], spilled: list[str]) -> None:
-        """Replace each spilled queue's value by its segments and frames (see .segments)."""
+    def _join(
+        self, result: dict[str, tuple[bytes, object]], spilled: list[str], *, recheck: bool
+    ) -> list[str]:
+        """Replace each spilled queue's value by its segments and frames (see .segments).
+
+        A segment is deleted only after a cas replaced the value that pointed to it, so a
+        segment missing while its queue key still holds the same value was evicted; the keys
+        whose value changed meanwhile (the read raced a delivery) are returned, unjoined, to
+        be read again (``recheck``; a short value would look like lost payloads)."""
         layouts = {}
         for key in spilled:
             pointers, start = segments.pointers(result[key][0])
             layouts[key] = (start, segments.segment_keys(key, pointers))
         wanted = [name for _, names in layouts.values() for name in names]
         parts = self._client.get_multi(wanted, namespace=self._ns)
+        missing = [k for k, (_, names) in layouts.items() if any(n not in parts for n in names)]
+        changed: list[str] = []
+        if missing and recheck:
+            now = self._client.get_multi(missing, namespace=self._ns)
+            changed = [k for k in missing if now.get(k) != result[k][0]]
         for key, (start, names) in layouts.items():
+            if key in changed:
+                continue
             value, token = result[key]
             front = b"".join(p for p in map(parts.get, names) if isinstance(p, bytes))
             result[key] = (front + value[start:], _Joined(token, value[:start], names, front))
+        return changed
 
     def scan_many(self, keys: Sequence[str]) -> dict[str, tuple[bytes, object]]:
         return self.gets_many(keys)  # App Engine shards its memcache itself

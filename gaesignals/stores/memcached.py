@@ -46,6 +46,8 @@ _NOT_A_NUMBER = b"non-numeric value"
 #: Keys whose last seen size a store remembers (see ``append_many``); forgotten past this.
 _SIZES_KEPT = 65536
 
+#: How many times a read of a segmented queue is made again after racing a delivery.
+_JOIN_ROUNDS = 3
 #: How many times a move to a segment retries its cas after losing it to concurrent appends.
 _SPILL_ROUNDS = 4
 #: The largest segment written at once (or max_value_size, if smaller: it is within ``-I``).
@@ -237,24 +239,49 @@ class _Node:
         return found
 
     def _join(self, found: dict[bytes, tuple[bytes, _Token]], spilled: list[bytes]) -> None:
-        """Replace each spilled queue's value by its segments and frames (see .segments)."""
-        layouts = {}
-        wanted: list[bytes] = []
-        for key in spilled:
-            pointers, start = segments.pointers(found[key][0])
-            names = [
-                n.encode("ascii") for n in segments.segment_keys(key.decode("ascii"), pointers)
+        """Replace each spilled queue's value by its segments and frames (see .segments).
+
+        A segment is deleted only after a cas replaced the value that pointed to it, so a
+        segment missing while its queue key is unchanged was evicted; if the key changed, the
+        read raced a delivery and is made again (a short value would look like lost payloads).
+        """
+        for round_ in range(_JOIN_ROUNDS):
+            layouts = {}
+            wanted: list[bytes] = []
+            for key in spilled:
+                pointers, start = segments.pointers(found[key][0])
+                names = [
+                    n.encode("ascii") for n in segments.segment_keys(key.decode("ascii"), pointers)
+                ]
+                layouts[key] = (start, names)
+                wanted.extend(names)
+            parts = self.gets(wanted, join=False)
+            missing = [k for k, (_, names) in layouts.items() if any(n not in parts for n in names)]
+            if round_ == _JOIN_ROUNDS - 1:
+                missing = []  # still racing: keep the short read (its cas will fail anyway)
+            again = self.gets(missing, join=False) if missing else {}
+            changed = [k for k in missing if k not in again or again[k][1].cas != found[k][1].cas]
+            for key, (start, names) in layouts.items():
+                if key in changed:
+                    continue
+                value, token = found[key]
+                token.segments = names
+                joined = segments.join(
+                    value, start, [parts[n][0] if n in parts else None for n in names]
+                )
+                found[key] = (joined, token)
+            if not changed:
+                return
+            for key in changed:
+                if key in again:
+                    found[key] = again[key]
+                else:
+                    del found[key]
+            spilled = [
+                k for k in changed if k in found and found[k][0][:2] == segments.POINTER_MAGIC
             ]
-            layouts[key] = (start, names)
-            wanted.extend(names)
-        parts = self.gets(wanted, join=False)
-        for key, (start, names) in layouts.items():
-            value, token = found[key]
-            token.segments = names
-            joined = segments.join(
-                value, start, [parts[n][0] if n in parts else None for n in names]
-            )
-            found[key] = (joined, token)
+            if not spilled:
+                return
 
     def spill(self, key: str) -> None:
         """Move the frames of the queue at ``key`` to a new segment, leaving a pointer (see
