@@ -175,14 +175,10 @@ class _Connection:
                 else:
                     spent[key] = token.segments
                 token = token.cas_id
-            start = segments.pointers(value)[1]
-            if len(value) - start > segments.SEGMENT_BYTES:
-                # Keep the value this key holds small (see .segments): its frames go to a
-                # segment written just before the cas.
-                ident = segments.new_id()
-                moved[key] = name = segments.segment_key(key, ident)
-                fresh[name] = value[start:]
-                value = value[:start] + segments.pointer(ident, len(value) - start)
+            move = _moved(key, value)
+            if move is not None:  # the frames go to a segment written just before the cas
+                value, name, fresh[name] = move
+                moved[key] = name
             self._client._cas_ids[(self._ns, key.encode("utf-8"))] = token
             values[key] = value
         if fresh:
@@ -222,6 +218,22 @@ class _Connection:
     def delete_many(self, keys: Sequence[str]) -> None:
         if not self._client.delete_multi(list(keys), namespace=self._ns):
             raise StoreUnavailable("App Engine memcache did not answer a delete")
+
+
+def _moved(key: str, value: bytes) -> tuple[bytes, str, bytes] | None:
+    """When ``value`` (for the queue at ``key``) holds more than a segment's worth of frames
+    after its pointers: the value with those frames replaced by a pointer to a new segment,
+    that segment's key and its bytes (to write before the value). Else None."""
+    start = segments.pointers(value)[1]
+    if len(value) - start <= segments.SEGMENT_BYTES:
+        return None
+    ident = segments.new_id()
+    body = value[start:]
+    return (
+        value[:start] + segments.pointer(ident, len(body)),
+        segments.segment_key(key, ident),
+        body,
+    )
 
 
 class AppEngineStore:
@@ -265,30 +277,20 @@ class AppEngineStore:
             policy, new = memcache.MemcacheSetRequest.ADD, value
         elif not isinstance(current, bytes):
             return None
-        elif len(current) + len(value) <= segments.SEGMENT_BYTES:
+        else:
             if segments.spilled_size(current) + len(value) > self.max_value_size:
                 return None
             policy, new = memcache.MemcacheSetRequest.CAS, current + value
-        else:
-            # Past a segment's worth of frames: move them to a segment of their own in this
-            # send's cas, so the value this send rewrites stays small (see .segments).
-            pointers, start = segments.pointers(current)
-            total = sum(length for _, length in pointers) + len(current) - start
-            if total + len(value) > self.max_value_size:
-                return None
-            policy = memcache.MemcacheSetRequest.CAS
-            if len(current) - start > segments.SEGMENT_BYTES // 2:
-                ident = segments.new_id()
-                segment = segments.segment_key(key, ident)
-                body = current[start:]
+            move = _moved(key, new)
+            if move is not None:
+                # Past a segment's worth of frames: they move to a segment in this send's
+                # cas, so the value a send rewrites stays small (see .segments).
+                new, segment, body = move
                 added = client._set_multi_async_with_policy(
                     memcache.MemcacheSetRequest.ADD, {segment: body}, namespace=ns
                 ).get_result()
                 if not added or added.get(segment) != memcache.STORED:
                     return None
-                new = current[:start] + segments.pointer(ident, len(body)) + value
-            else:
-                new = current + value
         rpc = client._set_multi_async_with_policy(policy, {key: new}, namespace=ns)
         statuses = rpc.get_result()
         if statuses is None:

@@ -329,6 +329,10 @@ class _Node:
             if found is None or not found[0].startswith(value):
                 break
             tail, token = found[0][len(value) :], found[1]
+        self.delete_segments(names)
+
+    def delete_segments(self, names: Sequence[bytes]) -> None:
+        """Delete segments (wire keys) in one quiet pipeline; missing ones are no failure."""
         self.exchange_quiet(b"".join(b"md %s q O0\r\n" % (self.prefix + n) for n in names))
 
     def write_segments(
@@ -349,7 +353,7 @@ class _Node:
             parts.append(b"add %s 0 0 %d\r\n%s\r\n" % (self.prefix + name, len(piece), piece))
         replies = self.exchange(b"".join(parts), len(parts))
         if any(reply != b"STORED" for reply in replies):
-            self.exchange_quiet(b"".join(b"md %s q O0\r\n" % (self.prefix + n) for n in names))
+            self.delete_segments(names)
             return None
         spilled = segments.spilled_size(value[:start]) + len(value) - start
         return b"".join(pointers), spilled, names
@@ -602,9 +606,7 @@ class _Connection:
             spent += [name for key, names in moved.items() if not result[key] for name in names]
             if spent:
                 try:
-                    node.exchange_quiet(
-                        b"".join(b"md %s q O0\r\n" % (prefix + name) for name in spent)
-                    )
+                    node.delete_segments(spent)
                 except StoreUnavailable:  # the writes stand; the segments wait for eviction
                     logger.warning("gaesignals: could not delete spent segments", exc_info=True)
 
@@ -733,9 +735,9 @@ def _flags(spilled: int) -> int:
 def _size_flags(reply: bytes) -> tuple[int, int]:
     """The size and client flags in a ``HD s<size> f<flags>`` reply: the bytes the key holds,
     and how many more its segments hold than its pointers take (see .segments)."""
-    parts = reply.split()
-    if len(parts) == 3 and parts[1][:1] == b"s" and parts[2][:1] == b"f":
-        return int(parts[1][1:]), int(parts[2][1:])
+    size, found, spilled = reply[4:].partition(b" f")  # on a send's hot path: one split
+    if reply.startswith(b"HD s") and found and size.isdigit() and spilled.isdigit():
+        return int(size), int(spilled)
     raise StoreUnavailable(f"memcached gave an unexpected reply to mg: {reply!r}")
 
 
@@ -919,9 +921,8 @@ class MemcachedStore:
         answer = lines[1]
         stored: bool = lines[0] == b"STORED"
         if answer.startswith(b"HD s"):
-            size, _, spilled = answer[4:].partition(b" f")  # b"HD s<size> f<flags>"
-            here = int(size)
-            dict.__setitem__(sizes, key, here + int(spilled))  # known key: no need to make room
+            here, spilled = _size_flags(answer)
+            dict.__setitem__(sizes, key, here + spilled)  # known key: no need to make room
             if here > segments.SEGMENT_BYTES and stored and segments.crossed(here, len(value)):
                 with self.connection() as conn:
                     conn.spill(key)
