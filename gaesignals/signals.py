@@ -475,7 +475,7 @@ def _append(
 ) -> None:
     """Append (with ``add`` for missing keys) until every value is stored; ``sent[0]`` tells
     whether the counters went out (with the first append actually sent)."""
-    known = getattr(store, "sizes", None)  # the sizes an adapter last saw, if it keeps them
+    known = store.sizes  # the sizes an adapter last saw, if it keeps them
     for attempt in range(SEND_ATTEMPTS):
         if known is not None:
             # An append the last seen size says would overflow is not sent: read the key
@@ -660,11 +660,11 @@ def send(name: str, data: Any = None) -> None:
     key, queues = route(name, keys)
     store = settings.store
     counter = keys.counter("sent") if settings.counters else None
-    quick = getattr(store, "append_one", None)
+    fast = store.fast_send
     # A store's one-send fast path first; whatever it could not do, the general path does (on
     # a gets + cas store that includes telling a CAS lost to another sender of this shard,
     # which moves this thread's next sends, from one lost to a delivery).
-    stored = None if quick is None else quick(key, frame, counter)
+    stored = None if fast is None else fast.append_one(key, frame, counter)
     if stored:
         if counter is not None and not store.supports_append:
             _count_sent(None, store, {counter: 1})  # gets + cas: the fast path counted nothing

@@ -23,7 +23,6 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from functools import partial
 from types import TracebackType
 from typing import Any, NamedTuple, Self, TypeVar
 
@@ -368,20 +367,16 @@ class CountingStore:
         self.max_value_size = inner.max_value_size
         self.supports_append = inner.supports_append
         self.shared = inner.shared
+        self.sizes = inner.sizes
+        self.native = inner.native
         self.calls: Counter[str] = Counter()
         # A store's one-send fast path (see MemcachedStore.append_one), counted when it sent.
-        quick: Callable[[str, bytes, str | None], bool | None] | None
-        quick = getattr(inner, "append_one", None)
-        self.append_one = None if quick is None else partial(self._append_one, quick)
+        self._fast = inner.fast_send
+        self.fast_send = None if self._fast is None else self
 
-    def _append_one(
-        self,
-        quick: Callable[[str, bytes, str | None], bool | None],
-        key: str,
-        value: bytes,
-        counter: str | None,
-    ) -> bool | None:
-        stored = quick(key, value, counter)
+    def append_one(self, key: str, value: bytes, counter: str | None) -> bool | None:
+        assert self._fast is not None
+        stored = self._fast.append_one(key, value, counter)
         if stored is not None:  # None: it sent nothing, the general path runs
             self.calls["append_one"] += 1
         return stored
@@ -579,6 +574,9 @@ class _TappedStore:
         self.max_value_size = inner.max_value_size
         self.supports_append = inner.supports_append
         self.shared = inner.shared
+        self.sizes = inner.sizes
+        self.fast_send = None  # every send passes the taps
+        self.native = inner.native
 
     def __repr__(self) -> str:
         return f"TappedStore({self.inner!r})"

@@ -509,6 +509,9 @@ class PassThroughStore:
         self.max_value_size = inner.max_value_size
         self.supports_append = inner.supports_append
         self.shared = inner.shared
+        self.sizes = inner.sizes
+        self.fast_send = None  # every send goes through the hooked connection
+        self.native = None
 
     def before(self, method: str, args: tuple[Any, ...]) -> None:
         """Called with the name and positional arguments of each connection method call."""

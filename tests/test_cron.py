@@ -176,6 +176,9 @@ class _DownStore:
     max_value_size = 1_000_000
     supports_append = True
     shared = False
+    sizes = None
+    fast_send = None
+    native = None
 
     @contextlib.contextmanager
     def connection(self) -> Iterator[Any]:

@@ -238,6 +238,9 @@ class _WithoutAppend:
 
     supports_append = False
     shared = True
+    sizes = None
+    fast_send = None
+    native = None
 
     def __init__(self, inner: Store) -> None:
         self.inner = inner
@@ -329,6 +332,9 @@ class _DownStore:
     max_value_size = 1000
     supports_append = True
     shared = True
+    sizes = None
+    fast_send = None
+    native = None
 
     def connection(self) -> Any:
         raise gaesignals.StoreUnavailable("memcached at 127.0.0.1:1 is unreachable")

@@ -18,7 +18,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, NamedTuple, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from ..exceptions import StoreUnavailable
 
 #: memcached's and App Engine's practical ceiling for one value, and ours by default.
 DEFAULT_MAX_VALUE_SIZE = 1_000_000
@@ -82,9 +85,63 @@ class Connection(Protocol):
         ...
 
 
+class FastSend(Protocol):
+    """A store's one-send fast path: one payload's append (and ``counter`` bump) without a
+    connection's batching. The send entry point tries it first."""
+
+    def append_one(self, key: str, value: bytes, counter: str | None) -> bool | None:
+        """None when it sent nothing (the general path then runs), else whether it stored;
+        False means the append was refused but ``counter`` was bumped."""
+        ...
+
+
+class TakeGroup(NamedTuple):
+    """One signal's part of a native weak take: its queue keys (on a cluster they share a
+    hash slot), the counters to bump by the frames taken, and counter keys to read first."""
+
+    queues: tuple[str, ...]
+    #: ``(accounted, delivered)`` counter keys, each bumped by the frames taken; None: no counting.
+    counters: tuple[str, str] | None = None
+    #: Keys read, atomically with the take and before it (a lost check's counters).
+    read: tuple[str, ...] = ()
+
+
+class Taken(NamedTuple):
+    """What a native weak take removed and read."""
+
+    #: Each queue key that held bytes, and the bytes taken from it (the key is now empty).
+    values: dict[str, bytes]
+    #: Each ``read`` key that exists, and its value.
+    read: dict[str, bytes]
+    #: Each queue key in ``values`` and the frames the store counted in it (what it bumped
+    #: the group's counters by): whole version-2 frames walked by their headers from the start.
+    counted: dict[str, int]
+    #: On a cluster, why the groups missing from the answer were not taken (a node failed);
+    #: the caller runs what was taken, then raises it.
+    failure: StoreUnavailable | None = None
+
+
+class NativeQueue(Protocol):
+    """Queue operations a store does natively, in place of their generic versions over the
+    memcache primitives (compare-and-set emulated on a store without one costs more)."""
+
+    def take_many(self, groups: Sequence[TakeGroup]) -> Taken:
+        """A weak take of every group in one round trip: per group, atomically, read its
+        ``read`` keys, then read and empty each of its queues, bumping its counters by the
+        frames counted. Raises :class:`~gaesignals.StoreUnavailable` when nothing answered
+        (a timed-out take may still have been applied)."""
+        ...
+
+    def acknowledge(self, key: str, taken: bytes, keep: bytes) -> bool:
+        """If ``key`` still begins with ``taken``, replace that head by ``keep`` and keep what
+        senders appended after it (a missing key is created holding ``keep``); False, with
+        nothing written, when the head is no longer ``taken``."""
+        ...
+
+
 @runtime_checkable
 class Store(Protocol):
-    """A cache that holds pending payloads."""
+    """A cache that holds pending payloads, and the capabilities it declares."""
 
     #: The largest value one key may hold, in bytes.
     max_value_size: int
@@ -93,16 +150,35 @@ class Store(Protocol):
     #: Whether other processes or machines can read and write this cache.
     shared: bool
 
+    @property
+    def sizes(self) -> Mapping[str, int] | None:
+        """Each key's last seen size, for a store whose append cannot refuse by size on the
+        server (memcached appends up to its own -I): sends then read a key first instead of
+        appending past ``max_value_size``. None when the store refuses by size itself."""
+        ...
+
+    @property
+    def fast_send(self) -> FastSend | None:
+        """The one-send fast path, or None."""
+        ...
+
+    @property
+    def native(self) -> NativeQueue | None:
+        """Native queue operations, or None (the generic ones over :class:`Connection` run)."""
+        ...
+
     def connection(self) -> AbstractContextManager[Connection]:
         """A connection pinned for one unit of work (a send, a delivery)."""
         ...
 
-    # Optional: a store whose append cannot refuse by size on the server (memcached appends up
-    # to its own -I) may expose ``sizes``, a ``Mapping[str, int]`` of each key's last seen
-    # size; sends then read a key first instead of appending past ``max_value_size``.
-    # Optional too: ``append_one(key, value, counter)``, one send's append (and ``counter``
-    # bump) without a connection's batching; it returns None when it sent nothing (the general
-    # path then runs), else whether it stored (see MemcachedStore.append_one).
 
-
-__all__ = ["DEFAULT_MAX_VALUE_SIZE", "MAX_KEY_LENGTH", "Connection", "Store"]
+__all__ = [
+    "DEFAULT_MAX_VALUE_SIZE",
+    "MAX_KEY_LENGTH",
+    "Connection",
+    "FastSend",
+    "NativeQueue",
+    "Store",
+    "TakeGroup",
+    "Taken",
+]

@@ -245,6 +245,8 @@ class AppEngineStore:
 
     supports_append = False
     shared = True
+    sizes = None
+    native = None
 
     def __init__(
         self, *, namespace: str = "", max_value_size: int = DEFAULT_MAX_VALUE_SIZE
@@ -254,6 +256,7 @@ class AppEngineStore:
         self.memcache: Any = memcache
         self.namespace = namespace
         self.max_value_size = min(max_value_size, memcache.MAX_VALUE_SIZE)
+        self.fast_send: AppEngineStore | None = self
 
     def __repr__(self) -> str:
         return f"AppEngineStore(namespace={self.namespace!r})"

@@ -792,6 +792,7 @@ class MemcachedStore:
 
     supports_append = True
     shared = True
+    native = None
 
     def __init__(self, client: Any, *, max_value_size: int = DEFAULT_MAX_VALUE_SIZE) -> None:
         self.client = client
@@ -803,6 +804,7 @@ class MemcachedStore:
         _stores.add(self)
         #: The size each key had when this process last appended to it or read it.
         self.sizes = _Sizes()
+        self.fast_send: MemcachedStore | None = self
 
     def __repr__(self) -> str:
         servers = sorted(self.client.clients) if self.hashed else [self.client.server]

@@ -26,6 +26,9 @@ class MemoryStore:
     """
 
     shared = False
+    sizes = None
+    fast_send = None
+    native = None
 
     def __init__(
         self,

@@ -266,6 +266,9 @@ class RedisStore:
 
     supports_append = True
     shared = True
+    sizes = None
+    fast_send = None
+    native = None
 
     def __init__(self, client: Any, *, max_value_size: int = DEFAULT_MAX_VALUE_SIZE) -> None:
         if client.get_encoder().decode_responses:
