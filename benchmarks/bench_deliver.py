@@ -46,8 +46,8 @@ from common import (
 import gaesignals
 from gaesignals import delivery, frames
 from gaesignals.config import get_settings
+from gaesignals.keys import signal_keys
 from gaesignals.registry import registry
-from gaesignals.signals import signal_keys
 from gaesignals.stores.memory import MemoryStore
 
 SIGNALS = 100
@@ -110,10 +110,10 @@ def weak_rows(args: Any, server: Memcached) -> list[Row]:
     got = compare({"lib": lib, "raw": base}, args.reps)
     ok = deliver_trips == 2 and delivered == SIGNALS
     # One signal on 16 shards, a payload on each: still one batched read and one reset.
-    from gaesignals.signals import queue_keys
+    from gaesignals.queue.routing import queues_of
 
     gaesignals.declare("bench_sharded", shards=16)
-    sharded = queue_keys("bench_sharded", get_settings())
+    sharded = queues_of("bench_sharded", get_settings())
     gaesignals.send("bench_sharded", PAYLOAD)
     gaesignals.deliver({"bench_sharded": noop})  # a signal's first delivery creates its counters
     gaesignals.send("bench_sharded", PAYLOAD)

@@ -26,7 +26,7 @@ from common import (
 )
 
 import gaesignals
-from gaesignals.signals import signal_keys
+from gaesignals.keys import signal_keys
 
 PAYLOADS: list[tuple[str, Any]] = [
     ("None", None),

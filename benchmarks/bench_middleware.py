@@ -32,7 +32,7 @@ from common import (
 )
 
 import gaesignals
-from gaesignals.signals import signal_keys
+from gaesignals.keys import signal_keys
 
 SIGNALS = 10
 ENVIRON = {

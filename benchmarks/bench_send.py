@@ -49,7 +49,7 @@ from common import (
 )
 
 import gaesignals
-from gaesignals.signals import signal_keys
+from gaesignals.keys import signal_keys
 from gaesignals.stores import segments
 
 NAME = "bench_send"
@@ -104,10 +104,10 @@ def sharded_rows(
     shard is restored to its filled value before each chunk of timed sends.
     """
     from gaesignals.config import get_settings
-    from gaesignals.signals import queue_keys
+    from gaesignals.queue.routing import queues_of
 
     gaesignals.declare(SHARDED, shards=SHARDS)
-    queues = queue_keys(SHARDED, get_settings())
+    queues = queues_of(SHARDED, get_settings())
     signal = gaesignals.Signal(SHARDED)
     per_level: dict[int, Samples] = {}
     largest: dict[int, int] = {}
@@ -274,8 +274,8 @@ def diagnostics(args, server: Memcached, signal, raw) -> list[Row]:
 def adapter_rows(args, raw, name: str) -> list[Row]:
     """The store adapter alone: connection + append_many of a ready frame, against a raw
     pymemcache append of the same bytes (one round trip each)."""
+    from gaesignals.codec import encode_payload
     from gaesignals.config import get_settings
-    from gaesignals.signals import encode_payload
 
     settings = get_settings()
     keys = signal_keys(name, settings.namespace)
@@ -389,8 +389,8 @@ def multi_samples(raw, key: str) -> dict[str, Samples]:
 
 def cpu_rows(bench: str, name: str) -> list[Row]:
     """CPU cost of a send's steps without the network, against pickle.dumps (internal API)."""
+    from gaesignals.codec import encode_payload
     from gaesignals.config import get_settings
-    from gaesignals.signals import encode_payload
 
     settings = get_settings()
     keys = signal_keys(name, settings.namespace)

@@ -17,7 +17,7 @@ from typing import Any
 
 from gaesignals import frames
 from gaesignals.config import get_settings
-from gaesignals.signals import signal_keys
+from gaesignals.keys import signal_keys
 
 PREFIX = "gaesignals-example"
 #: How many entries each list keeps, newest first.

@@ -5,18 +5,12 @@ handlers. See the README for the delivery modes and what each guarantees.
 """
 
 from .config import configure
-from .delivery import (
-    SignalMapping,
-    dead_letters,
-    deliver,
-    pass_signal_name,
-    purge_dead_letters,
-    requeue_dead_letters,
-    send_now,
-)
+from .delivery import dead_letters, deliver, purge_dead_letters, requeue_dead_letters
+from .eager import send_now
 from .exceptions import (
     BadFrame,
     ConfigurationError,
+    Contention,
     GaeSignalsError,
     InvalidSignalName,
     PartialFailure,
@@ -25,6 +19,7 @@ from .exceptions import (
     StoreUnavailable,
     UnserializablePayload,
 )
+from .mapping import SignalMapping, pass_signal_name
 from .middleware import SignalsMiddleware
 from .registry import (
     Registry,
@@ -36,7 +31,7 @@ from .registry import (
     receiver,
     registry,
 )
-from .signals import Contention, Signal, send, send_multi
+from .sending import Signal, send, send_multi
 from .stats import Pending, health, pending, stats
 
 __all__ = [

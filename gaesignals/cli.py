@@ -30,10 +30,10 @@ from types import FrameType
 from typing import Any
 
 from . import config, delivery
-from .delivery import SignalMapping
 from .exceptions import ConfigurationError, GaeSignalsError, InvalidSignalName, StoreUnavailable
+from .mapping import Handler, SignalMapping
 from .registry import autodiscover, check_lease, check_max_attempts
-from .signals import send
+from .sending import send
 
 logger = logging.getLogger("gaesignals")
 
@@ -330,7 +330,7 @@ class _Counted:
 
     def __init__(
         self,
-        handler: delivery.Handler,
+        handler: Handler,
         name: str,
         tally: Counter[str],
         failed: list[bool],

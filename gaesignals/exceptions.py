@@ -9,15 +9,19 @@
      ├── UnserializablePayload (also TypeError) the codec cannot encode the payload
      ├── QueueFull                              the signal's pending bytes would pass the item limit
      ├── StoreUnavailable                       the cache is down, timed out or refused the call
-     │    └── PartialFailure                    a batch failed on some servers of a cluster
-     └── BadFrame                               bytes in the cache that are not a valid frame
+     │    ├── PartialFailure                    a batch failed on some servers of a cluster
+     │    └── Contention                        a key kept changing under every bounded attempt
+     └── BadFrame                               bytes that are not a valid frame, or refused ones
 
 Programmer mistakes that are not about a signal (a handler that is not callable, a mapping of the
 wrong shape) stay plain ``TypeError``/``ValueError``. Errors caused by another error carry it as
-``__cause__``.
+``__cause__``. An error's data is in named attributes (``QueueFull.keys``); its ``str()`` is a
+sentence for people.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterable
 
 
 class GaeSignalsError(Exception):
@@ -43,8 +47,13 @@ class UnserializablePayload(GaeSignalsError, TypeError):
 class QueueFull(GaeSignalsError):
     """The signal already holds so many pending bytes that this payload would not fit.
 
-    Nothing was written; deliver the signal (or send less) and try again.
+    ``keys`` names every queue key left unwritten by the send that raised (for ``send_multi``,
+    the other signals' payloads were stored). Deliver the signal (or send less) and try again.
     """
+
+    def __init__(self, message: str, keys: Iterable[str] = ()) -> None:
+        super().__init__(message)
+        self.keys: tuple[str, ...] = tuple(keys)
 
 
 class StoreUnavailable(GaeSignalsError):
@@ -66,5 +75,15 @@ class PartialFailure(StoreUnavailable):
         self.results = results
 
 
+class Contention(StoreUnavailable):
+    """A key changed under every one of a bounded number of attempts; ``keys`` names those
+    left unwritten. A :class:`StoreUnavailable` because the caller's remedy is the same."""
+
+    def __init__(self, message: str, keys: Iterable[str] = ()) -> None:
+        super().__init__(message)
+        self.keys: tuple[str, ...] = tuple(keys)
+
+
 class BadFrame(GaeSignalsError):
-    """Bytes in a signal's key that do not parse as a frame, or whose signature does not match."""
+    """Bytes that do not parse as a frame, whose signature does not match, or whose body the
+    configured codec refuses (a pickled frame while the codec is JSON)."""

@@ -26,7 +26,7 @@ from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import Any, TypeVar
 
-from .signals import check_name
+from .keys import check_name
 
 F = TypeVar("F", bound=Callable[..., object])
 

@@ -8,7 +8,7 @@ that never raises.
 The counters are best-effort: they live in the same cache as the payloads, so a restart, a
 flush or an eviction can reset one (they are small and hot, so the least likely items to go).
 ``lost`` counts payloads that deliveries found gone from the cache before anyone delivered them
-(see :func:`gaesignals.delivery._check_lost`): what eviction took is reported, never hidden.
+(see :func:`gaesignals.accounting.check_lost`): what eviction took is reported, never hidden.
 """
 
 from __future__ import annotations
@@ -18,8 +18,10 @@ from collections.abc import Iterable
 from typing import Any, NamedTuple
 
 from . import frames
+from .accounting import flush_sent
 from .config import get_settings
-from .signals import check_name, flush_sent, queue_keys, signal_keys
+from .keys import check_name, queue_keys, signal_keys
+from .registry import registry
 
 #: The counters :func:`stats` reports, in this order.
 REPORTED = ("sent", "delivered", "failed", "dead_lettered", "dropped", "expired", "lost")
@@ -49,7 +51,9 @@ def pending(names: str | Iterable[str]) -> dict[str, Pending]:
     wanted = _names(names)
     keys = {name: signal_keys(name, settings.namespace) for name in wanted}
     # Every shard's key; frames are signed for the signal's own queue key, whatever the shard.
-    queues = {queue: name for name in wanted for queue in queue_keys(name, settings)}
+    queues = {
+        queue: name for name in wanted for queue in queue_keys(keys[name], registry.shards(name))
+    }
     with settings.store.connection() as conn:
         current = conn.scan_many(list(queues))
     now = time.time()

@@ -27,9 +27,10 @@ from types import TracebackType
 from typing import Any, NamedTuple, Self, TypeVar
 
 from . import config, frames
+from .codec import decode
 from .config import Settings, get_settings
-from .delivery import MappingArg, SignalMapping, decode
-from .signals import base_queue_key, signal_keys
+from .keys import base_queue_key, signal_keys
+from .mapping import MappingArg, SignalMapping
 from .stores import Connection, Store
 
 logger = logging.getLogger("gaesignals")
@@ -595,7 +596,7 @@ def _payloads(key: str, chunk: bytes, settings: Settings) -> list[Any]:
 def _name_of(key: str) -> str:
     """The signal name in a queue key, or the key itself when the name was hashed into it."""
     _, _, kind, rest = key.split(":", 3)
-    return rest if kind == "q" else key
+    return rest[1:-1] if kind == "q" else key
 
 
 @contextmanager

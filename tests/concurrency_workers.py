@@ -26,7 +26,7 @@ from typing import Any, TextIO
 import gaesignals
 from gaesignals import Contention, QueueFull, Signal, SignalMapping, deliver
 from gaesignals.config import get_settings, store_from_url
-from gaesignals.signals import queue_keys
+from gaesignals.queue.routing import queues_of
 from gaesignals.stores.memcached import MemcachedStore
 from gaesignals.stores.redis import RedisStore
 
@@ -75,7 +75,7 @@ def configure(url: str, shards: int = 1) -> MemcachedStore | RedisStore:
 def queues_empty(names: list[str]) -> bool:
     """True if no signal in ``names`` has a pending byte (read behind the library's back)."""
     settings = get_settings()
-    keys = [key for name in names for key in queue_keys(name, settings)]
+    keys = [key for name in names for key in queues_of(name, settings)]
     with settings.store.connection() as conn:
         current = conn.gets_many(keys)
     return not any(value for value, _ in current.values())

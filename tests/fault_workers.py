@@ -43,7 +43,7 @@ from gaesignals import (
     send,
 )
 from gaesignals.config import get_settings
-from gaesignals.signals import signal_keys
+from gaesignals.keys import signal_keys
 from gaesignals.stores import Store
 from gaesignals.stores.memcached import MemcachedStore
 from gaesignals.testing import CountingStore

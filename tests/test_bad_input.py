@@ -21,7 +21,7 @@ from gaesignals import (
     send_multi,
 )
 from gaesignals.config import get_settings
-from gaesignals.signals import MAX_NAME_LENGTH, signal_keys
+from gaesignals.keys import MAX_NAME_LENGTH, signal_keys
 from gaesignals.stores import MAX_KEY_LENGTH, Store
 
 from .conftest import RawAccess

@@ -10,7 +10,7 @@ import pytest
 import gaesignals
 from gaesignals import Signal, SignalMapping, deliver, send, send_multi
 from gaesignals.config import get_settings
-from gaesignals.signals import signal_keys
+from gaesignals.keys import signal_keys
 
 from .conftest import RawAccess
 
@@ -237,20 +237,20 @@ def test_lease_expiry_hands_a_crashed_deliverers_signal_over() -> None:
 
 def test_release_never_frees_another_owners_lock() -> None:
     """If our lease ran out and another deliverer took the lock, our release leaves it."""
-    from gaesignals.delivery import _acquire, _release
+    from gaesignals.queue.lease import acquire, release
     from gaesignals.stores.memory import MemoryStore
 
     now = [0.0]
     store = MemoryStore(clock=lambda: now[0])
     with store.connection() as conn:
-        assert _acquire(conn, ["L"], b"first", 10) == {"L"}
+        assert acquire(conn, ["L"], b"first", 10) == {"L"}
         now[0] += 22  # locks live 2 * lease + 1 seconds
-        assert _acquire(conn, ["L"], b"second", 10) == {"L"}
-        _release(conn, ["L"], b"first", 10)
+        assert acquire(conn, ["L"], b"second", 10) == {"L"}
+        release(conn, ["L"], b"first", 10)
         assert conn.gets_many(["L"])["L"][0] == b"second"
-        _release(conn, ["L"], b"second", 10)
+        release(conn, ["L"], b"second", 10)
         assert conn.gets_many(["L"])["L"][0] == b""
-        assert _acquire(conn, ["L"], b"third", 10) == {"L"}
+        assert acquire(conn, ["L"], b"third", 10) == {"L"}
 
 
 class Crash(BaseException):
@@ -303,11 +303,11 @@ def test_stale_cursor_never_skips_new_payloads(store: Any, raw: RawAccess) -> No
 def test_lease_is_renewed_while_a_long_batch_runs(monkeypatch: pytest.MonkeyPatch) -> None:
     """Between payloads, a holder past half its lease renews it on the store's clock, so a
     batch longer than the lease is never taken over by a second deliverer."""
-    from gaesignals import delivery
+    from gaesignals.queue import lease
     from gaesignals.stores.memory import MemoryStore
 
     now = [0.0]
-    monkeypatch.setattr(delivery.time, "monotonic", lambda: now[0])
+    monkeypatch.setattr(lease.time, "monotonic", lambda: now[0])
     store = MemoryStore(clock=lambda: now[0])
     gaesignals.configure(store=store)
     for i in range(5):

@@ -58,8 +58,10 @@ from gaesignals import (
     send,
     send_multi,
 )
+from gaesignals.codec import encode_payload
 from gaesignals.config import get_settings
-from gaesignals.signals import SEND_ATTEMPTS, encode_payload, signal_keys
+from gaesignals.keys import signal_keys
+from gaesignals.queue.append import SEND_ATTEMPTS
 from gaesignals.stores import Store
 from gaesignals.stores.memcached import MemcachedStore
 from gaesignals.testing import MemcachedServer
@@ -1413,7 +1415,7 @@ def test_8_send_multi_partial_write(kind: str, memcached_server: MemcachedServer
         batch = [("a", {"id": 1}), ("b", {"id": 2}), ("c", {"id": 3})]
         with pytest.raises(QueueFull) as raised:
             send_multi(batch)
-        unwritten = raised.value.args[1]
+        unwritten = raised.value.keys
         gaesignals.configure(store=store, secret_key=cw.SECRET_KEY)
         got: dict[str, list[int]] = {"a": [], "b": [], "c": []}
         deliver([(name, lambda d, name=name: got[name].append(d["id"])) for name in got])

@@ -28,7 +28,7 @@ from hypothesis import strategies as st
 
 import gaesignals
 from gaesignals import InvalidSignalName, Signal, frames
-from gaesignals.signals import MAX_NAME_LENGTH, SignalKeys, signal_keys
+from gaesignals.keys import MAX_NAME_LENGTH, SignalKeys, signal_keys
 from gaesignals.stores import MAX_KEY_LENGTH
 from gaesignals.stores.memory import MemoryStore
 

@@ -13,7 +13,7 @@ from pymemcache.client.base import Client, PooledClient
 import gaesignals
 from gaesignals import Signal, SignalsMiddleware, StoreUnavailable, deliver, send
 from gaesignals.config import get_settings
-from gaesignals.signals import signal_keys
+from gaesignals.keys import signal_keys
 from gaesignals.stores.memcached import MemcachedStore
 from gaesignals.testing import CountingStore, MemcachedServer
 

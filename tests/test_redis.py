@@ -22,7 +22,7 @@ from redis.retry import Retry
 
 import gaesignals
 from gaesignals import ConfigurationError, PartialFailure, StoreUnavailable, deliver, send
-from gaesignals.signals import signal_keys
+from gaesignals.keys import signal_keys
 from gaesignals.stores.redis import _CAS, _SHA, RedisStore, _Sent
 from gaesignals.testing import CountingStore, RedisClusterServers, RedisServer
 
@@ -601,12 +601,11 @@ def test_weak_delivery_keeps_the_resets_it_won_when_a_cluster_node_hangs(
         assert len(got) == len(set(got))  # nothing twice
         if scripts == "loaded":
             assert again == 0 and set(got) == elsewhere
-            # Each is reported lost unless the counter taken back for it (when its reset
-            # failed) lives on the hung node, which may never have got that: lost detection
-            # may under-report, never over-report.
-            unsure = {i for i in on_victim if home(names[i], "accounted") is victim}
-            assert on_victim - unsure <= lost <= on_victim
-            assert on_victim - unsure and all(counts[names[i]]["lost"] == 1 for i in lost)
+            # A signal's counters share its hash slot, so they live on the hung node too,
+            # which may never have got the take-back sent when its reset failed: lost
+            # detection may under-report there, never over-report.
+            assert lost <= on_victim
+            assert all(counts[names[i]]["lost"] == 1 for i in lost)
         else:
             assert again == len(on_victim) and lost == set()
             assert sorted(got) == list(range(len(names)))  # each exactly once

@@ -28,8 +28,9 @@ import pytest
 
 import gaesignals
 from gaesignals import ConfigurationError, deliver, frames, send
+from gaesignals.codec import encode_payload
 from gaesignals.config import get_settings
-from gaesignals.signals import encode_payload, signal_keys
+from gaesignals.keys import signal_keys
 from gaesignals.stores.memory import MemoryStore
 
 from .conftest import RawAccess

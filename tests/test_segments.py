@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from gaesignals import Contention, QueueFull, SignalMapping, configure, deliver, pending, send
-from gaesignals.signals import signal_keys
+from gaesignals.keys import signal_keys
 from gaesignals.stores import segments
 from gaesignals.testing import MemcachedServer
 

@@ -19,10 +19,12 @@ from gaesignals import (
     requeue_dead_letters,
     send,
     send_multi,
-    signals,
 )
+from gaesignals.codec import encode_payload
 from gaesignals.config import get_settings
-from gaesignals.signals import base_queue_key, queue_keys, shard_keys, signal_keys
+from gaesignals.keys import base_queue_key, shard_keys, signal_keys
+from gaesignals.queue import routing
+from gaesignals.queue.routing import queues_of
 from gaesignals.stores.memory import MemoryStore
 from gaesignals.testing import CountingStore, captured_signals, eager_signals
 
@@ -31,15 +33,15 @@ from .conftest import RawAccess
 
 def on_shard(name: str, index: int) -> None:
     """Make this thread's next sends of ``name`` go to shard ``index``."""
-    queues = queue_keys(name, get_settings())
-    signals._stick(queues, queues[index])
+    queues = queues_of(name, get_settings())
+    routing.stick(queues, queues[index])
 
 
 def pending_per_shard(raw: RawAccess, name: str) -> list[int]:
     """How many payloads each shard of ``name`` holds, read behind the library's back."""
     counts = []
     base = signal_keys(name, get_settings().namespace).queue.encode()
-    for key in queue_keys(name, get_settings()):
+    for key in queues_of(name, get_settings()):
         value = raw.get(key) or b""
         counts.append(len(frames.parse(value, base, get_settings().secret_keys)[0]))
     return counts
@@ -60,10 +62,10 @@ def test_shard_keys_are_distinct_and_shard_zero_is_the_signal_queue() -> None:
     """Shard 0 keeps the undeclared queue key; every other shard key is new, and none is any
     key (queue, lock, dead letters, cursor) of another signal, plain or hashed."""
     settings = get_settings()
-    assert queue_keys("plain", settings) == [signal_keys("plain", "").queue]
+    assert queues_of("plain", settings) == [signal_keys("plain", "").queue]
     declare("plain", shards=64)
     declare("spaced name", shards=64)
-    keys = queue_keys("plain", settings) + queue_keys("spaced name", settings)
+    keys = queues_of("plain", settings) + queues_of("spaced name", settings)
     assert keys[0] == signal_keys("plain", "").queue
     assert keys[64] == signal_keys("spaced name", "").queue
     cursors = [c for name in ("plain", "spaced name") for _, c in shard_keys(
@@ -79,15 +81,15 @@ def test_shard_keys_are_distinct_and_shard_zero_is_the_signal_queue() -> None:
     for key in keys[64:]:
         assert base_queue_key(key) == keys[64]
     assert base_queue_key(signal_keys("plain", "").lock) is None
-    assert all(len(key) <= 250 for key in queue_keys("x" * 242, settings))
+    assert all(len(key) <= 250 for key in queues_of("x" * 242, settings))
 
 
 def test_long_names_fit_every_shard_key() -> None:
     """A name just short enough to stay plain still gives legal keys with two-digit shards."""
-    name = "n" * (250 - 8)
+    name = "n" * (250 - 10)
     declare(name, shards=64)
-    assert signal_keys(name, "").queue.endswith(name)
-    assert max(len(key) for key in queue_keys(name, get_settings())) == 250
+    assert signal_keys(name, "").queue.endswith("{" + name + "}")
+    assert max(len(key) for key in queues_of(name, get_settings())) == 250
 
 
 # -- sending and delivering -----------------------------------------------------------------------
@@ -150,7 +152,7 @@ def test_threads_spread_over_shards() -> None:
         thread.join(10)
     settings = get_settings()
     with settings.store.connection() as conn:
-        current = conn.gets_many(queue_keys("busy", settings))
+        current = conn.gets_many(queues_of("busy", settings))
     assert len([v for v, _ in current.values() if v]) == 8
     got: list[tuple[int, int]] = []
     assert deliver({"busy": got.append}) == 80
@@ -262,12 +264,12 @@ def test_a_frame_moves_between_shards_but_not_between_signals(store: Any, raw: R
     declare("other", shards=2)
     on_shard("mine", 0)
     send("mine", "moved")
-    mine = queue_keys("mine", get_settings())
+    mine = queues_of("mine", get_settings())
     value = raw.get(mine[0])
     assert value
     raw.set(mine[0], b"")
     raw.set(mine[1], value)
-    raw.set(queue_keys("other", get_settings())[1], value)
+    raw.set(queues_of("other", get_settings())[1], value)
     got: list[Any] = []
     assert deliver({"mine": got.append, "other": got.append}) == 1
     assert got == ["moved"]
@@ -279,7 +281,7 @@ def test_a_full_shard_sends_to_another_then_queue_full(append: bool) -> None:
     store = MemoryStore(append=append, max_value_size=1000)
     gaesignals.configure(store=store)
     declare("small", shards=3)
-    frame = len(signals.encode_payload("x" * 100, signal_keys("small", ""), get_settings()))
+    frame = len(encode_payload("x" * 100, signal_keys("small", ""), get_settings()))
     fits = 1000 // frame
     on_shard("small", 0)
     sent = 0
@@ -316,7 +318,7 @@ class Interfering(MemoryStore):
 
 def shard_counts(store: MemoryStore, name: str) -> list[int]:
     """How many payloads each shard of ``name`` holds."""
-    queues = queue_keys(name, get_settings())
+    queues = queues_of(name, get_settings())
     with store.connection() as conn:
         values = conn.gets_many(queues)
     return [len(frames.parse(values[q][0], queues[0].encode())[0]) for q in queues]
@@ -325,12 +327,12 @@ def shard_counts(store: MemoryStore, name: str) -> list[int]:
 def test_a_cas_lost_to_another_sender_moves_the_next_sends() -> None:
     """On a store without append, a thread that lost a CAS to another sender retries that
     payload where it is, and sends the next ones to another shard."""
-    other = signals.encode_payload("other", signal_keys("c", ""), get_settings())
+    other = encode_payload("other", signal_keys("c", ""), get_settings())
     store = Interfering(lambda key, value: value + other)
     gaesignals.configure(store=store)
     declare("c", shards=2)
     with store.connection() as conn:
-        conn.add_many(dict.fromkeys(queue_keys("c", get_settings()), b""))
+        conn.add_many(dict.fromkeys(queues_of("c", get_settings()), b""))
     on_shard("c", 0)
     send("c", 1)
     send("c", 2)
@@ -346,7 +348,7 @@ def test_a_cas_lost_to_a_delivery_keeps_the_shard() -> None:
     gaesignals.configure(store=store)
     declare("c", shards=2)
     with store.connection() as conn:
-        conn.add_many(dict.fromkeys(queue_keys("c", get_settings()), b""))
+        conn.add_many(dict.fromkeys(queues_of("c", get_settings()), b""))
     on_shard("c", 0)
     send("c", 1)
     send("c", 2)
@@ -358,7 +360,7 @@ def test_a_thread_moves_on_once_its_shard_grew(
 ) -> None:
     """A thread leaves a shard once it holds SHARD_ROLL_BYTES, so one busy sender's backlog
     spreads and no key grows without bound."""
-    monkeypatch.setattr(signals, "SHARD_ROLL_BYTES", 500)
+    monkeypatch.setattr(routing, "SHARD_ROLL_BYTES", 500)
     declare("log", shards=4)
     for i in range(40):
         send("log", i)

@@ -27,7 +27,7 @@ from gaesignals import (
     send_multi,
     stats,
 )
-from gaesignals.signals import signal_keys
+from gaesignals.keys import signal_keys
 from gaesignals.stores import Store
 from gaesignals.stores.memory import MemoryStore
 from gaesignals.testing import CountingStore
@@ -154,9 +154,9 @@ def test_lost_is_checked_once_per_interval(
     ``lost_check_interval`` (the check reads three counters per signal): a loss in between is
     reported by the first delivery after the interval, exactly once, and nothing is reported
     as lost that was delivered meanwhile."""
-    delivery = importlib.import_module("gaesignals.delivery")
+    accounting = importlib.import_module("gaesignals.accounting")
     clock = [1000.0]
-    monkeypatch.setattr(delivery, "_monotonic", lambda: clock[0])
+    monkeypatch.setattr(accounting, "_monotonic", lambda: clock[0])
     seen: list[list[str]] = []
     reads = store.connection
 
@@ -206,9 +206,9 @@ def test_stores_without_append_write_sent_counts_in_batches(
     """Without append a send is gets + cas; its ``sent`` count is held in the process and
     written at most every SENT_FLUSH_SECONDS in one call (not a third call per send), by
     the send that finds it due, by stats(), and at exit."""
-    signals = importlib.import_module("gaesignals.signals")
+    accounting = importlib.import_module("gaesignals.accounting")
     clock = [500.0]
-    monkeypatch.setattr(signals, "_monotonic", lambda: clock[0])
+    monkeypatch.setattr(accounting, "_monotonic", lambda: clock[0])
     counting = CountingStore(store)
     gaesignals.configure(store=counting)
     for i in range(5):
@@ -217,7 +217,7 @@ def test_stores_without_append_write_sent_counts_in_batches(
     assert "incr_many" not in counting.calls
     with store.connection() as conn:  # nothing written yet
         assert conn.gets_many([signal_keys("batched", "").counter("sent")]) == {}
-    clock[0] += signals.SENT_FLUSH_SECONDS
+    clock[0] += accounting.SENT_FLUSH_SECONDS
     send("batched", 6)  # due: this send writes them all, in one call
     assert counting.calls["incr_many"] == 1
     send("batched", 7)
@@ -226,7 +226,7 @@ def test_stores_without_append_write_sent_counts_in_batches(
         "other": {**ZERO, "sent": 1},
     }
     send("batched", 8)
-    signals._flush_at_exit()
+    accounting._flush_at_exit()
     with store.connection() as conn:
         sent = signal_keys("batched", "").counter("sent")
         assert conn.gets_many([sent])[sent][0].strip() == b"9"
@@ -268,10 +268,10 @@ def test_a_forked_child_does_not_write_its_parents_held_sent_counts(
     pid = os.fork()
     if pid == 0:  # the child: write whatever it holds, then leave without atexit handlers
         try:
-            signals = importlib.import_module("gaesignals.signals")
+            accounting = importlib.import_module("gaesignals.accounting")
             with store.connection() as conn:
-                signals.flush_sent(conn, store)
-            code = 0 if not signals._tallies.get(store) else 1
+                accounting.flush_sent(conn, store)
+            code = 0 if not accounting._tallies.get(store) else 1
         except BaseException:
             code = 2
         os._exit(code)

@@ -30,7 +30,7 @@ from werkzeug.wrappers import Response as WerkzeugResponse
 
 from ..config import configure
 from ..cron import CronDeliveryApp
-from ..delivery import HandlerSpec, SignalMapping
+from ..mapping import HandlerSpec, SignalMapping
 from ..middleware import RequestDeliverer
 
 EXTENSION = "gaesignals"

@@ -270,7 +270,7 @@ class AppEngineStore:
         when stored; None when it stored nothing (the value would overflow, or the key changed
         under the cas or appeared before the add), and the general path must run.
         ``counter`` is not touched: without append, sends count ``sent`` in batches (see
-        :func:`gaesignals.signals._count_sent`)."""
+        :func:`gaesignals.accounting.count_sent`)."""
         memcache = self.memcache
         client = memcache.Client(unpickler=RefusingUnpickler)
         ns = self.namespace

@@ -34,10 +34,12 @@ from django.apps import apps
 from django.db import models, transaction
 from django.dispatch import Signal
 
+from ...codec import encode_payload
 from ...config import get_settings
 from ...exceptions import GaeSignalsError
+from ...keys import check_name, signal_keys
 from ...registry import Registry, registry
-from ...signals import check_name, encode_payload, send, signal_keys
+from ...sending import send
 
 logger = logging.getLogger("gaesignals")
 

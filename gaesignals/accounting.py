@@ -1,0 +1,342 @@
+"""Counters, the ``sent`` tally and lost detection.
+
+Every signal has counters in the store (:data:`~gaesignals.keys.COUNTERS`): senders bump
+``sent``, deliveries bump ``accounted`` (frames that left the queue, however they left it)
+and what became of them (``delivered``, ``failed``, ``dropped``, ``expired``,
+``dead_lettered``). ``sent - accounted - queued`` is then what the cache lost before anyone
+delivered it (:func:`check_lost`). Counters are best-effort: the cache may evict them too, and
+every race is arranged to make the loss estimate smaller, never larger.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import threading
+import time
+import weakref
+from collections import Counter
+from collections.abc import Collection, Iterable, Mapping, Sized
+from contextlib import nullcontext
+from functools import lru_cache
+
+from .config import Settings
+from .exceptions import GaeSignalsError
+from .keys import SignalKeys, located
+from .stores import Connection, Store
+
+logger = logging.getLogger("gaesignals")
+
+#: Seconds a store without atomic append holds ``sent`` counts in the process before writing
+#: them in one call (see :func:`count_sent`).
+SENT_FLUSH_SECONDS = 1.0
+_monotonic = time.monotonic  # tests replace it to let time pass
+
+
+# -- sent counts on stores without append ---------------------------------------------------------
+
+
+class _SentTally:
+    """``sent`` counts not yet written to one store."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.deltas: dict[str, int] = {}
+        self.since = 0.0
+
+
+_tallies: weakref.WeakKeyDictionary[Store, _SentTally] = weakref.WeakKeyDictionary()
+_tallies_lock = threading.Lock()
+
+
+def _forget_tallies() -> None:
+    """In a forked child: the parent's held counts are the parent's to write (written by both,
+    ``sent`` would run ahead of what was stored, and lost detection report losses that are not)."""
+    global _tallies, _tallies_lock
+    _tallies = weakref.WeakKeyDictionary()
+    _tallies_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_tallies)
+
+
+def _tally_of(store: Store) -> _SentTally | None:
+    with _tallies_lock:
+        try:
+            tally = _tallies.get(store)
+            if tally is None:
+                tally = _tallies[store] = _SentTally()
+        except TypeError:  # a store that cannot be weakly referenced: no gathering
+            return None
+    return tally
+
+
+def count_sent(conn: Connection | None, store: Store, deltas: Mapping[str, int]) -> None:
+    """Count the payloads a gets + cas send stored.
+
+    On a store with append the ``sent`` bump rides in the append's own round trip; here it
+    would be a third call per send (App Engine has no pipelining), so the counts are gathered
+    in the process and written at most every :data:`SENT_FLUSH_SECONDS`, by the send that
+    finds them due, by :func:`~gaesignals.stats`, by a delivery that checks for lost payloads,
+    and at exit. Late only ever makes lost detection under-report, never invent a loss."""
+    tally = _tally_of(store)
+    if tally is None:
+        with store.connection() if conn is None else nullcontext(conn) as using:
+            using.incr_many(deltas)
+        return
+    now = _monotonic()
+    with tally.lock:
+        if not tally.deltas:
+            tally.since = now
+        for key, n in deltas.items():
+            tally.deltas[key] = tally.deltas.get(key, 0) + n
+        if now - tally.since < SENT_FLUSH_SECONDS:
+            return
+    with store.connection() if conn is None else nullcontext(conn) as using:
+        flush_sent(using, store)
+
+
+def flush_sent(conn: Connection, store: Store) -> None:
+    """Write the ``sent`` counts this process holds for ``store`` (see :func:`count_sent`);
+    on failure they are kept for the next try, and the failure logged, not raised: the
+    payloads they count are stored."""
+    try:
+        tally = _tallies.get(store)
+    except TypeError:
+        return
+    if tally is None:
+        return
+    with tally.lock:
+        deltas, tally.deltas = tally.deltas, {}
+    if not deltas:
+        return
+    try:
+        conn.incr_many(deltas)
+    except GaeSignalsError:
+        logger.warning("gaesignals: could not write sent counts %s yet", deltas, exc_info=True)
+        with tally.lock:
+            for key, n in deltas.items():
+                tally.deltas[key] = tally.deltas.get(key, 0) + n
+
+
+@atexit.register
+def _flush_at_exit() -> None:
+    for store, tally in list(_tallies.items()):
+        if tally.deltas:
+            try:
+                with store.connection() as conn:
+                    flush_sent(conn, store)
+            except Exception:  # the interpreter is going away: nothing else to do
+                logger.warning("gaesignals: sent counts lost at exit", exc_info=True)
+
+
+# -- counter changes gathered by a delivery ------------------------------------------------------
+
+
+@lru_cache(maxsize=4096)
+def weak_counters(signal: SignalKeys) -> tuple[str, str, str, str]:
+    """A signal's ``accounted``, ``dropped``, ``expired`` and ``delivered`` counter keys."""
+    return (
+        signal.counter("accounted"),
+        signal.counter("dropped"),
+        signal.counter("expired"),
+        signal.counter("delivered"),
+    )
+
+
+def tally(
+    bumps: Counter[str], signal: SignalKeys, found: Sized, bad: Sized, fresh: Sized, sign: int
+) -> None:
+    """Count (``sign`` 1) or take back (-1) what leaving the queue does to a signal's
+    counters: every frame and bad region is ``accounted``; bad regions are ``dropped``,
+    frames past the ttl ``expired``, the rest ``delivered`` until a handler says otherwise."""
+    accounted, dropped, expired, delivered = weak_counters(signal)
+    bumps[accounted] += sign * (len(found) + len(bad))
+    bumps[delivered] += sign * len(fresh)
+    if bad:
+        bumps[dropped] += sign * len(bad)
+    if len(fresh) != len(found):
+        bumps[expired] += sign * (len(found) - len(fresh))
+
+
+def take(bumps: Counter[str]) -> dict[str, int]:
+    """The non-zero counter changes gathered so far, which are then forgotten."""
+    deltas = {key: n for key, n in bumps.items() if n}
+    bumps.clear()
+    return deltas
+
+
+def flush(conn: Connection, bumps: Counter[str], *, quietly: bool = False) -> None:
+    """Write the counter changes gathered so far in one call (``quietly``: a failure is
+    logged, not raised; counters are best-effort)."""
+    deltas = take(bumps)
+    if not deltas:
+        return
+    try:
+        conn.incr_many(deltas)
+    except GaeSignalsError:
+        if not quietly:
+            raise
+        logger.warning("gaesignals: could not update the counters %s", deltas, exc_info=True)
+
+
+# -- lost detection -------------------------------------------------------------------------------
+
+
+def read_order(keys: SignalKeys, shards: Iterable[str]) -> list[str]:
+    """What a checking delivery reads of one signal, in this order (see :func:`check_lost`):
+    its ``sent`` counter, every shard's queue, then ``accounted`` and ``lost``."""
+    return [keys.counter("sent"), *shards, keys.counter("accounted"), keys.counter("lost")]
+
+
+def lost_keys(keys: SignalKeys) -> tuple[str, str, str]:
+    """The counters a lost check reads: ``sent``, ``accounted``, ``lost``."""
+    return keys.counter("sent"), keys.counter("accounted"), keys.counter("lost")
+
+
+class CheckSchedule:
+    """When each signal is next due for a lost check in this process: at most once per
+    ``lost_check_interval``, since a check reads three counters per signal besides its queue.
+    One per process; new settings (another store, another namespace) start afresh."""
+
+    #: Signals whose last check is remembered; past it all are forgotten (each is then checked
+    #: once more than it needed to be).
+    KEPT = 65536
+
+    def __init__(self) -> None:
+        self.last: dict[str, float] = {}
+        self.settings: Settings | None = None
+
+    def due(self, names: Collection[str], settings: Settings, quiet: QuietUntil) -> set[str]:
+        """The signals of ``names`` to check now; ``quiet`` remembers, for one mapping, until
+        when none of them is due, so most deliveries need no look at each signal."""
+        if not settings.counters:
+            return set()
+        interval = settings.lost_check_interval
+        if interval <= 0:
+            return set(names)
+        now = _monotonic()
+        if quiet.settings is settings and now < quiet.until:
+            return set()
+        if self.settings is not settings:
+            self.last.clear()
+            self.settings = settings
+        last = self.last.get
+        due = {name for name in names if now - last(name, -interval) >= interval}
+        if not due and names:
+            quiet.settings = settings
+            quiet.until = min(self.last.get(name, now) for name in names) + interval
+        return due
+
+    def checked(self, names: Iterable[str], settings: Settings) -> None:
+        if settings.lost_check_interval <= 0:
+            return
+        if len(self.last) > self.KEPT:
+            self.last.clear()
+        now = _monotonic()
+        for name in names:
+            self.last[name] = now
+
+
+class QuietUntil:
+    """Until when (monotonic seconds) no signal of one mapping is due for a lost check."""
+
+    __slots__ = ("settings", "until")
+
+    def __init__(self) -> None:
+        self.settings: Settings | None = None
+        self.until = 0.0
+
+
+schedule = CheckSchedule()
+
+
+def number(item: tuple[bytes, object] | None) -> int | None:
+    """A counter's value, or None when it is missing or not a counter."""
+    if item is None:
+        return None
+    text = item[0].strip()
+    return int(text) if text.isdigit() else None
+
+
+def check_lost(
+    conn: Connection,
+    keys: Mapping[str, SignalKeys],
+    names: Mapping[str, str],
+    current: Mapping[str, tuple[bytes, object]],
+    parsed: Mapping[str, tuple[Sized, Sized]],
+    bumps: Counter[str],
+) -> None:
+    """Report the payloads the cache lost (evicted) before anyone delivered them.
+
+    ``sent - accounted - queued`` counts payloads that were stored and neither are pending nor
+    left the queue through a delivery: lost. Read in one batch, sent before the queue before
+    accounted, with senders bumping ``sent`` after their append and deliverers bumping
+    ``accounted`` before their reset, every race makes the estimate smaller, never larger: a
+    reported loss is a real one. ``lost`` holds the largest estimate seen (written by cas, so
+    two deliverers never count one loss twice); the first delivery of a signal creates it,
+    which is how a later one tells "never delivered" from "``accounted`` was evicted". A
+    ``lost`` read without a CAS token (a native take reads none) is read again to grow it.
+
+    Best-effort: counters can be evicted too (they are tiny and hot, so seldom), and on a
+    cluster a node that leaves or rejoins the ring moves the counters homed on it; if
+    ``accounted`` and ``lost`` both vanish while ``sent`` stays, losses are over-reported.
+    """
+    queued: Counter[str] = Counter()
+    for key, (found, bad) in parsed.items():
+        queued[names[located(key)]] += len(found) + len(bad)
+    fresh: dict[str, bytes] = {}
+    grown: dict[str, tuple[bytes, tuple[bytes, object]]] = {}
+    news: dict[str, tuple[str, int, int]] = {}
+    for name, signal in keys.items():
+        sent_key, accounted_key, key = lost_keys(signal)
+        sent = number(current.get(sent_key))
+        if sent is None:
+            continue
+        item = current.get(key)
+        accounted = number(current.get(accounted_key))
+        if accounted is None:
+            if item is not None:
+                # The cache evicted it (the first delivery creates ``lost``): start again from
+                # "nothing lost so far", the guess that cannot report a false loss.
+                bumps[accounted_key] += max(sent - queued[name], 0)
+                continue
+            accounted = 0  # the first delivery of this signal: nothing left the queue yet
+        lost = number(item) or 0
+        missing = max(sent - accounted - queued[name], 0)
+        if item is None:
+            fresh[key] = b"%d" % missing
+        elif missing > lost:
+            grown[key] = (b"%d" % missing, item)
+        else:
+            continue
+        news[key] = (name, missing - lost, missing)
+    _record_lost(conn, fresh, grown, news)
+
+
+def _record_lost(
+    conn: Connection,
+    fresh: Mapping[str, bytes],
+    grown: Mapping[str, tuple[bytes, tuple[bytes, object]]],
+    news: Mapping[str, tuple[str, int, int]],
+) -> None:
+    """Write the new loss estimates (created by add, grown by cas over the value read) and
+    log what was lost."""
+    untokened = [key for key, (_, item) in grown.items() if item[1] is None]
+    again = conn.gets_many(untokened) if untokened else {}
+    swaps = {}
+    for key, (value, item) in grown.items():
+        read = again.get(key) if item[1] is None else item
+        if read is not None and read[0] == item[0]:  # unchanged since the check read it
+            swaps[key] = (value, read[1])
+    recorded = (conn.add_many(fresh) if fresh else {}) | (conn.cas_many(swaps) if swaps else {})
+    for key, (name, more, total) in news.items():
+        if recorded.get(key) and more > 0:
+            logger.warning(
+                "gaesignals: %d payload(s) of signal %r vanished from the cache before delivery "
+                "(evicted?); %d lost in all",
+                more,
+                name,
+                total,
+            )

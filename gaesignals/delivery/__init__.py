@@ -1,0 +1,90 @@
+"""The delivering side: :func:`deliver`, weak or reliable, and dead letters.
+
+:mod:`.weak` takes every pending payload at most once; :mod:`.reliable` holds a per-signal lock
+with a lease and delivers at least once; :mod:`.dead_letters` keeps what failed too often;
+:mod:`.runner` runs one signal's handlers on its payloads; :mod:`.plan` keeps what deliveries
+derive from a mapping.
+"""
+
+from __future__ import annotations
+
+from ..config import get_settings
+from ..eager import send_now
+from ..mapping import (
+    Handler,
+    HandlerSpec,
+    MappingArg,
+    SignalMapping,
+    pass_signal_name,
+)
+from ..registry import check_lease, check_max_attempts, registry
+from .dead_letters import dead_letters, purge_dead_letters, requeue_dead_letters
+from .reliable import deliver_reliable
+from .weak import deliver_weak
+
+
+def deliver(
+    mapping: MappingArg | None = None,
+    reliable: bool | None = None,
+    *,
+    lease: int | None = None,
+    max_attempts: int | None = None,
+) -> int:
+    """Run the handlers of every signal in ``mapping`` on its pending payloads.
+
+    ``mapping`` left out (``None``) means every signal with a receiver in the default registry
+    (:func:`~gaesignals.receiver`). Each handler is called ``handler(data)`` once per payload,
+    in send order within a signal (within a shard, for a signal declared with ``shards``), and
+    never on one older than a declared ``ttl``. Returns how many payloads were delivered with
+    every handler succeeding. Handler errors are logged (logger ``gaesignals``) and never
+    raised; a store outage raises :class:`~gaesignals.StoreUnavailable`.
+
+    ``reliable`` chooses at-least-once delivery under a lock with a ``lease`` in seconds for
+    every signal; left out, each signal gets the mode it was declared with (weak unless
+    declared ``reliable=True``). ``lease`` and ``max_attempts`` override the mapping's and the
+    declarations' values.
+    """
+    signals = SignalMapping.coerce(mapping)
+    if not signals:
+        return 0
+    settings = get_settings()
+    specs = signals.specs(registry)
+    weak = [
+        name for name in signals if not (specs[name].reliable if reliable is None else reliable)
+    ]
+    weak_set = set(weak)
+    groups: dict[tuple[int, int], list[str]] = {}
+    for name in signals:
+        if name in weak_set:
+            continue
+        spec = specs[name]
+        group = (
+            check_lease(_first(lease, signals.lease, spec.lease)),
+            check_max_attempts(_first(max_attempts, signals.max_attempts, spec.max_attempts)),
+        )
+        groups.setdefault(group, []).append(name)
+    delivered = 0
+    if weak:
+        delivered += deliver_weak(signals.subset(weak) if groups else signals, settings, specs)
+    for (group_lease, group_attempts), names in groups.items():
+        part = signals.subset(names) if weak or len(groups) > 1 else signals
+        delivered += deliver_reliable(part, settings, specs, group_lease, group_attempts)
+    return delivered
+
+
+def _first(*values: int | None) -> int:
+    return next(value for value in values if value is not None)
+
+
+__all__ = [
+    "Handler",
+    "HandlerSpec",
+    "MappingArg",
+    "SignalMapping",
+    "dead_letters",
+    "deliver",
+    "pass_signal_name",
+    "purge_dead_letters",
+    "requeue_dead_letters",
+    "send_now",
+]

@@ -1,0 +1,96 @@
+"""Dead letters: the payloads that failed ``max_attempts`` reliable deliveries, kept apart.
+
+They are listed, requeued (framed anew: attempts 0 and a fresh id) or purged by name.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from typing import Any
+
+from .. import frames
+from ..accounting import flush
+from ..codec import decode
+from ..config import get_settings
+from ..exceptions import Contention, GaeSignalsError
+from ..keys import check_name, signal_keys
+from ..queue.append import append_frames
+from ..queue.routing import route
+from ..queue.take import ACK_ROUNDS
+from .runner import log_bad
+
+logger = logging.getLogger("gaesignals")
+
+
+def _frames(
+    name: str, key: str, value: bytes, secret_keys: tuple[bytes, ...]
+) -> list[frames.Frame]:
+    """The verified frames of a dead-letter value (its unreadable regions logged, dropped)."""
+    found, bad = frames.parse(value, key.encode(), secret_keys)
+    log_bad(name, key, bad)
+    return found
+
+
+def dead_letters(name: str) -> list[Any]:
+    """The payloads of ``name`` that failed ``max_attempts`` reliable deliveries, oldest first."""
+    settings = get_settings()
+    keys = signal_keys(check_name(name), settings.namespace)
+    with settings.store.connection() as conn:
+        item = conn.gets_many([keys.dead]).get(keys.dead)
+    if not item:
+        return []
+    letters = []
+    for frame in _frames(name, keys.queue, item[0], settings.secret_keys):
+        try:
+            letters.append(decode(frame, settings))
+        except Exception:
+            # Dead letters are often the payloads that could not be decoded in the first place.
+            logger.exception("gaesignals: a dead letter of %r cannot be decoded; not listed", name)
+    return letters
+
+
+def requeue_dead_letters(name: str) -> int:
+    """Move the dead letters of ``name`` back to its queue (attempts reset); returns how many."""
+    return _take_dead_letters(name, requeue=True)
+
+
+def purge_dead_letters(name: str) -> int:
+    """Delete the dead letters of ``name``; returns how many there were."""
+    return _take_dead_letters(name, requeue=False)
+
+
+def _take_dead_letters(name: str, *, requeue: bool) -> int:
+    settings = get_settings()
+    keys = signal_keys(check_name(name), settings.namespace)
+    with settings.store.connection() as conn:
+        for _ in range(ACK_ROUNDS):
+            item = conn.gets_many([keys.dead]).get(keys.dead)
+            if not item or not item[0]:
+                return 0
+            if not conn.cas_many({keys.dead: (b"", item[1])})[keys.dead]:
+                continue  # another failure was dead-lettered meanwhile: read again
+            found = _frames(name, keys.queue, item[0], settings.secret_keys)
+            if requeue and found:
+                # Framed anew: attempts 0 and a fresh id, so a ttl counts from the requeue.
+                fresh = b"".join(
+                    frames.encode(
+                        f.body,
+                        keys.queue.encode(),
+                        settings.secret_keys,
+                        json_body=bool(f.flags & frames.FLAG_JSON),
+                    )
+                    for f in found
+                )
+                key, queues = route(name, keys)
+                try:
+                    append_frames(
+                        conn, settings.store, {key: fresh}, {key: queues} if queues else None
+                    )
+                except GaeSignalsError:
+                    append_frames(conn, settings.store, {keys.dead: item[0]})
+                    raise
+                if settings.counters:  # pending again: no longer accounted as having left
+                    flush(conn, Counter({keys.counter("accounted"): -len(found)}), quietly=True)
+            return len(found)
+    raise Contention(f"the dead letters of {name!r} kept changing; try again", [keys.dead])

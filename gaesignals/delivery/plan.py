@@ -1,0 +1,83 @@
+"""What deliveries derive from a mapping and keep across calls: its runners and key layout.
+
+Kept beside the mapping (a weak dictionary keyed by it), so :class:`~gaesignals.SignalMapping`
+stays a plain description of signals and handlers. Each delivery checks that what it finds
+still applies (the same settings, the same declarations) and derives anew when not.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Mapping
+
+from ..accounting import QuietUntil
+from ..config import Settings
+from ..keys import SignalKeys, queue_keys, signal_keys
+from ..mapping import SignalMapping
+from ..registry import SignalSpec
+from .runner import Runner
+
+
+class Layout:
+    """The keys a weak delivery of a mapping reads: each signal's keys, every queue key of
+    every signal (all its shards) in mapping order then shard order, each queue key's signal
+    and its place in that order, and each signal's runner."""
+
+    __slots__ = ("keys", "names", "order", "runners", "settings", "shards", "specs", "timed")
+
+    def __init__(self, plan: Plan, settings: Settings, specs: Mapping[str, SignalSpec]) -> None:
+        self.settings = settings
+        self.specs = specs
+        ns = settings.namespace
+        self.keys: dict[str, SignalKeys] = {name: signal_keys(name, ns) for name in plan.signals}
+        self.shards = {
+            name: queue_keys(keys, specs[name].shards) for name, keys in self.keys.items()
+        }
+        self.names = {queue: name for name, queues in self.shards.items() for queue in queues}
+        self.order = {key: index for index, key in enumerate(self.names)}
+        self.runners = {name: plan.runner(name, settings, specs[name]) for name in self.keys}
+        #: The runners with a ttl, whose cut-off moves every delivery.
+        self.timed = [runner for runner in self.runners.values() if runner.ttl is not None]
+
+
+class Plan:
+    """One mapping's prepared state: its runners, its weak layout, its lost-check quiet time."""
+
+    def __init__(self, signals: SignalMapping) -> None:
+        self.signals = signals
+        self.runners: dict[str, Runner] = {}
+        self.quiet = QuietUntil()
+        self._layout: Layout | None = None
+
+    def runner(self, name: str, settings: Settings, spec: SignalSpec) -> Runner:
+        """``name``'s handlers made ready to run, kept while the settings and the declaration
+        stay the same."""
+        runner = self.runners.get(name)
+        if runner is None or runner.settings is not settings or not _same(runner.spec, spec):
+            runner = Runner(name, self.signals.handlers(name), settings, spec)
+            self.runners[name] = runner
+        else:
+            runner.restart()
+        return runner
+
+    def layout(self, settings: Settings, specs: Mapping[str, SignalSpec]) -> Layout:
+        """The weak delivery layout, kept while the settings and the declarations stay."""
+        kept = self._layout
+        if kept is None or kept.settings is not settings or kept.specs is not specs:
+            kept = self._layout = Layout(self, settings, specs)
+        return kept
+
+
+def _same(a: SignalSpec, b: SignalSpec) -> bool:
+    return a is b or a == b
+
+
+_plans: weakref.WeakKeyDictionary[SignalMapping, Plan] = weakref.WeakKeyDictionary()
+
+
+def plan_of(signals: SignalMapping) -> Plan:
+    """The prepared state of ``signals``, made on its first delivery."""
+    plan = _plans.get(signals)
+    if plan is None:
+        plan = _plans[signals] = Plan(signals)
+    return plan

@@ -1,0 +1,269 @@
+"""Reliable delivery: a per-signal lock with a lease, at least once.
+
+A deliverer takes each signal's lock, runs the handlers, and only then removes exactly the
+payloads it delivered (:func:`~gaesignals.queue.take.acknowledge`). A crash or a raising
+handler leaves the payload for the next delivery; after ``max_attempts`` failures it moves to
+the signal's dead letters. A signal declared with ``shards=N`` takes one lock and keeps a
+progress cursor per shard, so a deliverer killed mid-way costs the next one a repeat of the
+payload that was running, not of the whole batch.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections import Counter
+from collections.abc import Mapping
+
+from .. import frames
+from ..accounting import check_lost, flush, flush_sent, read_order, schedule
+from ..config import Settings
+from ..exceptions import GaeSignalsError, StoreUnavailable
+from ..keys import SignalKeys, located, shard_keys, signal_keys
+from ..mapping import SignalMapping
+from ..queue.append import append_frames
+from ..queue.lease import Holder, acquire, release
+from ..queue.take import acknowledge
+from ..registry import SignalSpec
+from .plan import plan_of
+from .runner import Runner
+
+logger = logging.getLogger("gaesignals")
+
+#: A shard's frames as read, and its unreadable regions.
+ParsedFrames = tuple[list[frames.Frame], list[frames.BadRegion]]
+
+
+def deliver_reliable(
+    signals: SignalMapping,
+    settings: Settings,
+    specs: Mapping[str, SignalSpec],
+    lease: int,
+    max_attempts: int,
+) -> int:
+    """Deliver ``signals`` under their locks; returns how many payloads every handler took."""
+    owner = secrets.token_hex(16).encode()
+    keys = {name: signal_keys(name, settings.namespace) for name in signals}
+    plan = plan_of(signals)
+    checking = schedule.due(signals, settings, plan.quiet)
+    run = _ReliableRun(settings, max_attempts)
+    with settings.store.connection() as conn:
+        # One lock per signal, whatever its shards.
+        held = acquire(conn, [k.lock for k in keys.values()], owner, lease)
+        if not held:
+            return 0
+        if checking:
+            flush_sent(conn, settings.store)  # sent counts this process still holds
+        try:
+            mine = {name: k for name, k in keys.items() if k.lock in held}
+            runners = {name: plan.runner(name, settings, specs[name]) for name in mine}
+            shards = {name: shard_keys(k, specs[name].shards) for name, k in mine.items()}
+            holder = Holder(conn, owner, lease, held)
+            run.deliver(holder, mine, shards, runners, checking)
+        except StoreUnavailable:
+            # Not asked again for counters: what stays unwritten only makes ``accounted``
+            # larger, so lost detection under-reports, never over-reports.
+            run.bumps.clear()
+            raise
+        finally:
+            if settings.counters:
+                flush(conn, run.bumps, quietly=True)
+            release(conn, sorted(held), owner, lease)
+    return run.delivered
+
+
+class _ReliableRun:
+    """One reliable delivery's counter changes and how many payloads it delivered."""
+
+    def __init__(self, settings: Settings, max_attempts: int) -> None:
+        self.settings = settings
+        self.max_attempts = max_attempts
+        self.bumps: Counter[str] = Counter()
+        self.delivered = 0
+
+    def deliver(
+        self,
+        holder: Holder,
+        mine: Mapping[str, SignalKeys],
+        shards: Mapping[str, tuple[tuple[str, str], ...]],
+        runners: Mapping[str, Runner],
+        checking: set[str],
+    ) -> None:
+        """Read every locked signal's shards and cursors in one batch, then deliver shard by
+        shard; within a shard, copies stranded on other servers of a cluster first (older)."""
+        conn = holder.conn
+        queues = {queue: name for name in mine for queue, _ in shards[name]}
+        wanted = []
+        for name, signal in mine.items():
+            own = [queue for queue, _ in shards[name]]
+            wanted += read_order(signal, own) if name in checking else own
+        current = conn.scan_many(wanted + [cursor for name in mine for _, cursor in shards[name]])
+        parsed = {
+            key: runners[queues[located(key)]].parse_all(item[0])
+            for key, item in current.items()
+            if item[0] and located(key) in queues
+        }
+        if self.settings.counters:
+            if checking:
+                check_lost(conn, mine, queues, current, parsed, self.bumps)
+                schedule.checked(checking & set(mine), self.settings)
+            # Everything read is accounted for before any handler runs (see check_lost), in
+            # one call for all signals; what then stays in a queue is taken back at the end.
+            # Done here, not before each acknowledgement, so a failing counter call can never
+            # cost an acknowledgement its connection (its CAS token).
+            for key, (found, bad) in parsed.items():
+                self.bumps[mine[queues[located(key)]].counter("accounted")] += len(found) + len(bad)
+            flush(conn, self.bumps)
+        for name, signal in mine.items():
+            for queue, cursor_key in shards[name]:
+                cursor = current.get(cursor_key)
+                stranded = [k for k in parsed if k.startswith(queue + " ")]
+                for key in [*stranded, queue]:
+                    if key in parsed:
+                        at = (cursor_key, cursor[0] if cursor else b"") if key == queue else None
+                        shard = _Shard(holder, runners[name], signal, key, current[key], at)
+                        self.delivered += shard.deliver(parsed[key], self)
+
+
+class _Shard:
+    """One shard (or stranded copy) of one locked signal, delivered in order.
+
+    After each payload a progress cursor (``cursor``: the shard's cursor key and its value as
+    read) records it; ``cursor`` is None for a stranded copy on another server, delivered
+    without one. A payload that fails stops this shard (it is retried first next time, the
+    shard's order holds); the other shards go on. Payloads older than the signal's ttl are
+    dropped (logged) and removed like handled ones.
+    """
+
+    def __init__(
+        self,
+        holder: Holder,
+        runner: Runner,
+        keys: SignalKeys,
+        key: str,
+        item: tuple[bytes, object],
+        cursor: tuple[str, bytes] | None,
+    ) -> None:
+        self.holder = holder
+        self.runner = runner
+        self.keys = keys
+        self.key = key
+        self.value, self.token = item
+        self.cursor_key = cursor[0] if cursor is not None else ""
+        #: The cursor as read (b"written" once this delivery wrote it), None without one.
+        self.progress: bytes | None = cursor[1] if cursor is not None else None
+
+    def deliver(self, parsed: ParsedFrames, run: _ReliableRun) -> int:
+        found, bad = parsed
+        first = _resume_index(found, self.progress) if self.progress else 0
+        if first:
+            logger.warning(
+                "gaesignals: resuming signal %r after %d payload(s) an interrupted delivery "
+                "finished",
+                self.runner.name,
+                first,
+            )
+        delivered, expired, keep, cut = self._run(found, first, run)
+        self.runner.log_expired(expired)
+        if cut < 0:  # lost the lock: everything stays queued
+            run.bumps[self.keys.counter("accounted")] -= len(found) + len(bad)
+            return delivered
+        self._remove(found, bad, expired, keep, cut, run.bumps)
+        return delivered
+
+    def _run(
+        self, found: list[frames.Frame], first: int, run: _ReliableRun
+    ) -> tuple[int, int, bytes, int]:
+        """Run the handlers from ``first`` on; returns (delivered, expired, the bytes to keep at
+        the head, where the kept part starts: -1 if the lock was lost on the way)."""
+        keys, bumps, value, conn = self.keys, run.bumps, self.value, self.holder.conn
+        delivered = expired = 0
+        for index in range(first, len(found)):
+            frame = found[index]
+            if not self.holder.still_holds(keys.lock):
+                logger.warning(
+                    "gaesignals: lost the lock of %r mid-delivery; stopping there", self.runner.name
+                )
+                return delivered, expired, b"", -1
+            if self.runner.expired(frame):
+                expired += 1  # dropping it again after a crash costs nothing: no cursor needed
+                continue
+            ok, _ = self.runner.run(frame)
+            bumps[keys.counter("delivered" if ok else "failed")] += 1
+            if ok:
+                delivered += 1
+            else:
+                attempts = frame.attempts + 1
+                raw = frames.with_attempts(value[frame.start : frame.end], attempts)
+                if attempts < run.max_attempts or not self._dead_letter(raw, attempts):
+                    # Stop so the shard's order holds: this payload is retried first next time.
+                    return delivered, expired, raw + value[frame.end :], frame.start
+                bumps[keys.counter("dead_lettered")] += 1
+            if self.progress is not None and index < len(found) - 1:  # last: acknowledged
+                conn.set_many({self.cursor_key: _cursor(frame)})
+                self.progress = b"written"
+        return delivered, expired, b"", len(value)
+
+    def _remove(
+        self,
+        found: list[frames.Frame],
+        bad: list[frames.BadRegion],
+        expired: int,
+        keep: bytes,
+        cut: int,
+        bumps: Counter[str],
+    ) -> None:
+        """Acknowledge what was done. Everything read was accounted for up front: take back
+        what stays queued, and all of it if the acknowledgement surely did not happen (a
+        timed-out one may still apply: kept)."""
+        keys, conn = self.keys, self.holder.conn
+        removed = sum(f.end <= cut for f in found) + sum(r.end <= cut for r in bad)
+        accounted = keys.counter("accounted")
+        bumps[keys.counter("dropped")] += sum(r.end <= cut for r in bad)
+        bumps[keys.counter("expired")] += expired
+        bumps[accounted] -= len(found) + len(bad) - removed
+        store = self.runner.settings.store
+        if not acknowledge(conn, store, self.runner.name, self.key, self.value, self.token, keep):
+            bumps[accounted] -= removed
+            done = [frame for frame in found if frame.end <= cut]
+            if self.progress is not None and done:
+                # Not removed, but done: the cursor says so, and the next holder resumes after
+                # it (and removes them) instead of running them again.
+                conn.set_many({self.cursor_key: _cursor(done[-1])})
+                return
+        if self.progress:
+            conn.delete_many([self.cursor_key])
+
+    def _dead_letter(self, raw: bytes, attempts: int) -> bool:
+        name = self.runner.name
+        try:
+            append_frames(self.holder.conn, self.runner.settings.store, {self.keys.dead: raw})
+        except GaeSignalsError:
+            logger.exception(
+                "gaesignals: could not dead-letter a payload of %r; it stays queued", name
+            )
+            return False
+        logger.error(
+            "gaesignals: a payload of signal %r failed %d times and moved to its dead letters",
+            name,
+            attempts,
+        )
+        return True
+
+
+def _cursor(frame: frames.Frame) -> bytes:
+    """A progress cursor naming ``frame`` by its end offset and its id."""
+    return b"%d:%s" % (frame.end, frame.ident.hex().encode())
+
+
+def _resume_index(found: list[frames.Frame], cursor: bytes) -> int:
+    """Where a crashed predecessor's progress cursor says to resume, or 0.
+
+    The cursor names the last payload it finished by offset and frame id; ids are random, so a
+    cursor left over from an older value of the key can never match a frame of the new one.
+    """
+    end, _, ident = cursor.partition(b":")
+    for index, frame in enumerate(found):
+        if str(frame.end).encode() == end and frame.ident.hex().encode() == ident:
+            return index + 1
+    return 0

@@ -1,0 +1,178 @@
+"""One signal's handlers made ready to run on its payloads; both delivery modes use it.
+
+Decoding and handler failures are logged (logger ``gaesignals``) and counted, never raised: a
+handler that raises must not break the delivery of the payloads and signals after it.
+"""
+
+from __future__ import annotations
+
+import logging
+import pickle
+from collections.abc import Iterable, Sequence
+from functools import partial
+from typing import Any, cast
+
+from .. import frames
+from ..accounting import weak_counters
+from ..codec import decode
+from ..config import Settings
+from ..keys import signal_keys
+from ..mapping import Handler, passes_name
+from ..registry import SignalSpec
+
+logger = logging.getLogger("gaesignals")
+
+#: What :meth:`Runner._decode` returns for a payload it could not decode.
+_UNDECODABLE = object()
+#: A key's payloads as weak delivery holds them: frames, or bare pickled bodies.
+Found = list[frames.Frame] | list[bytes]
+
+
+def log_bad(name: str, key: str, bad: Iterable[frames.BadRegion]) -> None:
+    for region in bad:
+        logger.error(
+            "gaesignals: dropped %d unreadable byte(s) in signal %r (key %s): %s",
+            region.end - region.start,
+            name,
+            key,
+            region.reason,
+        )
+
+
+class Runner:
+    """One signal's handlers, made ready once per delivery to run on its payloads: each
+    handler's call form resolved, the ``ttl`` cut-off fixed. Both modes use it."""
+
+    __slots__ = (
+        "calls",
+        "cutoff",
+        "identity",
+        "name",
+        "quick",
+        "settings",
+        "signer",
+        "single",
+        "spec",
+        "ttl",
+        "weak_counters",
+    )
+
+    def __init__(
+        self, name: str, handlers: Sequence[Handler], settings: Settings, spec: SignalSpec
+    ) -> None:
+        self.name = name
+        self.settings = settings
+        self.identity = signal_keys(name, settings.namespace).queue
+        self.signer = self.identity.encode()  # what frame signatures name the signal by
+        self.weak_counters = weak_counters(signal_keys(name, settings.namespace))
+        self.calls = [
+            (handler, partial(handler, signal_name=name) if passes_name(handler) else handler)
+            for handler in handlers
+        ]
+        self.spec = spec
+        self.ttl = spec.ttl
+        # Weak delivery may read bare pickled bodies: nothing to check a frame's time against.
+        self.quick = spec.ttl is None and settings.codec == "pickle"
+        self.single = len(self.calls) == 1  # one handler: drain_bodies can run bare bodies
+        self.cutoff = -1
+        self.restart()
+
+    def restart(self) -> None:
+        """Ready for a new delivery: the ``ttl`` cut-off moves with the clock."""
+        if self.ttl is not None:
+            # Whole seconds on the sender's clock: a payload sent before this second is too old.
+            self.cutoff = int(frames.clock()) - self.ttl
+
+    def parse_all(self, value: bytes) -> tuple[list[frames.Frame], list[frames.BadRegion]]:
+        """The verified frames of a value and its unreadable regions (logged, then dropped)."""
+        found, bad = frames.parse(value, self.signer, self.settings.secret_keys)
+        if bad:
+            log_bad(self.name, self.identity, bad)
+        return found, bad
+
+    def expired(self, frame: frames.Frame) -> bool:
+        return frames.sent_at(frame.ident) < self.cutoff
+
+    def within_ttl(self, found: Found) -> Found:
+        """``found`` without the payloads older than the signal's ttl (the caller logs them,
+        with :meth:`log_expired`, once it drops them). Bare bodies only come without a ttl."""
+        if self.ttl is None:
+            return found
+        return [frame for frame in cast(list[frames.Frame], found) if not self.expired(frame)]
+
+    def log_expired(self, count: int) -> None:
+        if count:
+            logger.warning(
+                "gaesignals: dropped %d payload(s) of signal %r older than its ttl of %d s",
+                count,
+                self.name,
+                self.ttl,
+            )
+
+    def run(self, frame: frames.Frame) -> tuple[bool, bool]:
+        """Decode a frame and call every handler; returns (all ok, decoded ok). Logs failures."""
+        data = self._decode(frame)
+        if data is _UNDECODABLE:
+            return False, False
+        return self._handle(data), True
+
+    def _decode(self, item: frames.Frame | bytes) -> Any:
+        """A frame's (or a bare pickled body's) payload, or :data:`_UNDECODABLE` (logged)."""
+        try:
+            return pickle.loads(item) if isinstance(item, bytes) else decode(item, self.settings)
+        except Exception:
+            logger.exception("gaesignals: could not decode a payload of signal %r", self.name)
+            return _UNDECODABLE
+
+    def _handle(self, data: Any) -> bool:
+        """Call every handler on ``data``; False if one raised (each failure logged)."""
+        ok = True
+        for handler, call in self.calls:
+            try:
+                call(data)
+            except Exception:
+                ok = False
+                logger.exception("gaesignals: handler %r for signal %r failed", handler, self.name)
+        return ok
+
+    def parse_weak(self, value: bytes) -> tuple[Found, list[frames.BadRegion]]:
+        """What weak delivery needs of a value: with no ttl and the pickle codec, a clean
+        value's pickled bodies alone (:func:`frames.pickled_bodies`), else its frames."""
+        if self.quick:
+            bodies = frames.pickled_bodies(value, self.signer, self.settings.secret_keys)
+            if bodies is not None:
+                return bodies, []
+        return self.parse_all(value)
+
+    def drain(self, fresh: Found) -> tuple[int, int]:
+        """Run the handlers on every payload of ``fresh`` (already within the ttl; frames, or
+        pickled bodies from :meth:`parse_weak`); returns how many succeeded and how many
+        failed, each failure logged as :meth:`run` logs it."""
+        if fresh and isinstance(fresh[0], bytes) and self.single:
+            return self.drain_bodies(fresh)
+        delivered = 0
+        for item in fresh:
+            data = self._decode(item)
+            if data is not _UNDECODABLE:
+                delivered += self._handle(data)
+        return delivered, len(fresh) - delivered
+
+    def drain_bodies(self, bodies: list[bytes]) -> tuple[int, int]:
+        """:meth:`drain` of pickled bodies for one handler, weak delivery's common case: the
+        same logs, no call per payload around ``pickle.loads`` and the handler."""
+        loads = pickle.loads
+        ((handler, call),) = self.calls
+        delivered = 0
+        for body in bodies:
+            try:
+                data = loads(body)
+            except Exception:
+                logger.exception("gaesignals: could not decode a payload of signal %r", self.name)
+                continue
+            try:
+                call(data)
+            except Exception:
+                logger.exception("gaesignals: handler %r for signal %r failed", handler, self.name)
+                continue
+            delivered += 1
+        return delivered, len(bodies) - delivered

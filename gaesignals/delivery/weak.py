@@ -1,0 +1,264 @@
+"""Weak delivery: every pending payload of every signal taken in two batched calls, at most once.
+
+Over the memcache primitives: one read of all keys with CAS tokens, one CAS reset of the
+non-empty ones with the counter updates ahead of the resets in the same pipeline (and, at most
+once per ``lost_check_interval`` per process, three counters per signal in the read, see
+:func:`~gaesignals.accounting.check_lost`). A payload goes to the handlers only if the reset of
+its key won, so no payload is delivered twice and none is lost to a race; keys that lost a race
+are read and reset again a few times within the call. A store with native queue operations
+takes every key in one atomic call instead, counting as it takes. At most once: a handler that
+raises, or a process that dies after the take, loses those payloads.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Collection, Mapping
+
+from .. import frames
+from ..accounting import check_lost, flush, flush_sent, lost_keys, read_order, schedule, take, tally
+from ..config import Settings
+from ..exceptions import PartialFailure, StoreUnavailable
+from ..keys import located
+from ..mapping import SignalMapping
+from ..registry import SignalSpec
+from ..stores import Connection, NativeQueue, TakeGroup
+from .plan import Layout, plan_of
+from .runner import Found
+
+logger = logging.getLogger("gaesignals")
+
+#: Rounds of read + reset a weak delivery makes for keys whose reset lost a race.
+WEAK_ROUNDS = 4
+
+#: Each key read: its payloads (frames or bare pickled bodies) and its unreadable regions.
+Parsed = dict[str, tuple[Found, list[frames.BadRegion]]]
+
+
+def deliver_weak(
+    signals: SignalMapping, settings: Settings, specs: Mapping[str, SignalSpec]
+) -> int:
+    """Deliver ``signals`` weakly; returns how many payloads every handler took."""
+    plan = plan_of(signals)
+    layout = plan.layout(settings, specs)
+    for timed in layout.timed:
+        timed.restart()
+    checking = schedule.due(signals, settings, plan.quiet)
+    run = _WeakRun(layout, settings, checking)
+    store = settings.store
+    with store.connection() as conn:
+        if checking:
+            flush_sent(conn, store)  # sent counts this process still holds
+        try:
+            if store.native is not None:
+                run.take_natively(conn, store.native)
+            else:
+                run.take_in_rounds(conn)
+        finally:
+            if settings.counters:
+                flush(conn, run.bumps, quietly=True)
+    if run.failure is not None:
+        raise run.failure
+    return run.delivered
+
+
+class _WeakRun:
+    """One weak delivery's state: what it counted, delivered, and the failure to raise."""
+
+    def __init__(self, layout: Layout, settings: Settings, checking: Collection[str]) -> None:
+        self.layout = layout
+        self.settings = settings
+        self.checking = checking
+        self.counting = settings.counters
+        self.bumps: Counter[str] = Counter()
+        self.delivered = 0
+        self.failure: StoreUnavailable | None = None
+
+    # -- over the memcache primitives -------------------------------------------------------
+
+    def take_in_rounds(self, conn: Connection) -> None:
+        layout = self.layout
+        todo = list(layout.names)
+        for first in (True, *[False] * (WEAK_ROUNDS - 1)):
+            current = conn.scan_many(self._first_read() if first else todo)
+            parsed, owners = self.parse(current)
+            if first and self.checking:
+                check_lost(conn, layout.keys, layout.names, current, parsed, self.bumps)
+                schedule.checked(self.checking, self.settings)
+            if not parsed:
+                return
+            fresh = self.count(parsed, owners)
+            counters = take(self.bumps) if self.counting else {}
+            won = self._reset(conn, current, parsed, counters)
+            self.run(parsed, owners, fresh, won, taken_back=bool(counters))
+            if self.failure is not None:
+                return
+            todo = list(dict.fromkeys(located(key) for key in parsed if not won[key]))
+            if not todo:
+                return
+        # Normal under heavy sending: nothing is lost, the next delivery takes them.
+        logger.info(
+            "gaesignals: %d signal key(s) stayed contended; left for the next delivery", len(todo)
+        )
+
+    def _first_read(self) -> list[str]:
+        """Every queue key, with each signal due for a lost check's counters around its own."""
+        layout, checking = self.layout, self.checking
+        if not checking:
+            return list(layout.names)
+        return [
+            key
+            for name, queues in layout.shards.items()
+            for key in (read_order(layout.keys[name], queues) if name in checking else queues)
+        ]
+
+    def _reset(
+        self,
+        conn: Connection,
+        current: Mapping[str, tuple[bytes, object]],
+        parsed: Parsed,
+        counters: dict[str, int],
+    ) -> dict[str, bool]:
+        """Empty every key read non-empty if it is unchanged, with the counters ahead of the
+        resets (see ``Connection.cas_many``), so a reader never sees frames gone yet
+        unaccounted; what a lost race or a failing handler changes is corrected afterwards."""
+        taken = {key: (b"", current[key][1]) for key in parsed}
+        try:
+            return conn.cas_many(taken, counters=counters or None)
+        except PartialFailure as error:  # a cluster node failed: keep what was won
+            self.failure = error
+            for key in taken:
+                if key not in error.results:  # its node took the reset, or did not
+                    self._log_unanswered(key, len(parsed[key][0]), "got no answer")
+            return {key: error.results.get(key) is True for key in taken}
+        except StoreUnavailable as error:
+            # Maybe applied later (a hung server): then those payloads are lost. The counters
+            # may or may not have landed: left as they are, so lost detection can only
+            # under-report; the log says how many payloads are at stake.
+            self.failure = error
+            counters.clear()
+            for key, (found, _) in parsed.items():
+                self._log_unanswered(key, len(found), "timed out or failed")
+            return dict.fromkeys(taken, False)
+
+    def _log_unanswered(self, key: str, count: int, what: str) -> None:
+        logger.error(
+            "gaesignals: the reset of signal %r %s; if the cache applies it, its %d "
+            "payload(s) read now are lost",
+            self.layout.names[located(key)],
+            what,
+            count,
+        )
+
+    # -- native ------------------------------------------------------------------------------
+
+    def take_natively(self, conn: Connection, native: NativeQueue) -> None:
+        """One atomic take of every key (and, for signals due, their lost-check counters); the
+        store counted each key's frames into ``accounted`` and ``delivered`` as it took them,
+        so only what Python's parse finds different (bad regions, expired, failed) is
+        corrected afterwards."""
+        layout, checking = self.layout, self.checking
+        groups = []
+        for name, queues in layout.shards.items():
+            keys = layout.keys[name]
+            counters = (keys.counter("accounted"), keys.counter("delivered"))
+            groups.append(
+                TakeGroup(
+                    queues,
+                    counters if self.counting else None,
+                    lost_keys(keys) if name in checking else (),
+                )
+            )
+        taken = native.take_many(groups)
+        self.failure = taken.failure
+        current = {key: (value, None) for key, value in (taken.read | taken.values).items()}
+        parsed, owners = self.parse(current)
+        if checking:
+            check_lost(conn, layout.keys, layout.names, current, parsed, self.bumps)
+            schedule.checked(checking, self.settings)
+        fresh = self.count(parsed, owners)
+        if self.counting:
+            for key, frames_counted in taken.counted.items():
+                accounted, _, _, delivered = layout.runners[owners[key]].weak_counters
+                self.bumps[accounted] -= frames_counted
+                self.bumps[delivered] -= frames_counted
+        self.run(parsed, owners, fresh, dict.fromkeys(parsed, True), taken_back=False)
+
+    # -- shared by both ----------------------------------------------------------------------
+
+    def parse(self, current: Mapping[str, tuple[bytes, object]]) -> tuple[Parsed, dict[str, str]]:
+        """The payloads of every queue key read non-empty, and each such key's signal."""
+        names, runners = self.layout.names, self.layout.runners
+        secret_keys = self.settings.secret_keys
+        bodies_of = frames.pickled_bodies
+        parsed: Parsed = {}
+        owners: dict[str, str] = {}  # each key read (home or stranded) -> its signal
+        for key, item in current.items():
+            if not item[0]:
+                continue
+            owner = names.get(key if " " not in key else located(key))
+            if owner is not None:
+                runner = runners[owner]
+                # runner.parse_weak, inline: it runs for every key of every delivery
+                bodies = bodies_of(item[0], runner.signer, secret_keys) if runner.quick else None
+                parsed[key] = (bodies, []) if bodies is not None else runner.parse_all(item[0])
+                owners[key] = owner
+        return parsed, owners
+
+    def count(self, parsed: Parsed, owners: Mapping[str, str]) -> dict[str, Found]:
+        """Each key's payloads within their ttl, counted as if every take wins."""
+        runners, keys, bumps = self.layout.runners, self.layout.keys, self.bumps
+        fresh: dict[str, Found] = {}
+        for key, (found, bad) in parsed.items():
+            name = owners[key]
+            runner = runners[name]
+            fresh[key] = kept = found if runner.ttl is None else runner.within_ttl(found)
+            if not self.counting:
+                continue
+            if bad or len(kept) != len(found):
+                tally(bumps, keys[name], found, bad, kept, 1)
+            else:  # the usual case, inline: every frame read is (so far) delivered
+                accounted, _, _, delivered = runner.weak_counters
+                bumps[accounted] = bumps.get(accounted, 0) + len(found)
+                bumps[delivered] = bumps.get(delivered, 0) + len(found)
+        return fresh
+
+    def run(
+        self,
+        parsed: Parsed,
+        owners: Mapping[str, str],
+        fresh: Mapping[str, Found],
+        won: Mapping[str, bool],
+        *,
+        taken_back: bool,
+    ) -> None:
+        """Run the handlers on what was taken, in mapping order (the read's, for keys at home;
+        a copy stranded on another server is older than the home copy). What was counted for
+        a key whose take lost is taken back (``taken_back``: those counts went out)."""
+        layout = self.layout
+        if any(" " in key for key in parsed):
+            order = layout.order
+            ordered = sorted(parsed, key=lambda k: (order[located(k)], " " not in k))
+        else:  # a store may answer in any order
+            ordered = [key for key in layout.names if key in parsed]
+        for key in ordered:
+            found, bad = parsed[key]
+            name = owners[key]
+            if not won[key]:
+                if taken_back:
+                    tally(self.bumps, layout.keys[name], found, bad, fresh[key], -1)
+                continue
+            runner = layout.runners[name]
+            kept = fresh[key]
+            if len(kept) != len(found):
+                runner.log_expired(len(found) - len(kept))
+            if runner.single and kept and isinstance(kept[0], bytes):
+                ok, failed = runner.drain_bodies(kept)  # runner.drain, one call less
+            else:
+                ok, failed = runner.drain(kept)
+            self.delivered += ok
+            if failed and self.counting:
+                signal = layout.keys[name]
+                self.bumps[signal.counter("delivered")] -= failed
+                self.bumps[signal.counter("failed")] += failed

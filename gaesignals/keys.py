@@ -1,0 +1,141 @@
+"""Signal names and the cache keys they map to.
+
+A key is ``gs:<namespace>:<kind>:{<name>}`` (counters ``gs:<namespace>:n:{<name>}:<counter>``).
+The namespace and the kind contain no ``:``, so the parts are unambiguous. The braces are a
+Redis Cluster hash tag: every key of one signal (its shards, lock, cursors, counters) lives in
+one hash slot, so a store can work on a whole signal in one atomic script. A name that is not
+safe in a memcached key (space, control or non-ASCII characters, braces) or would make the key
+too long is replaced by its SHA-256 under a different kind (``qh`` instead of ``q``), so a hashed
+name can never meet a plain one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from functools import lru_cache
+
+from .exceptions import InvalidSignalName
+from .stores import MAX_KEY_LENGTH
+
+#: Longer names are refused; names up to this are hashed into keys when they must be.
+MAX_NAME_LENGTH = 4096
+
+#: Per-signal counters kept in the store (best-effort: the cache may evict them too).
+#: ``accounted`` counts the frames removed from the queue, however they left it.
+COUNTERS = (
+    "sent",
+    "delivered",
+    "failed",
+    "dead_lettered",
+    "dropped",
+    "expired",
+    "accounted",
+    "lost",
+)
+_LONGEST_COUNTER = max(map(len, COUNTERS))
+# Printable ASCII without braces: a brace in a name would move the hash tag.
+_SAFE_KEY_CHARS = frozenset(chr(c) for c in range(0x21, 0x7F)) - {"{", "}"}
+# What the key adds around the name: "gs:" ":" "q" ":" "{" "}" and two shard digits.
+_KEY_OVERHEAD = 10
+
+
+@dataclass(frozen=True, slots=True)
+class SignalKeys:
+    """The cache keys of one signal: its pending payloads, its reliable-delivery lock and
+    progress cursor, its dead letters and its counters.
+
+    ``queue`` doubles as the signal's identity inside frame signatures, so a frame copied to
+    another signal's key fails verification.
+    """
+
+    queue: str
+    lock: str
+    dead: str
+    cursor: str
+    #: Prefix of the signal's counters (:data:`COUNTERS`); see :meth:`counter`.
+    counters: str
+
+    def counter(self, kind: str) -> str:
+        """The key of one of the signal's counters: ``sent``, ``delivered``, ..."""
+        return self.counters + kind
+
+
+def check_name(name: object) -> str:
+    """Return ``name`` if it can name a signal; raise :class:`InvalidSignalName` otherwise."""
+    if not isinstance(name, str):
+        raise InvalidSignalName(f"a signal name must be a str, not {type(name).__name__}")
+    if not name:
+        raise InvalidSignalName("a signal name must not be empty")
+    if len(name) > MAX_NAME_LENGTH:
+        raise InvalidSignalName(
+            f"a signal name must be at most {MAX_NAME_LENGTH} characters, got {len(name)}"
+        )
+    return name
+
+
+def _digest(name: str) -> str:
+    return hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+@lru_cache(maxsize=4096)
+def signal_keys(name: str, namespace: str) -> SignalKeys:
+    """Map a signal name to its keys, injectively (see the module docstring)."""
+    check_name(name)
+    fits = len(name) + len(namespace) + _KEY_OVERHEAD <= MAX_KEY_LENGTH
+    if fits and _SAFE_KEY_CHARS.issuperset(name):
+        part, mark = name, ""
+    else:
+        part, mark = _digest(name), "h"
+    base = f"gs:{namespace}:"
+    counters = f"{base}n{mark}:{{{part}}}:"
+    if len(counters) + _LONGEST_COUNTER > MAX_KEY_LENGTH:
+        counters = f"{base}nh:{{{_digest(name)}}}:"
+    return SignalKeys(
+        queue=f"{base}q{mark}:{{{part}}}",
+        lock=f"{base}l{mark}:{{{part}}}",
+        dead=f"{base}d{mark}:{{{part}}}",
+        cursor=f"{base}c{mark}:{{{part}}}",
+        counters=counters,
+    )
+
+
+@lru_cache(maxsize=4096)
+def shard_keys(keys: SignalKeys, shards: int) -> tuple[tuple[str, str], ...]:
+    """The (queue, progress cursor) keys of each of a signal's ``shards``.
+
+    Shard 0 has the signal's own ``queue`` and ``cursor`` keys, so a signal with one shard is
+    stored exactly as an undeclared one. Shard ``i`` > 0 appends ``i`` to the kind (``q3``,
+    ``qh3``, ``c3``): kinds contain no ``:`` and every other kind is letters only, so a shard
+    key is never another signal's key, nor another kind of key of any signal.
+    """
+    _, namespace, kind, part = keys.queue.split(":", 3)
+    mark = kind[1:]
+    others = [
+        (f"gs:{namespace}:q{mark}{i}:{part}", f"gs:{namespace}:c{mark}{i}:{part}")
+        for i in range(1, shards)
+    ]
+    return ((keys.queue, keys.cursor), *others)
+
+
+@lru_cache(maxsize=4096)
+def queue_keys(keys: SignalKeys, shards: int) -> tuple[str, ...]:
+    """Every queue key of a signal with ``shards`` shards, its own queue key first."""
+    return tuple(queue for queue, _ in shard_keys(keys, shards))
+
+
+def base_queue_key(key: str) -> str | None:
+    """The signal's own queue key (shard 0's) for any of its shards' queue keys, or None when
+    ``key`` is not a queue key."""
+    parts = key.split(":", 3)
+    if len(parts) != 4 or parts[0] != "gs" or " " in key:
+        return None
+    kind = parts[2].rstrip("0123456789")
+    if kind not in ("q", "qh"):
+        return None
+    return f"gs:{parts[1]}:{kind}:{parts[3]}"
+
+
+def located(key: str) -> str:
+    """A key without the server location a cluster store may add (see ``scan_many``)."""
+    return key.partition(" ")[0]

@@ -1,0 +1,113 @@
+"""Signal names and their handlers: what :func:`~gaesignals.deliver` runs.
+
+A :class:`SignalMapping` is validated once and reused across deliveries; the delivery side keeps
+what it derives from one (handlers made ready, key layouts) beside it, not in it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any, TypeVar
+
+from .keys import check_name
+from .registry import Registry, SignalSpec, check_lease, check_max_attempts, registry
+
+Handler = Callable[..., object]
+HandlerSpec = Handler | Sequence[Handler]
+F = TypeVar("F", bound=Handler)
+
+
+def pass_signal_name(handler: F) -> F:
+    """Mark a handler that wants the signal's name: called ``handler(data, signal_name=name)``.
+
+    Useful when one handler serves many per-user signals (``user_<id>_password_change``).
+    """
+    handler.__gaesignals_pass_name__ = True  # type: ignore[attr-defined]
+    return handler
+
+
+class SignalMapping:
+    """Signal names and their handlers, validated once and reusable across deliveries.
+
+    Built from a list of ``(name, handler)`` pairs (a name may repeat; its handlers add up in
+    order), a dict, or another mapping. A handler is one callable or a list of them.
+    ``lease`` and ``max_attempts`` override, for this mapping, what each signal declared (see
+    :func:`~gaesignals.declare`); left out, the declaration or the defaults apply.
+    """
+
+    def __init__(
+        self,
+        mapping: SignalMapping | Mapping[str, HandlerSpec] | Iterable[tuple[str, HandlerSpec]] = (),
+        *,
+        lease: int | None = None,
+        max_attempts: int | None = None,
+    ) -> None:
+        self.lease = None if lease is None else check_lease(lease)
+        self.max_attempts = None if max_attempts is None else check_max_attempts(max_attempts)
+        if isinstance(mapping, SignalMapping):
+            self.lease = mapping.lease if lease is None else self.lease
+            self.max_attempts = mapping.max_attempts if max_attempts is None else self.max_attempts
+        self._handlers: dict[str, tuple[Handler, ...]] = {}
+        # Kept until a declaration changes (delivery keeps what it derives from them).
+        self._specs: tuple[Registry, int, dict[str, SignalSpec]] | None = None
+        pairs: Iterable[tuple[str, HandlerSpec]]
+        pairs = mapping.items() if isinstance(mapping, SignalMapping | Mapping) else mapping
+        for pair in pairs:
+            if not isinstance(pair, tuple) or len(pair) != 2:
+                raise TypeError(f"expected (name, handler) pairs, got {pair!r}")
+            name, spec = pair
+            handlers = (spec,) if callable(spec) else tuple(spec)
+            for handler in handlers:
+                if not callable(handler):
+                    raise TypeError(f"handler {handler!r} for signal {name!r} is not callable")
+            self._handlers[check_name(name)] = self._handlers.get(name, ()) + handlers
+
+    @classmethod
+    def coerce(cls, mapping: Any) -> SignalMapping:
+        """Return ``mapping`` if it is a :class:`SignalMapping`, else build one from it;
+        ``None`` means the receivers of the default registry, as they are at this moment."""
+        if mapping is None:
+            return cls([(name, registry.receivers(name)) for name in registry.names()])
+        return mapping if isinstance(mapping, SignalMapping) else cls(mapping)
+
+    def __repr__(self) -> str:
+        return f"SignalMapping({list(self._handlers)!r})"
+
+    def __len__(self) -> int:
+        return len(self._handlers)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._handlers)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._handlers
+
+    def items(self) -> Iterator[tuple[str, tuple[Handler, ...]]]:
+        return iter(self._handlers.items())
+
+    def handlers(self, name: str) -> tuple[Handler, ...]:
+        return self._handlers[name]
+
+    def specs(self, declared: Registry) -> dict[str, SignalSpec]:
+        """Each signal's declaration in ``declared`` (kept until a declaration changes)."""
+        kept = self._specs
+        if kept is None or kept[0] is not declared or kept[1] != declared.version:
+            version = declared.version
+            kept = self._specs = (declared, version, {n: declared.spec(n) for n in self})
+        return kept[2]
+
+    def subset(self, names: Iterable[str]) -> SignalMapping:
+        """The same mapping restricted to ``names``, keeping its overrides."""
+        return SignalMapping(
+            [(name, self._handlers[name]) for name in names],
+            lease=self.lease,
+            max_attempts=self.max_attempts,
+        )
+
+
+MappingArg = SignalMapping | Mapping[str, HandlerSpec] | Iterable[tuple[str, HandlerSpec]]
+
+
+def passes_name(handler: Handler) -> bool:
+    """Whether ``handler`` was marked with :func:`pass_signal_name`."""
+    return bool(getattr(handler, "__gaesignals_pass_name__", False))

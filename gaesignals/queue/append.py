@@ -1,0 +1,252 @@
+"""The append engine behind every send: frames appended to queue keys, atomically, or raised.
+
+With the store's atomic append where it has one (one round trip, and an ``add`` when the key is
+missing), otherwise with a gets + cas loop (two round trips uncontended) that retries a bounded
+number of times with jittered backoff. A write either stores its frames or raises; it never
+reports success for a payload that is not in the cache. A store's one-send fast path
+(:class:`~gaesignals.stores.FastSend`) sits behind :func:`append_one`.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Mapping
+
+from ..accounting import count_sent
+from ..exceptions import Contention, QueueFull
+from ..stores import Connection, Store
+from .routing import crowded, filled, rng, stick
+
+#: How many gets + cas (or append + add) rounds a write tries before giving up.
+SEND_ATTEMPTS = 8
+
+
+def append_one(
+    store: Store, key: str, frame: bytes, queues: tuple[str, ...], counter: str | None
+) -> None:
+    """Append one frame to ``key`` (one of ``queues``, a sharded signal's queue keys, or the
+    only key when ``queues`` is empty) and bump ``counter``: a send's entry point.
+
+    The store's fast path first; whatever it could not do, the general path does (on a gets +
+    cas store that includes telling a CAS lost to another sender of this shard, which moves
+    this thread's next sends, from one lost to a delivery)."""
+    fast = store.fast_send
+    stored = None if fast is None else fast.append_one(key, frame, counter)
+    if stored:
+        if counter is not None and not store.supports_append:
+            count_sent(None, store, {counter: 1})  # gets + cas: the fast path counted nothing
+        if queues:
+            filled(queues, key, len(frame), added=True)
+        return
+    counts = None if counter is None else {key: (counter, 1)}
+    with store.connection() as conn:
+        append_frames(
+            conn,
+            store,
+            {key: frame},
+            {key: queues} if queues else None,
+            counts,
+            bumped=stored is False,
+        )
+
+
+def append_frames(
+    conn: Connection,
+    store: Store,
+    pending: Mapping[str, bytes],
+    shards: Mapping[str, tuple[str, ...]] | None = None,
+    counts: Mapping[str, tuple[str, int]] | None = None,
+    *,
+    bumped: bool = False,
+) -> None:
+    """Append each value to its key atomically, or raise; the heart of every send.
+
+    Keys are appended to in one batch per round trip. ``QueueFull`` and ``Contention`` name the
+    keys that were not written in ``keys``; the others were. ``shards`` maps a key of a
+    sharded signal to all its queue keys: a value whose shard is full moves to another shard of
+    the same signal at once (and this thread stays there), so a signal only raises
+    ``QueueFull`` once every shard it tried was full; a thread that lost a CAS to another
+    sender moves its next sends to another shard.
+
+    ``counts`` maps a key to its signal's ``sent`` counter key and how many frames its value
+    holds: the counter is bumped for the values written (on an appending store in the first
+    append's own round trip, taken back for values that then could not be written; otherwise
+    once the writes are done). ``bumped``: those bumps already went out (with an append
+    that was refused), so they are only taken back, never sent again.
+    """
+    write = _Write(conn, store, pending, shards, counts)
+    if store.supports_append:
+        write.by_append(bumped)
+    else:
+        write.by_gets_cas()
+
+
+class _Write:
+    """One batch of values on their way to their keys, and what moved or was counted."""
+
+    def __init__(
+        self,
+        conn: Connection,
+        store: Store,
+        pending: Mapping[str, bytes],
+        shards: Mapping[str, tuple[str, ...]] | None,
+        counts: Mapping[str, tuple[str, int]] | None,
+    ) -> None:
+        self.conn = conn
+        self.store = store
+        self.pending = dict(pending)
+        self.routes = dict(shards or {})
+        self.tried = {key: {key} for key in self.routes}
+        self.counted = dict(counts or {})
+
+    def _sums(self, keys: list[str] | None = None, sign: int = 1) -> dict[str, int]:
+        """The ``sent`` deltas of ``keys`` (every counted key when None)."""
+        sums: dict[str, int] = {}
+        for key in self.counted if keys is None else keys:
+            if key in self.counted:
+                counter, n = self.counted[key]
+                sums[counter] = sums.get(counter, 0) + sign * n
+        return sums
+
+    def by_append(self, bumped: bool) -> None:
+        """Append (with ``add`` for missing keys) until every value is stored; the counters
+        ride with the first append actually sent, and are taken back for what then failed."""
+        bumps = self._sums()
+        sent = bumped
+        known = self.store.sizes  # the sizes an adapter last saw, if it keeps them
+        try:
+            for attempt in range(SEND_ATTEMPTS):
+                if known is not None and self._over_known(known):
+                    continue
+                stored = self.conn.append_many(self.pending, None if sent else bumps)
+                sent = True
+                if self._settle(stored):
+                    return
+                totals = {key: len(value) for key, value in self.pending.items()}
+                if self._settle(self.conn.add_many(self.pending), totals):
+                    return
+                # The key exists, yet append refused: too large, or it vanished and came back.
+                if self._make_room(self.conn.gets_many(list(self.pending))):
+                    continue
+                time.sleep(random.uniform(0, 0.001 * 2**attempt))
+            raise self._contention()
+        except (QueueFull, Contention) as error:
+            back = self._sums(list(error.keys), -1) if sent else {}
+            if back:
+                self.conn.incr_many(back)
+            raise
+
+    def _over_known(self, known: Mapping[str, int]) -> bool:
+        """An append the last seen size says would overflow is not sent: read the key first
+        (which refreshes the size), then move to another shard (True) or raise."""
+        limit = self.store.max_value_size
+        over = [k for k, v in self.pending.items() if known.get(k, 0) + len(v) > limit]
+        return bool(over) and self._make_room(self.conn.gets_many(over))
+
+    def by_gets_cas(self) -> None:
+        """Read, then cas (or add) each key until every value is stored; ``sent`` is counted
+        for what was written, however the write ends."""
+        written: list[str] = []
+        try:
+            self._gets_cas(written)
+        finally:
+            done = self._sums(written)
+            if done:
+                count_sent(self.conn, self.store, done)
+
+    def _gets_cas(self, written: list[str]) -> None:
+        conn, pending = self.conn, self.pending
+        lost: dict[str, int] = {}
+        for attempt in range(SEND_ATTEMPTS):
+            current = conn.gets_many(list(pending))
+            if self._make_room(current):
+                continue  # read the shards moved to
+            for key, size in lost.items():
+                item = current.get(key)
+                if key in pending and item is not None and len(item[0]) > size:
+                    crowded(self.routes[key], key)  # another sender appended: it shares the shard
+            grown = {
+                k: (current[k][0] + v, current[k][1]) for k, v in pending.items() if k in current
+            }
+            stored = conn.cas_many(grown) if grown else {}
+            missing = {k: v for k, v in pending.items() if k not in current}
+            if missing:
+                stored.update(conn.add_many(missing))
+            written.extend(k for k in pending if stored[k])
+            totals = {k: len(grown[k][0]) if k in grown else len(v) for k, v in pending.items()}
+            if self._settle(stored, totals):
+                return
+            # Retried on the same shard: a CAS lost to a delivery's reset says nothing about
+            # other senders; the next read tells whether another sender wrote there.
+            lost = {
+                k: len(current[k][0]) if k in current else 0 for k in pending if k in self.routes
+            }
+            time.sleep(random.uniform(0, 0.001 * 2**attempt))
+        raise self._contention()
+
+    def _contention(self) -> Contention:
+        keys = sorted(self.pending)
+        return Contention(
+            f"gave up writing to {', '.join(keys)} after {SEND_ATTEMPTS} attempts; the "
+            "key kept changing",
+            keys,
+        )
+
+    def _settle(self, stored: Mapping[str, bool], totals: Mapping[str, int] | None = None) -> bool:
+        """Drop the stored keys from ``pending``, noting how full each shard written now is
+        (``totals``: its whole size; else it grew by the value). True when nothing is left."""
+        pending = self.pending
+        for key in [k for k in pending if stored.get(k)]:
+            value = pending.pop(key)
+            queues = self.routes.get(key)
+            if queues is not None:
+                if totals is None:
+                    filled(queues, key, len(value), added=True)
+                else:
+                    filled(queues, key, totals[key], added=False)
+        return not pending
+
+    def _make_room(self, current: Mapping[str, tuple[bytes, object]]) -> bool:
+        """Move values whose shard is full to another shard; True if any moved. Raises
+        ``QueueFull`` (naming every unwritten key) when a full key has no untried shard left."""
+        limit = self.store.max_value_size
+        pending = self.pending
+        full = [
+            k for k, v in pending.items() if k in current and len(current[k][0]) + len(v) > limit
+        ]
+        if not full:
+            return False
+        largest = max(len(pending[k]) for k in full)
+        moved = self._reroute(full)
+        stuck = [k for k in full if k not in moved]
+        if stuck:
+            # Name every key still unwritten, not only the full ones: none of them was stored.
+            raise QueueFull(
+                f"{', '.join(stuck)} already hold(s) too many pending bytes to take {largest} "
+                f"more (limit {limit}); deliver first",
+                sorted(pending),
+            )
+        return True
+
+    def _reroute(self, keys: list[str]) -> set[str]:
+        """Move the values of ``keys`` to a random shard of their signal not tried yet in this
+        write; returns the keys moved away from. This thread then sends there."""
+        pending, routes, tried, counted = self.pending, self.routes, self.tried, self.counted
+        moved = set()
+        for key in keys:
+            queues = routes.get(key)
+            if queues is None:
+                continue
+            options = [q for q in queues if q not in tried[key] and q not in pending]
+            if not options:
+                continue
+            new = rng.choice(options)
+            pending[new] = pending.pop(key)
+            routes[new] = routes.pop(key)
+            tried[new] = tried.pop(key) | {new}
+            if key in counted:
+                counted[new] = counted.pop(key)
+            stick(queues, new)
+            moved.add(key)
+        return moved

@@ -1,0 +1,113 @@
+"""The sending side: :class:`Signal`, :func:`send` and :func:`send_multi`.
+
+A send frames the payload (:mod:`.codec`) and appends it to the signal's queue key, or to its
+thread's shard of a sharded signal (:mod:`.queue`). It either stores the payload or raises; it
+never reports success for a payload that is not in the cache.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from .codec import encode_payload
+from .config import get_settings
+from .eager import has_receivers, send_now
+from .exceptions import QueueFull
+from .keys import check_name, signal_keys
+from .queue.append import append_frames, append_one
+from .queue.routing import route
+
+
+class Signal:
+    """A named signal. ``Signal('user_54274_password_change').send(data)`` returns at once;
+    a later :func:`~gaesignals.deliver` runs the handlers mapped to the name."""
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        self.name = check_name(name)
+
+    def __repr__(self) -> str:
+        return f"Signal({self.name!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Signal) and other.name == self.name
+
+    def __hash__(self) -> int:
+        return hash((Signal, self.name))
+
+    def send(self, data: Any = None) -> None:
+        """Store ``data`` for later delivery, or raise.
+
+        Raises :class:`PayloadTooLarge` (nothing written), :class:`QueueFull` (the signal holds
+        too many undelivered bytes), :class:`StoreUnavailable` (the cache is down).
+        """
+        send(self.name, data)
+
+
+def send(name: str, data: Any = None) -> None:
+    """``Signal(name).send(data)``: ``send_multi([(name, data)])`` in fewer steps."""
+    settings = get_settings()
+    keys = signal_keys(check_name(name), settings.namespace)
+    frame = encode_payload(data, keys, settings)
+    if settings.eager and has_receivers(name):
+        send_now(name, data)
+        return
+    key, queues = route(name, keys)
+    append_one(
+        settings.store, key, frame, queues, keys.counter("sent") if settings.counters else None
+    )
+
+
+def send_multi(
+    signals: Mapping[str, Any] | Iterable[str | tuple[str, Any]],
+) -> None:
+    """Send many signals at once, in the fewest store calls.
+
+    Takes ``{name: data}``, or an iterable of names (data ``None``) and ``(name, data)`` pairs;
+    several payloads for one name keep their order. Every payload is encoded and checked
+    before anything is written. If a signal cannot take its payloads, the exception
+    (:class:`QueueFull`, :class:`Contention`) lists the keys left unwritten in ``keys``;
+    the other signals' payloads were stored.
+    """
+    settings = get_settings()
+    items: Iterable[str | tuple[str, Any]] = (
+        signals.items() if isinstance(signals, Mapping) else signals
+    )
+    framed: dict[str, list[bytes]] = {}
+    routes: dict[str, tuple[str, ...]] = {}
+    eager: list[tuple[str, Any]] = []
+    sent_of: dict[str, str] = {}
+    for item in items:
+        name, data = (item, None) if isinstance(item, str) else item
+        keys = signal_keys(check_name(name), settings.namespace)
+        frame = encode_payload(data, keys, settings)
+        if settings.eager and has_receivers(name):
+            eager.append((name, data))
+            continue
+        key, queues = route(name, keys)
+        if queues:
+            routes[key] = queues
+        sent_of[key] = keys.counter("sent")
+        framed.setdefault(key, []).append(frame)
+    if framed:
+        batch = {key: b"".join(parts) for key, parts in framed.items()}
+        store = settings.store
+        for key, value in batch.items():
+            if len(value) > store.max_value_size:
+                raise QueueFull(
+                    f"the payloads for {key} together are {len(value)} bytes, more than the "
+                    f"store's limit of {store.max_value_size} for one key",
+                    [key],
+                )
+        counts = (
+            {key: (sent_of[key], len(parts)) for key, parts in framed.items()}
+            if settings.counters
+            else None
+        )
+        with store.connection() as conn:
+            append_frames(conn, store, batch, routes, counts)
+    if eager:
+        for name, data in eager:
+            send_now(name, data)
