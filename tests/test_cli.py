@@ -428,7 +428,7 @@ def test_pending_table_and_json(
             "user_7_notice": FakePending(0, 0, None),
         }
 
-    monkeypatch.setattr(gaesignals, "pending", fake, raising=False)
+    monkeypatch.setattr("gaesignals.cli.commands.pending", fake)
     code, out, err = run(capsys, "pending", "user_7_notice", "audit", "audit")
     assert (code, err) == (0, "")
     assert asked == [["user_7_notice", "audit"]]
@@ -448,8 +448,6 @@ def test_pending_table_and_json(
 
 def test_pending_with_the_library_function(app: Path, memory: MemoryStore, capsys: Any) -> None:
     """With the real gaesignals.pending, the command shows what was sent and not delivered."""
-    if not hasattr(gaesignals, "pending"):
-        pytest.skip("gaesignals.pending() comes with the faults branch (gaesignals.stats)")
     send("a", 1)
     send("a", [2])
     code, out, err = run(capsys, "pending", "a", "b", "--json")
@@ -462,16 +460,6 @@ def test_pending_with_the_library_function(app: Path, memory: MemoryStore, capsy
         "2",
         str(shown["a"]["bytes"]),
     ]
-
-
-def test_pending_without_the_function(
-    app: Path, capsys: Any, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Without gaesignals.pending (an older version) the command says so and exits 1."""
-    monkeypatch.delattr(gaesignals, "pending", raising=False)
-    code, out, err = run(capsys, "pending", "a")
-    assert (code, out) == (1, "")
-    assert "no pending()" in error_line(err)
 
 
 # -- real processes -------------------------------------------------------------------------------
