@@ -30,6 +30,10 @@ import pytest
 from . import config as _config
 from .config import configure
 from .stores import Store
+from .stores.appengine import AppEngineStore
+from .stores.memcached import MemcachedStore
+from .stores.memory import MemoryStore
+from .stores.redis import RedisStore
 from .testing import CapturedSignals, MemcachedServer, RedisServer, captured_signals
 
 #: What ``gaesignals_stores()`` with no kinds runs.
@@ -160,29 +164,24 @@ def gaesignals_testbed(request: pytest.FixtureRequest) -> Iterator[Any]:
         bed.deactivate()
 
 
+#: The kinds served by a real server: the session fixture that runs it, and the store's class.
+_SERVED: dict[str, tuple[str, type[MemcachedStore] | type[RedisStore]]] = {
+    "memcached": ("gaesignals_memcached", MemcachedStore),
+    "redis": ("gaesignals_redis", RedisStore),
+}
+
+
 def _make_store(kind: str, request: pytest.FixtureRequest) -> tuple[Store, Any]:
     """The store for ``kind`` and what must be closed after the test (or None)."""
     if kind in ("memory", "memory-cas"):
-        from .stores.memory import MemoryStore
-
         return MemoryStore(append=kind == "memory"), None
     if kind == "appengine":
         request.getfixturevalue("gaesignals_testbed")
-        from .stores.appengine import AppEngineStore
-
         return AppEngineStore(), None
-    if kind == "redis":
-        redis_server: RedisServer = request.getfixturevalue("gaesignals_redis")
-        redis_server.flush()
-        from .stores.redis import RedisStore
-
-        redis_store = RedisStore.from_url(redis_server.url)
-        return redis_store, redis_store
-    server: MemcachedServer = request.getfixturevalue("gaesignals_memcached")
+    fixture, store_type = _SERVED[kind]
+    server: MemcachedServer | RedisServer = request.getfixturevalue(fixture)
     server.flush()
-    from .stores.memcached import MemcachedStore
-
-    store = MemcachedStore.from_url(server.url)
+    store = store_type.from_url(server.url)
     return store, store
 
 
