@@ -22,21 +22,26 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import shutil
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, NoReturn, TypeVar
 
 import pytest
 
 from . import config as _config
 from .config import configure
 from .stores import Store
+from .stores.appengine import AppEngineStore
+from .stores.memcached import MemcachedStore
+from .stores.memory import MemoryStore
+from .stores.redis import RedisStore
 from .testing import CapturedSignals, MemcachedServer, RedisServer, captured_signals
 
 #: What ``gaesignals_stores()`` with no kinds runs.
 DEFAULT_KINDS = ("memory", "memory-cas", "appengine", "memcached")
 STORE_KINDS = (*DEFAULT_KINDS, "redis")
 APPENGINE_STUBS = ("datastore", "taskqueue")
+
+_S = TypeVar("_S", MemcachedServer, RedisServer)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -86,12 +91,16 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     metafunc.parametrize("gaesignals_store_kind", kinds)
 
 
-def _missing(what: str, how: str) -> None:
+def _missing(message: str) -> NoReturn:
     """Skip a test that needs something absent; fail under CI, where a skip would hide a gap."""
-    message = f"{what} is not installed ({how})"
     if os.environ.get("CI"):
         pytest.fail(message + "; CI must run these tests", pytrace=False)
     pytest.skip(message)
+
+
+def _need_module(module: str, what: str, extra: str) -> None:
+    if importlib.util.find_spec(module) is None:
+        _missing(f"{what} is not installed (pip install 'gaesignals[{extra}]')")
 
 
 @pytest.fixture
@@ -105,34 +114,34 @@ def gaesignals_store_kind(request: pytest.FixtureRequest) -> str:
     return kind
 
 
+def _server(kind: type[_S], client: str, what: str, extra: str) -> Iterator[_S]:
+    """A server of ``kind`` for the session, once its binary and client library are found."""
+    try:
+        server = kind()
+    except FileNotFoundError as error:
+        _missing(str(error))
+    _need_module(client, what, extra)
+    with server:
+        yield server
+
+
 @pytest.fixture(scope="session")
 def gaesignals_memcached() -> Iterator[MemcachedServer]:
     """A memcached on a free 127.0.0.1 port for the whole session."""
-    if shutil.which("memcached") is None:
-        _missing("memcached", "apt-get install -y memcached")
-    if importlib.util.find_spec("pymemcache") is None:
-        _missing("pymemcache", "pip install 'gaesignals[memcached]'")
-    with MemcachedServer() as server:
-        yield server
+    yield from _server(MemcachedServer, "pymemcache", "pymemcache", "memcached")
 
 
 @pytest.fixture(scope="session")
 def gaesignals_redis() -> Iterator[RedisServer]:
     """A redis-server on a free 127.0.0.1 port for the whole session (no persistence)."""
-    if shutil.which("redis-server") is None:
-        _missing("redis-server", "apt-get install -y redis-server")
-    if importlib.util.find_spec("redis") is None:
-        _missing("redis-py", "pip install 'gaesignals[redis]'")
-    with RedisServer() as server:
-        yield server
+    yield from _server(RedisServer, "redis", "redis-py", "redis")
 
 
 @pytest.fixture
 def gaesignals_testbed(request: pytest.FixtureRequest) -> Iterator[Any]:
     """An active App Engine ``testbed.Testbed`` with the memcache stub, plus the stubs named by
     the ``gaesignals_appengine_stubs`` mark or ini option; call ``init_*_stub`` for more."""
-    if importlib.util.find_spec("google.appengine") is None:
-        _missing("appengine-python-standard", "pip install 'gaesignals[appengine]'")
+    _need_module("google.appengine", "appengine-python-standard", "appengine")
     from google.appengine.ext import testbed
 
     marker = request.node.get_closest_marker("gaesignals_appengine_stubs")
@@ -155,29 +164,24 @@ def gaesignals_testbed(request: pytest.FixtureRequest) -> Iterator[Any]:
         bed.deactivate()
 
 
+#: The kinds served by a real server: the session fixture that runs it, and the store's class.
+_SERVED: dict[str, tuple[str, type[MemcachedStore] | type[RedisStore]]] = {
+    "memcached": ("gaesignals_memcached", MemcachedStore),
+    "redis": ("gaesignals_redis", RedisStore),
+}
+
+
 def _make_store(kind: str, request: pytest.FixtureRequest) -> tuple[Store, Any]:
     """The store for ``kind`` and what must be closed after the test (or None)."""
     if kind in ("memory", "memory-cas"):
-        from .stores.memory import MemoryStore
-
         return MemoryStore(append=kind == "memory"), None
     if kind == "appengine":
         request.getfixturevalue("gaesignals_testbed")
-        from .stores.appengine import AppEngineStore
-
         return AppEngineStore(), None
-    if kind == "redis":
-        redis_server: RedisServer = request.getfixturevalue("gaesignals_redis")
-        redis_server.flush()
-        from .stores.redis import RedisStore
-
-        redis_store = RedisStore.from_url(redis_server.url)
-        return redis_store, redis_store
-    server: MemcachedServer = request.getfixturevalue("gaesignals_memcached")
+    fixture, store_type = _SERVED[kind]
+    server: MemcachedServer | RedisServer = request.getfixturevalue(fixture)
     server.flush()
-    from .stores.memcached import MemcachedStore
-
-    store = MemcachedStore.from_url(server.url)
+    store = store_type.from_url(server.url)
     return store, store
 
 

@@ -1,21 +1,13 @@
-"""The ``gaesignals`` command line: in-process through ``main()``, and as a real process for the
-worker (signals, outages) and exit codes."""
+"""The ``gaesignals`` command line in-process, through ``main()``: the commands, the settings
+options, and the one line and exit code of each failure. The worker's real processes are in
+test_cli_worker.py."""
 
 from __future__ import annotations
 
-import contextlib
 import io
 import json
-import os
-import queue
-import re
-import signal
-import subprocess
 import sys
-import threading
-import time
 import tomllib
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -24,130 +16,15 @@ import pytest
 import gaesignals
 from gaesignals import cli, deliver, send
 from gaesignals.cli import main
-from gaesignals.stores.memcached import MemcachedStore
 from gaesignals.stores.memory import MemoryStore
-from gaesignals.testing import MemcachedServer, free_port
+from gaesignals.testing import free_port
 
-ROOT = Path(gaesignals.__file__).resolve().parent.parent
-SECRET = "k" * 40
+from . import cli_support as support
+from .cli_support import ROOT, SECRET, error_line, got, run
 
-APP = """
-import json, os, time
-from pathlib import Path
-from gaesignals import SignalMapping, pass_signal_name
-
-got = []
-
-def record(data):
-    got.append(data)
-    if os.environ.get("CLIAPP_LOG"):
-        with open(os.environ["CLIAPP_LOG"], "a") as log:
-            log.write(json.dumps(data) + "\\n")
-
-def fail(data):
-    raise RuntimeError("boom")
-
-@pass_signal_name
-def named(data, signal_name):
-    got.append((signal_name, data))
-
-def slow(data):
-    # Tells the test it started, then waits (bounded) for the test to let it finish.
-    Path("started").touch()
-    deadline = time.monotonic() + 20
-    while not Path("go").exists() and time.monotonic() < deadline:
-        time.sleep(0.01)
-    record(data)
-
-mapping = SignalMapping([("a", record), ("b", record)])
-pairs = [("a", record)]
-failing = {"f": fail}
-mixed = {"ok": [record, named], "half": [record, fail]}
-slow_mapping = {"slow": slow}
-
-def make():
-    return {"a": record}
-
-def explode():
-    raise RuntimeError("no mapping today")
-
-not_a_mapping = 42
-nothing = None
-empty = {}
-"""
-
-RECEIVERS = """
-from gaesignals import receiver
-from cliapp import record
-
-@receiver("a")
-def on_a(data):
-    record(data)
-"""
-
-
-@pytest.fixture
-def app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """A project directory, made the current one, with modules the CLI can name."""
-    (tmp_path / "cliapp.py").write_text(APP)
-    (tmp_path / "cliapp_receivers.py").write_text(RECEIVERS)
-    (tmp_path / "cliapp_nothing.py").write_text("")
-    (tmp_path / "cliapp_broken.py").write_text("import cliapp_no_such_dependency\n")
-    (tmp_path / "cliapp_pkg").mkdir()
-    (tmp_path / "cliapp_pkg" / "__init__.py").write_text("")
-    (tmp_path / "cliapp_pkg" / "signals.py").write_text(
-        "from gaesignals import connect\nfrom cliapp import record\nconnect('c', record)\n"
-    )
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(sys, "path", list(sys.path))  # main() adds the current directory
-    for name in list(os.environ):
-        if name.startswith("GAESIGNALS_"):
-            monkeypatch.delenv(name)
-    yield tmp_path
-    for name in [m for m in sys.modules if m.startswith("cliapp")]:
-        del sys.modules[name]
-
-
-@pytest.fixture
-def memory() -> MemoryStore:
-    """A memory store configured for this test, which every main() call in it shares."""
-    store = MemoryStore()
-    gaesignals.configure(store=store)
-    return store
-
-
-@pytest.fixture
-def memcached_url(
-    memcached_server: MemcachedServer, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[str]:
-    """A flushed real memcached, configured (with a secret key) for the test's own sends."""
-    memcached_server.flush()
-    monkeypatch.setenv("GAESIGNALS_SECRET_KEY", SECRET)
-    store = MemcachedStore.from_url(memcached_server.url)
-    gaesignals.configure(store=store)
-    yield memcached_server.url
-    store.close()
-
-
-def got() -> list[Any]:
-    result: list[Any] = sys.modules["cliapp"].got
-    return result
-
-
-def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def error_line(err: str) -> str:
-    """The one line a failure writes (after any log lines the library wrote before it)."""
-    lines = err.splitlines()
-    assert lines, "nothing on stderr"
-    assert lines[-1].startswith("gaesignals: error: "), err
-    assert sum(line.startswith("gaesignals: error: ") for line in lines) == 1, err
-    assert "Traceback" not in err
-    return lines[-1]
+app = support.app
+memory = support.memory
+memcached_url = support.memcached_url
 
 
 # -- deliver --------------------------------------------------------------------------------------
@@ -400,6 +277,53 @@ def test_send_errors(
     assert deliver({"s": print}) == 0
 
 
+class Full(gaesignals.QueueFull):
+    """A library error that keeps its data as an attribute and in its args, as QueueFull
+    does, with a str() that reads as a sentence."""
+
+    def __init__(self, keys: list[str]) -> None:
+        super().__init__("full", keys)
+        self.keys = keys
+
+    def __str__(self) -> str:
+        return f"{', '.join(self.keys)} cannot take more; deliver first"
+
+
+class Flaky(gaesignals.StoreUnavailable):
+    def __init__(self, server: str) -> None:
+        super().__init__(server, 11211)
+
+    def __str__(self) -> str:
+        return f"memcached at {self.args[0]} timed out"
+
+
+@pytest.mark.parametrize(
+    ("error", "code", "line"),
+    [
+        (Full(["a", "b"]), 1, "Full: a, b cannot take more; deliver first"),
+        (Flaky("10.0.0.1"), 3, "store unavailable (Flaky): memcached at 10.0.0.1 timed out"),
+    ],
+)
+def test_library_errors_show_their_str_only(
+    app: Path,
+    memory: MemoryStore,
+    capsys: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    error: Exception,
+    code: int,
+    line: str,
+) -> None:
+    """A library error is shown by its str(), never by the data in its args."""
+
+    def failing(name: str, data: Any) -> None:
+        raise error
+
+    monkeypatch.setattr("gaesignals.cli.commands.send", failing)
+    result, out, err = run(capsys, "send", "a")
+    assert (result, out) == (code, "")
+    assert error_line(err) == f"gaesignals: error: {line}"
+
+
 def test_send_and_data_file_exclude_each_other(app: Path, capsys: Any) -> None:
     """--data and --data-file cannot both be given."""
     assert run(capsys, "send", "s", "--data", "1", "--data-file", "-")[0] == 2
@@ -428,7 +352,7 @@ def test_pending_table_and_json(
             "user_7_notice": FakePending(0, 0, None),
         }
 
-    monkeypatch.setattr(gaesignals, "pending", fake, raising=False)
+    monkeypatch.setattr("gaesignals.cli.commands.pending", fake)
     code, out, err = run(capsys, "pending", "user_7_notice", "audit", "audit")
     assert (code, err) == (0, "")
     assert asked == [["user_7_notice", "audit"]]
@@ -448,8 +372,6 @@ def test_pending_table_and_json(
 
 def test_pending_with_the_library_function(app: Path, memory: MemoryStore, capsys: Any) -> None:
     """With the real gaesignals.pending, the command shows what was sent and not delivered."""
-    if not hasattr(gaesignals, "pending"):
-        pytest.skip("gaesignals.pending() comes with the faults branch (gaesignals.stats)")
     send("a", 1)
     send("a", [2])
     code, out, err = run(capsys, "pending", "a", "b", "--json")
@@ -462,197 +384,6 @@ def test_pending_with_the_library_function(app: Path, memory: MemoryStore, capsy
         "2",
         str(shown["a"]["bytes"]),
     ]
-
-
-def test_pending_without_the_function(
-    app: Path, capsys: Any, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Without gaesignals.pending (an older version) the command says so and exits 1."""
-    monkeypatch.delattr(gaesignals, "pending", raising=False)
-    code, out, err = run(capsys, "pending", "a")
-    assert (code, out) == (1, "")
-    assert "no pending()" in error_line(err)
-
-
-# -- real processes -------------------------------------------------------------------------------
-
-
-class Process:
-    """A ``python -m gaesignals`` process whose output lines are collected as they come."""
-
-    def __init__(self, argv: list[str], cwd: Path, env: dict[str, str]) -> None:
-        self.popen = subprocess.Popen(
-            [sys.executable, "-m", "gaesignals", *argv],
-            cwd=cwd,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        self.lines: dict[str, list[str]] = {"out": [], "err": []}
-        self.changed: queue.Queue[None] = queue.Queue()
-        self.readers = [
-            threading.Thread(target=self._read, args=(stream, which), daemon=True)
-            for stream, which in ((self.popen.stdout, "out"), (self.popen.stderr, "err"))
-        ]
-        for reader in self.readers:
-            reader.start()
-
-    def _read(self, stream: Any, which: str) -> None:
-        for line in stream:
-            self.lines[which].append(line.rstrip("\n"))
-            self.changed.put(None)
-        self.changed.put(None)
-
-    def wait_for(self, which: str, test: Callable[[str], bool], timeout: float = 20) -> str:
-        """The first line of ``which`` output passing ``test``, waiting for it (bounded)."""
-        deadline = time.monotonic() + timeout
-        while True:
-            for line in self.lines[which]:
-                if test(line):
-                    return line
-            left = deadline - time.monotonic()
-            if left <= 0 or (self.popen.poll() is not None and self.changed.empty()):
-                raise AssertionError(f"no such line in {which}: {self.lines}")
-            with contextlib.suppress(queue.Empty):
-                self.changed.get(timeout=min(left, 0.5))
-
-    def finish(self, timeout: float = 20) -> int:
-        code = self.popen.wait(timeout=timeout)
-        for reader in self.readers:
-            reader.join(timeout=timeout)
-        for stream in (self.popen.stdout, self.popen.stderr):
-            if stream is not None:
-                stream.close()
-        return code
-
-    def stop(self) -> None:
-        if self.popen.poll() is None:
-            self.popen.kill()
-        self.finish()
-
-
-def _env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GAESIGNALS_")}
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
-    env["GAESIGNALS_SECRET_KEY"] = SECRET
-    env.update(extra)
-    return env
-
-
-@pytest.fixture
-def process(app: Path) -> Iterator[Callable[..., Process]]:
-    started: list[Process] = []
-
-    def start(*argv: str, **env: str) -> Process:
-        started.append(Process(list(argv), app, _env(**env)))
-        return started[-1]
-
-    yield start
-    for each in started:
-        each.stop()
-
-
-def _total(line: str) -> int:
-    found = re.search(r"; (\d+) in total$", line)
-    return int(found.group(1)) if found else -1
-
-
-def test_worker_delivers_until_sigterm(
-    app: Path,
-    process: Callable[..., Process],
-    memcached_url: str,
-) -> None:
-    """The worker delivers what is sent while it runs, says so line by line with a running
-    total, and on SIGTERM prints a summary and exits 0."""
-    log = app / "delivered.log"
-    worker = process(
-        "--store", memcached_url, "worker", "cliapp:mapping", "--interval", "0.05",
-        CLIAPP_LOG=str(log),
-    )  # fmt: skip
-    worker.wait_for("out", lambda line: "worker: delivering 2 signal(s) (a, b)" in line)
-    for n in range(3):
-        send("a", n)
-    send("b", "x")
-    send("b", "y")
-    worker.wait_for("out", lambda line: _total(line) == 5)
-    worker.popen.send_signal(signal.SIGTERM)
-    assert worker.finish() == 0
-    summary = worker.lines["out"][-1]
-    assert "worker stopped by SIGTERM: delivered 5 payload(s) (a=3, b=2)" in summary
-    assert "0 store outage(s)" in summary
-    assert sorted(log.read_text().splitlines()) == ['"x"', '"y"', "0", "1", "2"]
-    assert deliver({"a": print, "b": print}) == 0
-
-
-def test_worker_finishes_the_current_delivery_on_sigterm(
-    app: Path,
-    process: Callable[..., Process],
-    memcached_url: str,
-) -> None:
-    """SIGTERM during a delivery lets the running handler finish before the worker exits."""
-    log = app / "delivered.log"
-    worker = process(
-        "--store", memcached_url, "worker", "cliapp:slow_mapping", "--interval", "0.05",
-        "--reliable", CLIAPP_LOG=str(log),
-    )  # fmt: skip
-    send("slow", "payload")
-    deadline = time.monotonic() + 20
-    while not (app / "started").exists():
-        assert time.monotonic() < deadline and worker.popen.poll() is None, worker.lines
-        time.sleep(0.01)
-    worker.popen.send_signal(signal.SIGTERM)
-    (app / "go").touch()
-    assert worker.finish() == 0
-    assert "delivered 1 payload(s) (slow=1)" in worker.lines["out"][-1]
-    assert log.read_text() == '"payload"\n'
-    assert deliver({"slow": print}, reliable=True) == 0  # acknowledged: not delivered again
-
-
-def test_worker_survives_a_store_that_is_down_at_start(
-    app: Path, process: Callable[..., Process], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """With the store down the worker reports it and retries with a growing pause; once the
-    store is up it delivers, and SIGINT stops it with exit 0."""
-    port = free_port()
-    url = f"memcached://127.0.0.1:{port}"
-    worker = process("worker", "cliapp:mapping", "--interval", "0.05", "--max-backoff", "0.2",
-                     GAESIGNALS_STORE=url)  # fmt: skip
-    worker.wait_for("err", lambda line: "store unavailable: memcached at" in line)
-    worker.wait_for("err", lambda line: "retrying in 0.2s" in line)
-    assert worker.popen.poll() is None
-    with MemcachedServer(port=port):
-        monkeypatch.setenv("GAESIGNALS_SECRET_KEY", SECRET)
-        assert main(["--store", url, "send", "a", "--data", "1"]) == 0
-        worker.wait_for("err", lambda line: "store reachable again" in line)
-        worker.wait_for("out", lambda line: _total(line) == 1)
-        worker.popen.send_signal(signal.SIGINT)
-        assert worker.finish() == 0
-    summary = worker.lines["out"][-1]
-    assert "worker stopped by SIGINT: delivered 1 payload(s) (a=1)" in summary
-    assert summary.endswith("; 1 store outage(s)")
-
-
-def test_exit_codes_of_the_real_command(app: Path, process: Callable[..., Process]) -> None:
-    """`python -m gaesignals` exits 2 on a bad import path or bad JSON, 3 on an unreachable
-    store, 0 on success, each failure one line on stderr."""
-    down = f"memcached://127.0.0.1:{free_port()}"
-    cases = [
-        (["deliver", "cliapp_missing:mapping"], 2),
-        (["deliver", "cliapp:nope"], 2),
-        (["send", "a", "--data", "{"], 2),
-        (["--store", down, "deliver", "cliapp:mapping"], 3),
-        (["--store", down, "worker", "--once", "cliapp:mapping"], 3),
-        (["--store", "memory://", "deliver", "cliapp:mapping"], 0),
-    ]
-    running = [(process(*argv), argv, code) for argv, code in cases]
-    for each, argv, code in running:
-        assert each.finish() == code, (argv, each.lines)
-        if code:
-            assert len(each.lines["err"]) == 1, each.lines
-            assert each.lines["err"][0].startswith("gaesignals: error: ")
-        else:
-            assert each.lines["out"] == ["delivered 0 payload(s)"]
 
 
 def test_console_script_is_declared() -> None:

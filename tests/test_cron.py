@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-import contextlib
 import hmac
 import logging
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import webtest
 
 import gaesignals
-from gaesignals import ConfigurationError, Signal, StoreUnavailable, dead_letters
+from gaesignals import ConfigurationError, Signal, dead_letters
 from gaesignals.cron import TOKEN_ENV, CronDeliveryApp
 from gaesignals.stores import Store
+from gaesignals.testing import DownStore
 
 TOKEN = "s3cr3t-" * 6
 
@@ -172,22 +171,9 @@ def test_reliable_keeps_failures_for_the_next_run(gaesignals_store: Store) -> No
     assert dead_letters("digest") == ["x"]
 
 
-class _DownStore:
-    max_value_size = 1_000_000
-    supports_append = True
-    shared = False
-    sizes = None
-    fast_send = None
-    native = None
-
-    @contextlib.contextmanager
-    def connection(self) -> Iterator[Any]:
-        raise StoreUnavailable("connection refused")
-        yield
-
-
 def test_store_outage_is_a_503(gaesignals_store: Store, caplog: pytest.LogCaptureFixture) -> None:
-    gaesignals.configure(store=_DownStore())
+    """With the store down, an authorized call answers 503 and the outage is logged."""
+    gaesignals.configure(store=DownStore("connection refused"))
     app = webtest.TestApp(CronDeliveryApp({"digest": Collector()}, token=TOKEN))
     with caplog.at_level(logging.ERROR, "gaesignals"):
         answer = app.get("/", headers=bearer(TOKEN), status=503)

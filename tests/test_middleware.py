@@ -8,8 +8,11 @@ from typing import Any
 
 import pytest
 
+import gaesignals
 from gaesignals import SignalsMiddleware, send
 from gaesignals.stores import Store
+from gaesignals.stores.memory import MemoryStore
+from gaesignals.testing import CountingStore, DownStore
 
 
 class App:
@@ -68,6 +71,22 @@ def test_handler_errors_never_escape(store: Store, caplog: pytest.LogCaptureFixt
     assert "handler bug" in caplog.text and "'oops'" in caplog.text
 
 
+def test_store_outage_is_logged_and_the_request_served(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """With the store down, each request is served as if nothing were pending, and the
+    outage is logged once for it."""
+    gaesignals.configure(store=DownStore("the cache is down"))
+    app = App([])
+    wrapped = SignalsMiddleware(app, {"greet": print})
+    with caplog.at_level(logging.ERROR, logger="gaesignals"):
+        assert wrapped({}, lambda *a: None) is app.body
+    assert app.calls == 1
+    assert [r.getMessage() for r in caplog.records] == [
+        "gaesignals: no delivery for this request: the cache is down"
+    ]
+
+
 def test_reliable_middleware_retries_on_next_request(store: Store) -> None:
     """With reliable=True a failed payload waits for the next request."""
     attempts: list[Any] = []
@@ -94,10 +113,6 @@ def test_bad_mapping_fails_at_construction() -> None:
 def test_interval_limits_deliveries_per_process() -> None:
     """With interval=N the middleware delivers at most once per N seconds of its clock, and
     the requests in between make no cache call at all."""
-    import gaesignals
-    from gaesignals.stores.memory import MemoryStore
-    from gaesignals.testing import CountingStore
-
     store = CountingStore(MemoryStore())
     gaesignals.configure(store=store)
     now = [100.0]

@@ -1,0 +1,177 @@
+"""The commands that run once: deliver, pending, send and dead-letters.
+
+Each takes the parsed arguments, prints its result on stdout and returns an exit code; a
+failure to report is a :class:`~gaesignals.cli.errors.CommandError`, or the library's own error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import Counter
+from typing import Any
+
+from .. import delivery
+from ..mapping import SignalMapping
+from ..sending import send
+from ..stats import pending
+from .errors import EXIT_ERROR, EXIT_OK, CommandError
+from .loading import load_mapping
+
+
+class _Outcome:
+    """Whether a handler of the payload being delivered raised, shared by the handlers of one
+    signal: the first resets it, the last reads it."""
+
+    def __init__(self) -> None:
+        self.failed = False
+
+
+class _Counted:
+    """A handler wrapped to count, per signal, the payloads every handler took without raising:
+    :func:`~gaesignals.deliver` returns only the total. The handlers of one payload run in
+    order in one thread, so the first resets the payload's outcome and the last records it."""
+
+    def __init__(
+        self,
+        handler: delivery.Handler,
+        name: str,
+        tally: Counter[str],
+        outcome: _Outcome,
+        first: bool,
+        last: bool,
+    ) -> None:
+        self.handler, self.name, self.tally, self.outcome = handler, name, tally, outcome
+        self.first, self.last = first, last
+        if getattr(handler, "__gaesignals_pass_name__", False):
+            self.__gaesignals_pass_name__ = True
+
+    def __repr__(self) -> str:
+        return repr(self.handler)  # what the library's log names
+
+    def __call__(self, data: Any, **kwargs: Any) -> object:
+        if self.first:
+            self.outcome.failed = False
+        try:
+            return self.handler(data, **kwargs)
+        except BaseException:
+            self.outcome.failed = True
+            raise
+        finally:
+            if self.last and not self.outcome.failed:
+                self.tally[self.name] += 1
+
+
+def counted(mapping: SignalMapping) -> tuple[SignalMapping, Counter[str]]:
+    """``mapping`` with its handlers wrapped to count deliveries per signal, and the counter."""
+    tally: Counter[str] = Counter()
+    wrapped = []
+    for name, handlers in mapping.items():
+        outcome = _Outcome()
+        last = len(handlers) - 1
+        wrapped.append(
+            (
+                name,
+                [
+                    _Counted(handler, name, tally, outcome, index == 0, index == last)
+                    for index, handler in enumerate(handlers)
+                ],
+            )
+        )
+    return SignalMapping(wrapped, lease=mapping.lease, max_attempts=mapping.max_attempts), tally
+
+
+def deliver_once(args: argparse.Namespace, mapping: SignalMapping) -> tuple[int, Counter[str]]:
+    """Deliver ``mapping`` as the options say: the total delivered, and the count per signal."""
+    wrapped, tally = counted(mapping)
+    total = delivery.deliver(
+        wrapped, args.reliable, lease=args.lease, max_attempts=args.max_attempts
+    )
+    return total, tally
+
+
+def deliver(args: argparse.Namespace) -> int:
+    mapping = load_mapping(args.target, args.autodiscover, verbose=args.verbose > 0)
+    total, tally = deliver_once(args, mapping)
+    if args.json:
+        print(json.dumps({"delivered": total, "signals": dict(tally)}))
+    else:
+        print(f"delivered {total} payload(s)")
+        if args.verbose:
+            for name in mapping:
+                print(f"  {name}: {tally[name]}")
+    return EXIT_OK
+
+
+def show_pending(args: argparse.Namespace) -> int:
+    names = list(dict.fromkeys(args.names))
+    found = pending(names)
+    rows = {name: found[name] for name in names}
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    name: {"count": p.count, "bytes": p.bytes, "oldest_age": p.oldest_age}
+                    for name, p in rows.items()
+                }
+            )
+        )
+        return EXIT_OK
+    width = max(len("signal"), *(len(name) for name in names))
+    print(f"{'signal':<{width}}  {'pending':>8}  {'bytes':>10}  oldest")
+    for name, p in rows.items():
+        age = "-" if p.oldest_age is None else f"{p.oldest_age:.1f}s"
+        print(f"{name:<{width}}  {p.count:>8}  {p.bytes:>10}  {age}")
+    return EXIT_OK
+
+
+def send_one(args: argparse.Namespace) -> int:
+    text, source = args.data, "--data"
+    if args.data_file is not None:
+        source = "stdin" if args.data_file == "-" else args.data_file
+        text = _read_data_file(args.data_file)
+    data = None
+    if text is not None:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise CommandError(f"invalid JSON in {source}: {error}") from None
+    send(args.name, data)
+    if args.verbose:
+        print("sent")
+    return EXIT_OK
+
+
+def _read_data_file(path: str) -> str:
+    """The text of ``path``, or of stdin for ``-``."""
+    try:
+        if path == "-":
+            return sys.stdin.read()
+        with open(path, encoding="utf-8") as file:
+            return file.read()
+    except (OSError, UnicodeDecodeError) as error:
+        raise CommandError(f"cannot read --data-file: {error}") from None
+
+
+def dead_letters(args: argparse.Namespace) -> int:
+    if args.requeue or args.purge:
+        verb = "requeued" if args.requeue else "purged"
+        take = delivery.requeue_dead_letters if args.requeue else delivery.purge_dead_letters
+        count = take(args.name)
+        print(json.dumps({verb: count}) if args.json else f"{verb} {count} dead letter(s)")
+        return EXIT_OK
+    letters = delivery.dead_letters(args.name)
+    if args.json:
+        try:
+            print(json.dumps(letters))
+        except (TypeError, ValueError) as error:
+            raise CommandError(
+                f"the dead letters of {args.name!r} are not JSON-serialisable ({error}); "
+                "list them without --json",
+                EXIT_ERROR,
+            ) from None
+    else:
+        for letter in letters:
+            print(repr(letter))
+    return EXIT_OK

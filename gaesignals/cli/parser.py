@@ -1,0 +1,211 @@
+"""The command line's grammar: the settings options, the commands and their options.
+
+Each command's parser names its function as ``run``; the settings options (``--store``,
+``--namespace``, ``--codec``, ``-v``) are accepted before the command and after it.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from typing import Any
+
+from .. import config
+from ..registry import check_lease, check_max_attempts
+from .commands import dead_letters, deliver, send_one, show_pending
+from .worker import worker
+
+EPILOG = """\
+The secret key that signs and verifies payloads is read only from GAESIGNALS_SECRET_KEY, never
+from the command line, where ps would show it to every user of the machine.
+
+exit codes: 0 done, 1 a gaesignals error (queue full, payload too large, ...), 2 a usage error
+(bad arguments, an import path that names no mapping, bad JSON, bad settings), 3 the store is
+unavailable (down, timed out, or contended).
+"""
+
+_Run = Callable[[argparse.Namespace], int]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="gaesignals",
+        description="Deliver, inspect and send gaesignals deferred signals.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _global_options(parser)
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
+    _add_deliver(commands)
+    _add_worker(commands)
+    _add_pending(commands)
+    _add_send(commands)
+    _add_dead_letters(commands)
+    # The top level's defaults, for options given nowhere.
+    parser.set_defaults(store=None, namespace=None, codec=None, verbose=0)
+    return parser
+
+
+def _command(
+    commands: Any, name: str, run: _Run, text: str, more: str = ""
+) -> argparse.ArgumentParser:
+    sub: argparse.ArgumentParser = commands.add_parser(
+        name,
+        help=text,
+        description=f"{text} {more}".strip(),
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    # Global options are accepted after the command too; SUPPRESS keeps a value given before.
+    _global_options(sub)
+    sub.set_defaults(run=run)
+    return sub
+
+
+def _add_deliver(commands: Any) -> None:
+    sub = _command(commands, "deliver", deliver, "Deliver the pending payloads of a mapping once.")
+    _mapping_options(sub)
+    _delivery_options(sub)
+    sub.add_argument("--json", action="store_true", help="print the counts as JSON")
+
+
+def _add_worker(commands: Any) -> None:
+    sub = _command(
+        commands,
+        "worker",
+        worker,
+        "Deliver a mapping every --interval seconds until stopped.",
+        "SIGTERM or SIGINT (Ctrl-C) lets the current delivery finish, prints a summary and "
+        "exits 0. A store outage is reported and retried with a growing pause (up to "
+        "--max-backoff).",
+    )
+    _mapping_options(sub)
+    _delivery_options(sub)
+    sub.add_argument(
+        "--interval", type=_positive_float, default=1.0, help="seconds between deliveries (1)"
+    )
+    sub.add_argument(
+        "--max-backoff",
+        type=_positive_float,
+        default=30.0,
+        help="longest pause between retries while the store is down (30)",
+    )
+    sub.add_argument("--once", action="store_true", help="deliver once and exit, as `deliver`")
+    sub.add_argument("--json", action="store_true", help="with --once: print the counts as JSON")
+
+
+def _add_pending(commands: Any) -> None:
+    sub = _command(
+        commands, "pending", show_pending, "Show each signal's pending payloads, bytes, oldest age."
+    )
+    sub.add_argument("names", nargs="+", metavar="NAME", help="signal names")
+    sub.add_argument("--json", action="store_true", help="print JSON")
+
+
+def _add_send(commands: Any) -> None:
+    sub = _command(commands, "send", send_one, "Send one payload (JSON) to a signal.")
+    sub.add_argument("name", metavar="NAME", help="the signal's name")
+    data = sub.add_mutually_exclusive_group()
+    data.add_argument("--data", metavar="JSON", help="the payload as JSON (default: null)")
+    data.add_argument(
+        "--data-file", metavar="PATH", help="read the JSON payload from a file, or - for stdin"
+    )
+
+
+def _add_dead_letters(commands: Any) -> None:
+    sub = _command(
+        commands,
+        "dead-letters",
+        dead_letters,
+        "List a signal's dead letters (one repr a line), or requeue or purge them.",
+    )
+    sub.add_argument("name", metavar="NAME", help="the signal's name")
+    action = sub.add_mutually_exclusive_group()
+    action.add_argument("--requeue", action="store_true", help="move them back to the queue")
+    action.add_argument("--purge", action="store_true", help="delete them")
+    sub.add_argument("--json", action="store_true", help="print JSON")
+
+
+def _global_options(parser: argparse.ArgumentParser) -> None:
+    """The settings options; SUPPRESS leaves a value unset where it is not given, so the one
+    given before the command survives the command's parser."""
+    group = parser.add_argument_group("settings (default: the GAESIGNALS_* environment)")
+    group.add_argument(
+        "--store",
+        metavar="URL",
+        default=argparse.SUPPRESS,
+        help="memory://, appengine:// or memcached://host:port[,host:port...] "
+        "(like GAESIGNALS_STORE)",
+    )
+    group.add_argument(
+        "--namespace", default=argparse.SUPPRESS, help="key namespace (like GAESIGNALS_NAMESPACE)"
+    )
+    group.add_argument(
+        "--codec", choices=config.CODECS, default=argparse.SUPPRESS, help="like GAESIGNALS_CODEC"
+    )
+    group.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        default=argparse.SUPPRESS,
+        help="more output: per-signal counts, info logs; -vv for debug logs",
+    )
+
+
+def _mapping_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "target",
+        nargs="?",
+        metavar="pkg.mod[:attr]",
+        help="a mapping (SignalMapping, dict, list of pairs, or a callable returning one), or "
+        "a module whose registered receivers to deliver",
+    )
+    parser.add_argument(
+        "--autodiscover",
+        metavar="PKG,PKG",
+        type=lambda text: [part.strip() for part in text.split(",") if part.strip()],
+        default=[],
+        help="import <pkg>.signals of each package first (their receivers are delivered when "
+        "no attr is named)",
+    )
+
+
+def _delivery_options(parser: argparse.ArgumentParser) -> None:
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument(
+        "--reliable",
+        dest="reliable",
+        action="store_const",
+        const=True,
+        default=None,
+        help="deliver every signal reliably (default: each signal's declared mode)",
+    )
+    mode.add_argument(
+        "--weak", dest="reliable", action="store_const", const=False, help="deliver weakly"
+    )
+    parser.add_argument("--lease", type=_checked(int, check_lease), help="reliable lease, seconds")
+    parser.add_argument(
+        "--max-attempts",
+        type=_checked(int, check_max_attempts),
+        help="reliable attempts before a payload becomes a dead letter",
+    )
+
+
+def _checked(kind: Callable[[str], Any], check: Callable[[Any], Any]) -> Callable[[str], Any]:
+    def parse(text: str) -> Any:
+        try:
+            return check(kind(text))
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+
+    return parse
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text!r}")
+    return value
