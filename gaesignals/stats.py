@@ -20,8 +20,8 @@ from typing import Any, NamedTuple
 from . import frames
 from .accounting import flush_sent
 from .config import get_settings
-from .keys import check_name, queue_keys, signal_keys
-from .registry import registry
+from .keys import check_name, signal_keys
+from .queue.routing import queues_of
 
 #: The counters :func:`stats` reports, in this order.
 REPORTED = ("sent", "delivered", "failed", "dead_lettered", "dropped", "expired", "lost")
@@ -51,9 +51,7 @@ def pending(names: str | Iterable[str]) -> dict[str, Pending]:
     wanted = _names(names)
     keys = {name: signal_keys(name, settings.namespace) for name in wanted}
     # Every shard's key; frames are signed for the signal's own queue key, whatever the shard.
-    queues = {
-        queue: name for name in wanted for queue in queue_keys(keys[name], registry.shards(name))
-    }
+    queues = {queue: name for name in wanted for queue in queues_of(name, settings)}
     with settings.store.connection() as conn:
         current = conn.scan_many(list(queues))
     now = time.time()
