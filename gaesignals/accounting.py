@@ -24,7 +24,7 @@ from functools import lru_cache
 from .config import Settings
 from .exceptions import GaeSignalsError
 from .keys import SignalKeys, located
-from .stores import Connection, Store
+from .stores import Connection, Store, counter_value
 
 logger = logging.getLogger("gaesignals")
 
@@ -252,12 +252,31 @@ class QuietUntil:
 schedule = CheckSchedule()
 
 
-def number(item: tuple[bytes, object] | None) -> int | None:
-    """A counter's value, or None when it is missing or not a counter."""
+#: Counter keys already reported as corrupt by this process (bounded: cleared when full).
+_reported_corrupt: set[str] = set()
+_REPORTED_CORRUPT_MAX = 1024
+
+
+def number(current: Mapping[str, tuple[bytes, object]], key: str) -> int | None:
+    """The count at ``key`` as read, or None when it is missing or not a counter.
+
+    A corrupt counter (planted, or half-written by a foreign client) is treated as absent and
+    logged once per key, so one bad key never stops the deliveries that read it.
+    """
+    item = current.get(key)
     if item is None:
         return None
-    text = item[0].strip()
-    return int(text) if text.isdigit() else None
+    count = counter_value(item[0])
+    if count is None and key not in _reported_corrupt:
+        if len(_reported_corrupt) >= _REPORTED_CORRUPT_MAX:
+            _reported_corrupt.clear()
+        _reported_corrupt.add(key)
+        logger.warning(
+            "gaesignals: %r holds %d byte(s) that are not a counter; read as absent",
+            key,
+            len(item[0]),
+        )
+    return count
 
 
 def check_lost(
@@ -291,11 +310,11 @@ def check_lost(
     news: dict[str, tuple[str, int, int]] = {}
     for name, signal in keys.items():
         sent_key, accounted_key, key = lost_keys(signal)
-        sent = number(current.get(sent_key))
+        sent = number(current, sent_key)
         if sent is None:
             continue
         item = current.get(key)
-        accounted = number(current.get(accounted_key))
+        accounted = number(current, accounted_key)
         if accounted is None:
             if item is not None:
                 # The cache evicted it (the first delivery creates ``lost``): start again from
@@ -303,7 +322,7 @@ def check_lost(
                 bumps[accounted_key] += max(sent - queued[name], 0)
                 continue
             accounted = 0  # the first delivery of this signal: nothing left the queue yet
-        lost = number(item) or 0
+        lost = number(current, key) or 0
         missing = max(sent - accounted - queued[name], 0)
         if item is None:
             fresh[key] = b"%d" % missing

@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from typing import Any, NamedTuple
 
 from . import frames
-from .accounting import flush_sent
+from .accounting import flush_sent, number
 from .config import get_settings
 from .keys import check_name, signal_keys
 from .queue.routing import queues_of
@@ -92,9 +92,7 @@ def stats(names: str | Iterable[str]) -> dict[str, dict[str, int]]:
     for name, k in keys.items():
         counts = {}
         for counter in REPORTED:
-            item = current.get(k.counter(counter))
-            text = item[0].strip() if item else b""
-            counts[counter] = int(text) if text.isdigit() else 0
+            counts[counter] = number(current, k.counter(counter)) or 0
         result[name] = counts
     return result
 

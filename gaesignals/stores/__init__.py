@@ -27,6 +27,21 @@ if TYPE_CHECKING:
 DEFAULT_MAX_VALUE_SIZE = 1_000_000
 #: memcached refuses longer keys; App Engine would hash them silently, we do it explicitly.
 MAX_KEY_LENGTH = 250
+#: A counter's longest value: 20 digits hold any 64-bit count, memcached's and Redis's own bound.
+MAX_COUNTER_DIGITS = 20
+
+
+def counter_value(raw: bytes) -> int | None:
+    """The count a counter's bytes hold, or None for bytes that are not a counter.
+
+    Anyone who can write to the cache can plant anything in a counter key; bounding the length
+    before ``int()`` keeps a planted value of thousands of digits from raising (``int()`` refuses
+    more than 4,300) or costing more than its bytes.
+    """
+    text = raw.rstrip(b" ")
+    if 0 < len(text) <= MAX_COUNTER_DIGITS and text.isdigit():
+        return int(text)
+    return None
 
 
 class Connection(Protocol):
@@ -174,6 +189,7 @@ class Store(Protocol):
 
 __all__ = [
     "DEFAULT_MAX_VALUE_SIZE",
+    "MAX_COUNTER_DIGITS",
     "MAX_KEY_LENGTH",
     "Connection",
     "FastSend",
@@ -181,4 +197,5 @@ __all__ = [
     "Store",
     "TakeGroup",
     "Taken",
+    "counter_value",
 ]

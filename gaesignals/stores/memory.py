@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 
-from . import DEFAULT_MAX_VALUE_SIZE
+from . import DEFAULT_MAX_VALUE_SIZE, counter_value
 
 
 class MemoryStore:
@@ -127,8 +127,8 @@ class MemoryStore:
                 item = self._live(key)
                 if item is None:
                     self._put(key, b"%d" % max(delta, 0), 0)
-                elif item[0].strip().isdigit():
-                    value = b"%d" % max(int(item[0]) + delta, 0)
+                elif (count := counter_value(item[0])) is not None:
+                    value = b"%d" % max(count + delta, 0)
                     self._items[key] = (value, next(self._cas_counter), item[2])
 
     def delete_many(self, keys: Sequence[str]) -> None:

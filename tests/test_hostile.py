@@ -1,0 +1,93 @@
+"""A cache writer's cheap attacks on availability and accounting, on every store.
+
+The rule under test: no cache content makes a delivery, ``pending``, ``stats`` or ``health``
+raise anything but :class:`~gaesignals.StoreUnavailable`, cost more than linear in the bytes it
+reads, or remove a payload without running its handlers. Signing (tested in test_security.py)
+keeps forged payloads out; these tests are about the keys around the queue: counters, locks,
+cursors and dead letters.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import pytest
+
+import gaesignals
+from gaesignals import accounting, deliver, health, send, stats
+from gaesignals.keys import COUNTERS, signal_keys
+
+from .conftest import RawAccess
+
+#: Past the 4,300 digits ``int()`` accepts: a counter parsed without a bound raises.
+HUGE_NUMBER = b"9" * 5000
+
+POISONS = {
+    "huge": HUGE_NUMBER,
+    "huge-padded": HUGE_NUMBER + b" " * 10,
+    "word": b"garbage",
+    "negative": b"-5",
+    "unicode-digits": "\u0663\u0663".encode(),
+    "binary": b"\xff\x00" * 40,
+}
+
+
+def _poison_counters(raw: RawAccess, name: str, value: bytes) -> None:
+    keys = signal_keys(name, "")
+    for counter in COUNTERS:
+        raw.set(keys.counter(counter), value)
+
+
+@pytest.mark.parametrize("poison", list(POISONS), ids=list(POISONS))
+def test_poisoned_counters_never_stop_a_delivery(raw: RawAccess, poison: str) -> None:
+    """Every counter of a signal holding something that is not a counter (5,000 digits, a word,
+    binary): delivery of it and of the other signals in the mapping goes on, and so do stats and
+    health, each counter reading as absent."""
+    gaesignals.configure(store=raw.store, lost_check_interval=0)
+    for i in range(3):
+        send("poisoned", i)
+        send("bystander", i)
+    _poison_counters(raw, "poisoned", POISONS[poison])
+    got: list[Any] = []
+    assert deliver({"poisoned": got.append, "bystander": got.append}) == 6
+    assert sorted(got) == [0, 0, 1, 1, 2, 2]
+    send("poisoned", "later")
+    assert deliver({"poisoned": got.append}) == 1
+    assert got[-1] == "later"
+    counts = stats(["poisoned", "bystander"])
+    assert counts["bystander"]["delivered"] == 3
+    assert all(isinstance(value, int) and value >= 0 for value in counts["poisoned"].values())
+    report = health(["poisoned"])
+    assert report["ok"] is True
+    assert report["signals"]["poisoned"]["pending"] == 0
+
+
+def test_poisoned_counters_are_logged_once(
+    raw: RawAccess, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A corrupt counter is reported in the log, once per key, not on every delivery."""
+    monkeypatch.setattr(accounting, "_reported_corrupt", set())
+    gaesignals.configure(store=raw.store, lost_check_interval=0)
+    keys = signal_keys("logged", "")
+    send("logged", 1)
+    raw.set(keys.counter("sent"), HUGE_NUMBER)
+    with caplog.at_level(logging.WARNING, logger="gaesignals"):
+        for _ in range(3):
+            deliver({"logged": lambda data: None})
+    corrupt = [r for r in caplog.records if "not a counter" in r.getMessage()]
+    assert len(corrupt) == 1
+    assert keys.counter("sent") in corrupt[0].getMessage()
+    assert "9999999999" not in corrupt[0].getMessage()  # the value itself is not echoed at length
+
+
+@pytest.mark.parametrize("reliable", [False, True], ids=["weak", "reliable"])
+def test_huge_counter_is_not_bumped_into_an_error(raw: RawAccess, reliable: bool) -> None:
+    """Bumping a counter that holds 5,000 digits leaves it alone instead of raising, on every
+    store (the in-process store used to parse it with ``int()``)."""
+    gaesignals.configure(store=raw.store)
+    keys = signal_keys("bumped", "")
+    raw.set(keys.counter("delivered"), HUGE_NUMBER)
+    send("bumped", 1)
+    assert deliver({"bumped": lambda data: None}, reliable=reliable) == 1
+    assert stats("bumped")["bumped"]["delivered"] == 0
