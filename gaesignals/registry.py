@@ -27,13 +27,12 @@ from functools import lru_cache
 from typing import Any, TypeVar
 
 from .keys import check_name
+from .queue.lease import MAX_LEASE
 
 F = TypeVar("F", bound=Callable[..., object])
 
 DEFAULT_LEASE = 30
 DEFAULT_MAX_ATTEMPTS = 5
-#: memcached reads larger expiry values as absolute Unix times.
-MAX_LEASE = 30 * 24 * 3600
 MAX_SHARDS = 64
 
 

@@ -21,6 +21,7 @@ from . import frames
 from .accounting import flush_sent, number
 from .config import get_settings
 from .keys import check_name, signal_keys
+from .queue.lease import lock_state
 from .queue.routing import queues_of
 
 #: The counters :func:`stats` reports, in this order.
@@ -101,8 +102,10 @@ def health(names: Iterable[str] = ()) -> dict[str, Any]:
     """A JSON-serialisable report for monitoring; never raises on a store that is down.
 
     ``{"ok": bool, "store": {"kind", "reachable", "latency_ms", "error"}, "signals": {name:
-    {"pending", "pending_bytes", "oldest_age", **counters}}}``. ``ok`` is False, with the
-    error, when the store cannot be reached.
+    {"pending", "pending_bytes", "oldest_age", "lock", **counters}}}``. ``ok`` is False, with
+    the error, when the store cannot be reached, and when a signal's reliable-delivery lock is
+    ``"foreign"``: not one of ours, or seen by this process held past its lease (else ``"free"``
+    or ``"held"``); the next reliable delivery takes such a lock over.
     """
     settings = get_settings()
     store = settings.store
@@ -123,22 +126,34 @@ def health(names: Iterable[str] = ()) -> dict[str, Any]:
             conn.gets_many([signal_keys("health", settings.namespace).counter("sent")])
         report["store"]["latency_ms"] = round((time.perf_counter() - started) * 1000, 3)
         report["store"]["reachable"] = True
+        locks: dict[str, str] = {}
         if wanted:
             backlog = pending(wanted)
             counters = stats(wanted)
+            locks = _lock_states(wanted)
             report["signals"] = {
                 name: {
                     "pending": backlog[name].count,
                     "pending_bytes": backlog[name].bytes,
                     "oldest_age": backlog[name].oldest_age,
+                    "lock": locks[name],
                     **counters[name],
                 }
                 for name in wanted
             }
-        report["ok"] = True
+        report["ok"] = "foreign" not in locks.values()
     except Exception as error:  # a health probe reports; it never raises
         report["store"]["error"] = f"{type(error).__name__}: {error}"
     return report
+
+
+def _lock_states(names: list[str]) -> dict[str, str]:
+    """Each signal's reliable-delivery lock: ``free``, ``held`` or ``foreign``."""
+    settings = get_settings()
+    locks = {name: signal_keys(name, settings.namespace).lock for name in names}
+    with settings.store.connection() as conn:
+        current = conn.gets_many(list(locks.values()))
+    return {name: lock_state(key, current.get(key)) for name, key in locks.items()}
 
 
 __all__ = ["Pending", "health", "pending", "stats"]

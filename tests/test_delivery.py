@@ -11,6 +11,7 @@ import gaesignals
 from gaesignals import Signal, SignalMapping, deliver, send, send_multi
 from gaesignals.config import get_settings
 from gaesignals.keys import signal_keys
+from gaesignals.queue.lease import lock_value
 
 from .conftest import RawAccess
 
@@ -161,7 +162,7 @@ def test_reliable_skips_a_locked_signal(store: Any, raw: RawAccess) -> None:
     got, handler = collect()
     send("busy", 1)
     keys = signal_keys("busy", get_settings().namespace)
-    raw.set(keys.lock, b"someone-else")
+    raw.set(keys.lock, lock_value(b"ab" * 16, 30))  # a live lock of another deliverer
     assert deliver({"busy": handler}, reliable=True) == 0
     assert got == []
     raw.set(keys.lock, b"")  # released
@@ -227,7 +228,9 @@ def test_lease_expiry_hands_a_crashed_deliverers_signal_over() -> None:
     send("crash", "survives")
     keys = signal_keys("crash", "")
     with store.connection() as conn:
-        assert conn.add_many({keys.lock: b"dead-owner"}, expire=30)  # what a crash leaves
+        assert conn.add_many(
+            {keys.lock: lock_value(b"cd" * 16, 30)}, expire=30
+        )  # what a crash leaves
     got, handler = collect()
     assert deliver({"crash": handler}, reliable=True, lease=30) == 0
     now[0] += 31
@@ -247,7 +250,7 @@ def test_release_never_frees_another_owners_lock() -> None:
         now[0] += 22  # locks live 2 * lease + 1 seconds
         assert acquire(conn, ["L"], b"second", 10) == {"L"}
         release(conn, ["L"], b"first", 10)
-        assert conn.gets_many(["L"])["L"][0] == b"second"
+        assert conn.gets_many(["L"])["L"][0].startswith(b"second:")
         release(conn, ["L"], b"second", 10)
         assert conn.gets_many(["L"])["L"][0] == b""
         assert acquire(conn, ["L"], b"third", 10) == {"L"}

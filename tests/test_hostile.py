@@ -17,6 +17,7 @@ import pytest
 import gaesignals
 from gaesignals import accounting, deliver, health, send, stats
 from gaesignals.keys import COUNTERS, signal_keys
+from gaesignals.queue import lease
 
 from .conftest import RawAccess
 
@@ -91,3 +92,78 @@ def test_huge_counter_is_not_bumped_into_an_error(raw: RawAccess, reliable: bool
     send("bumped", 1)
     assert deliver({"bumped": lambda data: None}, reliable=reliable) == 1
     assert stats("bumped")["bumped"]["delivered"] == 0
+
+
+# -- locks ----------------------------------------------------------------------------------------
+
+
+class _Clock:
+    """The lease module's monotonic clock, moved by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def lock_clock(monkeypatch: pytest.MonkeyPatch) -> _Clock:
+    clock = _Clock()
+    monkeypatch.setattr(lease, "_clock", clock)
+    monkeypatch.setattr(lease, "_sightings", {})
+    return clock
+
+
+@pytest.mark.parametrize(
+    "planted", [b"x", b"\xff" * 64, b"ab" * 16, b"ab" * 16 + b":99999999:1"], ids=str
+)
+def test_a_lock_not_in_our_format_is_taken_over(
+    raw: RawAccess, planted: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A lock value no deliverer of ours writes (planted with no expiry) is taken over at once,
+    with a warning, instead of halting the signal's reliable delivery for ever."""
+    gaesignals.configure(store=raw.store)
+    send("locked", 1)
+    raw.set(signal_keys("locked", "").lock, planted)
+    assert health(["locked"])["signals"]["locked"]["lock"] == "foreign"
+    assert health(["locked"])["ok"] is False
+    got: list[Any] = []
+    with caplog.at_level(logging.WARNING, logger="gaesignals"):
+        assert deliver({"locked": got.append}, reliable=True) == 1
+    assert got == [1]
+    assert any("taken over" in r.getMessage() for r in caplog.records)
+    assert health(["locked"])["signals"]["locked"]["lock"] == "free"
+    assert health(["locked"])["ok"] is True
+
+
+def test_a_lock_held_past_its_lease_is_taken_over(raw: RawAccess, lock_clock: _Clock) -> None:
+    """A lock in our format that stays unchanged longer than its lease lets it live (written
+    with no expiry) is taken over once this process has seen it that long; before, it is
+    respected as a live deliverer's."""
+    gaesignals.configure(store=raw.store)
+    send("stuck", 1)
+    raw.set(signal_keys("stuck", "").lock, lease.lock_value(b"ef" * 16, 5))
+    got: list[Any] = []
+    assert deliver({"stuck": got.append}, reliable=True) == 0
+    lock_clock.now += lease.lock_expiry(5)
+    assert deliver({"stuck": got.append}, reliable=True) == 0
+    assert health(["stuck"])["signals"]["stuck"]["lock"] == "held"
+    lock_clock.now += 1.5
+    assert health(["stuck"])["signals"]["stuck"]["lock"] == "foreign"
+    assert deliver({"stuck": got.append}, reliable=True) == 1
+    assert got == [1]
+
+
+def test_a_renewed_lock_is_never_taken_for_foreign(raw: RawAccess, lock_clock: _Clock) -> None:
+    """Every renewal writes a new value, so a live deliverer's long run never looks stuck."""
+    gaesignals.configure(store=raw.store)
+    key = signal_keys("renewed", "").lock
+    owner = b"01" * 16
+    with raw.store.connection() as conn:
+        assert lease.acquire(conn, [key], owner, 5) == {key}
+        for _ in range(10):
+            assert not lease.is_foreign(key, conn.gets_many([key])[key][0])
+            lock_clock.now += 3
+            assert lease.renew(conn, [key], owner, 5) == {key}
+        assert lease.acquire(conn, [key], b"02" * 16, 5) == set()
