@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 import gaesignals
-from gaesignals import accounting, deliver, health, send, stats
+from gaesignals import accounting, deliver, frames, health, send, stats
 from gaesignals.keys import COUNTERS, signal_keys
 from gaesignals.queue import lease
 
@@ -167,3 +167,41 @@ def test_a_renewed_lock_is_never_taken_for_foreign(raw: RawAccess, lock_clock: _
             lock_clock.now += 3
             assert lease.renew(conn, [key], owner, 5) == {key}
         assert lease.acquire(conn, [key], b"02" * 16, 5) == set()
+
+
+# -- dead letters ---------------------------------------------------------------------------------
+
+KEY_OLD = b"o" * 32
+KEY_NEW = b"n" * 32
+
+
+def test_a_requeued_letter_keeps_the_key_it_was_signed_with(raw: RawAccess) -> None:
+    """A letter signed with a key since retired is not re-signed by a requeue: once the key is
+    gone it is dropped like any frame signed with it, and never reaches a handler."""
+    gaesignals.configure(store=raw.store, secret_key=[KEY_NEW, KEY_OLD])
+    keys = signal_keys("letters", "")
+    old = frames.encode(b'"old"', keys.queue.encode(), [KEY_OLD], json_body=True)
+    new = frames.encode(b'"new"', keys.queue.encode(), [KEY_NEW], json_body=True)
+    raw.set(keys.dead, old + new + b"garbage")
+    assert gaesignals.requeue_dead_letters("letters") == 2
+    gaesignals.configure(store=raw.store, secret_key=KEY_NEW)  # the old key retired
+    got: list[Any] = []
+    assert deliver({"letters": got.append}) == 1
+    assert got == ["new"]
+    assert stats("letters")["letters"]["dropped"] >= 1
+
+
+def test_a_planted_stale_letter_expires_after_a_requeue(raw: RawAccess) -> None:
+    """A letter whose id says it was sent before the signal's ttl ran out stays expired when
+    requeued: the requeue keeps its send time."""
+    gaesignals.configure(store=raw.store, secret_key=KEY_NEW)
+    gaesignals.declare("aged", ttl=60)
+    keys = signal_keys("aged", "")
+    ident = (int(frames.clock()) - 3600).to_bytes(4, "big") + b"\x00" * 4
+    stale = frames.encode(b'"stale"', keys.queue.encode(), [KEY_NEW], json_body=True, ident=ident)
+    raw.set(keys.dead, stale)
+    assert gaesignals.requeue_dead_letters("aged") == 1
+    got: list[Any] = []
+    assert deliver({"aged": got.append}) == 0
+    assert got == []
+    assert stats("aged")["aged"]["expired"] == 1

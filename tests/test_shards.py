@@ -440,19 +440,24 @@ def test_ttl_applies_to_payloads_kept_by_reliable_delivery(store: Any, clock: li
     assert dead_letters("retry") == []
 
 
-def test_requeued_dead_letters_count_their_ttl_from_the_requeue(clock: list[float]) -> None:
-    """Requeueing re-frames a letter with a fresh id, so a ttl does not drop it at once."""
+def test_requeued_dead_letters_keep_their_ttl_from_the_send(clock: list[float]) -> None:
+    """A requeued letter keeps its id and send time: within its ttl it is delivered again,
+    past it dropped as expired, so a requeue never extends a payload's life."""
     gaesignals.configure(store=MemoryStore())
     declare("late", ttl=10, reliable=True, max_attempts=1)
-    send("late", "x")
+    send("late", "fresh")
 
     def fails(data: str) -> None:
         raise RuntimeError("down")
 
     deliver({"late": fails})
-    assert dead_letters("late") == ["x"]
-    clock[0] += 100
-    assert requeue_dead_letters("late") == 1
+    clock[0] += 5
+    send("late", "stale")
+    deliver({"late": fails})
+    assert dead_letters("late") == ["fresh", "stale"]
+    clock[0] += 6  # "fresh" is 11 s old, "stale" 6 s
+    assert requeue_dead_letters("late") == 2
     got: list[str] = []
     assert deliver({"late": got.append}) == 1
-    assert got == ["x"]
+    assert got == ["stale"]
+    assert gaesignals.stats("late")["late"]["expired"] == 1

@@ -1,6 +1,9 @@
 """Dead letters: the payloads that failed ``max_attempts`` reliable deliveries, kept apart.
 
-They are listed, requeued (framed anew: attempts 0 and a fresh id) or purged by name.
+They are listed, requeued or purged by name. A requeued letter keeps its id, its send time and
+its signature, with its attempts reset: a ``ttl`` still counts from the original send, and a
+letter signed with a key since retired is dropped like any frame signed with it, so a frame
+planted in the dead-letter key can never come back newly framed (signed with today's key).
 """
 
 from __future__ import annotations
@@ -72,16 +75,7 @@ def _take_dead_letters(name: str, *, requeue: bool) -> int:
                 continue  # another failure was dead-lettered meanwhile: read again
             found = _frames(name, keys.queue, item[0], settings.secret_keys)
             if requeue and found:
-                # Framed anew: attempts 0 and a fresh id, so a ttl counts from the requeue.
-                fresh = b"".join(
-                    frames.encode(
-                        f.body,
-                        keys.queue.encode(),
-                        settings.secret_keys,
-                        json_body=bool(f.flags & frames.FLAG_JSON),
-                    )
-                    for f in found
-                )
+                fresh = b"".join(frames.with_attempts(item[0][f.start : f.end], 0) for f in found)
                 key, queues = route(name, keys)
                 try:
                     append_frames(
