@@ -251,7 +251,7 @@ class _WithoutAppend:
 
 
 def test_a_forked_child_does_not_write_its_parents_held_sent_counts(
-    memcached_server: Any,
+    gaesignals_memcached: Any,
 ) -> None:
     """Held ``sent`` counts belong to the process that sent: a child forked meanwhile (a
     pre-forking server's worker) starts with none, or both would write them and lost
@@ -260,8 +260,8 @@ def test_a_forked_child_does_not_write_its_parents_held_sent_counts(
 
     from gaesignals.stores.memcached import MemcachedStore
 
-    memcached_server.flush()
-    inner = MemcachedStore.from_url(memcached_server.url)
+    gaesignals_memcached.flush()
+    inner = MemcachedStore.from_url(gaesignals_memcached.url)
     store = _WithoutAppend(inner)
     gaesignals.configure(store=store)  # type: ignore[arg-type]
     send("forked", 1)  # held by this process (a gets + cas store)
