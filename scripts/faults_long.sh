@@ -4,7 +4,7 @@
 # Takes several minutes; prints every scenario's counts (lost, duplicated, unexpected, ...).
 #
 #   scripts/faults_long.sh                     # all scenarios
-#   scripts/faults_long.sh -k test_2           # extra pytest arguments are passed on
+#   scripts/faults_long.sh -k killed_reliable  # extra pytest arguments are passed on
 #   GAESIGNALS_FAULTS_SEED=7 scripts/faults_long.sh   # other random kill points
 #
 # Uses the python on PATH when it has gaesignals' test dependencies, else .venv/bin/python
@@ -25,4 +25,4 @@ if [ -z "$PY" ]; then
     fi
 fi
 export GAESIGNALS_FAULTS_SCALE=long
-exec "$PY" -m pytest tests/test_faults.py -s -p no:cacheprovider "$@"
+exec "$PY" -m pytest tests/test_faults_*.py -s -p no:cacheprovider "$@"

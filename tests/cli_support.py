@@ -112,14 +112,14 @@ def memory() -> MemoryStore:
 
 @pytest.fixture
 def memcached_url(
-    memcached_server: MemcachedServer, monkeypatch: pytest.MonkeyPatch
+    gaesignals_memcached: MemcachedServer, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[str]:
     """A flushed real memcached, configured (with a secret key) for the test's own sends."""
-    memcached_server.flush()
+    gaesignals_memcached.flush()
     monkeypatch.setenv("GAESIGNALS_SECRET_KEY", SECRET)
-    store = MemcachedStore.from_url(memcached_server.url)
+    store = MemcachedStore.from_url(gaesignals_memcached.url)
     gaesignals.configure(store=store)
-    yield memcached_server.url
+    yield gaesignals_memcached.url
     store.close()
 
 

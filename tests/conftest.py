@@ -1,24 +1,30 @@
 """Fixtures: every store the library supports, each behind the same ``store`` fixture.
 
-Real memcached and redis-server processes (and a three-node Redis cluster) are started on free
-loopback ports once per session and flushed before each test. Without the binaries those tests
-skip locally and fail under ``CI=true``.
+The real servers are the shipped pytest plugin's (``gaesignals_memcached``, ``gaesignals_redis``
+and ``gaesignals_testbed``, from :mod:`gaesignals.pytest_plugin`), started on free loopback ports
+once per session and flushed before each test; the clusters here are built on them. Without a
+binary, a client library or the App Engine SDK those tests skip locally and fail under
+``CI=true``, as the plugin decides.
 """
 
 from __future__ import annotations
 
 import os
 import pickle
-import shutil
-from collections.abc import Iterator
+import signal
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 
 import gaesignals
 from gaesignals import config
+from gaesignals.pytest_plugin import _missing as missing
 from gaesignals.stores import Store
+from gaesignals.stores.appengine import AppEngineStore
+from gaesignals.stores.memcached import MemcachedStore
 from gaesignals.stores.memory import MemoryStore
+from gaesignals.stores.redis import RedisStore
 from gaesignals.testing import MemcachedServer, RedisClusterServers, RedisServer
 
 STORES = [
@@ -32,52 +38,48 @@ STORES = [
 ]
 
 
-def _need_memcached() -> None:
-    if shutil.which("memcached") is None:
-        message = "memcached is not installed (apt-get install -y memcached)"
-        if os.environ.get("CI"):
-            pytest.fail(message + "; CI must run the memcached tests", pytrace=False)
-        pytest.skip(message)
-
-
 @pytest.fixture(scope="session")
-def memcached_server() -> Iterator[MemcachedServer]:
-    _need_memcached()
-    with MemcachedServer() as server:
-        yield server
+def memcached_cluster(gaesignals_memcached: MemcachedServer) -> Iterator[list[MemcachedServer]]:
+    """Two memcached nodes: the plugin's session server and one more of the same kind."""
+    with MemcachedServer() as other:
+        yield [gaesignals_memcached, other]
 
 
-@pytest.fixture(scope="session")
-def memcached_cluster() -> Iterator[list[MemcachedServer]]:
-    _need_memcached()
-    servers = [MemcachedServer().start(), MemcachedServer().start()]
+@pytest.fixture
+def own_memcached(
+    gaesignals_memcached: MemcachedServer,
+) -> Iterator[Callable[..., MemcachedServer]]:
+    """Starts memcached servers this test alone owns, to stop, pause or shrink (``kwargs`` go
+    to :class:`~gaesignals.testing.MemcachedServer`); each is resumed, in case the test paused
+    it, and stopped after the test. Asking for the plugin's server skips or fails the test as
+    the plugin does when memcached is missing."""
+    started: list[MemcachedServer] = []
+
+    def start(**kwargs: Any) -> MemcachedServer:
+        started.append(MemcachedServer(**kwargs).start())
+        return started[-1]
+
+    yield start
+    for server in started:
+        if server.process is not None:
+            os.kill(server.process.pid, signal.SIGCONT)
+        server.stop()
+
+
+def new_redis_cluster() -> RedisClusterServers:
+    """A Redis cluster not yet started; without redis-cli, which joins it, the test skips
+    locally and fails under CI, as the plugin decides (ask for ``gaesignals_redis`` first: it
+    checks redis-server and redis-py)."""
     try:
-        yield servers
-    finally:
-        for server in servers:
-            server.stop()
-
-
-def _need_redis() -> None:
-    missing = [name for name in ("redis-server", "redis-cli") if shutil.which(name) is None]
-    if missing:
-        message = f"{' and '.join(missing)} not installed (apt-get install -y redis-server)"
-        if os.environ.get("CI"):
-            pytest.fail(message + "; CI must run the redis tests", pytrace=False)
-        pytest.skip(message)
+        return RedisClusterServers()
+    except FileNotFoundError as error:
+        missing(str(error))
 
 
 @pytest.fixture(scope="session")
-def redis_server() -> Iterator[RedisServer]:
-    _need_redis()
-    with RedisServer() as server:
-        yield server
-
-
-@pytest.fixture(scope="session")
-def redis_cluster() -> Iterator[RedisClusterServers]:
-    _need_redis()
-    with RedisClusterServers() as cluster:
+def redis_cluster(gaesignals_redis: RedisServer) -> Iterator[RedisClusterServers]:
+    """A three-node Redis cluster for the session."""
+    with new_redis_cluster() as cluster:
         yield cluster
 
 
@@ -143,25 +145,15 @@ def raw(store_kind: str, request: pytest.FixtureRequest) -> Iterator[RawAccess]:
         gaesignals.configure(store=store)
         yield RawAccess(store_kind, store)
     elif store_kind == "appengine":
+        request.getfixturevalue("gaesignals_testbed")
         from google.appengine.api import memcache
-        from google.appengine.ext import testbed
 
-        bed = testbed.Testbed()
-        bed.activate()
-        bed.init_memcache_stub()
-        try:
-            from gaesignals.stores.appengine import AppEngineStore
-
-            store = AppEngineStore()
-            gaesignals.configure(store=store)
-            yield RawAccess(store_kind, store, memcache.Client())
-        finally:
-            bed.deactivate()
+        store = AppEngineStore()
+        gaesignals.configure(store=store)
+        yield RawAccess(store_kind, store, memcache.Client())
     elif store_kind.startswith("redis"):
-        from gaesignals.stores.redis import RedisStore
-
         running: RedisServer | RedisClusterServers = request.getfixturevalue(
-            "redis_server" if store_kind == "redis" else "redis_cluster"
+            "gaesignals_redis" if store_kind == "redis" else "redis_cluster"
         )
         running.flush()
         store = RedisStore.from_url(running.url)
@@ -172,11 +164,10 @@ def raw(store_kind: str, request: pytest.FixtureRequest) -> Iterator[RawAccess]:
             store.close()
     else:
         from pymemcache.client.base import Client
-
-        from gaesignals.stores.memcached import MemcachedStore
+        from pymemcache.client.hash import HashClient
 
         if store_kind == "memcached":
-            server: MemcachedServer = request.getfixturevalue("memcached_server")
+            server: MemcachedServer = request.getfixturevalue("gaesignals_memcached")
             server.flush()
             store = MemcachedStore.from_url(server.url)
             client = Client(server.address, default_noreply=False)
@@ -187,8 +178,6 @@ def raw(store_kind: str, request: pytest.FixtureRequest) -> Iterator[RawAccess]:
             store = MemcachedStore.from_url(
                 "memcached://" + ",".join(f"127.0.0.1:{s.port}" for s in servers)
             )
-            from pymemcache.client.hash import HashClient
-
             client = HashClient([s.address for s in servers], default_noreply=False)
         gaesignals.configure(store=store)
         try:

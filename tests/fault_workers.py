@@ -1,4 +1,4 @@
-"""Child-process bodies for ``test_faults.py``, the fault-injection suite (issue #6).
+"""Child-process bodies for ``test_faults_*.py``, the fault-injection suite (issue #6).
 
 Like :mod:`tests.concurrency_workers` (whose frame ``child()``, ``Backoff`` and ``wait_for``
 they reuse), every body takes first ``path``, the base name of its report files under the

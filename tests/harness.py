@@ -1,4 +1,4 @@
-"""The parent's side of the multi-process tests (``test_concurrency.py``, ``test_faults.py``):
+"""The parent's side of the multi-process tests (``test_concurrency.py``, ``test_faults_*.py``):
 starting children and waiting for them with a deadline, and counting what became of every
 payload (the children's side is :mod:`tests.concurrency_workers` and :mod:`tests.fault_workers`).
 """

@@ -34,7 +34,7 @@ DEADLINE = 45.0
 @pytest.fixture(params=["memcached", "redis", "redis-cluster"])
 def server_url(request: pytest.FixtureRequest) -> str:
     """The URL of each real server kind in turn, flushed."""
-    fixture = {"memcached": "memcached_server", "redis": "redis_server"}.get(
+    fixture = {"memcached": "gaesignals_memcached", "redis": "gaesignals_redis"}.get(
         request.param, "redis_cluster"
     )
     server: MemcachedServer | RedisServer | RedisClusterServers = request.getfixturevalue(fixture)
@@ -224,13 +224,13 @@ def test_reliable_delivery_survives_a_killed_deliverer(
 @pytest.mark.slow
 @pytest.mark.parametrize("reliable", [False, True], ids=["weak", "reliable"])
 def test_sharded_hot_signal_under_concurrency(
-    memcached_server: MemcachedServer, tmp_path: Path, reliable: bool
+    gaesignals_memcached: MemcachedServer, tmp_path: Path, reliable: bool
 ) -> None:
     """Eight processes sending one sharded hot signal (and a few cold ones) while two
     deliver it concurrently, weakly or reliably: every payload sent is delivered exactly
     once, and nothing is left on any shard."""
-    memcached_server.flush()
-    url = memcached_server.url
+    gaesignals_memcached.flush()
+    url = gaesignals_memcached.url
     n_senders, per_sender, cold, shards = 8, 600, 4, 8
     run = Run(tmp_path)
     senders_done = run.ctx.Event()

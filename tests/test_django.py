@@ -22,7 +22,7 @@ from gaesignals import GaeSignalsError, StoreUnavailable, send
 from gaesignals.config import get_settings
 from gaesignals.stores import Store
 from gaesignals.stores.memory import MemoryStore
-from gaesignals.testing import captured_signals
+from gaesignals.testing import DownStore, captured_signals
 from tests.django_setup import setup_django
 
 setup_django()
@@ -216,20 +216,6 @@ def test_handler_error_never_breaks_the_request(
     assert response.status_code == 200
     failures = [r for r in caplog.records if r.name == "gaesignals"]
     assert len(failures) == 1 and failures[0].exc_info is not None
-
-
-class DownStore:
-    max_value_size = 1_000_000
-    supports_append = True
-    shared = False
-    sizes = None
-    fast_send = None
-    native = None
-
-    @contextlib.contextmanager
-    def connection(self) -> Iterator[Any]:
-        raise StoreUnavailable("the cache is down")
-        yield
 
 
 @pytest.mark.parametrize("when", ["before", "after"])

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import http.client
 import importlib.util
 import json
@@ -10,7 +9,6 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +21,8 @@ from example_app.handlers import CRON_PATH
 from example_app.main import create_app
 from example_app.signals import AUDIT, GUESTBOOK, guestbook_handler, notice_signal
 from gaesignals import Signal, SignalsMiddleware
-from gaesignals.exceptions import StoreUnavailable
 from gaesignals.stores import Store
-from gaesignals.testing import CapturedSignals, MemcachedServer, free_port
+from gaesignals.testing import CapturedSignals, DownStore, MemcachedServer, free_port
 
 from .dev_server import stop_group
 
@@ -177,23 +174,9 @@ def test_deliver_now_button_does_what_cron_does(app: webtest.TestApp) -> None:
     assert records.read("audit")[0]["action"] == "signed the guestbook"
 
 
-class _DownStore:
-    max_value_size = 1_000_000
-    supports_append = True
-    shared = False
-    sizes = None
-    fast_send = None
-    native = None
-
-    @contextlib.contextmanager
-    def connection(self) -> Iterator[Any]:
-        raise StoreUnavailable("the cache is down")
-        yield
-
-
 @pytest.mark.gaesignals_stores("memory")
 def test_store_outage_is_a_503_not_a_crash(app: webtest.TestApp) -> None:
-    gaesignals.configure(store=_DownStore())
+    gaesignals.configure(store=DownStore())
     response = app.post("/send", {"text": "lost?"}, status=503)
     assert "signals are unavailable" in response.text
     assert app.get(CRON_PATH, headers={"Authorization": f"Bearer {TOKEN}"}, status=503).json == {

@@ -2,22 +2,21 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import subprocess
 import sys
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from flask import Flask, current_app
 
 import gaesignals
-from gaesignals import ConfigurationError, StoreUnavailable, send
+from gaesignals import ConfigurationError, send
 from gaesignals.config import get_settings
 from gaesignals.contrib.flask import GaeSignals
 from gaesignals.stores import Store
 from gaesignals.stores.memory import MemoryStore
+from gaesignals.testing import DownStore
 
 TOKEN = "c" * 40
 
@@ -165,20 +164,6 @@ def test_handler_error_never_breaks_the_request(
             assert response.status_code == 200 and response.data == b"index"
         failures = [r for r in caplog.records if "failed" in r.getMessage()]
         assert len(failures) == 1 and failures[0].exc_info is not None
-
-
-class DownStore:
-    max_value_size = 1_000_000
-    supports_append = True
-    shared = False
-    sizes = None
-    fast_send = None
-    native = None
-
-    @contextlib.contextmanager
-    def connection(self) -> Iterator[Any]:
-        raise StoreUnavailable("the cache is down")
-        yield
 
 
 @pytest.mark.parametrize("when", ["before", "after"])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -17,18 +17,11 @@ from gaesignals.keys import signal_keys
 from gaesignals.stores.memcached import MemcachedStore
 from gaesignals.testing import CountingStore, MemcachedServer
 
-from .conftest import _need_memcached
-
 
 @pytest.fixture
-def own_server() -> Iterator[MemcachedServer]:
+def own_server(own_memcached: Callable[..., MemcachedServer]) -> MemcachedServer:
     """A memcached this test alone may stop and restart."""
-    _need_memcached()
-    server = MemcachedServer().start()
-    try:
-        yield server
-    finally:
-        server.stop()
+    return own_memcached()
 
 
 def test_token_from_before_a_restart_cannot_wipe_new_payloads(own_server: MemcachedServer) -> None:
@@ -97,13 +90,13 @@ def test_outage_raises_store_unavailable_and_recovers(
         store.close()
 
 
-def test_weak_delivery_of_50_signals_costs_two_calls(memcached_server: MemcachedServer) -> None:
+def test_weak_delivery_of_50_signals_costs_two_calls(gaesignals_memcached: MemcachedServer) -> None:
     """Weak delivery of 50 non-empty signals makes one batched read and one batched reset,
     the counters riding ahead of the resets in the same pipeline (a failing handler or a lost
     race adds one call to correct them); with nothing pending it makes the read only (after
     the first delivery, which creates the signals' lost counters)."""
-    memcached_server.flush()
-    inner = MemcachedStore.from_url(memcached_server.url)
+    gaesignals_memcached.flush()
+    inner = MemcachedStore.from_url(gaesignals_memcached.url)
     store = CountingStore(inner)
     gaesignals.configure(store=store)
     names = [f"sig{i}" for i in range(50)]
@@ -122,11 +115,11 @@ def test_weak_delivery_of_50_signals_costs_two_calls(memcached_server: Memcached
         inner.close()
 
 
-def test_one_batched_call_is_one_network_round_trip(memcached_server: MemcachedServer) -> None:
+def test_one_batched_call_is_one_network_round_trip(gaesignals_memcached: MemcachedServer) -> None:
     """On one server, each batched call is a single write and read on the socket: the 50-key
     reset, with the counter updates ahead of it, is pipelined, not 50 requests."""
-    memcached_server.flush()
-    store = MemcachedStore.from_url(memcached_server.url)
+    gaesignals_memcached.flush()
+    store = MemcachedStore.from_url(gaesignals_memcached.url)
     gaesignals.configure(store=store)
     names = [f"rt{i}" for i in range(50)]
     gaesignals.send_multi([(n, 1) for n in names])
@@ -148,12 +141,12 @@ def test_one_batched_call_is_one_network_round_trip(memcached_server: MemcachedS
     assert len(sends) == 2
 
 
-def test_uncontended_send_costs_one_call_with_append(memcached_server: MemcachedServer) -> None:
+def test_uncontended_send_costs_one_call_with_append(gaesignals_memcached: MemcachedServer) -> None:
     """A send is one call: to a key this store has not seen yet, an append and an add of the
     same value in one pipeline (one of them stores it); otherwise an append (the one-send
     fast path, ``append_one``)."""
-    memcached_server.flush()
-    inner = MemcachedStore.from_url(memcached_server.url)
+    gaesignals_memcached.flush()
+    inner = MemcachedStore.from_url(gaesignals_memcached.url)
     store = CountingStore(inner)
     gaesignals.configure(store=store)
     try:
@@ -174,18 +167,18 @@ def test_uncontended_send_costs_one_call_with_append(memcached_server: Memcached
 
 
 def test_send_to_a_key_gone_since_last_seen_stores_it_and_counts_it_once(
-    memcached_server: MemcachedServer,
+    gaesignals_memcached: MemcachedServer,
 ) -> None:
     """The fast path appends to a key this process has seen; when the cache dropped it
     meanwhile (evicted, flushed), the append is refused and the general path adds the key:
     the payload is stored once and ``sent`` counted once, though its bump already went out."""
-    memcached_server.flush()
-    inner = MemcachedStore.from_url(memcached_server.url)
+    gaesignals_memcached.flush()
+    inner = MemcachedStore.from_url(gaesignals_memcached.url)
     store = CountingStore(inner)
     gaesignals.configure(store=store)
     try:
         send("gone", 1)
-        memcached_server.flush()  # the key, and the counter, vanish
+        gaesignals_memcached.flush()  # the key, and the counter, vanish
         store.calls.clear()
         send("gone", 2)
         assert dict(store.calls) == {"append_one": 1, "append_many": 1}
@@ -219,12 +212,12 @@ def test_fast_send_on_a_dead_socket_raises_and_recovers(own_server: MemcachedSer
         store.close()
 
 
-def test_plain_and_pooled_clients_work(memcached_server: MemcachedServer) -> None:
+def test_plain_and_pooled_clients_work(gaesignals_memcached: MemcachedServer) -> None:
     """The adapter takes a ready Client or PooledClient, whatever their noreply default."""
-    memcached_server.flush()
+    gaesignals_memcached.flush()
     for client in (
-        Client(memcached_server.address),  # default_noreply=True must not matter
-        PooledClient(memcached_server.address, max_pool_size=4),
+        Client(gaesignals_memcached.address),  # default_noreply=True must not matter
+        PooledClient(gaesignals_memcached.address, max_pool_size=4),
     ):
         store = MemcachedStore(client)
         gaesignals.configure(store=store)
@@ -263,7 +256,9 @@ def test_cluster_spreads_and_drains_every_node(memcached_cluster: list[Memcached
         store.close()
 
 
-def test_cluster_fails_over_and_finds_stranded_payloads() -> None:
+def test_cluster_fails_over_and_finds_stranded_payloads(
+    own_memcached: Callable[..., MemcachedServer],
+) -> None:
     """With one node of a three-node cluster down, sends keep working (its keys move to the
     other nodes); when it is back, payloads sent meanwhile are stranded away from their home
     node, and delivery still finds them (it reads every live node) before the newer ones."""
@@ -271,8 +266,7 @@ def test_cluster_fails_over_and_finds_stranded_payloads() -> None:
 
     from pymemcache.client.hash import HashClient
 
-    _need_memcached()
-    servers = [MemcachedServer().start() for _ in range(3)]
+    servers = [own_memcached() for _ in range(3)]
     client = HashClient(
         [s.address for s in servers],
         use_pooling=True,
@@ -307,16 +301,15 @@ def test_cluster_fails_over_and_finds_stranded_payloads() -> None:
         assert deliver(mapping) == 0
     finally:
         store.close()
-        for server in servers:
-            server.stop()
 
 
-def test_reliable_delivery_drains_stranded_copies_too() -> None:
+def test_reliable_delivery_drains_stranded_copies_too(
+    own_memcached: Callable[..., MemcachedServer],
+) -> None:
     """Reliable delivery on a cluster also takes the copies stranded on other nodes."""
     from pymemcache.client.hash import HashClient
 
-    _need_memcached()
-    servers = [MemcachedServer().start() for _ in range(2)]
+    servers = [own_memcached() for _ in range(2)]
     client = HashClient([s.address for s in servers], use_pooling=True, default_noreply=False)
     store = MemcachedStore(client)
     gaesignals.configure(store=store)
@@ -338,8 +331,6 @@ def test_reliable_delivery_drains_stranded_copies_too() -> None:
         assert deliver({"stray": got.append}, reliable=True) == 0
     finally:
         store.close()
-        for server in servers:
-            server.stop()
 
 
 class _Chunked:
@@ -388,14 +379,14 @@ def test_replies_parse_whatever_the_chunk_boundaries(seed: int) -> None:
         memcached._read_values(_Chunked(b"VALUE k 0 3 1\r\nabcd\r\nEND\r\n", []))  # type: ignore[arg-type]
 
 
-def test_a_forked_child_opens_its_own_sockets(memcached_server: MemcachedServer) -> None:
+def test_a_forked_child_opens_its_own_sockets(gaesignals_memcached: MemcachedServer) -> None:
     """A pre-forking server's workers inherit the parent's pooled sockets; two processes on one
     connection would read each other's replies. A forked child drops them (closing its copies
     only) and connects afresh, and the parent's connection keeps working."""
     import os
 
-    memcached_server.flush()
-    store = MemcachedStore.from_url(memcached_server.url)
+    gaesignals_memcached.flush()
+    store = MemcachedStore.from_url(gaesignals_memcached.url)
     gaesignals.configure(store=store)
     try:
         send("forked", "parent 1")

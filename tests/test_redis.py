@@ -26,22 +26,22 @@ from gaesignals.keys import signal_keys
 from gaesignals.stores.redis import _CAS, _SHA, RedisStore, _Sent
 from gaesignals.testing import CountingStore, RedisClusterServers, RedisServer
 
-from .conftest import _need_redis
+from .conftest import new_redis_cluster
 
 
 @pytest.fixture
-def own_server() -> Iterator[RedisServer]:
-    """A redis-server this test alone may stop, hang and restart."""
-    _need_redis()
+def own_server(gaesignals_redis: RedisServer) -> Iterator[RedisServer]:
+    """A redis-server this test alone may stop, hang and restart (asking for the plugin's
+    server first skips or fails the test as the plugin does when Redis is missing)."""
     with RedisServer() as server:
         yield server
 
 
 @pytest.fixture
-def single(redis_server: RedisServer) -> Iterator[RedisStore]:
+def single(gaesignals_redis: RedisServer) -> Iterator[RedisStore]:
     """A store on the session's redis-server, flushed, configured for the test."""
-    redis_server.flush()
-    store = RedisStore.from_url(redis_server.url)
+    gaesignals_redis.flush()
+    store = RedisStore.from_url(gaesignals_redis.url)
     gaesignals.configure(store=store)
     yield store
     store.close()
@@ -87,9 +87,9 @@ def test_url_forms() -> None:
         each.close()
 
 
-def test_configure_accepts_redis_urls(redis_server: RedisServer) -> None:
+def test_configure_accepts_redis_urls(gaesignals_redis: RedisServer) -> None:
     """GAESIGNALS_STORE and configure(store=...) take Redis URLs."""
-    settings = gaesignals.configure(store=redis_server.url)
+    settings = gaesignals.configure(store=gaesignals_redis.url)
     assert isinstance(settings.store, RedisStore)
     settings.store.close()
 
@@ -100,11 +100,13 @@ def test_a_client_that_decodes_responses_is_refused() -> None:
         RedisStore(redis.Redis(decode_responses=True))
 
 
-def test_a_ready_client_works(redis_server: RedisServer, caplog: pytest.LogCaptureFixture) -> None:
+def test_a_ready_client_works(
+    gaesignals_redis: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
     """The adapter takes a redis.Redis built by the application, and warns when that client
     would retry (and so could apply a timed-out batch twice)."""
-    redis_server.flush()
-    quiet = redis.Redis(port=redis_server.port, retry=Retry(NoBackoff(), 0))
+    gaesignals_redis.flush()
+    quiet = redis.Redis(port=gaesignals_redis.port, retry=Retry(NoBackoff(), 0))
     with caplog.at_level(logging.WARNING, logger="gaesignals"):
         gaesignals.configure(store=RedisStore(quiet), secret_key="k" * 32)
     assert "retries" not in caplog.text
@@ -112,7 +114,7 @@ def test_a_ready_client_works(redis_server: RedisServer, caplog: pytest.LogCaptu
     send("own", 1)
     assert deliver({"own": got.append}) == 1 and got == [1]
     quiet.close()
-    retrying = redis.Redis(port=redis_server.port, retry=Retry(NoBackoff(), 3))
+    retrying = redis.Redis(port=gaesignals_redis.port, retry=Retry(NoBackoff(), 3))
     with caplog.at_level(logging.WARNING, logger="gaesignals"):
         RedisStore(retrying)
     assert "retries failed commands" in caplog.text
@@ -143,7 +145,7 @@ def test_one_batched_call_is_one_round_trip_per_server(
     single server, at most one per node on a cluster (once each server has seen the scripts:
     the first use of one on a server costs one more)."""
     running: RedisServer | RedisClusterServers = request.getfixturevalue(
-        "redis_server" if kind == "redis" else "redis_cluster"
+        "gaesignals_redis" if kind == "redis" else "redis_cluster"
     )
     running.flush()
     plain = RedisStore.from_url(running.url)
@@ -179,15 +181,17 @@ def test_one_batched_call_is_one_round_trip_per_server(
         plain.close()
 
 
-def test_scripts_are_reloaded_after_a_flush(single: RedisStore, redis_server: RedisServer) -> None:
+def test_scripts_are_reloaded_after_a_flush(
+    single: RedisStore, gaesignals_redis: RedisServer
+) -> None:
     """A server that forgot the Lua scripts (restart, SCRIPT FLUSH) gets them again in the
     same call: the commands it refused with NOSCRIPT had not run, so nothing is doubled."""
     with single.connection() as conn:
         conn.add_many({"s": b"a"})
         token = conn.gets_many(["s"])["s"][1]
-        assert redis_server.command("SCRIPT", "FLUSH").startswith(b"+OK")
+        assert gaesignals_redis.command("SCRIPT", "FLUSH").startswith(b"+OK")
         assert conn.append_many({"s": b"b"}) == {"s": True}
-        assert redis_server.command("SCRIPT", "FLUSH").startswith(b"+OK")
+        assert gaesignals_redis.command("SCRIPT", "FLUSH").startswith(b"+OK")
         assert conn.cas_many({"s": (b"c", token)}) == {"s": False}
         assert conn.gets_many(["s"])["s"][0] == b"ab"
 
@@ -211,11 +215,11 @@ def test_expiry_is_in_seconds_and_zero_means_none(single: RedisStore) -> None:
         assert 7 < client.ttl("lock") <= 30
 
 
-def test_append_refuses_what_would_pass_the_limit(redis_server: RedisServer) -> None:
+def test_append_refuses_what_would_pass_the_limit(gaesignals_redis: RedisServer) -> None:
     """append stores nothing that would make a value larger than max_value_size (Redis's own
     APPEND has no such limit)."""
-    redis_server.flush()
-    store = RedisStore.from_url(redis_server.url + "?max_value_size=100")
+    gaesignals_redis.flush()
+    store = RedisStore.from_url(gaesignals_redis.url + "?max_value_size=100")
     try:
         with store.connection() as conn:
             assert conn.add_many({"q": b"x" * 90}) == {"q": True}
@@ -404,7 +408,7 @@ def test_counters(kind: str, request: pytest.FixtureRequest) -> None:
     digits (maybe then spaces) is left alone. append_many bumps its counters in the same
     round trip, after the appends, whether or not they were stored."""
     running: RedisServer | RedisClusterServers = request.getfixturevalue(
-        "redis_server" if kind == "redis" else "redis_cluster"
+        "gaesignals_redis" if kind == "redis" else "redis_cluster"
     )
     running.flush()
     plain = RedisStore.from_url(running.url)
@@ -439,10 +443,9 @@ def test_counters(kind: str, request: pytest.FixtureRequest) -> None:
 
 
 @pytest.fixture(scope="module")
-def hanging_cluster() -> Iterator[RedisClusterServers]:
+def hanging_cluster(gaesignals_redis: RedisServer) -> Iterator[RedisClusterServers]:
     """A three-node cluster of this module's own, whose nodes its tests SIGSTOP."""
-    _need_redis()
-    with RedisClusterServers() as running:
+    with new_redis_cluster() as running:
         yield running
 
 

@@ -278,7 +278,7 @@ def test_memcached_pickle_flag_reads_as_raw_bytes(raw: RawAccess, gadget: Gadget
     assert not gadget.marker.exists()
 
 
-def test_memcached_client_serde_is_never_used(memcached_server: Any, gadget: Gadget) -> None:
+def test_memcached_client_serde_is_never_used(gaesignals_memcached: Any, gadget: Gadget) -> None:
     """A MemcachedStore built on a pymemcache client with pickle_serde still reads a pickled
     item as raw bytes: the adapter never hands values to the client's serde."""
     from pymemcache.client.base import Client
@@ -286,9 +286,9 @@ def test_memcached_client_serde_is_never_used(memcached_server: Any, gadget: Gad
 
     from gaesignals.stores.memcached import MemcachedStore
 
-    memcached_server.flush()
-    writer = Client(memcached_server.address, serde=pickle_serde, default_noreply=False)
-    store = MemcachedStore(Client(memcached_server.address, serde=pickle_serde))
+    gaesignals_memcached.flush()
+    writer = Client(gaesignals_memcached.address, serde=pickle_serde, default_noreply=False)
+    store = MemcachedStore(Client(gaesignals_memcached.address, serde=pickle_serde))
     try:
         gaesignals.configure(store=store)
         key = queue_key("target")

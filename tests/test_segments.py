@@ -422,13 +422,13 @@ def in_sender_order(delivered: list[int]) -> None:
 
 @pytest.mark.slow
 def test_hot_signal_segments_under_concurrency(
-    memcached_server: MemcachedServer, tmp_path: Path
+    gaesignals_memcached: MemcachedServer, tmp_path: Path
 ) -> None:
     """Four processes sending 2,500 payloads each to one signal while one delivers it every
     0.1 s, so backlogs are moved to segments as they grow: each payload sent is delivered
     exactly once, in its sender's order, and segments were in use."""
-    memcached_server.flush()
-    url = memcached_server.url
+    gaesignals_memcached.flush()
+    url = gaesignals_memcached.url
     n_senders, per_sender = 4, 2500
     run = Run(tmp_path, 30.0)
     primed = [run.ctx.Event() for _ in range(n_senders)]
@@ -440,7 +440,7 @@ def test_hot_signal_segments_under_concurrency(
         for i in range(n_senders)
     ]
     deliverer = run.process(
-        segment_deliverer, "deliverer", url, memcached_server.address, primed, done, 0.1
+        segment_deliverer, "deliverer", url, gaesignals_memcached.address, primed, done, 0.1
     )
     with run.running():
         run.wind_down(senders, [deliverer], done)
@@ -463,7 +463,7 @@ def test_hot_signal_segments_under_concurrency(
     assert leftover == []
     in_sender_order(delivered)
     assert watched["spilled"] >= 1, "no delivery ever found the queue in segments"
-    assert segments_left(memcached_server) == [], "segments outlived their queue's delivery"
+    assert segments_left(gaesignals_memcached) == [], "segments outlived their queue's delivery"
 
 
 @pytest.mark.slow

@@ -30,7 +30,7 @@ from gaesignals import (
 from gaesignals.keys import signal_keys
 from gaesignals.stores import Store
 from gaesignals.stores.memory import MemoryStore
-from gaesignals.testing import CountingStore
+from gaesignals.testing import CountingStore, DownStore
 
 from .conftest import RawAccess
 
@@ -251,7 +251,7 @@ class _WithoutAppend:
 
 
 def test_a_forked_child_does_not_write_its_parents_held_sent_counts(
-    memcached_server: Any,
+    gaesignals_memcached: Any,
 ) -> None:
     """Held ``sent`` counts belong to the process that sent: a child forked meanwhile (a
     pre-forking server's worker) starts with none, or both would write them and lost
@@ -260,8 +260,8 @@ def test_a_forked_child_does_not_write_its_parents_held_sent_counts(
 
     from gaesignals.stores.memcached import MemcachedStore
 
-    memcached_server.flush()
-    inner = MemcachedStore.from_url(memcached_server.url)
+    gaesignals_memcached.flush()
+    inner = MemcachedStore.from_url(gaesignals_memcached.url)
     store = _WithoutAppend(inner)
     gaesignals.configure(store=store)  # type: ignore[arg-type]
     send("forked", 1)  # held by this process (a gets + cas store)
@@ -328,22 +328,12 @@ def test_health_reports_a_working_store(store: Store) -> None:
     assert health()["signals"] == {}
 
 
-class _DownStore:
-    max_value_size = 1000
-    supports_append = True
-    shared = True
-    sizes = None
-    fast_send = None
-    native = None
-
-    def connection(self) -> Any:
-        raise gaesignals.StoreUnavailable("memcached at 127.0.0.1:1 is unreachable")
-
-
 def test_health_never_raises_on_a_down_store() -> None:
     """A store that cannot be reached makes health() report ok False with the error; it
     does not raise."""
-    gaesignals.configure(store=_DownStore())
+    gaesignals.configure(
+        store=DownStore("memcached at 127.0.0.1:1 is unreachable", max_value_size=1000, shared=True)
+    )
     report = health(["h"])
     assert report["ok"] is False
     assert report["store"]["reachable"] is False
