@@ -18,6 +18,7 @@ import gaesignals
 from gaesignals import accounting, deliver, frames, health, send, stats
 from gaesignals.keys import COUNTERS, signal_keys
 from gaesignals.queue import lease
+from gaesignals.stores import segments
 
 from .conftest import RawAccess
 
@@ -205,3 +206,89 @@ def test_a_planted_stale_letter_expires_after_a_requeue(raw: RawAccess) -> None:
     assert deliver({"aged": got.append}) == 0
     assert got == []
     assert stats("aged")["aged"]["expired"] == 1
+
+
+# -- segment pointers -----------------------------------------------------------------------------
+
+#: The stores that keep long queues in segments (see gaesignals.stores.segments).
+SEGMENTED_NOW = ["appengine"]
+SEGMENT_SIZE = 100_000
+
+
+def _plant_pointers(raw: RawAccess, name: str, key: str, count: int) -> bytes:
+    """One real segment of frame magic and ``count`` pointers all naming it, at ``key``."""
+    ident = segments.new_id()
+    raw.set(
+        segments.segment_key(signal_keys(name, "").queue, ident), frames.MAGIC * (SEGMENT_SIZE // 2)
+    )
+    forged = segments.pointer(ident, SEGMENT_SIZE) * count
+    raw.set(key, forged)
+    return forged
+
+
+@pytest.mark.parametrize("store_kind", SEGMENTED_NOW)
+def test_a_segment_named_by_many_pointers_is_joined_once(raw: RawAccess) -> None:
+    """1,024 pointers naming one 100 KB segment of frame magic: a read joins it once (the rest
+    stay as unreadable bytes), so it costs the bytes stored, not a thousand times them; the
+    delivery drops them as unreadable and the payload sent after them arrives."""
+    gaesignals.configure(store=raw.store, lost_check_interval=0)
+    key = signal_keys("amplified", "").queue
+    forged = _plant_pointers(raw, "amplified", key, segments.MAX_POINTERS)
+    with raw.store.connection() as conn:
+        joined = conn.gets_many([key])[key][0]
+    assert len(joined) == SEGMENT_SIZE + len(forged) - segments.POINTER_SIZE
+    send("amplified", "after")
+    got: list[Any] = []
+    assert deliver({"amplified": got.append}) == 1
+    assert got == ["after"]
+    assert stats("amplified")["amplified"]["dropped"] >= 1
+    assert gaesignals.pending("amplified")["amplified"].count == 0
+
+
+@pytest.mark.parametrize("store_kind", SEGMENTED_NOW)
+def test_pointers_past_the_budget_are_not_read(raw: RawAccess) -> None:
+    """Distinct pointers whose declared lengths add up past twice ``max_value_size`` are not
+    followed: the read stops at the budget whatever they claim."""
+    gaesignals.configure(store=raw.store)
+    key = signal_keys("greedy", "").queue
+    limit = segments.budget(raw.store.max_value_size)
+    count = limit // SEGMENT_SIZE + 5
+    pointers = b""
+    for _ in range(count):
+        ident = segments.new_id()
+        raw.set(segments.segment_key(key, ident), b"\x00" * SEGMENT_SIZE)
+        pointers += segments.pointer(ident, SEGMENT_SIZE)
+    raw.set(key, pointers)
+    with raw.store.connection() as conn:
+        joined = conn.gets_many([key])[key][0]
+    assert len(joined) <= limit + len(pointers)
+    assert deliver({"greedy": lambda data: None}) == 0
+
+
+@pytest.mark.parametrize("store_kind", SEGMENTED_NOW)
+def test_a_segment_not_the_length_its_pointer_says_is_not_joined(raw: RawAccess) -> None:
+    """A pointer declaring 10 bytes for a segment of 100 KB reads as its own bytes."""
+    gaesignals.configure(store=raw.store)
+    key = signal_keys("liar", "").queue
+    ident = segments.new_id()
+    raw.set(segments.segment_key(key, ident), b"\x00" * SEGMENT_SIZE)
+    raw.set(key, segments.pointer(ident, 10))
+    with raw.store.connection() as conn:
+        assert conn.gets_many([key])[key][0] == segments.pointer(ident, 10)
+
+
+@pytest.mark.parametrize("store_kind", SEGMENTED_NOW)
+def test_pointers_in_counters_and_locks_are_not_followed(raw: RawAccess) -> None:
+    """Only queue keys hold segments: pointers planted in a counter or a lock read as the bytes
+    they are, so stats, health and reliable delivery pay nothing for them."""
+    gaesignals.configure(store=raw.store)
+    keys = signal_keys("counted", "")
+    sent = _plant_pointers(raw, "counted", keys.counter("sent"), 256)
+    lock = _plant_pointers(raw, "counted", keys.lock, 256)
+    with raw.store.connection() as conn:
+        read = conn.gets_many([keys.counter("sent"), keys.lock])
+    assert read[keys.counter("sent")][0] == sent
+    assert read[keys.lock][0] == lock
+    assert stats("counted")["counted"]["sent"] == 0
+    send("counted", 1)
+    assert deliver({"counted": lambda data: None}, reliable=True) == 1

@@ -281,16 +281,19 @@ def test_a_read_that_races_a_delivery_is_made_again(
     send_all("raced", 1500)
     spilled(raw, queue("raced"))
     delivered: list[int] = []
-    real = segments.segment_keys
     raced: list[bool] = []
 
-    def with_a_delivery_first(queue_key: str, found: Any) -> list[str]:
-        if not raced:
-            raced.append(True)
-            deliver({"raced": collect(delivered)})
-        return real(queue_key, found)
+    def with_a_delivery_first(real: Any) -> Any:
+        def planned(*args: Any) -> Any:
+            if not raced:
+                raced.append(True)
+                deliver({"raced": collect(delivered)})
+            return real(*args)
 
-    monkeypatch.setattr(segments, "segment_keys", with_a_delivery_first)
+        return planned
+
+    for step in ("plan", "segment_keys"):  # where a store learns which segments to read
+        monkeypatch.setattr(segments, step, with_a_delivery_first(getattr(segments, step)))
     with raw.store.connection() as conn:
         item = conn.gets_many([queue("raced")]).get(queue("raced"))
     assert raced and delivered == list(range(1500))

@@ -32,6 +32,11 @@ _JOIN_ROUNDS = 3
 FOREIGN_VALUE = b"\x00gaesignals: foreign value, not raw bytes\x00"
 
 
+def _bytes_or_none(value: object) -> bytes | None:
+    """A segment as read: bytes, or None when it is missing or not bytes (a planted pickle)."""
+    return value if isinstance(value, bytes) else None
+
+
 class _Joined:
     """The CAS id of a queue kept in segments, with what its value was joined from: the
     pointers (``head``), the segments' keys and their bytes (``front``)."""
@@ -96,7 +101,11 @@ class _Connection:
     def gets_many(self, keys: Sequence[str]) -> dict[str, tuple[bytes, object]]:
         result = self._read(keys)
         for round_ in range(_JOIN_ROUNDS):
-            spilled = [k for k, (value, _) in result.items() if value[:2] == segments.POINTER_MAGIC]
+            spilled = [
+                k
+                for k, (value, _) in result.items()
+                if value[:2] == segments.POINTER_MAGIC and segments.is_queue_key(k)
+            ]
             if not spilled:
                 break
             changed = self._join(result, spilled, recheck=round_ < _JOIN_ROUNDS - 1)
@@ -129,23 +138,25 @@ class _Connection:
         segment missing while its queue key still holds the same value was evicted; the keys
         whose value changed meanwhile (the read raced a delivery) are returned, unjoined, to
         be read again (``recheck``; a short value would look like lost payloads)."""
-        layouts = {}
-        for key in spilled:
-            pointers, start = segments.pointers(result[key][0])
-            layouts[key] = (start, segments.segment_keys(key, pointers))
-        wanted = [name for _, names in layouts.values() for name in names]
+        limit = segments.budget(self._max)
+        layouts = {key: segments.plan(key, result[key][0], limit) for key in spilled}
+        wanted = [name for names, _ in layouts.values() for name in names if name is not None]
         parts = self._client.get_multi(wanted, namespace=self._ns)
-        missing = [k for k, (_, names) in layouts.items() if any(n not in parts for n in names)]
+        missing = [
+            k for k, (names, _) in layouts.items() if any(n and n not in parts for n in names)
+        ]
         changed: list[str] = []
         if missing and recheck:
             now = self._client.get_multi(missing, namespace=self._ns)
             changed = [k for k in missing if now.get(k) != result[k][0]]
-        for key, (start, names) in layouts.items():
+        for key, (names, start) in layouts.items():
             if key in changed:
                 continue
             value, token = result[key]
-            front = b"".join(p for p in map(parts.get, names) if isinstance(p, bytes))
-            result[key] = (front + value[start:], _Joined(token, value[:start], names, front))
+            read = [segments.REFUSED if n is None else _bytes_or_none(parts.get(n)) for n in names]
+            front = segments.join(value[:start], start, read)
+            joined = [n for n in names if n is not None]
+            result[key] = (front + value[start:], _Joined(token, value[:start], joined, front))
         return changed
 
     def scan_many(self, keys: Sequence[str]) -> dict[str, tuple[bytes, object]]:

@@ -17,6 +17,13 @@ A segment's key is derived from its queue key and its id (keyed by neither: the 
 so a pointer copied into another queue names no key of that queue's, and a tampered pointer
 can only name segments of its own queue. Segment keys start with ``gs~``, which no signal key
 does (theirs start with ``gs:``).
+
+Anyone who can write to the cache can plant pointers, so a read joins only what a legitimate
+queue could hold (:func:`plan`): pointers only in queue keys, each segment at most once, the
+declared lengths within a budget, and a segment only when its length is the one its pointer
+declares. A pointer refused by those rules stays in the joined value as its own 14 bytes, which
+the frame reader then reports as an unreadable region (logged, dropped, counted): a read never
+costs more than the budget, however the pointers are forged.
 """
 
 from __future__ import annotations
@@ -75,6 +82,38 @@ def segment_keys(queue: str, found: Sequence[tuple[bytes, int]]) -> list[str]:
     return [segment_key(queue, ident) for ident, _ in found]
 
 
+def is_queue_key(key: str) -> bool:
+    """Whether ``key`` is a queue key (``gs:<namespace>:q[h][shard]:...``): only those hold
+    pointers; a pointer planted in a counter, lock or cursor is read as the bytes it is."""
+    parts = key.split(":", 3)
+    return len(parts) == 4 and parts[0] == "gs" and parts[2].rstrip("0123456789") in ("q", "qh")
+
+
+def budget(max_value_size: int) -> int:
+    """How many bytes of segments one queue's read joins at most: twice the logical size a send
+    lets a queue reach, room for appends that raced past it."""
+    return 2 * max_value_size
+
+
+def plan(key: str, value: bytes, limit: int) -> tuple[list[str | None], int]:
+    """For each pointer at the start of ``value`` (the queue at ``key``), the segment key to read,
+    or None when the pointer is refused (a repeated id, or one that would take the declared
+    bytes accepted past ``limit``); and
+    where the frames after the pointers start."""
+    found, start = pointers(value)
+    names: list[str | None] = []
+    seen: set[bytes] = set()
+    total = 0
+    for ident, length in found:
+        if ident in seen or total + length > limit:
+            names.append(None)
+        else:
+            seen.add(ident)
+            total += length
+            names.append(segment_key(key, ident))
+    return names, start
+
+
 def spilled_size(value: bytes) -> int:
     """The logical size of a queue value: its segments' bytes plus the frames after its
     pointers (what a reader would get back)."""
@@ -82,10 +121,29 @@ def spilled_size(value: bytes) -> int:
     return sum(length for _, length in found) + len(value) - start
 
 
+class _Refused(bytes):
+    """The type of :data:`REFUSED`, so that no segment read can be mistaken for it."""
+
+
+#: In :func:`join`'s ``parts``: the pointer was refused by :func:`plan`, nothing was read.
+REFUSED: bytes = _Refused()
+
+
 def join(value: bytes, start: int, parts: Sequence[bytes | None]) -> bytes:
-    """The logical value: each segment read (a missing one, evicted, reads as nothing), then
-    the frames after the pointers."""
-    return b"".join([*(part for part in parts if part is not None), value[start:]])
+    """The logical value: for each pointer, in order, its segment (a missing one, evicted,
+    reads as nothing), or the pointer's own bytes when it was refused (``REFUSED``) or its
+    segment is not the length it declares; then the frames after the pointers."""
+    pieces: list[bytes] = []
+    for index, part in enumerate(parts):
+        if part is None:
+            continue
+        at = index * POINTER_SIZE
+        if part is not REFUSED and len(part) == POINTER.unpack_from(value, at)[2]:
+            pieces.append(part)
+        else:
+            pieces.append(value[at : at + POINTER_SIZE])
+    pieces.append(value[start:])
+    return b"".join(pieces)
 
 
 def crossed(size: int, added: int) -> bool:
@@ -98,10 +156,14 @@ __all__ = [
     "MAX_POINTERS",
     "POINTER_MAGIC",
     "POINTER_SIZE",
+    "REFUSED",
     "SEGMENT_BYTES",
+    "budget",
     "crossed",
+    "is_queue_key",
     "join",
     "new_id",
+    "plan",
     "pointer",
     "pointers",
     "segment_key",
