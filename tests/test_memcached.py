@@ -14,7 +14,7 @@ import gaesignals
 from gaesignals import Signal, SignalsMiddleware, StoreUnavailable, deliver, send
 from gaesignals.config import get_settings
 from gaesignals.keys import signal_keys
-from gaesignals.stores.memcached import MemcachedStore
+from gaesignals.stores.memcached import MemcachedStore, _wire
 from gaesignals.testing import CountingStore, MemcachedServer
 
 from .conftest import _need_memcached
@@ -363,8 +363,6 @@ def test_replies_parse_whatever_the_chunk_boundaries(seed: int) -> None:
     as a connection error rather than guessing."""
     import random
 
-    from gaesignals.stores import memcached
-
     rng = random.Random(seed)
     values = [b"", b"END\r\n", bytes(range(256)) * 3, b"\r\n" * 40, b"x" * rng.randint(0, 5000)]
     reply = b"".join(
@@ -372,20 +370,20 @@ def test_replies_parse_whatever_the_chunk_boundaries(seed: int) -> None:
     )
     reply += b"END\r\n"
     sizes = [rng.randint(1, 7) for _ in range(len(reply))]
-    found = memcached._read_values(_Chunked(reply, sizes))  # type: ignore[arg-type]
+    found = _wire.read_values(_Chunked(reply, sizes))  # type: ignore[arg-type]
     assert found == [(b"k%d" % i, v, b"%d" % (100 + i)) for i, v in enumerate(values)]
     lines = b"STORED\r\nHD s12\r\nNOT_STORED\r\nHD\r\n"
     sizes = [rng.randint(1, 5) for _ in range(len(lines))]
-    assert memcached._read_lines(_Chunked(lines, sizes), 4) == [  # type: ignore[arg-type]
+    assert _wire.read_lines(_Chunked(lines, sizes), 4) == [  # type: ignore[arg-type]
         b"STORED",
         b"HD s12",
         b"NOT_STORED",
         b"HD",
     ]
     with pytest.raises(ConnectionError):
-        memcached._read_values(_Chunked(reply[: rng.randint(0, len(reply) - 1)], sizes))  # type: ignore[arg-type]
+        _wire.read_values(_Chunked(reply[: rng.randint(0, len(reply) - 1)], sizes))  # type: ignore[arg-type]
     with pytest.raises(ConnectionError):
-        memcached._read_values(_Chunked(b"VALUE k 0 3 1\r\nabcd\r\nEND\r\n", []))  # type: ignore[arg-type]
+        _wire.read_values(_Chunked(b"VALUE k 0 3 1\r\nabcd\r\nEND\r\n", []))  # type: ignore[arg-type]
 
 
 def test_a_forked_child_opens_its_own_sockets(memcached_server: MemcachedServer) -> None:
