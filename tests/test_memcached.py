@@ -386,6 +386,11 @@ def test_replies_parse_whatever_the_chunk_boundaries(seed: int) -> None:
         _wire.read_values(_Chunked(b"VALUE k 0 3 1\r\nabcd\r\nEND\r\n", []))  # type: ignore[arg-type]
 
 
+def _open_sockets(store: MemcachedStore) -> list[Any]:
+    """The sockets of the clients a pooled store holds idle: its pool's, and those it parked."""
+    return [c.sock for c in [*store.client.client_pool._free_objs, *store._parked]]
+
+
 def test_a_forked_child_opens_its_own_sockets(memcached_server: MemcachedServer) -> None:
     """A pre-forking server's workers inherit the parent's pooled sockets; two processes on one
     connection would read each other's replies. A forked child drops them (closing its copies
@@ -399,7 +404,7 @@ def test_a_forked_child_opens_its_own_sockets(memcached_server: MemcachedServer)
         send("forked", "parent 1")
         send("forked", "parent 2")  # a pooled socket is open now
         # The socket objects themselves are held, so that their ids cannot be reused.
-        held = [c.sock for c in store.client.client_pool._free_objs]
+        held = _open_sockets(store)
         inherited = {id(sock) for sock in held}
         assert held and None not in held
         pid = os.fork()
@@ -407,14 +412,14 @@ def test_a_forked_child_opens_its_own_sockets(memcached_server: MemcachedServer)
             code = 1
             try:
                 send("forked", "child")
-                used = {id(c.sock) for c in store.client.client_pool._free_objs}
+                used = {id(sock) for sock in _open_sockets(store)}
                 code = 0 if used and not used & inherited else 3
             finally:
                 os._exit(code)
         _, status = os.waitpid(pid, 0)
         assert os.waitstatus_to_exitcode(status) == 0
         send("forked", "parent 3")  # over the parent's own socket, still up
-        assert {id(c.sock) for c in store.client.client_pool._free_objs} == inherited
+        assert {id(sock) for sock in _open_sockets(store)} == inherited
         got: list[Any] = []
         assert deliver({"forked": got.append}) == 4
         assert sorted(got) == ["child", "parent 1", "parent 2", "parent 3"]

@@ -50,6 +50,7 @@ from ...exceptions import ConfigurationError, StoreUnavailable
 from .. import DEFAULT_MAX_VALUE_SIZE, segments
 from . import _wire
 from ._connection import Connection
+from ._node import Parked
 from ._ring import Ring
 from ._sizes import Sizes
 from ._wire import bump, is_refusal, size_flags
@@ -84,6 +85,8 @@ class MemcachedStore:
         self.ring = Ring(client)
         self.hashed = self.ring.hashed
         self._pool = getattr(client, "client_pool", None)
+        #: A PooledClient's clients, checked out without its lock (see _node.Parked).
+        self._parked = Parked()
         #: Set in a forked child: the sockets it inherited are its parent's (see _after_fork).
         self._inherited = False
         _stores.add(self)
@@ -135,12 +138,13 @@ class MemcachedStore:
     def close(self) -> None:
         """Close every socket the client holds (they reopen on next use)."""
         self.client.close()
+        self._parked.close()
 
     def connection(self) -> Connection:
         """A connection that pins one socket per server until its ``with`` block ends."""
         if self._inherited:
             self._let_go()
-        return Connection(self.ring, self.sizes, self.max_value_size)
+        return Connection(self.ring, self.sizes, self.max_value_size, self._parked)
 
     def _let_go(self) -> None:
         """In a forked child, before its first call: drop the parent's sockets (closing the
@@ -148,6 +152,7 @@ class MemcachedStore:
         talk over one connection, reading each other's replies. The next call reconnects."""
         self._inherited = False
         self.client.close()
+        self._parked.close()
 
     def client_for(self, key: str) -> Any:
         """The node client for a key: its location if it names one, else its hash-ring home."""
@@ -175,11 +180,17 @@ class MemcachedStore:
         if size is None or size + len(value) > self.max_value_size:
             return None
         pool = self._pool
-        client = pool.get() if pool is not None else self.client
+        if pool is None:
+            client = self.client
+        else:
+            try:
+                client = self._parked.pop()
+            except IndexError:
+                client = pool.get()
         sock = client.sock
         if sock is None:
             if pool is not None:
-                pool.release(client)
+                pool.release(client)  # the general path opens it (a closed parked one: dropped)
             return None
         wire = client.key_prefix + key.encode("ascii")
         request = b"append %s 0 0 %d\r\n%s\r\nmg %s s f\r\n" % (wire, len(value), value, wire)
@@ -193,8 +204,8 @@ class MemcachedStore:
     def _exchange_one(
         self, client: Any, sock: socket.socket, request: bytes, replies: int
     ) -> list[bytes]:
-        """The fast path's round trip on ``client``'s socket, which goes back to the pool
-        after it (or is closed and destroyed when it failed)."""
+        """The fast path's round trip on ``client``'s socket, which is parked after it (or
+        closed and destroyed when it failed)."""
         try:
             sock.sendall(request)
             lines = _wire.read_lines(sock, replies)
@@ -207,7 +218,7 @@ class MemcachedStore:
                 self._pool.destroy(client)
             raise StoreUnavailable(f"memcached at {client.server} failed: {error}") from error
         if self._pool is not None:
-            self._pool.release(client)
+            self._parked.append(client)
         return lines
 
     def _settle_one(self, key: str, added: int, lines: list[bytes]) -> bool:

@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ...exceptions import PartialFailure, StoreUnavailable
-from ._node import SEGMENT_PIECE, Node, Unreachable
+from ._node import SEGMENT_PIECE, Node, Parked, Unreachable
 from ._ring import Operation, Ring
 from ._sizes import Sizes
 from ._wire import quiet_bumps, where, wire_key
@@ -25,10 +25,15 @@ class Connection:
     and such a key is routed to that server, not hashed.
     """
 
-    def __init__(self, ring: Ring, sizes: Sizes, max_value_size: int) -> None:
+    def __init__(
+        self, ring: Ring, sizes: Sizes, max_value_size: int, parked: Parked | None = None
+    ) -> None:
         self.ring = ring
         self.sizes = sizes
         self.max_value_size = max_value_size
+        #: The single server's parked clients (see :class:`~._node.Parked`), shared with the
+        #: store's send fast path.
+        self.parked = parked
         self.nodes: dict[Any, Node] = {}
 
     def close(self) -> None:
@@ -50,7 +55,8 @@ class Connection:
             if node is not None:
                 node.release()
             piece = min(SEGMENT_PIECE, self.max_value_size)
-            node = self.nodes[client.server] = Node(client, piece)
+            parked = self.parked if client is self.ring.client else None
+            node = self.nodes[client.server] = Node(client, piece, parked)
         return node
 
     def _each_server(

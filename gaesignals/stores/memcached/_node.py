@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import socket
+from collections import deque
 from collections.abc import Sequence
 from typing import Any
 
@@ -52,24 +53,55 @@ class Unreachable(Exception):
         self.server = server
 
 
+class Parked(deque[Any]):
+    """Clients of a ``PooledClient`` checked out of its pool for good, with an open socket,
+    each handed to one caller at a time: ``pop`` and ``append`` on a deque are atomic, so a
+    send takes one without the pool's lock and the scan of its used list (the pool still
+    counts them as used; closing the ``PooledClient`` closes them too)."""
+
+    def take(self, pool: Any) -> Any:
+        """A parked client, or a client from ``pool`` when none is parked."""
+        try:
+            return self.pop()
+        except IndexError:
+            return pool.get()
+
+    def close(self) -> None:
+        """Close every parked client's socket and forget them (the pool forgets them too)."""
+        while self:
+            client = self.pop()
+            client.close()
+
+
 class Node:
     """One server's connection, pinned for the life of a connection."""
 
-    def __init__(self, client: Any, piece: int = SEGMENT_PIECE) -> None:
+    def __init__(
+        self, client: Any, piece: int = SEGMENT_PIECE, parked: Parked | None = None
+    ) -> None:
         self.pool = getattr(client, "client_pool", None)
+        self.parked = parked if self.pool is not None else None
         self.server = client.server
-        self.client = self.pool.get() if self.pool is not None else client
+        if self.pool is None:
+            self.client = client
+        elif self.parked is not None:
+            self.client = self.parked.take(self.pool)
+        else:
+            self.client = self.pool.get()
         self.prefix: bytes = self.client.key_prefix or b""
         self.failed = False
         #: The largest segment written at once (see write_segments).
         self.piece = piece
 
     def release(self) -> None:
-        if self.pool is not None:
-            if self.failed:
-                self.pool.destroy(self.client)
-            else:
-                self.pool.release(self.client)
+        if self.pool is None:
+            return
+        if self.failed:
+            self.pool.destroy(self.client)
+        elif self.parked is not None and self.client.sock is not None:
+            self.parked.append(self.client)
+        else:
+            self.pool.release(self.client)
 
     def socket(self) -> socket.socket:
         if self.client.sock is None:
