@@ -245,7 +245,7 @@ def diagnostics(args, server: Memcached, signal, raw) -> list[Row]:
             ),
             ratio_row(
                 bench,
-                "cold process: send, _READ_SIZE patched to 64 KiB",
+                "cold process: send, READ_SIZE patched to 64 KiB",
                 got["patched"],
                 got["raw"],
                 None,
@@ -324,18 +324,18 @@ def cold_probe(port: int, reps: int, quick: bool) -> None:
 
         return batch
 
-    module = importlib.import_module("gaesignals.stores.memcached")
-    original = getattr(module, "_READ_SIZE", None)
+    module = importlib.import_module("gaesignals.stores.memcached._wire")
+    original = getattr(module, "READ_SIZE", None)
 
     def send_with(size: int | None) -> Callable[[], float]:
         def batch() -> float:
             if size is not None:
-                module._READ_SIZE = size
+                module.READ_SIZE = size
             try:
                 return chunked(count, 100, lambda: raw.set(key, b""), send_once)()
             finally:
                 if size is not None:
-                    module._READ_SIZE = original
+                    module.READ_SIZE = original
 
         return batch
 

@@ -14,7 +14,7 @@ import gaesignals
 from gaesignals import Signal, SignalsMiddleware, StoreUnavailable, deliver, send
 from gaesignals.config import get_settings
 from gaesignals.keys import signal_keys
-from gaesignals.stores.memcached import MemcachedStore
+from gaesignals.stores.memcached import MemcachedStore, _wire
 from gaesignals.testing import CountingStore, MemcachedServer
 
 
@@ -354,8 +354,6 @@ def test_replies_parse_whatever_the_chunk_boundaries(seed: int) -> None:
     as a connection error rather than guessing."""
     import random
 
-    from gaesignals.stores import memcached
-
     rng = random.Random(seed)
     values = [b"", b"END\r\n", bytes(range(256)) * 3, b"\r\n" * 40, b"x" * rng.randint(0, 5000)]
     reply = b"".join(
@@ -363,20 +361,25 @@ def test_replies_parse_whatever_the_chunk_boundaries(seed: int) -> None:
     )
     reply += b"END\r\n"
     sizes = [rng.randint(1, 7) for _ in range(len(reply))]
-    found = memcached._read_values(_Chunked(reply, sizes))  # type: ignore[arg-type]
+    found = _wire.read_values(_Chunked(reply, sizes))  # type: ignore[arg-type]
     assert found == [(b"k%d" % i, v, b"%d" % (100 + i)) for i, v in enumerate(values)]
     lines = b"STORED\r\nHD s12\r\nNOT_STORED\r\nHD\r\n"
     sizes = [rng.randint(1, 5) for _ in range(len(lines))]
-    assert memcached._read_lines(_Chunked(lines, sizes), 4) == [  # type: ignore[arg-type]
+    assert _wire.read_lines(_Chunked(lines, sizes), 4) == [  # type: ignore[arg-type]
         b"STORED",
         b"HD s12",
         b"NOT_STORED",
         b"HD",
     ]
     with pytest.raises(ConnectionError):
-        memcached._read_values(_Chunked(reply[: rng.randint(0, len(reply) - 1)], sizes))  # type: ignore[arg-type]
+        _wire.read_values(_Chunked(reply[: rng.randint(0, len(reply) - 1)], sizes))  # type: ignore[arg-type]
     with pytest.raises(ConnectionError):
-        memcached._read_values(_Chunked(b"VALUE k 0 3 1\r\nabcd\r\nEND\r\n", []))  # type: ignore[arg-type]
+        _wire.read_values(_Chunked(b"VALUE k 0 3 1\r\nabcd\r\nEND\r\n", []))  # type: ignore[arg-type]
+
+
+def _open_sockets(store: MemcachedStore) -> list[Any]:
+    """The sockets of the clients a pooled store holds idle: its pool's, and those it parked."""
+    return [c.sock for c in [*store.client.client_pool._free_objs, *store._parked]]
 
 
 def test_a_forked_child_opens_its_own_sockets(gaesignals_memcached: MemcachedServer) -> None:
@@ -392,7 +395,7 @@ def test_a_forked_child_opens_its_own_sockets(gaesignals_memcached: MemcachedSer
         send("forked", "parent 1")
         send("forked", "parent 2")  # a pooled socket is open now
         # The socket objects themselves are held, so that their ids cannot be reused.
-        held = [c.sock for c in store.client.client_pool._free_objs]
+        held = _open_sockets(store)
         inherited = {id(sock) for sock in held}
         assert held and None not in held
         pid = os.fork()
@@ -400,14 +403,14 @@ def test_a_forked_child_opens_its_own_sockets(gaesignals_memcached: MemcachedSer
             code = 1
             try:
                 send("forked", "child")
-                used = {id(c.sock) for c in store.client.client_pool._free_objs}
+                used = {id(sock) for sock in _open_sockets(store)}
                 code = 0 if used and not used & inherited else 3
             finally:
                 os._exit(code)
         _, status = os.waitpid(pid, 0)
         assert os.waitstatus_to_exitcode(status) == 0
         send("forked", "parent 3")  # over the parent's own socket, still up
-        assert {id(c.sock) for c in store.client.client_pool._free_objs} == inherited
+        assert {id(sock) for sock in _open_sockets(store)} == inherited
         got: list[Any] = []
         assert deliver({"forked": got.append}) == 4
         assert sorted(got) == ["child", "parent 1", "parent 2", "parent 3"]
