@@ -207,7 +207,7 @@ def test_a_full_queue_with_a_failing_head_still_dead_letters_it(
             f"{sent - 1} others delivered): the queue ({pending:,} bytes) is over "
             "max_value_size, so the acknowledgement's cas (which rewrites the queue with the "
             "failed payload's attempt count) is refused by the adapter before it is sent "
-            "(gaesignals/stores/memcached.py, _Connection._store) and the signal is stuck"
+            "(gaesignals/stores/memcached/_connection.py) and the signal is stuck"
         )
         assert got == list(range(1, sent))
 

@@ -8,6 +8,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ...exceptions import PartialFailure, StoreUnavailable
+from .. import segments
 from ._node import SEGMENT_PIECE, Node, Parked, Unreachable
 from ._ring import Operation, Ring
 from ._sizes import Sizes
@@ -56,7 +57,9 @@ class Connection:
                 node.release()
             piece = min(SEGMENT_PIECE, self.max_value_size)
             parked = self.parked if client is self.ring.client else None
-            node = self.nodes[client.server] = Node(client, piece, parked)
+            node = self.nodes[client.server] = Node(
+                client, piece, parked, limit=segments.budget(self.max_value_size)
+            )
         return node
 
     def _each_server(

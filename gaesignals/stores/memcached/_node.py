@@ -73,11 +73,21 @@ class Parked(deque[Any]):
             client.close()
 
 
+def _segmented(key: bytes, value: bytes) -> bool:
+    """Whether a value read is a queue kept in segments (pointers elsewhere are not followed)."""
+    return value[:2] == segments.POINTER_MAGIC and segments.is_queue_key(key.decode("ascii"))
+
+
 class Node:
     """One server's connection, pinned for the life of a connection."""
 
     def __init__(
-        self, client: Any, piece: int = SEGMENT_PIECE, parked: Parked | None = None
+        self,
+        client: Any,
+        piece: int,
+        parked: Parked | None,
+        *,
+        limit: int,
     ) -> None:
         self.pool = getattr(client, "client_pool", None)
         self.parked = parked if self.pool is not None else None
@@ -92,6 +102,8 @@ class Node:
         self.failed = False
         #: The largest segment written at once (see write_segments).
         self.piece = piece
+        #: The most bytes of segments one queue's read joins (see segments.plan).
+        self.limit = limit
 
     def release(self) -> None:
         if self.pool is None:
@@ -168,7 +180,7 @@ class Node:
         plen = len(self.prefix)
         found = {key[plen:]: (value, Token(sock, cas)) for key, value, cas in values}
         if join:
-            spilled = [k for k, (value, _) in found.items() if value[:2] == segments.POINTER_MAGIC]
+            spilled = [k for k, (value, _) in found.items() if _segmented(k, value)]
             if spilled:
                 self._join(found, spilled)
         return found
@@ -184,14 +196,14 @@ class Node:
             layouts = {}
             wanted: list[bytes] = []
             for key in spilled:
-                pointers, start = segments.pointers(found[key][0])
-                names = [
-                    n.encode("ascii") for n in segments.segment_keys(key.decode("ascii"), pointers)
-                ]
+                planned, start = segments.plan(key.decode("ascii"), found[key][0], self.limit)
+                names = [None if n is None else n.encode("ascii") for n in planned]
                 layouts[key] = (start, names)
-                wanted.extend(names)
-            parts = self.gets(wanted, join=False)
-            missing = [k for k, (_, names) in layouts.items() if any(n not in parts for n in names)]
+                wanted.extend(n for n in names if n is not None)
+            parts = self.gets(wanted, join=False) if wanted else {}
+            missing = [
+                k for k, (_, names) in layouts.items() if any(n and n not in parts for n in names)
+            ]
             if round_ == JOIN_ROUNDS - 1:
                 missing = []  # still racing: keep the short read (its cas will fail anyway)
             again = self.gets(missing, join=False) if missing else {}
@@ -200,10 +212,12 @@ class Node:
                 if key in changed:
                     continue
                 value, token = found[key]
-                token.segments = names
-                joined = segments.join(
-                    value, start, [parts[n][0] if n in parts else None for n in names]
-                )
+                token.segments = [n for n in names if n is not None]
+                read = [
+                    segments.REFUSED if n is None else parts[n][0] if n in parts else None
+                    for n in names
+                ]
+                joined = segments.join(value, start, read)
                 found[key] = (joined, token)
             if not changed:
                 return
@@ -212,9 +226,7 @@ class Node:
                     found[key] = again[key]
                 else:
                     del found[key]
-            spilled = [
-                k for k in changed if k in found and found[k][0][:2] == segments.POINTER_MAGIC
-            ]
+            spilled = [k for k in changed if k in found and _segmented(k, found[k][0])]
             if not spilled:
                 return
 
