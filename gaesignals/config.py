@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from .exceptions import ConfigurationError
-from .stores import Store
+from .stores import Store, masked_url
 
 logger = logging.getLogger("gaesignals")
 
@@ -130,8 +130,8 @@ def store_from_url(url: str) -> Store:
 
         return RedisStore.from_url(url)
     raise ConfigurationError(
-        f"unknown store URL {url!r}: expected memory://, appengine://, memcached://host:port "
-        "or redis://host:port"
+        f"unknown store URL {masked_url(url)!r}: expected memory://, appengine://, "
+        "memcached://host:port or redis://host:port"
     )
 
 

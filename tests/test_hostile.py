@@ -18,7 +18,7 @@ import gaesignals
 from gaesignals import accounting, deliver, frames, health, send, stats
 from gaesignals.keys import COUNTERS, signal_keys
 from gaesignals.queue import lease
-from gaesignals.stores import segments
+from gaesignals.stores import masked_url, segments
 
 from .conftest import RawAccess
 
@@ -301,3 +301,29 @@ def test_pointers_in_counters_and_locks_are_not_followed(raw: RawAccess) -> None
     assert stats("counted")["counted"]["sent"] == 0
     send("counted", 1)
     assert deliver({"counted": lambda data: None}, reliable=True) == 1
+
+
+# -- secrets in messages --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "memcached://user:hunter2-secret@127.0.0.1:11211",
+        "memcached://127.0.0.1:11211?timeout=x&password=hunter2-secret",
+        "memcached://127.0.0.1:11211?password=hunter2-secret",
+        "nosuch://user:hunter2-secret@host",
+    ],
+)
+def test_store_url_errors_never_show_the_password(url: str) -> None:
+    """A store URL that is refused is echoed in the error with its password masked."""
+    with pytest.raises(gaesignals.ConfigurationError) as raised:
+        gaesignals.configure(store=url)
+    assert "hunter2-secret" not in str(raised.value)
+    assert "***" in str(raised.value)
+
+
+def test_masked_url_keeps_everything_but_the_secret() -> None:
+    """Only the password goes: scheme, user, host, port and other options stay readable."""
+    masked = masked_url("redis://alice:s3cret@cache.local:6380/2?timeout=1&password=x")
+    assert masked == "redis://alice:***@cache.local:6380/2?timeout=1&password=***"

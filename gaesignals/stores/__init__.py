@@ -16,6 +16,7 @@ when constructed.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, NamedTuple, Protocol, runtime_checkable
@@ -29,6 +30,13 @@ DEFAULT_MAX_VALUE_SIZE = 1_000_000
 MAX_KEY_LENGTH = 250
 #: A counter's longest value: 20 digits hold any 64-bit count, memcached's and Redis's own bound.
 MAX_COUNTER_DIGITS = 20
+
+
+def masked_url(url: str) -> str:
+    """``url`` with its password (and any password-like query option) shown as ``***``: store
+    URLs are echoed in error messages and reprs, which end up in logs."""
+    url = re.sub(r"(?<=://)([^/@:]*):[^/@]*@", r"\1:***@", url)
+    return re.sub(r"(?i)([?&](?:password|pass|secret|token)=)[^&#]*", r"\1***", url)
 
 
 def counter_value(raw: bytes) -> int | None:
@@ -198,4 +206,5 @@ __all__ = [
     "TakeGroup",
     "Taken",
     "counter_value",
+    "masked_url",
 ]

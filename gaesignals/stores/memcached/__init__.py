@@ -47,7 +47,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from ...exceptions import ConfigurationError, StoreUnavailable
-from .. import DEFAULT_MAX_VALUE_SIZE, segments
+from .. import DEFAULT_MAX_VALUE_SIZE, masked_url, segments
 from . import _wire
 from ._connection import Connection
 from ._node import Parked
@@ -108,21 +108,24 @@ class MemcachedStore:
         from pymemcache.client.hash import HashClient
 
         parts = urlsplit(url)
+        shown = masked_url(url)
         if parts.scheme != "memcached" or not parts.netloc:
-            raise ConfigurationError(f"not a memcached:// URL: {url!r}")
+            raise ConfigurationError(f"not a memcached:// URL: {shown!r}")
+        if "@" in parts.netloc:
+            raise ConfigurationError(f"a memcached:// URL takes no user or password: {shown!r}")
         query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
         try:
             timeout = float(query.pop("timeout", "3"))
             max_value_size = int(query.pop("max_value_size", str(DEFAULT_MAX_VALUE_SIZE)))
         except ValueError as error:
-            raise ConfigurationError(f"bad option in {url!r}: {error}") from error
+            raise ConfigurationError(f"bad option in {shown!r}: {error}") from error
         if query:
-            raise ConfigurationError(f"unknown options in {url!r}: {', '.join(sorted(query))}")
+            raise ConfigurationError(f"unknown options in {shown!r}: {', '.join(sorted(query))}")
         servers = []
         for spec in parts.netloc.split(","):
             host, sep, port = spec.strip().rpartition(":")
             if not sep or not port.isdigit() or not host:
-                raise ConfigurationError(f"expected host:port, got {spec!r} in {url!r}")
+                raise ConfigurationError(f"expected host:port, got {spec!r} in {shown!r}")
             servers.append((host.strip("[]"), int(port)))
         options: dict[str, Any] = {
             "connect_timeout": timeout,
