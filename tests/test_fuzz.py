@@ -28,7 +28,7 @@ from hypothesis import strategies as st
 
 import gaesignals
 from gaesignals import InvalidSignalName, Signal, frames
-from gaesignals.keys import MAX_NAME_LENGTH, SignalKeys, signal_keys
+from gaesignals.keys import COUNTERS, MAX_NAME_LENGTH, SignalKeys, signal_keys
 from gaesignals.stores import MAX_KEY_LENGTH
 from gaesignals.stores.memory import MemoryStore
 
@@ -572,3 +572,71 @@ def test_sent_payloads_survive_injected_garbage(
         assert got == sent
     assert delivered == len(got)
     assert gaesignals.deliver({"fuzz": got.append}, reliable=reliable) == 0
+
+
+# -- hostile values in every key a signal owns ----------------------------------------------------
+
+HOSTILE_NAME = "hostile"
+#: The keys a signal owns besides its queue, by role, on the memory store (no segments there:
+#: test_hostile.py covers pointers on the stores that keep them).
+HOSTILE_ROLES = ("lock", "dead", "cursor", *(f"counter:{c}" for c in COUNTERS))
+
+
+def _hostile_key(role: str) -> str:
+    keys = signal_keys(HOSTILE_NAME, "")
+    if role.startswith("counter:"):
+        return keys.counter(role.partition(":")[2])
+    return str(getattr(keys, role))
+
+
+hostile_values = st.one_of(
+    st.binary(max_size=300),
+    st.integers(0, 6000).map(lambda n: b"9" * n),
+    st.integers(0, 2**70).map(lambda n: b"%d" % n),
+    st.builds(
+        lambda token, lease, write: b"%s:%d:%d" % (token, lease, write),
+        st.binary(min_size=16, max_size=16).map(lambda b: b.hex().encode()),
+        st.integers(0, 10**8),
+        st.integers(0, 10**21),
+    ),
+    st.lists(frame_specs, max_size=3).map(
+        lambda specs: b"".join(
+            frames.encode(body, signal_keys(HOSTILE_NAME, "").queue.encode(), [k], json_body=j)
+            for (body, j, _), k in zip(specs, [KEY, OTHER_KEY, KEY], strict=False)
+        )
+    ),
+)
+
+
+@fuzz(
+    150,
+    planted=st.dictionaries(st.sampled_from(HOSTILE_ROLES), hostile_values),
+    garbage=st.binary(max_size=200),
+    reliable_first=st.booleans(),
+)
+def test_hostile_values_in_every_key_never_raise_nor_lose(
+    planted: dict[str, bytes], garbage: bytes, reliable_first: bool
+) -> None:
+    """Whatever bytes sit in a signal's lock, cursor, dead letters and counters, and around
+    its frames: pending, stats, health, both delivery modes and the dead-letter calls raise
+    nothing, and every payload sent is either handled or still pending, never silently gone."""
+    store = MemoryStore()
+    gaesignals.configure(store=store, secret_key=KEY, lost_check_interval=0)
+    queue = signal_keys(HOSTILE_NAME, "").queue
+    store.set_raw(queue, garbage)
+    for role, value in planted.items():
+        store.set_raw(_hostile_key(role), value)
+    sent = [f"payload-{i}" for i in range(3)]
+    for payload in sent:
+        gaesignals.send(HOSTILE_NAME, payload)
+    got: list[Any] = []
+    for reliable in (reliable_first, not reliable_first):
+        gaesignals.pending(HOSTILE_NAME)
+        gaesignals.stats(HOSTILE_NAME)
+        assert gaesignals.health([HOSTILE_NAME])["store"]["reachable"]
+        gaesignals.deliver({HOSTILE_NAME: got.append}, reliable=reliable)
+    gaesignals.dead_letters(HOSTILE_NAME)
+    gaesignals.requeue_dead_letters(HOSTILE_NAME)
+    left = gaesignals.pending(HOSTILE_NAME)[HOSTILE_NAME].count
+    handled = [p for p in got if isinstance(p, str) and p.startswith("payload-")]
+    assert set(handled) == set(sent) or left >= len(set(sent) - set(handled))
