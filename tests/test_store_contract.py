@@ -77,20 +77,24 @@ def test_append_changes_value_and_token(store: Store) -> None:
 
 def test_values_over_the_limit_are_refused(store: Store) -> None:
     """No add stores a value larger than max_value_size. A cas past the item limit is refused,
-    except on memcached, which keeps it in segments (an acknowledgement may rewrite a queue
-    that concurrent first sends took past max_value_size; it must never fail for its size)."""
+    except, for a queue key, on memcached, which keeps it in segments (an acknowledgement may
+    rewrite a queue that concurrent first sends took past max_value_size; it must never fail
+    for its size)."""
     big = b"x" * (store.max_value_size + 1)
+    queue = "gs::q:{big}"  # only queue keys are kept in segments
     with store.connection() as conn:
-        assert conn.add_many({"big": big}) == {"big": False}
-        conn.add_many({"big": b"small"})
-        token = conn.gets_many(["big"])["big"][1]
-        huge = b"x" * (2 * 1024 * 1024)
+        assert conn.add_many({"big": big, queue: big}) == {"big": False, queue: False}
+        conn.add_many({"big": b"small", queue: b"small"})
+        tokens = conn.gets_many(["big", queue])
+        huge = b"x" * (store.max_value_size * 3 // 2)  # past memcached's 1 MiB item limit
+        assert conn.cas_many({"big": (huge, tokens["big"][1])}) == {"big": False}
+        assert conn.gets_many(["big"])["big"][0] == b"small"
         if isinstance(store, MemcachedStore):
-            assert conn.cas_many({"big": (huge, token)}) == {"big": True}
-            assert conn.gets_many(["big"])["big"][0] == huge
+            assert conn.cas_many({queue: (huge, tokens[queue][1])}) == {queue: True}
+            assert conn.gets_many([queue])[queue][0] == huge
         else:
-            assert conn.cas_many({"big": (huge, token)}) == {"big": False}
-            assert conn.gets_many(["big"])["big"][0] == b"small"
+            assert conn.cas_many({queue: (huge, tokens[queue][1])}) == {queue: False}
+            assert conn.gets_many([queue])[queue][0] == b"small"
 
 
 def test_empty_values_are_values(store: Store) -> None:

@@ -235,6 +235,8 @@ def _moved(key: str, value: bytes) -> tuple[bytes, str, bytes] | None:
     """When ``value`` (for the queue at ``key``) holds more than a segment's worth of frames
     after its pointers: the value with those frames replaced by a pointer to a new segment,
     that segment's key and its bytes (to write before the value). Else None."""
+    if not segments.is_queue_key(key):
+        return None  # only queues are kept in segments
     start = segments.pointers(value)[1]
     if len(value) - start <= segments.SEGMENT_BYTES:
         return None

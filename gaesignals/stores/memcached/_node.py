@@ -237,6 +237,8 @@ class Node:
 
         Best effort, never raising: it runs after a send's append was stored, and a send that
         raised would be retried, storing its payload twice; an unmoved queue only stays long."""
+        if not segments.is_queue_key(key):
+            return  # only queues are kept in segments
         try:
             self._spill(key)
         except (StoreUnavailable, Unreachable) as error:

@@ -72,7 +72,7 @@ class CasWrite:
                 continue
             wire = key.encode("ascii") if " " not in key else wire_key(key)
             flags = b""
-            if len(value) > segments.SEGMENT_BYTES:
+            if len(value) > segments.SEGMENT_BYTES and segments.is_queue_key(key):
                 value, flags = self.shrink(key, wire, value)
             if len(value) > limit:
                 # A value no segment could take: the server's own limit decides. Not with ms,
