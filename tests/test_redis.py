@@ -23,7 +23,9 @@ from redis.retry import Retry
 import gaesignals
 from gaesignals import ConfigurationError, PartialFailure, StoreUnavailable, deliver, send
 from gaesignals.keys import signal_keys
-from gaesignals.stores.redis import _CAS, _SHA, RedisStore, _Sent
+from gaesignals.stores.redis import RedisStore
+from gaesignals.stores.redis._router import Router, Sent
+from gaesignals.stores.redis._scripts import CAS, SHA, TAKE
 from gaesignals.testing import CountingStore, RedisClusterServers, RedisServer
 
 from .conftest import new_redis_cluster
@@ -57,14 +59,23 @@ def cluster(redis_cluster: RedisClusterServers) -> Iterator[RedisStore]:
     store.close()
 
 
-class _CountingPipelines(RedisStore):
+class _CountingRouter(Router):
     """Counts the pipelines sent, i.e. the network round trips."""
 
     pipelines = 0
 
-    def _pipeline(self, node: Any, group: list[_Sent]) -> list[Any]:
+    def _pipeline(self, node: Any, group: list[Sent]) -> list[Any]:
         self.pipelines += 1
         return super()._pipeline(node, group)
+
+
+class _CountingPipelines(RedisStore):
+    Router = _CountingRouter
+
+
+def _counting(store: RedisStore) -> _CountingRouter:
+    assert isinstance(store.router, _CountingRouter)
+    return store.router
 
 
 def test_url_forms() -> None:
@@ -170,9 +181,9 @@ def test_one_batched_call_is_one_round_trip_per_server(
                     lambda: conn.set_many(dict.fromkeys(keys, b"x"), expire=60),
                     lambda: conn.delete_many(keys),
                 ):
-                    store.pipelines = 0
+                    _counting(store).pipelines = 0
                     call()
-                    counts[-1].append(store.pipelines)
+                    counts[-1].append(_counting(store).pipelines)
         # The first time each server sees a script, that call costs one more round trip to it.
         assert all(servers <= count <= 2 * servers for count in counts[0])
         # Then one each; a cluster's 50 keys are spread over every node.
@@ -244,15 +255,23 @@ def test_a_token_is_the_value_read(single: RedisStore) -> None:
         assert conn.cas_many({"t": (b"four", object())}) == {"t": False}
 
 
-def test_redis_errors_are_store_unavailable(single: RedisStore) -> None:
-    """A server error (here a key of the wrong type) is StoreUnavailable, never a raw redis-py
-    exception."""
-    key = signal_keys("wrong", "").queue
-    single.client.lpush(key, b"not a string")
+def test_a_key_of_another_type_fails_its_send_not_a_delivery(single: RedisStore) -> None:
+    """A queue key turned into a list refuses a send with StoreUnavailable (never a raw redis-py
+    exception); deliveries read it as absent, so the other signals of the mapping, and stats,
+    carry on, and the list is left as it is."""
+    keys = signal_keys("wrong", "")
+    single.client.lpush(keys.queue, b"not a string")
+    single.client.lpush(keys.counter("delivered"), b"not a counter")
     with pytest.raises(StoreUnavailable, match="WRONGTYPE"):
         send("wrong", 1)
-    with pytest.raises(StoreUnavailable):
-        deliver({"wrong": print})
+    send("fine", 1)
+    got: list[Any] = []
+    for reliable in (False, True):
+        send("fine", 2)
+        assert deliver({"wrong": got.append, "fine": got.append}, reliable=reliable) >= 1
+    assert sorted(got) == [1, 2, 2]
+    assert gaesignals.stats("wrong")["wrong"]["delivered"] == 0
+    assert single.client.lrange(keys.queue, 0, -1) == [b"not a string"]
 
 
 def test_outage_raises_store_unavailable_and_recovers(own_server: RedisServer) -> None:
@@ -429,10 +448,10 @@ def test_counters(kind: str, request: pytest.FixtureRequest) -> None:
             assert 0 < plain.client.ttl("ttl") <= 60
             conn.add_many({"q": b"a"})
             conn.incr_many({"n": 0})  # every node has seen the scripts from here on
-            store.pipelines = 0
+            _counting(store).pipelines = 0
             result = conn.append_many({"q": b"b", "missing": b"x"}, {"n": 2, "q": 100})
             assert result == {"q": True, "missing": True}  # created, as APPEND does
-            assert store.pipelines <= (1 if kind == "redis" else 3)  # one per server
+            assert _counting(store).pipelines <= (1 if kind == "redis" else 3)  # one per server
             assert conn.gets_many(["q", "n"])["n"][0] == b"2"
             assert conn.gets_many(["q"])["q"][0] == b"ab"  # a counter named like an item is not
     finally:
@@ -530,23 +549,28 @@ def test_a_hung_cluster_node_costs_only_its_own_keys(hanging_cluster: RedisClust
         store.close()
 
 
-class _HangsBeforeTheResets(RedisStore):
-    """SIGSTOPs ``victim`` right before the batch that resets a weak delivery's ``queues``,
-    after the round trip of its counters, which the node answered: it then holds its part of
-    the resets unanswered, as a node that hangs mid-batch would."""
+class _HangsBeforeTheTake(Router):
+    """SIGSTOPs ``victim`` right before the batch that takes a weak delivery's ``queues``: it
+    then holds its part of the take unanswered, as a node that hangs mid-batch would."""
 
     victim: RedisServer | None = None
     queues: frozenset[str] = frozenset()
 
     def execute(self, commands: Sequence[tuple[str, tuple[Any, ...]]]) -> list[Any]:
         victim = self.victim
+        taking = {SHA[CAS], SHA[TAKE]}
         if victim is not None and any(
-            args[:2] == ("EVALSHA", _SHA[_CAS]) and key in self.queues for key, args in commands
+            args[0] == "EVALSHA" and args[1] in taking and key in self.queues
+            for key, args in commands
         ):
             assert victim.process is not None
             os.kill(victim.process.pid, signal.SIGSTOP)
             self.victim = None
         return super().execute(commands)
+
+
+class _HangsBeforeTheResets(RedisStore):
+    Router = _HangsBeforeTheTake
 
 
 @pytest.mark.parametrize("scripts", ["loaded", "flushed"])
@@ -587,8 +611,10 @@ def test_weak_delivery_keeps_the_resets_it_won_when_a_cluster_node_hangs(
             assert victim.command("SCRIPT", "FLUSH").startswith(b"+OK")
         for i, name in enumerate(names):
             send(name, {"id": i})
-        store.victim = victim
-        store.queues = frozenset(signal_keys(name, "").queue for name in names)
+        router = store.router
+        assert isinstance(router, _HangsBeforeTheTake)
+        router.victim = victim
+        router.queues = frozenset(signal_keys(name, "").queue for name in names)
         try:
             with pytest.raises(PartialFailure):
                 deliver(mapping)

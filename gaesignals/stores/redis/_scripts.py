@@ -1,0 +1,124 @@
+"""The Lua scripts: the calls Redis lacks, each atomic on the server.
+
+Each runs with ``EVALSHA`` in a batch's pipeline (``EVAL`` once after a ``NOSCRIPT``). In the
+scripts that delivery runs, every read of a key that a cache writer may have turned into another
+type is made with ``pcall``, so a list where a counter should be can only make that one read or
+bump a no-op, never abort a script half way (Redis keeps the writes a failing script made before
+its error) nor fail the batch around it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+# KEYS[1]; ARGV: sha1 hex of the value read, the new value, expiry in seconds (0: none).
+CAS = b"""
+local ok, current = pcall(redis.call, 'GET', KEYS[1])
+if not ok or not current or redis.sha1hex(current) ~= ARGV[1] then return 0 end
+if tonumber(ARGV[3]) > 0 then
+  redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
+else
+  redis.call('SET', KEYS[1], ARGV[2])
+end
+return 1
+"""
+
+# KEYS[1]; ARGV: the bytes to append, the largest value allowed. APPEND keeps the key's TTL.
+# A key of another type fails the script (WRONGTYPE) before it writes: the sender is told.
+APPEND = b"""
+if redis.call('STRLEN', KEYS[1]) + string.len(ARGV[1]) > tonumber(ARGV[2]) then return 0 end
+redis.call('APPEND', KEYS[1], ARGV[1])
+return 1
+"""
+
+# KEYS[1]; ARGV: the delta. A missing counter is created holding max(delta, 0); a negative
+# delta stops at 0; a key holding anything but up to 20 decimal digits (maybe then spaces) is
+# left alone.
+INCR = b"""
+local ok, current = pcall(redis.call, 'GET', KEYS[1])
+if not ok then return 0 end
+local delta = tonumber(ARGV[1])
+if not current then
+  redis.call('SET', KEYS[1], string.format('%d', math.max(delta, 0)))
+  return 1
+end
+local digits = string.match(current, '^(%d+) *$')
+if not digits or #digits > 20 then return 0 end
+redis.call('SET', KEYS[1], string.format('%d', math.max(tonumber(digits) + delta, 0)), 'KEEPTTL')
+return 1
+"""
+
+# A weak take of one signal. KEYS: ARGV[1] keys to read first (a lost check's counters), then
+# ARGV[2] queue keys, then, if ARGV[3] is '1', the (accounted, delivered) counters. Each queue
+# that holds bytes is emptied, and its whole version-2 frames, walked by their headers from the
+# start (see gaesignals.frames), are counted into both counters. Returns the values read, the
+# queues' values (false: none) and, per queue, the frames counted.
+TAKE = b"""
+local nread, nqueue = tonumber(ARGV[1]), tonumber(ARGV[2])
+local function get(key)
+  local ok, value = pcall(redis.call, 'GET', key)
+  if ok and value then return value end
+  return false
+end
+local function frames(value)
+  local count, at, size = 0, 1, #value
+  while at + 21 <= size do
+    local m1, m2, version, flags, _, _, l1, l2, l3, l4 = string.byte(value, at, at + 9)
+    if m1 ~= 0xA7 or m2 ~= 0x5C or version ~= 2 then break end
+    local length = 22 + ((l1 * 256 + l2) * 256 + l3) * 256 + l4
+    if flags % 2 == 1 then length = length + 32 end
+    if at + length - 1 > size then break end
+    count, at = count + 1, at + length
+  end
+  return count
+end
+local out, counts, total = {}, {}, 0
+for i = 1, nread do out[#out + 1] = get(KEYS[i]) end
+for i = 1, nqueue do
+  local key = KEYS[nread + i]
+  local value = get(key)
+  local count = 0
+  if value and #value > 0 then
+    redis.call('DEL', key)
+    count = frames(value)
+    total = total + count
+  end
+  out[#out + 1] = value
+  counts[i] = count
+end
+if ARGV[3] == '1' and total > 0 then
+  pcall(redis.call, 'INCRBY', KEYS[nread + nqueue + 1], total)
+  pcall(redis.call, 'INCRBY', KEYS[nread + nqueue + 2], total)
+end
+for i = 1, nqueue do out[#out + 1] = counts[i] end
+return out
+"""
+
+# KEYS[1]; ARGV: the length of the head taken, its sha1 hex, the bytes to keep in its place.
+# A missing key is created holding what is kept.
+ACKNOWLEDGE = b"""
+local length = tonumber(ARGV[1])
+local ok, current = pcall(redis.call, 'GET', KEYS[1])
+if not ok then return 0 end
+if not current then
+  if #ARGV[3] > 0 then redis.call('SET', KEYS[1], ARGV[3]) end
+  return 1
+end
+if #current < length or redis.sha1hex(string.sub(current, 1, length)) ~= ARGV[2] then
+  return 0
+end
+redis.call('SET', KEYS[1], ARGV[3] .. string.sub(current, length + 1), 'KEEPTTL')
+return 1
+"""
+
+#: Each script by its SHA-1 (what EVALSHA names), and the reverse.
+SCRIPTS = {
+    hashlib.sha1(script).hexdigest(): script for script in (CAS, APPEND, INCR, TAKE, ACKNOWLEDGE)
+}
+SHA = {script: sha for sha, script in SCRIPTS.items()}
+
+
+def script(source: bytes, keys: tuple[str, ...], *args: Any) -> tuple[Any, ...]:
+    """The EVALSHA command running ``source`` over ``keys`` with ``args``."""
+    return ("EVALSHA", SHA[source], len(keys), *keys, *args)
