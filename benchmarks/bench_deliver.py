@@ -44,8 +44,9 @@ from common import (
 )
 
 import gaesignals
-from gaesignals import delivery, frames
+from gaesignals import frames
 from gaesignals.config import get_settings
+from gaesignals.delivery.runner import Runner
 from gaesignals.keys import signal_keys
 from gaesignals.registry import registry
 from gaesignals.stores.memory import MemoryStore
@@ -178,9 +179,8 @@ class Drain:
     def parse(self) -> float:
         """What weak delivery parses: frames.pickled_bodies (internal API), else frames.parse."""
         settings = get_settings()
-        quick = getattr(frames, "pickled_bodies", None)
         start = time.perf_counter()
-        if quick is None or quick(self.value, self.key.encode(), settings.secret_keys) is None:
+        if frames.pickled_bodies(self.value, self.key.encode(), settings.secret_keys) is None:
             frames.parse(self.value, self.key.encode(), settings.secret_keys)
         return (time.perf_counter() - start) / self.count
 
@@ -188,13 +188,11 @@ class Drain:
         """Decode + handlers for every payload, as weak delivery does after parsing (internal
         API: the runner's drain of the parsed bodies or frames)."""
         settings = get_settings()
-        runner_class = getattr(delivery, "_Runner", None)
-        if runner_class is None or not hasattr(runner_class, "parse_weak"):
-            return float("nan")  # the internal API changed: no split
-        runner = runner_class(
+        runner = Runner(
             self.name, self.mapping.handlers(self.name), settings, registry.spec(self.name)
         )
-        found, _ = runner.parse_weak(self.value)
+        bodies = frames.pickled_bodies(self.value, runner.signer, settings.secret_keys)
+        found = bodies if bodies is not None and runner.quick else runner.parse_all(self.value)[0]
         start = time.perf_counter()
         runner.drain(found)
         return (time.perf_counter() - start) / self.count
@@ -315,8 +313,6 @@ def primitive_lines() -> list[str]:
             frames.Frame, (0, 1, 0, 0, ident, body))),
         ("the library's tag: copied keyed BLAKE2b state (frames._tag; signed only)",
          lambda: frames._tag(secret, key, vf + ident + body)),
-        ("  was: HMAC-SHA256 from copied SHA-256 states (frames._hmac_tag, version 1)",
-         lambda: frames._hmac_tag(secret, key, vf + ident + body)),
         ("  alternative: hmac.digest sha256", lambda: hmac.digest(
             secret, key + b"\x00" + vf + ident + body, hashlib.sha256)),
         ("  alternative: precomputed hmac .copy()", lambda: _hmac_copy(inner, key, vf, ident,

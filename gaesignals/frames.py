@@ -26,9 +26,7 @@ by frame, resynchronising on the magic after a bad one. The CRC catches truncati
 cheaply; the tag, when a secret key is configured, is what makes a frame trusted. A frame is
 never deserialized unless it passed both.
 
-Version 1 frames (the CRC in the header, at offset 10, over bytes 2-3, 6-9 and 14 on; the id at
-14; an HMAC-SHA256 tag at 22) are still read, frame by frame, so payloads pending across an
-upgrade are delivered; only version 2 is written.
+Only version 2 exists: a frame of any other version reads as an unreadable region.
 """
 
 from __future__ import annotations
@@ -127,7 +125,7 @@ def reseal(raw_frame: bytes) -> bytes:
 def with_attempts(raw_frame: bytes, attempts: int) -> bytes:
     """Return ``raw_frame`` (one whole, valid frame) with its attempts counter replaced."""
     edited = raw_frame[:4] + struct.pack(">H", min(attempts, MAX_ATTEMPTS_FIELD)) + raw_frame[6:]
-    return edited if raw_frame[2] == 1 else reseal(edited)  # version 1: not covered by its CRC
+    return reseal(edited)
 
 
 def parse(
@@ -141,98 +139,112 @@ def parse(
     garbage are still found. With ``secret_keys`` set, a frame without a tag made by one of
     them is bad, whatever its CRC says.
     """
-    frames: list[Frame] = []
+    found: list[Frame] = []
     size = len(value)
-    pos = 0
-    if size and zlib.crc32(value, SEALED) == SEALED:
-        pos = _sealed_run(value, signal_key, secret_keys, frames)
-        if pos == size:
-            return frames, []
-    bad: list[BadRegion] = []
-    view = memoryview(value)
-    bad_start = -1
-    bad_reason = ""
-    unpack = _V1_HEADER.unpack_from
-    crc32 = zlib.crc32
+    sealed = bool(size) and zlib.crc32(value, SEALED) == SEALED
     # Checking a candidate costs a CRC over its declared length. Valid frames never overlap, so
     # they cost at most ``size``; garbage full of false headers could cost size**2. Past this
     # budget the rest of the value is given up as bad: parsing stays linear in the worst case.
-    budget = 4 * size + 65536
-    while pos < size:
-        reason = ""
-        if size - pos < HEADER_SIZE + SEAL_SIZE:
-            reason = "truncated header"
-        else:
-            magic, version, flags, attempts, length, crc, ident = unpack(value, pos)
-            if magic != MAGIC:
-                reason = "no frame magic"
-            elif version not in (1, VERSION):
-                reason = f"unknown frame version {version}"
-            elif flags & ~_KNOWN_FLAGS:
-                reason = f"unknown frame flags {flags:#04x}"
-            else:
-                if version == VERSION:
-                    ident = value[pos + 10 : pos + 18]
-                    tag_start = pos + HEADER_SIZE
-                    tag_end = tag_start + (TAG_SIZE if flags & FLAG_SIGNED else 0)
-                    body_end = tag_end + length
-                    end = body_end + SEAL_SIZE
-                else:
-                    tag_start = pos + _V1_HEADER.size
-                    tag_end = tag_start + (TAG_SIZE if flags & FLAG_SIGNED else 0)
-                    body_end = end = tag_end + length
-                if end > size:
-                    reason = "declared length runs past the end of the value"
-                elif (budget := budget - (end - pos)) < 0:
-                    if bad_start < 0:
-                        bad_start = pos
-                    bad.append(BadRegion(bad_start, size, "too much garbage to search for frames"))
-                    return frames, bad
-                else:
-                    if version == VERSION:
-                        intact = crc32(view[pos:end], SEALED) == SEALED
-                    else:  # over bytes 2-3, 6-9 and 14 to the end: three calls, no copies
-                        intact = crc == crc32(
-                            view[pos + 14 : end], crc32(view[pos + 6 : pos + 10], _VF_CRC[flags])
-                        )
-                    body = value[tag_end:body_end]
-                    if not intact:
-                        reason = "CRC mismatch"
-                    elif secret_keys:
-                        if not flags & FLAG_SIGNED:
-                            reason = "unsigned frame while a secret key is configured"
-                        elif not _verify(
-                            secret_keys,
-                            signal_key,
-                            view[pos + 2 : pos + 4],
-                            ident,
-                            body,
-                            value[tag_start:tag_end],
-                        ):
-                            reason = "signature mismatch"
-                    if not reason:
-                        if bad_start >= 0:
-                            bad.append(BadRegion(bad_start, pos, bad_reason))
-                            bad_start = -1
-                        frames.append(Frame(pos, end, flags, attempts, ident, body))
-                        pos = end
-                        continue
-        if bad_start < 0:
-            bad_start, bad_reason = pos, reason
-        nxt = value.find(MAGIC, pos + 1)
-        pos = size if nxt < 0 else nxt
-    if bad_start >= 0:
-        bad.append(BadRegion(bad_start, size, bad_reason))
-    return frames, bad
+    walk = _Walk(value, signal_key, secret_keys, found, 4 * size + 65536)
+    pos, reason = walk.frames(0, sealed=sealed)
+    bad: list[BadRegion] = []
+    while reason:  # a bad region starts at ``pos``: it ends where the next valid frame starts
+        start, why = pos, reason
+        while reason:
+            if reason == _GIVE_UP:
+                bad.append(BadRegion(start, size, reason))
+                return found, bad
+            resume = value.find(MAGIC, pos + 1)
+            if resume < 0:
+                bad.append(BadRegion(start, size, why))
+                return found, bad
+            pos, reason = walk.frames(resume, sealed=False)
+            if pos > resume:  # frames from ``resume`` on: the bad region ends there
+                bad.append(BadRegion(start, resume, why))
+                break
+    return found, bad
+
+
+#: The reason given for the rest of a value when searching it for frames costs too much.
+_GIVE_UP = "too much garbage to search for frames"
+
+
+class _Walk:
+    """The one frame walker: headers read, frames checked and collected, in order."""
+
+    __slots__ = ("budget", "found", "secret_keys", "signal_key", "value", "view")
+
+    def __init__(
+        self,
+        value: bytes,
+        signal_key: bytes,
+        secret_keys: Sequence[bytes],
+        found: list[Frame],
+        budget: int,
+    ) -> None:
+        self.value = value
+        self.view = memoryview(value)
+        self.signal_key = signal_key
+        self.secret_keys = secret_keys
+        self.found = found
+        self.budget = budget
+
+    def frames(self, pos: int, *, sealed: bool) -> tuple[int, str]:
+        """Collect each valid frame from ``pos`` on; return where the first one that is not
+        valid starts and why ("" at the end of the value). ``sealed``: the whole value passed
+        the seal check, so no frame's CRC is checked again."""
+        value, size, secret_keys = self.value, len(self.value), self.secret_keys
+        unpack = _FAST_HEADER.unpack_from
+        append = self.found.append
+        new = tuple.__new__  # Frame(...) without the Python-level __new__ of a NamedTuple
+        while pos < size:
+            if size - pos < HEADER_SIZE + SEAL_SIZE:
+                return pos, "truncated header"
+            head, attempts, length, ident = unpack(value, pos)
+            if head not in _V2_HEADS:
+                return pos, _refused(value, pos)
+            flags = head & 0xFF
+            tag_end = pos + (_SIGNED_SIZE if flags & FLAG_SIGNED else HEADER_SIZE)
+            end = tag_end + length + SEAL_SIZE
+            if end > size:
+                return pos, "declared length runs past the end of the value"
+            if not sealed:
+                self.budget -= end - pos
+                if self.budget < 0:
+                    return pos, _GIVE_UP
+                if zlib.crc32(self.view[pos:end], SEALED) != SEALED:
+                    return pos, "CRC mismatch"
+            body = value[tag_end : end - SEAL_SIZE]
+            if secret_keys:
+                if not flags & FLAG_SIGNED:
+                    return pos, "unsigned frame while a secret key is configured"
+                tag = value[pos + HEADER_SIZE : tag_end]
+                if not _verify(
+                    secret_keys, self.signal_key, value[pos + 2 : pos + 4], ident, body, tag
+                ):
+                    return pos, "signature mismatch"
+            append(new(Frame, (pos, end, flags, attempts, ident, body)))
+            pos = end
+        return pos, ""
+
+
+def _refused(value: bytes, pos: int) -> str:
+    """Why the header at ``pos`` is not a version 2 frame's."""
+    if value[pos : pos + 2] != MAGIC:
+        return "no frame magic"
+    if value[pos + 2] != VERSION:
+        return f"unknown frame version {value[pos + 2]}"
+    return f"unknown frame flags {value[pos + 3]:#04x}"
 
 
 def pickled_bodies(
     value: bytes, signal_key: bytes, secret_keys: Sequence[bytes] = ()
 ) -> list[bytes] | None:
-    """The bodies of a clean value whose frames are all version 2 pickle frames, in order;
-    None when anything is unusual (damage, garbage, a JSON or version 1 frame, a bad tag),
-    and :func:`parse` must be used. For weak delivery's common case: one seal check, then
-    the headers walked, with nothing built per frame but its body."""
+    """The bodies of a clean value whose frames are all pickle frames, in order; None when
+    anything is unusual (damage, garbage, a JSON frame, a bad tag), and :func:`parse` must be
+    used. For weak delivery's common case: one seal check, then the headers walked with
+    nothing built per frame but its body. It is :class:`_Walk` specialised to that case, kept
+    apart because the general walk costs 2.6 times as much per frame here (BENCHMARKS.md)."""
     size = len(value)
     if not size or zlib.crc32(value, SEALED) != SEALED:
         return None
@@ -279,54 +291,6 @@ def pickled_bodies(
     return bodies if pos == size else None
 
 
-def _sealed_run(
-    value: bytes, signal_key: bytes, secret_keys: Sequence[bytes], out: list[Frame]
-) -> int:
-    """Walk the frames of a value that passed the whole-value seal check into ``out``; return
-    where the first frame that is not plainly valid starts (``len(value)`` for a clean value).
-
-    No CRC per frame: the seal check covered every byte. Magic, version, flags, length and
-    signature are still checked; the first doubt hands over to :func:`parse`'s general loop,
-    which checks that frame again and reports why it is bad.
-    """
-    unpack = _FAST_HEADER.unpack_from
-    known = _V2_HEADS
-    new = tuple.__new__  # Frame(...) without the Python-level __new__ of a NamedTuple
-    append = out.append
-    last = len(value) - HEADER_SIZE - SEAL_SIZE
-    pos = 0
-    while pos <= last:
-        head, attempts, length, ident = unpack(value, pos)
-        if head not in known:
-            break
-        flags = head & 0xFF
-        tag_end = pos + (_SIGNED_SIZE if flags & FLAG_SIGNED else HEADER_SIZE)
-        end = tag_end + length + SEAL_SIZE
-        if end > len(value):
-            break
-        body = value[tag_end : end - SEAL_SIZE]
-        if secret_keys and not (
-            flags & FLAG_SIGNED
-            and _verify(
-                secret_keys,
-                signal_key,
-                value[pos + 2 : pos + 4],
-                ident,
-                body,
-                value[pos + HEADER_SIZE : tag_end],
-            )
-        ):
-            break
-        append(new(Frame, (pos, end, flags, attempts, ident, body)))
-        pos = end
-    return pos
-
-
-# Version 1's header, which the general loop reads version 2's first fields through too (the
-# same up to the length; bytes 10-13 are the CRC in version 1, part of the id in version 2).
-_V1_HEADER = struct.Struct(">2sBBHII8s")
-# Version 1's CRC starts with the version and the flags: their CRC state, for every valid flags.
-_VF_CRC = [zlib.crc32(bytes((1, flags))) for flags in range(_KNOWN_FLAGS + 1)]
 # Version 2's header with magic, version and flags read as one number; every valid one of them.
 _FAST_HEADER = struct.Struct(">IHI8s")
 _V2_HEADS = frozenset(
@@ -364,32 +328,6 @@ def _tag(secret_key: bytes, signal_key: bytes, message: bytes) -> bytes:
     return tag
 
 
-@lru_cache(maxsize=1024)
-def _signer(secret_key: bytes, signal_key: bytes) -> tuple[Any, Any]:
-    """HMAC-SHA256 (RFC 2104) of ``secret_key``, its inner hash already fed the signal's key:
-    the two SHA-256 states to copy per frame. Tags are exactly ``hmac.new``'s; copying plain
-    hash states skips the key schedule and ``hmac.HMAC``'s Python-level ``copy``."""
-    if len(secret_key) > _BLOCK:
-        secret_key = hashlib.sha256(secret_key).digest()
-    padded = secret_key.ljust(_BLOCK, b"\x00")
-    inner = hashlib.sha256(bytes(b ^ 0x36 for b in padded))
-    inner.update(signal_key + b"\x00")
-    outer = hashlib.sha256(bytes(b ^ 0x5C for b in padded))
-    return inner, outer
-
-
-def _hmac_tag(secret_key: bytes, signal_key: bytes, message: bytes) -> bytes:
-    """A version 1 frame's tag: HMAC-SHA256 over the signal's key, a zero byte and
-    ``message`` (read, never written any more)."""
-    inner_base, outer_base = _signer(secret_key, signal_key)
-    inner = inner_base.copy()
-    inner.update(message)
-    outer = outer_base.copy()
-    outer.update(inner.digest())
-    tag: bytes = outer.digest()
-    return tag
-
-
 def _verify(
     secret_keys: Sequence[bytes],
     signal_key: bytes,
@@ -398,12 +336,10 @@ def _verify(
     body: bytes,
     tag: bytes,
 ) -> bool:
-    """Whether ``tag`` was made by one of ``secret_keys``, the algorithm chosen by the version
-    byte (``vf`` is the version and the flags)."""
+    """Whether ``tag`` was made by one of ``secret_keys`` (``vf`` is the version and the flags)."""
     message = b"".join((vf, ident, body))
-    sign = _hmac_tag if vf[0] == 1 else _tag
     for key in secret_keys:  # a loop, not any(): a generator per frame costs more than a check
-        if hmac.compare_digest(sign(key, signal_key, message), tag):
+        if hmac.compare_digest(_tag(key, signal_key, message), tag):
             break
     else:
         return False

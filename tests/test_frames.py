@@ -67,52 +67,28 @@ def test_tags_are_keyed_blake2b(key_length: int) -> None:
     assert bad == [] and [f.body for f in found] == [b"body"]
 
 
-def test_version_1_tags_are_hmac_sha256() -> None:
-    """Version 1 frames, still read, were signed with HMAC-SHA256: exactly ``hmac.new``'s."""
-    import hashlib
-    import hmac
-
-    secret = b"s" * 70
-    tag = frames._hmac_tag(secret, b"gs::q:x", b"message")
-    assert tag == hmac.new(secret, b"gs::q:x\x00message", hashlib.sha256).digest()
-
-
-def _version_1(body: bytes, key: bytes, secret: bytes | None = None, attempts: int = 0) -> bytes:
-    """A frame as version 1 wrote it: the CRC in the header, over bytes 2-3, 6-9 and 14 on."""
+def _version_1(body: bytes, attempts: int = 0) -> bytes:
+    """A frame laid out as a version 1 frame was (never written by a release)."""
     import struct
     import zlib
 
-    flags = frames.FLAG_SIGNED if secret else 0
-    ident = b"\x65\x00\x00\x00abcd"
-    tag = frames._hmac_tag(secret, key, bytes((1, flags)) + ident + body) if secret else b""
-    vf, length = bytes((1, flags)), struct.pack(">I", len(body))
-    crc = zlib.crc32(ident + tag + body, zlib.crc32(length, zlib.crc32(vf)))
-    return (
-        frames.MAGIC
-        + vf
-        + struct.pack(">H", attempts)
-        + length
-        + struct.pack(">I", crc)
-        + ident
-        + tag
-        + body
-    )
+    vf, length, ident = bytes((1, 0)), struct.pack(">I", len(body)), b"\x65\x00\x00\x00abcd"
+    crc = zlib.crc32(ident + body, zlib.crc32(length, zlib.crc32(vf)))
+    head = frames.MAGIC + vf + struct.pack(">H", attempts) + length + struct.pack(">I", crc)
+    return head + ident + body
 
 
-@pytest.mark.parametrize("secret", [None, b"s" * 32], ids=["unsigned", "signed"])
-def test_version_1_frames_are_still_read(secret: bytes | None) -> None:
-    """Payloads pending across an upgrade are delivered: version 1 frames, alone or mixed
-    with version 2 ones, parse (and verify); their attempts can be bumped in place."""
-    keys = (secret,) if secret else ()
-    old = _version_1(b"old", KEY, secret)
-    new = frames.encode(b"new", KEY, keys)
-    found, bad = frames.parse(old + new + old, KEY, keys)
-    assert [f.body for f in found] == [b"old", b"new", b"old"] and bad == []
-    assert found[0].ident == b"\x65\x00\x00\x00abcd"
-    (bumped,), bad = frames.parse(frames.with_attempts(old, 7), KEY, keys)
-    assert bumped.attempts == 7 and bumped.body == b"old" and bad == []
-    broken = old[:-1] + b"X"
-    assert frames.parse(broken, KEY, keys)[0] == []
+def test_a_version_1_frame_is_an_unreadable_region() -> None:
+    """Only version 2 is read: a version 1 frame is reported as a bad region naming its
+    version, and the version 2 frames around it are still found."""
+    old = _version_1(b"old")
+    new = frames.encode(b"new", KEY)
+    found, bad = frames.parse(new + old + new, KEY)
+    assert [f.body for f in found] == [b"new", b"new"]
+    assert [(r.start, r.end, r.reason) for r in bad] == [
+        (len(new), len(new) + len(old), "unknown frame version 1")
+    ]
+    assert frames.pickled_bodies(new + old, KEY) is None
 
 
 def test_a_clean_value_is_checked_whole_and_a_bad_frame_only_costs_itself() -> None:

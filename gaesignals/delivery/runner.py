@@ -135,18 +135,9 @@ class Runner:
                 logger.exception("gaesignals: handler %r for signal %r failed", handler, self.name)
         return ok
 
-    def parse_weak(self, value: bytes) -> tuple[Found, list[frames.BadRegion]]:
-        """What weak delivery needs of a value: with no ttl and the pickle codec, a clean
-        value's pickled bodies alone (:func:`frames.pickled_bodies`), else its frames."""
-        if self.quick:
-            bodies = frames.pickled_bodies(value, self.signer, self.settings.secret_keys)
-            if bodies is not None:
-                return bodies, []
-        return self.parse_all(value)
-
     def drain(self, fresh: Found) -> tuple[int, int]:
         """Run the handlers on every payload of ``fresh`` (already within the ttl; frames, or
-        pickled bodies from :meth:`parse_weak`); returns how many succeeded and how many
+        pickled bodies from :func:`frames.pickled_bodies`); returns how many succeeded and how many
         failed, each failure logged as :meth:`run` logs it."""
         if fresh and isinstance(fresh[0], bytes) and self.single:
             return self.drain_bodies(fresh)
