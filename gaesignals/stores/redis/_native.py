@@ -1,10 +1,10 @@
 """Redis's native queue operations (:class:`~gaesignals.stores.NativeQueue`).
 
-A weak take is one script per signal (its keys share a hash slot, ``{name}``), all of them in
-one pipeline per server: every signal of a delivery in one round trip, with no compare-and-set
-at all, since the script reads and empties a queue atomically and counts what it took into the
-signal's counters in the same step. A reliable acknowledgement compares only the head it
-replaces (its length and SHA-1), not the whole queue.
+A weak take is one script per server (on a cluster, per hash slot: a signal's keys share one,
+``{name}``), all in one pipeline per server: every signal of a delivery in one round trip, with
+no compare-and-set at all, since the script reads and empties each queue atomically and counts
+what it took into the signal's counters in the same step. A reliable acknowledgement compares
+only the head it replaces (its length and SHA-1), not the whole queue.
 """
 
 from __future__ import annotations
@@ -25,7 +25,8 @@ class RedisQueue:
         self.router = router
 
     def take_many(self, groups: Sequence[TakeGroup]) -> Taken:
-        commands = [_take(group) for group in groups if group.queues]
+        batches = self._batches([group for group in groups if group.queues])
+        commands = [_take(batch) for batch in batches]
         failure: StoreUnavailable | None = None
         try:
             answers = self.router.execute(commands)
@@ -35,10 +36,20 @@ class RedisQueue:
                 raise StoreUnavailable(str(error)) from error
             failure, replies = error, dict(error.results)
         taken = Taken({}, {}, {}, failure)
-        for group in groups:
-            if group.queues and group.queues[0] in replies:
-                _note(group, replies[group.queues[0]], taken)
+        for (key, _), batch in zip(commands, batches, strict=True):
+            if key in replies:
+                _note(batch, replies[key], taken)
         return taken
+
+    def _batches(self, groups: list[TakeGroup]) -> list[list[TakeGroup]]:
+        """The groups one script may take together: all of them on one server, those of one
+        hash slot on a cluster (a script's keys must share a slot there)."""
+        if not self.router.clustered:
+            return [groups] if groups else []
+        by_slot: dict[int, list[TakeGroup]] = {}
+        for group in groups:
+            by_slot.setdefault(self.router.client.keyslot(group.queues[0]), []).append(group)
+        return list(by_slot.values())
 
     def acknowledge(self, key: str, taken: bytes, keep: bytes) -> bool:
         head = hashlib.sha1(taken).hexdigest()
@@ -49,22 +60,28 @@ class RedisQueue:
             raise StoreUnavailable(str(error)) from error
 
 
-def _take(group: TakeGroup) -> Command:
-    counters = group.counters or ()
-    keys = (*group.read, *group.queues, *counters)
-    counting = "1" if counters else "0"
-    return (group.queues[0], script(TAKE, keys, len(group.read), len(group.queues), counting))
+def _take(batch: list[TakeGroup]) -> Command:
+    keys: list[str] = []
+    layout: list[object] = [len(batch)]
+    for group in batch:
+        counters = group.counters or ()
+        keys += [*group.read, *group.queues, *counters]
+        layout += [len(group.read), len(group.queues), "1" if counters else "0"]
+    return (batch[0].queues[0], script(TAKE, tuple(keys), *layout))
 
 
-def _note(group: TakeGroup, reply: list[object], taken: Taken) -> None:
-    """Add one group's script reply (reads, queue values, frame counts) to ``taken``."""
-    nread, nqueue = len(group.read), len(group.queues)
-    for key, value in zip(group.read, reply[:nread], strict=True):
-        if isinstance(value, bytes):
-            taken.read[key] = value
-    values = reply[nread : nread + nqueue]
-    counts = reply[nread + nqueue :]
-    for key, value, count in zip(group.queues, values, counts, strict=True):
-        if isinstance(value, bytes) and value:
-            taken.values[key] = value
-            taken.counted[key] = int(count) if isinstance(count, int) else 0
+def _note(batch: list[TakeGroup], reply: list[object], taken: Taken) -> None:
+    """Add a script's reply (per group: reads, queue values, frame counts) to ``taken``."""
+    at = 0
+    for group in batch:
+        nread, nqueue = len(group.read), len(group.queues)
+        for key, value in zip(group.read, reply[at : at + nread], strict=True):
+            if isinstance(value, bytes):
+                taken.read[key] = value
+        values = reply[at + nread : at + nread + nqueue]
+        counts = reply[at + nread + nqueue : at + nread + 2 * nqueue]
+        for key, value, count in zip(group.queues, values, counts, strict=True):
+            if isinstance(value, bytes) and value:
+                taken.values[key] = value
+                taken.counted[key] = int(count) if isinstance(count, int) else 0
+        at += nread + 2 * nqueue

@@ -49,13 +49,14 @@ redis.call('SET', KEYS[1], string.format('%d', math.max(tonumber(digits) + delta
 return 1
 """
 
-# A weak take of one signal. KEYS: ARGV[1] keys to read first (a lost check's counters), then
-# ARGV[2] queue keys, then, if ARGV[3] is '1', the (accounted, delivered) counters. Each queue
-# that holds bytes is emptied, and its whole version-2 frames, walked by their headers from the
-# start (see gaesignals.frames), are counted into both counters. Returns the values read, the
-# queues' values (false: none) and, per queue, the frames counted.
+# A weak take of signals that share a server (on a cluster: a hash slot). ARGV[1] is how many
+# groups (signals); then, per group, three ARGV: how many keys to read first (a lost check's
+# counters), how many queue keys, and '1' if two counters (accounted, delivered) follow them in
+# KEYS. Each queue that holds bytes is emptied, and its whole version-2 frames, walked by their
+# headers from the start (see gaesignals.frames), are counted into both counters. Returns, per
+# group in order: the values read, the queues' values (false: none) and the frames counted in
+# each queue.
 TAKE = b"""
-local nread, nqueue = tonumber(ARGV[1]), tonumber(ARGV[2])
 local function get(key)
   local ok, value = pcall(redis.call, 'GET', key)
   if ok and value then return value end
@@ -73,25 +74,34 @@ local function frames(value)
   end
   return count
 end
-local out, counts, total = {}, {}, 0
-for i = 1, nread do out[#out + 1] = get(KEYS[i]) end
-for i = 1, nqueue do
-  local key = KEYS[nread + i]
-  local value = get(key)
-  local count = 0
-  if value and #value > 0 then
-    redis.call('DEL', key)
-    count = frames(value)
-    total = total + count
+local out, k = {}, 0
+for g = 1, tonumber(ARGV[1]) do
+  local nread, nqueue = tonumber(ARGV[3 * g - 1]), tonumber(ARGV[3 * g])
+  for i = 1, nread do out[#out + 1] = get(KEYS[k + i]) end
+  k = k + nread
+  local counts, total = {}, 0
+  for i = 1, nqueue do
+    local key = KEYS[k + i]
+    local value = get(key)
+    local count = 0
+    if value and #value > 0 then
+      redis.call('DEL', key)
+      count = frames(value)
+      total = total + count
+    end
+    out[#out + 1] = value
+    counts[i] = count
   end
-  out[#out + 1] = value
-  counts[i] = count
+  k = k + nqueue
+  if ARGV[3 * g + 1] == '1' then
+    if total > 0 then
+      pcall(redis.call, 'INCRBY', KEYS[k + 1], total)
+      pcall(redis.call, 'INCRBY', KEYS[k + 2], total)
+    end
+    k = k + 2
+  end
+  for i = 1, nqueue do out[#out + 1] = counts[i] end
 end
-if ARGV[3] == '1' and total > 0 then
-  pcall(redis.call, 'INCRBY', KEYS[nread + nqueue + 1], total)
-  pcall(redis.call, 'INCRBY', KEYS[nread + nqueue + 2], total)
-end
-for i = 1, nqueue do out[#out + 1] = counts[i] end
 return out
 """
 
