@@ -8,6 +8,7 @@ signal handlers have done, so a payload can be watched from sent to delivered.
 from __future__ import annotations
 
 import html
+import http.cookies
 import json
 import os
 import random
@@ -22,6 +23,9 @@ from gaesignals.config import get_settings
 
 from . import records
 from .signals import AUDIT, CRON_MAPPING, GUESTBOOK, notice_handler, notice_signal
+
+#: How long the visitor's id cookie lives (30 days).
+_COOKIE_SECONDS = 30 * 24 * 3600
 
 CRON_PATH = "/tasks/deliver-signals"
 MAX_TEXT = 200
@@ -81,9 +85,15 @@ class Page(webapp2.RequestHandler):
 
     def set_user(self, user_id: str) -> None:
         self.request.cookies["uid"] = user_id
-        self.response.set_cookie(
-            "uid", user_id, max_age=30 * 24 * 3600, httponly=True, samesite="lax"
-        )
+        # Built with the standard library, not webob's set_cookie, which computes Expires with
+        # datetime.utcnow(), deprecated since Python 3.12 (App Engine runs 3.13).
+        cookie = http.cookies.SimpleCookie()
+        cookie["uid"] = user_id
+        morsel = cookie["uid"]
+        morsel.update({"max-age": str(_COOKIE_SECONDS), "expires": _COOKIE_SECONDS, "path": "/"})
+        morsel["httponly"] = True
+        morsel["samesite"] = "Lax"
+        self.response.headers.add("Set-Cookie", morsel.OutputString())
 
     def render(self, title: str, body: str) -> None:
         store = get_settings().store

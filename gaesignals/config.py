@@ -135,6 +135,21 @@ def store_from_url(url: str) -> Store:
     )
 
 
+#: What the library reads of a store: every member of the Store protocol.
+_STORE_MEMBERS = ("max_value_size", "supports_append", "shared", "sizes", "fast_send", "native")
+
+
+def is_store(candidate: object) -> bool:
+    """Whether ``candidate`` has what the library uses of a store, looked up as the library
+    will (``getattr``), so a store that delegates to another through ``__getattr__`` counts:
+    ``isinstance`` against the runtime-checkable protocol looks members up statically on
+    Python 3.12 and later, and would refuse it."""
+    if not callable(getattr(candidate, "connection", None)):
+        return False
+    missing = object()
+    return all(getattr(candidate, name, missing) is not missing for name in _STORE_MEMBERS)
+
+
 def _resolve(
     store: Store | str | None,
     namespace: str | None,
@@ -191,7 +206,7 @@ def _resolve(
         store = store_from_url(store)
     elif store is None:
         store = _default_store()
-    elif not isinstance(store, Store):
+    elif not is_store(store):
         raise TypeError(f"store must be a Store or a URL string, not {type(store).__name__}")
     if store.shared and not keys and codec == "pickle":
         logger.warning(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import subprocess
 import sys
+from typing import Any
 
 import pytest
 
@@ -133,3 +134,38 @@ def test_import_pulls_in_no_backend() -> None:
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+class _Delegating:
+    """A store wrapper that forwards every member to the store it wraps, as a tracing or
+    metrics wrapper would."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+def test_a_store_that_delegates_through_getattr_is_accepted() -> None:
+    """A wrapper that has the store's members only through ``__getattr__`` is a store on every
+    Python (3.12+ would refuse it in a static ``isinstance`` check), and works."""
+    wrapped = _Delegating(MemoryStore())
+    gaesignals.configure(store=wrapped)  # type: ignore[arg-type]
+    got: list[Any] = []
+    gaesignals.send("wrapped", 1)
+    assert gaesignals.deliver({"wrapped": got.append}) == 1
+    assert got == [1]
+
+
+def test_an_object_missing_a_store_member_is_refused() -> None:
+    """Something without ``connection`` or a capability attribute is refused with TypeError."""
+
+    class NoCapabilities:
+        def connection(self) -> None:
+            return None
+
+    with pytest.raises(TypeError, match="must be a Store"):
+        gaesignals.configure(store=NoCapabilities())  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="must be a Store"):
+        gaesignals.configure(store=object())  # type: ignore[arg-type]

@@ -112,6 +112,17 @@ def test_bad_notice_is_refused(app: webtest.TestApp) -> None:
     assert "numeric user id" in page.text
 
 
+def test_a_new_visitor_gets_a_month_long_http_only_cookie(app: webtest.TestApp) -> None:
+    """The visitor id cookie lasts 30 days, is HttpOnly and SameSite=Lax, and is built without
+    webob's set_cookie (which calls the deprecated datetime.utcnow on Python 3.12+)."""
+    response = app.get("/")
+    [header] = [v for k, v in response.headerlist if k == "Set-Cookie"]
+    assert header.startswith("uid=")
+    fields = {part.strip().split("=", 1)[0].lower() for part in header.split(";")}
+    assert {"max-age", "expires", "path", "httponly", "samesite"} <= fields
+    assert "Max-Age=2592000" in header and "SameSite=Lax" in header
+
+
 def test_switch_user(app: webtest.TestApp) -> None:
     app.post("/user", {"uid": "54274"}, status=303)
     assert app.cookies["uid"] == "54274"
