@@ -17,10 +17,11 @@ import threading
 import time
 import weakref
 from collections import Counter
-from collections.abc import Collection, Iterable, Mapping, Sized
+from collections.abc import Collection, Iterable, Mapping, Sequence, Sized
 from contextlib import nullcontext
 from functools import lru_cache
 
+from . import frames
 from .config import Settings
 from .exceptions import GaeSignalsError
 from .keys import SignalKeys, located
@@ -146,16 +147,23 @@ def weak_counters(signal: SignalKeys) -> tuple[str, str, str, str]:
 
 
 def tally(
-    bumps: Counter[str], signal: SignalKeys, found: Sized, bad: Sized, fresh: Sized, sign: int
+    bumps: Counter[str],
+    signal: SignalKeys,
+    found: Sized,
+    bad: Sequence[frames.BadRegion],
+    fresh: Sized,
+    sign: int,
 ) -> None:
     """Count (``sign`` 1) or take back (-1) what leaving the queue does to a signal's
-    counters: every frame and bad region is ``accounted``; bad regions are ``dropped``,
-    frames past the ttl ``expired``, the rest ``delivered`` until a handler says otherwise."""
+    counters: every frame and every payload of a bad region is ``accounted``; those of bad
+    regions are ``dropped``, frames past the ttl ``expired``, the rest ``delivered`` until a
+    handler says otherwise."""
     accounted, dropped, expired, delivered = weak_counters(signal)
-    bumps[accounted] += sign * (len(found) + len(bad))
+    lost_with_bad = frames.dropped(bad) if bad else 0
+    bumps[accounted] += sign * (len(found) + lost_with_bad)
     bumps[delivered] += sign * len(fresh)
     if bad:
-        bumps[dropped] += sign * len(bad)
+        bumps[dropped] += sign * lost_with_bad
     if len(fresh) != len(found):
         bumps[expired] += sign * (len(found) - len(fresh))
 
@@ -284,7 +292,7 @@ def check_lost(
     keys: Mapping[str, SignalKeys],
     names: Mapping[str, str],
     current: Mapping[str, tuple[bytes, object]],
-    parsed: Mapping[str, tuple[Sized, Sized]],
+    parsed: Mapping[str, tuple[Sized, Sequence[frames.BadRegion]]],
     bumps: Counter[str],
 ) -> None:
     """Report the payloads the cache lost (evicted) before anyone delivered them.
@@ -304,7 +312,7 @@ def check_lost(
     """
     queued: Counter[str] = Counter()
     for key, (found, bad) in parsed.items():
-        queued[names[located(key)]] += len(found) + len(bad)
+        queued[names[located(key)]] += len(found) + frames.dropped(bad)
     fresh: dict[str, bytes] = {}
     grown: dict[str, tuple[bytes, tuple[bytes, object]]] = {}
     news: dict[str, tuple[str, int, int]] = {}

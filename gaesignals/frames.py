@@ -89,6 +89,18 @@ class BadRegion:
     start: int
     end: int
     reason: str
+    #: The payloads lost with it: the frame magics it holds, at least 1 (five frames signed with
+    #: a retired key are one region, and five payloads dropped, not one).
+    payloads: int = 1
+
+
+def dropped(bad: Sequence[BadRegion]) -> int:
+    """How many payloads the bad regions of a value hold (see :attr:`BadRegion.payloads`)."""
+    return sum(region.payloads for region in bad)
+
+
+def _region(value: bytes, start: int, end: int, reason: str) -> BadRegion:
+    return BadRegion(start, end, reason, max(1, value.count(MAGIC, start, end)))
 
 
 def encode(
@@ -152,15 +164,15 @@ def parse(
         start, why = pos, reason
         while reason:
             if reason == _GIVE_UP:
-                bad.append(BadRegion(start, size, reason))
+                bad.append(_region(value, start, size, reason))
                 return found, bad
             resume = value.find(MAGIC, pos + 1)
             if resume < 0:
-                bad.append(BadRegion(start, size, why))
+                bad.append(_region(value, start, size, why))
                 return found, bad
             pos, reason = walk.frames(resume, sealed=False)
             if pos > resume:  # frames from ``resume`` on: the bad region ends there
-                bad.append(BadRegion(start, resume, why))
+                bad.append(_region(value, start, resume, why))
                 break
     return found, bad
 

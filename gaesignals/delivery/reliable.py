@@ -112,7 +112,9 @@ class _ReliableRun:
             # Done here, not before each acknowledgement, so a failing counter call can never
             # cost an acknowledgement its connection (its CAS token).
             for key, (found, bad) in parsed.items():
-                self.bumps[mine[queues[located(key)]].counter("accounted")] += len(found) + len(bad)
+                self.bumps[mine[queues[located(key)]].counter("accounted")] += len(
+                    found
+                ) + frames.dropped(bad)
             flush(conn, self.bumps)
         for name, signal in mine.items():
             for queue, cursor_key in shards[name]:
@@ -166,7 +168,7 @@ class _Shard:
         delivered, expired, keep, cut = self._run(found, first, run)
         self.runner.log_expired(expired)
         if cut < 0:  # lost the lock: everything stays queued
-            run.bumps[self.keys.counter("accounted")] -= len(found) + len(bad)
+            run.bumps[self.keys.counter("accounted")] -= len(found) + frames.dropped(bad)
             return delivered
         self._remove(found, bad, expired, keep, cut, run.bumps)
         return delivered
@@ -217,11 +219,12 @@ class _Shard:
         what stays queued, and all of it if the acknowledgement surely did not happen (a
         timed-out one may still apply: kept)."""
         keys, conn = self.keys, self.holder.conn
-        removed = sum(f.end <= cut for f in found) + sum(r.end <= cut for r in bad)
+        dropped = sum(r.payloads for r in bad if r.end <= cut)
+        removed = sum(f.end <= cut for f in found) + dropped
         accounted = keys.counter("accounted")
-        bumps[keys.counter("dropped")] += sum(r.end <= cut for r in bad)
+        bumps[keys.counter("dropped")] += dropped
         bumps[keys.counter("expired")] += expired
-        bumps[accounted] -= len(found) + len(bad) - removed
+        bumps[accounted] -= len(found) + frames.dropped(bad) - removed
         store = self.runner.settings.store
         if not acknowledge(conn, store, self.runner.name, self.key, self.value, self.token, keep):
             bumps[accounted] -= removed

@@ -31,11 +31,13 @@ Found = list[frames.Frame] | list[bytes]
 def log_bad(name: str, key: str, bad: Iterable[frames.BadRegion]) -> None:
     for region in bad:
         logger.error(
-            "gaesignals: dropped %d unreadable byte(s) in signal %r (key %s): %s",
-            region.end - region.start,
+            "gaesignals: dropped %d payload(s) of signal %r as unreadable (%s): %d byte(s) "
+            "of key %s",
+            region.payloads,
             name,
-            key,
             region.reason,
+            region.end - region.start,
+            key,
         )
 
 
