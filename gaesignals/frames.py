@@ -100,7 +100,24 @@ def dropped(bad: Sequence[BadRegion]) -> int:
 
 
 def _region(value: bytes, start: int, end: int, reason: str) -> BadRegion:
-    return BadRegion(start, end, reason, max(1, value.count(MAGIC, start, end)))
+    return BadRegion(start, end, reason, _payloads_in(value, start, end))
+
+
+def _payloads_in(value: bytes, start: int, end: int) -> int:
+    """The frames a bad region held, at least 1: each frame magic in it, stepping over the
+    whole frame its header declares where that fits (so magic bytes inside a tag or a body
+    are not counted again)."""
+    count, pos = 0, start
+    while (at := value.find(MAGIC, pos, end)) >= 0:
+        count += 1
+        pos = at + len(MAGIC)
+        if end - at >= HEADER_SIZE + SEAL_SIZE:
+            head, _, length, _ = _FAST_HEADER.unpack_from(value, at)
+            if head in _V2_HEADS:
+                size = (_SIGNED_SIZE if head & FLAG_SIGNED else HEADER_SIZE) + length + SEAL_SIZE
+                if at + size <= end:
+                    pos = at + size
+    return max(count, 1)
 
 
 def encode(

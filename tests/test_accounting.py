@@ -111,3 +111,13 @@ def test_an_evicted_queue_is_still_reported_lost_exactly(
     counts = stats("evicted")["evicted"]
     assert (counts["lost"], counts["dropped"]) == (4, 0)
     assert "4 payload(s) of signal 'evicted' vanished" in caplog.text
+
+
+def test_magic_bytes_inside_a_dropped_frame_are_not_counted_again() -> None:
+    """A bad region's payloads are counted by walking the headers it holds, so frame magic
+    that happens to sit in a tag or a body does not count as one more payload."""
+    key = b"gs::q:{magic}"
+    inside = [frames.encode(frames.MAGIC * 40, key, [KEY_A]) for _ in range(3)]
+    found, bad = frames.parse(b"".join(inside), key, [KEY_B])
+    assert found == [] and len(bad) == 1
+    assert frames.dropped(bad) == 3

@@ -323,3 +323,36 @@ def test_lease_is_renewed_while_a_long_batch_runs(monkeypatch: pytest.MonkeyPatc
 
     assert deliver({"long": slow}, reliable=True, lease=30) == 5
     assert intruder == [0] * 5
+
+
+class _Killed(BaseException):
+    """Stands for a handler that kills its process: it escapes the delivery like a SIGKILL
+    ends it, with nothing after it run, acknowledged or counted."""
+
+
+@pytest.mark.parametrize("max_attempts", [1, 3])
+def test_a_payload_that_kills_its_deliverer_reaches_the_dead_letters(
+    store: Any, max_attempts: int
+) -> None:
+    """A reliable payload whose handler kills the process counts an attempt each time (the
+    cursor names it before it runs), so after max_attempts deliveries that never returned it
+    goes to the dead letters without running again, and the payloads behind it are delivered."""
+    send("deadly", "poison")
+    send("deadly", "fine")
+    got: list[str] = []
+    runs: list[str] = []
+
+    def handler(data: str) -> None:
+        runs.append(data)
+        if data == "poison":
+            raise _Killed
+        got.append(data)
+
+    for _ in range(max_attempts):
+        with pytest.raises(_Killed):
+            deliver({"deadly": handler}, reliable=True, max_attempts=max_attempts)
+    assert deliver({"deadly": handler}, reliable=True, max_attempts=max_attempts) == 1
+    assert runs == ["poison"] * max_attempts + ["fine"]
+    assert got == ["fine"]
+    assert gaesignals.dead_letters("deadly") == ["poison"]
+    assert deliver({"deadly": handler}, reliable=True) == 0

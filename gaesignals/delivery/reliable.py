@@ -157,15 +157,23 @@ class _Shard:
 
     def deliver(self, parsed: ParsedFrames, run: _ReliableRun) -> int:
         found, bad = parsed
-        first = _resume_index(found, self.progress) if self.progress else 0
-        if first:
+        first, crashed = _resume(found, self.progress) if self.progress else (0, None)
+        if crashed is not None:
+            logger.warning(
+                "gaesignals: a delivery of signal %r died running a payload (its attempt %d of "
+                "%d); resuming there",
+                self.runner.name,
+                crashed,
+                run.max_attempts,
+            )
+        elif first:
             logger.warning(
                 "gaesignals: resuming signal %r after %d payload(s) an interrupted delivery "
                 "finished",
                 self.runner.name,
                 first,
             )
-        delivered, expired, keep, cut = self._run(found, first, run)
+        delivered, expired, keep, cut = self._run(found, first, crashed, run)
         self.runner.log_expired(expired)
         if cut < 0:  # lost the lock: everything stays queued
             run.bumps[self.keys.counter("accounted")] -= len(found) + frames.dropped(bad)
@@ -174,10 +182,15 @@ class _Shard:
         return delivered
 
     def _run(
-        self, found: list[frames.Frame], first: int, run: _ReliableRun
+        self, found: list[frames.Frame], first: int, crashed: int | None, run: _ReliableRun
     ) -> tuple[int, int, bytes, int]:
-        """Run the handlers from ``first`` on; returns (delivered, expired, the bytes to keep at
-        the head, where the kept part starts: -1 if the lock was lost on the way)."""
+        """Run the handlers from ``first`` on (``crashed``: the attempts of that payload, whose
+        run a predecessor never returned from); returns (delivered, expired, the bytes to keep
+        at the head, where the kept part starts: -1 if the lock was lost on the way).
+
+        Before each payload runs, the cursor names it with the attempts it will have counted
+        if this run never returns (a handler that kills the process), so such a payload still
+        reaches the dead letters after ``max_attempts``."""
         keys, bumps, value, conn = self.keys, run.bumps, self.value, self.holder.conn
         delivered = expired = 0
         for index in range(first, len(found)):
@@ -190,20 +203,25 @@ class _Shard:
             if self.runner.expired(frame):
                 expired += 1  # dropping it again after a crash costs nothing: no cursor needed
                 continue
-            ok, _ = self.runner.run(frame)
+            died = crashed if index == first and crashed is not None else None
+            tried = frame.attempts if died is None else died
+            if died is not None and died >= run.max_attempts:
+                ok = False  # it killed its deliverer max_attempts times: not run again
+            else:
+                if self.progress is not None:
+                    conn.set_many({self.cursor_key: _cursor(frame, running=tried + 1)})
+                    self.progress = b"written"
+                ok, _ = self.runner.run(frame)
+                tried += 1
             bumps[keys.counter("delivered" if ok else "failed")] += 1
             if ok:
                 delivered += 1
-            else:
-                attempts = frame.attempts + 1
-                raw = frames.with_attempts(value[frame.start : frame.end], attempts)
-                if attempts < run.max_attempts or not self._dead_letter(raw, attempts):
-                    # Stop so the shard's order holds: this payload is retried first next time.
-                    return delivered, expired, raw + value[frame.end :], frame.start
-                bumps[keys.counter("dead_lettered")] += 1
-            if self.progress is not None and index < len(found) - 1:  # last: acknowledged
-                conn.set_many({self.cursor_key: _cursor(frame)})
-                self.progress = b"written"
+                continue
+            raw = frames.with_attempts(value[frame.start : frame.end], tried)
+            if tried < run.max_attempts or not self._dead_letter(raw, tried):
+                # Stop so the shard's order holds: this payload is retried first next time.
+                return delivered, expired, raw + value[frame.end :], frame.start
+            bumps[keys.counter("dead_lettered")] += 1
         return delivered, expired, b"", len(value)
 
     def _remove(
@@ -254,19 +272,27 @@ class _Shard:
         return True
 
 
-def _cursor(frame: frames.Frame) -> bytes:
-    """A progress cursor naming ``frame`` by its end offset and its id."""
-    return b"%d:%s" % (frame.end, frame.ident.hex().encode())
+def _cursor(frame: frames.Frame, *, running: int | None = None) -> bytes:
+    """A progress cursor naming ``frame`` by its end offset and its id: finished, or (with
+    ``running``) about to run, with the attempts it counts should that run never return."""
+    named = b"%d:%s" % (frame.end, frame.ident.hex().encode())
+    return named if running is None else b"%s:%d" % (named, running)
 
 
-def _resume_index(found: list[frames.Frame], cursor: bytes) -> int:
-    """Where a crashed predecessor's progress cursor says to resume, or 0.
+def _resume(found: list[frames.Frame], cursor: bytes) -> tuple[int, int | None]:
+    """Where a predecessor's progress cursor says to resume (0 if it names no frame), and the
+    attempts of the payload it died running (None if it had finished it).
 
-    The cursor names the last payload it finished by offset and frame id; ids are random, so a
-    cursor left over from an older value of the key can never match a frame of the new one.
+    The cursor names a payload by offset and frame id; ids are random, so a cursor left over
+    from an older value of the key can never match a frame of the new one.
     """
-    end, _, ident = cursor.partition(b":")
+    end, _, rest = cursor.partition(b":")
+    ident, _, running = rest.partition(b":")
     for index, frame in enumerate(found):
         if str(frame.end).encode() == end and frame.ident.hex().encode() == ident:
-            return index + 1
-    return 0
+            if not running:
+                return index + 1, None
+            if len(running) <= 5 and running.isdigit():
+                return index, min(int(running), frames.MAX_ATTEMPTS_FIELD)
+            return index, None  # a cursor we never write: run it, count nothing
+    return 0, None
