@@ -313,6 +313,10 @@ def test_pointers_in_counters_and_locks_are_not_followed(raw: RawAccess) -> None
         "memcached://127.0.0.1:11211?timeout=x&password=hunter2-secret",
         "memcached://127.0.0.1:11211?password=hunter2-secret",
         "nosuch://user:hunter2-secret@host",
+        "redis://:hunter2-secret@127.0.0.1:6379?timeout=x",
+        "redis://alice:hunter2-secret@127.0.0.1:6379?what=1",
+        "redis://:hunter2-secret@h1:1,h2:2",
+        "rediss://:hunter2-secret@h1:1,nonsense?cluster=true",
     ],
 )
 def test_store_url_errors_never_show_the_password(url: str) -> None:
