@@ -13,6 +13,8 @@ import logging
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import gaesignals
 from gaesignals import accounting, deliver, frames, health, send, stats
@@ -21,6 +23,7 @@ from gaesignals.queue import lease
 from gaesignals.stores import masked_url, segments
 
 from .conftest import RawAccess
+from .test_fuzz import HOSTILE_NAME, HOSTILE_ROLES, _hostile_key, hostile_values
 
 #: Past the 4,300 digits ``int()`` accepts: a counter parsed without a bound raises.
 HUGE_NUMBER = b"9" * 5000
@@ -331,3 +334,48 @@ def test_masked_url_keeps_everything_but_the_secret() -> None:
     """Only the password goes: scheme, user, host, port and other options stay readable."""
     masked = masked_url("redis://alice:s3cret@cache.local:6380/2?timeout=1&password=x")
     assert masked == "redis://alice:***@cache.local:6380/2?timeout=1&password=***"
+
+
+# -- any bytes in any key, on every store ----------------------------------------------------------
+
+
+@settings(
+    max_examples=12,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(
+    planted=st.dictionaries(st.sampled_from(HOSTILE_ROLES), hostile_values, max_size=4),
+    pointers=st.integers(0, 40),
+)
+def test_any_bytes_in_a_signals_keys_never_raise_nor_lose(
+    raw: RawAccess, planted: dict[str, bytes], pointers: int
+) -> None:
+    """On every store: whatever sits in a signal's lock, cursor, dead letters and counters,
+    with forged segment pointers in front of its queue, both delivery modes, pending, stats
+    and health raise nothing, and every payload sent is handled or still pending."""
+    gaesignals.configure(store=raw.store, secret_key=KEY_NEW, lost_check_interval=0)
+    name = HOSTILE_NAME
+    keys = signal_keys(name, "")
+    with raw.store.connection() as conn:  # the previous example's payloads and letters
+        conn.delete_many([keys.queue, keys.dead, keys.lock, keys.cursor])
+    ident = segments.new_id()
+    _set_segment(raw, segments.segment_key(keys.queue, ident), frames.MAGIC * 500)
+    raw.set(keys.queue, segments.pointer(ident, 1000) * pointers)
+    for role, value in planted.items():
+        raw.set(_hostile_key(role), value)
+    sent = [f"payload-{i}" for i in range(3)]
+    for payload in sent:
+        send(name, payload)
+    got: list[Any] = []
+    for reliable in (True, False):
+        gaesignals.pending(name)
+        stats(name)
+        assert health([name])["store"]["reachable"]
+        deliver({name: got.append}, reliable=reliable)
+    gaesignals.dead_letters(name)
+    left = gaesignals.pending(name)[name].count
+    handled = {p for p in got if isinstance(p, str) and p.startswith("payload-")}
+    assert handled == set(sent) or left >= len(set(sent) - handled)
