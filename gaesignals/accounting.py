@@ -68,9 +68,30 @@ def _tally_of(store: Store) -> _SentTally | None:
             tally = _tallies.get(store)
             if tally is None:
                 tally = _tallies[store] = _SentTally()
+                _flush_before_thread_pools_stop()
         except TypeError:  # a store that cannot be weakly referenced: no gathering
             return None
     return tally
+
+
+_registered_with_threading = False
+
+
+def _flush_before_thread_pools_stop() -> None:
+    """Have the held counts written as the interpreter starts to exit, before thread pools
+    stop: App Engine's SDK makes every call through a ``ThreadPoolExecutor``, which refuses
+    work once ``concurrent.futures`` has shut it down at exit, before ``atexit`` handlers run.
+    Registered when the first count is held, so after the SDK's pool registered its own
+    shutdown (``threading``'s exit callbacks run last registered first). ``atexit`` stays the
+    fallback; a flush with nothing held does nothing."""
+    global _registered_with_threading
+    if _registered_with_threading:
+        return
+    try:
+        threading._register_atexit(_flush_at_exit)  # type: ignore[attr-defined]  # CPython 3.9+
+    except RuntimeError:  # the interpreter is already shutting down
+        return
+    _registered_with_threading = True
 
 
 def count_sent(conn: Connection | None, store: Store, deltas: Mapping[str, int]) -> None:

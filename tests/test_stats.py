@@ -399,3 +399,20 @@ def test_counters_of_expired_and_failing_payloads(
         2,
     )
     assert counts["lost"] == 0
+
+
+def test_app_engine_counts_held_at_exit_are_written(gaesignals_testbed: Any) -> None:
+    """At interpreter exit the sent counts an App Engine process still holds are written
+    while the SDK's thread pool still takes calls (it stops before atexit handlers run), so
+    nothing is lost and no traceback is printed."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    probe = Path(__file__).with_name("exit_probe.py")
+    done = subprocess.run(
+        [sys.executable, str(probe)], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert "sent at exit: b'2'" in done.stdout
+    assert "lost at exit" not in done.stderr and "Traceback" not in done.stderr
