@@ -16,7 +16,7 @@ import os
 import re
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .exceptions import ConfigurationError
 from .stores import Store, masked_url
@@ -32,6 +32,14 @@ _NAMESPACE = re.compile(r"[A-Za-z0-9_-]{0,64}\Z")
 DEFAULT_LOST_CHECK_INTERVAL = 30.0
 
 SecretKeys = str | bytes | bytearray | memoryview | Sequence[str | bytes]
+
+
+class Widths(dict[str, int]):
+    """How many shards each hot signal (by its own queue key) has spread over, as this process
+    has learned it (:mod:`gaesignals.queue.spread`); ``generation`` moves on each change, so
+    what was derived from the widths knows when to derive again."""
+
+    generation = 0
 
 
 @dataclass(frozen=True)
@@ -51,6 +59,9 @@ class Settings:
     #: Seconds between one process's checks of a signal for lost (evicted) payloads, which
     #: read three counters per signal on top of its queue; 0 checks on every delivery.
     lost_check_interval: float = DEFAULT_LOST_CHECK_INTERVAL
+    #: What this process learned of hot signals' spread: kept with the store it describes,
+    #: and forgotten with these settings (it is learned again from the store).
+    widths: Widths = field(default_factory=Widths, compare=False, repr=False)
 
 
 _lock = threading.Lock()

@@ -5,7 +5,9 @@ A signal's value in the cache is a run of frames, appended one after another::
     offset  size  field
     0       2     magic  b"\\xa7\\x5c"  (lets a reader find the next frame after a bad one)
     2       1     version (2)
-    3       1     flags: bit 0 = signed (a 32-byte tag follows the header), bit 1 = JSON body
+    3       1     flags: bit 0 = signed (a 32-byte tag follows the header), bit 1 = JSON body,
+                  bit 2 = spread marker (not a payload: its 1-byte body is how many shards
+                  the signal has spread over, see :mod:`gaesignals.queue.spread`)
     4       2     attempts: failed reliable deliveries so far (rewritten with the seal)
     6       4     length of the body, big-endian
     10      8     frame id: the sender's Unix time in whole seconds (4 bytes, big-endian), then
@@ -26,7 +28,9 @@ by frame, resynchronising on the magic after a bad one. The CRC catches truncati
 cheaply; the tag, when a secret key is configured, is what makes a frame trusted. A frame is
 never deserialized unless it passed both.
 
-Only version 2 exists: a frame of any other version reads as an unreadable region.
+Only version 2 exists: a frame of any other version reads as an unreadable region. A spread
+marker is checked like any frame (a forged one is an unreadable region), never handed to a
+handler and never counted as a payload.
 """
 
 from __future__ import annotations
@@ -47,7 +51,10 @@ MAGIC = b"\xa7\x5c"
 VERSION = 2
 FLAG_SIGNED = 0x01
 FLAG_JSON = 0x02
-_KNOWN_FLAGS = FLAG_SIGNED | FLAG_JSON
+FLAG_SPREAD = 0x04
+_KNOWN_FLAGS = FLAG_SIGNED | FLAG_JSON | FLAG_SPREAD
+#: The widest spread a marker can claim; a larger claim reads as this (bounded work per read).
+MAX_SPREAD = 16
 
 HEADER = struct.Struct(">2sBBHI8s")
 HEADER_SIZE = HEADER.size  # 18
@@ -99,6 +106,17 @@ def dropped(bad: Sequence[BadRegion]) -> int:
     return sum(region.payloads for region in bad)
 
 
+class Parsed(NamedTuple):
+    """A queue value read: its payload frames, its unreadable regions, and its spread."""
+
+    found: list[Frame]
+    bad: list[BadRegion]
+    #: The widest spread marker's width (0: no marker), at most :data:`MAX_SPREAD`.
+    spread: int
+    #: The bytes the value's spread markers take (not payload bytes).
+    marker_bytes: int
+
+
 def _region(value: bytes, start: int, end: int, reason: str) -> BadRegion:
     return BadRegion(start, end, reason, _payloads_in(value, start, end))
 
@@ -128,9 +146,11 @@ def encode(
     json_body: bool = False,
     attempts: int = 0,
     ident: bytes | None = None,
+    flags: int = 0,
 ) -> bytes:
     """Frame one serialized payload for ``signal_key``, signed with the first secret key if any."""
-    flags = FLAG_JSON if json_body else 0
+    if json_body:
+        flags |= FLAG_JSON
     if ident is None:
         ident = ((int(clock()) & 0xFFFFFFFF) << 32 | _ids.getrandbits(32)).to_bytes(8, "big")
     head = HEADER.pack(MAGIC, VERSION, flags, min(attempts, MAX_ATTEMPTS_FIELD), len(body), ident)
@@ -139,6 +159,17 @@ def encode(
         head = head[:3] + bytes((flags,)) + head[4:]
         head += _tag(secret_keys[0], signal_key, bytes((VERSION, flags)) + ident + body)
     return head + body + _seal(body, head)
+
+
+@lru_cache(maxsize=1024)
+def spread_marker(width: int, signal_key: bytes, secret_key: bytes | None = None) -> bytes:
+    """The spread marker saying ``signal_key``'s signal spreads over ``width`` shards, signed
+    with ``secret_key`` if given. Always the same bytes for the same arguments (its id is
+    zero), so a reader can recognise its own marker at the head of a value by comparison."""
+    if not 1 <= width <= MAX_SPREAD:
+        raise ValueError(f"a spread is 1..{MAX_SPREAD} shards, not {width}")
+    keys = () if secret_key is None else (secret_key,)
+    return encode(bytes((width,)), signal_key, keys, flags=FLAG_SPREAD, ident=bytes(8))
 
 
 def _seal(body: bytes, head: bytes) -> bytes:
@@ -160,7 +191,15 @@ def with_attempts(raw_frame: bytes, attempts: int) -> bytes:
 def parse(
     value: bytes, signal_key: bytes, secret_keys: Sequence[bytes] = ()
 ) -> tuple[list[Frame], list[BadRegion]]:
-    """Split ``value`` into verified frames and the bad regions between them.
+    """Split ``value`` into verified payload frames and the bad regions between them (see
+    :func:`parse_queue`, which also tells the value's spread)."""
+    parsed = parse_queue(value, signal_key, secret_keys)
+    return parsed.found, parsed.bad
+
+
+def parse_queue(value: bytes, signal_key: bytes, secret_keys: Sequence[bytes] = ()) -> Parsed:
+    """Split ``value`` into verified payload frames and the bad regions between them, and
+    note its spread markers.
 
     Never raises on any input. A value whose frames are all sealed and whole costs one CRC
     call and a walk over the headers. Otherwise each frame is checked on its own and, after a
@@ -182,16 +221,16 @@ def parse(
         while reason:
             if reason == _GIVE_UP:
                 bad.append(_region(value, start, size, reason))
-                return found, bad
+                return walk.result(bad)
             resume = value.find(MAGIC, pos + 1)
             if resume < 0:
                 bad.append(_region(value, start, size, why))
-                return found, bad
+                return walk.result(bad)
             pos, reason = walk.frames(resume, sealed=False)
             if pos > resume:  # frames from ``resume`` on: the bad region ends there
                 bad.append(_region(value, start, resume, why))
                 break
-    return found, bad
+    return walk.result(bad)
 
 
 #: The reason given for the rest of a value when searching it for frames costs too much.
@@ -201,7 +240,16 @@ _GIVE_UP = "too much garbage to search for frames"
 class _Walk:
     """The one frame walker: headers read, frames checked and collected, in order."""
 
-    __slots__ = ("budget", "found", "secret_keys", "signal_key", "value", "view")
+    __slots__ = (
+        "budget",
+        "found",
+        "marker_bytes",
+        "secret_keys",
+        "signal_key",
+        "spread",
+        "value",
+        "view",
+    )
 
     def __init__(
         self,
@@ -217,6 +265,11 @@ class _Walk:
         self.secret_keys = secret_keys
         self.found = found
         self.budget = budget
+        self.spread = 0
+        self.marker_bytes = 0
+
+    def result(self, bad: list[BadRegion]) -> Parsed:
+        return Parsed(self.found, bad, self.spread, self.marker_bytes)
 
     def frames(self, pos: int, *, sealed: bool) -> tuple[int, str]:
         """Collect each valid frame from ``pos`` on; return where the first one that is not
@@ -252,7 +305,13 @@ class _Walk:
                     secret_keys, self.signal_key, value[pos + 2 : pos + 4], ident, body, tag
                 ):
                     return pos, "signature mismatch"
-            append(new(Frame, (pos, end, flags, attempts, ident, body)))
+            if flags & FLAG_SPREAD:
+                if len(body) != 1 or not body[0]:
+                    return pos, "malformed spread marker"
+                self.spread = max(self.spread, min(body[0], MAX_SPREAD))
+                self.marker_bytes += end - pos
+            else:
+                append(new(Frame, (pos, end, flags, attempts, ident, body)))
             pos = end
         return pos, ""
 

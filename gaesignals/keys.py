@@ -124,6 +124,13 @@ def queue_keys(keys: SignalKeys, shards: int) -> tuple[str, ...]:
     return tuple(queue for queue, _ in shard_keys(keys, shards))
 
 
+@lru_cache(maxsize=4096)
+def shard_queues(base: str, shards: int) -> tuple[str, ...]:
+    """:func:`queue_keys` from the signal's own queue key alone."""
+    _, namespace, kind, part = base.split(":", 3)
+    return (base, *(f"gs:{namespace}:q{kind[1:]}{i}:{part}" for i in range(1, shards)))
+
+
 def base_queue_key(key: str) -> str | None:
     """The signal's own queue key (shard 0's) for any of its shards' queue keys, or None when
     ``key`` is not a queue key."""

@@ -26,7 +26,7 @@ from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import Any, TypeVar
 
-from .keys import check_name
+from .keys import check_name, signal_keys
 from .queue.lease import MAX_LEASE
 
 F = TypeVar("F", bound=Callable[..., object])
@@ -43,6 +43,9 @@ class SignalSpec:
     ``reliable`` picks the delivery mode when ``deliver`` is not told one; ``lease`` and
     ``max_attempts`` apply to reliable delivery; ``shards`` spreads a hot signal over several
     keys; ``ttl`` (seconds) drops payloads older than that at delivery instead of running them.
+    A signal declared with ``shards`` has exactly that many (``fixed``); any other starts on
+    one key and spreads itself when contended (:mod:`gaesignals.queue.spread`), which costs
+    its senders' order across shards: ``shards=1`` keeps one key, and each sender's order.
     """
 
     name: str
@@ -51,6 +54,8 @@ class SignalSpec:
     max_attempts: int = DEFAULT_MAX_ATTEMPTS
     lease: int = DEFAULT_LEASE
     ttl: int | None = None
+    #: Declared with ``shards``: never spreads itself.
+    fixed: bool = False
 
     def __post_init__(self) -> None:
         check_name(self.name)
@@ -94,6 +99,7 @@ class Registry:
         self._receivers: dict[str, list[Callable[..., object]]] = {}
         #: Changes whenever a declaration does, so what was derived from specs can be kept.
         self.version = 0
+        self._fixed: dict[str, frozenset[str]] = {}
 
     def declare(
         self,
@@ -115,6 +121,8 @@ class Registry:
             "lease": lease,
             "ttl": ttl,
         }
+        if shards is not None:
+            given["fixed"] = True
         with self._lock:
             spec = replace(
                 self._specs.get(name, SignalSpec(name)),
@@ -122,7 +130,20 @@ class Registry:
             )
             self._specs[name] = spec
             self.version += 1
+            self._fixed.clear()
         return spec
+
+    def fixed_queues(self, namespace: str) -> frozenset[str]:
+        """The own queue keys of the signals declared with ``shards`` (which never spread)."""
+        found = self._fixed.get(namespace)
+        if found is None:
+            with self._lock:
+                specs = list(self._specs.values())
+            found = frozenset(
+                signal_keys(spec.name, namespace).queue for spec in specs if spec.fixed
+            )
+            self._fixed[namespace] = found
+        return found
 
     def spec(self, name: str) -> SignalSpec:
         """The declared options of ``name``, or the defaults for an undeclared name."""
@@ -180,6 +201,7 @@ class Registry:
     def clear(self) -> None:
         """Forget every declaration and receiver (for tests)."""
         with self._lock:
+            self._fixed.clear()
             self._specs.clear()
             self._receivers.clear()
             self.version += 1

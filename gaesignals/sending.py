@@ -54,10 +54,8 @@ def send(name: str, data: Any = None) -> None:
     if settings.eager and has_receivers(name):
         send_now(name, data)
         return
-    key, queues = route(name, keys)
-    append_one(
-        settings.store, key, frame, queues, keys.counter("sent") if settings.counters else None
-    )
+    key, queues = route(name, keys, settings)
+    append_one(settings, key, frame, queues, keys.counter("sent") if settings.counters else None)
 
 
 def send_multi(
@@ -86,9 +84,8 @@ def send_multi(
         if settings.eager and has_receivers(name):
             eager.append((name, data))
             continue
-        key, queues = route(name, keys)
-        if queues:
-            routes[key] = queues
+        key, queues = route(name, keys, settings)
+        routes[key] = queues or (key,)
         sent_of[key] = keys.counter("sent")
         framed.setdefault(key, []).append(frame)
     if framed:
@@ -107,7 +104,7 @@ def send_multi(
             else None
         )
         with store.connection() as conn:
-            append_frames(conn, store, batch, routes, counts)
+            append_frames(conn, store, batch, routes, counts, settings=settings)
     if eager:
         for name, data in eager:
             send_now(name, data)

@@ -23,6 +23,7 @@ from .config import get_settings
 from .keys import check_name, signal_keys
 from .queue.lease import lock_state
 from .queue.routing import queues_of
+from .queue.spread import learn
 
 #: The counters :func:`stats` reports, in this order.
 REPORTED = ("sent", "delivered", "failed", "dead_lettered", "dropped", "expired", "lost")
@@ -44,32 +45,40 @@ def _names(names: str | Iterable[str]) -> list[str]:
 def pending(names: str | Iterable[str]) -> dict[str, Pending]:
     """Count the payloads waiting under each signal, reading every key in one batch.
 
-    Nothing is drained or locked. Bytes include framing and any unreadable garbage; count
-    and age only frames that verify (with the configured secret key, if any). On a cluster,
-    copies stranded on other servers are included.
+    Nothing is drained or locked. Bytes include framing and any unreadable garbage, not a
+    spread signal's marker; count and age only frames that verify (with the configured
+    secret key, if any). On a cluster, copies stranded on other servers are included. A
+    signal found spread over more shards than this process knew costs a second batch.
     """
     settings = get_settings()
     wanted = _names(names)
     keys = {name: signal_keys(name, settings.namespace) for name in wanted}
-    # Every shard's key; frames are signed for the signal's own queue key, whatever the shard.
-    queues = {queue: name for name in wanted for queue in queues_of(name, settings)}
-    with settings.store.connection() as conn:
-        current = conn.scan_many(list(queues))
-    now = time.time()
     count = dict.fromkeys(wanted, 0)
     size = dict.fromkeys(wanted, 0)
     oldest: dict[str, int] = {}
-    for key, (value, _) in current.items():
-        queue = key.partition(" ")[0]
-        name = queues.get(queue)
-        if name is None or not value:
-            continue
-        found, _ = frames.parse(value, keys[name].queue.encode(), settings.secret_keys)
-        count[name] += len(found)
-        size[name] += len(value)
-        if found:
-            first = min(frames.sent_at(f.ident) for f in found)
-            oldest[name] = min(first, oldest.get(name, first))
+    todo = wanted
+    read: set[str] = set()
+    with settings.store.connection() as conn:
+        while todo:
+            # Every shard's key; frames are signed for the signal's own queue key.
+            queues = {q: n for n in todo for q in queues_of(n, settings) if q not in read}
+            read.update(queues)
+            current = conn.scan_many(list(queues))
+            before = settings.widths.generation
+            for key, (value, _) in current.items():
+                name = queues.get(key.partition(" ")[0])
+                if name is None or not value:
+                    continue
+                parsed = frames.parse_queue(value, keys[name].queue.encode(), settings.secret_keys)
+                if parsed.spread:
+                    learn(settings, keys[name].queue, parsed.spread)
+                count[name] += len(parsed.found)
+                size[name] += len(value) - parsed.marker_bytes
+                if parsed.found:
+                    first = min(frames.sent_at(f.ident) for f in parsed.found)
+                    oldest[name] = min(first, oldest.get(name, first))
+            todo = [n for n in todo if settings.widths.generation != before]
+    now = time.time()
     return {
         name: Pending(
             count[name],

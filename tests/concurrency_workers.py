@@ -25,8 +25,7 @@ from typing import Any, TextIO
 
 import gaesignals
 from gaesignals import Contention, QueueFull, Signal, SignalMapping, deliver
-from gaesignals.config import get_settings, store_from_url
-from gaesignals.queue.routing import queues_of
+from gaesignals.config import store_from_url
 from gaesignals.stores.memcached import MemcachedStore
 from gaesignals.stores.redis import RedisStore
 
@@ -61,24 +60,21 @@ def plan(sender: int, count: int, cold: int) -> list[tuple[str, int]]:
     return pairs
 
 
-def configure(url: str, shards: int = 1) -> MemcachedStore | RedisStore:
+def configure(url: str, shards: int | None = 1) -> MemcachedStore | RedisStore:
     """Configure this child's store at ``url`` (memcached:// or redis://); ``shards`` spreads
     the hot signal over that many keys (every child declares it, as an app's senders and
-    deliverers import one declaration)."""
+    deliverers import one declaration; None: undeclared, it spreads itself)."""
     store = store_from_url(url)
     assert isinstance(store, MemcachedStore | RedisStore)
     gaesignals.configure(store=store, secret_key=SECRET_KEY)
-    gaesignals.declare(HOT, shards=shards)
+    if shards is not None:
+        gaesignals.declare(HOT, shards=shards)
     return store
 
 
 def queues_empty(names: list[str]) -> bool:
-    """True if no signal in ``names`` has a pending byte (read behind the library's back)."""
-    settings = get_settings()
-    keys = [key for name in names for key in queues_of(name, settings)]
-    with settings.store.connection() as conn:
-        current = conn.gets_many(keys)
-    return not any(value for value, _ in current.values())
+    """True if no signal in ``names`` has a pending byte (a spread signal's marker aside)."""
+    return all(backlog.bytes == 0 for backlog in gaesignals.pending(names).values())
 
 
 class _LogCounter(logging.Handler):
@@ -148,7 +144,7 @@ def sender(
     cold: int,
     start_when: Sequence[Event] = (),
     steps: Sequence[Step] = (),
-    shards: int = 1,
+    shards: int | None = 1,
 ) -> None:
     """Send this sender's planned payloads once every event in ``start_when`` is set; write the
     ids sent successfully to ``<path>.json``.
@@ -211,7 +207,7 @@ def weak_deliverer(
     cold: int,
     ready: Event,
     senders_done: Event,
-    shards: int = 1,
+    shards: int | None = 1,
 ) -> None:
     """Deliver weakly (``ready`` is set after the first delivery) while the senders run, then
     until a delivery finds nothing; write every id delivered to ``<path>.ids``."""
@@ -248,7 +244,7 @@ def reliable_deliverer(
     first_payload: Event,
     senders_done: Event,
     die_at: int = 0,
-    shards: int = 1,
+    shards: int | None = 1,
 ) -> None:
     """Deliver reliably once every event in ``start_when`` is set, while the senders run, then
     until every queue is empty; write every id handled to ``<path>.ids``, durably.

@@ -117,12 +117,9 @@ def full_ring(store: MemcachedStore, size: int, deadline: float) -> None:
 
 
 def pending_bytes(names: Sequence[str]) -> int:
-    """How many bytes the queues of ``names`` hold, stranded cluster copies included."""
-    settings = get_settings()
-    keys = [signal_keys(name, settings.namespace).queue for name in names]
-    with settings.store.connection() as conn:
-        current = conn.scan_many(keys)
-    return sum(len(value) for value, _ in current.values())
+    """How many bytes the queues of ``names`` hold, every shard and stranded cluster copy
+    included, a spread signal's marker not."""
+    return sum(backlog.bytes for backlog in gaesignals.pending(names).values())
 
 
 # -- recording ------------------------------------------------------------------------------------

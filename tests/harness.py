@@ -157,7 +157,7 @@ def drain(signal_names: Sequence[str]) -> list[int]:
     return got
 
 
-def leftovers(url: str, cold: int, shards: int = 1) -> list[int]:
+def leftovers(url: str, cold: int, shards: int | None = 1) -> list[int]:
     """Deliver, in this process, whatever the children left in the store at ``url`` under
     :func:`tests.concurrency_workers.signal_names`; check that none is dead-lettered; return
     the ids."""

@@ -57,7 +57,7 @@ class Run(harness.Run):
         cold: int,
         start_when: Sequence[Event] = (),
         steps: Sequence[Sequence[workers.Step]] = (),
-        shards: int = 1,
+        shards: int | None = 1,
     ) -> list[BaseProcess]:
         """``how_many`` :func:`tests.concurrency_workers.sender` children named ``sender-<i>``,
         each sending ``per_sender`` payloads once ``start_when`` is set, with its own
@@ -97,7 +97,7 @@ def check_delivered_once(
     label: str,
     url: str,
     cold: int,
-    shards: int,
+    shards: int | None,
     senders: Sequence[BaseProcess],
     deliverers: Sequence[BaseProcess],
     expected: int,
@@ -272,14 +272,43 @@ def test_sharded_hot_signal_under_concurrency(
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("shards", [8, 1], ids=["sharded", "one-key"])
+def test_an_undeclared_hot_signal_spreads_under_concurrency(
+    gaesignals_memcached: MemcachedServer, tmp_path: Path
+) -> None:
+    """Eight processes sending flat out to one signal nobody declared (and to cold ones)
+    while four deliver weakly: the deliveries' resets lose to the appends until the signal
+    spreads itself, and then no send raises (``QueueFull`` was the symptom), every payload
+    sent is delivered exactly once, and nothing is left on any shard."""
+    gaesignals_memcached.flush()
+    url = gaesignals_memcached.url
+    n_senders, per_sender, cold = 8, 10000, 4
+    run = Run(tmp_path)
+    senders_done = run.ctx.Event()
+    ready = [run.ctx.Event() for _ in range(4)]
+    deliverers = [
+        run.process(
+            workers.weak_deliverer, f"deliverer-{i}", url, cold, ready[i], senders_done, None
+        )
+        for i in range(len(ready))
+    ]
+    senders = run.senders(n_senders, url, per_sender, cold, ready, [], None)
+    with run.running():
+        run.wind_down(senders, deliverers, senders_done)
+    expected = n_senders * per_sender
+    check_delivered_once(run, "undeclared weak", url, cold, None, senders, deliverers, expected)
+    assert run.sent(senders)[1] == Counter()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("shards", [8, None], ids=["sharded", "undeclared"])
 @pytest.mark.parametrize("reliable", [False, True], ids=["weak", "reliable"])
-def test_hot_signal_on_the_app_engine_stub(reliable: bool, shards: int) -> None:
-    """The same on App Engine's memcache stub, where sends are gets + cas: eight sender
-    threads on one signal (sharded, or one key, where every send starts on the one-send fast
-    path and a lost CAS falls back to the general one) and two delivering threads (the stub
-    lives in one process, so threads stand in for instances); every payload sent is
-    delivered exactly once, and ``sent`` counts each once."""
+def test_hot_signal_on_the_app_engine_stub(reliable: bool, shards: int | None) -> None:
+    """The same on App Engine's memcache stub, where sends are gets + cas: sixteen sender
+    threads on one signal (declared with eight shards, or undeclared, where every send
+    starts on the one-send fast path, a lost CAS falls back to the general one, and the
+    signal spreads itself) and two delivering threads (the stub lives in one process, so
+    threads stand in for instances); every payload sent is delivered exactly once, ``sent``
+    counts each once, and on the undeclared signal no send raises."""
     from google.appengine.ext import testbed
 
     from gaesignals import Contention, QueueFull, configure, declare, send
@@ -290,8 +319,9 @@ def test_hot_signal_on_the_app_engine_stub(reliable: bool, shards: int) -> None:
     bed.init_memcache_stub()
     try:
         configure(store=AppEngineStore(), secret_key=workers.SECRET_KEY)
-        declare("hot", shards=shards)
-        n_senders, per_sender = 8, 300
+        if shards is not None:
+            declare("hot", shards=shards)
+        n_senders, per_sender = 16, 150
         sent: list[int] = []
         delivered: list[int] = []
         failures: Counter[str] = Counter()
@@ -341,6 +371,8 @@ def test_hot_signal_on_the_app_engine_stub(reliable: bool, shards: int) -> None:
             f"left={len(leftover)}"
         )
         assert len(sent) == n_senders * per_sender
+        if shards is None:  # it spread itself: no send raised (declared, it may be retried)
+            assert failures == Counter()
         tally.check()
         assert leftover == []
         assert stats("hot")["hot"]["sent"] == len(sent)

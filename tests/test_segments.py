@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+import gaesignals
 from gaesignals import Contention, QueueFull, SignalMapping, configure, deliver, pending, send
 from gaesignals.keys import signal_keys
 from gaesignals.stores import segments
@@ -483,6 +484,7 @@ def test_hot_signal_segments_on_the_app_engine_stub() -> None:
     bed.init_memcache_stub()
     try:
         configure(store=AppEngineStore(), secret_key=workers.SECRET_KEY)
+        gaesignals.declare(workers.HOT, shards=1)  # one key, never spread: senders' order holds
         n_senders, per_sender = 4, 1500
         sent: list[list[int]] = [[] for _ in range(n_senders)]
         delivered: list[int] = []

@@ -76,10 +76,14 @@ def _take_dead_letters(name: str, *, requeue: bool) -> int:
             found = _frames(name, keys.queue, item[0], settings.secret_keys)
             if requeue and found:
                 fresh = b"".join(frames.with_attempts(item[0][f.start : f.end], 0) for f in found)
-                key, queues = route(name, keys)
+                key, queues = route(name, keys, settings)
                 try:
                     append_frames(
-                        conn, settings.store, {key: fresh}, {key: queues} if queues else None
+                        conn,
+                        settings.store,
+                        {key: fresh},
+                        {key: queues or (key,)},
+                        settings=settings,
                     )
                 except GaeSignalsError:
                     append_frames(conn, settings.store, {keys.dead: item[0]})

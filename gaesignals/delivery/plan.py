@@ -12,27 +12,46 @@ from collections.abc import Mapping
 
 from ..accounting import QuietUntil
 from ..config import Settings
-from ..keys import SignalKeys, queue_keys, signal_keys
+from ..keys import SignalKeys, shard_queues, signal_keys
 from ..mapping import SignalMapping
+from ..queue.spread import home_value, width
 from ..registry import SignalSpec
 from .runner import Runner
 
 
 class Layout:
     """The keys a weak delivery of a mapping reads: each signal's keys, every queue key of
-    every signal (all its shards) in mapping order then shard order, each queue key's signal
-    and its place in that order, and each signal's runner."""
+    every signal (all its shards, declared or spread) in mapping order then shard order, each
+    queue key's signal and its place in that order, each signal's runner, and what a spread
+    signal's own queue key holds once emptied (its marker)."""
 
-    __slots__ = ("keys", "names", "order", "runners", "settings", "shards", "specs", "timed")
+    __slots__ = (
+        "generation",
+        "homes",
+        "keys",
+        "names",
+        "order",
+        "runners",
+        "settings",
+        "shards",
+        "specs",
+        "timed",
+    )
 
     def __init__(self, plan: Plan, settings: Settings, specs: Mapping[str, SignalSpec]) -> None:
         self.settings = settings
         self.specs = specs
+        self.generation = settings.widths.generation
         ns = settings.namespace
         self.keys: dict[str, SignalKeys] = {name: signal_keys(name, ns) for name in plan.signals}
         self.shards = {
-            name: queue_keys(keys, specs[name].shards) for name, keys in self.keys.items()
+            name: shard_queues(keys.queue, width(settings, keys.queue, specs[name].shards))
+            for name, keys in self.keys.items()
         }
+        homes = {
+            k.queue: home_value(settings, k.queue, specs[n].shards) for n, k in self.keys.items()
+        }
+        self.homes = {queue: home for queue, home in homes.items() if home}
         self.names = {queue: name for name, queues in self.shards.items() for queue in queues}
         self.order = {key: index for index, key in enumerate(self.names)}
         self.runners = {name: plan.runner(name, settings, specs[name]) for name in self.keys}
@@ -63,7 +82,12 @@ class Plan:
     def layout(self, settings: Settings, specs: Mapping[str, SignalSpec]) -> Layout:
         """The weak delivery layout, kept while the settings and the declarations stay."""
         kept = self._layout
-        if kept is None or kept.settings is not settings or kept.specs is not specs:
+        if (
+            kept is None
+            or kept.settings is not settings
+            or kept.specs is not specs
+            or kept.generation != settings.widths.generation
+        ):
             kept = self._layout = Layout(self, settings, specs)
         return kept
 

@@ -23,6 +23,7 @@ from ..keys import SignalKeys, located, shard_keys, signal_keys
 from ..mapping import SignalMapping
 from ..queue.append import append_frames
 from ..queue.lease import Holder, acquire, release
+from ..queue.spread import home_value, learn, width
 from ..queue.take import acknowledge
 from ..registry import SignalSpec
 from .plan import plan_of
@@ -41,7 +42,23 @@ def deliver_reliable(
     lease: int,
     max_attempts: int,
 ) -> int:
-    """Deliver ``signals`` under their locks; returns how many payloads every handler took."""
+    """Deliver ``signals`` under their locks; returns how many payloads every handler took.
+
+    A delivery that finds a signal spread over more shards than it read delivers again at
+    once, with the new shards: a delivery that returns 0 met nothing but other holders' locks."""
+    delivered, learned = _deliver_reliable(signals, settings, specs, lease, max_attempts)
+    if learned:
+        delivered += _deliver_reliable(signals, settings, specs, lease, max_attempts)[0]
+    return delivered
+
+
+def _deliver_reliable(
+    signals: SignalMapping,
+    settings: Settings,
+    specs: Mapping[str, SignalSpec],
+    lease: int,
+    max_attempts: int,
+) -> tuple[int, bool]:
     owner = secrets.token_hex(16).encode()
     keys = {name: signal_keys(name, settings.namespace) for name in signals}
     plan = plan_of(signals)
@@ -51,13 +68,16 @@ def deliver_reliable(
         # One lock per signal, whatever its shards.
         held = acquire(conn, [k.lock for k in keys.values()], owner, lease)
         if not held:
-            return 0
+            return 0, False
         if checking:
             flush_sent(conn, settings.store)  # sent counts this process still holds
         try:
             mine = {name: k for name, k in keys.items() if k.lock in held}
             runners = {name: plan.runner(name, settings, specs[name]) for name in mine}
-            shards = {name: shard_keys(k, specs[name].shards) for name, k in mine.items()}
+            shards = {
+                name: shard_keys(k, width(settings, k.queue, specs[name].shards))
+                for name, k in mine.items()
+            }
             holder = Holder(conn, owner, lease, held)
             run.deliver(holder, mine, shards, runners, checking)
         except StoreUnavailable:
@@ -69,7 +89,7 @@ def deliver_reliable(
             if settings.counters:
                 flush(conn, run.bumps, quietly=True)
             release(conn, sorted(held), owner, lease)
-    return run.delivered
+    return run.delivered, run.learned
 
 
 class _ReliableRun:
@@ -80,6 +100,32 @@ class _ReliableRun:
         self.max_attempts = max_attempts
         self.bumps: Counter[str] = Counter()
         self.delivered = 0
+        #: Whether a signal was found spread over more shards than this delivery read.
+        self.learned = False
+
+    def _parse(
+        self,
+        current: Mapping[str, tuple[bytes, object]],
+        queues: Mapping[str, str],
+        shards: Mapping[str, tuple[tuple[str, str], ...]],
+        runners: Mapping[str, Runner],
+    ) -> tuple[dict[str, ParsedFrames], set[str]]:
+        """Each queue key read holding payloads (or garbage), parsed; and the signals found
+        spread wider than read, whose width is learned (their new shards are read next time).
+        A key holding only markers holds nothing to deliver."""
+        parsed: dict[str, ParsedFrames] = {}
+        spread: set[str] = set()
+        for key, item in current.items():
+            name = queues.get(located(key))
+            if name is None or not item[0]:
+                continue
+            found, bad, seen, _ = runners[name].parse_all(item[0])
+            if seen > len(shards[name]):
+                learn(self.settings, shards[name][0][0], seen)
+                spread.add(name)
+            if found or bad:
+                parsed[key] = (found, bad)
+        return parsed, spread
 
     def deliver(
         self,
@@ -98,15 +144,15 @@ class _ReliableRun:
             own = [queue for queue, _ in shards[name]]
             wanted += read_order(signal, own) if name in checking else own
         current = conn.scan_many(wanted + [cursor for name in mine for _, cursor in shards[name]])
-        parsed = {
-            key: runners[queues[located(key)]].parse_all(item[0])
-            for key, item in current.items()
-            if item[0] and located(key) in queues
-        }
+        parsed, spread = self._parse(current, queues, shards, runners)
+        self.learned = bool(spread)
         if self.settings.counters:
             if checking:
-                check_lost(conn, mine, queues, current, parsed, self.bumps)
-                schedule.checked(checking & set(mine), self.settings)
+                # Not the signals found spread wider than read: their new shards' payloads
+                # were not counted, and would read as lost (checked next time).
+                due = {name: k for name, k in mine.items() if name not in spread}
+                check_lost(conn, due, queues, current, parsed, self.bumps)
+                schedule.checked(checking & set(due), self.settings)
             # Everything read is accounted for before any handler runs (see check_lost), in
             # one call for all signals; what then stays in a queue is taken back at the end.
             # Done here, not before each acknowledgement, so a failing counter call can never
@@ -151,6 +197,10 @@ class _Shard:
         self.keys = keys
         self.key = key
         self.value, self.token = item
+        #: What stays at the head whatever is removed: a spread signal's marker, in its own key.
+        self.home = (
+            home_value(runner.settings, key, runner.spec.shards) if key == keys.queue else b""
+        )
         self.cursor_key = cursor[0] if cursor is not None else ""
         #: The cursor as read (b"written" once this delivery wrote it), None without one.
         self.progress: bytes | None = cursor[1] if cursor is not None else None
@@ -174,6 +224,7 @@ class _Shard:
                 first,
             )
         delivered, expired, keep, cut = self._run(found, first, crashed, run)
+        keep = self.home + keep
         self.runner.log_expired(expired)
         if cut < 0:  # lost the lock: everything stays queued
             run.bumps[self.keys.counter("accounted")] -= len(found) + frames.dropped(bad)

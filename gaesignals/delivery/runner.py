@@ -85,12 +85,13 @@ class Runner:
             # Whole seconds on the sender's clock: a payload sent before this second is too old.
             self.cutoff = int(frames.clock()) - self.ttl
 
-    def parse_all(self, value: bytes) -> tuple[list[frames.Frame], list[frames.BadRegion]]:
-        """The verified frames of a value and its unreadable regions (logged, then dropped)."""
-        found, bad = frames.parse(value, self.signer, self.settings.secret_keys)
-        if bad:
-            log_bad(self.name, self.identity, bad)
-        return found, bad
+    def parse_all(self, value: bytes) -> frames.Parsed:
+        """The verified frames of a value, its unreadable regions (logged, then dropped) and
+        its spread."""
+        parsed = frames.parse_queue(value, self.signer, self.settings.secret_keys)
+        if parsed.bad:
+            log_bad(self.name, self.identity, parsed.bad)
+        return parsed
 
     def expired(self, frame: frames.Frame) -> bool:
         return frames.sent_at(frame.ident) < self.cutoff

@@ -19,9 +19,11 @@ from collections.abc import Collection, Mapping
 from .. import frames
 from ..accounting import check_lost, flush, flush_sent, lost_keys, read_order, schedule, take, tally
 from ..config import Settings
-from ..exceptions import PartialFailure, StoreUnavailable
+from ..exceptions import GaeSignalsError, PartialFailure, StoreUnavailable
 from ..keys import located
 from ..mapping import SignalMapping
+from ..queue.append import append_frames, widen
+from ..queue.spread import home_value, learn
 from ..registry import SignalSpec
 from ..stores import Connection, NativeQueue, TakeGroup
 from .plan import Layout, plan_of
@@ -39,7 +41,19 @@ Parsed = dict[str, tuple[Found, list[frames.BadRegion]]]
 def deliver_weak(
     signals: SignalMapping, settings: Settings, specs: Mapping[str, SignalSpec]
 ) -> int:
-    """Deliver ``signals`` weakly; returns how many payloads every handler took."""
+    """Deliver ``signals`` weakly; returns how many payloads every handler took.
+
+    A delivery that finds a signal spread over more shards than it read takes again at once,
+    with the new shards: a delivery that returns 0 found nothing pending anywhere."""
+    delivered, learned = _deliver_weak(signals, settings, specs)
+    if learned:
+        delivered += _deliver_weak(signals, settings, specs)[0]
+    return delivered
+
+
+def _deliver_weak(
+    signals: SignalMapping, settings: Settings, specs: Mapping[str, SignalSpec]
+) -> tuple[int, bool]:
     plan = plan_of(signals)
     layout = plan.layout(settings, specs)
     for timed in layout.timed:
@@ -60,7 +74,7 @@ def deliver_weak(
                 flush(conn, run.bumps, quietly=True)
     if run.failure is not None:
         raise run.failure
-    return run.delivered
+    return run.delivered, bool(run.spread)
 
 
 class _WeakRun:
@@ -74,6 +88,10 @@ class _WeakRun:
         self.bumps: Counter[str] = Counter()
         self.delivered = 0
         self.failure: StoreUnavailable | None = None
+        #: What each spread signal's own queue key holds once emptied: its marker.
+        self.homes = dict(layout.homes)
+        #: The signals found spread wider than this delivery reads them, and how wide.
+        self.spread: dict[str, int] = {}
 
     # -- over the memcache primitives -------------------------------------------------------
 
@@ -84,8 +102,7 @@ class _WeakRun:
             current = conn.scan_many(self._first_read() if first else todo)
             parsed, owners = self.parse(current)
             if first and self.checking:
-                check_lost(conn, layout.keys, layout.names, current, parsed, self.bumps)
-                schedule.checked(self.checking, self.settings)
+                self.check_lost(conn, current, parsed)
             if not parsed:
                 return
             fresh = self.count(parsed, owners)
@@ -97,10 +114,13 @@ class _WeakRun:
             todo = list(dict.fromkeys(located(key) for key in parsed if not won[key]))
             if not todo:
                 return
-        # Normal under heavy sending: nothing is lost, the next delivery takes them.
+        # Normal under heavy sending: nothing is lost, the next delivery takes them. The
+        # appends keep winning over the resets there: spread those signals over more keys.
         logger.info(
             "gaesignals: %d signal key(s) stayed contended; left for the next delivery", len(todo)
         )
+        for name in dict.fromkeys(layout.names[key] for key in todo):
+            widen(conn, self.settings, layout.shards[name])
 
     def _first_read(self) -> list[str]:
         """Every queue key, with each signal due for a lost check's counters around its own."""
@@ -123,7 +143,8 @@ class _WeakRun:
         """Empty every key read non-empty if it is unchanged, with the counters ahead of the
         resets (see ``Connection.cas_many``), so a reader never sees frames gone yet
         unaccounted; what a lost race or a failing handler changes is corrected afterwards."""
-        taken = {key: (b"", current[key][1]) for key in parsed}
+        homes = self.homes
+        taken = {key: (homes.get(key, b""), current[key][1]) for key in parsed}
         try:
             return conn.cas_many(taken, counters=counters or None)
         except PartialFailure as error:  # a cluster node failed: keep what was won
@@ -168,43 +189,91 @@ class _WeakRun:
                     queues,
                     counters if self.counting else None,
                     lost_keys(keys) if name in checking else (),
+                    self.homes.get(keys.queue, b""),
                 )
             )
         taken = native.take_many(groups)
         self.failure = taken.failure
         current = {key: (value, None) for key, value in (taken.read | taken.values).items()}
         parsed, owners = self.parse(current)
+        if self.spread:
+            self.put_back_markers(conn)
         if checking:
-            check_lost(conn, layout.keys, layout.names, current, parsed, self.bumps)
-            schedule.checked(checking, self.settings)
+            self.check_lost(conn, current, parsed)
         fresh = self.count(parsed, owners)
         if self.counting:
             for key, frames_counted in taken.counted.items():
-                accounted, _, _, delivered = layout.runners[owners[key]].weak_counters
+                owner = layout.names[located(key)]  # owners lacks a key holding only markers
+                accounted, _, _, delivered = layout.runners[owner].weak_counters
                 self.bumps[accounted] -= frames_counted
                 self.bumps[delivered] -= frames_counted
         self.run(parsed, owners, fresh, dict.fromkeys(parsed, True), taken_back=False)
 
+    def put_back_markers(self, conn: Connection) -> None:
+        """The take emptied the own key of a signal it did not know was spread, marker and
+        all: write the marker back, so that other deliverers still find every shard."""
+        queues = [self.layout.keys[name].queue for name in self.spread]
+        homes = {queue: self.homes[queue] for queue in queues}
+        try:
+            append_frames(conn, self.settings.store, homes)
+        except GaeSignalsError:
+            logger.warning("gaesignals: could not write back spread markers", exc_info=True)
+
     # -- shared by both ----------------------------------------------------------------------
 
+    def check_lost(
+        self, conn: Connection, current: Mapping[str, tuple[bytes, object]], parsed: Parsed
+    ) -> None:
+        """The lost check of the signals due, but those found spread wider than read: their
+        new shards' payloads were not counted, and would read as lost (checked next time)."""
+        layout, spread = self.layout, self.spread
+        keys = {name: k for name, k in layout.keys.items() if name not in spread}
+        check_lost(conn, keys, layout.names, current, parsed, self.bumps)
+        schedule.checked([name for name in self.checking if name not in spread], self.settings)
+
     def parse(self, current: Mapping[str, tuple[bytes, object]]) -> tuple[Parsed, dict[str, str]]:
-        """The payloads of every queue key read non-empty, and each such key's signal."""
-        names, runners = self.layout.names, self.layout.runners
+        """The payloads of every queue key read holding any, and each such key's signal; a
+        spread signal's marker at the head of its own key is skipped, a marker wider than
+        this delivery reads is learned (its new shards are read from the next one)."""
+        layout, homes = self.layout, self.homes
+        names, runners = layout.names, layout.runners
         secret_keys = self.settings.secret_keys
         bodies_of = frames.pickled_bodies
         parsed: Parsed = {}
         owners: dict[str, str] = {}  # each key read (home or stranded) -> its signal
         for key, item in current.items():
-            if not item[0]:
+            value = item[0]
+            if not value:
                 continue
             owner = names.get(key if " " not in key else located(key))
-            if owner is not None:
-                runner = runners[owner]
-                # runner.parse_weak, inline: it runs for every key of every delivery
-                bodies = bodies_of(item[0], runner.signer, secret_keys) if runner.quick else None
-                parsed[key] = (bodies, []) if bodies is not None else runner.parse_all(item[0])
-                owners[key] = owner
+            if owner is None:
+                continue
+            home = homes.get(key)
+            if home and value.startswith(home):
+                value = value[len(home) :]
+                if not value:
+                    continue  # only the marker: nothing pending
+            runner = runners[owner]
+            # runner.parse_weak, inline: it runs for every key of every delivery
+            bodies = bodies_of(value, runner.signer, secret_keys) if runner.quick else None
+            if bodies is not None:
+                parsed[key] = (bodies, [])
+            else:
+                found, bad, seen, _ = runner.parse_all(value)
+                if seen > len(layout.shards[owner]):
+                    self.learn(owner, seen)
+                if not found and not bad:
+                    continue  # only markers
+                parsed[key] = (found, bad)
+            owners[key] = owner
         return parsed, owners
+
+    def learn(self, name: str, seen: int) -> None:
+        """``name`` spreads over ``seen`` shards: keep its marker when emptying its own key."""
+        settings, keys = self.settings, self.layout.keys[name]
+        learn(settings, keys.queue, seen)
+        self.spread[name] = seen
+        self.homes[keys.queue] = home_value(settings, keys.queue, self.layout.specs[name].shards)
 
     def count(self, parsed: Parsed, owners: Mapping[str, str]) -> dict[str, Found]:
         """Each key's payloads within their ttl, counted as if every take wins."""

@@ -4,7 +4,8 @@ With the store's atomic append where it has one (one round trip, and an ``add`` 
 missing), otherwise with a gets + cas loop (two round trips uncontended) that retries a bounded
 number of times with jittered backoff. A write either stores its frames or raises; it never
 reports success for a payload that is not in the cache. A store's one-send fast path
-(:class:`~gaesignals.stores.FastSend`) sits behind :func:`append_one`.
+(:class:`~gaesignals.stores.FastSend`) sits behind :func:`append_one`. A signal's sends that
+keep meeting other senders spread it over more shards (:mod:`.spread`, :func:`widen`).
 """
 
 from __future__ import annotations
@@ -14,8 +15,13 @@ import time
 from collections.abc import Mapping
 
 from ..accounting import count_sent
-from ..exceptions import Contention, QueueFull
+from ..config import Settings
+from ..exceptions import Contention, GaeSignalsError, QueueFull
+from ..frames import parse_queue
+from ..keys import shard_queues
+from ..registry import registry
 from ..stores import Connection, Store
+from . import spread
 from .routing import crowded, filled, rng, stick
 
 #: How many gets + cas (or append + add) rounds a write tries before giving up.
@@ -23,14 +29,15 @@ SEND_ATTEMPTS = 8
 
 
 def append_one(
-    store: Store, key: str, frame: bytes, queues: tuple[str, ...], counter: str | None
+    settings: Settings, key: str, frame: bytes, queues: tuple[str, ...], counter: str | None
 ) -> None:
     """Append one frame to ``key`` (one of ``queues``, a sharded signal's queue keys, or the
-    only key when ``queues`` is empty) and bump ``counter``: a send's entry point.
+    signal's only key when ``queues`` is empty) and bump ``counter``: a send's entry point.
 
     The store's fast path first; whatever it could not do, the general path does (on a gets +
     cas store that includes telling a CAS lost to another sender of this shard, which moves
-    this thread's next sends, from one lost to a delivery)."""
+    this thread's next sends or spreads the signal, from one lost to a delivery)."""
+    store = settings.store
     fast = store.fast_send
     stored = None if fast is None else fast.append_one(key, frame, counter)
     if stored:
@@ -38,6 +45,12 @@ def append_one(
             count_sent(None, store, {counter: 1})  # gets + cas: the fast path counted nothing
         if queues:
             filled(queues, key, len(frame), added=True)
+        sizes = store.sizes
+        if sizes is not None:
+            size = sizes.get(key, 0)
+            if size > store.max_value_size >> 4 and _grown_past(size, len(frame), store):
+                with store.connection() as conn:
+                    look_home(conn, settings, queues or (key,))
         return
     counts = None if counter is None else {key: (counter, 1)}
     with store.connection() as conn:
@@ -45,10 +58,57 @@ def append_one(
             conn,
             store,
             {key: frame},
-            {key: queues} if queues else None,
+            {key: queues or (key,)},
             counts,
             bumped=stored is False,
+            settings=settings,
         )
+
+
+def _grown_past(size: int, added: int, store: Store) -> bool:
+    """Whether an append of ``added`` bytes took a key to ``size`` past a multiple of
+    :func:`~.spread.crowded_bytes`: a key that long may belong to a signal its deliverers
+    spread, so the sender reads the marker (a few times per filling, shared by its senders)."""
+    limit = spread.crowded_bytes(store)
+    return size // limit > (size - added) // limit and size > limit
+
+
+def look_home(conn: Connection, settings: Settings, queues: tuple[str, ...]) -> tuple[str, ...]:
+    """Learn how far a signal has spread from the marker in its own queue key (a read, no
+    write); returns its queue keys now. A thread that learns of new shards sends to one."""
+    base = queues[0]
+    try:
+        current = conn.gets_many([base]).get(base)
+    except GaeSignalsError:
+        return queues
+    if current is not None:
+        seen = parse_queue(current[0], base.encode(), settings.secret_keys).spread
+        spread.learn(settings, base, seen)
+    wider = shard_queues(base, max(len(queues), spread.width(settings, base, 1)))
+    if len(wider) > len(queues):
+        stick(wider, rng.choice(wider[len(queues) :]))
+    return wider
+
+
+def widen(conn: Connection, settings: Settings, queues: tuple[str, ...]) -> tuple[str, ...]:
+    """Spread a signal (``queues``: its queue keys as this process knows them) over twice as
+    many shards, at most :data:`~.spread.MAX_SPREAD`: write the marker into its own queue key,
+    then use the new shards. Returns its queue keys now (``queues`` when it could not widen:
+    the marker write failed, or the signal is as wide as it gets).
+
+    The marker is written without reading what is there: one a process knowing less of the
+    spread writes only claims less than another already did, and deliverers keep the widest."""
+    base = queues[0]
+    known = max(len(queues), spread.width(settings, base, 1))
+    target = min(2 * known, spread.MAX_SPREAD)
+    if target <= known or base in registry.fixed_queues(settings.namespace):
+        return shard_queues(base, known)
+    try:
+        append_frames(conn, settings.store, {base: spread.marker(settings, base, target)})
+    except GaeSignalsError:
+        return queues  # not written: stay as narrow as the deliverers know the signal
+    spread.learn(settings, base, target)
+    return shard_queues(base, target)
 
 
 def append_frames(
@@ -59,6 +119,7 @@ def append_frames(
     counts: Mapping[str, tuple[str, int]] | None = None,
     *,
     bumped: bool = False,
+    settings: Settings | None = None,
 ) -> None:
     """Append each value to its key atomically, or raise; the heart of every send.
 
@@ -73,9 +134,10 @@ def append_frames(
     holds: the counter is bumped for the values written (on an appending store in the first
     append's own round trip, taken back for values that then could not be written; otherwise
     once the writes are done). ``bumped``: those bumps already went out (with an append
-    that was refused), so they are only taken back, never sent again.
+    that was refused), so they are only taken back, never sent again. ``settings``: the
+    sends' own, given when the keys in ``shards`` are signals' queues that may spread.
     """
-    write = _Write(conn, store, pending, shards, counts)
+    write = _Write(conn, store, pending, shards, counts, settings)
     if store.supports_append:
         write.by_append(bumped)
     else:
@@ -92,13 +154,17 @@ class _Write:
         pending: Mapping[str, bytes],
         shards: Mapping[str, tuple[str, ...]] | None,
         counts: Mapping[str, tuple[str, int]] | None,
+        settings: Settings | None = None,
     ) -> None:
         self.conn = conn
         self.store = store
+        self.settings = settings
         self.pending = dict(pending)
         self.routes = dict(shards or {})
         self.tried = {key: {key} for key in self.routes}
         self.counted = dict(counts or {})
+        #: The bytes written to each key so far.
+        self.written: dict[str, int] = {}
 
     def _sums(self, keys: list[str] | None = None, sign: int = 1) -> dict[str, int]:
         """The ``sent`` deltas of ``keys`` (every counted key when None)."""
@@ -116,26 +182,39 @@ class _Write:
         sent = bumped
         known = self.store.sizes  # the sizes an adapter last saw, if it keeps them
         try:
-            for attempt in range(SEND_ATTEMPTS):
+            attempt = 0  # moves to another shard are bounded by the shards, not counted
+            while attempt < SEND_ATTEMPTS:
                 if known is not None and self._over_known(known):
                     continue
                 stored = self.conn.append_many(self.pending, None if sent else bumps)
                 sent = True
                 if self._settle(stored):
-                    return
+                    return self._spread_full()
                 totals = {key: len(value) for key, value in self.pending.items()}
                 if self._settle(self.conn.add_many(self.pending), totals):
-                    return
+                    return self._spread_full()
                 # The key exists, yet append refused: too large, or it vanished and came back.
                 if self._make_room(self.conn.gets_many(list(self.pending))):
                     continue
                 time.sleep(random.uniform(0, 0.001 * 2**attempt))
+                attempt += 1
             raise self._contention()
         except (QueueFull, Contention) as error:
             back = self._sums(list(error.keys), -1) if sent else {}
             if back:
                 self.conn.incr_many(back)
             raise
+
+    def _spread_full(self) -> None:
+        """Learn the spread of the signals written whose keys have grown long (a store that
+        reports sizes: memcached), where deliverers that lose to the appends spread them."""
+        sizes, settings = self.store.sizes, self.settings
+        if sizes is None or settings is None:
+            return
+        for key, added in self.written.items():
+            queues = self.routes.get(key)
+            if queues is not None and _grown_past(sizes.get(key, 0), added, self.store):
+                look_home(self.conn, settings, queues)
 
     def _over_known(self, known: Mapping[str, int]) -> bool:
         """An append the last seen size says would overflow is not sent: read the key first
@@ -158,14 +237,13 @@ class _Write:
     def _gets_cas(self, written: list[str]) -> None:
         conn, pending = self.conn, self.pending
         lost: dict[str, int] = {}
-        for attempt in range(SEND_ATTEMPTS):
+        attempt = 0  # moves to another shard are bounded by the shards, not counted
+        while attempt < SEND_ATTEMPTS:
             current = conn.gets_many(list(pending))
             if self._make_room(current):
                 continue  # read the shards moved to
-            for key, size in lost.items():
-                item = current.get(key)
-                if key in pending and item is not None and len(item[0]) > size:
-                    crowded(self.routes[key], key)  # another sender appended: it shares the shard
+            if self._crowded(current, lost):
+                continue  # spread: read the new shards
             grown = {
                 k: (current[k][0] + v, current[k][1]) for k, v in pending.items() if k in current
             }
@@ -183,7 +261,42 @@ class _Write:
                 k: len(current[k][0]) if k in current else 0 for k in pending if k in self.routes
             }
             time.sleep(random.uniform(0, 0.001 * 2**attempt))
+            attempt += 1
         raise self._contention()
+
+    def _crowded(
+        self, current: Mapping[str, tuple[bytes, object]], lost: Mapping[str, int]
+    ) -> bool:
+        """After a lost CAS, whether another sender wrote the key (it grew): then spread the
+        signal and move the value to one of its new shards (True); at full width, to another
+        shard not tried yet (True), and once every one was, retry it where it is."""
+        moved = False
+        for key, size in lost.items():
+            item = current.get(key)
+            if key not in self.pending or item is None or len(item[0]) <= size:
+                continue  # a delivery's reset: says nothing about other senders
+            queues = self.routes[key]
+            wider = queues if self.settings is None else widen(self.conn, self.settings, queues)
+            fresh = [q for q in wider[len(queues) :] if q not in self.pending]
+            if not fresh:  # as wide as it gets: another shard not tried in this write
+                fresh = [q for q in wider if q not in self.tried[key] and q not in self.pending]
+            if not fresh:
+                crowded(queues, key)
+                continue
+            new = rng.choice(fresh)
+            self._move(key, new, wider)
+            stick(wider, new)
+            moved = True
+        return moved
+
+    def _move(self, key: str, new: str, queues: tuple[str, ...]) -> None:
+        """Send ``key``'s value to ``new``, another shard of its signal (of ``queues``)."""
+        self.pending[new] = self.pending.pop(key)
+        self.routes.pop(key)
+        self.routes[new] = queues
+        self.tried[new] = self.tried.pop(key) | {new}
+        if key in self.counted:
+            self.counted[new] = self.counted.pop(key)
 
     def _contention(self) -> Contention:
         keys = sorted(self.pending)
@@ -199,6 +312,7 @@ class _Write:
         pending = self.pending
         for key in [k for k in pending if stored.get(k)]:
             value = pending.pop(key)
+            self.written[key] = len(value)
             queues = self.routes.get(key)
             if queues is not None:
                 if totals is None:
@@ -232,21 +346,21 @@ class _Write:
     def _reroute(self, keys: list[str]) -> set[str]:
         """Move the values of ``keys`` to a random shard of their signal not tried yet in this
         write; returns the keys moved away from. This thread then sends there."""
-        pending, routes, tried, counted = self.pending, self.routes, self.tried, self.counted
+        pending, routes, tried = self.pending, self.routes, self.tried
         moved = set()
         for key in keys:
             queues = routes.get(key)
             if queues is None:
                 continue
             options = [q for q in queues if q not in tried[key] and q not in pending]
+            if not options and self.settings is not None:
+                # Every shard it knows is full: maybe one it does not know of yet.
+                queues = look_home(self.conn, self.settings, queues)
+                options = [q for q in queues if q not in tried[key] and q not in pending]
             if not options:
                 continue
             new = rng.choice(options)
-            pending[new] = pending.pop(key)
-            routes[new] = routes.pop(key)
-            tried[new] = tried.pop(key) | {new}
-            if key in counted:
-                counted[new] = counted.pop(key)
+            self._move(key, new, queues)
             stick(queues, new)
             moved.add(key)
         return moved

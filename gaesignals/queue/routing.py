@@ -1,6 +1,7 @@
 """Which shard a thread sends a sharded signal to.
 
-A signal declared with ``shards=N`` has N queue keys (:func:`~gaesignals.keys.queue_keys`).
+A signal declared with ``shards=N``, or spread over N shards by its senders
+(:mod:`.spread`), has N queue keys (:func:`~gaesignals.keys.queue_keys`).
 Each thread sends such a signal to one shard of its own (a process's threads take consecutive
 shards from a random start), so its payloads stay in order there. It moves to a random other
 shard when its shard is full, or (on stores without append) when it lost a CAS there to another
@@ -18,8 +19,9 @@ import threading
 from collections.abc import Sequence
 
 from ..config import Settings
-from ..keys import SignalKeys, check_name, queue_keys, signal_keys
+from ..keys import SignalKeys, check_name, shard_queues, signal_keys
 from ..registry import registry
+from .spread import width
 
 #: A thread moves to another shard of a sharded signal once its shard holds this many bytes (on
 #: stores with append: once it has appended this many since it picked the shard), so that one
@@ -34,6 +36,8 @@ class _Sticky(threading.local):
     def __init__(self) -> None:
         self.shard: dict[str, int] = {}
         self.filled: dict[str, int] = {}
+        #: How many shards the signal had when this thread picked (a wider one: pick again).
+        self.span: dict[str, int] = {}
 
 
 _sticky = _Sticky()
@@ -57,34 +61,37 @@ def _after_fork() -> None:
 os.register_at_fork(after_in_child=_after_fork)
 
 
-def route(name: str, keys: SignalKeys) -> tuple[str, tuple[str, ...]]:
+def route(name: str, keys: SignalKeys, settings: Settings) -> tuple[str, tuple[str, ...]]:
     """The queue key this thread sends ``name`` to, and all its queue keys when it has
     several shards (else an empty tuple)."""
-    shards = registry.shards(name)
+    shards = width(settings, keys.queue, registry.shards(name))
     if shards == 1:
         return keys.queue, ()
-    queues = queue_keys(keys, shards)
+    queues = shard_queues(keys.queue, shards)
     return pick(queues), queues
 
 
 def pick(queues: tuple[str, ...]) -> str:
-    """This thread's shard among a signal's queue keys, chosen the first time: the process's
-    next shard after its random start."""
-    index = _sticky.shard.get(queues[0])
-    if index is None:
-        index = _sticky.shard[queues[0]] = (_start + next(_picks)) % len(queues)
+    """This thread's shard among a signal's queue keys, chosen the first time (and again
+    when the signal has spread wider since): the process's next shard after its start."""
+    base = queues[0]
+    index = _sticky.shard.get(base)
+    if index is None or _sticky.span.get(base) != len(queues):
+        index = _sticky.shard[base] = (_start + next(_picks)) % len(queues)
+        _sticky.span[base] = len(queues)
     return queues[index]
 
 
 def stick(queues: Sequence[str], key: str) -> None:
     _sticky.shard[queues[0]] = queues.index(key)
+    _sticky.span[queues[0]] = len(queues)
     _sticky.filled[queues[0]] = 0
 
 
 def crowded(queues: Sequence[str], key: str) -> None:
     """Another sender writes this thread's shard too: send the next payloads to a random other
     one (the current payload is retried where it is, with the value just read)."""
-    if _sticky.shard.get(queues[0]) == queues.index(key):
+    if len(queues) > 1 and _sticky.shard.get(queues[0]) == queues.index(key):
         stick(queues, rng.choice([q for q in queues if q != key]))
 
 
@@ -103,6 +110,6 @@ def filled(queues: Sequence[str], key: str, size: int, *, added: bool) -> None:
 
 
 def queues_of(name: str, settings: Settings) -> list[str]:
-    """Every queue key of ``name`` as declared: one per shard, its own queue key first."""
+    """Every queue key of ``name`` as declared or learned: one per shard, its own first."""
     keys = signal_keys(check_name(name), settings.namespace)
-    return list(queue_keys(keys, registry.shards(name)))
+    return list(shard_queues(keys.queue, width(settings, keys.queue, registry.shards(name))))

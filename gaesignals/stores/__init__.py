@@ -127,6 +127,9 @@ class TakeGroup(NamedTuple):
     counters: tuple[str, str] | None = None
     #: Keys read, atomically with the take and before it (a lost check's counters).
     read: tuple[str, ...] = ()
+    #: What the first queue holds once emptied: a spread signal's marker (see
+    #: :mod:`gaesignals.queue.spread`), or nothing. A queue holding only that is left alone.
+    home: bytes = b""
 
 
 class Taken(NamedTuple):
@@ -150,9 +153,10 @@ class NativeQueue(Protocol):
 
     def take_many(self, groups: Sequence[TakeGroup]) -> Taken:
         """A weak take of every group in one round trip: per group, atomically, read its
-        ``read`` keys, then read and empty each of its queues, bumping its counters by the
-        frames counted. Raises :class:`~gaesignals.StoreUnavailable` when nothing answered
-        (a timed-out take may still have been applied)."""
+        ``read`` keys, then read and empty each of its queues (the first to its ``home``),
+        bumping its counters by the payload frames counted. Raises
+        :class:`~gaesignals.StoreUnavailable` when nothing answered (a timed-out take may
+        still have been applied)."""
         ...
 
     def acknowledge(self, key: str, taken: bytes, keep: bytes) -> bool:

@@ -66,7 +66,7 @@ def _take(batch: list[TakeGroup]) -> Command:
     for group in batch:
         counters = group.counters or ()
         keys += [*group.read, *group.queues, *counters]
-        layout += [len(group.read), len(group.queues), "1" if counters else "0"]
+        layout += [len(group.read), len(group.queues), "1" if counters else "0", group.home]
     return (batch[0].queues[0], script(TAKE, tuple(keys), *layout))
 
 

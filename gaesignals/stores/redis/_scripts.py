@@ -50,12 +50,13 @@ return 1
 """
 
 # A weak take of signals that share a server (on a cluster: a hash slot). ARGV[1] is how many
-# groups (signals); then, per group, three ARGV: how many keys to read first (a lost check's
-# counters), how many queue keys, and '1' if two counters (accounted, delivered) follow them in
-# KEYS. Each queue that holds bytes is emptied, and its whole version-2 frames, walked by their
-# headers from the start (see gaesignals.frames), are counted into both counters. Returns, per
-# group in order: the values read, the queues' values (false: none) and the frames counted in
-# each queue.
+# groups (signals); then, per group, four ARGV: how many keys to read first (a lost check's
+# counters), how many queue keys, '1' if two counters (accounted, delivered) follow them in
+# KEYS, and what the first queue holds once emptied (a spread signal's marker, or ''). Each
+# queue that holds more is emptied, and its whole version-2 frames but spread markers, walked
+# by their headers from the start (see gaesignals.frames), are counted into both counters.
+# Returns, per group in order: the values read, the queues' values (false: none) and the
+# frames counted in each queue.
 TAKE = b"""
 local function get(key)
   local ok, value = pcall(redis.call, 'GET', key)
@@ -70,13 +71,15 @@ local function frames(value)
     local length = 22 + ((l1 * 256 + l2) * 256 + l3) * 256 + l4
     if flags % 2 == 1 then length = length + 32 end
     if at + length - 1 > size then break end
-    count, at = count + 1, at + length
+    if math.floor(flags / 4) % 2 == 0 then count = count + 1 end
+    at = at + length
   end
   return count
 end
 local out, k = {}, 0
 for g = 1, tonumber(ARGV[1]) do
-  local nread, nqueue = tonumber(ARGV[3 * g - 1]), tonumber(ARGV[3 * g])
+  local nread, nqueue = tonumber(ARGV[4 * g - 2]), tonumber(ARGV[4 * g - 1])
+  local home = ARGV[4 * g + 1]
   for i = 1, nread do out[#out + 1] = get(KEYS[k + i]) end
   k = k + nread
   local counts, total = {}, 0
@@ -84,8 +87,10 @@ for g = 1, tonumber(ARGV[1]) do
     local key = KEYS[k + i]
     local value = get(key)
     local count = 0
-    if value and #value > 0 then
-      redis.call('DEL', key)
+    local left = ''
+    if i == 1 then left = home end
+    if value and #value > 0 and value ~= left then
+      if left ~= '' then redis.call('SET', key, left) else redis.call('DEL', key) end
       count = frames(value)
       total = total + count
     end
@@ -93,7 +98,7 @@ for g = 1, tonumber(ARGV[1]) do
     counts[i] = count
   end
   k = k + nqueue
-  if ARGV[3 * g + 1] == '1' then
+  if ARGV[4 * g] == '1' then
     if total > 0 then
       pcall(redis.call, 'INCRBY', KEYS[k + 1], total)
       pcall(redis.call, 'INCRBY', KEYS[k + 2], total)

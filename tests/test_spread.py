@@ -1,0 +1,304 @@
+"""Hot signals that spread over more shards by themselves (``gaesignals.queue.spread``), on
+every store: the marker in the signal's own key, what senders and deliverers learn from it,
+and what never happens (a payload stranded, a loss reported that was not one)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+import gaesignals
+from gaesignals import config, deliver, frames, pending, send, stats
+from gaesignals.config import get_settings
+from gaesignals.keys import shard_queues, signal_keys
+from gaesignals.queue import routing, spread
+from gaesignals.queue.append import widen
+from gaesignals.stores import Store
+from gaesignals.stores.memcached import MemcachedStore
+from gaesignals.stores.memory import MemoryStore
+from gaesignals.testing.servers import MemcachedServer
+
+from .conftest import RawAccess
+
+SECRET = b"s" * 32
+
+
+def home(name: str) -> str:
+    return signal_keys(name, get_settings().namespace).queue
+
+
+def spread_to(name: str, shards: int) -> tuple[str, ...]:
+    """Spread ``name`` as its senders would, until it has ``shards`` shards."""
+    settings = get_settings()
+    queues = shard_queues(home(name), 1)
+    with settings.store.connection() as conn:
+        while len(queues) < shards:
+            queues = widen(conn, settings, queues)
+    assert len(queues) == shards
+    return queues
+
+
+def send_on(name: str, shard: int, data: Any) -> None:
+    """Send ``data`` from this thread's shard ``shard`` of ``name``."""
+    queues = routing.queues_of(name, get_settings())
+    routing.stick(queues, queues[shard])
+    send(name, data)
+
+
+def restart(store: Store) -> None:
+    """Forget what this process learned, as a new process would start."""
+    config.reset()
+    gaesignals.configure(store=store)
+
+
+def marked(raw: RawAccess, name: str) -> int:
+    """The width the marker in ``name``'s own key claims (0: no marker)."""
+    value = raw.get(home(name)) or b""
+    return frames.parse_queue(value, home(name).encode(), get_settings().secret_keys).spread
+
+
+# -- the marker -----------------------------------------------------------------------------------
+
+
+def test_a_marker_is_read_as_a_width_never_as_a_payload() -> None:
+    """A spread marker beside payload frames tells the width and its bytes; only the payloads
+    are frames, and a marker claiming more than the cap reads as the cap."""
+    key = b"gs::q:{m}"
+    payload = frames.encode(b"body", key)
+    value = frames.spread_marker(4, key) + payload + frames.spread_marker(2, key)
+    parsed = frames.parse_queue(value, key)
+    assert [f.body for f in parsed.found] == [b"body"]
+    assert (parsed.spread, parsed.bad) == (4, [])
+    assert parsed.marker_bytes == len(value) - len(payload)
+    huge = frames.encode(bytes((200,)), key, flags=frames.FLAG_SPREAD)
+    assert frames.parse_queue(huge, key).spread == frames.MAX_SPREAD
+
+
+def test_a_forged_or_malformed_marker_is_unreadable() -> None:
+    """With a secret key, an unsigned marker or one signed for another signal is a bad region
+    (dropped, one payload's worth), and so is a marker whose body is not one width byte."""
+    key = b"gs::q:{m}"
+    for forged in (
+        frames.spread_marker(16, key),
+        frames.spread_marker(16, b"gs::q:{other}", SECRET),
+        frames.encode(b"\x04\x04", key, (SECRET,), flags=frames.FLAG_SPREAD),
+    ):
+        parsed = frames.parse_queue(forged, key, (SECRET,))
+        assert parsed.spread == 0 and frames.dropped(parsed.bad) == 1
+    assert frames.parse_queue(frames.spread_marker(8, key, SECRET), key, (SECRET,)).spread == 8
+    with pytest.raises(ValueError):
+        frames.spread_marker(17, key)
+
+
+# -- on every store -------------------------------------------------------------------------------
+
+
+def test_every_shard_of_a_spread_signal_is_delivered(store: Store, raw: RawAccess) -> None:
+    """Payloads on each of a spread signal's shards are all delivered, weakly, and the
+    signal's own key keeps its marker once emptied."""
+    spread_to("hot", 4)
+    for shard in range(4):
+        send_on("hot", shard, shard)
+    got: list[int] = []
+    assert deliver({"hot": got.append}) == 4
+    assert sorted(got) == [0, 1, 2, 3]
+    assert raw.get(home("hot")) == spread.marker(get_settings(), home("hot"), 4)
+    assert pending("hot")["hot"] == (0, 0, None)
+    send_on("hot", 0, "again")  # the marker stays ahead of new payloads
+    assert deliver({"hot": got.append}) == 1 and got[-1] == "again"
+
+
+@pytest.mark.parametrize("reliable", [False, True], ids=["weak", "reliable"])
+def test_a_deliverer_new_to_the_spread_delivers_every_shard_at_once(
+    store: Store, raw: RawAccess, reliable: bool
+) -> None:
+    """A deliverer that knows nothing of the spread (a new process) learns it from the marker
+    and reads the new shards in the same delivery: nothing is stranded, a delivery that
+    returns 0 found nothing anywhere, and the marker is still in place after it."""
+    spread_to("hot", 8)
+    send_on("hot", 0, "home")
+    send_on("hot", 7, "far")
+    restart(store)
+    got: list[str] = []
+    assert deliver({"hot": got.append}, reliable=reliable) == 2
+    assert sorted(got) == ["far", "home"]
+    assert marked(raw, "hot") == 8
+    send_on("hot", 5, "later")
+    restart(store)
+    assert deliver({"hot": got.append}, reliable=reliable) == 1
+
+
+def test_a_deliverer_writes_back_a_marker_the_cache_lost(store: Store, raw: RawAccess) -> None:
+    """If the signal's own key is evicted, a deliverer that knows the width puts the marker
+    back with its next reset there, so processes that start later still find every shard."""
+    spread_to("hot", 4)
+    with store.connection() as conn:
+        conn.delete_many([home("hot")])
+    send_on("hot", 0, "x")
+    assert deliver({"hot": lambda data: None}) == 1
+    assert marked(raw, "hot") == 4
+
+
+def test_pending_reads_every_shard_of_a_spread_signal(store: Store, raw: RawAccess) -> None:
+    """``pending`` of a spread signal counts every shard, even in a process that did not know
+    the spread, and its bytes leave the marker out."""
+    spread_to("hot", 4)
+    send_on("hot", 3, "far")
+    restart(store)
+    backlog = pending("hot")["hot"]
+    assert backlog.count == 1
+    assert backlog.bytes == len(raw.get(shard_queues(home("hot"), 4)[3]) or b"")
+
+
+def test_no_loss_is_reported_while_a_deliverer_learns_a_spread(
+    store: Store, raw: RawAccess
+) -> None:
+    """Payloads on shards a deliverer does not read yet are not counted as lost by its lost
+    check (they are in the cache), and are delivered next time."""
+    spread_to("hot", 4)
+    send_on("hot", 0, "home")
+    send_on("hot", 2, "far")
+    restart(store)
+    got: list[str] = []
+    for _ in range(3):
+        deliver({"hot": got.append})
+    assert sorted(got) == ["far", "home"]
+    assert stats("hot")["hot"]["lost"] == 0
+
+
+def test_a_backlog_alone_never_spreads_a_signal(store: Store, raw: RawAccess) -> None:
+    """One sender's long backlog (past ``crowded_bytes``, nothing contended) stays on one key,
+    in send order: a signal spreads on contention, or rather than refuse a send."""
+    count = spread.crowded_bytes(store) // 4096 + 2
+    for n in range(count):
+        send("backlog", (n, "x" * 4096))
+    assert marked(raw, "backlog") == 0
+    got: list[tuple[int, str]] = []
+    assert deliver({"backlog": got.append}) == count
+    assert [n for n, _ in got] == list(range(count))
+
+
+class Interfering(MemoryStore):
+    """A store without append where another sender appends to a key just before this
+    process's first CAS."""
+
+    def __init__(self) -> None:
+        super().__init__(append=False)
+        self.done = False
+
+    def cas_many(self, items: Any, expire: int = 0, counters: Any = None) -> Any:
+        if not self.done:
+            self.done = True
+            for key in items:
+                current = self.gets_many([key])[key][0]
+                self.set_raw(key, current + frames.encode(b"N.", key.encode()))
+        return super().cas_many(items, expire, counters)
+
+
+def test_a_cas_lost_to_another_sender_spreads_an_undeclared_signal() -> None:
+    """On a store without append (App Engine), a send that lost its CAS to another sender
+    spreads the signal over two shards, the marker in its own key, and moves itself and the
+    thread's next sends to the new shard."""
+    store = Interfering()
+    gaesignals.configure(store=store)
+    with store.connection() as conn:
+        conn.add_many({home("c"): b""})
+    send("c", 1)
+    send("c", 2)
+    queues = shard_queues(home("c"), 2)
+    values = store.gets_many(list(queues))
+    parsed = [frames.parse_queue(values[q][0], queues[0].encode()) for q in queues]
+    assert parsed[0].spread == 2 and len(parsed[0].found) == 1  # the other sender's
+    assert len(parsed[1].found) == 2
+    got: list[Any] = []
+    assert deliver({"c": got.append}) == 3
+
+
+def test_a_signal_declared_with_shards_never_spreads() -> None:
+    """``declare(name, shards=1)`` keeps one key (and each sender's order) under contention:
+    the lost CAS is retried there."""
+    store = Interfering()
+    gaesignals.configure(store=store)
+    gaesignals.declare("c", shards=1)
+    with store.connection() as conn:
+        conn.add_many({home("c"): b""})
+    send("c", 1)
+    assert get_settings().widths == {}
+    assert frames.parse_queue(store.gets_many([home("c")])[home("c")][0], b"").spread == 0
+
+
+class AppendsWin(MemoryStore):
+    """A store without append where a sender appends to every queue key just before each of a
+    delivery's resets: the resets never win."""
+
+    def cas_many(self, items: Any, expire: int = 0, counters: Any = None) -> Any:
+        for key, (value, _) in items.items():
+            if not value and key.startswith("gs::q"):
+                current = self.gets_many([key])[key][0]
+                self.set_raw(key, current + frames.encode(b"N.", key.encode()))
+        return super().cas_many(items, expire, counters)
+
+
+def test_a_delivery_that_keeps_losing_to_the_sends_spreads_the_signal() -> None:
+    """A weak delivery whose resets of a key lose to appends round after round (the key is
+    left for the next delivery) spreads its signal: the marker goes into its own key."""
+    store = AppendsWin(append=False)
+    gaesignals.configure(store=store)
+    send("busy", 1)
+    deliver({"busy": lambda data: None})
+    assert get_settings().widths[home("busy")] == 2
+    value = store.gets_many([home("busy")])[home("busy")][0]
+    assert frames.parse_queue(value, home("busy").encode()).spread == 2
+
+
+def test_a_sender_learns_a_spread_rather_than_refuse_a_send(store: Store, raw: RawAccess) -> None:
+    """A sender that does not know a signal has spread (another process spread it) and finds
+    the signal's own key full moves its payload to another shard instead of raising
+    ``QueueFull``."""
+    spread_to("full", 4)
+    restart(store)
+    chunk = b"y" * (store.max_value_size // 4)
+    for _ in range(8):  # twice what one key holds
+        send("full", chunk)
+    assert pending("full")["full"].count == 8
+
+
+def test_a_memcached_sender_learns_a_spread_once_its_key_grows_long(
+    gaesignals_memcached: MemcachedServer,
+) -> None:
+    """On memcached, whose appends report the key's size, a sender whose key grows past
+    ``crowded_bytes`` reads the marker there and sends to the new shards from then on."""
+    gaesignals_memcached.flush()
+    store = MemcachedStore.from_url(gaesignals_memcached.url)
+    try:
+        gaesignals.configure(store=store)
+        spread_to("long", 4)
+        restart(store)
+        chunk = "x" * 4096
+        sends = spread.crowded_bytes(store) // 4096 + 1
+        for _ in range(sends):
+            send("long", chunk)
+        assert get_settings().widths[home("long")] == 4
+        send("long", chunk)
+        assert pending("long")["long"].count == sends + 1
+        with store.connection() as conn:
+            values = conn.gets_many(list(shard_queues(home("long"), 4)))
+        assert len(values) >= 2  # a shard besides its own key
+    finally:
+        store.close()
+
+
+def test_a_forged_marker_spreads_nothing_when_frames_are_signed(
+    store: Store, raw: RawAccess
+) -> None:
+    """With a secret key, a marker planted by someone who can write to the cache is dropped
+    as unreadable, and the signal is read as before."""
+    gaesignals.configure(store=store, secret_key=SECRET)
+    raw.set(home("plain"), frames.spread_marker(16, home("plain").encode()))
+    send("plain", 1)
+    got: list[int] = []
+    assert deliver({"plain": got.append}) == 1
+    assert got == [1]
+    assert get_settings().widths.get(home("plain")) is None
+    assert stats("plain")["plain"]["dropped"] == 1
