@@ -6,7 +6,8 @@ Redis Cluster hash tag: every key of one signal (its shards, lock, cursors, coun
 one hash slot, so a store can work on a whole signal in one atomic script. A name that is not
 safe in a memcached key (space, control or non-ASCII characters, braces) or would make the key
 too long is replaced by its SHA-256 under a different kind (``qh`` instead of ``q``), so a hashed
-name can never meet a plain one.
+name can never meet a plain one. Kinds: ``q`` queue (``q1``, ``q2``, ... its other shards),
+``l`` lock, ``d`` dead letters, ``c`` cursor (``c1``, ...), ``n`` counters, ``w`` spread key.
 """
 
 from __future__ import annotations
@@ -129,6 +130,14 @@ def shard_queues(base: str, shards: int) -> tuple[str, ...]:
     """:func:`queue_keys` from the signal's own queue key alone."""
     _, namespace, kind, part = base.split(":", 3)
     return (base, *(f"gs:{namespace}:q{kind[1:]}{i}:{part}" for i in range(1, shards)))
+
+
+@lru_cache(maxsize=4096)
+def spread_key(base: str) -> str:
+    """The key beside a signal's own queue key that repeats its spread marker for senders
+    (:mod:`gaesignals.queue.spread`): kind ``w`` (``wh``) in place of ``q`` (``qh``)."""
+    _, namespace, kind, part = base.split(":", 3)
+    return f"gs:{namespace}:w{kind[1:]}:{part}"
 
 
 def base_queue_key(key: str) -> str | None:

@@ -28,7 +28,14 @@ from hypothesis import strategies as st
 
 import gaesignals
 from gaesignals import InvalidSignalName, Signal, frames
-from gaesignals.keys import COUNTERS, MAX_NAME_LENGTH, SignalKeys, signal_keys
+from gaesignals.keys import (
+    COUNTERS,
+    MAX_NAME_LENGTH,
+    SignalKeys,
+    shard_queues,
+    signal_keys,
+    spread_key,
+)
 from gaesignals.stores import MAX_KEY_LENGTH
 from gaesignals.stores.memory import MemoryStore
 
@@ -414,7 +421,8 @@ names = st.one_of(
 
 def all_keys(name: str, namespace: str) -> list[str]:
     keys = signal_keys(name, namespace)
-    return [getattr(keys, field.name) for field in dataclasses.fields(SignalKeys)]
+    named = [getattr(keys, field.name) for field in dataclasses.fields(SignalKeys)]
+    return [*named, spread_key(keys.queue), *shard_queues(keys.queue, 16)[1:]]
 
 
 def near(name: str) -> st.SearchStrategy[str]:

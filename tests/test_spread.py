@@ -11,7 +11,7 @@ import pytest
 import gaesignals
 from gaesignals import config, deliver, frames, pending, send, stats
 from gaesignals.config import get_settings
-from gaesignals.keys import shard_queues, signal_keys
+from gaesignals.keys import shard_queues, signal_keys, spread_key
 from gaesignals.queue import routing, spread
 from gaesignals.queue.append import widen
 from gaesignals.stores import Store
@@ -255,8 +255,10 @@ def test_a_delivery_that_keeps_losing_to_the_sends_spreads_the_signal() -> None:
 def test_a_sender_learns_a_spread_rather_than_refuse_a_send(store: Store, raw: RawAccess) -> None:
     """A sender that does not know a signal has spread (another process spread it) and finds
     the signal's own key full moves its payload to another shard instead of raising
-    ``QueueFull``."""
+    ``QueueFull``, even where the cache evicted the signal's spread key (it reads shard 0)."""
     spread_to("full", 4)
+    with store.connection() as conn:
+        conn.delete_many([spread_key(home("full"))])
     restart(store)
     chunk = b"y" * (store.max_value_size // 4)
     for _ in range(8):  # twice what one key holds
@@ -268,7 +270,7 @@ def test_a_memcached_sender_learns_a_spread_once_its_key_grows_long(
     gaesignals_memcached: MemcachedServer,
 ) -> None:
     """On memcached, whose appends report the key's size, a sender whose key grows past
-    ``crowded_bytes`` reads the marker there and sends to the new shards from then on."""
+    ``crowded_bytes`` reads the signal's spread key and sends to the new shards from then on."""
     gaesignals_memcached.flush()
     store = MemcachedStore.from_url(gaesignals_memcached.url)
     try:

@@ -18,7 +18,7 @@ from ..accounting import count_sent
 from ..config import Settings
 from ..exceptions import Contention, GaeSignalsError, QueueFull
 from ..frames import parse_queue
-from ..keys import shard_queues
+from ..keys import shard_queues, spread_key
 from ..registry import registry
 from ..stores import Connection, Store
 from . import spread
@@ -66,49 +66,60 @@ def append_one(
 
 
 def _grown_past(size: int, added: int, store: Store) -> bool:
-    """Whether an append of ``added`` bytes took a key to ``size`` past a multiple of
-    :func:`~.spread.crowded_bytes`: a key that long may belong to a signal its deliverers
-    spread, so the sender reads the marker (a few times per filling, shared by its senders)."""
-    limit = spread.crowded_bytes(store)
-    return size // limit > (size - added) // limit and size > limit
+    """Whether an append of ``added`` bytes took a key past :func:`~.spread.crowded_bytes` and
+    past a multiple of a quarter of that: a key so long may belong to a signal its deliverers
+    spread, so the sender looks (a read of a tiny key, a few times per filling)."""
+    step = spread.crowded_bytes(store) >> 2
+    return size > 4 * step and size // step > (size - added) // step
 
 
-def look_home(conn: Connection, settings: Settings, queues: tuple[str, ...]) -> tuple[str, ...]:
-    """Learn how far a signal has spread from the marker in its own queue key (a read, no
-    write); returns its queue keys now. A thread that learns of new shards sends to one."""
+def look_home(
+    conn: Connection, settings: Settings, queues: tuple[str, ...], *, home_too: bool = False
+) -> tuple[str, ...]:
+    """Learn how far a signal has spread from its spread key (a read of one marker, no
+    write; ``home_too``: and from its own queue key, where the spread key was evicted);
+    returns its queue keys now. A thread that learns of new shards sends to one."""
     base = queues[0]
     try:
-        current = conn.gets_many([base]).get(base)
+        _learn_spread(conn, settings, base, home_too=home_too)
     except GaeSignalsError:
         return queues
-    if current is not None:
-        seen = parse_queue(current[0], base.encode(), settings.secret_keys).spread
-        spread.learn(settings, base, seen)
     wider = shard_queues(base, max(len(queues), spread.width(settings, base, 1)))
     if len(wider) > len(queues):
         stick(wider, rng.choice(wider[len(queues) :]))
     return wider
 
 
+def _learn_spread(
+    conn: Connection, settings: Settings, base: str, *, home_too: bool = False
+) -> None:
+    keys = [spread_key(base), base] if home_too else [spread_key(base)]
+    for value, _ in conn.gets_many(keys).values():
+        seen = parse_queue(value, base.encode(), settings.secret_keys).spread
+        spread.learn(settings, base, seen)
+
+
 def widen(conn: Connection, settings: Settings, queues: tuple[str, ...]) -> tuple[str, ...]:
     """Spread a signal (``queues``: its queue keys as this process knows them) over twice as
-    many shards, at most :data:`~.spread.MAX_SPREAD`: write the marker into its own queue key,
-    then use the new shards. Returns its queue keys now (``queues`` when it could not widen:
-    the marker write failed, or the signal is as wide as it gets).
-
-    The marker is written without reading what is there: one a process knowing less of the
-    spread writes only claims less than another already did, and deliverers keep the widest."""
+    many shards, at most :data:`~.spread.MAX_SPREAD`: write the marker into its own queue key
+    (for deliverers) and then into its spread key (for senders), then use the new shards.
+    Returns its queue keys now (``queues`` when it could not widen: the marker write failed,
+    or the signal is as wide as it gets). A signal already as wide in the store is learned."""
     base = queues[0]
-    known = max(len(queues), spread.width(settings, base, 1))
-    target = min(2 * known, spread.MAX_SPREAD)
-    if target <= known or base in registry.fixed_queues(settings.namespace):
-        return shard_queues(base, known)
+    if base in registry.fixed_queues(settings.namespace):
+        return queues
     try:
-        append_frames(conn, settings.store, {base: spread.marker(settings, base, target)})
+        _learn_spread(conn, settings, base)
+        known = max(len(queues), spread.width(settings, base, 1))
+        target = min(2 * known, spread.MAX_SPREAD)
+        if target > known and known == len(queues):
+            marker = spread.marker(settings, base, target)
+            append_frames(conn, settings.store, {base: marker})
+            conn.set_many({spread_key(base): marker})
+            spread.learn(settings, base, target)
     except GaeSignalsError:
-        return queues  # not written: stay as narrow as the deliverers know the signal
-    spread.learn(settings, base, target)
-    return shard_queues(base, target)
+        pass  # not written: stay as wide as the deliverers are known to read
+    return shard_queues(base, max(len(queues), spread.width(settings, base, 1)))
 
 
 def append_frames(
@@ -355,7 +366,7 @@ class _Write:
             options = [q for q in queues if q not in tried[key] and q not in pending]
             if not options and self.settings is not None:
                 # Every shard it knows is full: maybe one it does not know of yet.
-                queues = look_home(self.conn, self.settings, queues)
+                queues = look_home(self.conn, self.settings, queues, home_too=True)
                 options = [q for q in queues if q not in tried[key] and q not in pending]
             if not options:
                 continue

@@ -8,9 +8,13 @@ deliverer whose resets of the key kept losing to the appends. It writes a spread
 once that is stored sends to (or reads) the new shards. A signal declared with ``shards`` keeps
 exactly those.
 
-Senders that did not spread the signal learn the width from the marker when their key grows
-past a multiple of :func:`crowded_bytes` (memcached tells each append the key's size) or when
-every shard they know is full: a read of shard 0, about once per filling.
+The marker is also written to the signal's spread key (:func:`~gaesignals.keys.spread_key`),
+after shard 0, for senders: those that did not spread the signal read it when their key has
+grown past :func:`crowded_bytes` (memcached tells each append the key's size; a read every
+quarter of that while it stays long) or when every shard they know is full (then shard 0 too,
+in case the spread key was evicted). It is only ever read where a key is long, so it costs
+quiet signals nothing, and since it is written after shard 0, a sender that learns a width
+from it can never send where deliverers do not read.
 
 Every delivery reads shard 0 anyway, so each deliverer learns the width there, at no cost to
 quiet signals, and reads the new shards at once (the delivery takes again). A delivery's reset
