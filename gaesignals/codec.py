@@ -19,8 +19,9 @@ from .keys import SignalKeys
 PICKLE_PROTOCOL = 5
 
 
-def encode_payload(data: Any, keys: SignalKeys, settings: Settings) -> bytes:
-    """Serialize and frame one payload, refusing one that could never fit in the store."""
+def encode_payload(data: Any, keys: SignalKeys, settings: Settings, meta: bytes = b"") -> bytes:
+    """Serialize and frame one payload (with its frame ``meta``data), refusing one that could
+    never fit in the store."""
     try:
         if settings.codec == "json":
             body = json.dumps(data, separators=(",", ":")).encode("utf-8")
@@ -31,7 +32,11 @@ def encode_payload(data: Any, keys: SignalKeys, settings: Settings) -> bytes:
             f"cannot {settings.codec}-encode the payload for {keys.queue!r}: {error}"
         ) from error
     frame = frames.encode(
-        body, keys.queue.encode(), settings.secret_keys, json_body=settings.codec == "json"
+        body,
+        keys.queue.encode(),
+        settings.secret_keys,
+        json_body=settings.codec == "json",
+        meta=meta,
     )
     if len(frame) > settings.store.max_value_size:
         raise PayloadTooLarge(

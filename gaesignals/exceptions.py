@@ -7,6 +7,7 @@
      ├── ConfigurationError  (also ValueError)  bad store URL, short secret key
      ├── PayloadTooLarge     (also ValueError)  one payload cannot fit in one cache item
      ├── UnserializablePayload (also TypeError) the codec cannot encode the payload
+     ├── InvalidDelay        (also ValueError)  a send's delay or eta that cannot be honoured
      ├── QueueFull                              the signal's pending bytes would pass the item limit
      ├── StoreUnavailable                       the cache is down, timed out or refused the call
      │    ├── PartialFailure                    a batch failed on some servers of a cluster
@@ -42,6 +43,11 @@ class PayloadTooLarge(GaeSignalsError, ValueError):
 
 class UnserializablePayload(GaeSignalsError, TypeError):
     """The payload cannot be pickled (or JSON-encoded, with the JSON codec); nothing was written."""
+
+
+class InvalidDelay(GaeSignalsError, ValueError):
+    """A send's ``delay`` or ``eta`` is negative, past the longest delay, naive, not a time, or
+    given together; nothing was written."""
 
 
 class QueueFull(GaeSignalsError):

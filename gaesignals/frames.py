@@ -4,18 +4,22 @@ A signal's value in the cache is a run of frames, appended one after another::
 
     offset  size  field
     0       2     magic  b"\\xa7\\x5c"  (lets a reader find the next frame after a bad one)
-    2       1     version (2)
+    2       1     version (3)
     3       1     flags: bit 0 = signed (a 32-byte tag follows the header), bit 1 = JSON body,
                   bit 2 = spread marker (not a payload: its 1-byte body is how many shards
                   the signal has spread over, see :mod:`gaesignals.queue.spread`)
     4       2     attempts: failed reliable deliveries so far (rewritten with the seal)
-    6       4     length of the body, big-endian
-    10      8     frame id: the sender's Unix time in whole seconds (4 bytes, big-endian), then
+    6       2     length of the metadata, big-endian (0: none)
+    8       4     length of the body, big-endian
+    12      8     frame id: the sender's Unix time in whole seconds (4 bytes, big-endian), then
                   4 random bytes; unique to this payload (reliable delivery's progress cursor
                   names a payload by it; ``ttl`` and the age of the oldest pending payload read
                   its time)
-    18      32    tag, only when signed: keyed BLAKE2b-256 over the signal's key, bytes 2-3,
-                  the id and the body
+    20      32    tag, only when signed: keyed BLAKE2b-256 over the signal's key, bytes 2-3,
+                  the id, the metadata and the body
+    ..      m     metadata: entries of a type (1 byte), a length (1 byte) and a value; type 1
+                  is the payload's not-before time (8 bytes, big-endian Unix milliseconds);
+                  a reader skips types it does not know
     ..      n     body: the pickled (or JSON) payload
     ..      4     seal: CRC-32 (little-endian) of every byte before it in the frame, started
                   from :data:`SEALED`
@@ -28,7 +32,7 @@ by frame, resynchronising on the magic after a bad one. The CRC catches truncati
 cheaply; the tag, when a secret key is configured, is what makes a frame trusted. A frame is
 never deserialized unless it passed both.
 
-Only version 2 exists: a frame of any other version reads as an unreadable region. A spread
+Only version 3 exists: a frame of any other version reads as an unreadable region. A spread
 marker is checked like any frame (a forged one is an unreadable region), never handed to a
 handler and never counted as a payload.
 """
@@ -48,7 +52,7 @@ from functools import lru_cache
 from typing import Any, NamedTuple
 
 MAGIC = b"\xa7\x5c"
-VERSION = 2
+VERSION = 3
 FLAG_SIGNED = 0x01
 FLAG_JSON = 0x02
 FLAG_SPREAD = 0x04
@@ -56,8 +60,12 @@ _KNOWN_FLAGS = FLAG_SIGNED | FLAG_JSON | FLAG_SPREAD
 #: The widest spread a marker can claim; a larger claim reads as this (bounded work per read).
 MAX_SPREAD = 16
 
-HEADER = struct.Struct(">2sBBHI8s")
-HEADER_SIZE = HEADER.size  # 18
+HEADER = struct.Struct(">2sBBHHI8s")
+HEADER_SIZE = HEADER.size  # 20
+#: Metadata entry types.
+META_NOT_BEFORE = 1
+#: The longest metadata a frame may carry.
+MAX_META = 0xFFFF
 TAG_SIZE = 32
 SEAL_SIZE = 4
 #: CRC-32's residue: the CRC of any bytes followed by their own CRC (little-endian). A frame's
@@ -87,6 +95,37 @@ class Frame(NamedTuple):
     attempts: int
     ident: bytes
     body: bytes
+    #: Its metadata entries, raw (see :func:`metadata`); b"" for most payloads.
+    meta: bytes = b""
+
+
+def metadata(meta: bytes) -> dict[int, bytes] | None:
+    """A frame's metadata entries by type (the last of a type wins), or None when they do not
+    fit the bytes they are in."""
+    entries: dict[int, bytes] = {}
+    pos, size = 0, len(meta)
+    while pos < size:
+        if pos + 2 > size or pos + 2 + meta[pos + 1] > size:
+            return None
+        entries[meta[pos]] = meta[pos + 2 : pos + 2 + meta[pos + 1]]
+        pos += 2 + meta[pos + 1]
+    return entries
+
+
+def meta_entry(kind: int, value: bytes) -> bytes:
+    """One metadata entry, to join with others as an :func:`encode` ``meta``."""
+    if not 0 <= kind <= 0xFF or len(value) > 0xFF:
+        raise ValueError("a metadata entry is a type byte and at most 255 bytes")
+    return bytes((kind, len(value))) + value
+
+
+def not_before(frame: Frame) -> int:
+    """The Unix millisecond before which ``frame`` is not to be delivered (0: none)."""
+    if not frame.meta:
+        return 0
+    entries = metadata(frame.meta) or {}
+    value = entries.get(META_NOT_BEFORE, b"")
+    return int.from_bytes(value, "big") if len(value) == 8 else 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,9 +169,10 @@ def _payloads_in(value: bytes, start: int, end: int) -> int:
         count += 1
         pos = at + len(MAGIC)
         if end - at >= HEADER_SIZE + SEAL_SIZE:
-            head, _, length, _ = _FAST_HEADER.unpack_from(value, at)
-            if head in _V2_HEADS:
-                size = (_SIGNED_SIZE if head & FLAG_SIGNED else HEADER_SIZE) + length + SEAL_SIZE
+            head, _, meta, length, _ = _FAST_HEADER.unpack_from(value, at)
+            if head in _HEADS:
+                tagged = _SIGNED_SIZE if head & FLAG_SIGNED else HEADER_SIZE
+                size = tagged + meta + length + SEAL_SIZE
                 if at + size <= end:
                     pos = at + size
     return max(count, 1)
@@ -147,17 +187,21 @@ def encode(
     attempts: int = 0,
     ident: bytes | None = None,
     flags: int = 0,
+    meta: bytes = b"",
 ) -> bytes:
-    """Frame one serialized payload for ``signal_key``, signed with the first secret key if any."""
+    """Frame one serialized payload (with its ``meta``data entries, see :func:`meta_entry`)
+    for ``signal_key``, signed with the first secret key if any."""
     if json_body:
         flags |= FLAG_JSON
     if ident is None:
         ident = ((int(clock()) & 0xFFFFFFFF) << 32 | _ids.getrandbits(32)).to_bytes(8, "big")
-    head = HEADER.pack(MAGIC, VERSION, flags, min(attempts, MAX_ATTEMPTS_FIELD), len(body), ident)
     if secret_keys:
         flags |= FLAG_SIGNED
-        head = head[:3] + bytes((flags,)) + head[4:]
-        head += _tag(secret_keys[0], signal_key, bytes((VERSION, flags)) + ident + body)
+    attempts = min(attempts, MAX_ATTEMPTS_FIELD)
+    head = HEADER.pack(MAGIC, VERSION, flags, attempts, len(meta), len(body), ident)
+    if secret_keys:
+        head += _tag(secret_keys[0], signal_key, bytes((VERSION, flags)) + ident + meta + body)
+    head += meta
     return head + body + _seal(body, head)
 
 
@@ -177,7 +221,7 @@ def _seal(body: bytes, head: bytes) -> bytes:
 
 
 def reseal(raw_frame: bytes) -> bytes:
-    """``raw_frame`` (one whole version 2 frame, maybe edited) with its seal made right."""
+    """``raw_frame`` (one whole frame, maybe edited) with its seal made right."""
     unsealed = raw_frame[:-SEAL_SIZE]
     return unsealed + zlib.crc32(unsealed, SEALED).to_bytes(4, "little")
 
@@ -282,12 +326,13 @@ class _Walk:
         while pos < size:
             if size - pos < HEADER_SIZE + SEAL_SIZE:
                 return pos, "truncated header"
-            head, attempts, length, ident = unpack(value, pos)
-            if head not in _V2_HEADS:
+            head, attempts, meta_length, length, ident = unpack(value, pos)
+            if head not in _HEADS:
                 return pos, _refused(value, pos)
             flags = head & 0xFF
             tag_end = pos + (_SIGNED_SIZE if flags & FLAG_SIGNED else HEADER_SIZE)
-            end = tag_end + length + SEAL_SIZE
+            body_start = tag_end + meta_length
+            end = body_start + length + SEAL_SIZE
             if end > size:
                 return pos, "declared length runs past the end of the value"
             if not sealed:
@@ -296,28 +341,30 @@ class _Walk:
                     return pos, _GIVE_UP
                 if zlib.crc32(self.view[pos:end], SEALED) != SEALED:
                     return pos, "CRC mismatch"
-            body = value[tag_end : end - SEAL_SIZE]
+            body = value[body_start : end - SEAL_SIZE]
+            meta = value[tag_end:body_start] if meta_length else b""
             if secret_keys:
                 if not flags & FLAG_SIGNED:
                     return pos, "unsigned frame while a secret key is configured"
                 tag = value[pos + HEADER_SIZE : tag_end]
-                if not _verify(
-                    secret_keys, self.signal_key, value[pos + 2 : pos + 4], ident, body, tag
-                ):
+                vf = value[pos + 2 : pos + 4]
+                if not _verify(secret_keys, self.signal_key, vf, ident, meta + body, tag):
                     return pos, "signature mismatch"
+            if meta and metadata(meta) is None:
+                return pos, "malformed metadata"
             if flags & FLAG_SPREAD:
                 if len(body) != 1 or not body[0]:
                     return pos, "malformed spread marker"
                 self.spread = max(self.spread, min(body[0], MAX_SPREAD))
                 self.marker_bytes += end - pos
             else:
-                append(new(Frame, (pos, end, flags, attempts, ident, body)))
+                append(new(Frame, (pos, end, flags, attempts, ident, body, meta)))
             pos = end
         return pos, ""
 
 
 def _refused(value: bytes, pos: int) -> str:
-    """Why the header at ``pos`` is not a version 2 frame's."""
+    """Why the header at ``pos`` is not a version 3 frame's."""
     if value[pos : pos + 2] != MAGIC:
         return "no frame magic"
     if value[pos + 2] != VERSION:
@@ -328,11 +375,12 @@ def _refused(value: bytes, pos: int) -> str:
 def pickled_bodies(
     value: bytes, signal_key: bytes, secret_keys: Sequence[bytes] = ()
 ) -> list[bytes] | None:
-    """The bodies of a clean value whose frames are all pickle frames, in order; None when
-    anything is unusual (damage, garbage, a JSON frame, a bad tag), and :func:`parse` must be
-    used. For weak delivery's common case: one seal check, then the headers walked with
-    nothing built per frame but its body. It is :class:`_Walk` specialised to that case, kept
-    apart because the general walk costs 2.6 times as much per frame here (BENCHMARKS.md)."""
+    """The bodies of a clean value whose frames are all pickle frames without metadata, in
+    order; None when anything is unusual (damage, garbage, a JSON frame, metadata, a marker, a
+    bad tag), and :func:`parse` must be used. For weak delivery's common case: one seal check,
+    then the headers walked with nothing built per frame but its body. It is :class:`_Walk`
+    specialised to that case, kept apart because the general walk costs 2.6 times as much per
+    frame here (BENCHMARKS.md)."""
     size = len(value)
     if not size or zlib.crc32(value, SEALED) != SEALED:
         return None
@@ -344,8 +392,8 @@ def pickled_bodies(
         last = size - HEADER_SIZE - SEAL_SIZE
         append = bodies.append
         while pos <= last:
-            head, length = unpack_short(value, pos)
-            if head != plain and head != signed:
+            head, meta_length, length = unpack_short(value, pos)
+            if (head != plain and head != signed) or meta_length:
                 return None
             start = pos + (HEADER_SIZE if head == plain else _SIGNED_SIZE)
             pos = start + length
@@ -359,8 +407,8 @@ def pickled_bodies(
     last = size - HEADER_SIZE - SEAL_SIZE
     pos = 0
     while pos <= last:  # with a key, every frame must be signed by one of them
-        head, _, length, ident = unpack(value, pos)
-        if head != signed:
+        head, _, meta_length, length, ident = unpack(value, pos)
+        if head != signed or meta_length:
             return None
         start = pos + _SIGNED_SIZE
         end = start + length
@@ -379,15 +427,15 @@ def pickled_bodies(
     return bodies if pos == size else None
 
 
-# Version 2's header with magic, version and flags read as one number; every valid one of them.
-_FAST_HEADER = struct.Struct(">IHI8s")
-_V2_HEADS = frozenset(
+# The header with magic, version and flags read as one number; every valid one of them.
+_FAST_HEADER = struct.Struct(">IHHI8s")
+_HEADS = frozenset(
     int.from_bytes(MAGIC + bytes((VERSION, flags)), "big") for flags in range(_KNOWN_FLAGS + 1)
 )
 _SIGNED_SIZE = HEADER_SIZE + TAG_SIZE
-# Version 2's magic, version and flags as one number, and the body's length.
-_SHORT_HEADER = struct.Struct(">I2xI")
-# Version 2 pickle frames' heads: unsigned, signed.
+# The magic, version and flags as one number, the metadata's length and the body's length.
+_SHORT_HEADER = struct.Struct(">I2xHI")
+# Pickle frames' heads: unsigned, signed.
 _PICKLE_HEADS = (
     int.from_bytes(MAGIC + bytes((VERSION, 0)), "big"),
     int.from_bytes(MAGIC + bytes((VERSION, FLAG_SIGNED)), "big"),
@@ -407,7 +455,7 @@ def _keyed(secret_key: bytes, signal_key: bytes) -> Any:
 
 
 def _tag(secret_key: bytes, signal_key: bytes, message: bytes) -> bytes:
-    """A version 2 frame's tag: keyed BLAKE2b-256 (a MAC by design: the key is part of the
+    """A frame's tag: keyed BLAKE2b-256 (a MAC by design: the key is part of the
     hash's own input, no HMAC nesting needed) over the signal's key, a zero byte and
     ``message``; a copied state and one update, about half the time of HMAC-SHA256."""
     state = _keyed(secret_key, signal_key).copy()

@@ -8,6 +8,7 @@ never reports success for a payload that is not in the cache.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from datetime import datetime, timedelta
 from typing import Any
 
 from .codec import encode_payload
@@ -17,6 +18,7 @@ from .exceptions import QueueFull
 from .keys import check_name, signal_keys
 from .queue.append import append_frames, append_one
 from .queue.routing import route
+from .timing import meta_for, not_before
 
 
 class Signal:
@@ -37,20 +39,36 @@ class Signal:
     def __hash__(self) -> int:
         return hash((Signal, self.name))
 
-    def send(self, data: Any = None) -> None:
+    def send(
+        self,
+        data: Any = None,
+        *,
+        delay: float | timedelta | None = None,
+        eta: datetime | None = None,
+    ) -> None:
         """Store ``data`` for later delivery, or raise.
 
-        Raises :class:`PayloadTooLarge` (nothing written), :class:`QueueFull` (the signal holds
-        too many undelivered bytes), :class:`StoreUnavailable` (the cache is down).
+        ``delay`` (seconds or a timedelta) or ``eta`` (an aware datetime) holds the payload
+        back from every delivery until then (see :mod:`gaesignals.timing` for the longest).
+        Raises :class:`InvalidDelay` or :class:`PayloadTooLarge` (nothing written),
+        :class:`QueueFull` (the signal holds too many undelivered bytes),
+        :class:`StoreUnavailable` (the cache is down).
         """
-        send(self.name, data)
+        send(self.name, data, delay=delay, eta=eta)
 
 
-def send(name: str, data: Any = None) -> None:
+def send(
+    name: str,
+    data: Any = None,
+    *,
+    delay: float | timedelta | None = None,
+    eta: datetime | None = None,
+) -> None:
     """``Signal(name).send(data)``: ``send_multi([(name, data)])`` in fewer steps."""
     settings = get_settings()
     keys = signal_keys(check_name(name), settings.namespace)
-    frame = encode_payload(data, keys, settings)
+    due = not_before(delay, eta) if delay is not None or eta is not None else 0
+    frame = encode_payload(data, keys, settings, meta_for(due))
     if settings.eager and has_receivers(name):
         send_now(name, data)
         return
@@ -60,16 +78,21 @@ def send(name: str, data: Any = None) -> None:
 
 def send_multi(
     signals: Mapping[str, Any] | Iterable[str | tuple[str, Any]],
+    *,
+    delay: float | timedelta | None = None,
+    eta: datetime | None = None,
 ) -> None:
     """Send many signals at once, in the fewest store calls.
 
     Takes ``{name: data}``, or an iterable of names (data ``None``) and ``(name, data)`` pairs;
-    several payloads for one name keep their order. Every payload is encoded and checked
-    before anything is written. If a signal cannot take its payloads, the exception
+    several payloads for one name keep their order; ``delay`` or ``eta`` holds every one of
+    them back (see :meth:`Signal.send`). Every payload is encoded and checked before anything
+    is written. If a signal cannot take its payloads, the exception
     (:class:`QueueFull`, :class:`Contention`) lists the keys left unwritten in ``keys``;
     the other signals' payloads were stored.
     """
     settings = get_settings()
+    meta = meta_for(not_before(delay, eta))
     items: Iterable[str | tuple[str, Any]] = (
         signals.items() if isinstance(signals, Mapping) else signals
     )
@@ -80,7 +103,7 @@ def send_multi(
     for item in items:
         name, data = (item, None) if isinstance(item, str) else item
         keys = signal_keys(check_name(name), settings.namespace)
-        frame = encode_payload(data, keys, settings)
+        frame = encode_payload(data, keys, settings, meta)
         if settings.eager and has_receivers(name):
             eager.append((name, data))
             continue

@@ -30,12 +30,15 @@ REPORTED = ("sent", "delivered", "failed", "dead_lettered", "dropped", "expired"
 
 
 class Pending(NamedTuple):
-    """A signal's backlog: valid frames waiting, their bytes, and the age in seconds of the
-    oldest (None when nothing waits)."""
+    """A signal's backlog: valid payloads pending, their bytes, the age in seconds of the
+    oldest due one (since it was due; None when none is), how many of them wait for a later
+    time (a send's ``delay`` or ``eta``), and the Unix time the first of those is due."""
 
     count: int  # type: ignore[assignment]  # shadows tuple.count, by design of the API
     bytes: int
     oldest_age: float | None
+    waiting: int = 0
+    next_due: float | None = None
 
 
 def _names(names: str | Iterable[str]) -> list[str]:
@@ -55,7 +58,10 @@ def pending(names: str | Iterable[str]) -> dict[str, Pending]:
     keys = {name: signal_keys(name, settings.namespace) for name in wanted}
     count = dict.fromkeys(wanted, 0)
     size = dict.fromkeys(wanted, 0)
-    oldest: dict[str, int] = {}
+    oldest: dict[str, float] = {}
+    waiting = dict.fromkeys(wanted, 0)
+    upcoming: dict[str, float] = {}
+    now = frames.clock()
     todo = wanted
     read: set[str] = set()
     with settings.store.connection() as conn:
@@ -74,16 +80,22 @@ def pending(names: str | Iterable[str]) -> dict[str, Pending]:
                     learn(settings, keys[name].queue, parsed.spread)
                 count[name] += len(parsed.found)
                 size[name] += len(value) - parsed.marker_bytes
-                if parsed.found:
-                    first = min(frames.sent_at(f.ident) for f in parsed.found)
-                    oldest[name] = min(first, oldest.get(name, first))
+                for frame in parsed.found:
+                    due = frames.not_before(frame) / 1000 if frame.meta else 0.0
+                    if due > now:
+                        waiting[name] += 1
+                        upcoming[name] = min(due, upcoming.get(name, due))
+                    else:
+                        since = max(float(frames.sent_at(frame.ident)), due)
+                        oldest[name] = min(since, oldest.get(name, since))
             todo = [n for n in todo if settings.widths.generation != before]
-    now = time.time()
     return {
         name: Pending(
             count[name],
             size[name],
             max(now - oldest[name], 0.0) if name in oldest else None,
+            waiting[name],
+            upcoming.get(name),
         )
         for name in wanted
     }

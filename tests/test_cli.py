@@ -336,19 +336,22 @@ class FakePending(NamedTuple):
     count: int
     bytes: int
     oldest_age: float | None
+    waiting: int = 0
+    next_due: float | None = None
 
 
 def test_pending_table_and_json(
     app: Path, memory: MemoryStore, capsys: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """pending prints each named signal's count, bytes and oldest age, from
-    gaesignals.pending(names) (faked here), once per name, in the order given."""
+    """pending prints each named signal's count, bytes, payloads waiting for a delay and
+    oldest age, from gaesignals.pending(names) (faked here), once per name, in the order
+    given."""
     asked: list[list[str]] = []
 
     def fake(names: list[str]) -> dict[str, FakePending]:
         asked.append(list(names))
         return {
-            "audit": FakePending(3, 150, 12.34),
+            "audit": FakePending(3, 150, 12.34, 1, 1_800_000_000.5),
             "user_7_notice": FakePending(0, 0, None),
         }
 
@@ -357,14 +360,26 @@ def test_pending_table_and_json(
     assert (code, err) == (0, "")
     assert asked == [["user_7_notice", "audit"]]
     assert out.splitlines() == [
-        "signal          pending       bytes  oldest",
-        "user_7_notice         0           0  -",
-        "audit                 3         150  12.3s",
+        "signal          pending       bytes   waiting  oldest",
+        "user_7_notice         0           0         0  -",
+        "audit                 3         150         1  12.3s",
     ]
     code, out, _ = run(capsys, "pending", "audit", "user_7_notice", "--json")
     assert json.loads(out) == {
-        "audit": {"count": 3, "bytes": 150, "oldest_age": 12.34},
-        "user_7_notice": {"count": 0, "bytes": 0, "oldest_age": None},
+        "audit": {
+            "count": 3,
+            "bytes": 150,
+            "oldest_age": 12.34,
+            "waiting": 1,
+            "next_due": 1_800_000_000.5,
+        },
+        "user_7_notice": {
+            "count": 0,
+            "bytes": 0,
+            "oldest_age": None,
+            "waiting": 0,
+            "next_due": None,
+        },
     }
     assert list(json.loads(out)) == ["audit", "user_7_notice"]
     assert run(capsys, "pending")[0] == 2  # at least one name
@@ -377,7 +392,8 @@ def test_pending_with_the_library_function(app: Path, memory: MemoryStore, capsy
     code, out, err = run(capsys, "pending", "a", "b", "--json")
     assert (code, err) == (0, "")
     shown = json.loads(out)
-    assert (shown["a"]["count"], shown["b"]) == (2, {"count": 0, "bytes": 0, "oldest_age": None})
+    empty = {"count": 0, "bytes": 0, "oldest_age": None, "waiting": 0, "next_due": None}
+    assert (shown["a"]["count"], shown["b"]) == (2, empty)
     assert shown["a"]["bytes"] > 0 and shown["a"]["oldest_age"] >= 0
     assert run(capsys, "pending", "a")[1].splitlines()[1].split()[:3] == [
         "a",

@@ -51,18 +51,19 @@ def test_signature_binds_key_and_rotation_accepts_old_keys() -> None:
 
 @pytest.mark.parametrize("key_length", [1, 32, 63, 64, 65, 200])
 def test_tags_are_keyed_blake2b(key_length: int) -> None:
-    """A version 2 tag is keyed BLAKE2b-256 over the signal's key, a zero byte, the version
-    and flags, the id and the body, for keys of any length (one past BLAKE2b's 64-byte key
+    """A tag is keyed BLAKE2b-256 over the signal's key, a zero byte, the version and flags,
+    the id, the metadata and the body, for keys of any length (one past BLAKE2b's 64-byte key
     limit is hashed first)."""
     import hashlib
 
     secret = bytes(range(1, 256))[:key_length]
-    raw = frames.encode(b"body", b"gs::q:x", [secret], ident=b"12345678")
+    meta = frames.meta_entry(frames.META_NOT_BEFORE, bytes(8))
+    raw = frames.encode(b"body", b"gs::q:x", [secret], ident=b"12345678", meta=meta)
     key = secret if key_length <= 64 else hashlib.blake2b(secret).digest()
     expected = hashlib.blake2b(
-        b"gs::q:x\x00" + raw[2:4] + b"12345678" + b"body", key=key, digest_size=32
+        b"gs::q:x\x00" + raw[2:4] + b"12345678" + meta + b"body", key=key, digest_size=32
     )
-    assert raw[18:50] == expected.digest()
+    assert raw[20:52] == expected.digest()
     found, bad = frames.parse(raw, b"gs::q:x", [b"other-key" * 4, secret])
     assert bad == [] and [f.body for f in found] == [b"body"]
 

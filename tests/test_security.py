@@ -117,8 +117,9 @@ def recrc(frame: bytes) -> bytes:
     """Reseal a frame for its declared layout, as an attacker who tampers would: the seal
     after the declared body is made the CRC of every byte before it."""
     fields = frames.HEADER.unpack_from(frame)
-    flags, length = fields[2], fields[4]
-    end = frames.HEADER_SIZE + (frames.TAG_SIZE if flags & frames.FLAG_SIGNED else 0) + length
+    flags, meta, length = fields[2], fields[4], fields[5]
+    tag = frames.TAG_SIZE if flags & frames.FLAG_SIGNED else 0
+    end = frames.HEADER_SIZE + tag + meta + length
     head = frame[:end]
     return head + zlib.crc32(head, frames.SEALED).to_bytes(4, "little") + frame[end + 4 :]
 
@@ -623,7 +624,7 @@ def test_dead_letters_survives_an_undecodable_letter(raw: RawAccess, gadget: Gad
 def fake_header(flags: int, length: int, crc: int = 0) -> bytes:
     """A frame header with the given flags, declared length and CRC, zeros elsewhere."""
     header = bytearray(frames.HEADER_SIZE)
-    struct.pack_into(">2sBBHII", header, 0, frames.MAGIC, frames.VERSION, flags, 0, length, crc)
+    struct.pack_into(">2sBBHHII", header, 0, frames.MAGIC, frames.VERSION, flags, 0, 0, length, crc)
     return bytes(header)
 
 
@@ -641,7 +642,7 @@ def _garbage(kind: str) -> bytes:
     if kind == "signed-past-end":
         return fake_header(frames.FLAG_SIGNED, 900_000) + b"x" * 40
     if kind == "wrong-version":
-        return recrc(frame[:2] + b"\x03" + frame[3:])
+        return recrc(frame[:2] + b"\x04" + frame[3:])
     if kind == "unknown-flags":
         return recrc(frame[:3] + bytes((frame[3] | 0x80,)) + frame[4:])
     if kind == "magic-storm":

@@ -186,9 +186,9 @@ def test_lost_is_checked_once_per_interval(
             take = store.native.take_many
 
             class Noted:
-                def take_many(self, groups: list[TakeGroup]) -> Any:
+                def take_many(self, groups: list[TakeGroup], now: int = 0) -> Any:
                     seen.append([k for group in groups for k in (*group.read, *group.queues)])
-                    return take(groups)
+                    return take(groups, now)
 
                 def __getattr__(self, name: str) -> Any:
                     return getattr(store.native, name)

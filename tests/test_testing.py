@@ -23,7 +23,7 @@ class FakeNative:
         self.takes: list[list[TakeGroup]] = []
         self.acks: list[tuple[str, bytes, bytes]] = []
 
-    def take_many(self, groups: Sequence[TakeGroup]) -> Taken:
+    def take_many(self, groups: Sequence[TakeGroup], now: int = 0) -> Taken:
         self.takes.append(list(groups))
         return Taken(values={"q": b"frames"}, read={}, counted={"q": 1})
 

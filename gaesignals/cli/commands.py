@@ -112,17 +112,23 @@ def show_pending(args: argparse.Namespace) -> int:
         print(
             json.dumps(
                 {
-                    name: {"count": p.count, "bytes": p.bytes, "oldest_age": p.oldest_age}
+                    name: {
+                        "count": p.count,
+                        "bytes": p.bytes,
+                        "oldest_age": p.oldest_age,
+                        "waiting": p.waiting,
+                        "next_due": p.next_due,
+                    }
                     for name, p in rows.items()
                 }
             )
         )
         return EXIT_OK
     width = max(len("signal"), *(len(name) for name in names))
-    print(f"{'signal':<{width}}  {'pending':>8}  {'bytes':>10}  oldest")
+    print(f"{'signal':<{width}}  {'pending':>8}  {'bytes':>10}  {'waiting':>8}  oldest")
     for name, p in rows.items():
         age = "-" if p.oldest_age is None else f"{p.oldest_age:.1f}s"
-        print(f"{name:<{width}}  {p.count:>8}  {p.bytes:>10}  {age}")
+        print(f"{name:<{width}}  {p.count:>8}  {p.bytes:>10}  {p.waiting:>8}  {age}")
     return EXIT_OK
 
 

@@ -26,6 +26,7 @@ from ..queue.lease import Holder, acquire, release
 from ..queue.spread import home_value, learn, width
 from ..queue.take import acknowledge
 from ..registry import SignalSpec
+from ..timing import now_ms
 from .plan import plan_of
 from .runner import Runner
 
@@ -197,6 +198,9 @@ class _Shard:
         self.keys = keys
         self.key = key
         self.value, self.token = item
+        #: When what is due was decided (Unix ms), and the indexes of the payloads not due.
+        self.now = 0
+        self.waiting: set[int] = set()
         #: What stays at the head whatever is removed: a spread signal's marker, in its own key.
         self.home = (
             home_value(runner.settings, key, runner.spec.shards) if key == keys.queue else b""
@@ -207,7 +211,17 @@ class _Shard:
 
     def deliver(self, parsed: ParsedFrames, run: _ReliableRun) -> int:
         found, bad = parsed
-        first, crashed = _resume(found, self.progress) if self.progress else (0, None)
+        resumed = _resume(found, self.progress) if self.progress else None
+        first, crashed, decided = resumed if resumed is not None else (0, None, None)
+        # What is due is decided once per shard, and a successor decides as its predecessor
+        # did (the cursor says when): a payload it skipped as not due is never taken as done.
+        self.now = decided if decided is not None else now_ms()
+        self.waiting = {
+            i for i, f in enumerate(found) if f.meta and frames.not_before(f) > self.now
+        }
+        if len(self.waiting) == len(found) and not bad:  # nothing due: nothing to write
+            run.bumps[self.keys.counter("accounted")] -= len(found)
+            return 0
         if crashed is not None:
             logger.warning(
                 "gaesignals: a delivery of signal %r died running a payload (its attempt %d of "
@@ -224,7 +238,9 @@ class _Shard:
                 first,
             )
         delivered, expired, keep, cut = self._run(found, first, crashed, run)
-        keep = self.home + keep
+        # Payloads not due yet before the cut stay, in order, ahead of what _run kept.
+        held = [f for i, f in enumerate(found) if i in self.waiting and f.end <= cut]
+        keep = self.home + b"".join(self.value[f.start : f.end] for f in held) + keep
         self.runner.log_expired(expired)
         if cut < 0:  # lost the lock: everything stays queued
             run.bumps[self.keys.counter("accounted")] -= len(found) + frames.dropped(bad)
@@ -246,6 +262,8 @@ class _Shard:
         delivered = expired = 0
         for index in range(first, len(found)):
             frame = found[index]
+            if index in self.waiting:
+                continue  # not due yet: it stays, and the cursor never names it
             if not self.holder.still_holds(keys.lock):
                 logger.warning(
                     "gaesignals: lost the lock of %r mid-delivery; stopping there", self.runner.name
@@ -260,7 +278,8 @@ class _Shard:
                 ok = False  # it killed its deliverer max_attempts times: not run again
             else:
                 if self.progress is not None:
-                    conn.set_many({self.cursor_key: _cursor(frame, running=tried + 1)})
+                    cursor = _cursor(frame, self.now, running=tried + 1)
+                    conn.set_many({self.cursor_key: cursor})
                     self.progress = b"written"
                 ok, _ = self.runner.run(frame)
                 tried += 1
@@ -289,7 +308,8 @@ class _Shard:
         timed-out one may still apply: kept)."""
         keys, conn = self.keys, self.holder.conn
         dropped = sum(r.payloads for r in bad if r.end <= cut)
-        removed = sum(f.end <= cut for f in found) + dropped
+        waiting = self.waiting
+        removed = sum(f.end <= cut and i not in waiting for i, f in enumerate(found)) + dropped
         accounted = keys.counter("accounted")
         bumps[keys.counter("dropped")] += dropped
         bumps[keys.counter("expired")] += expired
@@ -297,11 +317,11 @@ class _Shard:
         store = self.runner.settings.store
         if not acknowledge(conn, store, self.runner.name, self.key, self.value, self.token, keep):
             bumps[accounted] -= removed
-            done = [frame for frame in found if frame.end <= cut]
+            done = [f for i, f in enumerate(found) if f.end <= cut and i not in waiting]
             if self.progress is not None and done:
                 # Not removed, but done: the cursor says so, and the next holder resumes after
                 # it (and removes them) instead of running them again.
-                conn.set_many({self.cursor_key: _cursor(done[-1])})
+                conn.set_many({self.cursor_key: _cursor(done[-1], self.now)})
                 return
         if self.progress:
             conn.delete_many([self.cursor_key])
@@ -323,27 +343,31 @@ class _Shard:
         return True
 
 
-def _cursor(frame: frames.Frame, *, running: int | None = None) -> bytes:
+def _cursor(frame: frames.Frame, now: int, *, running: int | None = None) -> bytes:
     """A progress cursor naming ``frame`` by its end offset and its id: finished, or (with
-    ``running``) about to run, with the attempts it counts should that run never return."""
+    ``running``) about to run, with the attempts it counts should that run never return; and
+    ``now``, when what is due was decided (Unix ms)."""
     named = b"%d:%s" % (frame.end, frame.ident.hex().encode())
-    return named if running is None else b"%s:%d" % (named, running)
+    return b"%s:%s:%d" % (named, b"" if running is None else b"%d" % running, now)
 
 
-def _resume(found: list[frames.Frame], cursor: bytes) -> tuple[int, int | None]:
-    """Where a predecessor's progress cursor says to resume (0 if it names no frame), and the
-    attempts of the payload it died running (None if it had finished it).
+def _resume(found: list[frames.Frame], cursor: bytes) -> tuple[int, int | None, int | None] | None:
+    """Where a predecessor's progress cursor says to resume, the attempts of the payload it
+    died running (None if it had finished it), and when it decided what was due; None if the
+    cursor names no frame.
 
     The cursor names a payload by offset and frame id; ids are random, so a cursor left over
     from an older value of the key can never match a frame of the new one.
     """
     end, _, rest = cursor.partition(b":")
-    ident, _, running = rest.partition(b":")
+    ident, _, rest = rest.partition(b":")
+    running, _, decided = rest.partition(b":")
+    when = int(decided) if 0 < len(decided) <= 15 and decided.isdigit() else None
     for index, frame in enumerate(found):
         if str(frame.end).encode() == end and frame.ident.hex().encode() == ident:
             if not running:
-                return index + 1, None
+                return index + 1, None, when
             if len(running) <= 5 and running.isdigit():
-                return index, min(int(running), frames.MAX_ATTEMPTS_FIELD)
-            return index, None  # a cursor we never write: run it, count nothing
-    return 0, None
+                return index, min(int(running), frames.MAX_ATTEMPTS_FIELD), when
+            return index, None, when  # a cursor we never write: run it, count nothing
+    return None

@@ -94,6 +94,9 @@ class Runner:
         return parsed
 
     def expired(self, frame: frames.Frame) -> bool:
+        """Older than the ttl, counted from when it was due (its send, or its not-before)."""
+        if frame.meta:
+            return max(frames.sent_at(frame.ident), frames.not_before(frame) // 1000) < self.cutoff
         return frames.sent_at(frame.ident) < self.cutoff
 
     def within_ttl(self, found: Found) -> Found:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence, Sized
 
 from .. import frames
 from ..accounting import check_lost, flush, flush_sent, lost_keys, read_order, schedule, take, tally
@@ -26,6 +26,7 @@ from ..queue.append import append_frames, widen
 from ..queue.spread import home_value, learn
 from ..registry import SignalSpec
 from ..stores import Connection, NativeQueue, TakeGroup
+from ..timing import now_ms
 from .plan import Layout, plan_of
 from .runner import Found
 
@@ -92,6 +93,11 @@ class _WeakRun:
         self.homes = dict(layout.homes)
         #: The signals found spread wider than this delivery reads them, and how wide.
         self.spread: dict[str, int] = {}
+        #: When this delivery decides what is due (Unix ms), once for all keys.
+        self.now = now_ms()
+        #: Each key's payloads not due yet, which stay queued: the frames, and the value (and
+        #: how far into the key's bytes it starts) they were parsed from.
+        self.waiting: dict[str, tuple[list[frames.Frame], bytes, int]] = {}
 
     # -- over the memcache primitives -------------------------------------------------------
 
@@ -144,7 +150,7 @@ class _WeakRun:
         resets (see ``Connection.cas_many``), so a reader never sees frames gone yet
         unaccounted; what a lost race or a failing handler changes is corrected afterwards."""
         homes = self.homes
-        taken = {key: (homes.get(key, b""), current[key][1]) for key in parsed}
+        taken = {key: (homes.get(key, b"") + self.kept(key), current[key][1]) for key in parsed}
         try:
             return conn.cas_many(taken, counters=counters or None)
         except PartialFailure as error:  # a cluster node failed: keep what was won
@@ -192,12 +198,14 @@ class _WeakRun:
                     self.homes.get(keys.queue, b""),
                 )
             )
-        taken = native.take_many(groups)
+        taken = native.take_many(groups, self.now)
         self.failure = taken.failure
         current = {key: (value, None) for key, value in (taken.read | taken.values).items()}
         parsed, owners = self.parse(current)
         if self.spread:
             self.put_back_markers(conn)
+        if self.waiting and taken.walked is not None:
+            self.put_back_waiting(conn, taken.walked)
         if checking:
             self.check_lost(conn, current, parsed)
         fresh = self.count(parsed, owners)
@@ -219,16 +227,41 @@ class _WeakRun:
         except GaeSignalsError:
             logger.warning("gaesignals: could not write back spread markers", exc_info=True)
 
+    def put_back_waiting(self, conn: Connection, walked: Mapping[str, int]) -> None:
+        """The store keeps the payloads not due yet that its walk of whole frames reached;
+        those past garbage it could not walk are appended back here."""
+        lost = {}
+        for key, (later, value, shift) in self.waiting.items():
+            reach = walked.get(key, 0)
+            past = [value[f.start : f.end] for f in later if f.start + shift >= reach]
+            if past:
+                lost[key] = b"".join(past)
+        if lost:
+            try:
+                append_frames(conn, self.settings.store, lost)
+            except GaeSignalsError:
+                logger.error("gaesignals: could not put back payloads not due yet", exc_info=True)
+
     # -- shared by both ----------------------------------------------------------------------
+
+    def kept(self, key: str) -> bytes:
+        """The bytes of ``key``'s payloads that are not due yet, which its reset keeps."""
+        held = self.waiting.get(key)
+        return b"" if held is None else b"".join(held[1][f.start : f.end] for f in held[0])
 
     def check_lost(
         self, conn: Connection, current: Mapping[str, tuple[bytes, object]], parsed: Parsed
     ) -> None:
         """The lost check of the signals due, but those found spread wider than read: their
-        new shards' payloads were not counted, and would read as lost (checked next time)."""
+        new shards' payloads were not counted, and would read as lost (checked next time).
+        Payloads not due yet are still queued, and counted so."""
         layout, spread = self.layout, self.spread
         keys = {name: k for name, k in layout.keys.items() if name not in spread}
-        check_lost(conn, keys, layout.names, current, parsed, self.bumps)
+        queued: dict[str, tuple[Sized, Sequence[frames.BadRegion]]] = dict(parsed)
+        for key, (later, _, _) in self.waiting.items():
+            found, bad = parsed.get(key, ((), []))
+            queued[key] = (range(len(found) + len(later)), bad)
+        check_lost(conn, keys, layout.names, current, queued, self.bumps)
         schedule.checked([name for name in self.checking if name not in spread], self.settings)
 
     def parse(self, current: Mapping[str, tuple[bytes, object]]) -> tuple[Parsed, dict[str, str]]:
@@ -262,11 +295,24 @@ class _WeakRun:
                 found, bad, seen, _ = runner.parse_all(value)
                 if seen > len(layout.shards[owner]):
                     self.learn(owner, seen)
+                if any(frame.meta for frame in found):
+                    found = self.hold(key, found, value, len(item[0]) - len(value))
                 if not found and not bad:
-                    continue  # only markers
+                    continue  # only markers, or payloads not due yet
                 parsed[key] = (found, bad)
             owners[key] = owner
         return parsed, owners
+
+    def hold(
+        self, key: str, found: list[frames.Frame], value: bytes, shift: int
+    ) -> list[frames.Frame]:
+        """The payloads of ``found`` due now; the others wait (see :attr:`waiting`)."""
+        now = self.now
+        due = [frame for frame in found if frames.not_before(frame) <= now]
+        if len(due) != len(found):
+            later = [frame for frame in found if frames.not_before(frame) > now]
+            self.waiting[key] = (later, value, shift)
+        return due
 
     def learn(self, name: str, seen: int) -> None:
         """``name`` spreads over ``seen`` shards: keep its marker when emptying its own key."""

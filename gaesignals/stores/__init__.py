@@ -140,21 +140,25 @@ class Taken(NamedTuple):
     #: Each ``read`` key that exists, and its value.
     read: dict[str, bytes]
     #: Each queue key in ``values`` and the frames the store counted in it (what it bumped
-    #: the group's counters by): whole version-2 frames walked by their headers from the start.
+    #: the group's counters by): whole frames walked by their headers from the start.
     counted: dict[str, int]
     #: On a cluster, why the groups missing from the answer were not taken (a node failed);
     #: the caller runs what was taken, then raises it.
     failure: StoreUnavailable | None = None
+    #: Each queue key in ``values`` and how far into it (bytes) the store's walk of whole
+    #: frames got: frames not due yet past that (after garbage) were not kept.
+    walked: dict[str, int] | None = None
 
 
 class NativeQueue(Protocol):
     """Queue operations a store does natively, in place of their generic versions over the
     memcache primitives (compare-and-set emulated on a store without one costs more)."""
 
-    def take_many(self, groups: Sequence[TakeGroup]) -> Taken:
+    def take_many(self, groups: Sequence[TakeGroup], now: int = 0) -> Taken:
         """A weak take of every group in one round trip: per group, atomically, read its
-        ``read`` keys, then read and empty each of its queues (the first to its ``home``),
-        bumping its counters by the payload frames counted. Raises
+        ``read`` keys, then read and empty each of its queues (the first to its ``home``)
+        but for the frames not due at ``now`` (Unix ms), bumping its counters by the payload
+        frames taken. Raises
         :class:`~gaesignals.StoreUnavailable` when nothing answered (a timed-out take may
         still have been applied)."""
         ...

@@ -108,9 +108,9 @@ class _CountingNative:
         self._inner = inner
         self._calls = calls
 
-    def take_many(self, groups: Sequence[TakeGroup]) -> Taken:
+    def take_many(self, groups: Sequence[TakeGroup], now: int = 0) -> Taken:
         self._calls["take_many"] += 1
-        return self._inner.take_many(groups)
+        return self._inner.take_many(groups, now)
 
     def acknowledge(self, key: str, taken: bytes, keep: bytes) -> bool:
         self._calls["acknowledge"] += 1

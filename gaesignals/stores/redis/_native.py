@@ -24,9 +24,9 @@ class RedisQueue:
     def __init__(self, router: Router) -> None:
         self.router = router
 
-    def take_many(self, groups: Sequence[TakeGroup]) -> Taken:
+    def take_many(self, groups: Sequence[TakeGroup], now: int = 0) -> Taken:
         batches = self._batches([group for group in groups if group.queues])
-        commands = [_take(batch) for batch in batches]
+        commands = [_take(batch, now) for batch in batches]
         failure: StoreUnavailable | None = None
         try:
             answers = self.router.execute(commands)
@@ -35,10 +35,11 @@ class RedisQueue:
             if not error.results and commands:
                 raise StoreUnavailable(str(error)) from error
             failure, replies = error, dict(error.results)
-        taken = Taken({}, {}, {}, failure)
+        walked: dict[str, int] = {}
+        taken = Taken({}, {}, {}, failure, walked)
         for (key, _), batch in zip(commands, batches, strict=True):
             if key in replies:
-                _note(batch, replies[key], taken)
+                _note(batch, replies[key], taken, walked)
         return taken
 
     def _batches(self, groups: list[TakeGroup]) -> list[list[TakeGroup]]:
@@ -60,9 +61,9 @@ class RedisQueue:
             raise StoreUnavailable(str(error)) from error
 
 
-def _take(batch: list[TakeGroup]) -> Command:
+def _take(batch: list[TakeGroup], now: int) -> Command:
     keys: list[str] = []
-    layout: list[object] = [len(batch)]
+    layout: list[object] = [len(batch), now]
     for group in batch:
         counters = group.counters or ()
         keys += [*group.read, *group.queues, *counters]
@@ -70,8 +71,11 @@ def _take(batch: list[TakeGroup]) -> Command:
     return (batch[0].queues[0], script(TAKE, tuple(keys), *layout))
 
 
-def _note(batch: list[TakeGroup], reply: list[object], taken: Taken) -> None:
-    """Add a script's reply (per group: reads, queue values, frame counts) to ``taken``."""
+def _note(
+    batch: list[TakeGroup], reply: list[object], taken: Taken, walked: dict[str, int]
+) -> None:
+    """Add a script's reply (per group: reads, queue values, frame counts, how far each walk
+    got) to ``taken``."""
     at = 0
     for group in batch:
         nread, nqueue = len(group.read), len(group.queues)
@@ -80,8 +84,10 @@ def _note(batch: list[TakeGroup], reply: list[object], taken: Taken) -> None:
                 taken.read[key] = value
         values = reply[at + nread : at + nread + nqueue]
         counts = reply[at + nread + nqueue : at + nread + 2 * nqueue]
-        for key, value, count in zip(group.queues, values, counts, strict=True):
+        reach = reply[at + nread + 2 * nqueue : at + nread + 3 * nqueue]
+        for key, value, count, got in zip(group.queues, values, counts, reach, strict=True):
             if isinstance(value, bytes) and value:
                 taken.values[key] = value
                 taken.counted[key] = int(count) if isinstance(count, int) else 0
-        at += nread + 2 * nqueue
+                walked[key] = int(got) if isinstance(got, int) else 0
+        at += nread + 3 * nqueue

@@ -50,55 +50,79 @@ return 1
 """
 
 # A weak take of signals that share a server (on a cluster: a hash slot). ARGV[1] is how many
-# groups (signals); then, per group, four ARGV: how many keys to read first (a lost check's
-# counters), how many queue keys, '1' if two counters (accounted, delivered) follow them in
-# KEYS, and what the first queue holds once emptied (a spread signal's marker, or ''). Each
-# queue that holds more is emptied, and its whole version-2 frames but spread markers, walked
-# by their headers from the start (see gaesignals.frames), are counted into both counters.
-# Returns, per group in order: the values read, the queues' values (false: none) and the
-# frames counted in each queue.
+# groups (signals), ARGV[2] the time (Unix ms) that decides what is due; then, per group, four
+# ARGV: how many keys to read first (a lost check's counters), how many queue keys, '1' if two
+# counters (accounted, delivered) follow them in KEYS, and what the first queue holds once
+# emptied (a spread signal's marker, or ''). Each queue that holds more is emptied but for its
+# frames not due yet (a not-before time, metadata type 1, after ARGV[2]), kept in order after
+# that; its other whole frames but spread markers, walked by their headers from the start (see
+# gaesignals.frames), are counted into both counters. Returns, per group in order: the values
+# read, the queues' values (false: none), the frames counted in each queue, and how far (a
+# byte offset) each queue's walk got: frames after garbage are not kept by the script.
 TAKE = b"""
 local function get(key)
   local ok, value = pcall(redis.call, 'GET', key)
   if ok and value then return value end
   return false
 end
-local function frames(value)
-  local count, at, size = 0, 1, #value
-  while at + 21 <= size do
-    local m1, m2, version, flags, _, _, l1, l2, l3, l4 = string.byte(value, at, at + 9)
-    if m1 ~= 0xA7 or m2 ~= 0x5C or version ~= 2 then break end
-    local length = 22 + ((l1 * 256 + l2) * 256 + l3) * 256 + l4
-    if flags % 2 == 1 then length = length + 32 end
+local function due_at(value, m, stop)
+  local due = 0
+  while m + 2 <= stop do
+    local t, l = string.byte(value, m, m + 1)
+    if m + 2 + l > stop then break end
+    if t == 1 and l == 8 then
+      due = 0
+      for i = m + 2, m + 9 do due = due * 256 + string.byte(value, i) end
+    end
+    m = m + 2 + l
+  end
+  return due
+end
+local function frames(value, now)
+  local count, at, size, kept = 0, 1, #value, {}
+  while at + 23 <= size do
+    local m1, m2, version, flags, _, _, n1, n2, l1, l2, l3, l4 = string.byte(value, at, at + 11)
+    if m1 ~= 0xA7 or m2 ~= 0x5C or version ~= 3 then break end
+    local head = 20
+    if flags % 2 == 1 then head = 52 end
+    local meta = n1 * 256 + n2
+    local length = head + meta + 4 + ((l1 * 256 + l2) * 256 + l3) * 256 + l4
     if at + length - 1 > size then break end
-    if math.floor(flags / 4) % 2 == 0 then count = count + 1 end
+    if meta > 0 and due_at(value, at + head, at + head + meta) > now then
+      kept[#kept + 1] = string.sub(value, at, at + length - 1)
+    elseif math.floor(flags / 4) % 2 == 0 then
+      count = count + 1
+    end
     at = at + length
   end
-  return count
+  return count, at - 1, table.concat(kept)
 end
-local out, k = {}, 0
+local out, k, now = {}, 0, tonumber(ARGV[2])
 for g = 1, tonumber(ARGV[1]) do
-  local nread, nqueue = tonumber(ARGV[4 * g - 2]), tonumber(ARGV[4 * g - 1])
-  local home = ARGV[4 * g + 1]
+  local nread, nqueue = tonumber(ARGV[4 * g - 1]), tonumber(ARGV[4 * g])
+  local home = ARGV[4 * g + 2]
   for i = 1, nread do out[#out + 1] = get(KEYS[k + i]) end
   k = k + nread
-  local counts, total = {}, 0
+  local counts, walked, total = {}, {}, 0
   for i = 1, nqueue do
     local key = KEYS[k + i]
     local value = get(key)
-    local count = 0
+    local count, reach = 0, 0
     local left = ''
     if i == 1 then left = home end
     if value and #value > 0 and value ~= left then
-      if left ~= '' then redis.call('SET', key, left) else redis.call('DEL', key) end
-      count = frames(value)
+      local kept
+      count, reach, kept = frames(value, now)
+      local rest = left .. kept
+      if rest == '' then redis.call('DEL', key)
+      elseif rest ~= value then redis.call('SET', key, rest) end
       total = total + count
     end
     out[#out + 1] = value
-    counts[i] = count
+    counts[i], walked[i] = count, reach
   end
   k = k + nqueue
-  if ARGV[4 * g] == '1' then
+  if ARGV[4 * g + 1] == '1' then
     if total > 0 then
       pcall(redis.call, 'INCRBY', KEYS[k + 1], total)
       pcall(redis.call, 'INCRBY', KEYS[k + 2], total)
@@ -106,6 +130,7 @@ for g = 1, tonumber(ARGV[1]) do
     k = k + 2
   end
   for i = 1, nqueue do out[#out + 1] = counts[i] end
+  for i = 1, nqueue do out[#out + 1] = walked[i] end
 end
 return out
 """
