@@ -5,7 +5,14 @@ handlers. See the README for the delivery modes and what each guarantees.
 """
 
 from .config import configure
-from .delivery import dead_letters, deliver, purge_dead_letters, requeue_dead_letters
+from .delivery import (
+    DeadLetter,
+    dead_letter_details,
+    dead_letters,
+    deliver,
+    purge_dead_letters,
+    requeue_dead_letters,
+)
 from .eager import send_now
 from .exceptions import (
     BadFrame,
@@ -17,6 +24,8 @@ from .exceptions import (
     PartialFailure,
     PayloadTooLarge,
     QueueFull,
+    Reject,
+    Retry,
     StoreUnavailable,
     UnserializablePayload,
 )
@@ -39,6 +48,7 @@ __all__ = [
     "BadFrame",
     "ConfigurationError",
     "Contention",
+    "DeadLetter",
     "GaeSignalsError",
     "InvalidDelay",
     "InvalidSignalName",
@@ -47,6 +57,8 @@ __all__ = [
     "Pending",
     "QueueFull",
     "Registry",
+    "Reject",
+    "Retry",
     "Signal",
     "SignalMapping",
     "SignalSpec",
@@ -56,6 +68,7 @@ __all__ = [
     "autodiscover",
     "configure",
     "connect",
+    "dead_letter_details",
     "dead_letters",
     "declare",
     "deliver",

@@ -12,7 +12,9 @@
      ├── StoreUnavailable                       the cache is down, timed out or refused the call
      │    ├── PartialFailure                    a batch failed on some servers of a cluster
      │    └── Contention                        a key kept changing under every bounded attempt
-     └── BadFrame                               bytes that are not a valid frame, or refused ones
+     ├── BadFrame                               bytes that are not a valid frame, or refused ones
+     ├── Retry                                  raised by a handler: try this payload again later
+     └── Reject                                 raised by a handler: dead-letter this payload now
 
 Programmer mistakes that are not about a signal (a handler that is not callable, a mapping of the
 wrong shape) stay plain ``TypeError``/``ValueError``. Errors caused by another error carry it as
@@ -93,3 +95,28 @@ class Contention(StoreUnavailable):
 class BadFrame(GaeSignalsError):
     """Bytes that do not parse as a frame, whose signature does not match, or whose body the
     configured codec refuses (a pickled frame while the codec is JSON)."""
+
+
+class Retry(GaeSignalsError):
+    """Raised by a handler in reliable delivery: this payload failed for now and is to be
+    tried again, after ``delay`` seconds if given (else its signal's backoff); it counts an
+    attempt. In weak delivery it is logged and the payload is gone, as any failure."""
+
+    def __init__(self, delay: float | None = None, reason: str = "") -> None:
+        if delay is not None and (
+            not isinstance(delay, int | float) or isinstance(delay, bool) or not delay >= 0
+        ):
+            raise ValueError(f"Retry(delay=) must be 0 or more seconds, got {delay!r}")
+        super().__init__(reason or "retry requested")
+        self.delay = delay
+        self.reason = reason
+
+
+class Reject(GaeSignalsError):
+    """Raised by a handler in reliable delivery: this payload can never succeed; it goes
+    straight to the signal's dead letters with ``reason``. In weak delivery it is logged and
+    the payload is gone, as any failure."""
+
+    def __init__(self, reason: str = "") -> None:
+        super().__init__(reason or "rejected")
+        self.reason = reason

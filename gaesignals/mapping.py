@@ -7,10 +7,21 @@ what it derives from one (handlers made ready, key layouts) beside it, not in it
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from .keys import check_name
-from .registry import Registry, SignalSpec, check_lease, check_max_attempts, registry
+from .registry import (
+    DEFAULT_RETRY_BACKOFF,
+    DEFAULT_RETRY_DELAY,
+    DEFAULT_RETRY_MAX_DELAY,
+    Registry,
+    RetryPolicy,
+    SignalSpec,
+    check_lease,
+    check_max_attempts,
+    registry,
+)
 
 Handler = Callable[..., object]
 HandlerSpec = Handler | Sequence[Handler]
@@ -31,8 +42,9 @@ class SignalMapping:
 
     Built from a list of ``(name, handler)`` pairs (a name may repeat; its handlers add up in
     order), a dict, or another mapping. A handler is one callable or a list of them.
-    ``lease`` and ``max_attempts`` override, for this mapping, what each signal declared (see
-    :func:`~gaesignals.declare`); left out, the declaration or the defaults apply.
+    ``lease``, ``max_attempts`` and the ``retry_*`` options override, for this mapping, what
+    each signal declared (see :func:`~gaesignals.declare`); left out, the declaration or the
+    defaults apply.
     """
 
     def __init__(
@@ -41,12 +53,17 @@ class SignalMapping:
         *,
         lease: int | None = None,
         max_attempts: int | None = None,
+        retry_delay: float | None = None,
+        retry_backoff: float | None = None,
+        retry_max_delay: float | None = None,
     ) -> None:
         self.lease = None if lease is None else check_lease(lease)
         self.max_attempts = None if max_attempts is None else check_max_attempts(max_attempts)
+        self.retry = RetryOverride(retry_delay, retry_backoff, retry_max_delay)
         if isinstance(mapping, SignalMapping):
             self.lease = mapping.lease if lease is None else self.lease
             self.max_attempts = mapping.max_attempts if max_attempts is None else self.max_attempts
+            self.retry = mapping.retry.under(self.retry)
         self._handlers: dict[str, tuple[Handler, ...]] = {}
         # Kept until a declaration changes (delivery keeps what it derives from them).
         self._specs: tuple[Registry, int, dict[str, SignalSpec]] | None = None
@@ -102,10 +119,45 @@ class SignalMapping:
             [(name, self._handlers[name]) for name in names],
             lease=self.lease,
             max_attempts=self.max_attempts,
+            retry_delay=self.retry.delay,
+            retry_backoff=self.retry.backoff,
+            retry_max_delay=self.retry.max_delay,
         )
 
 
 MappingArg = SignalMapping | Mapping[str, HandlerSpec] | Iterable[tuple[str, HandlerSpec]]
+
+
+@dataclass(frozen=True, slots=True)
+class RetryOverride:
+    """Retry options given for a mapping or a delivery, each None where not given."""
+
+    delay: float | None = None
+    backoff: float | None = None
+    max_delay: float | None = None
+
+    def __post_init__(self) -> None:
+        RetryPolicy(  # checked now, where they were given
+            DEFAULT_RETRY_DELAY if self.delay is None else self.delay,
+            DEFAULT_RETRY_BACKOFF if self.backoff is None else self.backoff,
+            DEFAULT_RETRY_MAX_DELAY if self.max_delay is None else self.max_delay,
+        )
+
+    def under(self, top: RetryOverride) -> RetryOverride:
+        """These options with ``top``'s wherever ``top`` gives one."""
+        return RetryOverride(
+            self.delay if top.delay is None else top.delay,
+            self.backoff if top.backoff is None else top.backoff,
+            self.max_delay if top.max_delay is None else top.max_delay,
+        )
+
+    def policy(self, spec: SignalSpec) -> RetryPolicy:
+        """The policy for a signal declared ``spec``: these options over its declaration."""
+        return RetryPolicy(
+            spec.retry_delay if self.delay is None else self.delay,
+            spec.retry_backoff if self.backoff is None else self.backoff,
+            spec.retry_max_delay if self.max_delay is None else self.max_delay,
+        )
 
 
 def passes_name(handler: Handler) -> bool:

@@ -20,6 +20,8 @@ mapping as before; such a name still takes the options of a declaration of the s
 from __future__ import annotations
 
 import importlib
+import math
+import random
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
@@ -33,6 +35,12 @@ F = TypeVar("F", bound=Callable[..., object])
 
 DEFAULT_LEASE = 30
 DEFAULT_MAX_ATTEMPTS = 5
+#: A failed reliable payload's first wait, in seconds; each next one is ``backoff`` times
+#: longer, at most ``max_delay``: 1, 2, 4, 8 s across the default five attempts.
+DEFAULT_RETRY_DELAY = 1.0
+DEFAULT_RETRY_BACKOFF = 2.0
+DEFAULT_RETRY_MAX_DELAY = 300.0
+_jitter = random.Random()
 MAX_SHARDS = 64
 
 
@@ -40,9 +48,10 @@ MAX_SHARDS = 64
 class SignalSpec:
     """What both sides of a signal agree on.
 
-    ``reliable`` picks the delivery mode when ``deliver`` is not told one; ``lease`` and
-    ``max_attempts`` apply to reliable delivery; ``shards`` spreads a hot signal over several
-    keys; ``ttl`` (seconds) drops payloads older than that at delivery instead of running them.
+    ``reliable`` picks the delivery mode when ``deliver`` is not told one; ``lease``,
+    ``max_attempts`` and the ``retry_*`` options (:class:`RetryPolicy`) apply to reliable
+    delivery; ``shards`` spreads a hot signal over several keys; ``ttl`` (seconds) drops
+    payloads older than that at delivery instead of running them.
     A signal declared with ``shards`` has exactly that many (``fixed``); any other starts on
     one key and spreads itself when contended (:mod:`gaesignals.queue.spread`), which costs
     its senders' order across shards: ``shards=1`` keeps one key, and each sender's order.
@@ -54,6 +63,10 @@ class SignalSpec:
     max_attempts: int = DEFAULT_MAX_ATTEMPTS
     lease: int = DEFAULT_LEASE
     ttl: int | None = None
+    #: How long a reliable payload waits after a failed attempt (see :class:`RetryPolicy`).
+    retry_delay: float = DEFAULT_RETRY_DELAY
+    retry_backoff: float = DEFAULT_RETRY_BACKOFF
+    retry_max_delay: float = DEFAULT_RETRY_MAX_DELAY
     #: Declared with ``shards``: never spreads itself.
     fixed: bool = False
 
@@ -67,12 +80,55 @@ class SignalSpec:
             raise ValueError(f"shards must be an int in 1..{MAX_SHARDS}, got {self.shards!r}")
         if self.ttl is not None and (not isinstance(self.ttl, int) or self.ttl < 1):
             raise ValueError(f"ttl must be a positive number of seconds or None, got {self.ttl!r}")
+        RetryPolicy(self.retry_delay, self.retry_backoff, self.retry_max_delay)
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """How long a reliable payload waits after its ``attempt``-th failure before it is tried
+    again: ``delay * backoff ** (attempt - 1)`` seconds, at most ``max_delay``, lengthened by
+    up to 10 % of jitter (never shortened), so that payloads failing together spread out. The
+    payloads behind it are delivered meanwhile. ``delay=0`` keeps the failed payload at the
+    head of its shard instead, retried first by the next delivery, and the shard's order
+    holds."""
+
+    delay: float = DEFAULT_RETRY_DELAY
+    backoff: float = DEFAULT_RETRY_BACKOFF
+    max_delay: float = DEFAULT_RETRY_MAX_DELAY
+
+    def __post_init__(self) -> None:
+        for what, value, least in (
+            ("retry_delay", self.delay, 0.0),
+            ("retry_backoff", self.backoff, 1.0),
+            ("retry_max_delay", self.max_delay, 0.0),
+        ):
+            if (
+                not isinstance(value, int | float)
+                or isinstance(value, bool)
+                or not math.isfinite(value)
+                or not least <= value <= MAX_RETRY_DELAY
+            ):
+                raise ValueError(
+                    f"{what} must be a number of seconds in {least:g}..{MAX_RETRY_DELAY}, "
+                    f"got {value!r}"
+                )
+
+    def wait(self, attempt: int) -> float:
+        """Seconds to wait after the ``attempt``-th failure (0 with ``delay=0``)."""
+        if not self.delay:
+            return 0.0
+        base = min(self.delay * self.backoff ** min(attempt - 1, 64), self.max_delay)
+        return base * (1 + _jitter.uniform(0, 0.1))
 
 
 @lru_cache(maxsize=4096)
 def _default_spec(name: str) -> SignalSpec:
     """An undeclared signal's spec: frozen, so one per name serves every delivery."""
     return SignalSpec(check_name(name))
+
+
+#: The longest any retry wait may be: what a send's delay may be (see gaesignals.timing).
+MAX_RETRY_DELAY = 7 * 24 * 3600
 
 
 def check_lease(lease: object) -> int:
@@ -110,6 +166,9 @@ class Registry:
         max_attempts: int | None = None,
         lease: int | None = None,
         ttl: int | None = None,
+        retry_delay: float | None = None,
+        retry_backoff: float | None = None,
+        retry_max_delay: float | None = None,
     ) -> SignalSpec:
         """Declare ``name`` with options; options left out keep what an earlier declaration
         set (or the defaults). Returns the resulting spec."""
@@ -120,6 +179,9 @@ class Registry:
             "max_attempts": max_attempts,
             "lease": lease,
             "ttl": ttl,
+            "retry_delay": retry_delay,
+            "retry_backoff": retry_backoff,
+            "retry_max_delay": retry_max_delay,
         }
         if shards is not None:
             given["fixed"] = True
@@ -219,10 +281,21 @@ def declare(
     max_attempts: int | None = None,
     lease: int | None = None,
     ttl: int | None = None,
+    retry_delay: float | None = None,
+    retry_backoff: float | None = None,
+    retry_max_delay: float | None = None,
 ) -> SignalSpec:
     """Declare a signal's options once for senders and deliverers (see :class:`SignalSpec`)."""
     return registry.declare(
-        name, reliable=reliable, shards=shards, max_attempts=max_attempts, lease=lease, ttl=ttl
+        name,
+        reliable=reliable,
+        shards=shards,
+        max_attempts=max_attempts,
+        lease=lease,
+        ttl=ttl,
+        retry_delay=retry_delay,
+        retry_backoff=retry_backoff,
+        retry_max_delay=retry_max_delay,
     )
 
 

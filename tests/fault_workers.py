@@ -480,7 +480,13 @@ def failing_deliverer(
             while not failures:
                 if time.monotonic() > deadline:
                     raise TimeoutError("neither failed nor drained in time")
-                got = deliver({name: handler}, reliable=True, lease=5, max_attempts=max_attempts)
+                got = deliver(
+                    {name: handler},
+                    reliable=True,
+                    lease=5,
+                    max_attempts=max_attempts,
+                    retry_delay=0,
+                )
                 if failures:
                     break
                 if senders_done.is_set() and pending_bytes([name]) == 0:

@@ -109,20 +109,25 @@ def test_verbose_shows_the_traceback_of_a_broken_module(
     assert "Traceback" in err and err.splitlines()[-1].startswith("gaesignals: error: ")
 
 
+#: How the listing says why a payload of cliapp:failing died.
+WHY = "  # 1 attempt(s): RuntimeError: boom (cliapp.py:15 in fail)"
+
+
 def test_reliable_deliver_dead_letters(app: Path, memory: MemoryStore, capsys: Any) -> None:
     """--reliable --max-attempts 1 moves a failing payload to the dead letters (the handler's
-    error is logged on stderr); dead-letters lists, requeues and purges them."""
+    error is logged on stderr); dead-letters lists them with why they died, requeues and
+    purges them."""
     send("f", {"n": 1})
     code, out, err = run(capsys, "deliver", "cliapp:failing", "--reliable", "--max-attempts", "1")
     assert (code, out) == (0, "delivered 0 payload(s)\n")
     assert "boom" in err and "dead letters" in err
-    assert run(capsys, "dead-letters", "f") == (0, "{'n': 1}\n", "")
+    assert run(capsys, "dead-letters", "f") == (0, f"{{'n': 1}}{WHY}\n", "")
     assert run(capsys, "dead-letters", "f", "--json") == (0, '[{"n": 1}]\n', "")
     assert run(capsys, "dead-letters", "f", "--requeue") == (0, "requeued 1 dead letter(s)\n", "")
     assert run(capsys, "dead-letters", "f") == (0, "", "")
     send("f", (1, 2))
     run(capsys, "deliver", "cliapp:failing", "--reliable", "--max-attempts", "1", "--lease", "5")
-    assert run(capsys, "dead-letters", "f")[1] == "{'n': 1}\n(1, 2)\n"
+    assert run(capsys, "dead-letters", "f")[1] == f"{{'n': 1}}{WHY}\n(1, 2){WHY}\n"
     assert run(capsys, "dead-letters", "f", "--purge", "--json") == (0, '{"purged": 2}\n', "")
     assert gaesignals.dead_letters("f") == []
 
@@ -134,7 +139,7 @@ def test_dead_letters_that_are_not_json(app: Path, memory: MemoryStore, capsys: 
     code, out, err = run(capsys, "dead-letters", "f", "--json")
     assert (code, out) == (1, "")
     assert "not JSON-serialisable" in error_line(err)
-    assert run(capsys, "dead-letters", "f")[1] == "{1, 2}\n"
+    assert run(capsys, "dead-letters", "f")[1] == f"{{1, 2}}{WHY}\n"
     assert run(capsys, "dead-letters", "f", "--requeue", "--purge")[0] == 2
 
 

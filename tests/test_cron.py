@@ -160,6 +160,7 @@ def test_other_methods_are_refused_after_authorization(gaesignals_store: Store) 
 
 def test_reliable_keeps_failures_for_the_next_run(gaesignals_store: Store) -> None:
     """A failing handler in reliable mode: nothing counted, payload kept, then dead-lettered."""
+    gaesignals.declare("digest", retry_delay=0)  # a failed payload is retried at once
     failing = Collector(fail=True)
     app = webtest.TestApp(
         CronDeliveryApp({"digest": failing}, reliable=True, token=TOKEN, max_attempts=2)

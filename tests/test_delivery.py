@@ -119,12 +119,12 @@ def test_reliable_keeps_failed_payload_and_order(store: Any) -> None:
 
     for i in range(3):
         send("important", i)
-    assert deliver({"important": handler}, reliable=True) == 1
+    assert deliver({"important": handler}, reliable=True, retry_delay=0) == 1
     assert got == [0]
     fail.clear()
-    assert deliver({"important": handler}, reliable=True) == 2
+    assert deliver({"important": handler}, reliable=True, retry_delay=0) == 2
     assert got == [0, 1, 2]
-    assert deliver({"important": handler}, reliable=True) == 0
+    assert deliver({"important": handler}, reliable=True, retry_delay=0) == 0
 
 
 def test_reliable_dead_letters_after_max_attempts(store: Any) -> None:
@@ -140,19 +140,19 @@ def test_reliable_dead_letters_after_max_attempts(store: Any) -> None:
     send("jobs", "poison")
     send("jobs", "fine")
     for _ in range(2):
-        assert deliver({"jobs": handler}, reliable=True, max_attempts=3) == 0
+        assert deliver({"jobs": handler}, reliable=True, retry_delay=0, max_attempts=3) == 0
     assert gaesignals.dead_letters("jobs") == []
-    assert deliver({"jobs": handler}, reliable=True, max_attempts=3) == 1
+    assert deliver({"jobs": handler}, reliable=True, retry_delay=0, max_attempts=3) == 1
     assert got == ["fine"]
     assert gaesignals.dead_letters("jobs") == ["poison"]
     assert gaesignals.requeue_dead_letters("jobs") == 1
     assert gaesignals.dead_letters("jobs") == []
     got_again, ok = collect()
-    assert deliver({"jobs": ok}, reliable=True) == 1
+    assert deliver({"jobs": ok}, reliable=True, retry_delay=0) == 1
     assert got_again == ["poison"]
     send("jobs", "poison")
     for _ in range(3):
-        deliver({"jobs": handler}, reliable=True, max_attempts=3)
+        deliver({"jobs": handler}, reliable=True, retry_delay=0, max_attempts=3)
     assert gaesignals.purge_dead_letters("jobs") == 1
     assert gaesignals.dead_letters("jobs") == []
 

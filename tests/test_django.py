@@ -184,6 +184,7 @@ def test_middleware_interval(gaesignals_store: Store) -> None:
 
 def test_middleware_reliable(gaesignals_store: Store) -> None:
     """``RELIABLE: True`` keeps a payload whose handler failed, for the next request."""
+    gaesignals.declare("greet", retry_delay=0)  # a failed payload is retried at once
     calls: list[Any] = []
 
     def flaky(data: Any) -> None:
@@ -304,6 +305,7 @@ def test_command_delivers_and_prints_the_count(gaesignals_store: Store) -> None:
 
 def test_command_reliable_keeps_failures(gaesignals_store: Store) -> None:
     """``--reliable --max-attempts 2``: a failing payload stays, then goes to dead letters."""
+    gaesignals.declare("audit", retry_delay=0)  # a failed payload is retried at once
 
     def broken(data: Any) -> None:
         raise RuntimeError("nope")
@@ -454,6 +456,7 @@ def test_a_failing_receiver_does_not_stop_the_others(
     gaesignals_store: Store, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Every receiver runs; a failure is logged and makes a reliable signal retry."""
+    gaesignals.declare("tests.audited", retry_delay=0)  # a failed payload is retried at once
     bad, good = Calls(fail=1), Calls()
     audited.connect(bad, weak=False, dispatch_uid="bad")
     audited.connect(good, weak=False, dispatch_uid="good")

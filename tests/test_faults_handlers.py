@@ -161,7 +161,7 @@ def test_raising_handlers_on_the_app_engine_stub_dead_letter_after_max_attempts(
     while fw.pending_bytes([name]):
         rounds += 1
         assert rounds < 50
-        deliver({name: handler}, reliable=True, max_attempts=MAX_ATTEMPTS)
+        deliver({name: handler}, reliable=True, max_attempts=MAX_ATTEMPTS, retry_delay=0)
     dead = [data["id"] for data in dead_letters(name)]
     requeued = requeue_dead_letters(name)
     healed: list[int] = []

@@ -183,6 +183,7 @@ def test_store_outage_never_breaks_the_request(when: str, caplog: pytest.LogCapt
 
 def test_reliable_keeps_what_failed(gaesignals_store: Store) -> None:
     """``GAESIGNALS_RELIABLE = True`` delivers at least once: a failed payload stays."""
+    gaesignals.declare("greet", retry_delay=0)  # a failed payload is retried at once
     calls: list[Any] = []
 
     def flaky(data: Any) -> None:

@@ -90,7 +90,7 @@ def test_deliver_without_mapping_uses_receivers(store: Any) -> None:
 def test_declared_reliable_signal_is_delivered_reliably(store: Any) -> None:
     """A signal declared reliable keeps a failing payload and dead-letters it after its own
     max_attempts, while a weak signal in the same call loses its failed payload."""
-    declare("audit", reliable=True, max_attempts=2)
+    declare("audit", reliable=True, retry_delay=0, max_attempts=2)
 
     def fail(data: Any) -> None:
         raise RuntimeError("boom")

@@ -120,16 +120,16 @@ def test_reliable_delivery_stops_and_resumes_inside_a_segment(raw: RawAccess) ->
             raise RuntimeError("handler down")
         got.append(int(data["n"]))
 
-    assert deliver({"rel": failing}, reliable=True) == 1500
+    assert deliver({"rel": failing}, reliable=True, retry_delay=0) == 1500
     assert got == list(range(1500))
     assert pending("rel")["rel"].count == N - 1500
     if raw.kind in SEGMENTING:
         assert not any(segment_exists(raw, name) for name in names)  # rewritten, not leaked
     got.clear()
-    assert deliver({"rel": collect(got)}, reliable=True) == N - 1500
+    assert deliver({"rel": collect(got)}, reliable=True, retry_delay=0) == N - 1500
     assert got == list(range(1500, N))
     assert pending("rel")["rel"].count == 0
-    assert deliver({"rel": collect(got)}, reliable=True) == 0
+    assert deliver({"rel": collect(got)}, reliable=True, retry_delay=0) == 0
     if raw.kind in SEGMENTING:
         assert not stored(raw, queue("rel"))
         assert not any(segment_exists(raw, name) for name in names)
@@ -182,7 +182,7 @@ def test_an_overshot_queue_still_dead_letters_its_failing_head(raw: RawAccess) -
     configure(store=store_from_url(url))  # a fresh process: no sizes seen
     send("over", {"n": "99999", "pad": "y" * 600_000})
     assert pending("over")["over"].bytes > 1024 * 1024
-    declare("over", reliable=True, max_attempts=2)
+    declare("over", reliable=True, retry_delay=0, max_attempts=2)
     calls: list[int] = []
 
     def failing_head(data: dict[str, str]) -> None:
@@ -191,7 +191,7 @@ def test_an_overshot_queue_still_dead_letters_its_failing_head(raw: RawAccess) -
             raise RuntimeError("the head fails")
 
     for _ in range(3):
-        deliver({"over": failing_head}, reliable=True)
+        deliver({"over": failing_head}, reliable=True, retry_delay=0)
     assert calls.count(0) == 2
     assert calls[2:] == [*range(1, taken), 99999]
     assert pending("over")["over"].count == 0
@@ -250,9 +250,9 @@ def test_thousands_of_huge_pointers_are_harmless(raw: RawAccess, reliable: bool)
             raise RuntimeError("once")
         got.append(int(data["n"]))
 
-    deliver({"forged": first_fails}, reliable=reliable)
+    deliver({"forged": first_fails}, reliable=reliable, retry_delay=0)
     if reliable:
-        deliver({"forged": first_fails}, reliable=True)
+        deliver({"forged": first_fails}, reliable=True, retry_delay=0)
     assert got == ([1, 1, 2] if reliable else [1, 2])
     assert pending("forged")["forged"].count == 0
 

@@ -186,7 +186,7 @@ def test_weak_delivery_of_all_shards_is_two_calls(store: Any) -> None:
 def test_reliable_keeps_a_failing_payload_per_shard(store: Any) -> None:
     """Reliable: a failing payload holds back the rest of its own shard only; the other
     shards are delivered and acknowledged."""
-    declare("jobs", shards=2, reliable=True)
+    declare("jobs", shards=2, reliable=True, retry_delay=0)
     on_shard("jobs", 0)
     for item in ("a0", "a1", "a2"):
         send("jobs", item)
@@ -237,7 +237,7 @@ def test_interrupted_reliable_delivery_resumes_per_shard(store: Any) -> None:
 def test_dead_letters_are_per_signal_and_requeue_to_a_shard(store: Any) -> None:
     """A payload failing on any shard lands in the signal's one dead-letter key; requeued,
     it is delivered again."""
-    declare("mail", shards=3, reliable=True, max_attempts=2)
+    declare("mail", shards=3, reliable=True, retry_delay=0, max_attempts=2)
     on_shard("mail", 2)
     send("mail", "poison")
     on_shard("mail", 1)
@@ -427,7 +427,7 @@ def test_ttl_drops_old_payloads(
 
 def test_ttl_applies_to_payloads_kept_by_reliable_delivery(store: Any, clock: list[float]) -> None:
     """A payload that keeps failing is dropped once it outlives the ttl, not retried."""
-    declare("retry", ttl=10, reliable=True)
+    declare("retry", ttl=10, reliable=True, retry_delay=0)
     send("retry", 1)
     calls: list[int] = []
 

@@ -103,13 +103,13 @@ def test_dead_letters_count(store: Store) -> None:
     as delivered."""
     send("d", "bad")
     failing = SignalMapping({"d": lambda d: 1 / 0}, max_attempts=2)
-    deliver(failing, reliable=True)
-    deliver(failing, reliable=True)
+    deliver(failing, reliable=True, retry_delay=0)
+    deliver(failing, reliable=True, retry_delay=0)
     assert dead_letters("d") == ["bad"]
     assert stats("d")["d"] == {**ZERO, "sent": 1, "failed": 2, "dead_lettered": 1}
     assert requeue_dead_letters("d") == 1
     assert pending("d")["d"].count == 1
-    deliver({"d": lambda d: None}, reliable=True)
+    deliver({"d": lambda d: None}, reliable=True, retry_delay=0)
     assert stats("d")["d"] == {**ZERO, "sent": 1, "failed": 2, "dead_lettered": 1, "delivered": 1}
     assert purge_dead_letters("d") == 0
 

@@ -167,7 +167,8 @@ def dead_letters(args: argparse.Namespace) -> int:
         count = take(args.name)
         print(json.dumps({verb: count}) if args.json else f"{verb} {count} dead letter(s)")
         return EXIT_OK
-    letters = delivery.dead_letters(args.name)
+    details = delivery.dead_letter_details(args.name)
+    letters = [letter.data for letter in details]
     if args.json:
         try:
             print(json.dumps(letters))
@@ -178,6 +179,7 @@ def dead_letters(args: argparse.Namespace) -> int:
                 EXIT_ERROR,
             ) from None
     else:
-        for letter in letters:
-            print(repr(letter))
+        for letter in details:
+            why = f"  # {letter.attempts} attempt(s): {letter.error}" if letter.error else ""
+            print(f"{letter.data!r}{why}")
     return EXIT_OK

@@ -14,11 +14,18 @@ from ..mapping import (
     Handler,
     HandlerSpec,
     MappingArg,
+    RetryOverride,
     SignalMapping,
     pass_signal_name,
 )
-from ..registry import check_lease, check_max_attempts, registry
-from .dead_letters import dead_letters, purge_dead_letters, requeue_dead_letters
+from ..registry import RetryPolicy, check_lease, check_max_attempts, registry
+from .dead_letters import (
+    DeadLetter,
+    dead_letter_details,
+    dead_letters,
+    purge_dead_letters,
+    requeue_dead_letters,
+)
 from .reliable import deliver_reliable
 from .weak import deliver_weak
 
@@ -29,6 +36,9 @@ def deliver(
     *,
     lease: int | None = None,
     max_attempts: int | None = None,
+    retry_delay: float | None = None,
+    retry_backoff: float | None = None,
+    retry_max_delay: float | None = None,
 ) -> int:
     """Run the handlers of every signal in ``mapping`` on its pending payloads.
 
@@ -41,8 +51,9 @@ def deliver(
 
     ``reliable`` chooses at-least-once delivery under a lock with a ``lease`` in seconds for
     every signal; left out, each signal gets the mode it was declared with (weak unless
-    declared ``reliable=True``). ``lease`` and ``max_attempts`` override the mapping's and the
-    declarations' values.
+    declared ``reliable=True``). ``lease``, ``max_attempts`` and the ``retry_*`` options (see
+    :class:`~gaesignals.registry.RetryPolicy`) override the mapping's and the declarations'
+    values.
     """
     signals = SignalMapping.coerce(mapping)
     if not signals:
@@ -53,7 +64,8 @@ def deliver(
         name for name in signals if not (specs[name].reliable if reliable is None else reliable)
     ]
     weak_set = set(weak)
-    groups: dict[tuple[int, int], list[str]] = {}
+    retry = signals.retry.under(RetryOverride(retry_delay, retry_backoff, retry_max_delay))
+    groups: dict[tuple[int, int, RetryPolicy], list[str]] = {}
     for name in signals:
         if name in weak_set:
             continue
@@ -61,14 +73,15 @@ def deliver(
         group = (
             check_lease(_first(lease, signals.lease, spec.lease)),
             check_max_attempts(_first(max_attempts, signals.max_attempts, spec.max_attempts)),
+            retry.policy(spec),
         )
         groups.setdefault(group, []).append(name)
     delivered = 0
     if weak:
         delivered += deliver_weak(signals.subset(weak) if groups else signals, settings, specs)
-    for (group_lease, group_attempts), names in groups.items():
+    for (group_lease, group_attempts, policy), names in groups.items():
         part = signals.subset(names) if weak or len(groups) > 1 else signals
-        delivered += deliver_reliable(part, settings, specs, group_lease, group_attempts)
+        delivered += deliver_reliable(part, settings, specs, group_lease, group_attempts, policy)
     return delivered
 
 
@@ -77,10 +90,12 @@ def _first(*values: int | None) -> int:
 
 
 __all__ = [
+    "DeadLetter",
     "Handler",
     "HandlerSpec",
     "MappingArg",
     "SignalMapping",
+    "dead_letter_details",
     "dead_letters",
     "deliver",
     "pass_signal_name",

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from typing import Any
+from typing import Any, NamedTuple
 
 from .. import frames
 from ..accounting import flush
@@ -21,6 +21,7 @@ from ..keys import check_name, signal_keys
 from ..queue.append import append_frames
 from ..queue.routing import route
 from ..queue.take import ACK_ROUNDS
+from .retries import last_error
 from .runner import log_bad
 
 logger = logging.getLogger("gaesignals")
@@ -35,8 +36,24 @@ def _frames(
     return found
 
 
+class DeadLetter(NamedTuple):
+    """A dead letter and why it died: its payload, its failed attempts, the last error (type,
+    message and the innermost traceback line; None where none was kept) and its send time."""
+
+    data: Any
+    attempts: int
+    error: str | None
+    sent_at: int
+
+
 def dead_letters(name: str) -> list[Any]:
-    """The payloads of ``name`` that failed ``max_attempts`` reliable deliveries, oldest first."""
+    """The payloads of ``name`` that failed ``max_attempts`` reliable deliveries (or were
+    rejected), oldest first; :func:`dead_letter_details` tells why."""
+    return [letter.data for letter in dead_letter_details(name)]
+
+
+def dead_letter_details(name: str) -> list[DeadLetter]:
+    """The dead letters of ``name``, oldest first, each with why it died."""
     settings = get_settings()
     keys = signal_keys(check_name(name), settings.namespace)
     with settings.store.connection() as conn:
@@ -46,10 +63,14 @@ def dead_letters(name: str) -> list[Any]:
     letters = []
     for frame in _frames(name, keys.queue, item[0], settings.secret_keys):
         try:
-            letters.append(decode(frame, settings))
+            data = decode(frame, settings)
         except Exception:
             # Dead letters are often the payloads that could not be decoded in the first place.
             logger.exception("gaesignals: a dead letter of %r cannot be decoded; not listed", name)
+            continue
+        letters.append(
+            DeadLetter(data, frame.attempts, last_error(frame), frames.sent_at(frame.ident))
+        )
     return letters
 
 

@@ -13,21 +13,29 @@ from __future__ import annotations
 import logging
 import secrets
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from .. import frames
 from ..accounting import check_lost, flush, flush_sent, read_order, schedule
 from ..config import Settings
-from ..exceptions import GaeSignalsError, StoreUnavailable
+from ..exceptions import GaeSignalsError, Reject, Retry, StoreUnavailable
 from ..keys import SignalKeys, located, shard_keys, signal_keys
 from ..mapping import SignalMapping
 from ..queue.append import append_frames
 from ..queue.lease import Holder, acquire, release
 from ..queue.spread import home_value, learn, width
 from ..queue.take import acknowledge
-from ..registry import SignalSpec
+from ..registry import RetryPolicy, SignalSpec
 from ..timing import now_ms
 from .plan import plan_of
+from .retries import (
+    MAX_RESCHEDULED,
+    cursor_part,
+    due_after,
+    error_text,
+    parse_cursor_part,
+    rebuild,
+)
 from .runner import Runner
 
 logger = logging.getLogger("gaesignals")
@@ -42,14 +50,17 @@ def deliver_reliable(
     specs: Mapping[str, SignalSpec],
     lease: int,
     max_attempts: int,
+    policy: RetryPolicy | None = None,
 ) -> int:
     """Deliver ``signals`` under their locks; returns how many payloads every handler took.
+    A failed payload is retried as ``policy`` says (the defaults when None).
 
     A delivery that finds a signal spread over more shards than it read delivers again at
     once, with the new shards: a delivery that returns 0 met nothing but other holders' locks."""
-    delivered, learned = _deliver_reliable(signals, settings, specs, lease, max_attempts)
+    run = (signals, settings, specs, lease, max_attempts, policy or RetryPolicy())
+    delivered, learned = _deliver_reliable(*run)
     if learned:
-        delivered += _deliver_reliable(signals, settings, specs, lease, max_attempts)[0]
+        delivered += _deliver_reliable(*run)[0]
     return delivered
 
 
@@ -59,12 +70,13 @@ def _deliver_reliable(
     specs: Mapping[str, SignalSpec],
     lease: int,
     max_attempts: int,
+    policy: RetryPolicy,
 ) -> tuple[int, bool]:
     owner = secrets.token_hex(16).encode()
     keys = {name: signal_keys(name, settings.namespace) for name in signals}
     plan = plan_of(signals)
     checking = schedule.due(signals, settings, plan.quiet)
-    run = _ReliableRun(settings, max_attempts)
+    run = _ReliableRun(settings, max_attempts, policy)
     with settings.store.connection() as conn:
         # One lock per signal, whatever its shards.
         held = acquire(conn, [k.lock for k in keys.values()], owner, lease)
@@ -96,9 +108,10 @@ def _deliver_reliable(
 class _ReliableRun:
     """One reliable delivery's counter changes and how many payloads it delivered."""
 
-    def __init__(self, settings: Settings, max_attempts: int) -> None:
+    def __init__(self, settings: Settings, max_attempts: int, policy: RetryPolicy) -> None:
         self.settings = settings
         self.max_attempts = max_attempts
+        self.policy = policy
         self.bumps: Counter[str] = Counter()
         self.delivered = 0
         #: Whether a signal was found spread over more shards than this delivery read.
@@ -201,6 +214,11 @@ class _Shard:
         #: When what is due was decided (Unix ms), and the indexes of the payloads not due.
         self.now = 0
         self.waiting: set[int] = set()
+        #: What stays of the payloads not removed before the cut, by index: those not due, as
+        #: they are, and those rescheduled, rewritten; and the ids, attempts and due times of
+        #: the rescheduled, which the cursor names.
+        self.kept: dict[int, bytes] = {}
+        self.rescheduled: list[tuple[bytes, int, int]] = []
         #: What stays at the head whatever is removed: a spread signal's marker, in its own key.
         self.home = (
             home_value(runner.settings, key, runner.spec.shards) if key == keys.queue else b""
@@ -212,13 +230,15 @@ class _Shard:
     def deliver(self, parsed: ParsedFrames, run: _ReliableRun) -> int:
         found, bad = parsed
         resumed = _resume(found, self.progress) if self.progress else None
-        first, crashed, decided = resumed if resumed is not None else (0, None, None)
+        first, crashed, decided, rescheduled = resumed or (0, None, None, [])
         # What is due is decided once per shard, and a successor decides as its predecessor
         # did (the cursor says when): a payload it skipped as not due is never taken as done.
         self.now = decided if decided is not None else now_ms()
         self.waiting = {
             i for i, f in enumerate(found) if f.meta and frames.not_before(f) > self.now
         }
+        self.kept = {i: self.value[found[i].start : found[i].end] for i in self.waiting}
+        self._reschedule_as_before(found[:first], rescheduled)
         if len(self.waiting) == len(found) and not bad:  # nothing due: nothing to write
             run.bumps[self.keys.counter("accounted")] -= len(found)
             return 0
@@ -238,15 +258,36 @@ class _Shard:
                 first,
             )
         delivered, expired, keep, cut = self._run(found, first, crashed, run)
-        # Payloads not due yet before the cut stay, in order, ahead of what _run kept.
-        held = [f for i, f in enumerate(found) if i in self.waiting and f.end <= cut]
-        keep = self.home + b"".join(self.value[f.start : f.end] for f in held) + keep
+        # Payloads not due yet and rescheduled before the cut stay, in order, ahead of what
+        # _run kept.
+        held = [self.kept[i] for i in sorted(self.kept) if found[i].end <= cut]
+        keep = self.home + b"".join(held) + keep
         self.runner.log_expired(expired)
         if cut < 0:  # lost the lock: everything stays queued
             run.bumps[self.keys.counter("accounted")] -= len(found) + frames.dropped(bad)
             return delivered
         self._remove(found, bad, expired, keep, cut, run.bumps)
         return delivered
+
+    def _reschedule_as_before(
+        self, done: list[frames.Frame], rescheduled: list[tuple[bytes, int, int]]
+    ) -> None:
+        """Keep, rewritten as its predecessor did, each payload before the resume point that
+        the predecessor's cursor says it rescheduled."""
+        by_id = {frame.ident: index for index, frame in enumerate(done)}
+        for ident, attempts, due in rescheduled:
+            index = by_id.get(ident)
+            if index is not None and index not in self.kept:
+                self.kept[index] = self._rebuild(done[index], attempts, due)
+                self.rescheduled.append((ident, attempts, due))
+
+    def _rebuild(
+        self, frame: frames.Frame, attempts: int, due: int, error: str | None = None
+    ) -> bytes:
+        settings = self.runner.settings
+        return rebuild(
+            frame, self.runner.signer, settings.secret_keys, attempts=attempts, due=due, error=error
+        )
 
     def _run(
         self, found: list[frames.Frame], first: int, crashed: int | None, run: _ReliableRun
@@ -274,25 +315,49 @@ class _Shard:
                 continue
             died = crashed if index == first and crashed is not None else None
             tried = frame.attempts if died is None else died
+            error: Exception | None
             if died is not None and died >= run.max_attempts:
-                ok = False  # it killed its deliverer max_attempts times: not run again
+                error = RuntimeError("killed its deliverer")  # max_attempts times: not run again
             else:
                 if self.progress is not None:
-                    cursor = _cursor(frame, self.now, running=tried + 1)
+                    cursor = _cursor(frame, self.now, tried + 1, self.rescheduled)
                     conn.set_many({self.cursor_key: cursor})
                     self.progress = b"written"
-                ok, _ = self.runner.run(frame)
+                error = self.runner.attempt(frame)
                 tried += 1
-            bumps[keys.counter("delivered" if ok else "failed")] += 1
-            if ok:
+            bumps[keys.counter("failed" if error else "delivered")] += 1
+            if error is None:
                 delivered += 1
                 continue
-            raw = frames.with_attempts(value[frame.start : frame.end], tried)
-            if tried < run.max_attempts or not self._dead_letter(raw, tried):
+            if self._retry_later(index, frame, tried, error, run):
+                continue
+            text = error_text(error)
+            if tried < run.max_attempts and not isinstance(error, Reject):
                 # Stop so the shard's order holds: this payload is retried first next time.
+                raw = frames.with_attempts(value[frame.start : frame.end], tried)
+                return delivered, expired, raw + value[frame.end :], frame.start
+            raw = self._rebuild(frame, tried, 0, text)
+            if not self._dead_letter(raw, tried):
                 return delivered, expired, raw + value[frame.end :], frame.start
             bumps[keys.counter("dead_lettered")] += 1
         return delivered, expired, b"", len(value)
+
+    def _retry_later(
+        self, index: int, frame: frames.Frame, tried: int, error: Exception, run: _ReliableRun
+    ) -> bool:
+        """Reschedule a failed payload after its wait, in place, and go on with the ones behind
+        it (True); not when it is to be dead-lettered, when the signal retries at once (its
+        ``retry_delay`` is 0, the shard then stops), or when this delivery rescheduled enough."""
+        if isinstance(error, Reject) or tried >= run.max_attempts:
+            return False
+        asked = error.delay if isinstance(error, Retry) else None
+        wait = run.policy.wait(tried) if asked is None else asked
+        if wait <= 0 or len(self.rescheduled) >= MAX_RESCHEDULED:
+            return False
+        due = due_after(now_ms(), wait)
+        self.kept[index] = self._rebuild(frame, tried, due, error_text(error))
+        self.rescheduled.append((frame.ident, tried, due))
+        return True
 
     def _remove(
         self,
@@ -308,8 +373,8 @@ class _Shard:
         timed-out one may still apply: kept)."""
         keys, conn = self.keys, self.holder.conn
         dropped = sum(r.payloads for r in bad if r.end <= cut)
-        waiting = self.waiting
-        removed = sum(f.end <= cut and i not in waiting for i, f in enumerate(found)) + dropped
+        kept = self.kept
+        removed = sum(f.end <= cut and i not in kept for i, f in enumerate(found)) + dropped
         accounted = keys.counter("accounted")
         bumps[keys.counter("dropped")] += dropped
         bumps[keys.counter("expired")] += expired
@@ -317,11 +382,12 @@ class _Shard:
         store = self.runner.settings.store
         if not acknowledge(conn, store, self.runner.name, self.key, self.value, self.token, keep):
             bumps[accounted] -= removed
-            done = [f for i, f in enumerate(found) if f.end <= cut and i not in waiting]
+            done = [f for i, f in enumerate(found) if f.end <= cut and i not in kept]
             if self.progress is not None and done:
                 # Not removed, but done: the cursor says so, and the next holder resumes after
                 # it (and removes them) instead of running them again.
-                conn.set_many({self.cursor_key: _cursor(done[-1], self.now)})
+                cursor = _cursor(done[-1], self.now, None, self.rescheduled)
+                conn.set_many({self.cursor_key: cursor})
                 return
         if self.progress:
             conn.delete_many([self.cursor_key])
@@ -343,31 +409,42 @@ class _Shard:
         return True
 
 
-def _cursor(frame: frames.Frame, now: int, *, running: int | None = None) -> bytes:
+def _cursor(
+    frame: frames.Frame,
+    now: int,
+    running: int | None,
+    rescheduled: Sequence[tuple[bytes, int, int]],
+) -> bytes:
     """A progress cursor naming ``frame`` by its end offset and its id: finished, or (with
-    ``running``) about to run, with the attempts it counts should that run never return; and
-    ``now``, when what is due was decided (Unix ms)."""
+    ``running``) about to run, with the attempts it counts should that run never return;
+    ``now``, when what is due was decided (Unix ms); and the payloads rescheduled so far."""
     named = b"%d:%s" % (frame.end, frame.ident.hex().encode())
-    return b"%s:%s:%d" % (named, b"" if running is None else b"%d" % running, now)
+    attempts = b"" if running is None else b"%d" % running
+    return b"%s:%s:%d:%s" % (named, attempts, now, cursor_part(rescheduled))
 
 
-def _resume(found: list[frames.Frame], cursor: bytes) -> tuple[int, int | None, int | None] | None:
+Resumed = tuple[int, int | None, int | None, list[tuple[bytes, int, int]]]
+
+
+def _resume(found: list[frames.Frame], cursor: bytes) -> Resumed | None:
     """Where a predecessor's progress cursor says to resume, the attempts of the payload it
-    died running (None if it had finished it), and when it decided what was due; None if the
-    cursor names no frame.
+    died running (None if it had finished it), when it decided what was due, and what it
+    rescheduled; None if the cursor names no frame.
 
     The cursor names a payload by offset and frame id; ids are random, so a cursor left over
     from an older value of the key can never match a frame of the new one.
     """
     end, _, rest = cursor.partition(b":")
     ident, _, rest = rest.partition(b":")
-    running, _, decided = rest.partition(b":")
+    running, _, rest = rest.partition(b":")
+    decided, _, later = rest.partition(b":")
     when = int(decided) if 0 < len(decided) <= 15 and decided.isdigit() else None
+    again = parse_cursor_part(later)
     for index, frame in enumerate(found):
         if str(frame.end).encode() == end and frame.ident.hex().encode() == ident:
             if not running:
-                return index + 1, None, when
+                return index + 1, None, when, again
             if len(running) <= 5 and running.isdigit():
-                return index, min(int(running), frames.MAX_ATTEMPTS_FIELD), when
-            return index, None, when  # a cursor we never write: run it, count nothing
+                return index, min(int(running), frames.MAX_ATTEMPTS_FIELD), when, again
+            return index, None, when, again  # a cursor we never write: run it, count nothing
     return None

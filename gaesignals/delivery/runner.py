@@ -16,6 +16,7 @@ from .. import frames
 from ..accounting import weak_counters
 from ..codec import decode
 from ..config import Settings
+from ..exceptions import Reject, Retry
 from ..keys import signal_keys
 from ..mapping import Handler, passes_name
 from ..registry import SignalSpec
@@ -121,6 +122,38 @@ class Runner:
         if data is _UNDECODABLE:
             return False, False
         return self._handle(data), True
+
+    def attempt(self, frame: frames.Frame) -> Exception | None:
+        """Decode a frame and call every handler, for reliable delivery: None if all of them
+        succeeded, else what failed it (each failure logged): the first :class:`Reject`
+        raised, else the first :class:`Retry`, else the first error (a payload that cannot
+        be decoded fails with its decoding error)."""
+        try:
+            data = decode(frame, self.settings)
+        except Exception as error:
+            logger.exception("gaesignals: could not decode a payload of signal %r", self.name)
+            return error
+        failures: list[Exception] = []
+        for handler, call in self.calls:
+            try:
+                call(data)
+            except Exception as error:
+                failures.append(error)
+                if isinstance(error, Retry | Reject):
+                    logger.warning(
+                        "gaesignals: handler %r for signal %r asked: %s", handler, self.name, error
+                    )
+                else:
+                    logger.exception(
+                        "gaesignals: handler %r for signal %r failed", handler, self.name
+                    )
+        if not failures:
+            return None
+        for kind in (Reject, Retry):
+            for failure in failures:
+                if isinstance(failure, kind):
+                    return failure
+        return failures[0]
 
     def _decode(self, item: frames.Frame | bytes) -> Any:
         """A frame's (or a bare pickled body's) payload, or :data:`_UNDECODABLE` (logged)."""
