@@ -93,6 +93,8 @@ def test_waiting_payloads_do_not_hold_back_the_others(
     backlog = pending("busy")["busy"]
     assert (backlog.count, backlog.waiting, backlog.next_due) == (1, 1, START + 300)
     assert backlog.oldest_age is None  # nothing due is late
+    report = gaesignals.health(["busy"])["signals"]["busy"]
+    assert (report["waiting"], report["next_due"]) == (1, START + 300)
 
 
 @MODES
