@@ -8,9 +8,12 @@ from pathlib import Path
 
 import pytest
 
+from gaesignals import dead_letters, send
+from gaesignals.config import store_from_url
 from gaesignals.testing.servers import MemcachedServer
 
 from . import delay_workers as workers
+from .fault_stores import configured
 from .harness import Run
 
 #: What a payload may arrive after its time: one delivery interval, and the time a busy
@@ -52,3 +55,38 @@ def test_delayed_payloads_arrive_once_never_early(
     assert sorted(times) == sorted(sent) and set(times.values()) == {1}
     assert early == []
     assert late == []
+
+
+@pytest.mark.slow
+def test_a_killed_deliverer_loses_no_payload_waiting_for_a_retry(
+    gaesignals_memcached: MemcachedServer, tmp_path: Path
+) -> None:
+    """A reliable deliverer that rescheduled failed payloads (each fifth fails its first
+    attempt) and is then SIGKILLed mid-handler loses none of them: once its lease runs out two
+    others deliver every payload, the rescheduled ones included, and none is dead-lettered."""
+    gaesignals_memcached.flush()
+    url = gaesignals_memcached.url
+    with configured(store_from_url(url)):
+        for pid in range(200):
+            send(workers.RETRIED, {"id": pid})
+        run = Run(tmp_path, 60.0)
+        died, busy = run.ctx.Event(), run.ctx.Event()
+        victim = run.process(workers.flaky_deliverer, "victim", url, 120, None, busy)
+        survivors = [
+            run.process(workers.flaky_deliverer, f"survivor-{i}", url, 0, died, busy)
+            for i in range(2)
+        ]
+        with run.running():
+            run.join([victim], exitcode=-9)
+            died.set()
+            run.join(survivors)
+        ids = [
+            int(line)
+            for name in ("victim", "survivor-0", "survivor-1")
+            for line in (tmp_path / f"{name}.ids").read_text().split()
+        ]
+        times = Counter(ids)
+        print(f"\nkilled with retries waiting: handled={len(ids)} distinct={len(times)}")
+        assert sorted(times) == list(range(200))
+        assert sum(n - 1 for n in times.values()) <= 1  # at most the one it died running
+        assert dead_letters(workers.RETRIED) == []
