@@ -116,8 +116,13 @@ def reset() -> None:
 
 
 def on_app_engine() -> bool:
-    """True inside App Engine's standard environment (not merely the local dev tools)."""
-    return os.environ.get("GAE_ENV") == "standard" or "GAE_APPLICATION" in os.environ
+    """True inside App Engine's standard environment (not merely the local dev tools).
+
+    Only ``GAE_ENV=standard`` says so: the SDK's ``testbed`` sets ``GAE_APPLICATION`` (with the
+    other request variables) in the test process, where acting as deployed would trust the
+    ``X-Appengine-Cron`` header and have an app call ``wrap_wsgi_app``, which reloads
+    ``threading`` and ``concurrent.futures.thread`` under the threads already running."""
+    return os.environ.get("GAE_ENV") == "standard"
 
 
 def store_from_url(url: str) -> Store:

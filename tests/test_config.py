@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import subprocess
 import sys
 from typing import Any
@@ -35,6 +36,19 @@ def test_app_engine_is_detected(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("GAESIGNALS_STORE", raising=False)
     monkeypatch.setenv("GAE_ENV", "standard")
     assert isinstance(config.get_settings().store, AppEngineStore)
+
+
+def test_the_app_engine_testbed_is_not_app_engine(
+    gaesignals_testbed: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The SDK's testbed sets ``GAE_APPLICATION`` (and the other request variables) in the test
+    process; only ``GAE_ENV=standard`` means deployed, so the default store there is the
+    embedded one and cron's header is not trusted."""
+    for var in ("GAESIGNALS_STORE", "GAE_ENV"):
+        monkeypatch.delenv(var, raising=False)
+    assert "GAE_APPLICATION" in os.environ
+    assert not config.on_app_engine()
+    assert isinstance(config.get_settings().store, MemoryStore)
 
 
 def test_environment_variables(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -20,7 +20,7 @@ TOKEN = "s3cr3t-" * 6
 
 @pytest.fixture(autouse=True)
 def _outside_app_engine(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The App Engine testbed sets the variables on_app_engine() reads; decide it per test."""
+    """Whether this is App Engine is decided per test, whatever the environment says."""
     monkeypatch.delenv(TOKEN_ENV, raising=False)
     monkeypatch.setattr("gaesignals.cron.on_app_engine", lambda: False)
 

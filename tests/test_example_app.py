@@ -153,8 +153,6 @@ def test_appengine_config_wraps_in_signals_middleware() -> None:
 
 def test_audit_is_left_for_cron(app: webtest.TestApp, monkeypatch: pytest.MonkeyPatch) -> None:
     """``audit`` waits for the cron endpoint, which refuses strangers and delivers reliably."""
-    # The App Engine testbed makes every check say "on App Engine"; decide it here instead.
-    monkeypatch.setattr("gaesignals.cron.on_app_engine", lambda: False)
     app.post("/send", {"text": "one"}, status=303).follow()
     app.post("/notify", {"to": "3", "text": "two"}, status=303).follow()
     assert records.pending(AUDIT) == 2
@@ -212,6 +210,23 @@ def test_main_wraps_for_app_engine(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("GAE_ENV", "standard")
     assert create_app() == "wrapped"
     assert len(wrapped) == 1 and callable(wrapped[0])
+
+
+@pytest.mark.gaesignals_stores("appengine")
+def test_the_testbed_is_not_app_engine_to_main(
+    gaesignals_store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The testbed sets ``GAE_APPLICATION`` but is not App Engine, so the app is not wrapped:
+    the real ``wrap_wsgi_app`` reloads ``threading`` and ``concurrent.futures.thread``, and the
+    pool threads already running (the SDK's, asgiref's) drop out of their bookkeeping; nothing
+    stops them at exit, and Python 3.13 then waits for them for ever."""
+    import google.appengine.api
+
+    wrapped: list[Any] = []
+    monkeypatch.setattr(google.appengine.api, "wrap_wsgi_app", wrapped.append)
+    assert "GAE_APPLICATION" in os.environ
+    create_app()
+    assert wrapped == []
 
 
 def test_app_engine_files_describe_this_app() -> None:
