@@ -123,8 +123,9 @@ def health(names: Iterable[str] = ()) -> dict[str, Any]:
     """A JSON-serialisable report for monitoring; never raises on a store that is down.
 
     ``{"ok": bool, "store": {"kind", "reachable", "latency_ms", "error"}, "signals": {name:
-    {"pending", "pending_bytes", "oldest_age", "waiting", "next_due", "lock", **counters}}}``
-    (``waiting``: payloads held back by a delay or a retry, the first due at ``next_due``). ``ok`` is False, with
+    {"pending", "pending_bytes", "oldest_age", "waiting", "next_due", "lock",
+    **counters}}}`` (``waiting``: payloads held back by a delay or a retry, the first due at
+    ``next_due``). ``ok`` is False, with
     the error, when the store cannot be reached, and when a signal's reliable-delivery lock is
     ``"foreign"``: not one of ours, or seen by this process held past its lease (else ``"free"``
     or ``"held"``); the next reliable delivery takes such a lock over.

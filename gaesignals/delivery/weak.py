@@ -232,7 +232,9 @@ class _WeakRun:
         those past garbage it could not walk are appended back here."""
         lost = {}
         for key, (later, value, shift) in self.waiting.items():
-            reach = walked.get(key, 0)
+            reach = walked.get(key)
+            if reach is None:
+                continue  # walked to its end: the store kept every one
             past = [value[f.start : f.end] for f in later if f.start + shift >= reach]
             if past:
                 lost[key] = b"".join(past)

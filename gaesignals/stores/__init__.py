@@ -145,8 +145,9 @@ class Taken(NamedTuple):
     #: On a cluster, why the groups missing from the answer were not taken (a node failed);
     #: the caller runs what was taken, then raises it.
     failure: StoreUnavailable | None = None
-    #: Each queue key in ``values`` and how far into it (bytes) the store's walk of whole
-    #: frames got: frames not due yet past that (after garbage) were not kept.
+    #: Each queue key in ``values`` whose walk of whole frames stopped before its end, and how
+    #: far into it (bytes) the walk got: frames not due yet past that (after garbage) were not
+    #: kept. A key not named here was walked to its end.
     walked: dict[str, int] | None = None
 
 

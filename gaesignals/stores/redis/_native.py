@@ -74,8 +74,9 @@ def _take(batch: list[TakeGroup], now: int) -> Command:
 def _note(
     batch: list[TakeGroup], reply: list[object], taken: Taken, walked: dict[str, int]
 ) -> None:
-    """Add a script's reply (per group: reads, queue values, frame counts, how far each walk
-    got) to ``taken``."""
+    """Add a script's reply (per group: reads, queue values, frame counts; then, for each queue
+    whose walk stopped early, its index in the script's keys and how far it got) to
+    ``taken``."""
     at = 0
     for group in batch:
         nread, nqueue = len(group.read), len(group.queues)
@@ -84,10 +85,13 @@ def _note(
                 taken.read[key] = value
         values = reply[at + nread : at + nread + nqueue]
         counts = reply[at + nread + nqueue : at + nread + 2 * nqueue]
-        reach = reply[at + nread + 2 * nqueue : at + nread + 3 * nqueue]
-        for key, value, count, got in zip(group.queues, values, counts, reach, strict=True):
+        for key, value, count in zip(group.queues, values, counts, strict=True):
             if isinstance(value, bytes) and value:
                 taken.values[key] = value
                 taken.counted[key] = int(count) if isinstance(count, int) else 0
-                walked[key] = int(got) if isinstance(got, int) else 0
-        at += nread + 3 * nqueue
+        at += nread + 2 * nqueue
+    keys = [key for group in batch for key in (*group.read, *group.queues, *(group.counters or ()))]
+    trailer = reply[at:]
+    for index, got in zip(trailer[::2], trailer[1::2], strict=False):
+        if isinstance(index, int) and isinstance(got, int) and 0 < index <= len(keys):
+            walked[keys[index - 1]] = got

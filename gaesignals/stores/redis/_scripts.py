@@ -57,8 +57,9 @@ return 1
 # frames not due yet (a not-before time, metadata type 1, after ARGV[2]), kept in order after
 # that; its other whole frames but spread markers, walked by their headers from the start (see
 # gaesignals.frames), are counted into both counters. Returns, per group in order: the values
-# read, the queues' values (false: none), the frames counted in each queue, and how far (a
-# byte offset) each queue's walk got: frames after garbage are not kept by the script.
+# read, the queues' values (false: none) and the frames counted in each queue; then, for each
+# queue whose walk stopped before its end (garbage: frames after it are not kept by the
+# script), its index in KEYS and how far (a byte offset) the walk got.
 TAKE = b"""
 local function get(key)
   local ok, value = pcall(redis.call, 'GET', key)
@@ -79,7 +80,7 @@ local function due_at(value, m, stop)
   return due
 end
 local function frames(value, now)
-  local count, at, size, kept = 0, 1, #value, {}
+  local count, at, size, kept = 0, 1, #value, nil
   while at + 23 <= size do
     local m1, m2, version, flags, _, _, n1, n2, l1, l2, l3, l4 = string.byte(value, at, at + 11)
     if m1 ~= 0xA7 or m2 ~= 0x5C or version ~= 3 then break end
@@ -89,21 +90,24 @@ local function frames(value, now)
     local length = head + meta + 4 + ((l1 * 256 + l2) * 256 + l3) * 256 + l4
     if at + length - 1 > size then break end
     if meta > 0 and due_at(value, at + head, at + head + meta) > now then
+      kept = kept or {}
       kept[#kept + 1] = string.sub(value, at, at + length - 1)
     elseif math.floor(flags / 4) % 2 == 0 then
       count = count + 1
     end
     at = at + length
   end
-  return count, at - 1, table.concat(kept)
+  if kept then return count, at - 1, table.concat(kept) end
+  return count, at - 1, ''
+
 end
-local out, k, now = {}, 0, tonumber(ARGV[2])
+local out, k, now, stopped = {}, 0, tonumber(ARGV[2]), {}
 for g = 1, tonumber(ARGV[1]) do
   local nread, nqueue = tonumber(ARGV[4 * g - 1]), tonumber(ARGV[4 * g])
   local home = ARGV[4 * g + 2]
   for i = 1, nread do out[#out + 1] = get(KEYS[k + i]) end
   k = k + nread
-  local counts, walked, total = {}, {}, 0
+  local counts, total = {}, 0
   for i = 1, nqueue do
     local key = KEYS[k + i]
     local value = get(key)
@@ -113,13 +117,18 @@ for g = 1, tonumber(ARGV[1]) do
     if value and #value > 0 and value ~= left then
       local kept
       count, reach, kept = frames(value, now)
-      local rest = left .. kept
+      if reach < #value then
+        stopped[#stopped + 1] = k + i
+        stopped[#stopped + 1] = reach
+      end
+      local rest = left
+      if kept ~= '' then rest = left .. kept end
       if rest == '' then redis.call('DEL', key)
       elseif rest ~= value then redis.call('SET', key, rest) end
       total = total + count
     end
     out[#out + 1] = value
-    counts[i], walked[i] = count, reach
+    counts[i] = count
   end
   k = k + nqueue
   if ARGV[4 * g + 1] == '1' then
@@ -130,8 +139,8 @@ for g = 1, tonumber(ARGV[1]) do
     k = k + 2
   end
   for i = 1, nqueue do out[#out + 1] = counts[i] end
-  for i = 1, nqueue do out[#out + 1] = walked[i] end
 end
+for _, v in ipairs(stopped) do out[#out + 1] = v end
 return out
 """
 
