@@ -21,6 +21,9 @@ from pathlib import Path
 import pytest
 
 from gaesignals import SignalMapping, deliver, stats
+from gaesignals.config import get_settings
+from gaesignals.keys import shard_queues, signal_keys
+from gaesignals.queue.append import widen
 from gaesignals.testing import MemcachedServer, RedisClusterServers, RedisServer
 
 from . import concurrency_workers as workers
@@ -140,9 +143,9 @@ def test_weak_delivery_under_concurrency(server_url: str, tmp_path: Path) -> Non
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("shards", [1, 4])
+@pytest.mark.parametrize("shards", [1, 4, None], ids=["one-key", "four-shards", "spreading"])
 def test_reliable_delivery_survives_a_killed_deliverer(
-    server_url: str, tmp_path: Path, shards: int
+    server_url: str, tmp_path: Path, shards: int | None
 ) -> None:
     """Reliable delivery loses nothing when a deliverer is SIGKILLed mid-handler: the others
     deliver its payloads again once the lease on its locks runs out (the hot signal on one
@@ -194,6 +197,9 @@ def test_reliable_delivery_survives_a_killed_deliverer(
     ]
     senders = run.senders(n_senders, url, per_sender, cold, [], steps, shards)
     with run.running():
+        if shards is None:  # undeclared: spread it to 8 shards while the victim delivers
+            run.until("the victim's first payload", victim_busy.is_set, [victim])
+            spread_from_here(url, 8)
         run.join([victim], -signal.SIGKILL)
         run.wind_down(senders, survivors, senders_done)
 
@@ -269,6 +275,20 @@ def test_sharded_hot_signal_under_concurrency(
         run.wind_down(senders, deliverers, senders_done)
     label = f"sharded {'reliable' if reliable else 'weak'}"
     check_delivered_once(run, label, url, cold, shards, senders, deliverers, n_senders * per_sender)
+
+
+def spread_from_here(url: str, shards: int) -> None:
+    """Spread the hot signal over ``shards`` shards from this process, as one of its senders
+    or deliverers would."""
+    store = workers.configure(url, None)
+    try:
+        settings = get_settings()
+        queues = shard_queues(signal_keys(workers.HOT, settings.namespace).queue, 1)
+        with store.connection() as conn:
+            while len(queues) < shards:
+                queues = widen(conn, settings, queues)
+    finally:
+        store.close()
 
 
 @pytest.mark.slow

@@ -90,8 +90,10 @@ def _note(
                 taken.values[key] = value
                 taken.counted[key] = int(count) if isinstance(count, int) else 0
         at += nread + 2 * nqueue
-    keys = [key for group in batch for key in (*group.read, *group.queues, *(group.counters or ()))]
     trailer = reply[at:]
+    if not trailer:
+        return  # every walk reached its queue's end
+    keys = [key for group in batch for key in (*group.read, *group.queues, *(group.counters or ()))]
     for index, got in zip(trailer[::2], trailer[1::2], strict=False):
         if isinstance(index, int) and isinstance(got, int) and 0 < index <= len(keys):
             walked[keys[index - 1]] = got
