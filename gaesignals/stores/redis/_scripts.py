@@ -92,7 +92,7 @@ local function frames(value, now)
     if meta > 0 and due_at(value, at + head, at + head + meta) > now then
       kept = kept or {}
       kept[#kept + 1] = string.sub(value, at, at + length - 1)
-    elseif math.floor(flags / 4) % 2 == 0 then
+    elseif flags < 4 then  -- bit 2 (4) marks a spread marker; no flag above it exists
       count = count + 1
     end
     at = at + length
