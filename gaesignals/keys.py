@@ -111,23 +111,14 @@ def shard_keys(keys: SignalKeys, shards: int) -> tuple[tuple[str, str], ...]:
     key is never another signal's key, nor another kind of key of any signal.
     """
     _, namespace, kind, part = keys.queue.split(":", 3)
-    mark = kind[1:]
-    others = [
-        (f"gs:{namespace}:q{mark}{i}:{part}", f"gs:{namespace}:c{mark}{i}:{part}")
-        for i in range(1, shards)
-    ]
-    return ((keys.queue, keys.cursor), *others)
-
-
-@lru_cache(maxsize=4096)
-def queue_keys(keys: SignalKeys, shards: int) -> tuple[str, ...]:
-    """Every queue key of a signal with ``shards`` shards, its own queue key first."""
-    return tuple(queue for queue, _ in shard_keys(keys, shards))
+    cursors = (f"gs:{namespace}:c{kind[1:]}{i}:{part}" for i in range(1, shards))
+    return tuple(zip(shard_queues(keys.queue, shards), (keys.cursor, *cursors), strict=True))
 
 
 @lru_cache(maxsize=4096)
 def shard_queues(base: str, shards: int) -> tuple[str, ...]:
-    """:func:`queue_keys` from the signal's own queue key alone."""
+    """Every queue key of a signal with ``shards`` shards, from its own queue key ``base``,
+    which comes first (see :func:`shard_keys` for the names)."""
     _, namespace, kind, part = base.split(":", 3)
     return (base, *(f"gs:{namespace}:q{kind[1:]}{i}:{part}" for i in range(1, shards)))
 

@@ -116,13 +116,6 @@ class Runner:
                 self.ttl,
             )
 
-    def run(self, frame: frames.Frame) -> tuple[bool, bool]:
-        """Decode a frame and call every handler; returns (all ok, decoded ok). Logs failures."""
-        data = self._decode(frame)
-        if data is _UNDECODABLE:
-            return False, False
-        return self._handle(data), True
-
     def attempt(self, frame: frames.Frame) -> Exception | None:
         """Decode a frame and call every handler, for reliable delivery: None if all of them
         succeeded, else what failed it (each failure logged): the first :class:`Reject`

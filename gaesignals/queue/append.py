@@ -84,7 +84,7 @@ def look_home(
         _learn_spread(conn, settings, base, home_too=home_too)
     except GaeSignalsError:
         return queues
-    wider = shard_queues(base, max(len(queues), spread.width(settings, base, 1)))
+    wider = _known(settings, queues)
     if len(wider) > len(queues):
         stick(wider, rng.choice(wider[len(queues) :]))
     return wider
@@ -119,7 +119,12 @@ def widen(conn: Connection, settings: Settings, queues: tuple[str, ...]) -> tupl
             spread.learn(settings, base, target)
     except GaeSignalsError:
         pass  # not written: stay as wide as the deliverers are known to read
-    return shard_queues(base, max(len(queues), spread.width(settings, base, 1)))
+    return _known(settings, queues)
+
+
+def _known(settings: Settings, queues: tuple[str, ...]) -> tuple[str, ...]:
+    """A signal's queue keys as wide as ``queues`` or what this process learned, if wider."""
+    return shard_queues(queues[0], max(len(queues), spread.width(settings, queues[0], 1)))
 
 
 def append_frames(

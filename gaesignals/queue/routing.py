@@ -1,7 +1,7 @@
 """Which shard a thread sends a sharded signal to.
 
 A signal declared with ``shards=N``, or spread over N shards by its senders
-(:mod:`.spread`), has N queue keys (:func:`~gaesignals.keys.queue_keys`).
+(:mod:`.spread`), has N queue keys (:func:`~gaesignals.keys.shard_queues`).
 Each thread sends such a signal to one shard of its own (a process's threads take consecutive
 shards from a random start), so its payloads stay in order there. It moves to a random other
 shard when its shard is full, or (on stores without append) when it lost a CAS there to another
