@@ -13,9 +13,11 @@ import pytest
 
 import gaesignals
 from gaesignals import InvalidDelay, deliver, frames, pending, send, send_multi, stats
+from gaesignals.codec import encode_payload
 from gaesignals.config import get_settings
 from gaesignals.keys import signal_keys
 from gaesignals.stores import Store
+from gaesignals.stores.memory import MemoryStore
 from gaesignals.timing import MAX_DELAY
 
 from .conftest import RawAccess
@@ -214,3 +216,36 @@ def test_garbage_beside_a_delayed_payload_loses_nothing(
     clock[0] += 5
     assert deliver({"g": got.append}, reliable=reliable) == 1
     assert got == [1, 2]
+
+
+class _TakenMeanwhile(MemoryStore):
+    """A store without append where, before this process's first reset, another deliverer
+    (whose clock says the delayed payload is due) takes the key, and a sender appends."""
+
+    def __init__(self) -> None:
+        super().__init__(append=False)
+        self.then: bytes | None = None
+
+    def cas_many(self, items: Any, expire: int = 0, counters: Any = None) -> Any:
+        if self.then is not None:
+            for key in items:
+                self.set_raw(key, self.then)
+            self.then = None
+        return super().cas_many(items, expire, counters)
+
+
+def test_a_payload_taken_by_another_deliverer_between_rounds_is_not_put_back(
+    clock: list[float],
+) -> None:
+    """A weak delivery whose reset lost reads the key again: a delayed payload it held back in
+    the first round, but that another deliverer took meanwhile, is not written back by its
+    next reset (it would be delivered twice)."""
+    store = _TakenMeanwhile()
+    gaesignals.configure(store=store)
+    send("t", "waits", delay=10)
+    send("t", "first")
+    store.then = encode_payload("later", signal_keys("t", ""), get_settings())
+    got: list[str] = []
+    assert deliver({"t": got.append}) == 1
+    assert got == ["later"]
+    assert pending("t")["t"].count == 0

@@ -125,7 +125,8 @@ class _ReliableRun:
         runners: Mapping[str, Runner],
     ) -> tuple[dict[str, ParsedFrames], set[str]]:
         """Each queue key read holding payloads (or garbage), parsed; and the signals found
-        spread wider than read, whose width is learned (their new shards are read next time).
+        spread wider than read, whose width is learned (the delivery then runs again, with
+        their new shards).
         A key holding only markers holds nothing to deliver."""
         parsed: dict[str, ParsedFrames] = {}
         spread: set[str] = set()

@@ -269,13 +269,17 @@ class _WeakRun:
     def parse(self, current: Mapping[str, tuple[bytes, object]]) -> tuple[Parsed, dict[str, str]]:
         """The payloads of every queue key read holding any, and each such key's signal; a
         spread signal's marker at the head of its own key is skipped, a marker wider than
-        this delivery reads is learned (its new shards are read from the next one)."""
+        this delivery reads is learned (the delivery then takes again, with its new shards).
+        What a key read again held back before is decided anew from what it holds now."""
         layout, homes = self.layout, self.homes
         names, runners = layout.names, layout.runners
         secret_keys = self.settings.secret_keys
         bodies_of = frames.pickled_bodies
         parsed: Parsed = {}
         owners: dict[str, str] = {}  # each key read (home or stranded) -> its signal
+        if self.waiting:  # a later round: another deliverer may have taken them since
+            for key in current:
+                self.waiting.pop(key, None)
         for key, item in current.items():
             value = item[0]
             if not value:
@@ -310,9 +314,11 @@ class _WeakRun:
     ) -> list[frames.Frame]:
         """The payloads of ``found`` due now; the others wait (see :attr:`waiting`)."""
         now = self.now
-        due = [frame for frame in found if frames.not_before(frame) <= now]
-        if len(due) != len(found):
-            later = [frame for frame in found if frames.not_before(frame) > now]
+        due: list[frames.Frame] = []
+        later: list[frames.Frame] = []
+        for frame in found:
+            (later if frames.not_before(frame) > now else due).append(frame)
+        if later:
             self.waiting[key] = (later, value, shift)
         return due
 
