@@ -62,6 +62,7 @@ from gaesignals.contrib.django.tasks import (  # noqa: E402
     MissingTask,
     SignalsBackend,
     TaskFailed,
+    UnserializableArguments,
     connect_backends,
     queue_signal,
 )
@@ -225,6 +226,14 @@ def test_unserialisable_arguments_fail_at_enqueue() -> None:
     assert pending() == 0
 
 
+def test_bytes_that_are_not_text_fail_at_enqueue() -> None:
+    """Bytes Django cannot decode (its ValueError) fail at enqueue too, as ours."""
+    with pytest.raises(UnserializableArguments) as raised:
+        note.enqueue(b"\xff")
+    assert isinstance(raised.value, ValueError) and isinstance(raised.value, TypeError)
+    assert pending() == 0
+
+
 # -- enqueue, deliver, results -------------------------------------------------------------------
 
 
@@ -331,6 +340,28 @@ def test_takes_context_gets_the_result_and_attempt() -> None:
     gaesignals.deliver()
     result.refresh()
     assert result.return_value == {"attempt": 1, "id": result.id}
+
+
+def test_a_task_recorded_as_successful_is_not_run_again() -> None:
+    """A payload delivered again after its task succeeded (its deliverer died before removing
+    it) does not run the task a second time."""
+    result = note.enqueue("once")
+    gaesignals.deliver()
+    record = task_records.read(result.id, get_settings())
+    assert record is not None and record["status"] == "SUCCESSFUL"
+    task_backends["default"].run(record)
+    assert task_functions.NOTED == ["once"]
+
+
+def test_eager_mode_runs_the_task_at_enqueue(gaesignals_store: Store) -> None:
+    """With gaesignals' eager mode the task runs at enqueue, as Django's ImmediateBackend
+    runs it: the returned result is finished, a failure recorded and not raised."""
+    gaesignals.configure(store=gaesignals_store, eager=True)
+    assert add.enqueue(2, 2).return_value == 4
+    failed = fail.enqueue("eager")
+    assert failed.status == TaskResultStatus.FAILED and failed.attempts == 1
+    assert "ValueError: eager" in failed.errors[0].traceback
+    assert pending() == 0
 
 
 # -- failures ------------------------------------------------------------------------------------

@@ -24,6 +24,7 @@ worker ids, the return value) is a record in the same cache (:mod:`.task_records
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass
 from datetime import datetime
@@ -72,6 +73,11 @@ OPTIONS = {"ON_COMMIT", "RESULT_TTL", *DECLARE_OPTIONS}
 def queue_signal(alias: str, queue: str) -> str:
     """The gaesignals signal that carries the tasks of one queue of one backend."""
     return check_name(f"django_tasks.{alias}.{queue}")
+
+
+class UnserializableArguments(UnserializablePayload, ValueError):
+    """Task arguments Django cannot normalise to JSON: a ``TypeError`` and a ``ValueError``,
+    as ``normalize_json`` raises either."""
 
 
 class TaskFailed(GaeSignalsError):
@@ -146,7 +152,10 @@ class SignalsBackend(BaseTaskBackend):
         """Declare every queue's signal and connect :func:`run_task` to it (idempotent); done
         at set-up, again after ``gaesignals.registry.clear()``."""
         for name in self.signals.values():
-            registry.connect(name, run_task, **self.declared)
+            spec = registry.spec(name)
+            if any(getattr(spec, option) != value for option, value in self.declared.items()):
+                registry.declare(name, **self.declared)  # not anew for each thread's backend
+            registry.connect(name, run_task)
 
     @property
     def max_attempts(self) -> int:
@@ -171,7 +180,8 @@ class SignalsBackend(BaseTaskBackend):
     def enqueue(self, task: Task, args: Any, kwargs: Any) -> TaskResult:
         """Store the task (at commit, inside ``transaction.atomic``) and return its result,
         with its id and ``enqueued_at`` set either way. Arguments Django cannot normalise to
-        JSON raise :class:`~gaesignals.UnserializablePayload` (a ``TypeError``)."""
+        JSON raise :class:`UnserializableArguments` (an
+        :class:`~gaesignals.UnserializablePayload`)."""
         self.validate_task(task)
         try:
             result = TaskResult(
@@ -189,7 +199,7 @@ class SignalsBackend(BaseTaskBackend):
                 worker_ids=[],
             )
         except (TypeError, ValueError) as error:
-            raise UnserializablePayload(
+            raise UnserializableArguments(
                 f"the arguments of task {task.module_path} are not JSON: {error}"
             ) from error
         record = _record(result)
@@ -203,11 +213,20 @@ class SignalsBackend(BaseTaskBackend):
         return result
 
     def _store(self, name: str, record: dict[str, Any], result: TaskResult) -> None:
-        """The record first (a deliverer finds it), then the payload; no payload, no record."""
+        """The record first (a deliverer finds it), then the payload; no payload, no record.
+        In gaesignals' eager mode the task runs now instead, as Django's ImmediateBackend
+        runs it: once, its failure recorded, not raised."""
         settings = get_settings()
         eta = None if result.task.run_after is None else _aware(result.task.run_after)
         wait = 0 if eta is None else max(0, int(eta.timestamp() - frames.clock()) + 1)
         task_records.write(record, settings, self.result_ttl + wait)
+        if settings.eager:
+            task_enqueued.send(type(self), task_result=result)
+            with contextlib.suppress(Exception):
+                self.run(record, last=True)
+            with contextlib.suppress(TaskResultDoesNotExist):
+                result.refresh()  # as ImmediateBackend returns it: finished
+            return
         try:
             send(name, record, eta=eta)
         except BaseException:
@@ -261,35 +280,35 @@ class SignalsBackend(BaseTaskBackend):
 
     # -- running ----------------------------------------------------------------------------
 
-    def run(self, payload: dict[str, Any]) -> None:
+    def run(self, payload: dict[str, Any], *, last: bool = False) -> None:
         """Run one delivered task and record how it went; raise so that delivery retries it
-        (or dead-letters it, after the last attempt or at once for a task that does not
-        import)."""
+        (or dead-letters it: after the last attempt, or at once for a task that does not
+        import). A task its record says succeeded is not run again (a delivery that died
+        before removing it); a FAILED one is (its dead letter was requeued)."""
         settings = get_settings()
         record = task_records.read(payload["id"], settings) or dict(payload)
+        if record["status"] == TaskResultStatus.SUCCESSFUL:
+            logger.info("gaesignals: task result %s already succeeded; not run again", record["id"])
+            return
         try:
-            task = _import_task(record["task"])
+            _import_task(record["task"])
         except (ImportError, TypeError) as error:
             self._failed(record, self._task(record), error, settings)
             raise Reject(f"task {record['task']!r} does not import: {error}") from error
         task = self._task(record)
-        now = timezone.now()
-        record.update(status=TaskResultStatus.RUNNING, last_attempted_at=now.isoformat())
-        record["started_at"] = record["started_at"] or now.isoformat()
+        now = timezone.now().isoformat()
+        record.update(status=TaskResultStatus.RUNNING, last_attempted_at=now)
+        record["started_at"] = record["started_at"] or now
         record["worker_ids"] = [*record["worker_ids"], self.worker_id]
         task_records.write(record, settings, self.result_ttl)
         result = self._result(record, task)
         task_started.send(type(self), task_result=result)
         try:
-            if task.takes_context:
-                value = task.call(TaskContext(task_result=result), *result.args, **result.kwargs)
-            else:
-                value = task.call(*result.args, **result.kwargs)
-            value = normalize_json(value)
+            value = _call(task, result)
         except KeyboardInterrupt:
             raise
         except BaseException as error:
-            final = len(record["worker_ids"]) >= self.max_attempts
+            final = last or len(record["worker_ids"]) >= self.max_attempts
             self._failed(record, task, error, settings, final=final)
             if isinstance(error, Exception):
                 raise
@@ -358,6 +377,16 @@ def connect_backends() -> list[str]:
     return aliases
 
 
+def _call(task: Task, result: TaskResult) -> Any:
+    """Run the task on the result's arguments (a coroutine awaited, as ``Task.call`` does),
+    its context first if it takes one; its return value normalised to JSON."""
+    if task.takes_context:
+        value = task.call(TaskContext(task_result=result), *result.args, **result.kwargs)
+    else:
+        value = task.call(*result.args, **result.kwargs)
+    return normalize_json(value)
+
+
 def _import_task(path: str) -> Task:
     found = import_string(path)
     if not isinstance(found, Task):
@@ -396,4 +425,11 @@ def _datetime(text: str | None) -> datetime | None:
     return None if text is None else datetime.fromisoformat(text)
 
 
-__all__ = ["MissingTask", "SignalsBackend", "TaskFailed", "connect_backends", "run_task"]
+__all__ = [
+    "MissingTask",
+    "SignalsBackend",
+    "TaskFailed",
+    "UnserializableArguments",
+    "connect_backends",
+    "run_task",
+]
