@@ -300,6 +300,21 @@ def test_a_planted_record_reads_as_missing(gaesignals_store: Store) -> None:
         default_task_backend.get_result(result.id)
 
 
+@pytest.mark.parametrize(
+    "planted",
+    [b"- {}", b"- [1]", b"- not json", b'- {"id": 1}', b"nonsense"],
+    ids=["empty", "list", "not-json", "partial", "no-head"],
+)
+def test_a_record_that_is_not_one_reads_as_missing(gaesignals_store: Store, planted: bytes) -> None:
+    """Whatever else sits at a result's key is not a result."""
+    result = add.enqueue(1, 2)
+    key = task_records.record_key(result.id, get_settings().namespace)
+    with gaesignals_store.connection() as conn:
+        conn.set_many({key: planted})
+    with pytest.raises(TaskResultDoesNotExist):
+        result.refresh()
+
+
 def test_using_another_queue_and_backend() -> None:
     """using() picks the queue (its own signal) and the backend alias."""
     emails = add.using(queue_name="emails").enqueue(1, 2)

@@ -24,6 +24,26 @@ logger = logging.getLogger("gaesignals")
 #: The result ids the backend makes (Django's ``get_random_string(32)``), and any other id a
 #: caller may ask for that is safe in a key: anything else cannot name a record.
 _ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+#: What every record holds (what :mod:`.tasks` writes, and a task's payload is).
+FIELDS = frozenset(
+    (
+        "id",
+        "task",
+        "queue",
+        "backend",
+        "run_after",
+        "args",
+        "kwargs",
+        "status",
+        "enqueued_at",
+        "started_at",
+        "last_attempted_at",
+        "finished_at",
+        "errors",
+        "worker_ids",
+        "return_value",
+    )
+)
 #: Signed records begin with their tag; unsigned ones with this.
 _UNSIGNED = b"-"
 
@@ -61,7 +81,10 @@ def _unpack(raw: bytes, key: str, settings: Settings) -> dict[str, Any] | None:
     except ValueError:
         logger.warning("gaesignals: the task result at %s is not JSON", key)
         return None
-    return record if isinstance(record, dict) else None
+    if not isinstance(record, dict) or not record.keys() >= FIELDS:
+        logger.warning("gaesignals: the task result at %s is not a record", key)
+        return None
+    return record
 
 
 def write(record: dict[str, Any], settings: Settings, ttl: int) -> None:

@@ -242,7 +242,11 @@ class SignalsBackend(BaseTaskBackend):
         record = task_records.read(result_id, get_settings())
         if record is None:
             raise TaskResultDoesNotExist(result_id)
-        return self._result(record, self._task(record))
+        try:
+            return self._result(record, self._task(record))
+        except (TypeError, ValueError) as error:  # a record of the right shape, wrong values
+            logger.warning("gaesignals: the task result %s is unreadable: %s", result_id, error)
+            raise TaskResultDoesNotExist(result_id) from error
 
     def _task(self, record: dict[str, Any]) -> Task:
         """The record's task, or a :class:`MissingTask` if its path no longer imports."""
@@ -297,7 +301,7 @@ class SignalsBackend(BaseTaskBackend):
             raise Reject(f"task {record['task']!r} does not import: {error}") from error
         task = self._task(record)
         now = timezone.now().isoformat()
-        record.update(status=TaskResultStatus.RUNNING, last_attempted_at=now)
+        record.update(status=TaskResultStatus.RUNNING.value, last_attempted_at=now)
         record["started_at"] = record["started_at"] or now
         record["worker_ids"] = [*record["worker_ids"], self.worker_id]
         task_records.write(record, settings, self.result_ttl)
@@ -314,7 +318,7 @@ class SignalsBackend(BaseTaskBackend):
                 raise
             raise TaskFailed(f"task {record['task']!r} raised {error!r}") from error
         record.update(
-            status=TaskResultStatus.SUCCESSFUL,
+            status=TaskResultStatus.SUCCESSFUL.value,
             finished_at=timezone.now().isoformat(),
             return_value=value,
         )
@@ -339,7 +343,7 @@ class SignalsBackend(BaseTaskBackend):
             *record["errors"],
             [f"{kind.__module__}.{kind.__qualname__}", traceback],
         ]
-        record["status"] = TaskResultStatus.FAILED if final else TaskResultStatus.READY
+        record["status"] = (TaskResultStatus.FAILED if final else TaskResultStatus.READY).value
         if final:
             record["finished_at"] = timezone.now().isoformat()
         task_records.write(record, settings, self.result_ttl)
@@ -405,7 +409,7 @@ def _record(result: TaskResult) -> dict[str, Any]:
         "run_after": None if task.run_after is None else task.run_after.isoformat(),
         "args": result.args,
         "kwargs": result.kwargs,
-        "status": result.status,
+        "status": result.status.value,
         "enqueued_at": result.enqueued_at.isoformat(),
         "started_at": None,
         "last_attempted_at": None,
