@@ -162,6 +162,15 @@ def test_bad_backend_settings_are_refused(params: dict[str, Any], says: str) -> 
         task_backends["default"]
 
 
+def test_system_check_wants_the_gaesignals_app() -> None:
+    """Django's check reports a SignalsBackend without the app that connects its queues."""
+    backend = task_backends["default"]
+    assert list(backend.check()) == []
+    with override_settings(INSTALLED_APPS=["examples.django_app.guestbook"]):
+        [error] = backend.check()
+    assert error.id == "gaesignals.E001" and "INSTALLED_APPS" in error.hint
+
+
 def test_each_queue_is_a_reliable_declared_signal() -> None:
     """Every queue of every SignalsBackend has its signal, reliable, with the retry options."""
     assert set(gaesignals.registry.names()) == {

@@ -26,11 +26,14 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from traceback import format_exception
 from typing import Any
 
+from django.apps import apps
+from django.core import checks
 from django.db import transaction
 from django.tasks import Task, TaskContext, TaskResult, TaskResultStatus, task_backends
 from django.tasks.backends.base import BaseTaskBackend
@@ -156,6 +159,18 @@ class SignalsBackend(BaseTaskBackend):
             if any(getattr(spec, option) != value for option, value in self.declared.items()):
                 registry.declare(name, **self.declared)  # not anew for each thread's backend
             registry.connect(name, run_task)
+
+    def check(self, **kwargs: Any) -> Iterator[Any]:
+        """Django's system check: without the app, a worker process never connects the
+        queues (nothing would run the tasks)."""
+        yield from super().check(**kwargs)
+        if not apps.is_installed("gaesignals.contrib.django"):
+            yield checks.Error(
+                f"task backend {self.alias!r} is a SignalsBackend, but the gaesignals app is "
+                "not installed, so no deliverer would run its tasks",
+                hint="Add 'gaesignals.contrib.django' to INSTALLED_APPS.",
+                id="gaesignals.E001",
+            )
 
     @property
     def max_attempts(self) -> int:
