@@ -35,6 +35,7 @@ import gaesignals
 from gaesignals import frames
 from gaesignals.config import get_settings
 from gaesignals.stores import Store
+from gaesignals.stores.memory import MemoryStore
 from gaesignals.testing import MemcachedServer
 from tests.django_setup import setup_django
 
@@ -56,6 +57,7 @@ from django.tasks.exceptions import (  # noqa: E402
 )
 from django.tasks.signals import task_enqueued, task_finished, task_started  # noqa: E402
 from django.test import Client, override_settings  # noqa: E402
+from django.utils import timezone  # noqa: E402
 
 from gaesignals.contrib.django import task_records  # noqa: E402
 from gaesignals.contrib.django.tasks import (  # noqa: E402
@@ -322,6 +324,31 @@ def test_a_record_that_is_not_one_reads_as_missing(gaesignals_store: Store, plan
         conn.set_many({key: planted})
     with pytest.raises(TaskResultDoesNotExist):
         result.refresh()
+
+
+@pytest.mark.gaesignals_stores("memory")
+def test_a_result_is_kept_result_ttl_seconds_after_its_last_change() -> None:
+    """RESULT_TTL counts from the record's last write; a deferred task's READY record is kept
+    until RESULT_TTL after its run_after."""
+    now = [1000.0]
+    gaesignals.configure(store=MemoryStore(clock=lambda: now[0]))
+    tasks = {"default": {"BACKEND": BACKEND, "OPTIONS": {"RESULT_TTL": 60}}}
+    with override_settings(TASKS=tasks):
+        connect_backends()
+        done = add.enqueue(1, 1)
+        later = add.using(run_after=timezone.now() + timedelta(seconds=600)).enqueue(2, 2)
+        now[0] += 30
+        gaesignals.deliver()
+        now[0] += 59
+        assert done.task.get_backend().get_result(done.id).return_value == 2
+        now[0] += 2
+        with pytest.raises(TaskResultDoesNotExist):
+            done.refresh()
+        now[0] += 500  # 591 s after the enqueue: 60 s past its run_after yet to come
+        assert later.task.get_backend().get_result(later.id).status == TaskResultStatus.READY
+        now[0] += 100
+        with pytest.raises(TaskResultDoesNotExist):
+            later.refresh()
 
 
 def test_using_another_queue_and_backend() -> None:
