@@ -451,6 +451,19 @@ def test_a_task_failing_every_attempt_is_failed_with_its_tracebacks() -> None:
     assert dead.data["id"] == result.id and dead.attempts == 3
 
 
+def test_without_reliable_delivery_a_failure_is_final() -> None:
+    """With OPTIONS RELIABLE False a task runs at most once: its one failure is FAILED."""
+    tasks = {"default": {"BACKEND": BACKEND, "OPTIONS": {"RELIABLE": False}}}
+    with override_settings(TASKS=tasks):
+        connect_backends()
+        assert not gaesignals.registry.spec(DEFAULT).reliable
+        result = fail.enqueue("once")
+        assert gaesignals.deliver() == 0
+        result.refresh()
+        assert result.status == TaskResultStatus.FAILED and result.attempts == 1
+        assert pending() == 0 and gaesignals.dead_letters(DEFAULT) == []
+
+
 def test_a_return_value_that_is_not_json_fails_the_task() -> None:
     """A return value Django cannot normalise fails the attempt, as Django's backends do."""
     result = unreturnable.using(backend="eager").enqueue()

@@ -1,6 +1,7 @@
 """The Django app: configures gaesignals from ``settings.GAESIGNALS`` and imports the
 ``signals`` module of every installed app, so receivers and AsyncSignals are connected in
-every process (web workers and ``manage.py deliver_signals`` alike).
+every process (web workers and ``manage.py deliver_signals`` alike); on Django 6 it connects
+the queues of every ``django.tasks`` backend of :mod:`.tasks` too.
 
 ::
 
