@@ -148,7 +148,15 @@ def active() -> bool:
     state = _state
     if state.tracer is not None or state.instruments is not None:
         return True
-    return state.looking and state.look()
+    if not state.looking:
+        return False
+    if (
+        trace._TRACER_PROVIDER is None
+        and _metrics_state._METER_PROVIDER is None
+        and not (state.env_tracer or state.env_meter)
+    ):
+        return False  # the usual case without a provider: two module globals read
+    return state.look()
 
 
 def count(outcome: str, name: str, n: int = 1) -> None:
