@@ -97,10 +97,11 @@ def cases(reset: Callable[[], object], total: int) -> dict[str, Callable[[], flo
 
 
 def rows_for(bench: str, got: dict[str, Samples]) -> list[Row]:
+    store = bench.split("/")[1]
     return [
-        ratio_row(bench, "send, otel API installed, no provider", got["no provider"],
+        ratio_row(bench, f"{store}: send, otel API installed, no provider", got["no provider"],
                   got["unavailable"], LIMIT, baseline_label="tracing unavailable"),
-        ratio_row(bench, "send, traced (in a span, SDK provider)", got["traced"],
+        ratio_row(bench, f"{store}: send, traced (in a span, SDK provider)", got["traced"],
                   got["unavailable"], None, baseline_label="tracing unavailable"),
     ]  # fmt: skip
 
@@ -124,7 +125,7 @@ def main() -> None:
     got = compare(cases(lambda: store.set_raw(key, b""), total), args.reps)
     rows += rows_for("otel/memory", got)
     check = min(timeit.repeat(tracing.active, number=100_000, repeat=5)) / 100_000
-    rows.append(Row("otel/memory", "the check a send makes (tracing.active), alone",
+    rows.append(Row("otel/memory", "memory: the check a send makes (tracing.active), alone",
                     f"{check * 1e9:.0f} ns",
                     f"{check / got['unavailable'].median * 100:.2f} % of a send"))  # fmt: skip
     notes = [pinning, f"medians of {args.reps} repetitions of {total} sends each, 0 pending"]
