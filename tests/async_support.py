@@ -18,7 +18,8 @@ WAIT = 10.0
 
 class GatedStore(Forwarding):
     """A store in front of ``inner`` whose connections, once ``gate()`` is called, wait for
-    ``release`` (setting ``entered`` first), as a slow cache would keep the caller waiting."""
+    ``release`` (setting ``entered`` first), as a slow cache would keep the caller waiting;
+    ``connections`` counts those asked for since."""
 
     fast_send = None
     native = None
@@ -26,14 +27,17 @@ class GatedStore(Forwarding):
     def __init__(self, inner: Store) -> None:
         super().__init__(inner)
         self.gated = False
+        self.connections = 0
         self.entered = threading.Event()
         self.release = threading.Event()
 
     def gate(self) -> None:
         self.gated = True
+        self.connections = 0
 
     @contextmanager
     def connection(self) -> Iterator[Connection]:
+        self.connections += 1
         if self.gated:
             self.entered.set()
             if not self.release.wait(WAIT):
