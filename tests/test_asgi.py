@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import socket
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
@@ -278,3 +280,11 @@ def test_example_under_uvicorn_publishes_at_the_next_request(served: int, book: 
     status, page, _ = http_request(served, "GET", "/")
     assert status == 200 and "1 entry published." in page and "over http" in page
     assert published(book) == ["over http"]
+
+
+def test_the_asgi_page_examples_run() -> None:
+    """The Python blocks of ``docs/asgi.md`` run as shown, one after another."""
+    page = (Path(__file__).resolve().parent.parent / "docs" / "asgi.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", page, re.S)
+    assert len(blocks) >= 5
+    exec(compile("\n".join(blocks), "docs/asgi.md", "exec"), {})
