@@ -154,6 +154,36 @@ def test_the_loop_serves_other_requests_while_one_delivers() -> None:
     assert got == ["payload"]
 
 
+def test_a_cancelled_request_leaves_its_delivery_to_finish_alone() -> None:
+    """A request cancelled while its delivery waits on the store does not end the delivery:
+    no other starts until it has finished, and it still delivers the payload."""
+    gated = GatedStore(MemoryStore())
+    gaesignals.configure(store=gated)
+    got: list[Any] = []
+    middleware = SignalsMiddleware(RecordingApp(), {"slow": got.append})
+    send("slow", "payload")
+    gated.gate()
+
+    async def main() -> None:
+        first = Exchange(REQUEST)
+        cancelled = asyncio.ensure_future(middleware(dict(HTTP), first.receive, first.send))
+        assert await wait_for(gated.entered)
+        cancelled.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await cancelled
+        assert first.sent == [] and middleware.running is not None
+        second = Exchange(REQUEST)
+        await middleware(dict(HTTP), second.receive, second.send)
+        assert gated.connections == 1  # the second request started no delivery
+        running = middleware.running
+        gated.release.set()
+        await asyncio.wait_for(asyncio.shield(running), WAIT)
+        assert middleware.running is None
+
+    asyncio.run(main())
+    assert got == ["payload"]
+
+
 def test_interval_limits_deliveries_and_skips_the_cache_between() -> None:
     """With ``interval=N`` the middleware delivers at most once per N seconds of its clock,
     and the requests in between make no cache call."""

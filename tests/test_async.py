@@ -5,6 +5,7 @@ running-loop rule. Each test drives its own loop with ``asyncio.run``."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import threading
 from collections.abc import Iterator
@@ -63,6 +64,9 @@ class Tracker:
         self.active = 0
         self.most = 0
 
+    async def __call__(self, data: Any) -> str:
+        return await self.handle(data)
+
     async def handle(self, data: Any) -> str:
         self.active += 1
         self.most = max(self.most, self.active)
@@ -84,6 +88,20 @@ class Tracker:
 
 def one_at_a_time(payloads: range | list[Any]) -> list[tuple[str, Any]]:
     return [event for n in payloads for event in (("start", n), ("end", n))]
+
+
+def test_a_mapping_knows_its_coroutine_handlers() -> None:
+    """``async def`` functions and methods, partials of them and objects with an ``async
+    def __call__`` count as coroutine handlers; plain callables and classes do not."""
+    tracker = Tracker()
+
+    async def named(data: Any, signal_name: str) -> None:
+        return None
+
+    coroutines = [tracker.handle, tracker, functools.partial(named, signal_name="x")]
+    plain = [print, Tracker, functools.partial(print, end="")]
+    mapping = gaesignals.SignalMapping({"mixed": [*coroutines, *plain]})
+    assert mapping.coroutine_handlers == tuple(coroutines)
 
 
 @MODES
@@ -319,12 +337,15 @@ def test_asend_and_adeliver_leave_the_loop_free_while_the_store_is_slow() -> Non
 
 
 def test_an_eager_asend_awaits_coroutine_receivers_on_the_loop(memory: MemoryStore) -> None:
-    """In eager mode ``asend`` runs a coroutine receiver at once, on the sender's loop."""
+    """In eager mode ``asend`` runs a coroutine receiver at once, on the sender's loop; a
+    plain ``send`` from inside the loop is refused as ``send_now`` is."""
     gaesignals.configure(store=memory, eager=True)
     tracker = Tracker()
     gaesignals.connect("eager", tracker.handle)
 
     async def main() -> asyncio.AbstractEventLoop:
+        with pytest.raises(EventLoopRunning):
+            send("eager", "from the loop's thread")  # refused before any receiver runs
         await asend("eager", "at once")
         return asyncio.get_running_loop()
 
