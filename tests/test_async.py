@@ -176,6 +176,21 @@ def test_plain_and_coroutine_handlers_run_in_mapping_order(store: Store, reliabl
     assert threads[:2] == [threading.get_ident()] * 2 and threads[2] != threading.get_ident()
 
 
+def test_a_coroutine_handler_can_ask_for_the_signal_name(memory: MemoryStore) -> None:
+    """A coroutine handler marked with ``pass_signal_name`` is awaited with the name, in
+    ``deliver`` and ``send_now`` alike."""
+    got: list[tuple[Any, str]] = []
+
+    @gaesignals.pass_signal_name
+    async def named(data: Any, signal_name: str) -> None:
+        got.append((data, signal_name))
+
+    send("user_7_login", "deferred")
+    assert deliver({"user_7_login": named}) == 1
+    send_now("user_7_login", "now", {"user_7_login": named})
+    assert got == [("deferred", "user_7_login"), ("now", "user_7_login")]
+
+
 def test_a_failing_coroutine_handler_is_logged_and_counted(
     store: Store, caplog: pytest.LogCaptureFixture
 ) -> None:
