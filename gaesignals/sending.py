@@ -1,4 +1,4 @@
-"""The sending side: :class:`Signal`, :func:`send` and :func:`send_multi`.
+"""The sending side: :class:`Signal`, :func:`send`, :func:`asend` and :func:`send_multi`.
 
 A send frames the payload (:mod:`.codec`) and appends it to the signal's queue key, or to its
 thread's shard of a sharded signal (:mod:`.queue`). It either stores the payload or raises; it
@@ -14,6 +14,7 @@ from typing import Any
 from . import tracing
 from .codec import encode_payload
 from .config import Settings, get_settings
+from .coroutines import in_worker
 from .eager import has_receivers, send_now
 from .exceptions import QueueFull
 from .keys import SignalKeys, check_name, signal_keys
@@ -57,6 +58,17 @@ class Signal:
         """
         send(self.name, data, delay=delay, eta=eta)
 
+    async def asend(
+        self,
+        data: Any = None,
+        *,
+        delay: float | timedelta | None = None,
+        eta: datetime | None = None,
+    ) -> None:
+        """:meth:`send`, awaitable: stored from a worker thread, never blocking the running
+        loop; the same arguments and exceptions."""
+        await in_worker(send, self.name, data, delay=delay, eta=eta)
+
 
 def send(
     name: str,
@@ -94,6 +106,19 @@ def _send(
     append_one(settings, key, frame, queues, keys.counter("sent") if settings.counters else None)
     if publish is not None:
         publish.stored(name)
+
+
+async def asend(
+    name: str,
+    data: Any = None,
+    *,
+    delay: float | timedelta | None = None,
+    eta: datetime | None = None,
+) -> None:
+    """:func:`send`, awaitable: stored from a worker thread, never blocking the running loop;
+    the same arguments and exceptions. In eager mode, ``async def`` receivers are awaited on
+    the running loop."""
+    await in_worker(send, name, data, delay=delay, eta=eta)
 
 
 def send_multi(

@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import pickle
 from collections.abc import Iterable, Sequence
-from functools import partial
 from typing import Any, cast
 
 from .. import frames, tracing
@@ -18,7 +17,7 @@ from ..codec import decode
 from ..config import Settings
 from ..exceptions import Reject, Retry
 from ..keys import signal_keys
-from ..mapping import Handler, passes_name
+from ..mapping import Handler, call_form
 from ..registry import SignalSpec
 
 logger = logging.getLogger("gaesignals")
@@ -68,10 +67,7 @@ class Runner:
         self.identity = signal_keys(name, settings.namespace).queue
         self.signer = self.identity.encode()  # what frame signatures name the signal by
         self.weak_counters = weak_counters(signal_keys(name, settings.namespace))
-        self.calls = [
-            (handler, partial(handler, signal_name=name) if passes_name(handler) else handler)
-            for handler in handlers
-        ]
+        self.calls = [(handler, call_form(handler, name)) for handler in handlers]
         self.spec = spec
         self.ttl = spec.ttl
         # Weak delivery may read bare pickled bodies: nothing to check a frame's time against.
