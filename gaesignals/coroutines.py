@@ -19,6 +19,7 @@ one from its own thread would deadlock.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import inspect
 from collections.abc import Callable, Coroutine, Iterable, Iterator
 from contextlib import contextmanager
@@ -50,7 +51,9 @@ class _OwnLoop:
     def run(self, coroutine: Awaited) -> object:
         if self._runner is None:
             self._runner = asyncio.Runner()
-        return self._runner.run(coroutine)
+        # The handler sees the caller's context (a delivery's CONSUMER span among it), not
+        # the one the runner copied when it was made.
+        return self._runner.run(coroutine, context=contextvars.copy_context())
 
     def close(self) -> None:
         if self._runner is not None:
@@ -64,6 +67,8 @@ class _CallerLoop:
         self.loop = loop
 
     def run(self, coroutine: Awaited) -> object:
+        # The task starts in a copy of this thread's context (call_soon_threadsafe copies it),
+        # so the handler sees its delivery's CONSUMER span.
         return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result()
 
 

@@ -7,6 +7,7 @@ frames carry a trace context); the processes of the cross-process test set their
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
@@ -217,6 +218,32 @@ def test_a_handlers_own_spans_nest_under_its_consumer_span(
     inner, consumer = otel.span("handler work"), otel.span("process work")
     assert inner.parent is not None and inner.parent.span_id == consumer.context.span_id
     assert inner.context.trace_id == otel.span("send work").context.trace_id
+
+
+def test_a_coroutine_handlers_own_spans_nest_under_its_consumer_span(
+    memory: MemoryStore, otel: Recorded
+) -> None:
+    """An ``async def`` handler sees its payload's CONSUMER span as current, whether the
+    synchronous deliver runs it on a loop of its own or adeliver awaits it on the caller's."""
+    with otel.app.start_as_current_span("request"):
+        send("work", 1)
+        send("work", 2)
+
+    async def handler(data: int) -> None:
+        with otel.app.start_as_current_span(f"handler work {data}"):
+            pass
+
+    assert deliver({"work": handler}) == 2
+    consumers = otel.spans("process work")  # in the order they ended: payload 1's first
+    for data, consumer in zip((1, 2), consumers, strict=True):
+        inner = otel.span(f"handler work {data}")
+        assert inner.parent is not None and inner.parent.span_id == consumer.context.span_id
+
+    with otel.app.start_as_current_span("request"):
+        send("work", 3)
+    assert asyncio.run(gaesignals.adeliver({"work": handler})) == 1
+    inner, consumer = otel.span("handler work 3"), otel.spans("process work")[-1]
+    assert inner.parent is not None and inner.parent.span_id == consumer.context.span_id
 
 
 @MODES
