@@ -32,8 +32,7 @@ Found = list[frames.Frame] | list[bytes]
 def log_bad(name: str, key: str, bad: Iterable[frames.BadRegion]) -> None:
     for region in bad:
         logger.error(
-            "gaesignals: dropped %d payload(s) of signal %r as unreadable (%s): %d byte(s) "
-            "of key %s",
+            "dropped %d payload(s) of signal %r as unreadable (%s): %d byte(s) of key %s",
             region.payloads,
             name,
             region.reason,
@@ -110,7 +109,7 @@ class Runner:
     def log_expired(self, count: int) -> None:
         if count:
             logger.warning(
-                "gaesignals: dropped %d payload(s) of signal %r older than its ttl of %d s",
+                "dropped %d payload(s) of signal %r older than its ttl of %d s",
                 count,
                 self.name,
                 self.ttl,
@@ -124,7 +123,7 @@ class Runner:
         try:
             data = decode(frame, self.settings)
         except Exception as error:
-            logger.exception("gaesignals: could not decode a payload of signal %r", self.name)
+            logger.exception("could not decode a payload of signal %r", self.name)
             return error
         failures: list[Exception] = []
         for handler, call in self.calls:
@@ -133,13 +132,9 @@ class Runner:
             except Exception as error:
                 failures.append(error)
                 if isinstance(error, Retry | Reject):
-                    logger.warning(
-                        "gaesignals: handler %r for signal %r asked: %s", handler, self.name, error
-                    )
+                    logger.warning("handler %r for signal %r asked: %s", handler, self.name, error)
                 else:
-                    logger.exception(
-                        "gaesignals: handler %r for signal %r failed", handler, self.name
-                    )
+                    logger.exception("handler %r for signal %r failed", handler, self.name)
         if not failures:
             return None
         for kind in (Reject, Retry):
@@ -153,7 +148,7 @@ class Runner:
         try:
             return pickle.loads(item) if isinstance(item, bytes) else decode(item, self.settings)
         except Exception:
-            logger.exception("gaesignals: could not decode a payload of signal %r", self.name)
+            logger.exception("could not decode a payload of signal %r", self.name)
             return _UNDECODABLE
 
     def _handle(self, data: Any) -> bool:
@@ -164,7 +159,7 @@ class Runner:
                 call(data)
             except Exception:
                 ok = False
-                logger.exception("gaesignals: handler %r for signal %r failed", handler, self.name)
+                logger.exception("handler %r for signal %r failed", handler, self.name)
         return ok
 
     def drain(self, fresh: Found) -> tuple[int, int]:
@@ -190,12 +185,12 @@ class Runner:
             try:
                 data = loads(body)
             except Exception:
-                logger.exception("gaesignals: could not decode a payload of signal %r", self.name)
+                logger.exception("could not decode a payload of signal %r", self.name)
                 continue
             try:
                 call(data)
             except Exception:
-                logger.exception("gaesignals: handler %r for signal %r failed", handler, self.name)
+                logger.exception("handler %r for signal %r failed", handler, self.name)
                 continue
             delivered += 1
         return delivered, len(bodies) - delivered
