@@ -101,6 +101,14 @@ class Page(webapp2.RequestHandler):
         morsel["samesite"] = "Lax"
         self.response.headers.add("Set-Cookie", morsel.OutputString())
 
+    def redirect_with_note(self, **note: Any) -> None:
+        """Redirect to the front page, which tells what this request did. The note goes
+        through the shared record under a random id, never in the URL: the page shows only
+        what the server did for this visitor, and a hand-made URL shows nothing."""
+        note_id = secrets.token_urlsafe(12)
+        records.push(f"notes:{self.user_id()}", id=note_id, **note)
+        self.redirect(f"/?note={note_id}", code=303)
+
     def render(self, title: str, body: str) -> None:
         store = get_settings().store
         self.response.content_type = "text/html"
@@ -171,7 +179,7 @@ class SendHandler(Page):
         Signal(GUESTBOOK).send({"text": text, "user": me, "sent_at": time.time()})
         Signal(AUDIT).send({"action": "signed the guestbook", "user": me, "sent_at": time.time()})
         records.push("events", kind="sent", signal=GUESTBOOK, detail=text)
-        self.redirect("/?sent=guestbook", code=303)
+        self.redirect_with_note(sent=GUESTBOOK)
 
 
 class NotifyHandler(Page):
@@ -188,7 +196,7 @@ class NotifyHandler(Page):
         Signal(name).send({"text": text, "from": me, "sent_at": time.time()})
         Signal(AUDIT).send({"action": f"notified user {to}", "user": me, "sent_at": time.time()})
         records.push("events", kind="sent", signal=name, detail=text)
-        self.redirect(f"/?sent={name}", code=303)
+        self.redirect_with_note(sent=name)
 
 
 class InboxHandler(Page):
@@ -229,11 +237,7 @@ class DeliverNowHandler(Page):
 
     def post(self) -> None:
         delivered = deliver(CRON_MAPPING, reliable=True)
-        # The count goes through the shared record under a random id, never in the URL: the
-        # page shows what this server did, and a hand-made URL shows nothing.
-        ran = secrets.token_urlsafe(12)
-        records.push(f"ran:{self.user_id()}", id=ran, delivered=delivered)
-        self.redirect(f"/?ran={ran}", code=303)
+        self.redirect_with_note(delivered=delivered)
 
 
 class StatusHandler(Page):
@@ -270,25 +274,26 @@ def _flash(query: Any, me: str) -> str:
         return "<p class='note error'>Type something to send.</p>"
     if query.get("error") == "notice":
         return "<p class='note error'>A notice needs a numeric user id and some text.</p>"
-    sent = query.get("sent", "")
+    note_id = query.get("note", "")
+    notes = records.read(f"notes:{me}") if note_id else []
+    note = next((entry for entry in notes if entry.get("id") == note_id), {})
+    sent = note.get("sent")
     if sent == GUESTBOOK:
         return (
             "<p class=note>Sent <code>guestbook</code> in <code>SendHandler.post</code>, then "
-            "redirected here: the <code>SignalsMiddleware</code> delivered it at the start of "
-            "this request, before this page was drawn. See the timeline.</p>"
+            "redirected here: the <code>SignalsMiddleware</code> delivers it at the start of "
+            "the next request, this one included. See the timeline.</p>"
         )
-    if sent:
+    if isinstance(sent, str):
         return (
             f"<p class=note>Sent <code>{_e(sent)}</code>. It waits until that user opens "
             "their inbox, which calls <code>deliver()</code> for that user's signal only.</p>"
         )
-    ran = query.get("ran", "")
-    for entry in records.read(f"ran:{me}") if ran else ():
-        if entry.get("id") == ran and isinstance(entry.get("delivered"), int):
-            return (
-                f"<p class=note>Reliable delivery of <code>audit</code> ran: "
-                f"{entry['delivered']} payload(s) delivered.</p>"
-            )
+    if isinstance(note.get("delivered"), int):
+        return (
+            "<p class=note>Reliable delivery of <code>audit</code> ran: "
+            f"{note['delivered']} payload(s) delivered.</p>"
+        )
     return ""
 
 

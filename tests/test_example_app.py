@@ -61,7 +61,7 @@ def test_send_in_one_request_deliver_in_the_next(app: webtest.TestApp) -> None:
     assert entry["text"] == "hello, signals"
     assert entry["user"] == app.cookies["uid"]
     assert "hello, signals" in page.text
-    assert "SignalsMiddleware</code> delivered it" in page.text
+    assert "SignalsMiddleware</code> delivers it" in page.text
     kinds = [(event["kind"], event["signal"]) for event in records.read("events")]
     assert kinds == [("received", GUESTBOOK), ("sent", GUESTBOOK)]
 
@@ -184,18 +184,22 @@ def test_deliver_now_button_does_what_cron_does(app: webtest.TestApp) -> None:
     assert records.read("audit")[0]["action"] == "signed the guestbook"
 
 
-def test_the_delivery_banner_shows_only_what_the_server_did(app: webtest.TestApp) -> None:
-    """The banner after "Deliver now" shows the count the server recorded for this visitor;
-    a count or an id typed into the URL, or another visitor's id, shows no banner."""
+def test_the_banners_show_only_what_the_server_did(app: webtest.TestApp) -> None:
+    """The banner after a send or "Deliver now" shows what the server recorded for this
+    visitor; a count, a signal or an id typed into the URL, or another visitor's id, shows no
+    banner."""
     as_user(app, "11111")
-    app.post("/send", {"text": "x"}, status=303)
+    sent = app.post("/send", {"text": "x"}, status=303)
+    assert "Sent <code>guestbook</code>" in sent.follow().text
     after = app.post("/deliver-now", status=303)
     assert "delivered=" not in after.location
     assert "1 payload(s) delivered" in after.follow().text
-    for forged in ("/?delivered=2", "/?ran=made-up", "/?ran="):
-        assert "payload(s) delivered" not in app.get(forged).text, forged
+    for forged in ("/?delivered=2", "/?sent=guestbook", "/?sent=user_1_notice", "/?note=x"):
+        page = app.get(forged).text
+        assert "payload(s) delivered" not in page and "<p class=note>Sent" not in page, forged
     as_user(app, "22222")
     assert "payload(s) delivered" not in app.get(after.location).text
+    assert "<p class=note>Sent" not in app.get(sent.location).text
 
 
 def test_unknown_pages_and_outages_are_pages_of_the_app(app: webtest.TestApp) -> None:
