@@ -4,9 +4,16 @@ README.md and docs/*.md run as tests of their own, through sybil: see conftest.p
 
 from __future__ import annotations
 
+import os
 import re
 import tomllib
 from pathlib import Path
+
+import pytest
+
+import gaesignals
+from gaesignals import config
+from gaesignals.stores.memory import MemoryStore
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()
@@ -69,3 +76,28 @@ def test_deliver_signals_is_not_offered_on_the_embedded_store() -> None:
     start = examples.index("```sh")
     plain_run = examples[start : examples.index("```\n", start + 5)]
     assert "deliver_signals" not in plain_run
+
+
+def test_each_page_runs_on_fresh_settings_and_puts_them_back(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The doc pages' setup clears the GAESIGNALS_* environment, the settings and the
+    registry, and configures the embedded store; its teardown forgets what the page set and
+    puts the environment back."""
+    import conftest  # the repository root's: sybil's setup and teardown for the pages
+
+    monkeypatch.setenv("GAESIGNALS_NAMESPACE", "before")
+    gaesignals.connect("left_over", print)
+    namespace: dict[str, object] = {}
+    conftest._fresh(namespace)
+    assert "GAESIGNALS_NAMESPACE" not in os.environ
+    assert gaesignals.registry.names() == []
+    assert isinstance(config.get_settings().store, MemoryStore)
+    assert config.get_settings().namespace == ""
+    os.environ["GAESIGNALS_CODEC"] = "json"  # what a page might do
+    gaesignals.configure(store="memory://", namespace="page")
+    gaesignals.connect("on_the_page", print)
+    conftest._restore(namespace)
+    assert config._settings is None and gaesignals.registry.names() == []
+    assert os.environ["GAESIGNALS_NAMESPACE"] == "before"
+    assert "GAESIGNALS_CODEC" not in os.environ
