@@ -13,6 +13,7 @@ import json
 import os
 import random
 import re
+import secrets
 import time
 from typing import Any
 
@@ -33,14 +34,19 @@ _USER_ID = re.compile(r"\d{1,9}\Z")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 STYLE = """
+*, *::before, *::after { box-sizing: border-box; }
 body { font: 15px/1.45 system-ui, sans-serif; margin: 0 auto; max-width: 60rem; padding: 1rem;
-       color: #222; background: #fafafa; }
+       color: #222; background: #fafafa; overflow-wrap: anywhere; }
 h1 { margin: 0 0 .2rem; } h2 { font-size: 1.1rem; margin: 1.4rem 0 .4rem; }
 header p, .hint { color: #666; margin: .2rem 0; } code { background: #eee; padding: 0 .2rem; }
-.grid { display: grid; gap: .8rem; grid-template-columns: repeat(auto-fit, minmax(17rem, 1fr)); }
-.card { background: #fff; border: 1px solid #ddd; border-radius: 6px; padding: .8rem; }
-.card h2 { margin-top: 0; } input { padding: .3rem; } input[name=text] { width: 100%; }
-form { margin: .4rem 0; } button { padding: .3rem .8rem; cursor: pointer; }
+.grid { display: grid; gap: .8rem;
+        grid-template-columns: repeat(auto-fit, minmax(min(17rem, 100%), 1fr)); }
+.card { background: #fff; border: 1px solid #ddd; border-radius: 6px; padding: .8rem;
+        min-width: 0; }
+.card h2 { margin-top: 0; } input { padding: .3rem; max-width: 100%; }
+form { margin: .4rem 0; display: flex; flex-wrap: wrap; gap: .4rem; align-items: center; }
+input[name=text] { flex: 1 1 10rem; min-width: 0; }
+button { padding: .3rem .8rem; cursor: pointer; }
 table { border-collapse: collapse; width: 100%; background: #fff; }
 td, th { border-bottom: 1px solid #e5e5e5; padding: .3rem .5rem; text-align: left; }
 .pending { font-weight: bold; color: #b35c00; } .zero { color: #2a7d2a; }
@@ -95,25 +101,60 @@ class Page(webapp2.RequestHandler):
         morsel["samesite"] = "Lax"
         self.response.headers.add("Set-Cookie", morsel.OutputString())
 
+    def redirect_with_note(self, **note: Any) -> None:
+        """Redirect to the front page, which tells what this request did. The note goes
+        through the shared record under a random id, never in the URL: the page shows only
+        what the server did for this visitor, and a hand-made URL shows nothing."""
+        note_id = secrets.token_urlsafe(12)
+        records.push(f"notes:{self.user_id()}", id=note_id, **note)
+        self.redirect(f"/?note={note_id}", code=303)
+
     def render(self, title: str, body: str) -> None:
         store = get_settings().store
         self.response.content_type = "text/html"
         self.response.write(
-            "<!doctype html><html lang=en><head><meta charset=utf-8>"
-            '<meta name=viewport content="width=device-width, initial-scale=1">'
-            f"<title>{_e(title)}</title><style>{STYLE}</style></head><body><header>"
-            f'<h1><a href="/" style="color:inherit;text-decoration:none">{_e(title)}</a></h1>'
-            f"<p>store <code>{_e(store)}</code> · served by pid {os.getpid()} · "
-            f'you are user <b>{_e(self.user_id())}</b> · <a href="/inbox">your inbox</a></p>'
-            f"</header>{body}</body></html>"
+            html_page(
+                title,
+                f"<p>store <code>{_e(store)}</code> · served by pid {os.getpid()} · "
+                f'you are user <b>{_e(self.user_id())}</b> · <a href="/inbox">your inbox</a></p>',
+                body,
+            )
         )
 
     def handle_exception(self, exception: Exception, debug: bool) -> None:
         if not isinstance(exception, GaeSignalsError):
             raise exception
-        self.response.set_status(503)
-        self.response.content_type = "text/plain"
-        self.response.write(f"signals are unavailable right now: {exception}\n")
+        error_page(self.response, 503, f"Signals are unavailable right now: {exception}")
+
+
+def html_page(title: str, header: str, body: str) -> str:
+    """A whole page in the example's frame: the title links home, ``header`` and ``body`` are
+    HTML already escaped by the caller."""
+    return (
+        "<!doctype html><html lang=en><head><meta charset=utf-8>"
+        '<meta name=viewport content="width=device-width, initial-scale=1">'
+        f"<title>{_e(title)}</title><style>{STYLE}</style></head><body><header>"
+        f'<h1><a href="/" style="color:inherit;text-decoration:none">{_e(title)}</a></h1>'
+        f"{header}</header>{body}</body></html>"
+    )
+
+
+def error_page(response: Any, status: int, message: str) -> None:
+    """An error as a page in the example's frame, so a 404 or a 503 looks like the app."""
+    response.set_status(status)
+    response.content_type = "text/html"
+    response.write(
+        html_page(
+            f"{status} · {response.status_message}",
+            "",
+            f"<p class='note error'>{_e(message)}</p><p><a href='/'>Back to the front page</a></p>",
+        )
+    )
+
+
+def not_found(request: Any, response: Any, exception: Exception) -> None:
+    """webapp2's handler for a path no route matches."""
+    error_page(response, 404, f"There is no page at {request.path}.")
 
 
 class Dashboard(Page):
@@ -122,7 +163,8 @@ class Dashboard(Page):
     def get(self) -> None:
         me = self.user_id()
         notice = notice_signal(me)
-        self.render("gaesignals example", _flash(self.request.GET) + _forms(me) + _tables(notice))
+        flash = _flash(self.request.GET, me)
+        self.render("gaesignals example", flash + _forms(me) + _tables(notice))
 
 
 class SendHandler(Page):
@@ -137,7 +179,7 @@ class SendHandler(Page):
         Signal(GUESTBOOK).send({"text": text, "user": me, "sent_at": time.time()})
         Signal(AUDIT).send({"action": "signed the guestbook", "user": me, "sent_at": time.time()})
         records.push("events", kind="sent", signal=GUESTBOOK, detail=text)
-        self.redirect("/?sent=guestbook", code=303)
+        self.redirect_with_note(sent=GUESTBOOK)
 
 
 class NotifyHandler(Page):
@@ -154,7 +196,7 @@ class NotifyHandler(Page):
         Signal(name).send({"text": text, "from": me, "sent_at": time.time()})
         Signal(AUDIT).send({"action": f"notified user {to}", "user": me, "sent_at": time.time()})
         records.push("events", kind="sent", signal=name, detail=text)
-        self.redirect(f"/?sent={name}", code=303)
+        self.redirect_with_note(sent=name)
 
 
 class InboxHandler(Page):
@@ -195,7 +237,7 @@ class DeliverNowHandler(Page):
 
     def post(self) -> None:
         delivered = deliver(CRON_MAPPING, reliable=True)
-        self.redirect(f"/?delivered={delivered}", code=303)
+        self.redirect_with_note(delivered=delivered)
 
 
 class StatusHandler(Page):
@@ -227,27 +269,30 @@ ROUTES = [
 ]
 
 
-def _flash(query: Any) -> str:
+def _flash(query: Any, me: str) -> str:
     if query.get("error") == "empty":
         return "<p class='note error'>Type something to send.</p>"
     if query.get("error") == "notice":
         return "<p class='note error'>A notice needs a numeric user id and some text.</p>"
-    sent = query.get("sent", "")
+    note_id = query.get("note", "")
+    notes = records.read(f"notes:{me}") if note_id else []
+    note = next((entry for entry in notes if entry.get("id") == note_id), {})
+    sent = note.get("sent")
     if sent == GUESTBOOK:
         return (
             "<p class=note>Sent <code>guestbook</code> in <code>SendHandler.post</code>, then "
-            "redirected here: the <code>SignalsMiddleware</code> delivered it at the start of "
-            "this request, before this page was drawn. See the timeline.</p>"
+            "redirected here: the <code>SignalsMiddleware</code> delivers it at the start of "
+            "the next request, this one included. See the timeline.</p>"
         )
-    if sent:
+    if isinstance(sent, str):
         return (
             f"<p class=note>Sent <code>{_e(sent)}</code>. It waits until that user opens "
             "their inbox, which calls <code>deliver()</code> for that user's signal only.</p>"
         )
-    if "delivered" in query:
+    if isinstance(note.get("delivered"), int):
         return (
-            f"<p class=note>Reliable delivery of <code>audit</code> ran: "
-            f"{_e(query.get('delivered'))} payload(s) delivered.</p>"
+            "<p class=note>Reliable delivery of <code>audit</code> ran: "
+            f"{note['delivered']} payload(s) delivered.</p>"
         )
     return ""
 
@@ -280,8 +325,8 @@ def _forms(me: str) -> str:
 def _pending_row(name: str, delivered_by: str) -> str:
     count = records.pending(name)
     return (
-        f"<tr><td><code>{_e(name)}</code></td><td>{delivered_by}</td>"
-        f"<td class={'pending' if count else 'zero'}>{count}</td></tr>"
+        f"<tr><td><code>{_e(name)}</code></td>"
+        f"<td class={'pending' if count else 'zero'}>{count}</td><td>{delivered_by}</td></tr>"
     )
 
 
@@ -311,8 +356,8 @@ def _tables(notice: str) -> str:
         for ev in records.read("events")
     )
     return (
-        "<h2>Pending payloads</h2><table><tr><th>signal</th><th>delivered by</th>"
-        f"<th>pending</th></tr>{pending_rows}</table>"
+        "<h2>Pending payloads</h2><table><tr><th>signal</th><th>pending</th>"
+        f"<th>delivered by</th></tr>{pending_rows}</table>"
         "<h2>Guestbook, as published by the handler</h2>"
         "<table><tr><th>published</th><th>user</th><th>text</th><th>by</th></tr>"
         f"{guestbook or '<tr><td colspan=4>Nothing published yet.</td></tr>'}</table>"

@@ -16,7 +16,7 @@ from gaesignals.config import on_app_engine
 from gaesignals.cron import CronDeliveryApp
 
 from . import appengine_config
-from .handlers import CRON_PATH, ROUTES, Request
+from .handlers import CRON_PATH, ROUTES, Request, not_found
 from .signals import CRON_MAPPING
 
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
@@ -27,6 +27,7 @@ def create_app(*, cron_token: str | None = None, debug: bool = False) -> WSGIApp
     App Engine cron trigger the scheduled delivery."""
     wsgi = webapp2.WSGIApplication(ROUTES, debug=debug)
     wsgi.request_class = Request
+    wsgi.error_handlers[404] = not_found
     app: WSGIApp = wsgi
     app = appengine_config.webapp_add_wsgi_middleware(app)
     cron = CronDeliveryApp(CRON_MAPPING, reliable=True, token=cron_token)

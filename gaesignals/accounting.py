@@ -136,7 +136,7 @@ def flush_sent(conn: Connection, store: Store) -> None:
     try:
         conn.incr_many(deltas)
     except GaeSignalsError:
-        logger.warning("gaesignals: could not write sent counts %s yet", deltas, exc_info=True)
+        logger.warning("could not write sent counts %s yet", deltas, exc_info=True)
         with tally.lock:
             for key, n in deltas.items():
                 tally.deltas[key] = tally.deltas.get(key, 0) + n
@@ -150,7 +150,7 @@ def _flush_at_exit() -> None:
                 with store.connection() as conn:
                     flush_sent(conn, store)
             except Exception:  # the interpreter is going away: nothing else to do
-                logger.warning("gaesignals: sent counts lost at exit", exc_info=True)
+                logger.warning("sent counts lost at exit", exc_info=True)
 
 
 # -- counter changes gathered by a delivery ------------------------------------------------------
@@ -207,7 +207,7 @@ def flush(conn: Connection, bumps: Counter[str], *, quietly: bool = False) -> No
     except GaeSignalsError:
         if not quietly:
             raise
-        logger.warning("gaesignals: could not update the counters %s", deltas, exc_info=True)
+        logger.warning("could not update the counters %s", deltas, exc_info=True)
 
 
 # -- lost detection -------------------------------------------------------------------------------
@@ -301,7 +301,7 @@ def number(current: Mapping[str, tuple[bytes, object]], key: str) -> int | None:
             _reported_corrupt.clear()
         _reported_corrupt.add(key)
         logger.warning(
-            "gaesignals: %r holds %d byte(s) that are not a counter; read as absent",
+            "%r holds %d byte(s) that are not a counter; read as absent",
             key,
             len(item[0]),
         )
@@ -383,7 +383,7 @@ def _record_lost(
         if recorded.get(key) and more > 0:
             tracing.count(tracing.LOST, name, more)
             logger.warning(
-                "gaesignals: %d payload(s) of signal %r vanished from the cache before delivery "
+                "%d payload(s) of signal %r vanished from the cache before delivery "
                 "(evicted?); %d lost in all",
                 more,
                 name,

@@ -147,7 +147,8 @@ def store_from_url(url: str) -> Store:
         return RedisStore.from_url(url)
     raise ConfigurationError(
         f"unknown store URL {masked_url(url)!r}: expected memory://, appengine://, "
-        "memcached://host:port or redis://host:port"
+        "memcached://host:port[,host:port...], redis://host:port[/db], rediss://host:port "
+        "(TLS), unix:///path/to/redis.sock or redis://host:port,host:port?cluster=true"
     )
 
 
@@ -226,7 +227,7 @@ def _resolve(
         raise TypeError(f"store must be a Store or a URL string, not {type(store).__name__}")
     if store.shared and not keys and codec == "pickle":
         logger.warning(
-            "gaesignals: no secret key is set, so pickled payloads read from %r are trusted "
+            "no secret key is set, so pickled payloads read from %r are trusted "
             "as they are; anyone who can write to that cache can run code in this process. "
             "Set GAESIGNALS_SECRET_KEY (32+ bytes) to sign and verify every payload.",
             store,
@@ -268,7 +269,7 @@ def _default_store() -> Store:
     from .stores.memory import MemoryStore
 
     logger.info(
-        "gaesignals: no GAESIGNALS_STORE set, using the embedded in-process store; signals are "
+        "no GAESIGNALS_STORE set, using the embedded in-process store; signals are "
         "process-local (other processes and workers will not see them)"
     )
     return MemoryStore()

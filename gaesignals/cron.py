@@ -82,9 +82,7 @@ class CronDeliveryApp:
         self, environ: dict[str, Any], start_response: Callable[..., Any]
     ) -> Iterable[bytes]:
         if not self.authorized(environ):
-            logger.warning(
-                "gaesignals: refused a delivery request from %s", environ.get("REMOTE_ADDR", "?")
-            )
+            logger.warning("refused a delivery request from %s", environ.get("REMOTE_ADDR", "?"))
             return _json(start_response, "403 Forbidden", {"error": "forbidden"})
         if environ.get("REQUEST_METHOD") not in ("GET", "POST"):
             return _json(
@@ -98,7 +96,7 @@ class CronDeliveryApp:
                 self.mapping, self.reliable, lease=self.lease, max_attempts=self.max_attempts
             )
         except StoreUnavailable as error:
-            logger.error("gaesignals: scheduled delivery failed: %s", error)
+            logger.error("scheduled delivery failed: %s", error)
             return _json(start_response, "503 Service Unavailable", {"error": "store unavailable"})
         return _json(start_response, "200 OK", {"delivered": delivered})
 

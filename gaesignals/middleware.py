@@ -63,9 +63,9 @@ class RequestDeliverer:
         try:
             deliver(self.mapping, self.reliable, lease=self.lease, max_attempts=self.max_attempts)
         except GaeSignalsError as error:
-            logger.error("gaesignals: no delivery for this request: %s", error)
+            logger.error("no delivery for this request: %s", error)
         except Exception:
-            logger.exception("gaesignals: no delivery for this request")
+            logger.exception("no delivery for this request")
 
 
 class SignalsMiddleware(RequestDeliverer):

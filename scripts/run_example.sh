@@ -4,6 +4,10 @@
 #   scripts/run_example.sh                                     # embedded store, 1 worker
 #   GAESIGNALS_STORE=memcached://127.0.0.1:11211 scripts/run_example.sh   # 3 workers share it
 #
+# The memcached run needs a memcached server already running at that address (start one with
+# `memcached -p 11211`; Debian and Ubuntu: `apt-get install memcached`); the script checks
+# that it answers before it starts the app.
+#
 # Uses the python on PATH when it already has what the example needs (an activated venv, or
 # the test suite's); otherwise creates .venv and installs gaesignals[example,memcached] there.
 # GAESIGNALS_NO_INSTALL=1 forbids installing. PORT, WORKERS and THREADS override the defaults.
@@ -66,6 +70,28 @@ if [ -z "$PY" ]; then
         echo "== installing gaesignals[example,memcached] into .venv" >&2
         "$PY" -m pip install -q --upgrade pip
         "$PY" -m pip install -q -e '.[example,memcached]'
+    fi
+fi
+
+if [ "${STORE%%://*}" = memcached ]; then
+    # Every server of the URL must answer: the app's first request would fail otherwise.
+    if ! "$PY" - "$STORE" <<'PY'
+import socket
+import sys
+from urllib.parse import urlsplit
+
+for spec in urlsplit(sys.argv[1]).netloc.split(","):
+    host, _, port = spec.strip().rpartition(":")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=2).close()
+    except (OSError, ValueError) as error:
+        print(f"run_example.sh: no memcached answers at {spec!r} ({error}); start one first, "
+              "e.g. `memcached -p 11211` (Debian/Ubuntu: apt-get install memcached)",
+              file=sys.stderr)
+        sys.exit(1)
+PY
+    then
+        exit 1
     fi
 fi
 

@@ -122,7 +122,7 @@ def test_a_store_outage_is_logged_and_the_request_served(caplog: pytest.LogCaptu
         exchange = request(SignalsMiddleware(app, {"greet": print}))
     assert exchange.sent[0]["status"] == 200
     assert [r.getMessage() for r in caplog.records] == [
-        "gaesignals: no delivery for this request: the cache is down"
+        "no delivery for this request: the cache is down"
     ]
 
 

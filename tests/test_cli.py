@@ -208,6 +208,13 @@ def test_bad_settings_exit_2(app: Path, capsys: Any, monkeypatch: pytest.MonkeyP
         (["--store", "redis-ish://x"], "unknown store URL"),
         (["--namespace", "no spaces"], "namespace"),
         (["--store", "memcached://nohostport"], "expected host:port"),
+        (
+            ["--store", "memcached://"],
+            "'memcached://' names no server: a memcached:// URL needs host:port, "
+            "e.g. memcached://127.0.0.1:11211",
+        ),
+        (["--store", "memcached://:11211"], "e.g. memcached://127.0.0.1:11211"),
+        (["--store", "memcache://x:1"], "redis://host:port[/db], rediss://host:port"),
     ]:
         code, out, err = run(capsys, *argv, "deliver", "cliapp:mapping")
         assert (code, out) == (2, "")
@@ -266,7 +273,7 @@ def test_send_json_from_option_file_or_stdin(
         (["s", "--data", ""], 2, "invalid JSON in --data"),
         (["s", "--data-file", "missing.json"], 2, "cannot read --data-file"),
         (["s", "--data-file", "bad.json"], 2, "invalid JSON in bad.json"),
-        (["", "--data", "1"], 2, "a signal name must not be empty"),
+        (["", "--data", "1"], 2, "a signal name must not be blank"),
         (["s", "--data", json.dumps("x" * 2_000_000)], 1, "PayloadTooLarge"),
     ],
 )
@@ -280,6 +287,85 @@ def test_send_errors(
     assert (result, out) == (code, "")
     assert message in error_line(err)
     assert deliver({"s": print}) == 0
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["send", "   "],
+        ["send", "", "--data", "1"],
+        ["pending", "a", " \t"],
+        ["dead-letters", "  "],
+        ["dead-letters", " ", "--purge"],
+    ],
+)
+def test_blank_names_are_refused(
+    app: Path, memory: MemoryStore, capsys: Any, argv: list[str]
+) -> None:
+    """A name of nothing but spaces (a quoting slip in a shell) exits 2 with one line naming
+    it, and nothing is sent."""
+    code, out, err = run(capsys, *argv)
+    assert (code, out) == (2, "")
+    assert "a signal name must not be blank, got " in error_line(err)
+    for name in ("   ", " \t", "  ", " "):
+        assert gaesignals.pending([name])[name].count == 0
+
+
+# -- the process-local store ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["send", "a", "--data", "1"],
+        ["pending", "a"],
+        ["deliver", "cliapp:mapping"],
+        ["worker", "--once", "cliapp:mapping"],
+        ["dead-letters", "a"],
+    ],
+)
+@pytest.mark.parametrize("store", [None, "memory://"])
+def test_a_command_on_the_process_local_store_warns(
+    app: Path, capsys: Any, monkeypatch: pytest.MonkeyPatch, argv: list[str], store: str | None
+) -> None:
+    """A command whose store is the embedded one (the default with no GAESIGNALS_STORE, or
+    --store memory://) still runs, and says on stderr that no other process sees its work."""
+    gaesignals.config.reset()
+    before = ["--store", store] if store else []
+    code, _, err = run(capsys, *before, *argv)
+    assert code == 0, err
+    assert err.count("gaesignals: warning: the store is the embedded in-process one") == 1
+    assert "set GAESIGNALS_STORE or --store" in err
+
+
+def test_no_warning_on_a_shared_store_or_a_store_the_caller_configured(
+    app: Path, memcached_url: str, capsys: Any
+) -> None:
+    """A shared store (memcached here) earns no warning, nor does a memory store that the
+    program calling main() in-process configured itself (it shares that store)."""
+    assert run(capsys, "--store", memcached_url, "send", "a") == (0, "", "")
+    code, out, err = run(capsys, "--store", memcached_url, "pending", "a")
+    assert (code, out.splitlines()[1].split()[:2], err) == (0, ["a", "1"], "")
+    gaesignals.configure(store=MemoryStore())
+    assert run(capsys, "send", "a") == (0, "", "")
+    assert run(capsys, "deliver", "cliapp:mapping") == (0, "delivered 1 payload(s)\n", "")
+
+
+def test_store_help_lists_every_kind_of_store(capsys: Any) -> None:
+    """--store's help names each store URL the library accepts."""
+    code, out, _ = run(capsys, "send", "--help")
+    assert code == 0
+    flat = " ".join(out.split())
+    for kind in (
+        "memory://",
+        "appengine://",
+        "memcached://host:port[,host:port...]",
+        "redis://[[user]:password@]host[:port][/db]",
+        "rediss://",
+        "unix:///path/to/redis.sock",
+        "?cluster=true",
+    ):
+        assert kind in flat, kind
 
 
 class Full(gaesignals.QueueFull):

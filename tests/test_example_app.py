@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.client
 import importlib.util
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -60,7 +61,7 @@ def test_send_in_one_request_deliver_in_the_next(app: webtest.TestApp) -> None:
     assert entry["text"] == "hello, signals"
     assert entry["user"] == app.cookies["uid"]
     assert "hello, signals" in page.text
-    assert "SignalsMiddleware</code> delivered it" in page.text
+    assert "SignalsMiddleware</code> delivers it" in page.text
     kinds = [(event["kind"], event["signal"]) for event in records.read("events")]
     assert kinds == [("received", GUESTBOOK), ("sent", GUESTBOOK)]
 
@@ -183,11 +184,53 @@ def test_deliver_now_button_does_what_cron_does(app: webtest.TestApp) -> None:
     assert records.read("audit")[0]["action"] == "signed the guestbook"
 
 
+def test_the_banners_show_only_what_the_server_did(app: webtest.TestApp) -> None:
+    """The banner after a send or "Deliver now" shows what the server recorded for this
+    visitor; a count, a signal or an id typed into the URL, or another visitor's id, shows no
+    banner."""
+    as_user(app, "11111")
+    sent = app.post("/send", {"text": "x"}, status=303)
+    assert "Sent <code>guestbook</code>" in sent.follow().text
+    after = app.post("/deliver-now", status=303)
+    assert "delivered=" not in after.location
+    assert "1 payload(s) delivered" in after.follow().text
+    for forged in ("/?delivered=2", "/?sent=guestbook", "/?sent=user_1_notice", "/?note=x"):
+        page = app.get(forged).text
+        assert "payload(s) delivered" not in page and "<p class=note>Sent" not in page, forged
+    as_user(app, "22222")
+    assert "payload(s) delivered" not in app.get(after.location).text
+    assert "<p class=note>Sent" not in app.get(sent.location).text
+
+
+def test_unknown_pages_and_outages_are_pages_of_the_app(app: webtest.TestApp) -> None:
+    """A path no route serves is a 404 page in the app's own frame and style."""
+    page = app.get("/no-such-page?x=<b>", status=404)
+    assert page.content_type == "text/html"
+    assert "<style>" in page.text and "404 · Not Found" in page.text
+    assert "There is no page at /no-such-page." in page.text
+    assert 'href="/"' in page.text
+
+
+def test_a_refused_cron_request_logs_its_prefix_once(
+    app: webtest.TestApp, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The library's log lines carry no prefix of their own: the logger's name gives it, so
+    the example's format (``%(name)s: %(message)s``) shows ``gaesignals:`` once."""
+    with caplog.at_level(logging.WARNING, logger="gaesignals"):
+        app.get(CRON_PATH, status=403)
+    [record] = [r for r in caplog.records if "refused a delivery request" in r.getMessage()]
+    line = logging.Formatter("%(name)s: %(message)s").format(record)
+    assert line.startswith("gaesignals: refused a delivery request from ")
+    assert line.count("gaesignals:") == 1
+
+
 @pytest.mark.gaesignals_stores("memory")
 def test_store_outage_is_a_503_not_a_crash(app: webtest.TestApp) -> None:
     gaesignals.configure(store=DownStore())
     response = app.post("/send", {"text": "lost?"}, status=503)
-    assert "signals are unavailable" in response.text
+    assert response.content_type == "text/html" and "<style>" in response.text
+    assert "503 · Service Unavailable" in response.text
+    assert "Signals are unavailable right now" in response.text
     assert app.get(CRON_PATH, headers={"Authorization": f"Bearer {TOKEN}"}, status=503).json == {
         "error": "store unavailable"
     }
@@ -326,3 +369,78 @@ def test_run_script_serves_the_example(
         assert workers in err.read_text()
     finally:
         stop_group(proc)
+
+
+def test_run_script_says_memcached_must_be_running(tmp_path: Path) -> None:
+    """With a memcached URL where no server listens, the run script stops before serving and
+    says to start memcached."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GAESIGNALS_")}
+    env.update(
+        PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
+        GAESIGNALS_NO_INSTALL="1",
+        GAESIGNALS_STORE=f"memcached://127.0.0.1:{free_port()}",
+    )
+    done = subprocess.run(
+        [str(RUN_SCRIPT)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 1, done
+    assert "no memcached answers at '127.0.0.1:" in done.stderr
+    assert "start one first, e.g. `memcached -p 11211`" in done.stderr
+    assert "serving on" not in done.stdout
+
+
+# -- the layout, in a real browser ----------------------------------------------------------------
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+#: For each width: the page's overflow, each input against its card, the pending column.
+LAYOUT = """() => {
+  const doc = document.documentElement;
+  const inputs = [...document.querySelectorAll('.card input')].map(input => {
+    const card = input.closest('.card').getBoundingClientRect();
+    const box = input.getBoundingClientRect();
+    return {name: input.name, left: box.left - card.left, right: card.right - box.right};
+  });
+  const pending = [...document.querySelectorAll('td.pending, td.zero')].map(cell => {
+    const box = cell.getBoundingClientRect();
+    return {left: box.left, right: box.right, width: box.width};
+  });
+  return {scroll: doc.scrollWidth - doc.clientWidth, width: doc.clientWidth, inputs, pending};
+}"""
+
+
+@pytest.mark.gaesignals_stores("memory")
+@pytest.mark.parametrize("width", [400, 1000])
+def test_the_front_page_fits_its_screen(app: webtest.TestApp, width: int) -> None:
+    """At 400 px and on a desktop the front page never scrolls sideways, every input stays
+    inside its card, and the pending column is in view, with long text on the page."""
+    from playwright.sync_api import sync_playwright
+
+    as_user(app, "123456789")
+    app.post("/send", {"text": "x" * 200}, status=303)  # a long word, left pending
+    app.post("/notify", {"to": "123456789", "text": "y" * 200}, status=303)
+    app.get("/inbox")
+    html = app.get("/").text
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": width, "height": 800})
+            page.set_content(html)
+            layout = page.evaluate(LAYOUT)
+        finally:
+            browser.close()
+    assert layout["scroll"] == 0, layout
+    assert len(layout["inputs"]) == 4
+    for box in layout["inputs"]:
+        assert box["left"] >= 0 and box["right"] >= 0, box
+    assert len(layout["pending"]) == 3
+    for cell in layout["pending"]:
+        assert cell["width"] > 0 and cell["left"] >= 0 and cell["right"] <= layout["width"], cell

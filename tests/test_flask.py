@@ -177,7 +177,7 @@ def test_store_outage_never_breaks_the_request(when: str, caplog: pytest.LogCapt
     ):
         assert response.status_code == 200
     assert [r.getMessage() for r in caplog.records] == [
-        "gaesignals: no delivery for this request: the cache is down"
+        "no delivery for this request: the cache is down"
     ]
 
 

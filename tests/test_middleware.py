@@ -83,7 +83,7 @@ def test_store_outage_is_logged_and_the_request_served(
         assert wrapped({}, lambda *a: None) is app.body
     assert app.calls == 1
     assert [r.getMessage() for r in caplog.records] == [
-        "gaesignals: no delivery for this request: the cache is down"
+        "no delivery for this request: the cache is down"
     ]
 
 

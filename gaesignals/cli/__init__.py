@@ -45,6 +45,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exit:  # --help, or a usage error argparse has already printed
         return exit.code if isinstance(exit.code, int) else EXIT_USAGE
     verbose: int = args.verbose or 0
+    # Whether the store this command uses is made for it (rather than configured by a program
+    # that calls main() in-process), so that a process-local one earns a warning.
+    args.store_made_here = config._settings is None or any(
+        option is not None for option in (args.store, args.namespace, args.codec)
+    )
     with _logging_to_stderr(verbose):
         try:
             with _settings_for(args):
@@ -96,7 +101,7 @@ def _logging_to_stderr(verbose: int) -> Iterator[None]:
     """Show the library's log (handler errors, warnings; -v info, -vv debug) on stderr for the
     length of the command, and leave the logger as it was."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     level = logger.level
     logger.setLevel(logging.DEBUG if verbose > 1 else logging.INFO if verbose else logging.WARNING)
     logger.addHandler(handler)

@@ -12,12 +12,38 @@ import sys
 from collections import Counter
 from typing import Any
 
-from .. import delivery
+from .. import config, delivery
 from ..mapping import SignalMapping
 from ..sending import send
 from ..stats import pending
 from .errors import EXIT_ERROR, EXIT_OK, CommandError
 from .loading import load_mapping
+
+#: What a command made on the process-local store tells the user: nobody else will see it.
+PROCESS_LOCAL = (
+    "gaesignals: warning: the store is the embedded in-process one (memory://, the default "
+    "when GAESIGNALS_STORE is unset): no other process sees what this command sends, delivers "
+    "or reads; set GAESIGNALS_STORE or --store to your app's cache (memcached://host:port, "
+    "redis://host:port, ...)"
+)
+
+
+def warn_if_process_local(args: argparse.Namespace) -> None:
+    """Say on stderr that the command works on a store only this process sees, when the
+    command made that store itself (from the environment, the default or ``--store``): a
+    program that configured a memory store and calls :func:`~gaesignals.cli.main` in-process
+    shares it, and is not warned. Called once a command's inputs are checked, so a usage error
+    stays one line."""
+    if getattr(args, "store_made_here", False) and not config.get_settings().store.shared:
+        print(PROCESS_LOCAL, file=sys.stderr, flush=True)
+
+
+def signal_name(text: str) -> str:
+    """A signal name given on the command line, refused when it is blank: a name of spaces is
+    a valid key to the library, but from a shell it is a quoting slip."""
+    if not text.strip():
+        raise CommandError(f"a signal name must not be blank, got {text!r}")
+    return text
 
 
 class _Outcome:
@@ -93,6 +119,7 @@ def deliver_once(args: argparse.Namespace, mapping: SignalMapping) -> tuple[int,
 
 def deliver(args: argparse.Namespace) -> int:
     mapping = load_mapping(args.target, args.autodiscover, verbose=args.verbose > 0)
+    warn_if_process_local(args)
     total, tally = deliver_once(args, mapping)
     if args.json:
         print(json.dumps({"delivered": total, "signals": dict(tally)}))
@@ -105,7 +132,8 @@ def deliver(args: argparse.Namespace) -> int:
 
 
 def show_pending(args: argparse.Namespace) -> int:
-    names = list(dict.fromkeys(args.names))
+    names = list(dict.fromkeys(signal_name(name) for name in args.names))
+    warn_if_process_local(args)
     found = pending(names)
     rows = {name: found[name] for name in names}
     if args.json:
@@ -133,6 +161,7 @@ def show_pending(args: argparse.Namespace) -> int:
 
 
 def send_one(args: argparse.Namespace) -> int:
+    name = signal_name(args.name)
     text, source = args.data, "--data"
     if args.data_file is not None:
         source = "stdin" if args.data_file == "-" else args.data_file
@@ -143,7 +172,8 @@ def send_one(args: argparse.Namespace) -> int:
             data = json.loads(text)
         except json.JSONDecodeError as error:
             raise CommandError(f"invalid JSON in {source}: {error}") from None
-    send(args.name, data)
+    warn_if_process_local(args)
+    send(name, data)
     if args.verbose:
         print("sent")
     return EXIT_OK
@@ -161,6 +191,8 @@ def _read_data_file(path: str) -> str:
 
 
 def dead_letters(args: argparse.Namespace) -> int:
+    signal_name(args.name)
+    warn_if_process_local(args)
     if args.requeue or args.purge:
         verb = "requeued" if args.requeue else "purged"
         take = delivery.requeue_dead_letters if args.requeue else delivery.purge_dead_letters

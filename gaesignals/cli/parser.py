@@ -134,8 +134,11 @@ def _global_options(parser: argparse.ArgumentParser) -> None:
         "--store",
         metavar="URL",
         default=argparse.SUPPRESS,
-        help="memory://, appengine:// or memcached://host:port[,host:port...] "
-        "(like GAESIGNALS_STORE)",
+        help="like GAESIGNALS_STORE: memory:// (this process only), appengine://, "
+        "memcached://host:port[,host:port...], redis://[[user]:password@]host[:port][/db], "
+        "rediss://... (TLS), unix:///path/to/redis.sock[?db=N], or "
+        "redis://host:port[,host:port...]?cluster=true (a Redis cluster); memcached and Redis "
+        "URLs take ?timeout=S&max_value_size=N",
     )
     group.add_argument(
         "--namespace", default=argparse.SUPPRESS, help="key namespace (like GAESIGNALS_NAMESPACE)"

@@ -19,7 +19,7 @@ from types import FrameType
 from .. import config
 from ..exceptions import StoreUnavailable
 from ..mapping import SignalMapping
-from .commands import deliver, deliver_once
+from .commands import deliver, deliver_once, warn_if_process_local
 from .errors import EXIT_OK, CommandError
 from .loading import load_mapping
 
@@ -96,6 +96,7 @@ def worker(args: argparse.Namespace) -> int:
     if args.json:
         raise CommandError("worker --json needs --once (the worker's own lines are text)")
     mapping = load_mapping(args.target, args.autodiscover, verbose=args.verbose > 0)
+    warn_if_process_local(args)
     _say(
         f"worker: delivering {len(mapping)} signal(s) ({', '.join(mapping)}) from "
         f"{config.get_settings().store!r} every {args.interval:g}s; SIGTERM or Ctrl-C stops"

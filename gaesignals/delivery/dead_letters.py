@@ -66,7 +66,7 @@ def dead_letter_details(name: str) -> list[DeadLetter]:
             data = decode(frame, settings)
         except Exception:
             # Dead letters are often the payloads that could not be decoded in the first place.
-            logger.exception("gaesignals: a dead letter of %r cannot be decoded; not listed", name)
+            logger.exception("a dead letter of %r cannot be decoded; not listed", name)
             continue
         letters.append(
             DeadLetter(data, frame.attempts, last_error(frame), frames.sent_at(frame.ident))

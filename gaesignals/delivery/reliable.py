@@ -245,7 +245,7 @@ class _Shard:
             return 0
         if crashed is not None:
             logger.warning(
-                "gaesignals: a delivery of signal %r died running a payload (its attempt %d of "
+                "a delivery of signal %r died running a payload (its attempt %d of "
                 "%d); resuming there",
                 self.runner.name,
                 crashed,
@@ -253,8 +253,7 @@ class _Shard:
             )
         elif first:
             logger.warning(
-                "gaesignals: resuming signal %r after %d payload(s) an interrupted delivery "
-                "finished",
+                "resuming signal %r after %d payload(s) an interrupted delivery finished",
                 self.runner.name,
                 first,
             )
@@ -307,9 +306,7 @@ class _Shard:
             if index in self.waiting:
                 continue  # not due yet: it stays, and the cursor never names it
             if not self.holder.still_holds(keys.lock):
-                logger.warning(
-                    "gaesignals: lost the lock of %r mid-delivery; stopping there", self.runner.name
-                )
+                logger.warning("lost the lock of %r mid-delivery; stopping there", self.runner.name)
                 return delivered, expired, b"", -1
             if self.runner.expired(frame):
                 expired += 1  # dropping it again after a crash costs nothing: no cursor needed
@@ -402,12 +399,10 @@ class _Shard:
         try:
             append_frames(self.holder.conn, self.runner.settings.store, {self.keys.dead: raw})
         except GaeSignalsError:
-            logger.exception(
-                "gaesignals: could not dead-letter a payload of %r; it stays queued", name
-            )
+            logger.exception("could not dead-letter a payload of %r; it stays queued", name)
             return False
         logger.error(
-            "gaesignals: a payload of signal %r failed %d times and moved to its dead letters",
+            "a payload of signal %r failed %d times and moved to its dead letters",
             name,
             attempts,
         )

@@ -31,8 +31,7 @@ Found = list[frames.Frame] | list[bytes]
 def log_bad(name: str, key: str, bad: Iterable[frames.BadRegion]) -> None:
     for region in bad:
         logger.error(
-            "gaesignals: dropped %d payload(s) of signal %r as unreadable (%s): %d byte(s) "
-            "of key %s",
+            "dropped %d payload(s) of signal %r as unreadable (%s): %d byte(s) of key %s",
             region.payloads,
             name,
             region.reason,
@@ -106,7 +105,7 @@ class Runner:
     def log_expired(self, count: int) -> None:
         if count:
             logger.warning(
-                "gaesignals: dropped %d payload(s) of signal %r older than its ttl of %d s",
+                "dropped %d payload(s) of signal %r older than its ttl of %d s",
                 count,
                 self.name,
                 self.ttl,
@@ -127,7 +126,7 @@ class Runner:
         try:
             data = decode(frame, self.settings)
         except Exception as error:
-            logger.exception("gaesignals: could not decode a payload of signal %r", self.name)
+            logger.exception("could not decode a payload of signal %r", self.name)
             tracing.failed(error)
             return error
         failures: list[Exception] = []
@@ -138,13 +137,9 @@ class Runner:
                 failures.append(error)
                 tracing.failed(error)
                 if isinstance(error, Retry | Reject):
-                    logger.warning(
-                        "gaesignals: handler %r for signal %r asked: %s", handler, self.name, error
-                    )
+                    logger.warning("handler %r for signal %r asked: %s", handler, self.name, error)
                 else:
-                    logger.exception(
-                        "gaesignals: handler %r for signal %r failed", handler, self.name
-                    )
+                    logger.exception("handler %r for signal %r failed", handler, self.name)
         if not failures:
             return None
         for kind in (Reject, Retry):
@@ -158,7 +153,7 @@ class Runner:
         try:
             return pickle.loads(item) if isinstance(item, bytes) else decode(item, self.settings)
         except Exception as error:
-            logger.exception("gaesignals: could not decode a payload of signal %r", self.name)
+            logger.exception("could not decode a payload of signal %r", self.name)
             tracing.failed(error)
             return _UNDECODABLE
 
@@ -170,7 +165,7 @@ class Runner:
                 call(data)
             except Exception as error:
                 ok = False
-                logger.exception("gaesignals: handler %r for signal %r failed", handler, self.name)
+                logger.exception("handler %r for signal %r failed", handler, self.name)
                 tracing.failed(error)
         return ok
 
@@ -209,12 +204,12 @@ class Runner:
             try:
                 data = loads(body)
             except Exception:
-                logger.exception("gaesignals: could not decode a payload of signal %r", self.name)
+                logger.exception("could not decode a payload of signal %r", self.name)
                 continue
             try:
                 call(data)
             except Exception:
-                logger.exception("gaesignals: handler %r for signal %r failed", handler, self.name)
+                logger.exception("handler %r for signal %r failed", handler, self.name)
                 continue
             delivered += 1
         return delivered, len(bodies) - delivered

@@ -125,9 +125,7 @@ class _WeakRun:
                 return
         # Normal under heavy sending: nothing is lost, the next delivery takes them. The
         # appends keep winning over the resets there: spread those signals over more keys.
-        logger.info(
-            "gaesignals: %d signal key(s) stayed contended; left for the next delivery", len(todo)
-        )
+        logger.info("%d signal key(s) stayed contended; left for the next delivery", len(todo))
         for name in dict.fromkeys(layout.names[key] for key in todo):
             widen(conn, self.settings, layout.shards[name])
 
@@ -174,7 +172,7 @@ class _WeakRun:
 
     def _log_unanswered(self, key: str, count: int, what: str) -> None:
         logger.error(
-            "gaesignals: the reset of signal %r %s; if the cache applies it, its %d "
+            "the reset of signal %r %s; if the cache applies it, its %d "
             "payload(s) read now are lost",
             self.layout.names[located(key)],
             what,
@@ -228,7 +226,7 @@ class _WeakRun:
         try:
             append_frames(conn, self.settings.store, homes)
         except GaeSignalsError:
-            logger.warning("gaesignals: could not write back spread markers", exc_info=True)
+            logger.warning("could not write back spread markers", exc_info=True)
 
     def put_back_waiting(self, conn: Connection, walked: Mapping[str, int]) -> None:
         """The store keeps the payloads not due yet that its walk of whole frames reached;
@@ -245,7 +243,7 @@ class _WeakRun:
             try:
                 append_frames(conn, self.settings.store, lost)
             except GaeSignalsError:
-                logger.error("gaesignals: could not put back payloads not due yet", exc_info=True)
+                logger.error("could not put back payloads not due yet", exc_info=True)
 
     # -- shared by both ----------------------------------------------------------------------
 

@@ -106,7 +106,7 @@ def _takeable(key: str, value: bytes) -> bool:
     if not is_foreign(key, value):
         return False
     logger.warning(
-        "gaesignals: lock %r holds %d byte(s) no live deliverer wrote (not a lock of ours, or "
+        "lock %r holds %d byte(s) no live deliverer wrote (not a lock of ours, or "
         "kept past its lease); taken over",
         key,
         len(value),

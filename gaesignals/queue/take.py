@@ -35,7 +35,7 @@ def acknowledge(
 
 def _changed(name: str) -> None:
     logger.warning(
-        "gaesignals: signal %r changed under its lock (lease too short?); "
+        "signal %r changed under its lock (lease too short?); "
         "its delivered payloads may be delivered again",
         name,
     )
@@ -61,7 +61,7 @@ def _acknowledge(
             return False
         tail, token = current[0][len(taken) :], current[1]
     logger.warning(
-        "gaesignals: could not acknowledge signal %r (its queue kept changing); the progress "
+        "could not acknowledge signal %r (its queue kept changing); the progress "
         "cursor marks what was done, so the next delivery resumes after it",
         name,
     )

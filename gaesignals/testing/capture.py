@@ -318,7 +318,7 @@ class _Eager(_Tap):
                 except Exception:
                     if self.raise_errors:
                         raise
-                    logger.exception("gaesignals: handler %r for signal %r failed", handler, name)
+                    logger.exception("handler %r for signal %r failed", handler, name)
             with self.lock:
                 self.delivered._record(key, name, data)
 

@@ -120,7 +120,7 @@ class AsyncSignal(Signal):
         try:
             self._send(sender, named, robust=True)
         except Exception as error:
-            logger.error("gaesignals: could not send %r", self, exc_info=error)
+            logger.error("could not send %r", self, exc_info=error)
             return [(self, error)]
         return []
 
@@ -163,7 +163,7 @@ class AsyncSignal(Signal):
             sender = from_refs(data.get("sender"))
             kwargs = from_refs(data["kwargs"])
         except MissingRow as missing:
-            logger.warning("gaesignals: a payload of %r skipped: %s", self, missing)
+            logger.warning("a payload of %r skipped: %s", self, missing)
             return
         results = Signal.send_robust(self, sender, **kwargs)
         failed = [(receiver, error) for receiver, error in results if isinstance(error, Exception)]

@@ -71,18 +71,18 @@ def _unpack(raw: bytes, key: str, settings: Settings) -> dict[str, Any] | None:
     head, _, body = raw.partition(b" ")
     if settings.secret_keys:
         if not any(hmac.compare_digest(_tag(s, key, body), head) for s in settings.secret_keys):
-            logger.warning("gaesignals: the task result at %s is not signed by our keys", key)
+            logger.warning("the task result at %s is not signed by our keys", key)
             return None
     elif head != _UNSIGNED:
-        logger.warning("gaesignals: the task result at %s is signed, and no key is set", key)
+        logger.warning("the task result at %s is signed, and no key is set", key)
         return None
     try:
         record = json.loads(body)
     except ValueError:
-        logger.warning("gaesignals: the task result at %s is not JSON", key)
+        logger.warning("the task result at %s is not JSON", key)
         return None
     if not isinstance(record, dict) or not record.keys() >= FIELDS:
-        logger.warning("gaesignals: the task result at %s is not a record", key)
+        logger.warning("the task result at %s is not a record", key)
         return None
     return record
 

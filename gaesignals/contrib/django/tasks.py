@@ -260,7 +260,7 @@ class SignalsBackend(BaseTaskBackend):
         try:
             return self._result(record, self._task(record))
         except (TypeError, ValueError) as error:  # a record of the right shape, wrong values
-            logger.warning("gaesignals: the task result %s is unreadable: %s", result_id, error)
+            logger.warning("the task result %s is unreadable: %s", result_id, error)
             raise TaskResultDoesNotExist(result_id) from error
 
     def _task(self, record: dict[str, Any]) -> Task:
@@ -307,7 +307,7 @@ class SignalsBackend(BaseTaskBackend):
         settings = get_settings()
         record = task_records.read(payload["id"], settings) or dict(payload)
         if record["status"] == TaskResultStatus.SUCCESSFUL:
-            logger.info("gaesignals: task result %s already succeeded; not run again", record["id"])
+            logger.info("task result %s already succeeded; not run again", record["id"])
             return
         try:
             _import_task(record["task"])

@@ -57,6 +57,8 @@ from ._wire import bump, is_refusal, size_flags
 
 #: Every MemcachedStore of this process, so that a forked child can mark theirs (see _let_go).
 _stores: weakref.WeakSet[MemcachedStore] = weakref.WeakSet()
+#: Shown with a URL that names no server, or names one badly.
+_EXAMPLE_URL = "memcached://127.0.0.1:11211 (a cluster: memcached://10.0.0.5:11211,10.0.0.6:11211)"
 
 
 def _after_fork() -> None:
@@ -109,8 +111,13 @@ class MemcachedStore:
 
         parts = urlsplit(url)
         shown = masked_url(url)
-        if parts.scheme != "memcached" or not parts.netloc:
+        if parts.scheme != "memcached":
             raise ConfigurationError(f"not a memcached:// URL: {shown!r}")
+        if not parts.netloc:
+            raise ConfigurationError(
+                f"{shown!r} names no server: a memcached:// URL needs host:port, e.g. "
+                f"{_EXAMPLE_URL}"
+            )
         if "@" in parts.netloc:
             raise ConfigurationError(f"a memcached:// URL takes no user or password: {shown!r}")
         query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
@@ -125,7 +132,9 @@ class MemcachedStore:
         for spec in parts.netloc.split(","):
             host, sep, port = spec.strip().rpartition(":")
             if not sep or not port.isdigit() or not host:
-                raise ConfigurationError(f"expected host:port, got {spec!r} in {shown!r}")
+                raise ConfigurationError(
+                    f"expected host:port, got {spec!r} in {shown!r}, e.g. {_EXAMPLE_URL}"
+                )
             servers.append((host.strip("[]"), int(port)))
         options: dict[str, Any] = {
             "connect_timeout": timeout,

@@ -105,7 +105,7 @@ class Connection:
                 found = node.gets(wires)
             except (Unreachable, StoreUnavailable) as error:
                 self.ring.server_failed(node.server)
-                logger.warning("gaesignals: skipped %s while scanning: %s", node.server, error)
+                logger.warning("skipped %s while scanning: %s", node.server, error)
                 continue
             location = where(client.server)
             for key, raw in zip(keys, wires, strict=True):
@@ -204,7 +204,7 @@ class Connection:
         try:
             self._each_server([key], lambda node, group: node.spill(group[0]))
         except StoreUnavailable as error:  # no server for it now: the queue only stays long
-            logger.warning("gaesignals: could not move %s to a segment: %s", key, error)
+            logger.warning("could not move %s to a segment: %s", key, error)
 
     def incr_many(self, deltas: Mapping[str, int]) -> None:
         """Add each delta to a decimal counter, creating a missing one (meta arithmetic)."""

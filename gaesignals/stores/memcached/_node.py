@@ -242,7 +242,7 @@ class Node:
         try:
             self._spill(key)
         except (StoreUnavailable, Unreachable) as error:
-            logger.warning("gaesignals: could not move %s to a segment: %s", key, error)
+            logger.warning("could not move %s to a segment: %s", key, error)
 
     def _spill(self, key: str) -> None:
         wire = wire_key(key)

@@ -127,7 +127,7 @@ class CasWrite:
             try:
                 self.node.delete_segments(spent)
             except StoreUnavailable:  # the writes stand; the segments wait for eviction
-                logger.warning("gaesignals: could not delete spent segments", exc_info=True)
+                logger.warning("could not delete spent segments", exc_info=True)
 
 
 class AppendWrite:

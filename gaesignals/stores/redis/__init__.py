@@ -65,7 +65,7 @@ class RedisStore:
         retries = getattr(retry, "get_retries", lambda: getattr(retry, "_retries", 0))()
         if retries > 0:
             logger.warning(
-                "gaesignals: this Redis client retries failed commands; a retried batch that "
+                "this Redis client retries failed commands; a retried batch that "
                 "timed out after the server applied it appends its payloads twice. Build it "
                 "with retry=Retry(NoBackoff(), 0) (RedisStore.from_url does)."
             )

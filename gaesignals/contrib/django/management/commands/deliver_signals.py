@@ -96,7 +96,7 @@ class Command(BaseCommand):
                     delivered = once()
                 except StoreUnavailable as error:
                     # A worker outlives an outage: log it and try again next round.
-                    logger.error("gaesignals: no delivery this round: %s", error)
+                    logger.error("no delivery this round: %s", error)
                     continue
                 total += delivered
                 if delivered:
