@@ -1,0 +1,102 @@
+// gaesignals dashboard: samples the page's JSON endpoint while the page is open and draws the
+// payload rates (per second) as an SVG chart. No framework, no build step, no inline script.
+"use strict";
+(function () {
+  const chart = document.getElementById("chart");
+  if (!chart || !window.fetch) {
+    return;
+  }
+  const api = chart.dataset.api;
+  const SERIES = ["sent", "delivered", "failed"];
+  const WINDOW = 600; // seconds of samples kept
+  const W = 300;
+  const H = 100;
+  const NS = "http://www.w3.org/2000/svg";
+  const samples = [];
+  const svg = document.createElementNS(NS, "svg");
+  svg.setAttribute("viewBox", `0 0 ${W} ${H}`);
+  svg.setAttribute("preserveAspectRatio", "none");
+  svg.setAttribute("role", "img");
+  svg.setAttribute("aria-label", "payloads per second");
+  chart.insertBefore(svg, chart.firstChild);
+  const status = document.createElement("p");
+  status.className = "chart-status";
+  chart.appendChild(status);
+
+  function totals(data) {
+    const sum = { time: data.time };
+    SERIES.forEach((s) => { sum[s] = 0; });
+    data.signals.forEach((row) => SERIES.forEach((s) => { sum[s] += row[s] || 0; }));
+    return sum;
+  }
+
+  function rates() {
+    const found = [];
+    for (let i = 1; i < samples.length; i += 1) {
+      const a = samples[i - 1];
+      const b = samples[i];
+      const dt = b.time - a.time;
+      if (dt > 0) {
+        const r = { time: b.time };
+        SERIES.forEach((s) => { r[s] = Math.max(0, (b[s] - a[s]) / dt); });
+        found.push(r);
+      }
+    }
+    return found;
+  }
+
+  function draw() {
+    while (svg.firstChild) {
+      svg.removeChild(svg.firstChild);
+    }
+    const found = rates();
+    if (!found.length) {
+      status.textContent = "Collecting samples…";
+      return;
+    }
+    const last = found[found.length - 1].time;
+    let top = 0;
+    found.forEach((r) => SERIES.forEach((s) => { top = Math.max(top, r[s]); }));
+    top = top || 1;
+    SERIES.forEach((s) => {
+      const line = document.createElementNS(NS, "polyline");
+      line.setAttribute("class", s);
+      line.setAttribute("fill", "none");
+      const points = found.map((r) => {
+        const x = W - ((last - r.time) / WINDOW) * W;
+        const y = H - (r[s] / top) * (H - 4);
+        return `${x.toFixed(1)},${y.toFixed(1)}`;
+      });
+      line.setAttribute("points", points.join(" "));
+      svg.appendChild(line);
+    });
+    const now = found[found.length - 1];
+    status.textContent = `peak ${top.toFixed(2)}/s; now: ` +
+      SERIES.map((s) => `${s} ${now[s].toFixed(2)}/s`).join(", ") +
+      ` (${samples.length} samples)`;
+  }
+
+  async function poll() {
+    try {
+      const answer = await fetch(api, { credentials: "same-origin", cache: "no-store" });
+      if (answer.ok) {
+        const data = await answer.json();
+        if (data.store.reachable) {
+          samples.push(totals(data));
+          while (samples.length && samples[0].time < data.time - WINDOW) {
+            samples.shift();
+          }
+        } else {
+          status.textContent = "The store is unavailable.";
+        }
+        draw();
+      }
+    } catch (error) {
+      status.textContent = "No answer from the dashboard; retrying.";
+    }
+    // Two quick samples make a first rate; then one every five seconds.
+    window.setTimeout(poll, samples.length < 2 ? 1000 : 5000);
+  }
+
+  poll();
+})();
