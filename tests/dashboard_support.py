@@ -20,9 +20,9 @@ def bearer(token: str = TOKEN) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
-def csrf_of(page: webtest.TestResponse) -> str:
-    """The CSRF token of the first form on ``page``."""
-    found = re.search(r'name="csrf" value="([^"]*)"', page.text)
+def csrf_of(page: webtest.TestResponse | str) -> str:
+    """The CSRF token of the first form on ``page`` (an answer, or its text)."""
+    found = re.search(r'name="csrf" value="([^"]*)"', page if isinstance(page, str) else page.text)
     assert found is not None, "no CSRF field on the page"
     return found[1]
 
