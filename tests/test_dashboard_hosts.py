@@ -50,7 +50,7 @@ def test_mount_serves_the_dashboard_under_its_prefix(gaesignals_store: Store) ->
     assert "Path=/ops/signals;" in answer.headers["Set-Cookie"]
     page = app.get("/ops/signals/")
     assert page.html.find(id="chart")["data-api"] == "/ops/signals/api/signals?page=1"
-    assert page.html.find("link")["href"] == "/ops/signals/static/dashboard.css"
+    assert page.html.find("link", rel="stylesheet")["href"] == "/ops/signals/static/dashboard.css"
     assert app.get("/ops/signals", headers=bearer()).status_int == 200
 
 

@@ -43,6 +43,7 @@ def layout(base: str, title: str, body: str, *, nav: bool = True, csrf: str = ""
         '<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>{escape(title)} · gaesignals</title>"
+        '<link rel="icon" href="data:,">'  # no /favicon.ico request outside the mount point
         f'<link rel="stylesheet" href="{link(base, "/static/dashboard.css")}">'
         f'<script src="{link(base, "/static/dashboard.js")}" defer></script>'
         f"</head><body><header>{header}</header><main>{body}</main></body></html>\n"

@@ -55,6 +55,15 @@
       return;
     }
     const last = found[found.length - 1].time;
+    // The x axis spans the samples taken so far (at least a minute), up to WINDOW.
+    const span = Math.min(WINDOW, Math.max(60, last - samples[0].time));
+    const base = document.createElementNS(NS, "line");
+    base.setAttribute("class", "axis");
+    base.setAttribute("x1", "0");
+    base.setAttribute("x2", String(W));
+    base.setAttribute("y1", String(H - 0.5));
+    base.setAttribute("y2", String(H - 0.5));
+    svg.appendChild(base);
     let top = 0;
     found.forEach((r) => SERIES.forEach((s) => { top = Math.max(top, r[s]); }));
     top = top || 1;
@@ -63,7 +72,7 @@
       line.setAttribute("class", s);
       line.setAttribute("fill", "none");
       const points = found.map((r) => {
-        const x = W - ((last - r.time) / WINDOW) * W;
+        const x = W - ((last - r.time) / span) * W;
         const y = H - (r[s] / top) * (H - 4);
         return `${x.toFixed(1)},${y.toFixed(1)}`;
       });
@@ -76,6 +85,35 @@
       ` (${samples.length} samples)`;
   }
 
+  // The table's columns the samples keep current (the ages stay as the page drew them).
+  const COLUMNS = {
+    0: (row) => row.pending,
+    1: (row) => row.pending_bytes,
+    3: (row) => row.pending - row.waiting,
+    4: (row) => row.waiting,
+  };
+  ["sent", "delivered", "failed", "dead_lettered", "dropped", "expired", "lost"].forEach(
+    (name, i) => { COLUMNS[6 + i] = (row) => row[name]; },
+  );
+  COLUMNS[13] = (row) => row.lock;
+  COLUMNS[14] = (row) => row.dead_letters;
+
+  function refresh(data) {
+    data.signals.forEach((row) => {
+      document.querySelectorAll("tr[data-signal]").forEach((tr) => {
+        if (tr.dataset.signal !== row.name) {
+          return;
+        }
+        tr.querySelectorAll("td[data-col]").forEach((td) => {
+          const value = COLUMNS[td.dataset.col];
+          if (value) {
+            td.textContent = String(value(row));
+          }
+        });
+      });
+    });
+  }
+
   async function poll() {
     try {
       const answer = await fetch(api, { credentials: "same-origin", cache: "no-store" });
@@ -83,6 +121,7 @@
         const data = await answer.json();
         if (data.store.reachable) {
           samples.push(totals(data));
+          refresh(data);
           while (samples.length && samples[0].time < data.time - WINDOW) {
             samples.shift();
           }
@@ -94,8 +133,8 @@
     } catch (error) {
       status.textContent = "No answer from the dashboard; retrying.";
     }
-    // Two quick samples make a first rate; then one every five seconds.
-    window.setTimeout(poll, samples.length < 2 ? 1000 : 5000);
+    // Three quick samples make a first line; then one every five seconds.
+    window.setTimeout(poll, samples.length < 3 ? 1000 : 5000);
   }
 
   poll();
