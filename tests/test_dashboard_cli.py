@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import re
 import signal
+import subprocess
+import sys
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
@@ -72,3 +74,14 @@ def test_refuses_a_module_that_cannot_be_imported(
     assert code == 2 and "cannot import 'cliapp_broken'" in error_line(err)
     code, _, err = run(capsys, "dashboard", "--app", "cliapp:nothing", "--port", "0")
     assert code == 2 and "not a signal mapping" in error_line(err)
+
+
+def test_the_command_line_does_not_import_the_dashboard() -> None:
+    """Other commands run without the dashboard extra: prometheus_client is imported only by
+    ``gaesignals dashboard``."""
+    code = (
+        "import sys, gaesignals, gaesignals.cli; "
+        "print('prometheus_client' in sys.modules, 'gaesignals.dashboard' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False False"
