@@ -441,3 +441,21 @@ def test_an_unforeseen_error_is_a_500_page(
     with caplog.at_level(logging.ERROR, logger="gaesignals"):
         answer = browser.get("/", status=500)
     assert "secret detail" not in answer.text and "secret detail" in caplog.text
+
+
+@pytest.mark.parametrize("store_kind", ["memory", "memcached"])
+def test_pages_and_actions_on_a_real_memcached(store: Store) -> None:
+    """The list, a signal's page and requeue read and change a real memcached as they do
+    the memory store."""
+    gaesignals.declare("real", reliable=True)
+    dead_letter("real", {"kept": True})
+    send("real", 2)
+    app = webtest.TestApp(DashboardApp(token=TOKEN))
+    login(app)
+    row = app.get("/").html.find("tr", attrs={"data-signal": "real"})
+    cells = [td.text for td in row.find_all("td")]
+    assert (cells[0], cells[9], cells[14]) == ("1", "1", "1")  # pending, dead lettered, dead
+    page = app.get("/signal", {"name": "real"})
+    assert "{'kept': True}" in page.html.find(id="dead-letters").text
+    app.post("/signal/requeue", {"name": "real", "csrf": csrf_of(page)}, status=303)
+    assert dead_letters("real") == [] and pending("real")["real"].count == 2
