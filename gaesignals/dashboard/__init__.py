@@ -19,13 +19,15 @@ static script and stylesheet shipped in the package: no front-end build step, no
 (the Content-Security-Policy forbids it). ``prometheus_client`` (the ``dashboard`` extra) writes
 ``/metrics``.
 
-The modules: :mod:`~gaesignals.dashboard.app` (routes and answers), :mod:`~.auth` (tokens,
-sessions, CSRF), :mod:`~.pages` (the HTML) and :mod:`~.metrics` (the Prometheus collector).
+The modules: :mod:`~gaesignals.dashboard.app` (the routes), :mod:`~.wsgi` (requests, answers,
+:class:`Mount`), :mod:`~.auth` (tokens, sessions, CSRF), :mod:`~.pages` (the HTML) and
+:mod:`~.metrics` (the Prometheus collector).
 """
 
 from __future__ import annotations
 
-from .app import DashboardApp, Mount
+from .app import DashboardApp
 from .auth import MIN_TOKEN_BYTES, TOKEN_ENV
+from .wsgi import Mount
 
 __all__ = ["MIN_TOKEN_BYTES", "TOKEN_ENV", "DashboardApp", "Mount"]

@@ -10,13 +10,13 @@ so, and anything unforeseen a 500 page with the traceback in the log, not in the
 
 from __future__ import annotations
 
-import json
 import logging
 import math
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
+from functools import cache
 from importlib.resources import files
-from typing import Any, NamedTuple
-from urllib.parse import parse_qs, quote
+from typing import Any
+from urllib.parse import quote
 
 from .. import frames
 from ..config import get_settings
@@ -33,17 +33,9 @@ from ..keys import check_name
 from ..registry import registry
 from ..stats import Overview, overview
 from . import pages
-from .auth import (
-    CSRF_COOKIE,
-    SESSION_COOKIE,
-    SESSION_SECONDS,
-    Guard,
-    HostAuth,
-    new_nonce,
-    set_cookie,
-)
-from .auth import cookies as read_cookies
+from .auth import CSRF_COOKIE, SESSION_COOKIE, SESSION_SECONDS, Guard, HostAuth, set_cookie
 from .metrics import CONTENT_TYPE_LATEST, exposition, metrics_registry
+from .wsgi import Refused, Request, Response, json_answer, page, redirect
 
 logger = logging.getLogger("gaesignals")
 
@@ -59,13 +51,10 @@ SECURITY_HEADERS = [
     ("Referrer-Policy", "no-referrer"),
     ("X-Frame-Options", "DENY"),
 ]
-HTML = "text/html; charset=utf-8"
 STATIC = {
     "dashboard.js": "text/javascript; charset=utf-8",
     "dashboard.css": "text/css; charset=utf-8",
 }
-#: The largest form body read.
-MAX_FORM_BYTES = 16 * 1024
 DEFAULT_PAGE_SIZE = 50
 NOTICES = {
     "deliver": "Delivered {n} payload(s).",
@@ -88,83 +77,6 @@ _ACTIONS: dict[str, Callable[[str], int]] = {
     "requeue": requeue_dead_letters,
     "purge": purge_dead_letters,
 }
-
-
-class Response(NamedTuple):
-    status: str
-    body: bytes
-    headers: list[tuple[str, str]]
-
-
-class _Refused(Exception):
-    """Stops handling a request with ``response`` (a 4xx answer)."""
-
-    def __init__(self, response: Response) -> None:
-        super().__init__(response.status)
-        self.response = response
-
-
-class Request:
-    """What the dashboard reads of a WSGI request."""
-
-    def __init__(self, environ: Mapping[str, Any]) -> None:
-        self.environ = environ
-        self.method = str(environ.get("REQUEST_METHOD", "GET")).upper()
-        self.path = str(environ.get("PATH_INFO", "")) or "/"
-        self.base = quote(str(environ.get("SCRIPT_NAME", "")).rstrip("/"), encoding="latin-1")
-        query = str(environ.get("QUERY_STRING", ""))
-        self.args = parse_qs(query, keep_blank_values=True, errors="replace")
-        self.jar = read_cookies(environ)
-        self.fresh_nonce = CSRF_COOKIE not in self.jar
-        self.nonce = self.jar.get(CSRF_COOKIE) or new_nonce()
-        self._form: dict[str, str] | None = None
-
-    def arg(self, name: str) -> str:
-        return self.args.get(name, [""])[0]
-
-    def form(self) -> dict[str, str]:
-        """The urlencoded body's fields (first value each); a body too large or of another
-        type is refused. Read once: a second call returns the same fields."""
-        if self._form is None:
-            self._form = self._read_form()
-        return self._form
-
-    def _read_form(self) -> dict[str, str]:
-        try:
-            length = int(self.environ.get("CONTENT_LENGTH") or 0)
-        except ValueError:
-            raise _Refused(page(self, "400 Bad Request", "Bad request", "Bad length.")) from None
-        if length > MAX_FORM_BYTES:
-            raise _Refused(page(self, "413 Content Too Large", "Too large", "Form too large."))
-        kind = str(self.environ.get("CONTENT_TYPE", "")).partition(";")[0].strip().lower()
-        if length and kind != "application/x-www-form-urlencoded":
-            raise _Refused(page(self, "415 Unsupported Media Type", "Bad form", "Not a form."))
-        body = self.environ["wsgi.input"].read(length) if length > 0 else b""
-        fields = parse_qs(body.decode("latin-1"), keep_blank_values=True, errors="replace")
-        return {key: values[0] for key, values in fields.items()}
-
-
-def page(
-    req: Request,
-    status: str,
-    title: str,
-    text: str = "",
-    *,
-    body: str | None = None,
-    nav: bool = True,
-    csrf: str = "",
-) -> Response:
-    html = pages.layout(req.base, title, body or pages.message(title, text), nav=nav, csrf=csrf)
-    return Response(status, html.encode("utf-8"), [("Content-Type", HTML)])
-
-
-def _json(status: str, data: object) -> Response:
-    body = json.dumps(data).encode("utf-8") + b"\n"
-    return Response(status, body, [("Content-Type", "application/json")])
-
-
-def _redirect(location: str, extra: list[tuple[str, str]] | None = None) -> Response:
-    return Response("303 See Other", b"", [("Location", location), *(extra or [])])
 
 
 class DashboardApp:
@@ -217,7 +129,7 @@ class DashboardApp:
         req = Request(environ)
         try:
             response = self._dispatch(req)
-        except _Refused as refused:
+        except Refused as refused:
             response = refused.response
         except Exception:
             logger.exception("gaesignals: the dashboard failed on %s %s", req.method, req.path)
@@ -254,16 +166,16 @@ class DashboardApp:
             return self._detail(req)
         if path == "/api/signals":
             names, _, _, _ = self._select(req)
-            return _json("200 OK", _report(overview(names), names))
+            return json_answer("200 OK", _report(overview(names), names))
         if path == "/api/signal":
             name = self._name(req, req.arg("name"))
-            return _json("200 OK", _report(overview([name]), [name]))
+            return json_answer("200 OK", _report(overview([name]), [name]))
         if path == "/metrics":
             body = exposition(self._metrics)
             return Response("200 OK", body, [("Content-Type", CONTENT_TYPE_LATEST)])
         if path == "/logout":
             gone = set_cookie(req.environ, SESSION_COOKIE, "", 0)
-            return _redirect(f"{req.base}/login", [("Set-Cookie", gone)])
+            return redirect(f"{req.base}/login", [("Set-Cookie", gone)])
         return self._act(req, path.rpartition("/")[2])
 
     def _csrf(self, req: Request) -> str:
@@ -273,7 +185,7 @@ class DashboardApp:
         form = req.form()
         if not self._guard.csrf_ok(req.jar, form.get("csrf", "")):
             logger.warning("gaesignals: refused a dashboard form without a valid CSRF token")
-            raise _Refused(
+            raise Refused(
                 page(
                     req,
                     "403 Forbidden",
@@ -286,10 +198,10 @@ class DashboardApp:
 
     def _refuse(self, req: Request) -> Response:
         if req.path == "/metrics" or req.path.startswith("/api/"):
-            answer = _json("401 Unauthorized", {"error": "unauthorized"})
+            answer = json_answer("401 Unauthorized", {"error": "unauthorized"})
             return answer._replace(headers=[*answer.headers, ("WWW-Authenticate", "Bearer")])
         if self._guard.has_login and req.method in ("GET", "HEAD"):
-            return _redirect(f"{req.base}/login")
+            return redirect(f"{req.base}/login")
         return page(req, "403 Forbidden", "Forbidden", "You may not use this dashboard.", nav=False)
 
     def _static(self, req: Request) -> Response:
@@ -298,8 +210,7 @@ class DashboardApp:
             return page(req, "404 Not Found", "Not found", "No such file.", nav=False)
         if req.method not in ("GET", "HEAD"):
             return page(req, "405 Method Not Allowed", "Not allowed", "Use GET.", nav=False)
-        body = (files(__package__) / "static" / name).read_bytes()
-        return Response("200 OK", body, [("Content-Type", STATIC[name])])
+        return Response("200 OK", _static_file(name), [("Content-Type", STATIC[name])])
 
     def _login(self, req: Request) -> Response:
         if not self._guard.has_login:
@@ -318,13 +229,13 @@ class DashboardApp:
             return page(req, "403 Forbidden", "Log in", body=failed, nav=False)
         session = self._guard.new_session()
         cookie = set_cookie(req.environ, SESSION_COOKIE, session, SESSION_SECONDS)
-        return _redirect(f"{req.base}/", [("Set-Cookie", cookie)])
+        return redirect(f"{req.base}/", [("Set-Cookie", cookie)])
 
     def _name(self, req: Request, given: str) -> str:
         try:
             return check_name(given)
         except InvalidSignalName as error:
-            raise _Refused(page(req, "400 Bad Request", "Bad signal name", str(error))) from None
+            raise Refused(page(req, "400 Bad Request", "Bad signal name", str(error))) from None
 
     def _select(self, req: Request) -> tuple[list[str], int, int, int]:
         """This page's signals (filtered by ``q``, with ``q`` itself when it names none of
@@ -341,7 +252,7 @@ class DashboardApp:
         except ValueError:
             number = 0
         if number < 1:
-            raise _Refused(page(req, "400 Bad Request", "Bad page", "page must be 1 or more."))
+            raise Refused(page(req, "400 Bad Request", "Bad page", "page must be 1 or more."))
         count = max(1, math.ceil(len(names) / self.page_size))
         number = min(number, count)
         shown = names[(number - 1) * self.page_size : number * self.page_size]
@@ -400,7 +311,12 @@ class DashboardApp:
             text = f"The store is unavailable ({error}); nothing was done. Try again later."
             return page(req, "503 Service Unavailable", "Store unavailable", text)
         query = f"name={quote(name, safe='')}&done={verb}&n={count}"
-        return _redirect(f"{req.base}/signal?{query}")
+        return redirect(f"{req.base}/signal?{query}")
+
+
+@cache
+def _static_file(name: str) -> bytes:
+    return (files(__package__) / "static" / name).read_bytes()
 
 
 def _kind() -> str:
@@ -430,27 +346,3 @@ def _report(found: Overview, names: list[str]) -> dict[str, Any]:
         )
     store = {"reachable": found.reachable, "error": found.error, "latency_ms": found.latency_ms}
     return {"time": frames.clock(), "store": store, "signals": rows}
-
-
-class Mount:
-    """Serves ``dashboard`` at ``prefix`` in front of any WSGI ``app`` (webapp2, Flask, ...);
-    every other request goes to ``app`` untouched."""
-
-    def __init__(self, app: Callable[..., Iterable[bytes]], prefix: str, dashboard: Any) -> None:
-        if not prefix.startswith("/") or prefix.endswith("/"):
-            raise ValueError(f"prefix must start with / and not end with one, got {prefix!r}")
-        self.app = app
-        self.prefix = prefix
-        self.dashboard = dashboard
-
-    def __call__(
-        self, environ: dict[str, Any], start_response: Callable[..., Any]
-    ) -> Iterable[bytes]:
-        path = str(environ.get("PATH_INFO", ""))
-        if path != self.prefix and not path.startswith(self.prefix + "/"):
-            return self.app(environ, start_response)
-        inner = dict(environ)
-        inner["SCRIPT_NAME"] = str(environ.get("SCRIPT_NAME", "")) + self.prefix
-        inner["PATH_INFO"] = path[len(self.prefix) :] or "/"
-        result: Iterable[bytes] = self.dashboard(inner, start_response)
-        return result
