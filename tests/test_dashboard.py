@@ -184,6 +184,7 @@ def test_a_session_expires(browser: webtest.TestApp, monkeypatch: pytest.MonkeyP
 def test_logout_ends_the_session(browser: webtest.TestApp) -> None:
     """Logging out (a POST with the CSRF token) clears the session cookie."""
     page = browser.get("/")
+    assert page.html.find("form", action="/logout") is not None
     answer = browser.post("/logout", {"csrf": csrf_of(page)}, status=303)
     assert answer.headers["Location"] == "/login"
     browser.get("/", status=303)
@@ -212,6 +213,7 @@ def test_trusted_host_auth_lets_every_request_in(gaesignals_store: Store) -> Non
     """trust_host_auth=True: the host app guards the URL; every request reaching it is in."""
     app = webtest.TestApp(DashboardApp(trust_host_auth=True))
     assert app.get("/api/signals").json["store"]["reachable"] is True
+    assert "Log out" not in app.get("/").text  # no login of its own to end
 
 
 # -- pages ----------------------------------------------------------------------------------------

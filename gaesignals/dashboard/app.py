@@ -149,7 +149,7 @@ class DashboardApp:
             return self._refuse(req)
         method = _ROUTES.get(req.path)
         if method is None:
-            return page(req, "404 Not Found", "Not found", "No such page.", csrf=self._csrf(req))
+            return page(req, "404 Not Found", "Not found", "No such page.", csrf=self._logout(req))
         if req.method != method and not (method == "GET" and req.method == "HEAD"):
             allow = "GET, HEAD" if method == "GET" else method
             answer = page(req, "405 Method Not Allowed", "Not allowed", f"Use {method}.")
@@ -180,6 +180,10 @@ class DashboardApp:
 
     def _csrf(self, req: Request) -> str:
         return self._guard.csrf_token(req.nonce)
+
+    def _logout(self, req: Request) -> str:
+        """The CSRF token of the logout form, or "" where there is no login to end."""
+        return self._csrf(req) if self._guard.has_login else ""
 
     def _check_csrf(self, req: Request) -> dict[str, str]:
         form = req.form()
@@ -270,7 +274,7 @@ class DashboardApp:
             total=total,
             query=req.arg("q").strip(),
         )
-        return page(req, "200 OK", "Signals", body=body, csrf=self._csrf(req))
+        return page(req, "200 OK", "Signals", body=body, csrf=self._logout(req))
 
     def _detail(self, req: Request) -> Response:
         name = self._name(req, req.arg("name"))
@@ -293,7 +297,7 @@ class DashboardApp:
             notice=notice,
             known=name in self.names(),
         )
-        return page(req, "200 OK", name, body=body, csrf=self._csrf(req))
+        return page(req, "200 OK", name, body=body, csrf=self._logout(req))
 
     def _act(self, req: Request, verb: str) -> Response:
         form = req.form()

@@ -28,13 +28,17 @@ def link(base: str, path: str, **query: str | int) -> str:
 
 
 def layout(base: str, title: str, body: str, *, nav: bool = True, csrf: str = "") -> str:
-    """A whole page around ``body``; ``nav`` adds the search box and the logout button."""
+    """A whole page around ``body``; ``nav`` adds the search box, and ``csrf`` (a login's
+    session only: there is nothing to log out of behind the host's auth) the logout button."""
     header = f'<a class="brand" href="{link(base, "/")}">gaesignals</a>'
     if nav:
         header += (
             f'<form class="search" method="get" action="{link(base, "/")}" role="search">'
             '<input type="search" name="q" placeholder="signal name" aria-label="signal name">'
             '<button type="submit">Find</button></form>'
+        )
+    if nav and csrf:
+        header += (
             f'<form method="post" action="{link(base, "/logout")}">'
             f'<input type="hidden" name="csrf" value="{escape(csrf)}">'
             '<button class="quiet" type="submit">Log out</button></form>'
