@@ -15,6 +15,7 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import gaesignals
 from gaesignals import SignalMapping, deliver, send
+from gaesignals.pytest_plugin import _missing as missing
 from tests.dashboard_support import HOSTILE_NAME, HOSTILE_PAYLOAD, dead_letter
 
 #: The flags headless chromium needs here (no sandbox in a container, no background traffic).
@@ -33,6 +34,14 @@ def chromium() -> str | None:
     found = shutil.which("chromium") or (
         "/usr/bin/chromium" if os.path.exists("/usr/bin/chromium") else None
     )
+    return found
+
+
+def need_chromium(found: str | None) -> str:
+    """``found``, chromium's path; when it is None, the test skips, or fails under CI (a
+    browser test CI skipped would hide that the dashboard was never seen in a browser)."""
+    if found is None:
+        missing("chromium is not installed (apt-get install chromium)")
     return found
 
 

@@ -18,7 +18,14 @@ from gaesignals import dead_letters, pending
 from gaesignals.dashboard import TOKEN_ENV, DashboardApp
 from gaesignals.pytest_plugin import _missing as missing
 from gaesignals.stores import Store
-from tests.browser_support import CHROMIUM_ARGS, activity, chromium, populate, serving
+from tests.browser_support import (
+    CHROMIUM_ARGS,
+    activity,
+    chromium,
+    need_chromium,
+    populate,
+    serving,
+)
 from tests.dashboard_support import TOKEN
 
 #: Records every CSP violation the page reports (injected by the browser, not by the page).
@@ -34,9 +41,7 @@ document.addEventListener("securitypolicyviolation", (event) => {
 def browser_page(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Any, list[str]]]:
     """A chromium page with the CSP probe, and the console errors and page errors it saw."""
     monkeypatch.delenv(TOKEN_ENV, raising=False)
-    executable = chromium()
-    if executable is None:
-        missing("chromium is not installed (apt-get install chromium)")
+    executable = need_chromium(chromium())
     if importlib.util.find_spec("playwright") is None:
         missing("playwright is not installed (pip install 'gaesignals[test]')")
     from playwright.sync_api import sync_playwright
@@ -98,3 +103,15 @@ def test_the_dashboard_in_chromium(
         assert shot.read_bytes().startswith(b"\x89PNG")
         assert page.evaluate("window.__violations") == []
     assert errors == []
+
+
+@pytest.mark.parametrize("ci", ["", "true"], ids=["local", "ci"])
+def test_without_chromium_it_skips_locally_and_fails_under_ci(
+    monkeypatch: pytest.MonkeyPatch, ci: str
+) -> None:
+    """A missing chromium skips the browser test only where CI is not set."""
+    monkeypatch.setenv("CI", ci)
+    expected = pytest.fail.Exception if ci else pytest.skip.Exception
+    with pytest.raises(expected, match="chromium is not installed"):
+        need_chromium(None)
+    assert need_chromium("/usr/bin/chromium") == "/usr/bin/chromium"
