@@ -32,6 +32,7 @@ SCRIPTS = [
     "bench_peers.py",
     "bench_latency.py",
     "bench_memory.py",
+    "bench_otel.py",
 ]
 
 

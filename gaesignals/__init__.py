@@ -7,17 +7,19 @@ handlers. See the README for the delivery modes and what each guarantees.
 from .config import configure
 from .delivery import (
     DeadLetter,
+    adeliver,
     dead_letter_details,
     dead_letters,
     deliver,
     purge_dead_letters,
     requeue_dead_letters,
 )
-from .eager import send_now
+from .eager import asend_now, send_now
 from .exceptions import (
     BadFrame,
     ConfigurationError,
     Contention,
+    EventLoopRunning,
     GaeSignalsError,
     InvalidDelay,
     InvalidSignalName,
@@ -41,7 +43,7 @@ from .registry import (
     receiver,
     registry,
 )
-from .sending import Signal, send, send_multi
+from .sending import Signal, asend, send, send_multi
 from .stats import Pending, health, pending, stats
 
 __all__ = [
@@ -49,6 +51,7 @@ __all__ = [
     "ConfigurationError",
     "Contention",
     "DeadLetter",
+    "EventLoopRunning",
     "GaeSignalsError",
     "InvalidDelay",
     "InvalidSignalName",
@@ -65,6 +68,9 @@ __all__ = [
     "SignalsMiddleware",
     "StoreUnavailable",
     "UnserializablePayload",
+    "adeliver",
+    "asend",
+    "asend_now",
     "autodiscover",
     "configure",
     "connect",

@@ -21,7 +21,7 @@ from collections.abc import Collection, Iterable, Mapping, Sequence, Sized
 from contextlib import nullcontext
 from functools import lru_cache
 
-from . import frames
+from . import frames, tracing
 from .config import Settings
 from .exceptions import GaeSignalsError
 from .keys import SignalKeys, located
@@ -381,6 +381,7 @@ def _record_lost(
     recorded = (conn.add_many(fresh) if fresh else {}) | (conn.cas_many(swaps) if swaps else {})
     for key, (name, more, total) in news.items():
         if recorded.get(key) and more > 0:
+            tracing.count(tracing.LOST, name, more)
             logger.warning(
                 "gaesignals: %d payload(s) of signal %r vanished from the cache before delivery "
                 "(evicted?); %d lost in all",

@@ -13,6 +13,8 @@
      │    ├── PartialFailure                    a batch failed on some servers of a cluster
      │    └── Contention                        a key kept changing under every bounded attempt
      ├── BadFrame                               bytes that are not a valid frame, or refused ones
+     ├── EventLoopRunning    (also RuntimeError) a synchronous call would run coroutine handlers
+     │                                          inside a running event loop
      ├── Retry                                  raised by a handler: try this payload again later
      └── Reject                                 raised by a handler: dead-letter this payload now
 
@@ -95,6 +97,22 @@ class Contention(StoreUnavailable):
 class BadFrame(GaeSignalsError):
     """Bytes that do not parse as a frame, whose signature does not match, or whose body the
     configured codec refuses (a pickled frame while the codec is JSON)."""
+
+
+class EventLoopRunning(GaeSignalsError, RuntimeError):
+    """A synchronous call (``call``: :func:`~gaesignals.deliver` or
+    :func:`~gaesignals.send_now`) would run coroutine ``handlers`` inside a running event
+    loop, where it could only block that loop or deadlock it. Raised before anything is taken
+    from the store, so nothing is lost: await the asynchronous twin instead."""
+
+    def __init__(self, call: str, handlers: Iterable[object] = ()) -> None:
+        self.call = call
+        self.handlers: tuple[object, ...] = tuple(handlers)
+        named = ", ".join(repr(handler) for handler in self.handlers) or "coroutine handlers"
+        super().__init__(
+            f"{call}() cannot run {named} inside a running event loop: "
+            f"await a{call}() instead (nothing was taken from the store)"
+        )
 
 
 class Retry(GaeSignalsError):

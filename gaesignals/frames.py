@@ -18,8 +18,10 @@ A signal's value in the cache is a run of frames, appended one after another::
     20      32    tag, only when signed: keyed BLAKE2b-256 over the signal's key, bytes 2-3,
                   the id, the metadata and the body
     ..      m     metadata: entries of a type (1 byte), a length (1 byte) and a value; type 1
-                  is the payload's not-before time (8 bytes, big-endian Unix milliseconds);
-                  a reader skips types it does not know
+                  is the payload's not-before time (8 bytes, big-endian Unix milliseconds),
+                  type 2 a retried or dead payload's last error, type 3 the W3C trace
+                  context of its send (see :mod:`gaesignals.tracing`); a reader skips
+                  types it does not know
     ..      n     body: the pickled (or JSON) payload
     ..      4     seal: CRC-32 (little-endian) of every byte before it in the frame, started
                   from :data:`SEALED`
@@ -64,6 +66,8 @@ HEADER = struct.Struct(">2sBBHHI8s")
 HEADER_SIZE = HEADER.size  # 20
 #: Metadata entry types.
 META_NOT_BEFORE = 1
+#: The trace context of the send (``traceparent`` and friends, one ``name:value`` a line).
+META_TRACE = 3
 #: The longest metadata a frame may carry.
 MAX_META = 0xFFFF
 TAG_SIZE = 32

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, TypeVar
 
+from .coroutines import blocking, is_coroutine_handler
 from .keys import check_name
 from .registry import (
     DEFAULT_RETRY_BACKOFF,
@@ -23,6 +25,7 @@ from .registry import (
     registry,
 )
 
+#: A plain function of one payload, or an ``async def`` one (its coroutine is awaited).
 Handler = Callable[..., object]
 HandlerSpec = Handler | Sequence[Handler]
 F = TypeVar("F", bound=Handler)
@@ -45,6 +48,9 @@ class SignalMapping:
     ``lease``, ``max_attempts`` and the ``retry_*`` options override, for this mapping, what
     each signal declared (see :func:`~gaesignals.declare`); left out, the declaration or the
     defaults apply.
+
+    A handler may be an ``async def`` function: delivery awaits it, in order, one payload at
+    a time (see :mod:`gaesignals.coroutines`); :attr:`coroutine_handlers` lists them.
     """
 
     def __init__(
@@ -78,6 +84,14 @@ class SignalMapping:
                 if not callable(handler):
                     raise TypeError(f"handler {handler!r} for signal {name!r} is not callable")
             self._handlers[check_name(name)] = self._handlers.get(name, ()) + handlers
+        #: The handlers that are coroutine functions, which a synchronous delivery refuses
+        #: inside a running event loop.
+        self.coroutine_handlers: tuple[Handler, ...] = tuple(
+            handler
+            for handlers in self._handlers.values()
+            for handler in handlers
+            if is_coroutine_handler(handler)
+        )
 
     @classmethod
     def coerce(cls, mapping: Any) -> SignalMapping:
@@ -163,3 +177,11 @@ class RetryOverride:
 def passes_name(handler: Handler) -> bool:
     """Whether ``handler`` was marked with :func:`pass_signal_name`."""
     return bool(getattr(handler, "__gaesignals_pass_name__", False))
+
+
+def call_form(handler: Handler, name: str) -> Callable[[Any], object]:
+    """How delivery calls ``handler`` on one payload of signal ``name``: with the name if it
+    asked for it, and run to its end if it is a coroutine function. Resolved once, not per
+    payload."""
+    call = partial(handler, signal_name=name) if passes_name(handler) else handler
+    return blocking(call) if is_coroutine_handler(handler) else call

@@ -19,7 +19,7 @@ WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 class RequestDeliverer:
     """Deliver ``mapping`` when a request says so, at most every ``interval`` seconds, never
     raising: the policy :class:`SignalsMiddleware` applies, shared by the Flask and Django
-    integrations.
+    integrations and by :class:`gaesignals.asgi.SignalsMiddleware`.
 
     ``mapping=None`` delivers the default registry's receivers (:func:`~gaesignals.receiver`)
     as they are at each call; ``reliable=None`` gives each signal its declared mode.

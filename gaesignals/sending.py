@@ -1,4 +1,4 @@
-"""The sending side: :class:`Signal`, :func:`send` and :func:`send_multi`.
+"""The sending side: :class:`Signal`, :func:`send`, :func:`asend` and :func:`send_multi`.
 
 A send frames the payload (:mod:`.codec`) and appends it to the signal's queue key, or to its
 thread's shard of a sharded signal (:mod:`.queue`). It either stores the payload or raises; it
@@ -11,11 +11,13 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
+from . import tracing
 from .codec import encode_payload
-from .config import get_settings
+from .config import Settings, get_settings
+from .coroutines import in_worker
 from .eager import has_receivers, send_now
 from .exceptions import QueueFull
-from .keys import check_name, signal_keys
+from .keys import SignalKeys, check_name, signal_keys
 from .queue.append import append_frames, append_one
 from .queue.routing import route
 from .timing import meta_for, not_before
@@ -56,6 +58,17 @@ class Signal:
         """
         send(self.name, data, delay=delay, eta=eta)
 
+    async def asend(
+        self,
+        data: Any = None,
+        *,
+        delay: float | timedelta | None = None,
+        eta: datetime | None = None,
+    ) -> None:
+        """:meth:`send`, awaitable: stored from a worker thread, never blocking the running
+        loop; the same arguments and exceptions."""
+        await in_worker(send, self.name, data, delay=delay, eta=eta)
+
 
 def send(
     name: str,
@@ -68,12 +81,44 @@ def send(
     settings = get_settings()
     keys = signal_keys(check_name(name), settings.namespace)
     due = not_before(delay, eta) if delay is not None or eta is not None else 0
-    frame = encode_payload(data, keys, settings, meta_for(due))
+    if tracing.active():
+        with tracing.publishing(name) as publish:
+            _send(name, data, keys, settings, meta_for(due) + publish.meta(name), publish)
+        return
+    _send(name, data, keys, settings, meta_for(due), None)
+
+
+def _send(
+    name: str,
+    data: Any,
+    keys: SignalKeys,
+    settings: Settings,
+    meta: bytes,
+    publish: tracing.Publish | None,
+) -> None:
+    frame = encode_payload(data, keys, settings, meta)
     if settings.eager and has_receivers(name):
         send_now(name, data)
         return
+    if publish is not None:
+        publish.framed(frame)
     key, queues = route(name, keys, settings)
     append_one(settings, key, frame, queues, keys.counter("sent") if settings.counters else None)
+    if publish is not None:
+        publish.stored(name)
+
+
+async def asend(
+    name: str,
+    data: Any = None,
+    *,
+    delay: float | timedelta | None = None,
+    eta: datetime | None = None,
+) -> None:
+    """:func:`send`, awaitable: stored from a worker thread, never blocking the running loop;
+    the same arguments and exceptions. In eager mode, ``async def`` receivers are awaited on
+    the running loop."""
+    await in_worker(send, name, data, delay=delay, eta=eta)
 
 
 def send_multi(
@@ -93,6 +138,19 @@ def send_multi(
     """
     settings = get_settings()
     meta = meta_for(not_before(delay, eta))
+    if tracing.active():
+        with tracing.publishing() as publish:
+            _send_multi(signals, settings, meta, publish)
+        return
+    _send_multi(signals, settings, meta, None)
+
+
+def _send_multi(
+    signals: Mapping[str, Any] | Iterable[str | tuple[str, Any]],
+    settings: Settings,
+    meta: bytes,
+    publish: tracing.Publish | None,
+) -> None:
     items: Iterable[str | tuple[str, Any]] = (
         signals.items() if isinstance(signals, Mapping) else signals
     )
@@ -100,16 +158,22 @@ def send_multi(
     routes: dict[str, tuple[str, ...]] = {}
     eager: list[tuple[str, Any]] = []
     sent_of: dict[str, str] = {}
+    names: dict[str, str] = {}
     for item in items:
         name, data = (item, None) if isinstance(item, str) else item
         keys = signal_keys(check_name(name), settings.namespace)
-        frame = encode_payload(data, keys, settings, meta)
+        if publish is None:
+            frame = encode_payload(data, keys, settings, meta)
+        else:
+            frame = encode_payload(data, keys, settings, meta + publish.meta(name))
+            publish.framed(frame)
         if settings.eager and has_receivers(name):
             eager.append((name, data))
             continue
         key, queues = route(name, keys, settings)
         routes[key] = queues or (key,)
         sent_of[key] = keys.counter("sent")
+        names[key] = name
         framed.setdefault(key, []).append(frame)
     if framed:
         batch = {key: b"".join(parts) for key, parts in framed.items()}
@@ -128,6 +192,9 @@ def send_multi(
         )
         with store.connection() as conn:
             append_frames(conn, store, batch, routes, counts, settings=settings)
+        if publish is not None:
+            for key, parts in framed.items():
+                publish.stored(names[key], len(parts))
     if eager:
         for name, data in eager:
             send_now(name, data)

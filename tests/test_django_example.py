@@ -10,6 +10,7 @@ import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 
+import django
 import pytest
 
 from gaesignals.stores import Store
@@ -25,6 +26,11 @@ from django.test import Client, override_settings  # noqa: E402
 from examples.django_app.guestbook.models import Entry  # noqa: E402
 from examples.django_app.guestbook.signals import entry_signed  # noqa: E402
 
+#: Django 6 has django.tasks: the example enqueues a task where Django 5 sends its AsyncSignal.
+TASKS = django.VERSION >= (6, 0)
+if TASKS:
+    from gaesignals.contrib.django.tasks import connect_backends
+
 ROOT = Path(__file__).resolve().parent.parent
 MANAGE = ROOT / "examples" / "django_app" / "manage.py"
 TOKEN = "e" * 40
@@ -35,6 +41,8 @@ def _example(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     for name in ("GAE_ENV", "GAE_APPLICATION", "GAESIGNALS_CRON_TOKEN"):
         monkeypatch.delenv(name, raising=False)
     entry_signed.register()  # the test suite clears gaesignals' registry before each test
+    if TASKS:
+        connect_backends()
     yield
     Entry.objects.all().delete()
 
@@ -43,17 +51,23 @@ def _example(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 def test_sign_sends_and_the_next_request_publishes(
     gaesignals_store: Store, gaesignals_captured: CapturedSignals
 ) -> None:
-    """The post stores the entry and sends a reference to it; the middleware delivers it
-    before the redirected page, whose entry is then published."""
+    """The post stores the entry and sends a reference to it (Django 6: enqueues the publish
+    task with its id); the middleware delivers it before the redirected page, whose entry is
+    then published."""
     client = Client()
     response = client.post("/sign", {"name": "ann", "text": "hello from django"})
     assert response.status_code == 302 and response["Location"] == "/"
     entry = Entry.objects.get()
     assert entry.published_at is None
-    [payload] = gaesignals_captured.data("guestbook.signed")
-    assert payload["kwargs"] == {
-        "entry": {"__gaesignals_model__": ["guestbook", "entry", entry.pk]}
-    }
+    if TASKS:
+        [payload] = gaesignals_captured.data("django_tasks.default.default")
+        assert payload["task"] == "examples.django_app.guestbook.tasks.publish_entry"
+        assert payload["args"] == [entry.pk]
+    else:
+        [payload] = gaesignals_captured.data("guestbook.signed")
+        assert payload["kwargs"] == {
+            "entry": {"__gaesignals_model__": ["guestbook", "entry", entry.pk]}
+        }
     page = client.get("/").content.decode()
     entry.refresh_from_db()
     assert entry.published_at is not None and entry.words == 3

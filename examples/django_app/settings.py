@@ -28,6 +28,16 @@ DATABASES = {
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 USE_TZ = True
 
+# Django 6+ (Python 3.12+): the guestbook's slow work is a django.tasks task, queued in the
+# gaesignals store and run by whatever delivers its signals (here the middleware). Django 5
+# ignores this setting, and the guestbook sends its AsyncSignal instead.
+TASKS = {
+    "default": {
+        "BACKEND": "gaesignals.contrib.django.tasks.SignalsBackend",
+        "QUEUES": ["default"],
+    },
+}
+
 # STORE, NAMESPACE, SECRET_KEY and CODEC fall back to the GAESIGNALS_* environment variables
 # (the embedded in-process store when none is set); CRON_TOKEN to GAESIGNALS_CRON_TOKEN.
 GAESIGNALS = {

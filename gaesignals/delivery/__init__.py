@@ -9,7 +9,8 @@ derive from a mapping.
 from __future__ import annotations
 
 from ..config import get_settings
-from ..eager import send_now
+from ..coroutines import in_worker, refuse_running_loop, session
+from ..eager import asend_now, send_now
 from ..mapping import (
     Handler,
     HandlerSpec,
@@ -54,10 +55,65 @@ def deliver(
     declared ``reliable=True``). ``lease``, ``max_attempts`` and the ``retry_*`` options (see
     :class:`~gaesignals.registry.RetryPolicy`) override the mapping's and the declarations'
     values.
+
+    ``async def`` handlers are awaited, in order, one payload at a time, on an event loop this
+    delivery starts for them and closes before returning. Inside a running event loop a
+    mapping with coroutine handlers raises :class:`~gaesignals.EventLoopRunning` before
+    anything is taken: await :func:`adeliver` there.
     """
     signals = SignalMapping.coerce(mapping)
     if not signals:
         return 0
+    if not signals.coroutine_handlers:
+        return _deliver(
+            signals, reliable, lease, max_attempts, retry_delay, retry_backoff, retry_max_delay
+        )
+    refuse_running_loop("deliver", signals.coroutine_handlers)
+    with session():
+        return _deliver(
+            signals, reliable, lease, max_attempts, retry_delay, retry_backoff, retry_max_delay
+        )
+
+
+async def adeliver(
+    mapping: MappingArg | None = None,
+    reliable: bool | None = None,
+    *,
+    lease: int | None = None,
+    max_attempts: int | None = None,
+    retry_delay: float | None = None,
+    retry_backoff: float | None = None,
+    retry_max_delay: float | None = None,
+) -> int:
+    """:func:`deliver`, awaitable: the store calls run in a worker thread, never blocking the
+    running loop; the same options, result and errors.
+
+    ``async def`` handlers are awaited on the running loop, in order, one payload at a time;
+    plain handlers run in the worker thread, so a slow or blocking one (most existing handlers
+    do blocking I/O) stalls only that thread. A reliable delivery holds its lock while the
+    handlers run: a handler still awaited when the lease runs out may see its payload again.
+    """
+    return await in_worker(
+        deliver,
+        mapping,
+        reliable,
+        lease=lease,
+        max_attempts=max_attempts,
+        retry_delay=retry_delay,
+        retry_backoff=retry_backoff,
+        retry_max_delay=retry_max_delay,
+    )
+
+
+def _deliver(
+    signals: SignalMapping,
+    reliable: bool | None,
+    lease: int | None,
+    max_attempts: int | None,
+    retry_delay: float | None,
+    retry_backoff: float | None,
+    retry_max_delay: float | None,
+) -> int:
     settings = get_settings()
     specs = signals.specs(registry)
     weak = [
@@ -95,6 +151,8 @@ __all__ = [
     "HandlerSpec",
     "MappingArg",
     "SignalMapping",
+    "adeliver",
+    "asend_now",
     "dead_letter_details",
     "dead_letters",
     "deliver",

@@ -15,7 +15,7 @@ import secrets
 from collections import Counter
 from collections.abc import Mapping, Sequence
 
-from .. import frames
+from .. import frames, tracing
 from ..accounting import check_lost, flush, flush_sent, read_order, schedule
 from ..config import Settings
 from ..exceptions import GaeSignalsError, Reject, Retry, StoreUnavailable
@@ -327,6 +327,7 @@ class _Shard:
                 error = self.runner.attempt(frame)
                 tried += 1
             bumps[keys.counter("failed" if error else "delivered")] += 1
+            tracing.count(tracing.FAILED if error else tracing.DELIVERED, self.runner.name)
             if error is None:
                 delivered += 1
                 continue
@@ -341,6 +342,7 @@ class _Shard:
             if not self._dead_letter(raw, tried):
                 return delivered, expired, raw + value[frame.end :], frame.start
             bumps[keys.counter("dead_lettered")] += 1
+            tracing.count(tracing.DEAD_LETTERED, self.runner.name)
         return delivered, expired, b"", len(value)
 
     def _retry_later(
@@ -379,6 +381,8 @@ class _Shard:
         accounted = keys.counter("accounted")
         bumps[keys.counter("dropped")] += dropped
         bumps[keys.counter("expired")] += expired
+        tracing.count(tracing.DROPPED, self.runner.name, dropped)
+        tracing.count(tracing.EXPIRED, self.runner.name, expired)
         bumps[accounted] -= len(found) + frames.dropped(bad) - removed
         store = self.runner.settings.store
         if not acknowledge(conn, store, self.runner.name, self.key, self.value, self.token, keep):

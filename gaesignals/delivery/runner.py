@@ -9,16 +9,15 @@ from __future__ import annotations
 import logging
 import pickle
 from collections.abc import Iterable, Sequence
-from functools import partial
 from typing import Any, cast
 
-from .. import frames
+from .. import frames, tracing
 from ..accounting import weak_counters
 from ..codec import decode
 from ..config import Settings
 from ..exceptions import Reject, Retry
 from ..keys import signal_keys
-from ..mapping import Handler, passes_name
+from ..mapping import Handler, call_form
 from ..registry import SignalSpec
 
 logger = logging.getLogger("gaesignals")
@@ -68,10 +67,7 @@ class Runner:
         self.identity = signal_keys(name, settings.namespace).queue
         self.signer = self.identity.encode()  # what frame signatures name the signal by
         self.weak_counters = weak_counters(signal_keys(name, settings.namespace))
-        self.calls = [
-            (handler, partial(handler, signal_name=name) if passes_name(handler) else handler)
-            for handler in handlers
-        ]
+        self.calls = [(handler, call_form(handler, name)) for handler in handlers]
         self.spec = spec
         self.ttl = spec.ttl
         # Weak delivery may read bare pickled bodies: nothing to check a frame's time against.
@@ -117,6 +113,13 @@ class Runner:
             )
 
     def attempt(self, frame: frames.Frame) -> Exception | None:
+        """:meth:`_attempt`, inside the payload's span when tracing (:mod:`..tracing`)."""
+        if not tracing.active():
+            return self._attempt(frame)
+        with tracing.processing(self.name, frame):
+            return self._attempt(frame)
+
+    def _attempt(self, frame: frames.Frame) -> Exception | None:
         """Decode a frame and call every handler, for reliable delivery: None if all of them
         succeeded, else what failed it (each failure logged): the first :class:`Reject`
         raised, else the first :class:`Retry`, else the first error (a payload that cannot
@@ -125,6 +128,7 @@ class Runner:
             data = decode(frame, self.settings)
         except Exception as error:
             logger.exception("gaesignals: could not decode a payload of signal %r", self.name)
+            tracing.failed(error)
             return error
         failures: list[Exception] = []
         for handler, call in self.calls:
@@ -132,6 +136,7 @@ class Runner:
                 call(data)
             except Exception as error:
                 failures.append(error)
+                tracing.failed(error)
                 if isinstance(error, Retry | Reject):
                     logger.warning(
                         "gaesignals: handler %r for signal %r asked: %s", handler, self.name, error
@@ -152,8 +157,9 @@ class Runner:
         """A frame's (or a bare pickled body's) payload, or :data:`_UNDECODABLE` (logged)."""
         try:
             return pickle.loads(item) if isinstance(item, bytes) else decode(item, self.settings)
-        except Exception:
+        except Exception as error:
             logger.exception("gaesignals: could not decode a payload of signal %r", self.name)
+            tracing.failed(error)
             return _UNDECODABLE
 
     def _handle(self, data: Any) -> bool:
@@ -162,9 +168,10 @@ class Runner:
         for handler, call in self.calls:
             try:
                 call(data)
-            except Exception:
+            except Exception as error:
                 ok = False
                 logger.exception("gaesignals: handler %r for signal %r failed", handler, self.name)
+                tracing.failed(error)
         return ok
 
     def drain(self, fresh: Found) -> tuple[int, int]:
@@ -173,11 +180,23 @@ class Runner:
         failed, each failure logged as :meth:`run` logs it."""
         if fresh and isinstance(fresh[0], bytes) and self.single:
             return self.drain_bodies(fresh)
+        if tracing.active():
+            return self._drain_observed(fresh)
         delivered = 0
         for item in fresh:
             data = self._decode(item)
             if data is not _UNDECODABLE:
                 delivered += self._handle(data)
+        return delivered, len(fresh) - delivered
+
+    def _drain_observed(self, fresh: Found) -> tuple[int, int]:
+        """:meth:`drain`, each payload inside its span when tracing (:mod:`..tracing`)."""
+        delivered = 0
+        for item in fresh:
+            with tracing.processing(self.name, item if isinstance(item, frames.Frame) else None):
+                data = self._decode(item)
+                if data is not _UNDECODABLE:
+                    delivered += self._handle(data)
         return delivered, len(fresh) - delivered
 
     def drain_bodies(self, bodies: list[bytes]) -> tuple[int, int]:

@@ -16,7 +16,7 @@ import logging
 from collections import Counter
 from collections.abc import Collection, Mapping, Sequence, Sized
 
-from .. import frames
+from .. import frames, tracing
 from ..accounting import check_lost, flush, flush_sent, lost_keys, read_order, schedule, take, tally
 from ..config import Settings
 from ..exceptions import GaeSignalsError, PartialFailure, StoreUnavailable
@@ -98,6 +98,9 @@ class _WeakRun:
         #: Each key's payloads not due yet, which stay queued: the frames, and the value (and
         #: how far into the key's bytes it starts) they were parsed from.
         self.waiting: dict[str, tuple[list[frames.Frame], bytes, int]] = {}
+        #: Whether payloads are traced or measured: then each needs its frame, never the bare
+        #: pickled bodies of the fast path.
+        self.observed = tracing.active()
 
     # -- over the memcache primitives -------------------------------------------------------
 
@@ -275,6 +278,7 @@ class _WeakRun:
         names, runners = layout.names, layout.runners
         secret_keys = self.settings.secret_keys
         bodies_of = frames.pickled_bodies
+        bare = not self.observed  # traced or measured: every payload needs its frame
         parsed: Parsed = {}
         owners: dict[str, str] = {}  # each key read (home or stranded) -> its signal
         if self.waiting:  # a later round: another deliverer may have taken them since
@@ -294,7 +298,7 @@ class _WeakRun:
                     continue  # only the marker: nothing pending
             runner = runners[owner]
             # runner.parse_weak, inline: it runs for every key of every delivery
-            bodies = bodies_of(value, runner.signer, secret_keys) if runner.quick else None
+            bodies = bodies_of(value, runner.signer, secret_keys) if runner.quick and bare else None
             if bodies is not None:
                 parsed[key] = (bodies, [])
             else:
@@ -385,3 +389,12 @@ class _WeakRun:
                 signal = layout.keys[name]
                 self.bumps[signal.counter("delivered")] -= failed
                 self.bumps[signal.counter("failed")] += failed
+            if self.observed:
+                self.measure(name, ok, failed, len(found) - len(kept), frames.dropped(bad))
+
+    def measure(self, name: str, delivered: int, failed: int, expired: int, dropped: int) -> None:
+        """What became of one key's payloads, to the metrics (:mod:`..tracing`)."""
+        tracing.count(tracing.DELIVERED, name, delivered)
+        tracing.count(tracing.FAILED, name, failed)
+        tracing.count(tracing.EXPIRED, name, expired)
+        tracing.count(tracing.DROPPED, name, dropped)

@@ -18,7 +18,7 @@ from .. import config, frames
 from ..codec import decode
 from ..config import Settings, get_settings
 from ..keys import base_queue_key, signal_keys
-from ..mapping import MappingArg, SignalMapping
+from ..mapping import MappingArg, SignalMapping, call_form
 from ..stores import Connection, NativeQueue, Store
 from .doubles import Forwarding
 
@@ -314,10 +314,7 @@ class _Eager(_Tap):
         for data in _payloads(base, chunk, self.settings):
             for handler in self.mapping.handlers(name):
                 try:
-                    if getattr(handler, "__gaesignals_pass_name__", False):
-                        handler(data, signal_name=name)
-                    else:
-                        handler(data)
+                    call_form(handler, name)(data)  # a coroutine handler runs to its end
                 except Exception:
                     if self.raise_errors:
                         raise

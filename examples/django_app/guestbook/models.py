@@ -1,4 +1,5 @@
 from django.db import models
+from django.utils import timezone
 
 
 class Entry(models.Model):
@@ -12,6 +13,13 @@ class Entry(models.Model):
 
     class Meta:
         ordering = ("-signed_at", "-id")
+
+    def publish(self) -> int:
+        """The deferred work: count the words and publish; returns the count."""
+        self.words = len(self.text.split())
+        self.published_at = timezone.now()
+        self.save(update_fields=["words", "published_at"])
+        return self.words
 
     def __str__(self) -> str:
         return f"{self.name}: {self.text}"

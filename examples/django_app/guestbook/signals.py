@@ -5,7 +5,6 @@ import logging
 from typing import Any
 
 from django.dispatch import receiver
-from django.utils import timezone
 
 from gaesignals.contrib.django.signals import AsyncSignal
 
@@ -13,15 +12,14 @@ from .models import Entry
 
 logger = logging.getLogger("guestbook")
 
-#: Sent by the sign view with the new entry; delivered before the next request.
+#: Sent by the sign view with the new entry (on Django 5; Django 6 enqueues the
+#: ``publish_entry`` task of tasks.py instead); delivered before the next request.
 entry_signed = AsyncSignal("guestbook.signed")
 
 
 @receiver(entry_signed, sender=Entry)
 def publish(sender: type[Entry], entry: Entry, **kwargs: Any) -> None:
-    """The deferred work: count the words and publish. ``entry`` is fetched again from the
-    database at delivery (it travelled as a reference)."""
-    entry.words = len(entry.text.split())
-    entry.published_at = timezone.now()
-    entry.save(update_fields=["words", "published_at"])
+    """The deferred work. ``entry`` is fetched again from the database at delivery (it
+    travelled as a reference)."""
+    entry.publish()
     logger.info("published entry %s (%d words)", entry.pk, entry.words)

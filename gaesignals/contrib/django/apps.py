@@ -1,6 +1,7 @@
 """The Django app: configures gaesignals from ``settings.GAESIGNALS`` and imports the
 ``signals`` module of every installed app, so receivers and AsyncSignals are connected in
-every process (web workers and ``manage.py deliver_signals`` alike).
+every process (web workers and ``manage.py deliver_signals`` alike); on Django 6 it connects
+the queues of every ``django.tasks`` backend of :mod:`.tasks` too.
 
 ::
 
@@ -19,6 +20,7 @@ does, and with none of them set ``configure`` is not called at all.
 
 from __future__ import annotations
 
+import importlib.util
 from typing import Any
 
 from django.apps import AppConfig
@@ -75,3 +77,9 @@ class GaeSignalsConfig(AppConfig):
         if token is not None:
             CronDeliveryApp(token=token)  # a guessable token fails at start-up, not at cron time
         autodiscover_modules("signals")
+        if getattr(settings, "TASKS", None) and importlib.util.find_spec("django.tasks"):
+            # Django 6+: connect the queues of every SignalsBackend, so that whatever
+            # delivers here (a worker that never enqueues) runs their tasks.
+            from .tasks import connect_backends
+
+            connect_backends()

@@ -1,0 +1,454 @@
+"""A ``django.tasks`` backend (Django 6+, Python 3.12+) that queues tasks as gaesignals payloads.
+
+::
+
+    TASKS = {
+        "default": {
+            "BACKEND": "gaesignals.contrib.django.tasks.SignalsBackend",
+            "QUEUES": ["default", "emails"],
+            "OPTIONS": {"RESULT_TTL": 86400, "MAX_ATTEMPTS": 5},
+        }
+    }
+
+Each queue is one gaesignals signal, ``django_tasks.<alias>.<queue>``, declared reliable and
+connected to :func:`run_task` when the backend is set up (the ``gaesignals.contrib.django``
+app does it for every configured ``SignalsBackend`` at start-up), so whatever delivers the
+registered signals runs the due tasks: the middleware, ``manage.py deliver_signals``, the cron
+view, ``gaesignals worker gaesignals.contrib.django.worker``.
+
+A payload is the task's import path and the JSON-normalised arguments Django hands the
+backend, with the result id; the result (status, timestamps, errors with their traceback,
+worker ids, the return value) is a record in the same cache (:mod:`.task_records`), kept
+``RESULT_TTL`` seconds, and an evicted one reads as missing, never as a success.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from traceback import format_exception
+from typing import Any
+
+from django.apps import apps
+from django.core import checks
+from django.db import transaction
+from django.tasks import Task, TaskContext, TaskResult, TaskResultStatus, task_backends
+from django.tasks.backends.base import BaseTaskBackend
+from django.tasks.base import TaskError
+from django.tasks.exceptions import InvalidTask, InvalidTaskBackend, TaskResultDoesNotExist
+from django.tasks.signals import task_enqueued, task_finished, task_started
+from django.utils import timezone
+from django.utils.crypto import get_random_string
+from django.utils.json import normalize_json
+from django.utils.module_loading import import_string
+
+from ... import frames
+from ...codec import encode_payload
+from ...config import get_settings
+from ...exceptions import GaeSignalsError, Reject, UnserializablePayload
+from ...keys import check_name, signal_keys
+from ...registry import DEFAULT_MAX_ATTEMPTS, SignalSpec, registry
+from ...sending import send
+from ...timing import MAX_DELAY
+from . import task_records
+
+logger = logging.getLogger("gaesignals")
+
+DEFAULT_RESULT_TTL = 24 * 3600
+#: memcached reads an expiry past 30 days as a date: a record (kept RESULT_TTL after its
+#: task's run_after, at most MAX_DELAY away) must stay below that.
+MAX_RESULT_TTL = 30 * 24 * 3600 - MAX_DELAY
+#: OPTIONS key -> gaesignals.declare() argument of every queue signal.
+DECLARE_OPTIONS = {
+    "RELIABLE": "reliable",
+    "MAX_ATTEMPTS": "max_attempts",
+    "LEASE": "lease",
+    "RETRY_DELAY": "retry_delay",
+    "RETRY_BACKOFF": "retry_backoff",
+    "RETRY_MAX_DELAY": "retry_max_delay",
+}
+OPTIONS = {"ON_COMMIT", "RESULT_TTL", *DECLARE_OPTIONS}
+
+
+def queue_signal(alias: str, queue: str) -> str:
+    """The gaesignals signal that carries the tasks of one queue of one backend."""
+    return check_name(f"django_tasks.{alias}.{queue}")
+
+
+class UnserializableArguments(UnserializablePayload, ValueError):
+    """Task arguments Django cannot normalise to JSON: a ``TypeError`` and a ``ValueError``,
+    as ``normalize_json`` raises either."""
+
+
+class TaskFailed(GaeSignalsError):
+    """A task raised something that is not an ``Exception`` (``SystemExit``); delivery sees
+    this in its place, so the worker goes on."""
+
+
+def missing_task(*args: Any, **kwargs: Any) -> None:
+    """What a :class:`MissingTask` calls: nothing can run a task that does not import."""
+    raise ImportError("this task no longer imports")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MissingTask(Task):
+    """The task of a result whose import path no longer imports: ``module_path`` is that path."""
+
+    path: str = ""
+
+    @property
+    def module_path(self) -> str:
+        return self.path
+
+    @property
+    def name(self) -> str:
+        return self.path.rpartition(".")[2]
+
+
+class SignalsBackend(BaseTaskBackend):
+    """Tasks queued in the gaesignals store, run by whatever delivers its signals.
+
+    ``OPTIONS``: ``ON_COMMIT`` (default True: an enqueue inside ``transaction.atomic`` stores
+    the task when the transaction commits, never if it rolls back), ``RESULT_TTL`` (seconds a
+    result is kept, default one day), and the queue signals' delivery options ``RELIABLE``
+    (default True), ``MAX_ATTEMPTS``, ``LEASE``, ``RETRY_DELAY``, ``RETRY_BACKOFF`` and
+    ``RETRY_MAX_DELAY`` (see :func:`gaesignals.declare`).
+    """
+
+    supports_defer = True
+    supports_async_task = True
+    supports_get_result = True
+    supports_priority = False
+
+    def __init__(self, alias: str, params: dict[str, Any]) -> None:
+        super().__init__(alias, params)
+        self.worker_id = get_random_string(32)
+        unknown = sorted(set(self.options) - OPTIONS)
+        if unknown:
+            raise InvalidTaskBackend(f"unknown OPTIONS for task backend {alias!r}: {unknown}")
+        if not self.queues:
+            raise InvalidTaskBackend(
+                f"task backend {alias!r} needs its QUEUES listed: each is a signal to deliver"
+            )
+        if not all(isinstance(queue, str) and queue for queue in self.queues):
+            raise InvalidTaskBackend(f"queue names must be non-empty strings: {self.queues!r}")
+        self.on_commit = bool(self.options.get("ON_COMMIT", True))
+        self.result_ttl = self.options.get("RESULT_TTL", DEFAULT_RESULT_TTL)
+        ttl = self.result_ttl
+        if not isinstance(ttl, int) or isinstance(ttl, bool) or not 1 <= ttl <= MAX_RESULT_TTL:
+            raise InvalidTaskBackend(f"RESULT_TTL must be 1..{MAX_RESULT_TTL} s, got {ttl!r}")
+        self.declared: dict[str, Any] = {"reliable": True}
+        for key, arg in DECLARE_OPTIONS.items():
+            if key in self.options:
+                self.declared[arg] = self.options[key]
+        try:
+            SignalSpec(queue_signal(alias, "default"), **self.declared)
+        except (TypeError, ValueError) as error:
+            raise InvalidTaskBackend(f"task backend {alias!r}: {error}") from error
+        self.signals = {queue: queue_signal(alias, queue) for queue in sorted(self.queues)}
+        self.connect()
+
+    def connect(self) -> None:
+        """Declare every queue's signal and connect :func:`run_task` to it (idempotent); done
+        at set-up, again after ``gaesignals.registry.clear()``."""
+        for name in self.signals.values():
+            spec = registry.spec(name)
+            if any(getattr(spec, option) != value for option, value in self.declared.items()):
+                registry.declare(name, **self.declared)  # not anew for each thread's backend
+            registry.connect(name, run_task)
+
+    def check(self, **kwargs: Any) -> Iterator[Any]:
+        """Django's system check: without the app, a worker process never connects the
+        queues (nothing would run the tasks)."""
+        yield from super().check(**kwargs)
+        if not apps.is_installed("gaesignals.contrib.django"):
+            yield checks.Error(
+                f"task backend {self.alias!r} is a SignalsBackend, but the gaesignals app is "
+                "not installed, so no deliverer would run its tasks",
+                hint="Add 'gaesignals.contrib.django' to INSTALLED_APPS.",
+                id="gaesignals.E001",
+            )
+
+    @property
+    def max_attempts(self) -> int:
+        if not self.declared["reliable"]:
+            return 1
+        found: int = self.declared.get("max_attempts", DEFAULT_MAX_ATTEMPTS)
+        return found
+
+    # -- enqueueing -------------------------------------------------------------------------
+
+    def validate_task(self, task: Task) -> None:
+        """Django's checks, and a ``run_after`` within what a delayed send can wait."""
+        super().validate_task(task)
+        if task.run_after is not None:
+            seconds = _aware(task.run_after).timestamp() - frames.clock()
+            if seconds > MAX_DELAY:
+                raise InvalidTask(
+                    f"run_after may be at most {MAX_DELAY // 86400} days away ({MAX_DELAY} s), "
+                    f"not {seconds:.0f} s: the cache may evict what waits longer"
+                )
+
+    def enqueue(self, task: Task, args: Any, kwargs: Any) -> TaskResult:
+        """Store the task (at commit, inside ``transaction.atomic``) and return its result,
+        with its id and ``enqueued_at`` set either way. Arguments Django cannot normalise to
+        JSON raise :class:`UnserializableArguments` (an
+        :class:`~gaesignals.UnserializablePayload`)."""
+        self.validate_task(task)
+        try:
+            result = TaskResult(
+                task=task,
+                id=get_random_string(32),
+                status=TaskResultStatus.READY,
+                enqueued_at=timezone.now(),
+                started_at=None,
+                last_attempted_at=None,
+                finished_at=None,
+                args=args,
+                kwargs=kwargs,
+                backend=self.alias,
+                errors=[],
+                worker_ids=[],
+            )
+        except (TypeError, ValueError) as error:
+            raise UnserializableArguments(
+                f"the arguments of task {task.module_path} are not JSON: {error}"
+            ) from error
+        record = _record(result)
+        name = self.signals[task.queue_name]
+        if self.on_commit and transaction.get_connection().in_atomic_block:
+            settings = get_settings()
+            encode_payload(record, signal_keys(name, settings.namespace), settings)  # fail now
+            transaction.on_commit(lambda: self._store(name, record, result))
+        else:
+            self._store(name, record, result)
+        return result
+
+    def _store(self, name: str, record: dict[str, Any], result: TaskResult) -> None:
+        """The record first (a deliverer finds it), then the payload; no payload, no record.
+        In gaesignals' eager mode the task runs now instead, as Django's ImmediateBackend
+        runs it: once, its failure recorded, not raised."""
+        settings = get_settings()
+        eta = None if result.task.run_after is None else _aware(result.task.run_after)
+        wait = 0 if eta is None else max(0, int(eta.timestamp() - frames.clock()) + 1)
+        task_records.write(record, settings, self.result_ttl + wait)
+        if settings.eager:
+            task_enqueued.send(type(self), task_result=result)
+            with contextlib.suppress(Exception):
+                self.run(record, last=True)
+            with contextlib.suppress(TaskResultDoesNotExist):
+                result.refresh()  # as ImmediateBackend returns it: finished
+            return
+        try:
+            send(name, record, eta=eta)
+        except BaseException:
+            task_records.delete(record["id"], settings)
+            raise
+        task_enqueued.send(type(self), task_result=result)
+
+    # -- results ----------------------------------------------------------------------------
+
+    def get_result(self, result_id: str) -> TaskResult:
+        """The result as last recorded; ``TaskResultDoesNotExist`` if there is no record (an
+        unknown id, or one the cache evicted or expired)."""
+        record = task_records.read(result_id, get_settings())
+        if record is None:
+            raise TaskResultDoesNotExist(result_id)
+        try:
+            return self._result(record, self._task(record))
+        except (TypeError, ValueError) as error:  # a record of the right shape, wrong values
+            logger.warning("gaesignals: the task result %s is unreadable: %s", result_id, error)
+            raise TaskResultDoesNotExist(result_id) from error
+
+    def _task(self, record: dict[str, Any]) -> Task:
+        """The record's task, or a :class:`MissingTask` if its path no longer imports."""
+        try:
+            return _import_task(record["task"]).using(
+                queue_name=record["queue"],
+                run_after=_datetime(record["run_after"]),
+                backend=self.alias,
+            )
+        except (ImportError, TypeError):
+            return MissingTask(
+                func=missing_task,
+                path=record["task"],
+                queue_name=record["queue"],
+                backend=self.alias,
+            )
+
+    def _result(self, record: dict[str, Any], task: Task) -> TaskResult:
+        result = TaskResult(
+            task=task,
+            id=record["id"],
+            status=TaskResultStatus(record["status"]),
+            enqueued_at=_datetime(record["enqueued_at"]),
+            started_at=_datetime(record["started_at"]),
+            last_attempted_at=_datetime(record["last_attempted_at"]),
+            finished_at=_datetime(record["finished_at"]),
+            args=record["args"],
+            kwargs=record["kwargs"],
+            backend=self.alias,
+            errors=[TaskError(exception_class_path=e[0], traceback=e[1]) for e in record["errors"]],
+            worker_ids=list(record["worker_ids"]),
+        )
+        object.__setattr__(result, "_return_value", record["return_value"])
+        return result
+
+    # -- running ----------------------------------------------------------------------------
+
+    def run(self, payload: dict[str, Any], *, last: bool = False) -> None:
+        """Run one delivered task and record how it went; raise so that delivery retries it
+        (or dead-letters it: after the last attempt, or at once for a task that does not
+        import). A task its record says succeeded is not run again (a delivery that died
+        before removing it); a FAILED one is (its dead letter was requeued)."""
+        settings = get_settings()
+        record = task_records.read(payload["id"], settings) or dict(payload)
+        if record["status"] == TaskResultStatus.SUCCESSFUL:
+            logger.info("gaesignals: task result %s already succeeded; not run again", record["id"])
+            return
+        try:
+            _import_task(record["task"])
+        except (ImportError, TypeError) as error:
+            self._failed(record, self._task(record), error, settings)
+            raise Reject(f"task {record['task']!r} does not import: {error}") from error
+        task = self._task(record)
+        now = timezone.now().isoformat()
+        record.update(status=TaskResultStatus.RUNNING.value, last_attempted_at=now)
+        record["started_at"] = record["started_at"] or now
+        record["worker_ids"] = [*record["worker_ids"], self.worker_id]
+        task_records.write(record, settings, self.result_ttl)
+        result = self._result(record, task)
+        task_started.send(type(self), task_result=result)
+        try:
+            value = _call(task, result)
+        except KeyboardInterrupt:
+            raise
+        except BaseException as error:
+            final = last or len(record["worker_ids"]) >= self.max_attempts
+            self._failed(record, task, error, settings, final=final)
+            if isinstance(error, Exception):
+                raise
+            raise TaskFailed(f"task {record['task']!r} raised {error!r}") from error
+        record.update(
+            status=TaskResultStatus.SUCCESSFUL.value,
+            finished_at=timezone.now().isoformat(),
+            return_value=value,
+        )
+        task_records.write(record, settings, self.result_ttl)
+        task_finished.send(type(self), task_result=self._result(record, task))
+
+    def _failed(
+        self,
+        record: dict[str, Any],
+        task: Task,
+        error: BaseException,
+        settings: Any,
+        *,
+        final: bool = True,
+    ) -> None:
+        """Record a failed attempt: FAILED (and ``task_finished``) after the last one, READY
+        again while delivery will retry it. Called inside the ``except`` block, as Django
+        sends ``task_finished``, so its receivers see the exception."""
+        kind = type(error)
+        traceback = "".join(format_exception(error))
+        record["errors"] = [
+            *record["errors"],
+            [f"{kind.__module__}.{kind.__qualname__}", traceback],
+        ]
+        record["status"] = (TaskResultStatus.FAILED if final else TaskResultStatus.READY).value
+        if final:
+            record["finished_at"] = timezone.now().isoformat()
+        task_records.write(record, settings, self.result_ttl)
+        if final:
+            task_finished.send(type(self), task_result=self._result(record, task))
+
+
+def run_task(data: Any) -> None:
+    """The gaesignals handler of every queue signal: hand the payload to the backend it names.
+    A payload no backend here can run is rejected (dead-lettered, to requeue once fixed)."""
+    if not (isinstance(data, dict) and isinstance(data.get("backend"), str) and "id" in data):
+        raise Reject(f"not a django.tasks payload: {type(data).__name__}")
+    try:
+        backend = task_backends[data["backend"]]
+    except InvalidTaskBackend as error:
+        raise Reject(f"no task backend {data['backend']!r} here: {error}") from error
+    if not isinstance(backend, SignalsBackend):
+        raise Reject(f"task backend {data['backend']!r} is not a SignalsBackend")
+    backend.run(data)
+
+
+def connect_backends() -> list[str]:
+    """Set up every configured ``SignalsBackend``, connecting its queues' signals; returns
+    their aliases. The app calls it at start-up, so a process that only delivers (a worker)
+    has the handlers; call it again after ``gaesignals.registry.clear()``."""
+    aliases = []
+    for alias, params in task_backends.settings.items():
+        try:
+            found = import_string(params["BACKEND"])
+        except ImportError:
+            continue  # not ours; Django reports it when the backend is used
+        if isinstance(found, type) and issubclass(found, SignalsBackend):
+            task_backends[alias].connect()
+            aliases.append(alias)
+    return aliases
+
+
+def _call(task: Task, result: TaskResult) -> Any:
+    """Run the task on the result's arguments (a coroutine awaited, as ``Task.call`` does),
+    its context first if it takes one; its return value normalised to JSON."""
+    if task.takes_context:
+        value = task.call(TaskContext(task_result=result), *result.args, **result.kwargs)
+    else:
+        value = task.call(*result.args, **result.kwargs)
+    return normalize_json(value)
+
+
+def _import_task(path: str) -> Task:
+    found = import_string(path)
+    if not isinstance(found, Task):
+        raise TypeError(f"{path!r} is not a task (a function decorated with @task)")
+    return found
+
+
+def _record(result: TaskResult) -> dict[str, Any]:
+    """A new result as a record, which is also its task's payload."""
+    task = result.task
+    return {
+        "id": result.id,
+        "task": task.module_path,
+        "queue": task.queue_name,
+        "backend": result.backend,
+        "run_after": None if task.run_after is None else task.run_after.isoformat(),
+        "args": result.args,
+        "kwargs": result.kwargs,
+        "status": result.status.value,
+        "enqueued_at": result.enqueued_at.isoformat(),
+        "started_at": None,
+        "last_attempted_at": None,
+        "finished_at": None,
+        "errors": [],
+        "worker_ids": [],
+        "return_value": None,
+    }
+
+
+def _aware(moment: datetime) -> datetime:
+    """A naive ``run_after`` (``USE_TZ = False``) is in Django's current time zone."""
+    return timezone.make_aware(moment) if timezone.is_naive(moment) else moment
+
+
+def _datetime(text: str | None) -> datetime | None:
+    return None if text is None else datetime.fromisoformat(text)
+
+
+__all__ = [
+    "MissingTask",
+    "SignalsBackend",
+    "TaskFailed",
+    "UnserializableArguments",
+    "connect_backends",
+    "run_task",
+]
