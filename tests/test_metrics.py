@@ -125,7 +125,8 @@ def test_metrics_need_the_token(gaesignals_store: Store) -> None:
     app = webtest.TestApp(DashboardApp(token=TOKEN))
     app.get("/metrics", status=401)
     app.get("/metrics", headers=bearer("w" * 40), status=401)
-    app.get("/metrics", headers=bearer(), status=200)
+    answer = app.get("/metrics", headers=bearer(), status=200)
+    assert "Set-Cookie" not in answer.headers  # a scraper gets no cookie
 
 
 def test_health_reports_dead_letters(gaesignals_store: Store) -> None:

@@ -35,7 +35,7 @@ from ..stats import Overview, overview
 from . import pages
 from .auth import CSRF_COOKIE, SESSION_COOKIE, SESSION_SECONDS, Guard, HostAuth, set_cookie
 from .metrics import CONTENT_TYPE_LATEST, exposition, metrics_registry
-from .wsgi import Refused, Request, Response, json_answer, page, redirect
+from .wsgi import HTML, Refused, Request, Response, json_answer, page, redirect
 
 logger = logging.getLogger("gaesignals")
 
@@ -135,7 +135,7 @@ class DashboardApp:
             logger.exception("gaesignals: the dashboard failed on %s %s", req.method, req.path)
             response = page(req, "500 Internal Server Error", "Error", "See the server's log.")
         headers = [*response.headers, ("Content-Length", str(len(response.body)))]
-        if req.fresh_nonce:
+        if req.fresh_nonce and ("Content-Type", HTML) in response.headers:  # pages with forms
             headers.append(("Set-Cookie", set_cookie(environ, CSRF_COOKIE, req.nonce, 86400)))
         start_response(response.status, headers + SECURITY_HEADERS)
         return [b""] if req.method == "HEAD" else [response.body]
