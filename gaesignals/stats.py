@@ -2,8 +2,9 @@
 
 ``pending(names)`` counts the frames waiting under each signal without draining them;
 ``stats(names)`` reads the per-signal counters deliveries and sends keep in the store;
-``health(names)`` puts both together with a timed round trip to the store, as a JSON-ready dict
-that never raises.
+``overview(names)`` reads both, the reliable locks and the dead letters in two round trips
+and never raises (what the dashboard and ``/metrics`` read); ``health(names)`` is that
+overview as a JSON-ready dict, with the store's latency.
 
 The counters are best-effort: they live in the same cache as the payloads, so a restart, a
 flush or an eviction can reset one (they are small and hot, so the least likely items to go).
