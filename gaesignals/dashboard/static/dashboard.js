@@ -66,7 +66,8 @@
     svg.appendChild(base);
     let top = 0;
     found.forEach((r) => SERIES.forEach((s) => { top = Math.max(top, r[s]); }));
-    top = top || 1;
+    const peak = top;
+    top = top || 1; // all zero: a flat line at the bottom
     SERIES.forEach((s) => {
       const line = document.createElementNS(NS, "polyline");
       line.setAttribute("class", s);
@@ -80,7 +81,7 @@
       svg.appendChild(line);
     });
     const now = found[found.length - 1];
-    status.textContent = `peak ${top.toFixed(2)}/s; now: ` +
+    status.textContent = `peak ${peak.toFixed(2)}/s; now: ` +
       SERIES.map((s) => `${s} ${now[s].toFixed(2)}/s`).join(", ") +
       ` (${samples.length} samples)`;
   }
