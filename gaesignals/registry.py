@@ -260,6 +260,10 @@ class Registry:
         """The signals with at least one receiver, in order of first connection."""
         return list(self._receivers)
 
+    def declared(self) -> list[str]:
+        """The signals declared with options (:meth:`declare`), in order of first declaration."""
+        return list(self._specs)
+
     def clear(self) -> None:
         """Forget every declaration and receiver (for tests)."""
         with self._lock:

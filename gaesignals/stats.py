@@ -2,8 +2,9 @@
 
 ``pending(names)`` counts the frames waiting under each signal without draining them;
 ``stats(names)`` reads the per-signal counters deliveries and sends keep in the store;
-``health(names)`` puts both together with a timed round trip to the store, as a JSON-ready dict
-that never raises.
+``overview(names)`` reads both, the reliable locks and the dead letters in two round trips
+and never raises (what the dashboard and ``/metrics`` read); ``health(names)`` is that
+overview as a JSON-ready dict, with the store's latency.
 
 The counters are best-effort: they live in the same cache as the payloads, so a restart, a
 flush or an eviction can reset one (they are small and hot, so the least likely items to go).
@@ -14,16 +15,17 @@ flush or an eviction can reset one (they are small and hot, so the least likely 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any, NamedTuple
 
 from . import frames
 from .accounting import flush_sent, number
-from .config import get_settings
-from .keys import check_name, signal_keys
+from .config import Settings, get_settings
+from .keys import SignalKeys, check_name, signal_keys
 from .queue.lease import lock_state
 from .queue.routing import queues_of
 from .queue.spread import learn
+from .stores import Connection
 
 #: The counters :func:`stats` reports, in this order.
 REPORTED = ("sent", "delivered", "failed", "dead_lettered", "dropped", "expired", "lost")
@@ -55,6 +57,12 @@ def pending(names: str | Iterable[str]) -> dict[str, Pending]:
     """
     settings = get_settings()
     wanted = _names(names)
+    with settings.store.connection() as conn:
+        return _backlog(conn, settings, wanted)
+
+
+def _backlog(conn: Connection, settings: Settings, wanted: list[str]) -> dict[str, Pending]:
+    """:func:`pending` on an open connection."""
     keys = {name: signal_keys(name, settings.namespace) for name in wanted}
     count = dict.fromkeys(wanted, 0)
     size = dict.fromkeys(wanted, 0)
@@ -64,31 +72,30 @@ def pending(names: str | Iterable[str]) -> dict[str, Pending]:
     now = frames.clock()
     todo = wanted
     read: set[str] = set()
-    with settings.store.connection() as conn:
-        while todo:
-            # Every shard's key; frames are signed for the signal's own queue key.
-            queues = {q: n for n in todo for q in queues_of(n, settings) if q not in read}
-            read.update(queues)
-            current = conn.scan_many(list(queues))
-            before = settings.widths.generation
-            for key, (value, _) in current.items():
-                name = queues.get(key.partition(" ")[0])
-                if name is None or not value:
-                    continue
-                parsed = frames.parse_queue(value, keys[name].queue.encode(), settings.secret_keys)
-                if parsed.spread:
-                    learn(settings, keys[name].queue, parsed.spread)
-                count[name] += len(parsed.found)
-                size[name] += len(value) - parsed.marker_bytes
-                for frame in parsed.found:
-                    due = frames.not_before(frame) / 1000 if frame.meta else 0.0
-                    if due > now:
-                        waiting[name] += 1
-                        upcoming[name] = min(due, upcoming.get(name, due))
-                    else:
-                        since = max(float(frames.sent_at(frame.ident)), due)
-                        oldest[name] = min(since, oldest.get(name, since))
-            todo = [n for n in todo if settings.widths.generation != before]
+    while todo:
+        # Every shard's key; frames are signed for the signal's own queue key.
+        queues = {q: n for n in todo for q in queues_of(n, settings) if q not in read}
+        read.update(queues)
+        current = conn.scan_many(list(queues))
+        before = settings.widths.generation
+        for key, (value, _) in current.items():
+            name = queues.get(key.partition(" ")[0])
+            if name is None or not value:
+                continue
+            parsed = frames.parse_queue(value, keys[name].queue.encode(), settings.secret_keys)
+            if parsed.spread:
+                learn(settings, keys[name].queue, parsed.spread)
+            count[name] += len(parsed.found)
+            size[name] += len(value) - parsed.marker_bytes
+            for frame in parsed.found:
+                due = frames.not_before(frame) / 1000 if frame.meta else 0.0
+                if due > now:
+                    waiting[name] += 1
+                    upcoming[name] = min(due, upcoming.get(name, due))
+                else:
+                    since = max(float(frames.sent_at(frame.ident)), due)
+                    oldest[name] = min(since, oldest.get(name, since))
+        todo = [n for n in todo if settings.widths.generation != before]
     return {
         name: Pending(
             count[name],
@@ -110,13 +117,72 @@ def stats(names: str | Iterable[str]) -> dict[str, dict[str, int]]:
     with settings.store.connection() as conn:
         flush_sent(conn, settings.store)  # what this process counted but still holds
         current = conn.gets_many([k.counter(c) for k in keys.values() for c in REPORTED])
-    result = {}
+    return {name: _counters(current, k) for name, k in keys.items()}
+
+
+def _counters(current: Mapping[str, tuple[bytes, object]], keys: SignalKeys) -> dict[str, int]:
+    return {counter: number(current, keys.counter(counter)) or 0 for counter in REPORTED}
+
+
+class SignalReport(NamedTuple):
+    """All :func:`overview` knows of one signal: its backlog, its counters (by the names in
+    :data:`REPORTED`), its reliable-delivery lock (``free``, ``held`` or ``foreign``) and how
+    many dead letters it keeps."""
+
+    pending: Pending
+    counters: dict[str, int]
+    lock: str
+    dead_letters: int
+
+
+class Overview(NamedTuple):
+    """What :func:`overview` read: whether the store answered (else ``error`` says why), how
+    long its first batch took, and each signal's report (empty when the store is down)."""
+
+    reachable: bool
+    error: str | None
+    latency_ms: float | None
+    signals: dict[str, SignalReport]
+
+
+def overview(names: Iterable[str]) -> Overview:
+    """Everything about ``names`` in as few round trips as the store allows, and never raises:
+    one batch reads the queues (see :func:`pending`), one more the counters, the locks and
+    the dead letters together. With no names, one small read tells whether the store is up.
+
+    This is what a dashboard or a metrics scrape reads; ``latency_ms`` times the first batch.
+    """
+    settings = get_settings()
+    try:
+        wanted = _names(list(names))
+        started = time.perf_counter()
+        with settings.store.connection() as conn:
+            if not wanted:
+                conn.gets_many([signal_keys("health", settings.namespace).counter("sent")])
+            backlog = _backlog(conn, settings, wanted)
+            latency = round((time.perf_counter() - started) * 1000, 3)
+            signals = _read_rest(conn, settings, backlog) if wanted else {}
+    except Exception as error:  # a report tells what went wrong; it never raises
+        return Overview(False, f"{type(error).__name__}: {error}", None, {})
+    return Overview(True, None, latency, signals)
+
+
+def _read_rest(
+    conn: Connection, settings: Settings, backlog: dict[str, Pending]
+) -> dict[str, SignalReport]:
+    """The counters, locks and dead letters of the signals in ``backlog``, in one batch."""
+    keys = {name: signal_keys(name, settings.namespace) for name in backlog}
+    flush_sent(conn, settings.store)  # what this process counted but still holds
+    wanted = [k.counter(c) for k in keys.values() for c in REPORTED]
+    wanted += [key for k in keys.values() for key in (k.lock, k.dead)]
+    current = conn.gets_many(wanted)
+    reports = {}
     for name, k in keys.items():
-        counts = {}
-        for counter in REPORTED:
-            counts[counter] = number(current, k.counter(counter)) or 0
-        result[name] = counts
-    return result
+        dead = current.get(k.dead)
+        found = frames.parse(dead[0], k.queue.encode(), settings.secret_keys)[0] if dead else []
+        lock = lock_state(k.lock, current.get(k.lock))
+        reports[name] = SignalReport(backlog[name], _counters(current, k), lock, len(found))
+    return reports
 
 
 def health(names: Iterable[str] = ()) -> dict[str, Any]:
@@ -124,61 +190,36 @@ def health(names: Iterable[str] = ()) -> dict[str, Any]:
 
     ``{"ok": bool, "store": {"kind", "reachable", "latency_ms", "error"}, "signals": {name:
     {"pending", "pending_bytes", "oldest_age", "waiting", "next_due", "lock",
-    **counters}}}`` (``waiting``: payloads held back by a delay or a retry, the first due at
-    ``next_due``). ``ok`` is False, with
-    the error, when the store cannot be reached, and when a signal's reliable-delivery lock is
-    ``"foreign"``: not one of ours, or seen by this process held past its lease (else ``"free"``
-    or ``"held"``); the next reliable delivery takes such a lock over.
+    "dead_letters", **counters}}}`` (``waiting``: payloads held back by a delay or a retry,
+    the first due at ``next_due``). ``ok`` is False, with the error, when the store cannot be
+    reached, and when a signal's reliable-delivery lock is ``"foreign"``: not one of ours, or
+    seen by this process held past its lease (else ``"free"`` or ``"held"``); the next
+    reliable delivery takes such a lock over. It reads as :func:`overview` does.
     """
-    settings = get_settings()
-    store = settings.store
-    report: dict[str, Any] = {
-        "ok": False,
+    found = overview(names)
+    locks = [report.lock for report in found.signals.values()]
+    return {
+        "ok": found.reachable and "foreign" not in locks,
         "store": {
-            "kind": type(store).__name__,
-            "reachable": False,
-            "latency_ms": None,
-            "error": None,
+            "kind": type(get_settings().store).__name__,
+            "reachable": found.reachable,
+            "latency_ms": found.latency_ms,
+            "error": found.error,
         },
-        "signals": {},
-    }
-    try:
-        wanted = _names(list(names))
-        started = time.perf_counter()
-        with store.connection() as conn:
-            conn.gets_many([signal_keys("health", settings.namespace).counter("sent")])
-        report["store"]["latency_ms"] = round((time.perf_counter() - started) * 1000, 3)
-        report["store"]["reachable"] = True
-        locks: dict[str, str] = {}
-        if wanted:
-            backlog = pending(wanted)
-            counters = stats(wanted)
-            locks = _lock_states(wanted)
-            report["signals"] = {
-                name: {
-                    "pending": backlog[name].count,
-                    "pending_bytes": backlog[name].bytes,
-                    "oldest_age": backlog[name].oldest_age,
-                    "waiting": backlog[name].waiting,
-                    "next_due": backlog[name].next_due,
-                    "lock": locks[name],
-                    **counters[name],
-                }
-                for name in wanted
+        "signals": {
+            name: {
+                "pending": report.pending.count,
+                "pending_bytes": report.pending.bytes,
+                "oldest_age": report.pending.oldest_age,
+                "waiting": report.pending.waiting,
+                "next_due": report.pending.next_due,
+                "lock": report.lock,
+                "dead_letters": report.dead_letters,
+                **report.counters,
             }
-        report["ok"] = "foreign" not in locks.values()
-    except Exception as error:  # a health probe reports; it never raises
-        report["store"]["error"] = f"{type(error).__name__}: {error}"
-    return report
+            for name, report in found.signals.items()
+        },
+    }
 
 
-def _lock_states(names: list[str]) -> dict[str, str]:
-    """Each signal's reliable-delivery lock: ``free``, ``held`` or ``foreign``."""
-    settings = get_settings()
-    locks = {name: signal_keys(name, settings.namespace).lock for name in names}
-    with settings.store.connection() as conn:
-        current = conn.gets_many(list(locks.values()))
-    return {name: lock_state(key, current.get(key)) for name, key in locks.items()}
-
-
-__all__ = ["Pending", "health", "pending", "stats"]
+__all__ = ["Overview", "Pending", "SignalReport", "health", "overview", "pending", "stats"]

@@ -12,6 +12,7 @@ from typing import Any
 
 from .. import config
 from ..registry import check_lease, check_max_attempts
+from . import dashboard
 from .commands import dead_letters, deliver, send_one, show_pending
 from .worker import worker
 
@@ -41,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_pending(commands)
     _add_send(commands)
     _add_dead_letters(commands)
+    _add_dashboard(commands)
     # The top level's defaults, for options given nowhere.
     parser.set_defaults(store=None, namespace=None, codec=None, verbose=0)
     return parser
@@ -124,6 +126,17 @@ def _add_dead_letters(commands: Any) -> None:
     action.add_argument("--requeue", action="store_true", help="move them back to the queue")
     action.add_argument("--purge", action="store_true", help="delete them")
     sub.add_argument("--json", action="store_true", help="print JSON")
+
+
+def _add_dashboard(commands: Any) -> None:
+    sub = _command(
+        commands,
+        "dashboard",
+        dashboard.serve_dashboard,
+        "Serve the dashboard alone (wsgiref, one request at a time) until stopped.",
+        "Its bearer token is read from GAESIGNALS_DASHBOARD_TOKEN (32+ bytes).",
+    )
+    dashboard.add_options(sub)
 
 
 def _global_options(parser: argparse.ArgumentParser) -> None:
