@@ -132,7 +132,7 @@ class DashboardApp:
         except Refused as refused:
             response = refused.response
         except Exception:
-            logger.exception("gaesignals: the dashboard failed on %s %s", req.method, req.path)
+            logger.exception("the dashboard failed on %s %s", req.method, req.path)
             response = page(req, "500 Internal Server Error", "Error", "See the server's log.")
         headers = [*response.headers, ("Content-Length", str(len(response.body)))]
         if req.fresh_nonce and ("Content-Type", HTML) in response.headers:  # pages with forms
@@ -188,7 +188,7 @@ class DashboardApp:
     def _check_csrf(self, req: Request) -> dict[str, str]:
         form = req.form()
         if not self._guard.csrf_ok(req.jar, form.get("csrf", "")):
-            logger.warning("gaesignals: refused a dashboard form without a valid CSRF token")
+            logger.warning("refused a dashboard form without a valid CSRF token")
             raise Refused(
                 page(
                     req,
@@ -226,9 +226,7 @@ class DashboardApp:
             return page(req, "405 Method Not Allowed", "Not allowed", "Use GET or POST.", nav=False)
         form = self._check_csrf(req)
         if not self._guard.token_matches(form.get("token", "")):
-            logger.warning(
-                "gaesignals: a wrong dashboard token from %s", req.environ.get("REMOTE_ADDR", "?")
-            )
+            logger.warning("a wrong dashboard token from %s", req.environ.get("REMOTE_ADDR", "?"))
             failed = pages.login(req.base, self._csrf(req), failed=True)
             return page(req, "403 Forbidden", "Log in", body=failed, nav=False)
         session = self._guard.new_session()

@@ -144,7 +144,7 @@ class Guard:
         try:
             return self._auth(environ) is True
         except Exception:  # a failing check lets no one in, and says why in the log
-            logger.exception("gaesignals: the dashboard's auth callable raised; refused")
+            logger.exception("the dashboard's auth callable raised; refused")
             return False
 
     def _bearer(self, environ: Mapping[str, Any]) -> bool:
