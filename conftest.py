@@ -13,11 +13,14 @@ from __future__ import annotations
 import os
 from typing import Any
 
+import opentelemetry.metrics._internal as otel_metrics
+from opentelemetry import trace
+from opentelemetry.util._once import Once
 from sybil import Sybil
 from sybil.parsers.myst import PythonCodeBlockParser, SkipParser
 
 import gaesignals
-from gaesignals import config
+from gaesignals import config, tracing
 
 
 def _fresh(namespace: dict[str, Any]) -> None:
@@ -32,8 +35,23 @@ def _fresh(namespace: dict[str, Any]) -> None:
     config.configure(store="memory://")
 
 
+def _forget_opentelemetry() -> None:
+    """Unset the global providers a page set (docs/observability.md sets a tracer provider),
+    as OpenTelemetry's own test utilities do (``opentelemetry.test.globals_test``): the API
+    lets them be set only once per process, and a provider left behind would make every later
+    test's sends carry a trace context."""
+    trace._TRACER_PROVIDER_SET_ONCE = Once()
+    trace._TRACER_PROVIDER = None
+    trace._PROXY_TRACER_PROVIDER = trace.ProxyTracerProvider()
+    otel_metrics._METER_PROVIDER_SET_ONCE = Once()
+    otel_metrics._METER_PROVIDER = None
+    otel_metrics._PROXY_METER_PROVIDER = otel_metrics._ProxyMeterProvider()
+    tracing.use()  # gaesignals looks at the (now empty) globals anew
+
+
 def _restore(namespace: dict[str, Any]) -> None:
     """Forget what the page configured and registered, and put its environment back."""
+    _forget_opentelemetry()
     config.reset()
     gaesignals.registry.clear()
     for name in [name for name in os.environ if name.startswith("GAESIGNALS_")]:

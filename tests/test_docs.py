@@ -10,9 +10,11 @@ import tomllib
 from pathlib import Path
 
 import pytest
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
 
 import gaesignals
-from gaesignals import config
+from gaesignals import config, tracing
 from gaesignals.stores.memory import MemoryStore
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -101,3 +103,17 @@ def test_each_page_runs_on_fresh_settings_and_puts_them_back(
     assert config._settings is None and gaesignals.registry.names() == []
     assert os.environ["GAESIGNALS_NAMESPACE"] == "before"
     assert "GAESIGNALS_CODEC" not in os.environ
+
+
+def test_a_page_that_sets_a_global_tracer_provider_leaves_none_behind() -> None:
+    """docs/observability.md sets OpenTelemetry's global tracer provider; the page's teardown
+    unsets it, so later tests' sends are untraced again."""
+    import conftest
+
+    namespace: dict[str, object] = {}
+    conftest._fresh(namespace)
+    trace.set_tracer_provider(TracerProvider())
+    assert tracing.active()
+    conftest._restore(namespace)
+    assert not tracing.active()
+    assert isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
