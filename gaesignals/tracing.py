@@ -4,7 +4,9 @@ Only ``opentelemetry-api`` is used (the ``otel`` extra); without it, or with no 
 meter provider set, nothing is recorded and nothing is added to a frame, so a send costs what
 it did. A provider set later is noticed at the next send or delivery: the API keeps its global
 provider in a module variable, read here as its own proxies read it, because asking
-``get_tracer_provider()`` consults ``os.environ`` and costs as much as 5 % of a send.
+``get_tracer_provider()`` consults ``os.environ`` and costs as much as 5 % of a send. The
+API is imported only once the application has imported it (or names a provider in the
+environment): an installed API nobody uses costs no import time.
 
 A send inside a span records a PRODUCER span and carries the W3C trace context (what the
 global propagator injects) in its frame's metadata (type :data:`~gaesignals.frames.META_TRACE`),
@@ -16,7 +18,9 @@ attributes follow the messaging semantic conventions (``send <signal>``, ``proce
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -25,23 +29,44 @@ from typing import TYPE_CHECKING
 
 from . import frames
 
-try:
+if TYPE_CHECKING:
     import opentelemetry.metrics._internal as _metrics_state
     from opentelemetry import context as otel_context
     from opentelemetry import metrics, propagate, trace
-    from opentelemetry.environment_variables import (
-        OTEL_PYTHON_METER_PROVIDER,
-        OTEL_PYTHON_TRACER_PROVIDER,
-    )
-
-    _NoMeters = metrics.NoOpMeterProvider
-    AVAILABLE = True
-except ImportError:  # the otel extra is not installed: every function here does nothing
-    AVAILABLE = False
-
-if TYPE_CHECKING:
     from opentelemetry.metrics import Counter, Histogram, MeterProvider
     from opentelemetry.trace import Span, Tracer, TracerProvider
+
+#: Whether ``opentelemetry-api`` is installed (the ``otel`` extra); without it every function
+#: here does nothing.
+AVAILABLE = importlib.util.find_spec("opentelemetry") is not None
+#: What the API reads to make a provider of its own, with no ``set_*_provider`` call.
+TRACER_ENV, METER_ENV = "OTEL_PYTHON_TRACER_PROVIDER", "OTEL_PYTHON_METER_PROVIDER"
+#: Whether the API's modules are bound here (:func:`_bind`).
+_bound = False
+
+
+def _bind() -> None:
+    """Import the API's modules into this one. Done only once the application has imported
+    the API itself (a provider cannot be set without it), when a provider is named in the
+    environment, or when :func:`use` is given one: an installed API left unused (google-api-core
+    brings it to every App Engine app) then costs no import time at a cold start."""
+    global _bound, _metrics_state, otel_context, metrics, propagate, trace
+    import opentelemetry.metrics._internal as _metrics_state
+    from opentelemetry import context as otel_context
+    from opentelemetry import metrics, propagate, trace
+
+    _bound = True
+
+
+def _bound_if_imported() -> bool:
+    """Whether the API's modules are bound here, binding them if the application has
+    imported the API (then :func:`_bind` costs nothing)."""
+    if not _bound and (
+        "opentelemetry.trace" in sys.modules or "opentelemetry.metrics" in sys.modules
+    ):
+        _bind()
+    return _bound
+
 
 #: The outcomes counted, each a counter ``gaesignals.payloads.<outcome>``.
 SENT = "sent"
@@ -97,12 +122,16 @@ class _State:
         self.meter_provider: MeterProvider | None = None
         #: Whether to look at the API's globals again (False once both were decided).
         self.looking = AVAILABLE
-        self.env_tracer = AVAILABLE and OTEL_PYTHON_TRACER_PROVIDER in os.environ
-        self.env_meter = AVAILABLE and OTEL_PYTHON_METER_PROVIDER in os.environ
+        self.env_tracer = AVAILABLE and TRACER_ENV in os.environ
+        self.env_meter = AVAILABLE and METER_ENV in os.environ
+        if (self.env_tracer or self.env_meter) and not _bound:
+            _bind()
         self.tracer_decided = self.meter_decided = False
 
     def look(self) -> bool:
         """Whether a provider was set since the last look (then the instruments are made)."""
+        if not _bound_if_imported():
+            return False
         if not self.tracer_decided and (trace._TRACER_PROVIDER is not None or self.env_tracer):
             provider = trace.get_tracer_provider()
             self.tracer_decided = True  # set once: what it is now it stays
@@ -131,6 +160,8 @@ def use(
     globals. For an application that keeps its providers out of the API's globals, and for
     tests (a global provider can be set only once per process)."""
     global _state
+    if (tracer_provider is not None or meter_provider is not None) and not _bound:
+        _bind()
     state = _state = _State()  # back to the globals, looked at anew
     state.tracer_provider, state.meter_provider = tracer_provider, meter_provider
     if tracer_provider is not None:
@@ -148,8 +179,8 @@ def active() -> bool:
     state = _state
     if state.tracer is not None or state.instruments is not None:
         return True
-    if not state.looking:
-        return False
+    if not state.looking or not _bound_if_imported():
+        return False  # (without the API imported, no provider can have been set)
     if (
         trace._TRACER_PROVIDER is None
         and _metrics_state._METER_PROVIDER is None

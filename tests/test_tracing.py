@@ -443,6 +443,31 @@ def test_gaesignals_works_without_opentelemetry_installed(tmp_path: Path) -> Non
     assert done.stdout.strip() == "ok", done.stderr
 
 
+def test_an_installed_api_nobody_imported_costs_no_import(tmp_path: Path) -> None:
+    """``import gaesignals`` and its sends import nothing of opentelemetry until the
+    application imports the API itself; a provider it then sets is noticed at the next send."""
+    script = (
+        "import sys\n"
+        "import gaesignals\n"
+        "from gaesignals import tracing\n"
+        "gaesignals.configure(store='memory://')\n"
+        "gaesignals.send('x', 1)\n"
+        "assert tracing.AVAILABLE and not tracing.active()\n"
+        "assert not [m for m in sys.modules if m.startswith('opentelemetry')], 'imported'\n"
+        "from opentelemetry import trace\n"
+        "from opentelemetry.sdk.trace import TracerProvider\n"
+        "trace.set_tracer_provider(TracerProvider())\n"
+        "with trace.get_tracer('app').start_as_current_span('request'):\n"
+        "    gaesignals.send('x', 2)\n"
+        "assert tracing.active()\n"
+        "print('ok')\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.stdout.strip() == "ok", done.stderr
+
+
 @pytest.mark.slow
 @MODES
 def test_one_trace_runs_from_a_sender_process_to_a_deliverer_process(
