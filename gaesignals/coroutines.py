@@ -18,15 +18,17 @@ one from its own thread would deadlock.
 
 from __future__ import annotations
 
-import asyncio
 import contextvars
 import inspect
 from collections.abc import Callable, Coroutine, Iterable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .exceptions import EventLoopRunning
+
+if TYPE_CHECKING:
+    import asyncio
 
 T = TypeVar("T")
 Awaited = Coroutine[Any, Any, object]
@@ -42,6 +44,13 @@ def is_coroutine_handler(handler: Callable[..., object]) -> bool:
     return inspect.iscoroutinefunction(type(handler).__call__)
 
 
+def _bind_asyncio() -> None:
+    """Import asyncio here when a coroutine is first run or refused: importing it costs a
+    WSGI app, which never needs it, some 60 ms at every cold start (App Engine's included)."""
+    global asyncio
+    import asyncio
+
+
 class _OwnLoop:
     """A synchronous delivery's event loop: made on its first coroutine, closed with it."""
 
@@ -50,6 +59,7 @@ class _OwnLoop:
 
     def run(self, coroutine: Awaited) -> object:
         if self._runner is None:
+            _bind_asyncio()
             self._runner = asyncio.Runner()
         # The handler sees the caller's context (a delivery's CONSUMER span among it), not
         # the one the runner copied when it was made.
@@ -81,6 +91,7 @@ def run(coroutine: Awaited) -> object:
     driver = _driver.get()
     if driver is not None:
         return driver.run(coroutine)
+    _bind_asyncio()
     try:
         refuse_running_loop("deliver", [coroutine])
     except EventLoopRunning:
@@ -101,6 +112,7 @@ def blocking(call: Callable[[Any], Any]) -> Callable[[Any], object]:
 
 def refuse_running_loop(call: str, handlers: Iterable[object]) -> None:
     """Raise :class:`~gaesignals.EventLoopRunning` if an event loop runs in this thread."""
+    _bind_asyncio()
     try:
         asyncio.get_running_loop()
     except RuntimeError:
@@ -127,6 +139,7 @@ def session() -> Iterator[None]:
 async def in_worker(function: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
     """``function(*args, **kwargs)`` in a worker thread, its coroutine handlers awaited on
     the running loop; its result or its exception."""
+    _bind_asyncio()
     driver = _CallerLoop(asyncio.get_running_loop())
     return await asyncio.to_thread(_driven, driver, function, args, kwargs)
 

@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -366,3 +368,26 @@ def test_an_eager_asend_awaits_coroutine_receivers_on_the_loop(memory: MemorySto
 
     loop = asyncio.run(main())
     assert tracker.events == one_at_a_time(["at once"]) and tracker.loops == [loop]
+
+
+def test_asyncio_is_imported_only_for_a_coroutine_handler() -> None:
+    """A WSGI app delivering plain handlers never imports asyncio (a cold start's cost); the
+    first coroutine handler imports it and runs."""
+    script = (
+        "import sys\n"
+        "import gaesignals\n"
+        "gaesignals.configure(store='memory://')\n"
+        "gaesignals.send('x', 1)\n"
+        "assert gaesignals.deliver({'x': print}) == 1\n"
+        "assert 'asyncio' not in sys.modules, 'imported'\n"
+        "got = []\n"
+        "async def handler(data):\n"
+        "    got.append(data)\n"
+        "gaesignals.send('x', 2)\n"
+        "assert gaesignals.deliver({'x': handler}) == 1 and got == [2]\n"
+        "print('ok')\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.stdout.strip().endswith("ok"), done.stderr
