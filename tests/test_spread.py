@@ -13,7 +13,7 @@ from gaesignals import config, deliver, frames, pending, send, stats
 from gaesignals.config import get_settings
 from gaesignals.keys import shard_queues, signal_keys, spread_key
 from gaesignals.queue import routing, spread
-from gaesignals.queue.append import widen
+from gaesignals.queue.append import RESET_RETRIES, SEND_ATTEMPTS, widen
 from gaesignals.stores import Store
 from gaesignals.stores.memcached import MemcachedStore
 from gaesignals.stores.memory import MemoryStore
@@ -304,3 +304,39 @@ def test_a_forged_marker_spreads_nothing_when_frames_are_signed(
     assert got == [1]
     assert get_settings().widths.get(home("plain")) is None
     assert stats("plain")["plain"]["dropped"] == 1
+
+
+class ResettingStore(MemoryStore):
+    """App Engine's rules (no append), where a delivery resets ``key`` just before each of
+    the first ``resets`` CAS writes to it, so each of them is lost."""
+
+    def __init__(self, key: str, resets: int) -> None:
+        super().__init__(append=False)
+        self.key, self.resets = key, resets
+
+    def cas_many(
+        self,
+        items: Any,
+        expire: int = 0,
+        counters: Any = None,
+    ) -> dict[str, bool]:
+        if self.key in items and self.resets:
+            self.resets -= 1
+            self.set_many({self.key: b""})
+        return super().cas_many(items, expire, counters)
+
+
+def test_cas_writes_lost_to_deliveries_use_no_attempt_of_a_send() -> None:
+    """A send whose CAS loses more times than it has attempts, each time to a delivery's
+    reset (reliable deliveries acknowledge by CAS), still stores its payload once, and the
+    signal does not spread: resets say nothing of other senders."""
+    store = ResettingStore(home("busy"), resets=0)
+    gaesignals.configure(store=store)
+    send("busy", 0)  # the key exists: the next send writes by CAS
+    store.resets = SEND_ATTEMPTS + 4
+    assert SEND_ATTEMPTS + 4 <= SEND_ATTEMPTS + RESET_RETRIES
+    send("busy", 1)
+    got: list[int] = []
+    assert deliver({"busy": got.append}) == 1 and got == [1]
+    assert store.resets == 0
+    assert get_settings().widths.get(home("busy"), 1) == 1

@@ -26,6 +26,10 @@ from .routing import crowded, filled, rng, stick
 
 #: How many gets + cas (or append + add) rounds a write tries before giving up.
 SEND_ATTEMPTS = 8
+#: How many more rounds a gets + cas write may take when a CAS was lost only to deliveries'
+#: resets: those say nothing of other senders (the key shrank; the next CAS meets a short
+#: key), and reliable deliveries, which acknowledge by CAS, make them common on a hot signal.
+RESET_RETRIES = 2 * SEND_ATTEMPTS
 
 
 def append_one(
@@ -160,6 +164,12 @@ def append_frames(
         write.by_gets_cas()
 
 
+def _only_resets(current: Mapping[str, tuple[bytes, object]], lost: Mapping[str, int]) -> bool:
+    """Whether every key whose CAS was lost holds no more now than when it was read: a
+    delivery reset it (a sender would have grown it)."""
+    return all(key not in current or len(current[key][0]) <= size for key, size in lost.items())
+
+
 class _Write:
     """One batch of values on their way to their keys, and what moved or was counted."""
 
@@ -254,12 +264,16 @@ class _Write:
         conn, pending = self.conn, self.pending
         lost: dict[str, int] = {}
         attempt = 0  # moves to another shard are bounded by the shards, not counted
+        resets = 0
         while attempt < SEND_ATTEMPTS:
             current = conn.gets_many(list(pending))
             if self._make_room(current):
                 continue  # read the shards moved to
             if self._crowded(current, lost):
                 continue  # spread: read the new shards
+            if lost and resets < RESET_RETRIES and _only_resets(current, lost):
+                attempt -= 1  # the last round lost only to deliveries: it uses no attempt
+                resets += 1
             grown = {
                 k: (current[k][0] + v, current[k][1]) for k, v in pending.items() if k in current
             }
