@@ -70,15 +70,8 @@ class SignalsMiddleware(RequestDeliverer):
     async def adeliver_if_due(self) -> None:
         """Deliver now, in a worker thread, unless ``interval`` says it is too soon or a
         delivery is running already; never raises."""
-        if self.interval and self._clock() < self._due:
+        if not self._take_turn():  # one delivery at a time, whatever the interval
             return
-        if not self._turn.acquire(blocking=False):
-            return
-        if self.interval:
-            if self._clock() < self._due:
-                self._turn.release()
-                return
-            self._due = self._clock() + self.interval
         self.running = asyncio.ensure_future(in_worker(self._deliver))
         self.running.add_done_callback(self._finished)
         # A cancelled request leaves the delivery running: its thread cannot be stopped.

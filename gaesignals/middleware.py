@@ -51,13 +51,26 @@ class RequestDeliverer:
         """Deliver now unless ``interval`` says it is too soon or another request is at it."""
         if not self.interval:
             self._deliver()
-        elif self._clock() >= self._due and self._turn.acquire(blocking=False):
+        elif self._take_turn():
             try:
-                if self._clock() >= self._due:
-                    self._due = self._clock() + self.interval
-                    self._deliver()
+                self._deliver()
             finally:
                 self._turn.release()
+
+    def _take_turn(self) -> bool:
+        """Whether this request delivers: ``interval`` says it is time and no other request
+        holds the turn. True with the turn held (the caller releases it) and the next due
+        time set; checked again once held, so two requests never both deliver."""
+        if self.interval and self._clock() < self._due:
+            return False
+        if not self._turn.acquire(blocking=False):
+            return False
+        if self.interval:
+            if self._clock() < self._due:
+                self._turn.release()
+                return False
+            self._due = self._clock() + self.interval
+        return True
 
     def _deliver(self) -> None:
         try:
