@@ -25,6 +25,7 @@ from gaesignals import Signal, SignalsMiddleware
 from gaesignals.stores import Store
 from gaesignals.testing import CapturedSignals, DownStore, MemcachedServer, free_port
 
+from .browser_support import CHROMIUM_ARGS, chromium, need_chromium
 from .dev_server import stop_group
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -391,16 +392,6 @@ def test_run_script_says_memcached_must_be_running(tmp_path: Path) -> None:
 
 # -- the layout, in a real browser ----------------------------------------------------------------
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
-
 #: For each width: the page's overflow, each input against its card, the pending column.
 LAYOUT = """() => {
   const doc = document.documentElement;
@@ -424,13 +415,14 @@ def test_the_front_page_fits_its_screen(app: webtest.TestApp, width: int) -> Non
     inside its card, and the pending column is in view, with long text on the page."""
     from playwright.sync_api import sync_playwright
 
+    executable = need_chromium(chromium())
     as_user(app, "123456789")
     app.post("/send", {"text": "x" * 200}, status=303)  # a long word, left pending
     app.post("/notify", {"to": "123456789", "text": "y" * 200}, status=303)
     app.get("/inbox")
     html = app.get("/").text
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        browser = p.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
         try:
             page = browser.new_page(viewport={"width": width, "height": 800})
             page.set_content(html)
