@@ -47,6 +47,9 @@ from .registry import (
 from .sending import Signal, asend, send, send_multi
 from .stats import Pending, health, pending, stats
 
+#: The release, read by the packaging too (pyproject.toml's version is this attribute).
+__version__ = "0.1.0.dev0"
+
 __all__ = [
     "BadFrame",
     "ConfigurationError",
