@@ -279,7 +279,7 @@ def adapter_rows(args, raw, name: str) -> list[Row]:
 
     settings = get_settings()
     keys = signal_keys(name, settings.namespace)
-    frame = encode_payload(PAYLOAD, keys, settings)
+    frame = encode_payload(name, PAYLOAD, keys, settings)
     store = settings.store
     n = 600 if args.quick else 2000
 
@@ -402,7 +402,7 @@ def cpu_rows(bench: str, name: str) -> list[Row]:
 
     steps = {
         "dumps": lambda: pickle.dumps(PAYLOAD, protocol=PICKLE_PROTOCOL),
-        "encode": lambda: encode_payload(PAYLOAD, keys, settings),
+        "encode": lambda: encode_payload(name, PAYLOAD, keys, settings),
         "connection": connection,
     }
     got = compare({k: lambda fn=fn: loop_time(fn, 20000) / 20000 for k, fn in steps.items()}, 5)

@@ -22,6 +22,7 @@ from .exceptions import (
     EventLoopRunning,
     GaeSignalsError,
     InvalidDelay,
+    InvalidMapping,
     InvalidSignalName,
     PartialFailure,
     PayloadTooLarge,
@@ -46,6 +47,9 @@ from .registry import (
 from .sending import Signal, asend, send, send_multi
 from .stats import Pending, health, pending, stats
 
+#: The release, read by the packaging too (pyproject.toml's version is this attribute).
+__version__ = "0.1.0.dev0"
+
 __all__ = [
     "BadFrame",
     "ConfigurationError",
@@ -54,6 +58,7 @@ __all__ = [
     "EventLoopRunning",
     "GaeSignalsError",
     "InvalidDelay",
+    "InvalidMapping",
     "InvalidSignalName",
     "PartialFailure",
     "PayloadTooLarge",

@@ -60,7 +60,7 @@ class SignalsMiddleware(RequestDeliverer):
         self.app = app
         #: The delivery running now, if any (kept so that it finishes even if its request
         #: is cancelled, and only then lets the next one start).
-        self.running: asyncio.Future[None] | None = None
+        self.running: asyncio.Future[int] | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -77,6 +77,6 @@ class SignalsMiddleware(RequestDeliverer):
         # A cancelled request leaves the delivery running: its thread cannot be stopped.
         await asyncio.shield(self.running)
 
-    def _finished(self, running: asyncio.Future[None]) -> None:
+    def _finished(self, running: asyncio.Future[int]) -> None:
         self.running = None
         self._turn.release()

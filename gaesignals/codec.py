@@ -19,9 +19,12 @@ from .keys import SignalKeys
 PICKLE_PROTOCOL = 5
 
 
-def encode_payload(data: Any, keys: SignalKeys, settings: Settings, meta: bytes = b"") -> bytes:
-    """Serialize and frame one payload (with its frame ``meta``data), refusing one that could
-    never fit in the store."""
+def encode_payload(
+    name: str, data: Any, keys: SignalKeys, settings: Settings, meta: bytes = b""
+) -> bytes:
+    """Serialize and frame one payload of signal ``name`` (whose keys are ``keys``) with its
+    frame ``meta``data, refusing one that could never fit in the store. Errors name the
+    signal, not its internal key."""
     try:
         if settings.codec == "json":
             body = json.dumps(data, separators=(",", ":")).encode("utf-8")
@@ -29,7 +32,7 @@ def encode_payload(data: Any, keys: SignalKeys, settings: Settings, meta: bytes 
             body = pickle.dumps(data, protocol=PICKLE_PROTOCOL)
     except Exception as error:
         raise UnserializablePayload(
-            f"cannot {settings.codec}-encode the payload for {keys.queue!r}: {error}"
+            f"cannot {settings.codec}-encode the payload for signal {name!r}: {error}"
         ) from error
     frame = frames.encode(
         body,
@@ -40,7 +43,7 @@ def encode_payload(data: Any, keys: SignalKeys, settings: Settings, meta: bytes 
     )
     if len(frame) > settings.store.max_value_size:
         raise PayloadTooLarge(
-            f"payload for {keys.queue!r} is {len(frame)} bytes framed; the store's limit is "
+            f"the payload for signal {name!r} is {len(frame)} bytes framed; the store's limit is "
             f"{settings.store.max_value_size}"
         )
     return frame

@@ -16,7 +16,7 @@ import os
 import re
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 from .exceptions import ConfigurationError
 from .stores import Store, masked_url
@@ -48,8 +48,9 @@ class Settings:
 
     store: Store
     namespace: str = ""
-    #: Frames are signed with the first key and accepted with any (rotation).
-    secret_keys: tuple[bytes, ...] = ()
+    #: Frames are signed with the first key and accepted with any (rotation); never shown
+    #: by the repr, which ends up in logs and tracebacks.
+    secret_keys: tuple[bytes, ...] = field(default=(), repr=False)
     codec: str = "pickle"
     #: Every send to a signal with registered receivers runs them at once (tests, development).
     eager: bool = False
@@ -62,6 +63,11 @@ class Settings:
     #: What this process learned of hot signals' spread: kept with the store it describes,
     #: and forgotten with these settings (it is learned again from the store).
     widths: Widths = field(default_factory=Widths, compare=False, repr=False)
+
+    def __repr__(self) -> str:
+        shown = {f.name: getattr(self, f.name) for f in fields(self) if f.repr}
+        text = ", ".join(f"{name}={value!r}" for name, value in shown.items())
+        return f"Settings({text}, secret_keys=<{len(self.secret_keys)} key(s), not shown>)"
 
 
 _lock = threading.Lock()

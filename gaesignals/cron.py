@@ -7,7 +7,9 @@ everyone else:
 
 * App Engine cron, which marks its requests ``X-Appengine-Cron: true``. App Engine removes that
   header from requests coming from outside, so it is believed only when running on App Engine;
-  anywhere else anyone could set it.
+  anywhere else anyone could set it. App Engine removes only that exact name, though, and some
+  WSGI servers give ``X_Appengine_Cron`` (underscores, which App Engine lets through) the same
+  environ key: under those the header is never believed (see :func:`folds_underscores`).
 * A caller with ``Authorization: Bearer <token>``, the token given to the app or found in
   ``GAESIGNALS_CRON_TOKEN``, compared in constant time.
 """
@@ -24,6 +26,7 @@ from typing import Any
 from .config import on_app_engine
 from .delivery import MappingArg, SignalMapping, deliver
 from .exceptions import ConfigurationError, StoreUnavailable
+from .middleware import DELIVERED
 
 logger = logging.getLogger("gaesignals")
 
@@ -33,7 +36,9 @@ MIN_TOKEN_BYTES = 32
 
 
 class CronDeliveryApp:
-    """Deliver ``mapping`` on each authorized GET or POST; answer ``{"delivered": n}``.
+    """Deliver ``mapping`` on each authorized GET or POST; answer ``{"delivered": n}``, counting
+    what a per-request delivery of the same request delivered too (see
+    :data:`~gaesignals.middleware.DELIVERED`).
 
     ``mapping=None`` delivers the default registry's receivers (:func:`~gaesignals.receiver`),
     each signal in its declared mode unless ``reliable`` says otherwise. ``token=None`` reads
@@ -70,7 +75,14 @@ class CronDeliveryApp:
     def authorized(self, environ: Mapping[str, Any]) -> bool:
         """Whether the request comes from App Engine cron or carries the token."""
         if environ.get("HTTP_X_APPENGINE_CRON") == "true" and on_app_engine():
-            return True
+            if not folds_underscores(environ):
+                return True
+            logger.warning(
+                "X-Appengine-Cron is not believed under %s, which cannot tell it from an "
+                "X_Appengine_Cron header anyone can send; serve the app with gunicorn 22 or "
+                "later, waitress or werkzeug, or give the endpoint a token",
+                environ.get("SERVER_SOFTWARE"),
+            )
         if self._token is None:
             return False
         scheme, _, credentials = str(environ.get("HTTP_AUTHORIZATION", "")).partition(" ")
@@ -95,10 +107,32 @@ class CronDeliveryApp:
             delivered = deliver(
                 self.mapping, self.reliable, lease=self.lease, max_attempts=self.max_attempts
             )
+            # What a delivery around this same request (a middleware, a before_request hook)
+            # took counts too: it was delivered in this request, and this one found it gone.
+            delivered += environ.get(DELIVERED, 0)
         except StoreUnavailable as error:
             logger.error("scheduled delivery failed: %s", error)
             return _json(start_response, "503 Service Unavailable", {"error": "store unavailable"})
         return _json(start_response, "200 OK", {"delivered": delivered})
+
+
+def folds_underscores(environ: Mapping[str, Any]) -> bool:
+    """Whether the server that built ``environ`` gives a header spelled with underscores
+    (``X_Appengine_Cron``) the same key as the dashed one (``HTTP_X_APPENGINE_CRON``).
+
+    The environ keeps no raw header names, so the server is known by ``SERVER_SOFTWARE``: the
+    standard library's wsgiref (``WSGIServer/...``, Django's runserver too, though it drops
+    such headers) and gunicorn before 22 fold them. gunicorn 22 and later, waitress, werkzeug
+    and Django's ASGI handler drop or refuse them; other servers are trusted as those are.
+    """
+    software = str(environ.get("SERVER_SOFTWARE", ""))
+    if software.startswith("WSGIServer/"):
+        return True
+    name, _, version = software.partition("/")
+    if name.lower() == "gunicorn":
+        major = version.partition(".")[0]
+        return not major.isdigit() or int(major) < 22
+    return False
 
 
 def _json(

@@ -33,7 +33,7 @@ def send_now(name: str, data: Any = None, mapping: MappingArg | None = None) -> 
     """
     settings = get_settings()
     keys = signal_keys(check_name(name), settings.namespace)
-    raw = encode_payload(data, keys, settings)
+    raw = encode_payload(name, data, keys, settings)
     found, bad = frames.parse(raw, keys.queue.encode(), settings.secret_keys)
     if bad or len(found) != 1:
         raise BadFrame(f"a payload of {name!r} did not survive its own framing")

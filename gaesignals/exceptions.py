@@ -8,6 +8,8 @@
      ├── PayloadTooLarge     (also ValueError)  one payload cannot fit in one cache item
      ├── UnserializablePayload (also TypeError) the codec cannot encode the payload
      ├── InvalidDelay        (also ValueError)  a send's delay or eta that cannot be honoured
+     ├── InvalidMapping      (also TypeError)   a mapping of the wrong shape, a handler that is
+     │                                          not callable
      ├── QueueFull                              the signal's pending bytes would pass the item limit
      ├── StoreUnavailable                       the cache is down, timed out or refused the call
      │    ├── PartialFailure                    a batch failed on some servers of a cluster
@@ -18,8 +20,8 @@
      ├── Retry                                  raised by a handler: try this payload again later
      └── Reject                                 raised by a handler: dead-letter this payload now
 
-Programmer mistakes that are not about a signal (a handler that is not callable, a mapping of the
-wrong shape) stay plain ``TypeError``/``ValueError``. Errors caused by another error carry it as
+Programmer mistakes are also ``TypeError``/``ValueError``, so code that catches those keeps
+working. Errors caused by another error carry it as
 ``__cause__``. An error's data is in named attributes (``QueueFull.keys``); its ``str()`` is a
 sentence for people.
 """
@@ -54,12 +56,22 @@ class InvalidDelay(GaeSignalsError, ValueError):
     given together; nothing was written."""
 
 
+class InvalidMapping(GaeSignalsError, TypeError):
+    """What was given as a signal mapping is not one: not a dict, a list of ``(name, handler)``
+    pairs or a :class:`~gaesignals.SignalMapping`, or a handler in it is not callable. The
+    message shows what a mapping looks like."""
+
+
 class QueueFull(GaeSignalsError):
     """The signal already holds so many pending bytes that this payload would not fit.
 
-    ``keys`` names every queue key left unwritten by the send that raised (for ``send_multi``,
-    the other signals' payloads were stored). Deliver the signal (or send less) and try again.
+    ``keys`` names every queue key left unwritten by the send that raised, ``signals`` their
+    signals (for ``send_multi``, the other signals' payloads were stored). Deliver the signal
+    (or send less) and try again.
     """
+
+    #: The signals whose payloads were left unwritten (set by the send, which knows them).
+    signals: tuple[str, ...] = ()
 
     def __init__(self, message: str, keys: Iterable[str] = ()) -> None:
         super().__init__(message)
@@ -87,7 +99,10 @@ class PartialFailure(StoreUnavailable):
 
 class Contention(StoreUnavailable):
     """A key changed under every one of a bounded number of attempts; ``keys`` names those
-    left unwritten. A :class:`StoreUnavailable` because the caller's remedy is the same."""
+    left unwritten (``signals`` their signals, for a send). A :class:`StoreUnavailable` because
+    the caller's remedy is the same."""
+
+    signals: tuple[str, ...] = ()
 
     def __init__(self, message: str, keys: Iterable[str] = ()) -> None:
         super().__init__(message)

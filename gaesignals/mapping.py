@@ -12,6 +12,7 @@ from functools import partial
 from typing import Any, TypeVar
 
 from .coroutines import blocking, is_coroutine_handler
+from .exceptions import InvalidMapping
 from .keys import check_name
 from .registry import (
     DEFAULT_RETRY_BACKOFF,
@@ -73,16 +74,7 @@ class SignalMapping:
         self._handlers: dict[str, tuple[Handler, ...]] = {}
         # Kept until a declaration changes (delivery keeps what it derives from them).
         self._specs: tuple[Registry, int, dict[str, SignalSpec]] | None = None
-        pairs: Iterable[tuple[str, HandlerSpec]]
-        pairs = mapping.items() if isinstance(mapping, SignalMapping | Mapping) else mapping
-        for pair in pairs:
-            if not isinstance(pair, tuple) or len(pair) != 2:
-                raise TypeError(f"expected (name, handler) pairs, got {pair!r}")
-            name, spec = pair
-            handlers = (spec,) if callable(spec) else tuple(spec)
-            for handler in handlers:
-                if not callable(handler):
-                    raise TypeError(f"handler {handler!r} for signal {name!r} is not callable")
+        for name, handlers in _pairs(mapping):
             self._handlers[check_name(name)] = self._handlers.get(name, ()) + handlers
         #: The handlers that are coroutine functions, which a synchronous delivery refuses
         #: inside a running event loop.
@@ -140,6 +132,37 @@ class SignalMapping:
 
 
 MappingArg = SignalMapping | Mapping[str, HandlerSpec] | Iterable[tuple[str, HandlerSpec]]
+
+#: What every refused mapping's message ends with: the shapes a mapping can take.
+SHAPES = (
+    "a mapping is a dict {'signal_name': handler}, a list of ('signal_name', handler) pairs "
+    "or a SignalMapping, and a handler is a callable (or a list of callables)"
+)
+
+
+def _pairs(mapping: object) -> Iterator[tuple[str, tuple[Handler, ...]]]:
+    """Each ``(name, handlers)`` of ``mapping``, or :class:`InvalidMapping` saying what a
+    mapping looks like: a string iterates as letters, which read as a pair of the wrong
+    shape and told nobody what was wrong."""
+    if isinstance(mapping, SignalMapping | Mapping):
+        pairs: Iterable[object] = mapping.items()
+    elif isinstance(mapping, Iterable) and not isinstance(mapping, str | bytes | bytearray):
+        pairs = mapping
+    else:
+        raise InvalidMapping(f"expected a signal mapping, got {mapping!r}: {SHAPES}")
+    for pair in pairs:
+        if not isinstance(pair, tuple) or len(pair) != 2:
+            raise InvalidMapping(
+                f"expected a ('signal_name', handler) pair, got {pair!r}: {SHAPES}"
+            )
+        name, spec = pair
+        handlers = tuple(spec) if isinstance(spec, list | tuple) else (spec,)
+        for handler in handlers:
+            if not callable(handler):
+                raise InvalidMapping(
+                    f"the handler {handler!r} of signal {name!r} is not callable: {SHAPES}"
+                )
+        yield name, handlers
 
 
 @dataclass(frozen=True, slots=True)

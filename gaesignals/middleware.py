@@ -15,6 +15,15 @@ logger = logging.getLogger("gaesignals")
 
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
+#: The environ key under which a request's own delivery leaves how many payloads it delivered,
+#: so the cron endpoint the same request reaches reports them with its own.
+DELIVERED = "gaesignals.delivered"
+
+
+def record_delivered(environ: dict[str, Any], count: int) -> None:
+    """Add ``count`` to what this request (``environ``) has delivered so far."""
+    environ[DELIVERED] = environ.get(DELIVERED, 0) + count
+
 
 class RequestDeliverer:
     """Deliver ``mapping`` when a request says so, at most every ``interval`` seconds, never
@@ -47,15 +56,17 @@ class RequestDeliverer:
         self._due = float("-inf")
         self._turn = threading.Lock()
 
-    def deliver_if_due(self) -> None:
-        """Deliver now unless ``interval`` says it is too soon or another request is at it."""
+    def deliver_if_due(self) -> int:
+        """Deliver now unless ``interval`` says it is too soon or another request is at it;
+        how many payloads were delivered (0 also when nothing could be)."""
         if not self.interval:
-            self._deliver()
-        elif self._take_turn():
-            try:
-                self._deliver()
-            finally:
-                self._turn.release()
+            return self._deliver()
+        if not self._take_turn():
+            return 0
+        try:
+            return self._deliver()
+        finally:
+            self._turn.release()
 
     def _take_turn(self) -> bool:
         """Whether this request delivers: ``interval`` says it is time and no other request
@@ -72,13 +83,16 @@ class RequestDeliverer:
             self._due = self._clock() + self.interval
         return True
 
-    def _deliver(self) -> None:
+    def _deliver(self) -> int:
         try:
-            deliver(self.mapping, self.reliable, lease=self.lease, max_attempts=self.max_attempts)
+            return deliver(
+                self.mapping, self.reliable, lease=self.lease, max_attempts=self.max_attempts
+            )
         except GaeSignalsError as error:
             logger.error("no delivery for this request: %s", error)
         except Exception:
             logger.exception("no delivery for this request")
+        return 0
 
 
 class SignalsMiddleware(RequestDeliverer):
@@ -86,7 +100,8 @@ class SignalsMiddleware(RequestDeliverer):
 
     Delivery never breaks a request: handler errors are logged by :func:`deliver`, and a store
     outage is logged once for the request, which then goes on as if nothing were pending.
-    The app's response iterable is returned untouched.
+    The app's response iterable is returned untouched; how many payloads were delivered is
+    left in ``environ["gaesignals.delivered"]`` (a cron endpoint behind it counts them).
 
     ``mapping=None`` delivers the default registry's receivers (:func:`~gaesignals.receiver`)
     as they are at each request; ``reliable=None`` gives each signal its declared mode.
@@ -118,5 +133,5 @@ class SignalsMiddleware(RequestDeliverer):
     def __call__(
         self, environ: dict[str, Any], start_response: Callable[..., Any]
     ) -> Iterable[bytes]:
-        self.deliver_if_due()
+        record_delivered(environ, self.deliver_if_due())
         return self.app(environ, start_response)

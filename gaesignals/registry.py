@@ -28,6 +28,7 @@ from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import Any, TypeVar
 
+from .exceptions import InvalidMapping
 from .keys import check_name, signal_keys
 from .queue.lease import MAX_LEASE
 
@@ -221,7 +222,10 @@ class Registry:
         """Make ``handler`` a receiver of ``name`` (once: connecting it again does nothing).
         Keyword options declare the signal as :meth:`declare` does."""
         if not callable(handler):
-            raise TypeError(f"handler {handler!r} for signal {name!r} is not callable")
+            raise InvalidMapping(
+                f"the handler {handler!r} of signal {name!r} is not callable: a handler is a "
+                "function (or any callable) of one payload"
+            )
         check_name(name)
         if options:
             self.declare(name, **options)

@@ -16,9 +16,9 @@ from .codec import encode_payload
 from .config import Settings, get_settings
 from .coroutines import in_worker
 from .eager import has_receivers, send_now
-from .exceptions import QueueFull
+from .exceptions import Contention, QueueFull
 from .keys import SignalKeys, check_name, signal_keys
-from .queue.append import append_frames, append_one
+from .queue.append import SEND_ATTEMPTS, append_frames, append_one
 from .queue.routing import route
 from .timing import meta_for, not_before
 
@@ -96,14 +96,20 @@ def _send(
     meta: bytes,
     publish: tracing.Publish | None,
 ) -> None:
-    frame = encode_payload(data, keys, settings, meta)
+    frame = encode_payload(name, data, keys, settings, meta)
     if settings.eager and has_receivers(name):
         send_now(name, data)
         return
     if publish is not None:
         publish.framed(frame)
     key, queues = route(name, keys, settings)
-    append_one(settings, key, frame, queues, keys.counter("sent") if settings.counters else None)
+    try:
+        append_one(
+            settings, key, frame, queues, keys.counter("sent") if settings.counters else None
+        )
+    except (QueueFull, Contention) as error:
+        _name_signals(error, dict.fromkeys(queues or (key,), name), settings)
+        raise
     if publish is not None:
         publish.stored(name)
 
@@ -163,9 +169,9 @@ def _send_multi(
         name, data = (item, None) if isinstance(item, str) else item
         keys = signal_keys(check_name(name), settings.namespace)
         if publish is None:
-            frame = encode_payload(data, keys, settings, meta)
+            frame = encode_payload(name, data, keys, settings, meta)
         else:
-            frame = encode_payload(data, keys, settings, meta + publish.meta(name))
+            frame = encode_payload(name, data, keys, settings, meta + publish.meta(name))
             publish.framed(frame)
         if settings.eager and has_receivers(name):
             eager.append((name, data))
@@ -180,21 +186,49 @@ def _send_multi(
         store = settings.store
         for key, value in batch.items():
             if len(value) > store.max_value_size:
-                raise QueueFull(
-                    f"the payloads for {key} together are {len(value)} bytes, more than the "
-                    f"store's limit of {store.max_value_size} for one key",
+                full = QueueFull(
+                    f"the payloads for signal {names[key]!r} together are {len(value)} bytes, "
+                    f"more than the store's limit of {store.max_value_size} for one key",
                     [key],
                 )
+                full.signals = (names[key],)
+                raise full
         counts = (
             {key: (sent_of[key], len(parts)) for key, parts in framed.items()}
             if settings.counters
             else None
         )
-        with store.connection() as conn:
-            append_frames(conn, store, batch, routes, counts, settings=settings)
+        try:
+            with store.connection() as conn:
+                append_frames(conn, store, batch, routes, counts, settings=settings)
+        except (QueueFull, Contention) as error:
+            signal_of = {queue: names[key] for key, queues in routes.items() for queue in queues}
+            _name_signals(error, signal_of, settings)
+            raise
         if publish is not None:
             for key, parts in framed.items():
                 publish.stored(names[key], len(parts))
     if eager:
         for name, data in eager:
             send_now(name, data)
+
+
+def _name_signals(
+    error: QueueFull | Contention, signal_of: Mapping[str, str], settings: Settings
+) -> None:
+    """Say which signals a :class:`QueueFull` or :class:`Contention` of the queue layer is
+    about: it knows only keys (``signal_of`` maps each to its signal), and a user knows
+    signals. The error stays the same object; its message and ``signals`` are rewritten."""
+    error.signals = tuple(dict.fromkeys(signal_of.get(key, key) for key in error.keys))
+    named = ", ".join(map(repr, error.signals)) or "the signal"
+    if isinstance(error, QueueFull):
+        error.args = (
+            f"signal {named} holds too many pending bytes to take more (a queue key holds "
+            f"at most {settings.store.max_value_size} bytes): deliver it, or send less, "
+            "and try again",
+        )
+    else:
+        error.args = (
+            f"gave up sending to signal {named} after {SEND_ATTEMPTS} attempts: its queue "
+            "kept changing under every one; try again",
+        )

@@ -3,7 +3,7 @@ the way tests/test_dashboard_browser.py makes its screenshot (same server, brows
 
     python scripts/dashboard_screenshot.py [OUTPUT.png] [--width 1100]
 
-Needs chromium (Debian's, on PATH) and the test extra (playwright); uses the memory store.
+Needs chromium (Debian's, on PATH) and the test group (playwright); uses the memory store.
 """
 
 from __future__ import annotations

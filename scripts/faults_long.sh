@@ -20,7 +20,7 @@ if [ -z "$PY" ]; then
     elif [ -x .venv/bin/python ]; then
         PY=.venv/bin/python
     else
-        echo "faults_long.sh: no python with gaesignals[test] found (run .ci/run first)" >&2
+        echo "faults_long.sh: no python with the test dependencies found (run .ci/run first)" >&2
         exit 1
     fi
 fi

@@ -110,6 +110,64 @@ def test_full_queue_raises_queue_full(store: Store, raw: RawAccess) -> None:
     assert deliver({"full": got.append}) == 1
 
 
+def test_payload_errors_name_the_signal_not_its_key(store: Store, raw: RawAccess) -> None:
+    """PayloadTooLarge, QueueFull (from send and send_multi) and UnserializablePayload say
+    which signal they are about, and never show its internal cache key."""
+    chunk = b"y" * (store.max_value_size // 4)
+    raised: list[Exception] = []
+    for attempt in (
+        lambda: send("big", b"x" * store.max_value_size),
+        lambda: send("big", lambda: None),
+        lambda: [send("big", chunk) for _ in range(8)],
+        lambda: send_multi([("big", chunk)] * 8),
+        lambda: send_multi([("big", chunk), ("other", 1)]),
+    ):
+        with pytest.raises(gaesignals.GaeSignalsError) as caught:
+            attempt()
+        raised.append(caught.value)
+    assert [type(error) for error in raised] == [
+        PayloadTooLarge,
+        gaesignals.UnserializablePayload,
+        QueueFull,
+        QueueFull,
+        QueueFull,
+    ]
+    for error in raised:
+        assert "signal 'big'" in str(error)
+        assert queue_key("big") not in str(error) and "gs::" not in str(error)
+    for error in raised[2:]:
+        assert isinstance(error, QueueFull)
+        assert error.signals[0] == "big"
+        assert error.keys  # the keys stay available to code that wants them
+    # What send_multi left unwritten is named: the other signal, unless it was stored.
+    got: list[Any] = []
+    deliver({"other": got.append})
+    assert ("other" in raised[-1].signals) == (got == [])
+
+
+@pytest.mark.parametrize(
+    ("mapping", "shown"),
+    [
+        ([("x", 42)], "the handler 42 of signal 'x' is not callable"),
+        ({"x": [print, "print"]}, "the handler 'print' of signal 'x' is not callable"),
+        ("explode", "expected a signal mapping, got 'explode'"),
+        (42, "expected a signal mapping, got 42"),
+        (["x"], "expected a ('signal_name', handler) pair, got 'x'"),
+    ],
+)
+def test_a_mapping_of_the_wrong_shape_says_what_one_looks_like(mapping: Any, shown: str) -> None:
+    """A handler that is not callable, or something that is not a mapping, raises
+    InvalidMapping (a TypeError) naming the culprit and showing the shapes a mapping takes."""
+    with pytest.raises(gaesignals.InvalidMapping) as raised:
+        deliver(mapping)
+    assert isinstance(raised.value, TypeError)
+    assert shown in str(raised.value)
+    assert "a dict {'signal_name': handler}" in str(raised.value)
+    assert "callable" in str(raised.value)
+    with pytest.raises(gaesignals.InvalidMapping):
+        gaesignals.connect("x", 42)  # type: ignore[arg-type]
+
+
 def test_unserializable_payload_raises_its_own_error(store: Store, raw: RawAccess) -> None:
     """A payload the codec cannot encode raises UnserializablePayload (a TypeError) and
     writes nothing; with the JSON codec, so does a payload JSON cannot represent."""

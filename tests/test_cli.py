@@ -17,7 +17,7 @@ import gaesignals
 from gaesignals import cli, deliver, send
 from gaesignals.cli import main
 from gaesignals.stores.memory import MemoryStore
-from gaesignals.testing import free_port
+from gaesignals.testing import DownStore, free_port
 
 from . import cli_support as support
 from .cli_support import ROOT, SECRET, error_line, got, run
@@ -124,7 +124,8 @@ def test_reliable_deliver_dead_letters(app: Path, memory: MemoryStore, capsys: A
     assert run(capsys, "dead-letters", "f") == (0, f"{{'n': 1}}{WHY}\n", "")
     assert run(capsys, "dead-letters", "f", "--json") == (0, '[{"n": 1}]\n', "")
     assert run(capsys, "dead-letters", "f", "--requeue") == (0, "requeued 1 dead letter(s)\n", "")
-    assert run(capsys, "dead-letters", "f") == (0, "", "")
+    assert run(capsys, "dead-letters", "f") == (0, "", "no dead letters for 'f'\n")
+    assert run(capsys, "dead-letters", "f", "--quiet") == (0, "", "")
     send("f", (1, 2))
     run(capsys, "deliver", "cliapp:failing", "--reliable", "--max-attempts", "1", "--lease", "5")
     assert run(capsys, "dead-letters", "f")[1] == f"{{'n': 1}}{WHY}\n(1, 2){WHY}\n"
@@ -183,7 +184,7 @@ def test_settings_come_from_options_before_or_after_the_command(
     url = memcached_url
     assert run(capsys, "--store", url, "--namespace", "one", "send", "a", "--data", "1") == (
         0,
-        "",
+        "sent 1 payload to 'a'\n",
         "",
     )
     assert run(capsys, "send", "a", "--data", "2", "--store", url, "--namespace", "one")[0] == 0
@@ -253,14 +254,15 @@ def test_unreachable_store_is_one_line_and_exit_3(
 def test_send_json_from_option_file_or_stdin(
     app: Path, memory: MemoryStore, capsys: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """send parses --data, --data-file PATH or stdin as JSON and prints nothing (or "sent"
-    with -v); no data sends null."""
+    """send parses --data, --data-file PATH or stdin as JSON and confirms in one line (none
+    with -q); no data sends null."""
     (app / "payload.json").write_text('{"from": "file"}')
     monkeypatch.setattr(sys, "stdin", io.StringIO('["from", "stdin"]'))
-    assert run(capsys, "send", "s", "--data", '{"n": 1}') == (0, "", "")
-    assert run(capsys, "send", "s", "--data-file", "payload.json") == (0, "", "")
-    assert run(capsys, "send", "s", "--data-file", "-", "-v") == (0, "sent\n", "")
-    assert run(capsys, "send", "s") == (0, "", "")
+    sent = "sent 1 payload to 's'\n"
+    assert run(capsys, "send", "s", "--data", '{"n": 1}') == (0, sent, "")
+    assert run(capsys, "send", "s", "--data-file", "payload.json", "-q") == (0, "", "")
+    assert run(capsys, "send", "s", "--data-file", "-", "-v") == (0, sent, "")
+    assert run(capsys, "--quiet", "send", "s") == (0, "", "")
     received: list[Any] = []
     assert deliver({"s": received.append}) == 4
     assert received == [{"n": 1}, {"from": "file"}, ["from", "stdin"], None]
@@ -343,11 +345,11 @@ def test_no_warning_on_a_shared_store_or_a_store_the_caller_configured(
 ) -> None:
     """A shared store (memcached here) earns no warning, nor does a memory store that the
     program calling main() in-process configured itself (it shares that store)."""
-    assert run(capsys, "--store", memcached_url, "send", "a") == (0, "", "")
+    assert run(capsys, "--store", memcached_url, "send", "a", "-q") == (0, "", "")
     code, out, err = run(capsys, "--store", memcached_url, "pending", "a")
     assert (code, out.splitlines()[1].split()[:2], err) == (0, ["a", "1"], "")
     gaesignals.configure(store=MemoryStore())
-    assert run(capsys, "send", "a") == (0, "", "")
+    assert run(capsys, "send", "a") == (0, "sent 1 payload to 'a'\n", "")
     assert run(capsys, "deliver", "cliapp:mapping") == (0, "delivered 1 payload(s)\n", "")
 
 
@@ -473,7 +475,8 @@ def test_pending_table_and_json(
         },
     }
     assert list(json.loads(out)) == ["audit", "user_7_notice"]
-    assert run(capsys, "pending")[0] == 2  # at least one name
+    code, _, err = run(capsys, "pending")  # no name, and nothing registered to list
+    assert code == 2 and "name the signals" in error_line(err)
 
 
 def test_pending_with_the_library_function(app: Path, memory: MemoryStore, capsys: Any) -> None:
@@ -491,6 +494,78 @@ def test_pending_with_the_library_function(app: Path, memory: MemoryStore, capsy
         "2",
         str(shown["a"]["bytes"]),
     ]
+
+
+def test_pending_without_names_lists_the_signals_with_payloads(
+    app: Path, memory: MemoryStore, capsys: Any
+) -> None:
+    """With no name, pending lists the signals that have payloads pending among those of
+    --app (a mapping, or a module's receivers) or --autodiscover, as the dashboard reads
+    them; with none pending it says so in one line (none with -q); --json gives the rows."""
+    send("a", 1)
+    send("a", 2)
+    code, out, err = run(capsys, "pending", "--app", "cliapp:mapping")  # signals a and b
+    assert (code, err) == (0, "")
+    lines = out.splitlines()
+    assert lines[0].split() == ["signal", "pending", "bytes", "waiting", "oldest"]
+    assert [line.split()[:2] for line in lines[1:]] == [["a", "2"]]
+    listed = json.loads(run(capsys, "pending", "--app", "cliapp:mapping", "--json")[1])
+    assert list(listed) == ["a"] and listed["a"]["count"] == 2
+    out = run(capsys, "pending", "--app", "cliapp_receivers")[1]  # its receiver of "a"
+    assert [line.split()[:2] for line in out.splitlines()[1:]] == [["a", "2"]]
+    assert deliver({"a": lambda data: None}) == 2
+    code, out, _ = run(capsys, "pending", "--autodiscover", "cliapp_pkg")
+    assert (code, out) == (0, "nothing pending in 2 signal(s): 'a', 'c'\n")
+    assert run(capsys, "pending", "--autodiscover", "cliapp_pkg", "-q") == (0, "", "")
+    assert run(capsys, "pending", "--autodiscover", "cliapp_pkg", "--json")[1] == "{}\n"
+
+
+def test_pending_without_names_on_a_store_that_is_down(app: Path, capsys: Any) -> None:
+    """Listing on a store that cannot be reached is one line and exit 3, as every command."""
+    gaesignals.configure(store=DownStore())
+    code, out, err = run(capsys, "pending", "--app", "cliapp:mapping")
+    assert (code, out) == (3, "")
+    assert error_line(err).startswith("gaesignals: error: store unavailable")
+
+
+#: What a payload, a handler's error or a planted cache value can hold: a window title, a
+#: clear screen, a colour, and a line break that fakes a line of output.
+HOSTILE = "\x1b]0;pwned\x07\x1b[2J\x1b[31m\ngaesignals: delivered 99 payload(s)\u202e"
+
+EVIL_APP = f"""
+HOSTILE = {HOSTILE!r}
+
+def fail(data):
+    raise RuntimeError("cannot take " + data)
+
+mapping = {{HOSTILE: fail}}
+"""
+
+
+def test_printed_data_cannot_drive_the_terminal(
+    app: Path, memory: MemoryStore, capsys: Any
+) -> None:
+    """Signal names, payloads and handlers' errors are printed with their control characters
+    escaped, by deliver -v, its log lines, dead-letters, pending and error lines alike."""
+    (app / "cliapp_evil.py").write_text(EVIL_APP)
+    (app / "cliapp_evil_broken.py").write_text("from cliapp_evil import *\nfail(HOSTILE)\n")
+    send(HOSTILE, HOSTILE)
+    outputs = [run(capsys, "deliver", "cliapp_evil:mapping", "--reliable", "--max-attempts", "1")]
+    outputs.append(run(capsys, "deliver", "cliapp_evil:mapping", "-v"))
+    outputs.append(run(capsys, "dead-letters", HOSTILE))
+    outputs.append(run(capsys, "pending", HOSTILE))
+    outputs.append(run(capsys, "deliver", "cliapp_evil_broken"))
+    for _, out, err in outputs:
+        for text in (out, err):
+            assert "\x1b" not in text and "\u202e" not in text and "\x07" not in text
+            assert "\ngaesignals: delivered 99" not in text
+    _, _, err = outputs[0]
+    assert "cannot take \\x1b]0;pwned\\x07" in err  # the log line, escaped
+    _, out, _ = outputs[2]
+    assert len(out.splitlines()) == 1  # one dead letter, one line
+    assert "\\x1b[2J" in out and "\\ngaesignals: delivered 99" in out
+    assert "\\x1b[31m" in outputs[1][1]  # -v's per-signal line names the signal, escaped
+    assert outputs[4][0] == 2 and "\\x1b]0;pwned" in error_line(outputs[4][2])
 
 
 def test_console_script_is_declared() -> None:

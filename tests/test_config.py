@@ -183,3 +183,35 @@ def test_an_object_missing_a_store_member_is_refused() -> None:
         gaesignals.configure(store=NoCapabilities())  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="must be a Store"):
         gaesignals.configure(store=object())  # type: ignore[arg-type]
+
+
+SECRET = "s3cret-" + "k" * 40
+
+
+def test_settings_never_show_the_secret_keys() -> None:
+    """The settings' repr and str say how many secret keys there are, never what they are."""
+    settings = gaesignals.configure(store=MemoryStore(), secret_key=[SECRET, SECRET + "-old"])
+    for shown in (repr(settings), str(settings), f"{settings}"):
+        assert "s3cret" not in shown
+        assert "<2 key(s), not shown>" in shown
+    assert "namespace=''" in repr(settings)
+
+
+def test_a_redis_store_never_shows_its_password() -> None:
+    """A Redis store built from a URL with a password shows host, port and database only."""
+    pytest.importorskip("redis")
+    from gaesignals.stores.redis import RedisStore
+
+    store = RedisStore.from_url("redis://alice:hunter2-secret@127.0.0.1:6390/3")
+    settings = gaesignals.configure(store=store)
+    for shown in (repr(store), repr(store.router), repr(settings), repr(store.client)):
+        assert "hunter2" not in shown
+    assert repr(store) == "RedisStore(127.0.0.1:6390/3)"
+
+
+def test_a_cron_endpoint_never_shows_its_token() -> None:
+    """The cron endpoint's repr names its mapping, not its bearer token."""
+    from gaesignals.cron import CronDeliveryApp
+
+    endpoint = CronDeliveryApp({"audit": print}, token=SECRET)
+    assert "s3cret" not in repr(endpoint)

@@ -185,3 +185,66 @@ def test_store_outage_is_a_503(gaesignals_store: Store, caplog: pytest.LogCaptur
 def test_repr_names_the_mapping() -> None:
     app = CronDeliveryApp({"digest": Collector()}, reliable=True, token=TOKEN)
     assert repr(app) == "CronDeliveryApp(SignalMapping(['digest']), reliable=True)"
+
+
+@pytest.mark.parametrize(
+    ("software", "believed"),
+    [
+        ("WSGIServer/0.2 CPython/3.13.0", False),  # wsgiref, and Django's runserver
+        ("gunicorn/21.2.0", False),
+        ("gunicorn/23.0.0", True),
+        ("waitress", True),
+        ("Werkzeug/3.1.3", True),
+    ],
+)
+def test_app_engine_cron_is_not_believed_under_servers_that_fold_underscores(
+    gaesignals_store: Store,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    software: str,
+    believed: bool,
+) -> None:
+    """On App Engine, X-Appengine-Cron is refused under a server that maps X_Appengine_Cron
+    (which App Engine lets through) to the same variable, and believed under the others."""
+    on_app_engine(monkeypatch)
+    got = Collector()
+    app = webtest.TestApp(
+        CronDeliveryApp({"digest": got}), extra_environ={"SERVER_SOFTWARE": software}
+    )
+    Signal("digest").send(1)
+    with caplog.at_level(logging.WARNING, logger="gaesignals"):
+        answer = app.get("/", headers={"X-Appengine-Cron": "true"}, expect_errors=True)
+    assert answer.status_int == (200 if believed else 403)
+    assert got.got == ([1] if believed else [])
+    assert ("X_Appengine_Cron" in caplog.text) != believed
+
+
+def test_a_forged_underscore_header_under_wsgiref_is_refused(
+    gaesignals_store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Served by the standard library's wsgiref on App Engine, a request spelling the header
+    X_Appengine_Cron (as a forger must, App Engine strips the real name) gets 403."""
+    import http.client
+    import threading
+    from wsgiref.simple_server import WSGIRequestHandler, make_server
+
+    class Quiet(WSGIRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    on_app_engine(monkeypatch)
+    got = Collector()
+    server = make_server("127.0.0.1", 0, CronDeliveryApp({"digest": got}), handler_class=Quiet)
+    Signal("digest").send(1)
+    thread = threading.Thread(target=server.handle_request)
+    thread.start()
+    try:
+        connection = http.client.HTTPConnection("127.0.0.1", server.server_address[1], timeout=10)
+        connection.request("GET", "/", headers={"X_Appengine_Cron": "true"})
+        status = connection.getresponse().status
+        connection.close()
+    finally:
+        thread.join(timeout=10)
+        server.server_close()
+    assert status == 403
+    assert got.got == []

@@ -43,7 +43,7 @@ def browser_page(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Any, list[st
     monkeypatch.delenv(TOKEN_ENV, raising=False)
     executable = need_chromium(chromium())
     if importlib.util.find_spec("playwright") is None:
-        missing("playwright is not installed (pip install 'gaesignals[test]')")
+        missing("playwright is not installed (pip install -e . --group test)")
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as driver:

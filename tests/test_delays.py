@@ -244,7 +244,7 @@ def test_a_payload_taken_by_another_deliverer_between_rounds_is_not_put_back(
     gaesignals.configure(store=store)
     send("t", "waits", delay=10)
     send("t", "first")
-    store.then = encode_payload("later", signal_keys("t", ""), get_settings())
+    store.then = encode_payload("t", "later", signal_keys("t", ""), get_settings())
     got: list[str] = []
     assert deliver({"t": got.append}) == 1
     assert got == ["later"]

@@ -262,6 +262,20 @@ def test_cron_view_delivers_with_the_bearer_token(gaesignals_store: Store) -> No
     assert django_urls.DELIVERED == [1, 2]
 
 
+def test_cron_view_counts_what_the_middleware_delivered_first(gaesignals_store: Store) -> None:
+    """With the middleware delivering before views, the cron view's answer counts what the
+    middleware delivered in that same request."""
+    gaesignals.connect("audit", record)
+    send("audit", 1)
+    send("audit", 2)
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    middleware = ["gaesignals.contrib.django.middleware.SignalsMiddleware"]
+    with override_settings(MIDDLEWARE=middleware), site(CRON_TOKEN=TOKEN) as browser:
+        answer = browser.post("/tasks/deliver-signals", headers=auth)
+        assert answer.status_code == 200 and answer.json() == {"delivered": 2}
+    assert django_urls.DELIVERED == [1, 2]
+
+
 def test_cron_view_token_from_the_environment(
     gaesignals_store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:

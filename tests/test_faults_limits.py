@@ -233,7 +233,7 @@ def test_send_multi_to_a_full_signal_names_every_key_it_left_unwritten(
         if kind == "memcached":
             assert isinstance(store, MemcachedStore)
             key = signal_keys("b", "").queue
-            rival = encode_payload({"id": -1}, signal_keys("b", ""), settings)
+            rival = encode_payload("b", {"id": -1}, signal_keys("b", ""), settings)
             server = request.getfixturevalue("gaesignals_memcached")
             gaesignals.configure(
                 store=RacingStore(store, server, key, rival), secret_key=cw.SECRET_KEY

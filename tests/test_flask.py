@@ -262,6 +262,25 @@ def test_cron_delivers_with_the_bearer_token(gaesignals_store: Store) -> None:
     assert client.put("/tasks/deliver-signals", headers=auth).status_code == 405
 
 
+def test_cron_counts_what_the_same_requests_before_hook_delivered(gaesignals_store: Store) -> None:
+    """With per-request delivery on, the cron answer counts what the before_request hook of
+    that same request delivered (the endpoint's own delivery finds it gone)."""
+    recorder = Recorder()
+    app = make_app(recorder, GAESIGNALS_CRON_TOKEN=TOKEN)  # GAESIGNALS_DELIVER: "before"
+    ext = GaeSignals(app, {"audit": recorder})
+    app.register_blueprint(ext.cron_blueprint("/tasks/deliver-signals"))
+    client = app.test_client()
+    send("audit", 1)
+    send("audit", 2)
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    assert client.post("/tasks/deliver-signals", headers=auth).json == {"delivered": 2}
+    assert recorder.data == [1, 2]
+    assert client.post("/tasks/deliver-signals", headers=auth).json == {"delivered": 0}
+    send("audit", 3)
+    assert client.get("/").data == b"index"  # an ordinary page still delivers before its view
+    assert recorder.data == [1, 2, 3]
+
+
 def test_cron_trusts_app_engine_cron_on_app_engine(
     gaesignals_store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:

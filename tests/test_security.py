@@ -98,7 +98,7 @@ def queue_key(name: str) -> str:
 def framed(name: str, data: Any) -> bytes:
     """One frame for ``name`` exactly as ``send`` would write it under the current settings."""
     settings = get_settings()
-    return encode_payload(data, signal_keys(name, settings.namespace), settings)
+    return encode_payload(name, data, signal_keys(name, settings.namespace), settings)
 
 
 def collector() -> tuple[list[Any], Callable[[Any], None]]:

@@ -282,7 +282,7 @@ def test_a_full_shard_sends_to_another_then_queue_full(append: bool) -> None:
     store = MemoryStore(append=append, max_value_size=1000)
     gaesignals.configure(store=store)
     declare("small", shards=3)
-    frame = len(encode_payload("x" * 100, signal_keys("small", ""), get_settings()))
+    frame = len(encode_payload("small", "x" * 100, signal_keys("small", ""), get_settings()))
     fits = 1000 // frame
     on_shard("small", 0)
     sent = 0
@@ -329,7 +329,7 @@ def test_a_cas_lost_to_another_sender_moves_to_another_shard() -> None:
     """On a store without append, a thread that lost a CAS to another sender on a signal
     declared with shards (which never spreads) sends that payload and the next ones to
     another shard."""
-    other = encode_payload("other", signal_keys("c", ""), get_settings())
+    other = encode_payload("c", "other", signal_keys("c", ""), get_settings())
     store = Interfering(lambda key, value: value + other)
     gaesignals.configure(store=store)
     declare("c", shards=2)

@@ -12,7 +12,9 @@ unavailable. Errors are one line on stderr; ``-v`` adds the traceback of a faile
 
 The modules: :mod:`~gaesignals.cli.parser` (the grammar), :mod:`~gaesignals.cli.loading` (the
 mapping an import path names), :mod:`~gaesignals.cli.commands` (the commands that run once),
-:mod:`~gaesignals.cli.worker` (the worker loop) and :mod:`~gaesignals.cli.errors` (exit codes).
+:mod:`~gaesignals.cli.worker` (the worker loop), :mod:`~gaesignals.cli.output` (every line
+printed from data, its control characters escaped) and :mod:`~gaesignals.cli.errors` (exit
+codes).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from ..exceptions import ConfigurationError, GaeSignalsError, InvalidSignalName,
 from .commands import counted
 from .errors import EXIT_ERROR, EXIT_OK, EXIT_STORE, EXIT_USAGE, CommandError
 from .loading import load_mapping
+from .output import EscapingFormatter, say
 from .parser import EPILOG, build_parser
 
 logger = logging.getLogger("gaesignals")
@@ -92,7 +95,7 @@ def _settings_for(args: argparse.Namespace) -> Iterator[None]:
 
 
 def _fail(message: str, code: int) -> int:
-    print(f"gaesignals: error: {message}", file=sys.stderr)
+    say(f"gaesignals: error: {message}", err=True)
     return code
 
 
@@ -101,7 +104,7 @@ def _logging_to_stderr(verbose: int) -> Iterator[None]:
     """Show the library's log (handler errors, warnings; -v info, -vv debug) on stderr for the
     length of the command, and leave the logger as it was."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(EscapingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     level = logger.level
     logger.setLevel(logging.DEBUG if verbose > 1 else logging.INFO if verbose else logging.WARNING)
     logger.addHandler(handler)

@@ -2,6 +2,9 @@
 
 Each takes the parsed arguments, prints its result on stdout and returns an exit code; a
 failure to report is a :class:`~gaesignals.cli.errors.CommandError`, or the library's own error.
+Every line built from data is printed by :func:`~gaesignals.cli.output.say`, which escapes
+its control characters. A command that would print nothing says so in one line, unless
+``--quiet``.
 """
 
 from __future__ import annotations
@@ -15,9 +18,10 @@ from typing import Any
 from .. import config, delivery
 from ..mapping import SignalMapping
 from ..sending import send
-from ..stats import pending
-from .errors import EXIT_ERROR, EXIT_OK, CommandError
-from .loading import load_mapping
+from ..stats import Pending, overview, pending
+from .errors import EXIT_ERROR, EXIT_OK, EXIT_STORE, CommandError
+from .loading import load_mapping, signal_names
+from .output import say, shown
 
 #: What a command made on the process-local store tells the user: nobody else will see it.
 PROCESS_LOCAL = (
@@ -127,15 +131,43 @@ def deliver(args: argparse.Namespace) -> int:
         print(f"delivered {total} payload(s)")
         if args.verbose:
             for name in mapping:
-                print(f"  {name}: {tally[name]}")
+                say(f"  {name}: {tally[name]}")
     return EXIT_OK
 
 
 def show_pending(args: argparse.Namespace) -> int:
+    if not args.names:
+        return _list_pending(args)
     names = list(dict.fromkeys(signal_name(name) for name in args.names))
     warn_if_process_local(args)
     found = pending(names)
-    rows = {name: found[name] for name in names}
+    _print_pending(args, {name: found[name] for name in names})
+    return EXIT_OK
+
+
+def _list_pending(args: argparse.Namespace) -> int:
+    """``pending`` with no names: every signal known (from ``--app``, ``--autodiscover`` or
+    the registry) that has payloads pending, read as the dashboard reads them."""
+    names = signal_names(args.app, args.autodiscover, verbose=args.verbose > 0)
+    if not names:
+        raise CommandError(
+            "no signal is registered or declared here: name the signals "
+            "(gaesignals pending NAME...), or import the module that registers them with "
+            "--app pkg.mod[:attr] or --autodiscover PKG"
+        )
+    warn_if_process_local(args)
+    found = overview(names)
+    if not found.reachable:
+        raise CommandError(f"store unavailable: {found.error}", EXIT_STORE)
+    rows = {name: r.pending for name, r in found.signals.items() if r.pending.count}
+    if rows or args.json:
+        _print_pending(args, rows)
+    elif not args.quiet:
+        say(f"nothing pending in {len(names)} signal(s): {', '.join(map(repr, names))}")
+    return EXIT_OK
+
+
+def _print_pending(args: argparse.Namespace, rows: dict[str, Pending]) -> None:
     if args.json:
         print(
             json.dumps(
@@ -151,13 +183,13 @@ def show_pending(args: argparse.Namespace) -> int:
                 }
             )
         )
-        return EXIT_OK
-    width = max(len("signal"), *(len(name) for name in names))
+        return
+    # Names as printed (escaped), so the columns line up with what is seen.
+    width = max(len("signal"), *(len(shown(name)) for name in rows))
     print(f"{'signal':<{width}}  {'pending':>8}  {'bytes':>10}  {'waiting':>8}  oldest")
     for name, p in rows.items():
         age = "-" if p.oldest_age is None else f"{p.oldest_age:.1f}s"
-        print(f"{name:<{width}}  {p.count:>8}  {p.bytes:>10}  {p.waiting:>8}  {age}")
-    return EXIT_OK
+        say(f"{shown(name):<{width}}  {p.count:>8}  {p.bytes:>10}  {p.waiting:>8}  {age}")
 
 
 def send_one(args: argparse.Namespace) -> int:
@@ -174,8 +206,8 @@ def send_one(args: argparse.Namespace) -> int:
             raise CommandError(f"invalid JSON in {source}: {error}") from None
     warn_if_process_local(args)
     send(name, data)
-    if args.verbose:
-        print("sent")
+    if not args.quiet:
+        say(f"sent 1 payload to {name!r}")
     return EXIT_OK
 
 
@@ -213,5 +245,8 @@ def dead_letters(args: argparse.Namespace) -> int:
     else:
         for letter in details:
             why = f"  # {letter.attempts} attempt(s): {letter.error}" if letter.error else ""
-            print(f"{letter.data!r}{why}")
+            say(f"{letter.data!r}{why}")
+        if not details and not args.quiet:
+            # On stderr: stdout stays one dead letter a line, for scripts.
+            say(f"no dead letters for {args.name!r}", err=True)
     return EXIT_OK

@@ -17,8 +17,43 @@ from types import ModuleType
 from typing import Any
 
 from ..mapping import SignalMapping
-from ..registry import autodiscover
+from ..registry import autodiscover, registry
 from .errors import CommandError
+
+
+def signal_names(
+    target: str | None, packages: Sequence[str] = (), *, verbose: bool = False
+) -> list[str]:
+    """The signals to look at when none are named: those of the mapping ``target`` names
+    (``pkg.mod:attr``), else every signal registered or declared once ``target``'s module and
+    ``packages`` are imported (with neither, the registry as it is: a program calling
+    :func:`~gaesignals.cli.main` in-process has filled it)."""
+    if target and ":" in target:
+        return list(load_mapping(target, packages, verbose=verbose))
+    _importable_here()
+    _autodiscover(packages, verbose)
+    if target:
+        if target.startswith("."):
+            raise CommandError(f"{target!r} is not an import path (pkg.mod or pkg.mod:attr)")
+        _import(target, verbose)
+    return sorted(set(registry.names()) | set(registry.declared()))
+
+
+def _importable_here() -> None:
+    """What `python -m` does, so `gaesignals deliver myapp.signals` works from the project
+    root."""
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())
+
+
+def _autodiscover(packages: Sequence[str], verbose: bool) -> None:
+    if not packages:
+        return
+    try:
+        autodiscover(packages)
+    except Exception as error:
+        what = f"importing --autodiscover {','.join(packages)}"
+        raise _user_code_error(what, error, verbose) from None
 
 
 def load_mapping(
@@ -28,15 +63,8 @@ def load_mapping(
     ``packages``; :class:`CommandError` (exit 2) when it names none."""
     if not target and not packages:
         raise CommandError("name a mapping (pkg.mod:attr or pkg.mod) or --autodiscover PKG")
-    # What `python -m` does, so `gaesignals deliver myapp.signals` works from the project root.
-    if os.getcwd() not in sys.path and "" not in sys.path:
-        sys.path.insert(0, os.getcwd())
-    if packages:
-        try:
-            autodiscover(packages)
-        except Exception as error:
-            what = f"importing --autodiscover {','.join(packages)}"
-            raise _user_code_error(what, error, verbose) from None
+    _importable_here()
+    _autodiscover(packages, verbose)
     if not target:
         return _registered(f"--autodiscover {','.join(packages)}")
     module_name, _, attr = target.partition(":")

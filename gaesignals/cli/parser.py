@@ -44,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_dead_letters(commands)
     _add_dashboard(commands)
     # The top level's defaults, for options given nowhere.
-    parser.set_defaults(store=None, namespace=None, codec=None, verbose=0)
+    parser.set_defaults(store=None, namespace=None, codec=None, verbose=0, quiet=False)
     return parser
 
 
@@ -98,9 +98,27 @@ def _add_worker(commands: Any) -> None:
 
 def _add_pending(commands: Any) -> None:
     sub = _command(
-        commands, "pending", show_pending, "Show each signal's pending payloads, bytes, oldest age."
+        commands,
+        "pending",
+        show_pending,
+        "Show each signal's pending payloads, bytes, oldest age.",
+        "With no NAME, list the signals that have payloads pending, of those --app or "
+        "--autodiscover registers or declares.",
     )
-    sub.add_argument("names", nargs="+", metavar="NAME", help="signal names")
+    sub.add_argument("names", nargs="*", metavar="NAME", help="signal names")
+    sub.add_argument(
+        "--app",
+        metavar="pkg.mod[:attr]",
+        help="with no NAME: a module whose registered and declared signals to list, or a "
+        "mapping at pkg.mod:attr",
+    )
+    sub.add_argument(
+        "--autodiscover",
+        metavar="PKG,PKG",
+        type=_packages,
+        default=[],
+        help="with no NAME: import <pkg>.signals of each package first",
+    )
     sub.add_argument("--json", action="store_true", help="print JSON")
 
 
@@ -166,6 +184,13 @@ def _global_options(parser: argparse.ArgumentParser) -> None:
         default=argparse.SUPPRESS,
         help="more output: per-signal counts, info logs; -vv for debug logs",
     )
+    group.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="no line saying what was done when there is nothing else to print",
+    )
 
 
 def _mapping_options(parser: argparse.ArgumentParser) -> None:
@@ -179,7 +204,7 @@ def _mapping_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--autodiscover",
         metavar="PKG,PKG",
-        type=lambda text: [part.strip() for part in text.split(",") if part.strip()],
+        type=_packages,
         default=[],
         help="import <pkg>.signals of each package first (their receivers are delivered when "
         "no attr is named)",
@@ -205,6 +230,10 @@ def _delivery_options(parser: argparse.ArgumentParser) -> None:
         type=_checked(int, check_max_attempts),
         help="reliable attempts before a payload becomes a dead letter",
     )
+
+
+def _packages(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
 
 
 def _checked(kind: Callable[[str], Any], check: Callable[[Any], Any]) -> Callable[[str], Any]:

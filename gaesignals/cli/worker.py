@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import signal
-import sys
 import time
 from collections import Counter
 from collections.abc import Iterator, Mapping
@@ -22,6 +21,7 @@ from ..mapping import SignalMapping
 from .commands import deliver, deliver_once, warn_if_process_local
 from .errors import EXIT_OK, CommandError
 from .loading import load_mapping
+from .output import say
 
 
 class _Stop:
@@ -126,4 +126,4 @@ def _counts(tally: Mapping[str, int]) -> str:
 
 def _say(line: str, *, err: bool = False) -> None:
     stamp = datetime.now().strftime("%Y-%m-%d %H:%M:%S")  # as the log lines on stderr
-    print(f"{stamp} {line}", file=sys.stderr if err else sys.stdout, flush=True)
+    say(f"{stamp} {line}", err=err, flush=True)

@@ -31,7 +31,7 @@ from werkzeug.wrappers import Response as WerkzeugResponse
 from ..config import configure
 from ..cron import CronDeliveryApp
 from ..mapping import HandlerSpec, SignalMapping
-from ..middleware import RequestDeliverer
+from ..middleware import RequestDeliverer, record_delivered
 
 EXTENSION = "gaesignals"
 #: app.config key -> configure() argument.
@@ -94,7 +94,12 @@ class GaeSignals:
         )
         app.extensions[EXTENSION] = deliverer
         if when == "before":
-            app.before_request(deliverer.deliver_if_due)
+
+            def deliver_before() -> None:
+                # Counted in the environ, so a cron endpoint this request reaches reports it.
+                record_delivered(request.environ, deliverer.deliver_if_due())
+
+            app.before_request(deliver_before)
         elif when == "after":
 
             def deliver_after(response: Response) -> Response:

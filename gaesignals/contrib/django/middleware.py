@@ -10,7 +10,7 @@ from typing import Any
 
 from django.core.exceptions import MiddlewareNotUsed
 
-from ...middleware import RequestDeliverer
+from ...middleware import RequestDeliverer, record_delivered
 from .apps import options
 
 logger = logging.getLogger("gaesignals")
@@ -44,7 +44,8 @@ class SignalsMiddleware:
 
     def __call__(self, request: Any) -> Any:
         if self.when == "before":
-            self.deliverer.deliver_if_due()
+            # Counted in META, so the cron view this request reaches reports it.
+            record_delivered(request.META, self.deliverer.deliver_if_due())
             return self.get_response(request)
         response = self.get_response(request)
         closers = getattr(response, "_resource_closers", None)

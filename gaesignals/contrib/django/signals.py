@@ -128,7 +128,7 @@ class AsyncSignal(Signal):
         payload = {"sender": to_refs(sender), "kwargs": to_refs(named)}
         if transaction.get_connection().in_atomic_block:
             settings = get_settings()
-            encode_payload(payload, signal_keys(self.name, settings.namespace), settings)
+            encode_payload(self.name, payload, signal_keys(self.name, settings.namespace), settings)
             transaction.on_commit(lambda: send(self.name, payload), robust=robust)
         else:
             send(self.name, payload)

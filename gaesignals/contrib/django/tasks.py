@@ -221,7 +221,7 @@ class SignalsBackend(BaseTaskBackend):
         name = self.signals[task.queue_name]
         if self.on_commit and transaction.get_connection().in_atomic_block:
             settings = get_settings()
-            encode_payload(record, signal_keys(name, settings.namespace), settings)  # fail now
+            encode_payload(name, record, signal_keys(name, settings.namespace), settings)  # now
             transaction.on_commit(lambda: self._store(name, record, result))
         else:
             self._store(name, record, result)
