@@ -620,10 +620,6 @@ def test_a_script_name_of_two_slashes_stays_a_path(gaesignals_store: Store) -> N
     assert answer.headers["Location"] == "/evil.example/"
 
 
-@pytest.mark.parametrize(
-    "store_kind",
-    ["memory", "appengine", "memcached", "memcached-cluster", "redis", "redis-cluster"],
-)
 def test_sessions_live_in_every_store(store: Store) -> None:
     """A login's session is honoured while its record is in the store and refused once
     logging out deleted it, on every kind of store."""
