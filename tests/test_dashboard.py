@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import logging
 from collections.abc import Iterator
 from typing import Any
@@ -578,6 +579,28 @@ def test_bad_query_values_are_400(browser: webtest.TestApp, query: dict[str, str
     path = "/signal" if "done" in query else "/"
     answer = browser.get(path, {"name": "a", **query} if path == "/signal" else query, status=400)
     assert "Traceback" not in answer.text
+
+
+@pytest.mark.parametrize("length", ["²", "9" * 5000, "x"])
+def test_a_bad_content_length_is_400(gaesignals_store: Store, length: str) -> None:
+    """A Content-Length that is not a count is a 400, whatever int() would make of it."""
+    environ: dict[str, Any] = {
+        "REQUEST_METHOD": "POST",
+        "PATH_INFO": "/signal/purge",
+        "CONTENT_LENGTH": length,
+        "CONTENT_TYPE": "application/x-www-form-urlencoded",
+        "wsgi.input": io.BytesIO(b"name=a"),
+    }
+    started: list[str] = []
+    body = DashboardApp(trust_host_auth=True)(environ, lambda status, _: started.append(status))
+    assert started == ["400 Bad Request"] and b"Bad length" in b"".join(body)
+
+
+def test_odd_host_values_are_not_errors(gaesignals_store: Store) -> None:
+    """A REMOTE_USER with a lone surrogate and cookies of junk get pages, not 500s."""
+    app = webtest.TestApp(DashboardApp(trust_host_auth=True, token=TOKEN))
+    environ = {"REMOTE_USER": "ann\udc80", "HTTP_COOKIE": "gaesignals_session=1.é.\xff; x=ÿ"}
+    assert app.get("/", extra_environ=environ).status_int == 200
 
 
 def test_a_name_with_a_lone_surrogate_is_shown_exported_and_acted_on(

@@ -57,7 +57,8 @@ def _clock() -> float:
 
 
 def _mac(key: bytes, message: str) -> str:
-    return hmac.new(key, message.encode("utf-8"), hashlib.sha256).hexdigest()
+    # Any text a host hands over (a REMOTE_USER, a cookie) is MACed, never an error.
+    return hmac.new(key, message.encode("utf-8", "surrogatepass"), hashlib.sha256).hexdigest()
 
 
 def cookies(environ: Mapping[str, Any]) -> dict[str, str]:
