@@ -95,8 +95,9 @@ class DashboardApp:
     :param token: the bearer token (32+ bytes); None reads ``GAESIGNALS_DASHBOARD_TOKEN``.
     :param auth: the host app's check, ``auth(environ) -> bool``, asked on every request.
     :param trust_host_auth: True when the host app already lets only operators reach it.
-    :param secret: the key of the session and CSRF MACs; by default derived from the token,
-        else random per process (give one when several processes serve it behind host auth).
+    :param secret: the key of the CSRF MACs, and with the token, of the sessions'; by default
+        derived from the token, else random per process (give one when several processes
+        serve it behind host auth). A new token ends every session, whatever ``secret``.
     :param page_size: signals per page of the list.
     :raises ConfigurationError: with no way to authenticate, or a token that is too short.
     """
