@@ -144,7 +144,7 @@ class DashboardApp:
             response = page(req, "500 Internal Server Error", "Error", "See the server's log.")
         headers = [*response.headers, ("Content-Length", str(len(response.body)))]
         if req.fresh_nonce and ("Content-Type", HTML) in response.headers:  # pages with forms
-            nonce = set_cookie(environ, req.base or "/", CSRF_COOKIE, req.nonce, 86400)
+            nonce = set_cookie(environ, req.cookie_path, CSRF_COOKIE, req.nonce, 86400)
             headers.append(("Set-Cookie", nonce))
         start_response(response.status, headers + SECURITY_HEADERS)
         return [b""] if req.method == "HEAD" else [response.body]
@@ -198,10 +198,10 @@ class DashboardApp:
     def _end_session(self, req: Request) -> Response:
         """Logging out: the session's record goes, so its cookie, replayed, is refused in
         every process; the browser forgets the cookie."""
-        gone = [("Set-Cookie", set_cookie(req.environ, req.base or "/", SESSION_COOKIE, "", 0))]
-        session = self._guard.session_of(req.jar)
+        gone = [("Set-Cookie", set_cookie(req.environ, req.cookie_path, SESSION_COOKIE, "", 0))]
+        kind, _, session = req.binding.partition("|")
         try:
-            if session is not None:
+            if kind == "session":
                 close_session(session)
         except StoreUnavailable as error:
             text = f"The store is unavailable ({error}): the session may outlive this logout."
@@ -259,7 +259,7 @@ class DashboardApp:
         except StoreUnavailable as error:
             text = f"The store is unavailable ({error}), and it keeps the sessions. Try later."
             return page(req, "503 Service Unavailable", "Store unavailable", text, nav=False)
-        cookie = set_cookie(req.environ, req.base or "/", SESSION_COOKIE, session, SESSION_SECONDS)
+        cookie = set_cookie(req.environ, req.cookie_path, SESSION_COOKIE, session, SESSION_SECONDS)
         return redirect(req, "/", [("Set-Cookie", cookie)])
 
     def _name(self, req: Request, given: str) -> str:

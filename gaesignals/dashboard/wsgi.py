@@ -51,6 +51,11 @@ class Request:
         self.binding = ""
         self._form: dict[str, str] | None = None
 
+    @property
+    def cookie_path(self) -> str:
+        """The ``Path`` of the dashboard's cookies: its mount point."""
+        return self.base or "/"
+
     def arg(self, name: str) -> str:
         return self.args.get(name, [""])[0]
 
@@ -103,7 +108,10 @@ def parse_fields(text: str) -> dict[str, list[str]]:
 
 
 def _text(latin: str) -> str:
-    raw = latin.encode("latin-1", "replace")
+    try:
+        raw = latin.encode("latin-1")
+    except UnicodeEncodeError:  # already decoded text, from a host that decodes its query
+        return latin
     try:
         return raw.decode("utf-8", "surrogatepass")
     except UnicodeDecodeError:
