@@ -4,7 +4,8 @@
 ``stats(names)`` reads the per-signal counters deliveries and sends keep in the store;
 ``overview(names)`` reads both, the reliable locks and the dead letters in two round trips
 and never raises (what the dashboard and ``/metrics`` read); ``health(names)`` is that
-overview as a JSON-ready dict, with the store's latency.
+overview as a JSON-ready dict, with the store's latency. ``open_session``,
+``session_is_open`` and ``close_session`` keep the dashboard's login sessions in the store.
 
 The counters are best-effort: they live in the same cache as the payloads, so a restart, a
 flush or an eviction can reset one (they are small and hot, so the least likely items to go).

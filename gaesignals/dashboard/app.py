@@ -1,9 +1,10 @@
 """The dashboard's WSGI app: routing, refusals and the headers every answer carries.
 
 Routes, under wherever the app is mounted: ``/`` the signal list (``?page=``, ``?q=``),
-``/signal?name=`` one signal, ``POST /signal/deliver|requeue|purge`` its actions, ``/api/signals``
-and ``/api/signal?name=`` the same numbers as JSON (what the page's chart samples), ``/metrics``
-for Prometheus, ``/login`` and ``/logout``, and ``/static/`` the script and stylesheet.
+``/signal?name=`` one signal, ``POST /signal/deliver|requeue|purge?name=`` its actions (the
+name in the URL, or a form field), ``/api/signals`` and ``/api/signal?name=`` the same numbers
+as JSON (what the page's chart samples), ``/metrics`` for Prometheus, ``/login`` and
+``/logout``, and ``/static/`` the script and stylesheet.
 Nothing it is asked raises: a bad request gets a 4xx page, a store that is down a page that says
 so, and anything unforeseen a 500 page with the traceback in the log, not in the answer.
 """
