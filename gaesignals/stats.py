@@ -4,7 +4,8 @@
 ``stats(names)`` reads the per-signal counters deliveries and sends keep in the store;
 ``overview(names)`` reads both, the reliable locks and the dead letters in two round trips
 and never raises (what the dashboard and ``/metrics`` read); ``health(names)`` is that
-overview as a JSON-ready dict, with the store's latency.
+overview as a JSON-ready dict, with the store's latency. ``open_session``,
+``session_is_open`` and ``close_session`` keep the dashboard's login sessions in the store.
 
 The counters are best-effort: they live in the same cache as the payloads, so a restart, a
 flush or an eviction can reset one (they are small and hot, so the least likely items to go).
@@ -21,6 +22,7 @@ from typing import Any, NamedTuple
 from . import frames
 from .accounting import flush_sent, number
 from .config import Settings, get_settings
+from .exceptions import StoreUnavailable
 from .keys import SignalKeys, check_name, signal_keys
 from .queue.lease import lock_state
 from .queue.routing import queues_of
@@ -220,6 +222,45 @@ def health(names: Iterable[str] = ()) -> dict[str, Any]:
             for name, report in found.signals.items()
         },
     }
+
+
+# -- the dashboard's login sessions ---------------------------------------------------------------
+# Kept here, beside the other reads a dashboard makes, so the dashboard never touches a store
+# primitive. A session is live while its record is in the store: logging out deletes it, and a
+# flush or an eviction logs it out too (the safe way round, unlike a list of revoked sessions).
+
+
+def _session_key(session: str, namespace: str) -> str:
+    return f"gs:{namespace}:s:{{{session}}}"
+
+
+def open_session(session: str, seconds: int) -> None:
+    """Record the dashboard login ``session`` (letters and digits) as live for ``seconds``;
+    raises :class:`~gaesignals.StoreUnavailable` when the store cannot keep it."""
+    settings = get_settings()
+    with settings.store.connection() as conn:
+        stored = conn.set_many({_session_key(session, settings.namespace): b"1"}, seconds)
+    if not all(stored.values()):
+        raise StoreUnavailable("the store did not keep the dashboard session")
+
+
+def session_is_open(session: str) -> bool:
+    """Whether the dashboard login ``session`` is live (opened, not closed, not expired);
+    False, never an error, when the store cannot say."""
+    settings = get_settings()
+    key = _session_key(session, settings.namespace)
+    try:
+        with settings.store.connection() as conn:
+            return key in conn.gets_many([key])
+    except StoreUnavailable:
+        return False
+
+
+def close_session(session: str) -> None:
+    """End the dashboard login ``session`` for every process at once."""
+    settings = get_settings()
+    with settings.store.connection() as conn:
+        conn.delete_many([_session_key(session, settings.namespace)])
 
 
 __all__ = ["Overview", "Pending", "SignalReport", "health", "overview", "pending", "stats"]

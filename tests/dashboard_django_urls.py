@@ -23,4 +23,9 @@ def operators_only(view: Callable[..., HttpResponse]) -> Callable[..., HttpRespo
 
 
 dashboard = DashboardApp(trust_host_auth=True, secret="a fixed key for the test processes")
-urlpatterns = [path("ops/signals/", include(dashboard_urls(dashboard, wrap=operators_only)))]
+#: A prefix latin-1 cannot hold: Django hands the dashboard decoded text, not PEP 3333's.
+UNICODE_PREFIX = "ops/сигналы/"
+urlpatterns = [
+    path("ops/signals/", include(dashboard_urls(dashboard, wrap=operators_only))),
+    path(UNICODE_PREFIX, include(dashboard_urls(dashboard, wrap=operators_only))),
+]

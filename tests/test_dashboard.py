@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import logging
 from collections.abc import Iterator
 from typing import Any
@@ -413,8 +414,9 @@ def test_actions_refuse_bad_forms(browser: webtest.TestApp) -> None:
 def test_a_store_that_is_down_is_shown_not_raised(gaesignals_store: Store) -> None:
     """Every page says the store is unavailable; actions are 503; nothing raises."""
     gaesignals.declare("d")
-    app = webtest.TestApp(DashboardApp(token=TOKEN))
-    login(app)
+    app = webtest.TestApp(
+        DashboardApp(token=TOKEN), extra_environ={"HTTP_AUTHORIZATION": f"Bearer {TOKEN}"}
+    )
     gaesignals.configure(store=DownStore("memcached at 127.0.0.1:1 is down"))
     for page in (app.get("/"), app.get("/signal", {"name": "d"})):
         assert page.status_int == 200
@@ -425,10 +427,23 @@ def test_a_store_that_is_down_is_shown_not_raised(gaesignals_store: Store) -> No
         "error": "StoreUnavailable: memcached at 127.0.0.1:1 is down",
         "latency_ms": None,
     }
-    csrf = csrf_of(app.get("/"))
+    csrf = csrf_of(app.get("/signal", {"name": "d"}))
     for verb in ("requeue", "purge"):
         answer = app.post(f"/signal/{verb}", {"name": "d", "csrf": csrf}, status=503)
         assert "nothing was done" in answer.text
+
+
+def test_a_store_that_is_down_keeps_no_session(gaesignals_store: Store) -> None:
+    """The store keeps the login sessions: while it is down a session is not honoured (it
+    might have been logged out) and logging in answers 503 saying why; the token still works."""
+    app = webtest.TestApp(DashboardApp(token=TOKEN))
+    login(app)
+    gaesignals.configure(store=DownStore("memcached at 127.0.0.1:1 is down"))
+    assert app.get("/", status=303).headers["Location"] == "/login"
+    answer = app.post("/login", {"csrf": csrf_of(app.get("/login")), "token": TOKEN}, status=503)
+    assert "The store is unavailable" in answer.text
+    assert not any(c.startswith("gaesignals_session=") for c in answer.headers.getall("Set-Cookie"))
+    assert app.get("/", headers=bearer()).status_int == 200
 
 
 def test_an_unforeseen_error_is_a_500_page(
@@ -461,3 +476,179 @@ def test_pages_and_actions_on_a_real_memcached(store: Store) -> None:
     assert "{'kept': True}" in page.html.find(id="dead-letters").text
     app.post("/signal/requeue", {"name": "real", "csrf": csrf_of(page)}, status=303)
     assert dead_letters("real") == [] and pending("real")["real"].count == 2
+
+
+# -- sessions and CSRF binding --------------------------------------------------------------------
+
+
+def test_logout_ends_the_session_in_every_process(gaesignals_store: Store) -> None:
+    """After logging out, the old session cookie replayed is refused, here and by another
+    process's app sharing the store."""
+    app, other = DashboardApp(token=TOKEN), DashboardApp(token=TOKEN)
+    browser = webtest.TestApp(app)
+    login(browser)
+    session = browser.cookies["gaesignals_session"]
+    replayed = {"Cookie": f"gaesignals_session={session}"}
+    assert webtest.TestApp(other).get("/", headers=replayed).status_int == 200
+    browser.post("/logout", {"csrf": csrf_of(browser.get("/"))}, status=303)
+    for dashboard in (app, other):
+        answer = webtest.TestApp(dashboard).get("/", headers=replayed, status=303)
+        assert answer.headers["Location"] == "/login"
+
+
+def test_a_new_token_ends_every_session_even_with_a_secret(gaesignals_store: Store) -> None:
+    """With ``secret=`` given, a session made under the old token is refused under the new
+    one (the session's MAC key is derived from the token)."""
+    secret = "the same secret in every process"
+    before = webtest.TestApp(DashboardApp(token=TOKEN, secret=secret))
+    login(before)
+    session = {"Cookie": f"gaesignals_session={before.cookies['gaesignals_session']}"}
+    after = webtest.TestApp(DashboardApp(token="another-token-" * 3, secret=secret))
+    after.get("/", headers=session, status=303)
+    same = webtest.TestApp(DashboardApp(token=TOKEN, secret=secret))
+    assert same.get("/", headers=session).status_int == 200
+
+
+def test_an_anonymous_login_token_cannot_act(browser: webtest.TestApp) -> None:
+    """The CSRF pair anyone gets from an anonymous GET /login, planted in an operator's
+    browser (as a sibling host can), is refused by the actions: their token is bound to
+    the login session."""
+    dead_letter("planted", "kept")
+    stranger = webtest.TestApp(browser.app)
+    form = stranger.get("/login")
+    nonce, token = stranger.cookies["gaesignals_csrf"], csrf_of(form)
+    browser.set_cookie("gaesignals_csrf", nonce)
+    browser.post("/signal/purge", {"name": "planted", "csrf": token}, status=403)
+    assert dead_letters("planted") == ["kept"]
+
+
+def test_a_csrf_token_is_bound_to_its_session(browser: webtest.TestApp) -> None:
+    """A page's CSRF token stops working once its session is gone, and another login's page
+    token does not work for this one, even with the same nonce cookie."""
+    dead_letter("bound2", "kept")
+    other = webtest.TestApp(browser.app)
+    other.set_cookie("gaesignals_csrf", browser.cookies["gaesignals_csrf"])
+    login(other)
+    theirs = csrf_of(other.get("/"))
+    browser.post("/signal/purge", {"name": "bound2", "csrf": theirs}, status=403)
+    mine = csrf_of(browser.get("/"))
+    assert mine != theirs
+    browser.post("/logout", {"csrf": mine}, status=303)
+    login(browser)
+    browser.post("/signal/purge", {"name": "bound2", "csrf": mine}, status=403)
+    assert dead_letters("bound2") == ["kept"]
+
+
+def test_behind_host_auth_an_anonymous_pair_cannot_act(gaesignals_store: Store) -> None:
+    """With a token and the host's check both, the login form's anonymous CSRF pair does not
+    pass for an operator the host let in; a page shown to that operator does, bound to the
+    host's REMOTE_USER."""
+    app = webtest.TestApp(
+        DashboardApp(token=TOKEN, auth=lambda environ: bool(environ.get("REMOTE_USER")))
+    )
+    dead_letter("hosted", "kept")
+    form = app.get("/login")
+    operator = {"REMOTE_USER": "ann"}
+    anonymous = {"name": "hosted", "csrf": csrf_of(form)}
+    app.post("/signal/purge", anonymous, extra_environ=operator, status=403)
+    assert dead_letters("hosted") == ["kept"]
+    csrf = csrf_of(app.get("/signal", {"name": "hosted"}, extra_environ=operator))
+    mallory = {"REMOTE_USER": "mallory"}
+    app.post("/signal/purge", {"name": "hosted", "csrf": csrf}, extra_environ=mallory, status=403)
+    app.post("/signal/purge", {"name": "hosted", "csrf": csrf}, extra_environ=operator, status=303)
+    assert dead_letters("hosted") == []
+
+
+# -- odd input ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        {"done": "purge", "n": "9" * 5000},
+        {"done": "purge", "n": "²"},
+        {"done": "purge", "n": "-1"},
+        {"done": "nothing", "n": "1"},
+        {"page": "9" * 5000},
+        {"page": "²"},
+    ],
+    ids=["n-5000-digits", "n-superscript", "n-negative", "done-unknown", "page-5000", "page-sup"],
+)
+def test_bad_query_values_are_400(browser: webtest.TestApp, query: dict[str, str]) -> None:
+    """A count that is not ASCII digits (or is absurdly long) or an unknown action is a 400."""
+    path = "/signal" if "done" in query else "/"
+    answer = browser.get(path, {"name": "a", **query} if path == "/signal" else query, status=400)
+    assert "Traceback" not in answer.text
+
+
+@pytest.mark.parametrize("length", ["²", "9" * 5000, "x"])
+def test_a_bad_content_length_is_400(gaesignals_store: Store, length: str) -> None:
+    """A Content-Length that is not a count is a 400, whatever int() would make of it."""
+    environ: dict[str, Any] = {
+        "REQUEST_METHOD": "POST",
+        "PATH_INFO": "/signal/purge",
+        "CONTENT_LENGTH": length,
+        "CONTENT_TYPE": "application/x-www-form-urlencoded",
+        "wsgi.input": io.BytesIO(b"name=a"),
+    }
+    started: list[str] = []
+    body = DashboardApp(trust_host_auth=True)(environ, lambda status, _: started.append(status))
+    assert started == ["400 Bad Request"] and b"Bad length" in b"".join(body)
+
+
+def test_odd_host_values_are_not_errors(gaesignals_store: Store) -> None:
+    """A REMOTE_USER with a lone surrogate and cookies of junk get pages, not 500s."""
+    app = webtest.TestApp(DashboardApp(trust_host_auth=True, token=TOKEN))
+    environ = {"REMOTE_USER": "ann\udc80", "HTTP_COOKIE": "gaesignals_session=1.é.\xff; x=ÿ"}
+    assert app.get("/", extra_environ=environ).status_int == 200
+
+
+def test_a_name_with_a_lone_surrogate_is_shown_exported_and_acted_on(
+    browser: webtest.TestApp,
+) -> None:
+    """A signal named with a lone surrogate (possible from JSON) is listed escaped, exported
+    to /metrics escaped, and its page's link and purge reach that very signal."""
+    odd = "odd\ud800name"
+    gaesignals.declare(odd, reliable=True)
+    dead_letter(odd, "kept")
+    page = browser.get("/")
+    row = page.html.find("tr", attrs={"data-signal": "odd\\ud800name"})
+    assert row is not None and row.find("a").text == "odd\\ud800name"
+    metrics = browser.get("/metrics").text
+    assert 'gaesignals_dead_letters{signal="odd\\\\ud800name"} 1.0' in metrics
+    detail = browser.get(row.find("a")["href"])
+    assert detail.html.find("h1").text == "odd\\ud800name"
+    assert "'kept'" in detail.html.find(id="dead-letters").text
+    form = detail.html.find("form", action=lambda action: "/signal/purge" in action)
+    browser.post(form["action"], {"csrf": csrf_of(detail)}, status=303)
+    assert dead_letters(odd) == []
+
+
+# -- the mount point ------------------------------------------------------------------------------
+
+
+def test_a_script_name_of_two_slashes_stays_a_path(gaesignals_store: Store) -> None:
+    """SCRIPT_NAME //evil.example gives redirects, links and cookies under the path
+    /evil.example, never a URL of another host."""
+    app = webtest.TestApp(
+        DashboardApp(token=TOKEN), extra_environ={"SCRIPT_NAME": "//evil.example"}
+    )
+    assert app.get("/", status=303).headers["Location"] == "/evil.example/login"
+    form = app.get("/login")
+    assert 'action="/evil.example/login"' in form.text and "//evil" not in form.text
+    assert "Path=/evil.example;" in form.headers["Set-Cookie"]
+    nonce = form.headers["Set-Cookie"].split(";")[0]  # webtest keeps it for its own paths
+    fields = {"csrf": csrf_of(form), "token": TOKEN}
+    answer = app.post("/login", fields, headers={"Cookie": nonce}, status=303)
+    assert answer.headers["Location"] == "/evil.example/"
+
+
+def test_sessions_live_in_every_store(store: Store) -> None:
+    """A login's session is honoured while its record is in the store and refused once
+    logging out deleted it, on every kind of store."""
+    app = webtest.TestApp(DashboardApp(token=TOKEN))
+    login(app)
+    session = {"Cookie": f"gaesignals_session={app.cookies['gaesignals_session']}"}
+    assert webtest.TestApp(app.app).get("/api/signals", headers=session).status_int == 200
+    app.post("/logout", {"csrf": csrf_of(app.get("/"))}, status=303)
+    webtest.TestApp(app.app).get("/api/signals", headers=session, status=401)

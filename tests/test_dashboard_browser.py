@@ -8,7 +8,10 @@ Skipped only where chromium is missing and CI is not set; under CI a missing chr
 from __future__ import annotations
 
 import importlib.util
-from collections.abc import Iterator
+import re
+import urllib.request
+from collections.abc import Callable, Iterable, Iterator
+from html import escape
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +29,7 @@ from tests.browser_support import (
     populate,
     serving,
 )
-from tests.dashboard_support import TOKEN
+from tests.dashboard_support import TOKEN, dead_letter
 
 #: Records every CSP violation the page reports (injected by the browser, not by the page).
 CSP_PROBE = """
@@ -103,6 +106,63 @@ def test_the_dashboard_in_chromium(
         assert shot.read_bytes().startswith(b"\x89PNG")
         assert page.evaluate("window.__violations") == []
     assert errors == []
+
+
+def sibling_attacker(dashboard: str) -> Callable[..., Iterable[bytes]]:
+    """A page on another port of the dashboard's host: it takes an anonymous CSRF pair from
+    the dashboard's login form, plants its nonce cookie (cookies ignore ports) and offers a
+    form posting that token to purge the dead letters of ``victim``."""
+
+    def attacker(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+        if environ["PATH_INFO"] != "/":  # /favicon.ico: no second pair
+            start_response("404 Not Found", [("Content-Type", "text/plain")])
+            return [b""]
+        with urllib.request.urlopen(f"{dashboard}/login", timeout=10) as answer:
+            cookie = answer.headers["Set-Cookie"]
+            text = answer.read().decode()
+        nonce = re.search(r"gaesignals_csrf=([^;]+)", cookie)
+        token = re.search(r'name="csrf" value="([^"]*)"', text)
+        assert nonce is not None and token is not None
+        body = (
+            '<!doctype html><link rel="icon" href="data:,">'
+            f'<form method="post" action="{escape(dashboard)}/signal/purge">'
+            '<input type="hidden" name="name" value="victim">'
+            f'<input type="hidden" name="csrf" value="{escape(token[1])}">'
+            '<button type="submit">win a prize</button></form>'
+        )
+        headers = [
+            ("Content-Type", "text/html; charset=utf-8"),
+            ("Set-Cookie", f"gaesignals_csrf={nonce[1]}; Path=/; SameSite=Lax"),
+        ]
+        start_response("200 OK", headers)
+        return [body.encode()]
+
+    return attacker
+
+
+def test_a_sibling_host_cannot_plant_a_csrf_pair(
+    gaesignals_store: Store, browser_page: tuple[Any, list[str]]
+) -> None:
+    """An operator logged in, lured to a page served from another loopback port that plants
+    an anonymous CSRF pair and posts it: the purge is refused and the dead letters stay."""
+    page, errors = browser_page
+    dead_letter("victim", {"keep": "me"})
+    with serving(DashboardApp(token=TOKEN)) as base:
+        page.goto(f"{base}/login")
+        page.fill("input[name=token]", TOKEN)
+        page.click("button:has-text('Log in')")
+        page.wait_for_url(f"{base}/")
+        with serving(sibling_attacker(base)) as evil:
+            assert evil != base
+            page.goto(f"{evil}/")
+            planted = [c for c in page.context.cookies() if c["name"] == "gaesignals_csrf"]
+            assert len(planted) == 1 and not planted[0]["httpOnly"]  # the attacker's own
+            with page.expect_navigation() as navigation:
+                page.click("button:has-text('win a prize')")
+            assert navigation.value.status == 403
+        assert "nothing was changed" in page.content()
+        assert dead_letters("victim") == [{"keep": "me"}]
+    assert [e for e in errors if "status of 403" not in e] == []  # the refusal alone
 
 
 @pytest.mark.parametrize("ci", ["", "true"], ids=["local", "ci"])

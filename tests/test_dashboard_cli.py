@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 import signal
+import socket
 import subprocess
 import sys
 import urllib.request
@@ -30,6 +31,59 @@ def get_json(url: str, token: str = TOKEN) -> Any:
     request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})
     with urllib.request.urlopen(request, timeout=10) as answer:
         return json.loads(answer.read())
+
+
+def serve(
+    process: Callable[..., Process], memcached_url: str, *options: str
+) -> tuple[Process, str]:
+    """``gaesignals dashboard`` over the test module's signals; the process and its base URL."""
+    served = process(
+        "--store", memcached_url, "dashboard", "--app", "cliapp_receivers", "--port", "0",
+        *options, GAESIGNALS_DASHBOARD_TOKEN=TOKEN,
+    )  # fmt: skip
+    line = served.wait_for("out", lambda line: "serving the gaesignals dashboard" in line)
+    found = re.search(r"http://127\.0\.0\.1:(\d+)/", line)
+    assert found is not None, line
+    return served, f"http://127.0.0.1:{found[1]}"
+
+
+def idle_connection(base: str) -> socket.socket:
+    """A connection to ``base`` that sends half a request line and then nothing."""
+    host, port = base.removeprefix("http://").split(":")
+    idle = socket.create_connection((host, int(port)), timeout=20)
+    idle.sendall(b"GET /api/sig")
+    return idle
+
+
+def test_an_idle_connection_holds_up_no_one_nor_sigterm(
+    app: Path, process: Callable[..., Process], memcached_url: str
+) -> None:
+    """With a connection open and silent, another request is answered, and SIGTERM stops
+    the server while that connection is still open."""
+    served, base = serve(process, memcached_url)
+    with idle_connection(base), idle_connection(base):
+        send("a", 1)
+        report = get_json(f"{base}/api/signals")
+        assert [(row["name"], row["pending"]) for row in report["signals"]] == [("a", 1)]
+        served.popen.send_signal(signal.SIGTERM)
+        assert served.finish() == 0
+    assert served.lines["out"][-1] == "dashboard stopped by SIGTERM"
+    assert served.lines["err"] == []
+
+
+def test_a_silent_connection_is_closed_after_the_read_timeout(
+    app: Path, process: Callable[..., Process], memcached_url: str
+) -> None:
+    """A connection that sends nothing for --read-timeout seconds is closed by the server,
+    with nothing printed."""
+    served, base = serve(process, memcached_url, "--read-timeout", "0.5")
+    with idle_connection(base) as idle:
+        assert idle.recv(1) == b""  # the server hung up (this side waits at most 20 s)
+    assert get_json(f"{base}/api/signals")["store"]["reachable"] is True
+    served.popen.send_signal(signal.SIGINT)
+    assert served.finish() == 0
+    assert served.lines["out"][-1] == "dashboard stopped by SIGINT"
+    assert served.lines["err"] == []
 
 
 def test_serves_the_registered_signals_until_sigterm(
@@ -58,11 +112,21 @@ def test_serves_the_registered_signals_until_sigterm(
     assert served.lines["out"][-1] == "dashboard stopped by SIGTERM"
 
 
-def test_refuses_to_start_without_a_token(app: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """With no GAESIGNALS_DASHBOARD_TOKEN it exits 2 saying why, before listening."""
+def test_refuses_to_start_without_a_token(
+    app: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With no GAESIGNALS_DASHBOARD_TOKEN, or a short one, it exits 2 before listening,
+    saying to set that variable, in the command line's terms, not DashboardApp's arguments."""
     code, out, err = run(capsys, "dashboard", "--app", "cliapp_receivers", "--port", "0")
     assert code == 2 and out == ""
-    assert "GAESIGNALS_DASHBOARD_TOKEN" in error_line(err)
+    line = error_line(err)
+    assert "set GAESIGNALS_DASHBOARD_TOKEN" in line and "export GAESIGNALS_DASHBOARD_TOKEN=" in line
+    assert "token=" not in line.replace("DASHBOARD_TOKEN=", "") and "auth=" not in line
+    assert "trust_host_auth" not in line
+    monkeypatch.setenv("GAESIGNALS_DASHBOARD_TOKEN", "short")
+    code, out, err = run(capsys, "dashboard", "--app", "cliapp_receivers", "--port", "0")
+    assert code == 2 and out == ""
+    assert "GAESIGNALS_DASHBOARD_TOKEN must be at least 32 bytes" in error_line(err)
 
 
 def test_refuses_a_module_that_cannot_be_imported(

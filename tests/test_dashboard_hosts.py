@@ -3,7 +3,7 @@ Django project through its URL patterns."""
 
 from __future__ import annotations
 
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 import pytest
 import webapp2
@@ -92,7 +92,7 @@ def test_a_django_project_serves_the_dashboard_behind_its_own_auth(
         page = client.get("/ops/signals/signal", {"name": "dj"})
         assert page.status_code == 200 and page["Content-Security-Policy"].startswith("default")
         text = page.content.decode()
-        assert 'action="/ops/signals/signal/requeue"' in text
+        assert 'action="/ops/signals/signal/requeue?name=dj"' in text
         cookie = client.cookies["gaesignals_csrf"]
         assert cookie["httponly"] and cookie["samesite"] == "Strict"
         assert cookie["path"] == "/ops/signals"
@@ -104,3 +104,24 @@ def test_a_django_project_serves_the_dashboard_behind_its_own_auth(
         forged = client.post("/ops/signals/signal/purge", form(name="dj", csrf="x"), FORM)
         assert forged.status_code == 403
         assert client.get("/ops/signals/api/signals").json()["store"]["reachable"] is True
+
+
+def test_a_django_prefix_latin_1_cannot_hold_is_served(gaesignals_store: Store) -> None:
+    """Under a Cyrillic prefix the Django-mounted dashboard answers 200, its links and its
+    redirects percent-encode the prefix, and its forms work."""
+    setup_django()
+    from django.test import Client, override_settings
+
+    encoded = "/ops/" + quote("сигналы")
+    with override_settings(ROOT_URLCONF="tests.dashboard_django_urls"):
+        client = Client(headers={"X-Operator": "yes"})
+        dead_letter("cyr", 1)
+        page = client.get(f"{encoded}/signal", {"name": "cyr"})
+        assert page.status_code == 200
+        assert f'action="{encoded}/signal/requeue?name=cyr"' in page.content.decode()
+        assert client.cookies["gaesignals_csrf"]["path"] == encoded
+        fields = form(csrf=csrf_of(page.content.decode()))
+        answer = client.post(f"{encoded}/signal/requeue?name=cyr", fields, FORM)
+        assert answer.status_code == 303
+        assert answer["Location"] == f"{encoded}/signal?name=cyr&done=requeue&n=1"
+        assert dead_letters("cyr") == []

@@ -151,7 +151,7 @@ def _add_dashboard(commands: Any) -> None:
         commands,
         "dashboard",
         dashboard.serve_dashboard,
-        "Serve the dashboard alone (wsgiref, one request at a time) until stopped.",
+        "Serve the dashboard alone (each connection in its own thread) until stopped.",
         "Its bearer token is read from GAESIGNALS_DASHBOARD_TOKEN (32+ bytes).",
     )
     dashboard.add_options(sub)

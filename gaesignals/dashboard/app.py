@@ -1,9 +1,10 @@
 """The dashboard's WSGI app: routing, refusals and the headers every answer carries.
 
 Routes, under wherever the app is mounted: ``/`` the signal list (``?page=``, ``?q=``),
-``/signal?name=`` one signal, ``POST /signal/deliver|requeue|purge`` its actions, ``/api/signals``
-and ``/api/signal?name=`` the same numbers as JSON (what the page's chart samples), ``/metrics``
-for Prometheus, ``/login`` and ``/logout``, and ``/static/`` the script and stylesheet.
+``/signal?name=`` one signal, ``POST /signal/deliver|requeue|purge?name=`` its actions (the
+name in the URL, or a form field), ``/api/signals`` and ``/api/signal?name=`` the same numbers
+as JSON (what the page's chart samples), ``/metrics`` for Prometheus, ``/login`` and
+``/logout``, and ``/static/`` the script and stylesheet.
 Nothing it is asked raises: a bad request gets a 4xx page, a store that is down a page that says
 so, and anything unforeseen a 500 page with the traceback in the log, not in the answer.
 """
@@ -16,7 +17,6 @@ from collections.abc import Callable, Iterable
 from functools import cache
 from importlib.resources import files
 from typing import Any
-from urllib.parse import quote
 
 from .. import frames
 from ..config import get_settings
@@ -31,9 +31,17 @@ from ..delivery import (
 from ..exceptions import InvalidSignalName, StoreUnavailable
 from ..keys import check_name
 from ..registry import registry
-from ..stats import Overview, overview
+from ..stats import Overview, close_session, overview
 from . import pages
-from .auth import CSRF_COOKIE, SESSION_COOKIE, SESSION_SECONDS, Guard, HostAuth, set_cookie
+from .auth import (
+    CSRF_COOKIE,
+    SESSION_COOKIE,
+    SESSION_SECONDS,
+    Guard,
+    HostAuth,
+    login_binding,
+    set_cookie,
+)
 from .metrics import CONTENT_TYPE_LATEST, exposition, metrics_registry
 from .wsgi import HTML, Refused, Request, Response, json_answer, page, redirect
 
@@ -88,8 +96,9 @@ class DashboardApp:
     :param token: the bearer token (32+ bytes); None reads ``GAESIGNALS_DASHBOARD_TOKEN``.
     :param auth: the host app's check, ``auth(environ) -> bool``, asked on every request.
     :param trust_host_auth: True when the host app already lets only operators reach it.
-    :param secret: the key of the session and CSRF MACs; by default derived from the token,
-        else random per process (give one when several processes serve it behind host auth).
+    :param secret: the key of the CSRF MACs, and with the token, of the sessions'; by default
+        derived from the token, else random per process (give one when several processes
+        serve it behind host auth). A new token ends every session, whatever ``secret``.
     :param page_size: signals per page of the list.
     :raises ConfigurationError: with no way to authenticate, or a token that is too short.
     """
@@ -136,7 +145,8 @@ class DashboardApp:
             response = page(req, "500 Internal Server Error", "Error", "See the server's log.")
         headers = [*response.headers, ("Content-Length", str(len(response.body)))]
         if req.fresh_nonce and ("Content-Type", HTML) in response.headers:  # pages with forms
-            headers.append(("Set-Cookie", set_cookie(environ, CSRF_COOKIE, req.nonce, 86400)))
+            nonce = set_cookie(environ, req.cookie_path, CSRF_COOKIE, req.nonce, 86400)
+            headers.append(("Set-Cookie", nonce))
         start_response(response.status, headers + SECURITY_HEADERS)
         return [b""] if req.method == "HEAD" else [response.body]
 
@@ -145,8 +155,10 @@ class DashboardApp:
             return self._static(req)
         if req.path == "/login":
             return self._login(req)
-        if not self._guard.allowed(req.environ, req.jar):
+        binding = self._guard.admit(req.environ, req.jar, req.nonce)
+        if binding is None:
             return self._refuse(req)
+        req.binding = binding
         method = _ROUTES.get(req.path)
         if method is None:
             return page(req, "404 Not Found", "Not found", "No such page.", csrf=self._logout(req))
@@ -155,7 +167,7 @@ class DashboardApp:
             answer = page(req, "405 Method Not Allowed", "Not allowed", f"Use {method}.")
             return answer._replace(headers=[*answer.headers, ("Allow", allow)])
         if method == "POST":
-            self._check_csrf(req)
+            self._check_csrf(req, req.binding)
         return self._handle(req)
 
     def _handle(self, req: Request) -> Response:
@@ -174,20 +186,33 @@ class DashboardApp:
             body = exposition(self._metrics)
             return Response("200 OK", body, [("Content-Type", CONTENT_TYPE_LATEST)])
         if path == "/logout":
-            gone = set_cookie(req.environ, SESSION_COOKIE, "", 0)
-            return redirect(f"{req.base}/login", [("Set-Cookie", gone)])
+            return self._end_session(req)
         return self._act(req, path.rpartition("/")[2])
 
     def _csrf(self, req: Request) -> str:
-        return self._guard.csrf_token(req.nonce)
+        return self._guard.csrf_token(req.binding)
 
     def _logout(self, req: Request) -> str:
-        """The CSRF token of the logout form, or "" where there is no login to end."""
-        return self._csrf(req) if self._guard.has_login else ""
+        """The CSRF token of the logout form, or "" where there is no login session to end."""
+        return self._csrf(req) if req.binding.startswith("session|") else ""
 
-    def _check_csrf(self, req: Request) -> dict[str, str]:
+    def _end_session(self, req: Request) -> Response:
+        """Logging out: the session's record goes, so its cookie, replayed, is refused in
+        every process; the browser forgets the cookie."""
+        gone = [("Set-Cookie", set_cookie(req.environ, req.cookie_path, SESSION_COOKIE, "", 0))]
+        kind, _, session = req.binding.partition("|")
+        try:
+            if kind == "session":
+                close_session(session)
+        except StoreUnavailable as error:
+            text = f"The store is unavailable ({error}): the session may outlive this logout."
+            answer = page(req, "503 Service Unavailable", "Store unavailable", text, nav=False)
+            return answer._replace(headers=[*answer.headers, *gone])
+        return redirect(req, "/login", gone)
+
+    def _check_csrf(self, req: Request, binding: str) -> dict[str, str]:
         form = req.form()
-        if not self._guard.csrf_ok(req.jar, form.get("csrf", "")):
+        if not self._guard.csrf_ok(binding, form.get("csrf", "")):
             logger.warning("refused a dashboard form without a valid CSRF token")
             raise Refused(
                 page(
@@ -205,7 +230,7 @@ class DashboardApp:
             answer = json_answer("401 Unauthorized", {"error": "unauthorized"})
             return answer._replace(headers=[*answer.headers, ("WWW-Authenticate", "Bearer")])
         if self._guard.has_login and req.method in ("GET", "HEAD"):
-            return redirect(f"{req.base}/login")
+            return redirect(req, "/login")
         return page(req, "403 Forbidden", "Forbidden", "You may not use this dashboard.", nav=False)
 
     def _static(self, req: Request) -> Response:
@@ -219,19 +244,24 @@ class DashboardApp:
     def _login(self, req: Request) -> Response:
         if not self._guard.has_login:
             return page(req, "404 Not Found", "Not found", "No login here.", nav=False)
-        form_page = pages.login(req.base, self._csrf(req))
+        binding = login_binding(req.nonce)  # anonymous: its token is good for logging in only
+        form_page = pages.login(req.base, self._guard.csrf_token(binding))
         if req.method in ("GET", "HEAD"):
             return page(req, "200 OK", "Log in", body=form_page, nav=False)
         if req.method != "POST":
             return page(req, "405 Method Not Allowed", "Not allowed", "Use GET or POST.", nav=False)
-        form = self._check_csrf(req)
+        form = self._check_csrf(req, binding)
         if not self._guard.token_matches(form.get("token", "")):
             logger.warning("a wrong dashboard token from %s", req.environ.get("REMOTE_ADDR", "?"))
-            failed = pages.login(req.base, self._csrf(req), failed=True)
+            failed = pages.login(req.base, self._guard.csrf_token(binding), failed=True)
             return page(req, "403 Forbidden", "Log in", body=failed, nav=False)
-        session = self._guard.new_session()
-        cookie = set_cookie(req.environ, SESSION_COOKIE, session, SESSION_SECONDS)
-        return redirect(f"{req.base}/", [("Set-Cookie", cookie)])
+        try:
+            session = self._guard.open_session()
+        except StoreUnavailable as error:
+            text = f"The store is unavailable ({error}), and it keeps the sessions. Try later."
+            return page(req, "503 Service Unavailable", "Store unavailable", text, nav=False)
+        cookie = set_cookie(req.environ, req.cookie_path, SESSION_COOKIE, session, SESSION_SECONDS)
+        return redirect(req, "/", [("Set-Cookie", cookie)])
 
     def _name(self, req: Request, given: str) -> str:
         try:
@@ -249,10 +279,7 @@ class DashboardApp:
             names = [name for name in names if query.casefold() in name.casefold()]
             if query not in names:
                 names.insert(0, query)
-        try:
-            number = int(req.arg("page") or 1)
-        except ValueError:
-            number = 0
+        number = _count(req, "page", 1)
         if number < 1:
             raise Refused(page(req, "400 Bad Request", "Bad page", "page must be 1 or more."))
         count = max(1, math.ceil(len(names) / self.page_size))
@@ -283,8 +310,10 @@ class DashboardApp:
                 letters = dead_letter_details(name)
             except StoreUnavailable:
                 letters = None
-        done, n = req.arg("done"), req.arg("n")
-        notice = NOTICES[done].format(n=int(n) if n.isdigit() else 0) if done in NOTICES else ""
+        done, n = req.arg("done"), _count(req, "n", 0)
+        if done and done not in NOTICES:
+            raise Refused(page(req, "400 Bad Request", "Bad request", "No such action."))
+        notice = NOTICES[done].format(n=n) if done else ""
         body = pages.signal_detail(
             req.base,
             name,
@@ -298,8 +327,8 @@ class DashboardApp:
         return page(req, "200 OK", name, body=body, csrf=self._logout(req))
 
     def _act(self, req: Request, verb: str) -> Response:
-        form = req.form()
-        name = self._name(req, form.get("name", ""))
+        given = req.args["name"][0] if "name" in req.args else req.form().get("name", "")
+        name = self._name(req, given)
         try:
             if verb == "deliver":
                 mapping = self._mapping or SignalMapping.coerce(None)
@@ -312,8 +341,18 @@ class DashboardApp:
         except StoreUnavailable as error:
             text = f"The store is unavailable ({error}); nothing was done. Try again later."
             return page(req, "503 Service Unavailable", "Store unavailable", text)
-        query = f"name={quote(name, safe='')}&done={verb}&n={count}"
-        return redirect(f"{req.base}/signal?{query}")
+        return redirect(req, "/signal", name=name, done=verb, n=count)
+
+
+def _count(req: Request, field: str, default: int) -> int:
+    """The query's ``field`` as a count: ASCII digits only, at most 18 of them (``²``, a
+    sign or 5,000 digits are a 400, never an error inside ``int``)."""
+    given = req.arg(field)
+    if not given:
+        return default
+    if not (given.isascii() and given.isdigit() and len(given) <= 18):
+        raise Refused(page(req, "400 Bad Request", "Bad request", f"{field} must be a count."))
+    return int(given)
 
 
 @cache

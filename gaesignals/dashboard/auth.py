@@ -4,14 +4,23 @@ Three ways in, chosen when the app is built, so a dashboard is never an open pag
 
 * a bearer token (``token=`` or ``GAESIGNALS_DASHBOARD_TOKEN``, 32 bytes or more), sent as
   ``Authorization: Bearer <token>`` by scripts and Prometheus, or typed once into the login form
-  by a person: the browser then keeps a session cookie holding a MAC of its issue time, never
-  the token (HttpOnly, SameSite=Strict, valid for :data:`SESSION_SECONDS`);
+  by a person: the browser then keeps a session cookie holding a random session id, its issue
+  time and a MAC of both, never the token (HttpOnly, SameSite=Strict, valid for
+  :data:`SESSION_SECONDS`). The session is live while its record is in the store
+  (:func:`gaesignals.stats.open_session`), so logging out ends it in every process, and the
+  MAC's key is derived from the token, so a new token ends every session, whatever ``secret``;
 * ``auth=callable(environ) -> bool``: the host app's own check, asked on every request;
 * ``trust_host_auth=True``: the host app lets only its operators reach the mount point.
 
-Every POST carries a CSRF token: a MAC of a random nonce kept in its own cookie (the signed
-double-submit pattern), so a form another site makes the browser post is refused. The MACs'
-key comes from ``secret``, else from the token, else it is random per process.
+Every POST carries a CSRF token: a MAC of what identifies the browser's session to the
+dashboard. With a login, that is the session id: a sibling host (another port, another
+subdomain) can plant cookies in the operator's browser but cannot read the HttpOnly session,
+so no token it can obtain passes. Behind the host's auth there is no session of ours: the token
+binds the nonce in the dashboard's own cookie and the host's ``REMOTE_USER``, and only a
+request the host let in is ever given one; the anonymous login form gets a token good for
+logging in only (Django binds its CSRF secret to the session the same way, and Flask-WTF keeps
+it in the signed session). The MACs' key comes from ``secret``, else from the token, else it is
+random per process.
 """
 
 from __future__ import annotations
@@ -27,6 +36,7 @@ from http.cookies import CookieError, SimpleCookie
 from typing import Any
 
 from ..exceptions import ConfigurationError
+from ..stats import open_session, session_is_open
 
 logger = logging.getLogger("gaesignals")
 
@@ -47,7 +57,8 @@ def _clock() -> float:
 
 
 def _mac(key: bytes, message: str) -> str:
-    return hmac.new(key, message.encode("utf-8"), hashlib.sha256).hexdigest()
+    # Any text a host hands over (a REMOTE_USER, a cookie) is MACed, never an error.
+    return hmac.new(key, message.encode("utf-8", "surrogatepass"), hashlib.sha256).hexdigest()
 
 
 def cookies(environ: Mapping[str, Any]) -> dict[str, str]:
@@ -60,10 +71,9 @@ def cookies(environ: Mapping[str, Any]) -> dict[str, str]:
     return {name: morsel.value for name, morsel in jar.items()}
 
 
-def set_cookie(environ: Mapping[str, Any], name: str, value: str, max_age: int) -> str:
-    """A ``Set-Cookie`` value scoped to the mount point: HttpOnly, SameSite=Strict, and Secure
-    when the request came over HTTPS."""
-    path = str(environ.get("SCRIPT_NAME", "")).rstrip("/") or "/"
+def set_cookie(environ: Mapping[str, Any], path: str, name: str, value: str, max_age: int) -> str:
+    """A ``Set-Cookie`` value scoped to ``path``, the mount point as a URL path: HttpOnly,
+    SameSite=Strict, and Secure when the request came over HTTPS."""
     secure = "; Secure" if environ.get("wsgi.url_scheme") == "https" else ""
     return f"{name}={value}; Path={path}; Max-Age={max_age}; HttpOnly; SameSite=Strict{secure}"
 
@@ -104,15 +114,23 @@ class Guard:
             self._key = hmac.new(self._token, b"gaesignals dashboard", hashlib.sha256).digest()
         else:
             self._key = secrets.token_bytes(32)
+        # Sessions are signed with a key of the token's own, so a new token ends them all.
+        self._session_key = hmac.new(self._key, self._token or b"", hashlib.sha256).digest()
 
     @property
     def has_login(self) -> bool:
         """Whether a person can log in with the token (else only the host app lets them in)."""
         return self._token is not None
 
-    def allowed(self, environ: Mapping[str, Any], jar: Mapping[str, str]) -> bool:
-        """Whether the request comes from an operator, by any of the ways configured."""
-        return self._host_allows(environ) or self._bearer(environ) or self._session(jar)
+    def admit(self, environ: Mapping[str, Any], jar: Mapping[str, str], nonce: str) -> str | None:
+        """What binds this request's CSRF tokens (see the module docstring), or None when it
+        does not come from an operator by any of the ways configured."""
+        session = self.session_of(jar)
+        if session is not None:
+            return "session|" + session
+        if self._host_allows(environ) or self._bearer(environ):
+            return f"host|{nonce}|{environ.get('REMOTE_USER', '')}"
+        return None
 
     def token_matches(self, given: str) -> bool:
         """Whether ``given`` is the token, compared in constant time."""
@@ -120,21 +138,41 @@ class Guard:
             return False
         return hmac.compare_digest(given.strip().encode("utf-8", "replace"), self._token)
 
-    def new_session(self) -> str:
-        """A session cookie's value: its issue time and a MAC of it."""
-        issued = str(int(_clock()))
-        return f"{issued}.{_mac(self._key, 'session|' + issued)}"
+    def open_session(self) -> str:
+        """A new live session; its cookie's value: issue time, id and their MAC. Raises
+        :class:`~gaesignals.StoreUnavailable` when the store cannot keep it."""
+        issued, session = str(int(_clock())), secrets.token_hex(16)
+        open_session(session, SESSION_SECONDS)
+        return f"{issued}.{session}.{self._session_mac(issued, session)}"
 
-    def csrf_token(self, nonce: str) -> str:
-        return _mac(self._key, "csrf|" + nonce)
+    def session_of(self, jar: Mapping[str, str]) -> str | None:
+        """The id of the live session the request's cookie holds, or None."""
+        if self._token is None:
+            return None
+        issued, _, rest = jar.get(SESSION_COOKIE, "").partition(".")
+        session, _, mac = rest.partition(".")
+        if not (issued.isascii() and issued.isdigit() and len(issued) < 20):
+            return None
+        expected = self._session_mac(issued, session).encode()
+        if not hmac.compare_digest(mac.encode("utf-8", "replace"), expected):
+            return None
+        if not 0 <= _clock() - int(issued) <= SESSION_SECONDS:
+            return None
+        return session if session_is_open(session) else None
 
-    def csrf_ok(self, jar: Mapping[str, str], given: str) -> bool:
-        """Whether ``given`` is the CSRF token for the nonce in the request's cookie."""
-        nonce = jar.get(CSRF_COOKIE, "")
-        if not nonce or not given:
+    def csrf_token(self, binding: str) -> str:
+        """The CSRF token of the forms shown to a request ``binding`` identifies."""
+        return _mac(self._key, "csrf|" + binding)
+
+    def csrf_ok(self, binding: str, given: str) -> bool:
+        """Whether ``given`` is the CSRF token for ``binding``, compared in constant time."""
+        if not given:
             return False
-        expected = self.csrf_token(nonce).encode()
+        expected = self.csrf_token(binding).encode()
         return hmac.compare_digest(expected, given.encode("utf-8", "replace"))
+
+    def _session_mac(self, issued: str, session: str) -> str:
+        return _mac(self._session_key, f"session|{issued}|{session}")
 
     def _host_allows(self, environ: Mapping[str, Any]) -> bool:
         if self._trusted:
@@ -155,15 +193,10 @@ class Guard:
         given = credentials.strip().encode("latin-1", "replace")
         return hmac.compare_digest(given, self._token)
 
-    def _session(self, jar: Mapping[str, str]) -> bool:
-        if self._token is None:
-            return False
-        issued, _, mac = jar.get(SESSION_COOKIE, "").partition(".")
-        if not issued.isdigit() or not hmac.compare_digest(
-            mac.encode("utf-8", "replace"), _mac(self._key, "session|" + issued).encode()
-        ):
-            return False
-        return 0 <= _clock() - int(issued) <= SESSION_SECONDS
+
+def login_binding(nonce: str) -> str:
+    """What binds the login form's CSRF token: the anonymous nonce, good for nothing else."""
+    return "login|" + nonce
 
 
 def new_nonce() -> str:

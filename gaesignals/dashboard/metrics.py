@@ -51,7 +51,8 @@ class SignalsCollector:
             "Payloads by what happened to them (the store's best-effort counters).",
             labels=["signal", "outcome"],
         )
-        for name, report in found.signals.items():
+        for signal, report in found.signals.items():
+            name = label(signal)
             backlog = report.pending
             families["pending_payloads"].add_metric([name], backlog.count)
             families["pending_bytes"].add_metric([name], backlog.bytes)
@@ -60,6 +61,12 @@ class SignalsCollector:
             for outcome in REPORTED:
                 total.add_metric([name, outcome], report.counters[outcome])
         return [up, *families.values(), total]
+
+
+def label(name: str) -> str:
+    """``name`` as a label value: a lone surrogate (a name from JSON can hold one) as its
+    escape, ``\\ud800``, since the exposition must be UTF-8."""
+    return name.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def metrics_registry(names: Callable[[], list[str]]) -> CollectorRegistry:

@@ -21,10 +21,21 @@ PREVIEW_CHARS = 300
 MAX_LETTERS = 100
 
 
+def url(base: str, path: str, **query: str | int) -> str:
+    """A URL path under ``base``; a name holding a lone surrogate is percent-encoded as such,
+    which the dashboard decodes back (see :func:`~.wsgi.parse_fields`)."""
+    return f"{base}{path}" + (f"?{urlencode(query, errors='surrogatepass')}" if query else "")
+
+
 def link(base: str, path: str, **query: str | int) -> str:
     """An escaped URL under ``base`` (for an attribute)."""
-    url = f"{base}{path}" + (f"?{urlencode(query)}" if query else "")
-    return escape(url, quote=True)
+    return escape(url(base, path, **query), quote=True)
+
+
+def encode(html: str) -> bytes:
+    """A page's bytes: a lone surrogate (a signal named from JSON can hold one) is shown as
+    its escape, ``\\udc80``, instead of failing the page."""
+    return html.encode("utf-8", "backslashreplace")
 
 
 def layout(base: str, title: str, body: str, *, nav: bool = True, csrf: str = "") -> str:
@@ -154,10 +165,11 @@ def signal_list(
 
 
 def _action(base: str, name: str, verb: str, label: str, csrf: str, danger: bool = False) -> str:
+    """A button posting ``verb``; the name rides in the action's URL, which carries any name
+    exactly (a form field could not hold a lone surrogate)."""
     cls = ' class="danger"' if danger else ""
     return (
-        f'<form method="post" action="{link(base, "/signal/" + verb)}">'
-        f'<input type="hidden" name="name" value="{escape(name)}">'
+        f'<form method="post" action="{link(base, "/signal/" + verb, name=name)}">'
         f'<input type="hidden" name="csrf" value="{escape(csrf)}">'
         f'<button type="submit" name="action" value="{verb}"{cls}>{label}</button></form>'
     )

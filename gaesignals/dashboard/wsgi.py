@@ -42,13 +42,19 @@ class Request:
         self.environ = environ
         self.method = str(environ.get("REQUEST_METHOD", "GET")).upper()
         self.path = str(environ.get("PATH_INFO", "")) or "/"
-        self.base = quote(str(environ.get("SCRIPT_NAME", "")).rstrip("/"), encoding="latin-1")
-        query = str(environ.get("QUERY_STRING", ""))
-        self.args = parse_qs(query, keep_blank_values=True, errors="replace")
+        self.base = url_prefix(str(environ.get("SCRIPT_NAME", "")))
+        self.args = parse_fields(str(environ.get("QUERY_STRING", "")))
         self.jar = read_cookies(environ)
         self.fresh_nonce = CSRF_COOKIE not in self.jar
         self.nonce = self.jar.get(CSRF_COOKIE) or new_nonce()
+        #: What binds its CSRF tokens, once the request is let in (see auth.Guard.admit).
+        self.binding = ""
         self._form: dict[str, str] | None = None
+
+    @property
+    def cookie_path(self) -> str:
+        """The ``Path`` of the dashboard's cookies: its mount point."""
+        return self.base or "/"
 
     def arg(self, name: str) -> str:
         return self.args.get(name, [""])[0]
@@ -71,8 +77,45 @@ class Request:
         if length and kind != "application/x-www-form-urlencoded":
             raise Refused(page(self, "415 Unsupported Media Type", "Bad form", "Not a form."))
         body = self.environ["wsgi.input"].read(length) if length > 0 else b""
-        fields = parse_qs(body.decode("latin-1"), keep_blank_values=True, errors="replace")
+        fields = parse_fields(body.decode("latin-1"))
         return {key: values[0] for key, values in fields.items()}
+
+
+def url_prefix(script_name: str) -> str:
+    """``SCRIPT_NAME`` as the URL path the dashboard's links, redirects and cookies start with:
+    "" or one ``/`` then a character other than ``/``, so ``//host`` can never become a link
+    to another site.
+
+    PEP 3333 hands the path's bytes over as latin-1 text; a host that hands over decoded text
+    instead (Django's ``request.path``) gives characters latin-1 cannot hold, or bytes that are
+    not UTF-8: either way the path is percent-encoded from its UTF-8 bytes.
+    """
+    try:
+        raw = script_name.encode("latin-1")
+        raw.decode("utf-8")
+    except UnicodeError:
+        raw = script_name.encode("utf-8", "replace")
+    path = quote(raw, safe="/").rstrip("/")
+    return "/" + path.lstrip("/") if path else ""
+
+
+def parse_fields(text: str) -> dict[str, list[str]]:
+    """A query string's or a form's fields. Values are percent-decoded as UTF-8 that may hold
+    lone surrogates (the links to a signal whose name holds one carry it so), else with
+    replacement characters: never an error."""
+    raw = parse_qs(text, keep_blank_values=True, encoding="latin-1")
+    return {_text(key): [_text(value) for value in values] for key, values in raw.items()}
+
+
+def _text(latin: str) -> str:
+    try:
+        raw = latin.encode("latin-1")
+    except UnicodeEncodeError:  # already decoded text, from a host that decodes its query
+        return latin
+    try:
+        return raw.decode("utf-8", "surrogatepass")
+    except UnicodeDecodeError:
+        return raw.decode("utf-8", "replace")
 
 
 def page(
@@ -86,7 +129,7 @@ def page(
     csrf: str = "",
 ) -> Response:
     html = pages.layout(req.base, title, body or pages.message(title, text), nav=nav, csrf=csrf)
-    return Response(status, html.encode("utf-8"), [("Content-Type", HTML)])
+    return Response(status, pages.encode(html), [("Content-Type", HTML)])
 
 
 def json_answer(status: str, data: object) -> Response:
@@ -94,7 +137,12 @@ def json_answer(status: str, data: object) -> Response:
     return Response(status, body, [("Content-Type", "application/json")])
 
 
-def redirect(location: str, extra: list[tuple[str, str]] | None = None) -> Response:
+def redirect(
+    req: Request, path: str, extra: list[tuple[str, str]] | None = None, **query: str | int
+) -> Response:
+    """A 303 to ``path`` under the mount point: a path, never another site (see
+    :func:`url_prefix`)."""
+    location = pages.url(req.base, path, **query)
     return Response("303 See Other", b"", [("Location", location), *(extra or [])])
 
 
