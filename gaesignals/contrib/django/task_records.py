@@ -15,7 +15,8 @@ import hmac
 import json
 import logging
 import re
-from typing import Any
+from datetime import datetime
+from typing import Any, TypeGuard
 
 from ...config import Settings
 
@@ -44,6 +45,19 @@ FIELDS = frozenset(
         "return_value",
     )
 )
+#: What the worker takes from a record, beside the payload: how far the task got.
+PROGRESS = (
+    "status",
+    "started_at",
+    "last_attempted_at",
+    "finished_at",
+    "errors",
+    "worker_ids",
+    "return_value",
+)
+STATUSES = frozenset(("READY", "RUNNING", "FAILED", "SUCCESSFUL"))
+_TEXTS = ("task", "queue", "backend")
+_MOMENTS = ("run_after", "enqueued_at", "started_at", "last_attempted_at", "finished_at")
 #: Signed records begin with their tag; unsigned ones with this.
 _UNSIGNED = b"-"
 
@@ -55,6 +69,42 @@ def record_key(result_id: str, namespace: str) -> str:
 
 def valid_id(result_id: object) -> bool:
     return isinstance(result_id, str) and _ID.fullmatch(result_id) is not None
+
+
+def is_record(found: object) -> TypeGuard[dict[str, Any]]:
+    """Whether ``found`` has every field of a record (or a payload), each of its type: what
+    reads a record can then index it without a second thought."""
+    if not isinstance(found, dict) or not found.keys() >= FIELDS:
+        return False
+    errors, workers = found["errors"], found["worker_ids"]
+    return (
+        valid_id(found["id"])
+        and found["status"] in STATUSES
+        and all(isinstance(found[field], str) for field in _TEXTS)
+        and all(_is_moment(found[field]) for field in _MOMENTS)
+        and isinstance(found["args"], list)
+        and isinstance(found["kwargs"], dict)
+        and isinstance(errors, list)
+        and all(_is_error(error) for error in errors)
+        and isinstance(workers, list)
+        and all(isinstance(worker, str) for worker in workers)
+    )
+
+
+def _is_moment(moment: object) -> bool:
+    """A moment is None or ISO 8601 text."""
+    if moment is None:
+        return True
+    try:
+        datetime.fromisoformat(moment)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+def _is_error(error: object) -> bool:
+    """An error is ``[exception class path, traceback]``."""
+    return isinstance(error, list) and len(error) == 2 and all(isinstance(e, str) for e in error)
 
 
 def _tag(secret: bytes, key: str, body: bytes) -> bytes:
@@ -78,10 +128,10 @@ def _unpack(raw: bytes, key: str, settings: Settings) -> dict[str, Any] | None:
         return None
     try:
         record = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested deeper than Python walks
         logger.warning("the task result at %s is not JSON", key)
         return None
-    if not isinstance(record, dict) or not record.keys() >= FIELDS:
+    if not is_record(record):
         logger.warning("the task result at %s is not a record", key)
         return None
     return record
@@ -101,7 +151,11 @@ def read(result_id: str, settings: Settings) -> dict[str, Any] | None:
     key = record_key(result_id, settings.namespace)
     with settings.store.connection() as conn:
         item = conn.gets_many([key]).get(key)
-    return None if item is None else _unpack(item[0], key, settings)
+    record = None if item is None else _unpack(item[0], key, settings)
+    if record is not None and record["id"] != result_id:
+        logger.warning("the task result at %s names another id", key)
+        return None
+    return record
 
 
 def delete(result_id: str, settings: Settings) -> None:
