@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import gaesignals
+from gaesignals import frames
 from gaesignals.config import get_settings
 from gaesignals.stores import Store
 from gaesignals.testing import MemcachedServer
@@ -47,7 +48,7 @@ from gaesignals.contrib.django.tasks import (  # noqa: E402
     queue_signal,
     run_task,
 )
-from tests.task_functions import add, fail, wait_to_be_killed  # noqa: E402
+from tests.task_functions import add, fail, flaky, wait_to_be_killed  # noqa: E402
 
 pytestmark = pytest.mark.gaesignals_stores("memory", "memcached", "appengine")
 
@@ -101,6 +102,27 @@ def test_a_task_runs_once_by_default_and_ends_failed() -> None:
     assert dead.data["id"] == result.id
     assert gaesignals.deliver() == 0
     assert default_task_backend.get_result(result.id).attempts == 1
+
+
+def test_max_attempts_retries_a_failed_task_after_its_backoff(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Retries stay an option: with MAX_ATTEMPTS 2 a failed task is READY again, waits out
+    RETRY_DELAY (plus at most 10 % of jitter), then its second attempt runs."""
+    now = [frames.clock()]
+    monkeypatch.setattr(frames, "clock", lambda: now[0])
+    with backend_with(MAX_ATTEMPTS=2, RETRY_DELAY=10):
+        connect_backends()
+        result = flaky.enqueue(1)
+        assert gaesignals.deliver() == 0
+        result.refresh()
+        assert result.status == TaskResultStatus.READY and result.attempts == 1
+        now[0] += 9
+        assert gaesignals.deliver() == 0
+        now[0] += 3
+        assert gaesignals.deliver() == 1
+        result.refresh()
+    assert result.status == TaskResultStatus.SUCCESSFUL and result.return_value == 2
 
 
 def test_a_rebuilt_backend_declares_its_whole_queue() -> None:
