@@ -211,10 +211,11 @@ def test_a_task_whose_worker_is_killed_ends_failed(gaesignals_memcached: Memcach
         finally:
             worker.kill()
             worker.wait(PATIENCE)
-        deadline = time.monotonic() + PATIENCE
+        deadline, pause = time.monotonic() + PATIENCE, threading.Event()
         while not result.is_finished and time.monotonic() < deadline:
             gaesignals.deliver()  # returns 0 while the dead worker's lock lives
             result.refresh()
+            pause.wait(0.05)
     assert result.status == TaskResultStatus.FAILED and result.attempts == 1
     assert result.errors[0].exception_class is WorkerLost
     assert [dead.data["id"] for dead in gaesignals.dead_letter_details(DEFAULT)] == [result.id]
