@@ -31,7 +31,7 @@ import gaesignals
 from gaesignals import frames
 from gaesignals.config import get_settings
 from gaesignals.stores import Store
-from gaesignals.testing import MemcachedServer
+from gaesignals.testing import MemcachedServer, captured_signals
 from tests.django_setup import setup_django
 
 setup_django()
@@ -145,11 +145,25 @@ def test_a_rebuilt_backend_declares_its_whole_queue() -> None:
 # -- a worker lost mid-task ----------------------------------------------------------------------
 
 
-def mark_running(result_id: str) -> None:
-    """Make the record say what a worker killed mid-task leaves: RUNNING, one attempt."""
+def enqueued(task: Any, *args: Any) -> tuple[Any, dict[str, Any]]:
+    """Enqueue ``task``: its result, and the payload that reached the queue."""
+    with captured_signals() as sent:
+        result = task.enqueue(*args)
+    [payload] = sent.data(DEFAULT)
+    return result, payload
+
+
+def running(result_id: str, attempts: int = 1) -> dict[str, Any]:
+    """The record of ``result_id`` as a worker killed mid-task leaves it: RUNNING."""
     record = record_of(result_id)
-    record.update(status="RUNNING", worker_ids=["gone"], started_at=record["enqueued_at"])
-    task_records.write(record, get_settings(), 60)
+    record.update(status="RUNNING", worker_ids=["gone"] * attempts)
+    record["started_at"] = record["enqueued_at"]
+    return record
+
+
+def mark_running(result_id: str, payload: dict[str, Any]) -> None:
+    """Write what a worker of ``payload`` killed mid-task leaves (its write, so sealed)."""
+    task_records.write({**running(result_id), "nonce": payload["nonce"]}, get_settings(), 60)
 
 
 def test_a_result_left_running_is_a_lost_attempt_then_run_again() -> None:
@@ -157,8 +171,8 @@ def test_a_result_left_running_is_a_lost_attempt_then_run_again() -> None:
     runs the task again while attempts remain."""
     with backend_with(MAX_ATTEMPTS=2):
         connect_backends()
-        result = add.enqueue(1, 2)
-        mark_running(result.id)
+        result, payload = enqueued(add, 1, 2)
+        mark_running(result.id, payload)
         assert gaesignals.deliver() == 1
         result.refresh()
     assert result.status == TaskResultStatus.SUCCESSFUL and result.return_value == 3
@@ -168,8 +182,8 @@ def test_a_result_left_running_is_a_lost_attempt_then_run_again() -> None:
 def test_a_result_left_running_on_its_last_attempt_ends_failed() -> None:
     """With no attempt left, a result found RUNNING ends FAILED with WorkerLost, its payload a
     dead letter, and the task is not run again."""
-    result = add.enqueue(1, 2)
-    mark_running(result.id)
+    result, payload = enqueued(add, 1, 2)
+    mark_running(result.id, payload)
     assert gaesignals.deliver() == 0
     result.refresh()
     assert result.status == TaskResultStatus.FAILED and result.attempts == 1
@@ -242,6 +256,16 @@ def test_without_a_key_a_planted_success_does_not_stop_the_task() -> None:
     assert result.return_value == 5 and result.worker_ids != ["forger"]
 
 
+def test_without_a_key_a_planted_running_record_does_not_fail_the_task() -> None:
+    """Without a secret key a planted record that spent every attempt is not believed either:
+    it does not bear the payload's seal, and the task runs."""
+    result = add.enqueue(2, 3)
+    task_records.write(running(result.id, attempts=5), get_settings(), 60)
+    assert gaesignals.deliver() == 1
+    result.refresh()
+    assert result.return_value == 5 and result.attempts == 1 and result.errors == []
+
+
 def test_with_a_key_a_planted_success_reads_as_missing_and_the_task_runs(
     gaesignals_store: Store,
 ) -> None:
@@ -298,7 +322,10 @@ BAD_PAYLOADS = [name for name in MALFORMED if name not in ("queue-not-listed", "
 @pytest.mark.parametrize("name", BAD_PAYLOADS)
 def test_a_malformed_payload_is_rejected(name: str) -> None:
     """A payload of the wrong shape is rejected (a dead letter), never half run."""
-    result = add.enqueue(1, 2)
-    payload = {**record_of(result.id), **MALFORMED[name]}
+    result, payload = enqueued(add, 1, 2)
     with pytest.raises(gaesignals.Reject, match=r"not a django\.tasks payload"):
-        run_task(payload)
+        run_task({**payload, **MALFORMED[name]})
+    with pytest.raises(gaesignals.Reject, match=r"not a django\.tasks payload"):
+        run_task({**payload, "nonce": None})
+    run_task(payload)  # the payload as sent runs
+    assert add.get_result(result.id).return_value == 3

@@ -6,6 +6,12 @@ nothing, and :meth:`~.tasks.SignalsBackend.get_result` says so
 (``TaskResultDoesNotExist``); nothing ever reads as a success it did not record. With a
 gaesignals secret key the records are signed as frames are, and one that does not verify
 reads as missing too (and is logged): a planted record cannot claim a result.
+
+Each task's payload carries a random ``nonce`` that its record never holds; every record
+written with the payload in hand bears its ``seal``, an HMAC under that nonce. The worker
+believes a record's progress (a success not to repeat, attempts spent) only if it bears the
+seal of the payload it is running: without a secret key, a record planted by someone who has
+not read the queue cannot stop or skip a task.
 """
 
 from __future__ import annotations
@@ -58,6 +64,9 @@ PROGRESS = (
 STATUSES = frozenset(("READY", "RUNNING", "FAILED", "SUCCESSFUL"))
 _TEXTS = ("task", "queue", "backend")
 _MOMENTS = ("run_after", "enqueued_at", "started_at", "last_attempted_at", "finished_at")
+#: The payload's secret, and the record's proof of it.
+NONCE = "nonce"
+SEAL = "seal"
 #: Signed records begin with their tag; unsigned ones with this.
 _UNSIGNED = b"-"
 
@@ -89,6 +98,23 @@ def is_record(found: object) -> TypeGuard[dict[str, Any]]:
         and isinstance(workers, list)
         and all(isinstance(worker, str) for worker in workers)
     )
+
+
+def is_payload(found: object) -> TypeGuard[dict[str, Any]]:
+    """Whether ``found`` is a task's payload: a record with its nonce."""
+    return is_record(found) and isinstance(found.get(NONCE), str)
+
+
+def _seal(record: dict[str, Any], nonce: str) -> str:
+    body = {field: value for field, value in record.items() if field not in (NONCE, SEAL)}
+    text = json.dumps(body, separators=(",", ":"), sort_keys=True).encode()
+    return hmac.new(nonce.encode(), text, hashlib.sha256).hexdigest()
+
+
+def sealed(record: dict[str, Any], payload: dict[str, Any]) -> bool:
+    """Whether ``record`` was written with ``payload`` in hand (bears its seal)."""
+    seal = record.get(SEAL)
+    return isinstance(seal, str) and hmac.compare_digest(seal, _seal(record, payload[NONCE]))
 
 
 def _is_moment(moment: object) -> bool:
@@ -138,7 +164,12 @@ def _unpack(raw: bytes, key: str, settings: Settings) -> dict[str, Any] | None:
 
 
 def write(record: dict[str, Any], settings: Settings, ttl: int) -> None:
-    """Store ``record`` under its ``id`` for ``ttl`` seconds (replacing what was there)."""
+    """Store ``record`` under its ``id`` for ``ttl`` seconds (replacing what was there); one
+    that holds its payload's nonce is stored with its seal instead."""
+    if NONCE in record:
+        nonce = record[NONCE]
+        record = {field: value for field, value in record.items() if field != NONCE}
+        record[SEAL] = _seal(record, nonce)
     key = record_key(record["id"], settings.namespace)
     with settings.store.connection() as conn:
         conn.set_many({key: _pack(record, key, settings)}, expire=ttl)

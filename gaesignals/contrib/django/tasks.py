@@ -345,20 +345,23 @@ class SignalsBackend(BaseTaskBackend):
         self._attempt(record, task, settings, last=last)
 
     def _progress(self, payload: dict[str, Any], settings: Settings) -> dict[str, Any] | None:
-        """The payload with its record's progress (status, attempts, errors), or None if its
-        signed record says it succeeded (a delivery that died before removing it). The task
-        and its arguments always come from the payload. Without a secret key anyone who can
-        write to the cache can write a record, so an unsigned SUCCESSFUL one stops nothing:
-        the task runs (and records what really happened)."""
+        """The payload with its record's progress (status, attempts, errors), or None if the
+        record says it succeeded (a delivery that died before removing it). The task and its
+        arguments always come from the payload, and the progress only from a record that bears
+        the payload's seal: without a secret key anyone who can write to the cache can write
+        a record, and one planted without the payload in hand stops nothing."""
         record = dict(payload)
         found = task_records.read(payload["id"], settings)
         if found is None:
             return record
-        if found["status"] == TaskResultStatus.SUCCESSFUL:
-            if settings.secret_keys:
-                logger.info("task result %s already succeeded; not run again", record["id"])
-                return None
+        if not task_records.sealed(found, payload):
+            logger.warning(
+                "the task result %s is not sealed by its payload; ignored", payload["id"]
+            )
             return record
+        if found["status"] == TaskResultStatus.SUCCESSFUL:
+            logger.info("task result %s already succeeded; not run again", record["id"])
+            return None
         record.update({field: found[field] for field in task_records.PROGRESS})
         return record
 
@@ -423,7 +426,7 @@ class SignalsBackend(BaseTaskBackend):
 def run_task(data: Any) -> None:
     """The gaesignals handler of every queue signal: hand the payload to the backend it names.
     A payload no backend here can run is rejected (dead-lettered, to requeue once fixed)."""
-    if not task_records.is_record(data):
+    if not task_records.is_payload(data):
         raise Reject(f"not a django.tasks payload: {type(data).__name__}")
     try:
         backend = task_backends[data["backend"]]
@@ -508,7 +511,8 @@ def _import_task(path: str) -> Task:
 
 
 def _record(result: TaskResult) -> dict[str, Any]:
-    """A new result as a record, which is also its task's payload."""
+    """A new result as its task's payload: the record, and the nonce that seals the record
+    (:mod:`.task_records`)."""
     task = result.task
     return {
         "id": result.id,
@@ -526,6 +530,7 @@ def _record(result: TaskResult) -> dict[str, Any]:
         "errors": [],
         "worker_ids": [],
         "return_value": None,
+        task_records.NONCE: get_random_string(32),
     }
 
 
