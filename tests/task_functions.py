@@ -3,6 +3,7 @@ this module needs ``django.tasks``)."""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from django.tasks import TaskContext, task
@@ -53,3 +54,10 @@ def unreturnable() -> object:
 @task
 def exits() -> None:
     raise SystemExit(3)
+
+
+@task
+def wait_to_be_killed(seconds: float) -> None:
+    """Blocks until its process is killed: the parent kills it once the result says RUNNING
+    (``seconds`` only bounds an orphan's life)."""
+    time.sleep(seconds)

@@ -36,7 +36,7 @@ from gaesignals import frames
 from gaesignals.config import get_settings
 from gaesignals.stores import Store
 from gaesignals.stores.memory import MemoryStore
-from gaesignals.testing import MemcachedServer
+from gaesignals.testing import MemcachedServer, captured_signals
 from tests.django_setup import setup_django
 
 setup_django()
@@ -84,14 +84,15 @@ pytestmark = pytest.mark.gaesignals_stores("memcached", "appengine")
 
 ROOT = Path(__file__).resolve().parent.parent
 BACKEND = "gaesignals.contrib.django.tasks.SignalsBackend"
-#: Failed tasks are retried by the very next delivery (no backoff to wait out).
+#: "default": failed tasks get three attempts, retried by the very next delivery (no backoff to
+#: wait out), and tasks enqueued in a transaction are stored at commit; "eager": the defaults.
 TASKS = {
     "default": {
         "BACKEND": BACKEND,
         "QUEUES": ["default", "emails"],
-        "OPTIONS": {"RETRY_DELAY": 0, "MAX_ATTEMPTS": 3},
+        "OPTIONS": {"RETRY_DELAY": 0, "MAX_ATTEMPTS": 3, "ON_COMMIT": True},
     },
-    "eager": {"BACKEND": BACKEND, "OPTIONS": {"ON_COMMIT": False}},
+    "eager": {"BACKEND": BACKEND},
     "immediate": {"BACKEND": "django.tasks.backends.immediate.ImmediateBackend"},
 }
 DEFAULT = queue_signal("default", "default")
@@ -150,7 +151,7 @@ def test_capabilities_are_declared() -> None:
         ({"QUEUES": []}, "needs its QUEUES listed"),
         ({"OPTIONS": {"RESULTS_TTL": 5}}, "unknown OPTIONS"),
         ({"OPTIONS": {"RESULT_TTL": 0}}, "RESULT_TTL must be"),
-        ({"OPTIONS": {"MAX_ATTEMPTS": 0}}, "max_attempts must be a positive int"),
+        ({"OPTIONS": {"MAX_ATTEMPTS": 0}}, "MAX_ATTEMPTS must be a positive int"),
         ({"OPTIONS": {"RETRY_BACKOFF": 0.5}}, "retry_backoff must be"),
     ],
     ids=["no-queues", "unknown-option", "bad-ttl", "bad-attempts", "bad-backoff"],
@@ -174,15 +175,18 @@ def test_system_check_wants_the_gaesignals_app() -> None:
 
 
 def test_each_queue_is_a_reliable_declared_signal() -> None:
-    """Every queue of every SignalsBackend has its signal, reliable, with the retry options."""
+    """Every queue of every SignalsBackend has its signal, reliable, with the retry options,
+    allowing one delivery more than MAX_ATTEMPTS (which records a worker lost on the last)."""
     assert set(gaesignals.registry.names()) == {
         DEFAULT,
         queue_signal("default", "emails"),
         queue_signal("eager", "default"),
     }
     spec = gaesignals.registry.spec(DEFAULT)
-    assert (spec.reliable, spec.max_attempts, spec.retry_delay) == (True, 3, 0)
-    assert gaesignals.registry.spec(queue_signal("eager", "default")).max_attempts == 5
+    assert (spec.reliable, spec.max_attempts, spec.retry_delay) == (True, 4, 0)
+    assert task_backends["default"].max_attempts == 3
+    assert gaesignals.registry.spec(queue_signal("eager", "default")).max_attempts == 2
+    assert task_backends["eager"].max_attempts == 1
 
 
 # -- validate_task: Django's refusals ------------------------------------------------------------
@@ -395,12 +399,14 @@ def test_takes_context_gets_the_result_and_attempt() -> None:
 
 def test_a_task_recorded_as_successful_is_not_run_again() -> None:
     """A payload delivered again after its task succeeded (its deliverer died before removing
-    it) does not run the task a second time."""
-    result = note.enqueue("once")
+    it) does not run the task a second time: its record, sealed by the payload, says so."""
+    with captured_signals() as sent:
+        result = note.enqueue("once")
+    [payload] = sent.data(DEFAULT)
     gaesignals.deliver()
     record = task_records.read(result.id, get_settings())
     assert record is not None and record["status"] == "SUCCESSFUL"
-    task_backends["default"].run(record)
+    task_backends["default"].run(payload)
     assert task_functions.NOTED == ["once"]
 
 
@@ -465,26 +471,30 @@ def test_without_reliable_delivery_a_failure_is_final() -> None:
 
 
 def test_a_return_value_that_is_not_json_fails_the_task() -> None:
-    """A return value Django cannot normalise fails the attempt, as Django's backends do."""
+    """A return value Django cannot normalise fails the task, as Django's backends do."""
     result = unreturnable.using(backend="eager").enqueue()
     gaesignals.deliver()
     result.refresh()
-    assert result.status == TaskResultStatus.READY
+    assert result.status == TaskResultStatus.FAILED
     assert result.errors[0].exception_class_path == "builtins.TypeError"
 
 
 def test_a_task_raising_system_exit_does_not_stop_the_worker(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """SystemExit from a task is recorded as its failure; delivery goes on (this backend
-    retries after a backoff, so the task behind it runs meanwhile)."""
-    result = exits.using(backend="eager").enqueue()
-    other = add.using(backend="eager").enqueue(1, 1)
-    with caplog.at_level(logging.ERROR, logger="gaesignals"):
-        assert gaesignals.deliver() == 1
-    result.refresh()
-    assert result.errors[0].exception_class_path == "builtins.SystemExit"
-    assert task_backends["eager"].get_result(other.id).return_value == 2
+    """SystemExit from a task is recorded as its failure; delivery goes on (a retried one
+    waits out a backoff, so the task behind it runs meanwhile)."""
+    tasks = {"default": {"BACKEND": BACKEND, "OPTIONS": {"MAX_ATTEMPTS": 2}}}
+    with override_settings(TASKS=tasks):
+        connect_backends()
+        result = exits.enqueue()
+        other = add.enqueue(1, 1)
+        with caplog.at_level(logging.ERROR, logger="gaesignals"):
+            assert gaesignals.deliver() == 1
+        result.refresh()
+        assert result.status == TaskResultStatus.READY
+        assert result.errors[0].exception_class_path == "builtins.SystemExit"
+        assert add.get_result(other.id).return_value == 2
     assert any(isinstance(r.exc_info and r.exc_info[1], TaskFailed) for r in caplog.records)
 
 
@@ -602,7 +612,8 @@ def test_unserialisable_arguments_fail_at_enqueue_inside_atomic() -> None:
 
 
 def test_on_commit_off_stores_inside_atomic_at_once() -> None:
-    """With OPTIONS ON_COMMIT False, a task enqueued in a transaction is stored at once."""
+    """Without ON_COMMIT (Django's default), a task enqueued in a transaction is stored at
+    once, and stays stored if the transaction rolls back."""
     with contextlib.suppress(RuntimeError), transaction.atomic():
         result = note.using(backend="eager").enqueue("now")
         assert pending(queue_signal("eager", "default")) == 1

@@ -6,6 +6,12 @@ nothing, and :meth:`~.tasks.SignalsBackend.get_result` says so
 (``TaskResultDoesNotExist``); nothing ever reads as a success it did not record. With a
 gaesignals secret key the records are signed as frames are, and one that does not verify
 reads as missing too (and is logged): a planted record cannot claim a result.
+
+Each task's payload carries a random ``nonce`` that its record never holds; every record
+written with the payload in hand bears its ``seal``, an HMAC under that nonce. The worker
+believes a record's progress (a success not to repeat, attempts spent) only if it bears the
+seal of the payload it is running: without a secret key, a record planted by someone who has
+not read the queue cannot stop or skip a task.
 """
 
 from __future__ import annotations
@@ -15,7 +21,8 @@ import hmac
 import json
 import logging
 import re
-from typing import Any
+from datetime import datetime
+from typing import Any, TypeGuard
 
 from ...config import Settings
 
@@ -44,6 +51,22 @@ FIELDS = frozenset(
         "return_value",
     )
 )
+#: What the worker takes from a record, beside the payload: how far the task got.
+PROGRESS = (
+    "status",
+    "started_at",
+    "last_attempted_at",
+    "finished_at",
+    "errors",
+    "worker_ids",
+    "return_value",
+)
+STATUSES = frozenset(("READY", "RUNNING", "FAILED", "SUCCESSFUL"))
+_TEXTS = ("task", "queue", "backend")
+_MOMENTS = ("run_after", "enqueued_at", "started_at", "last_attempted_at", "finished_at")
+#: The payload's secret, and the record's proof of it.
+NONCE = "nonce"
+SEAL = "seal"
 #: Signed records begin with their tag; unsigned ones with this.
 _UNSIGNED = b"-"
 
@@ -55,6 +78,59 @@ def record_key(result_id: str, namespace: str) -> str:
 
 def valid_id(result_id: object) -> bool:
     return isinstance(result_id, str) and _ID.fullmatch(result_id) is not None
+
+
+def is_record(found: object) -> TypeGuard[dict[str, Any]]:
+    """Whether ``found`` has every field of a record (or a payload), each of its type: what
+    reads a record can then index it without a second thought."""
+    if not isinstance(found, dict) or not found.keys() >= FIELDS:
+        return False
+    errors, workers = found["errors"], found["worker_ids"]
+    return (
+        valid_id(found["id"])
+        and found["status"] in STATUSES
+        and all(isinstance(found[field], str) for field in _TEXTS)
+        and all(_is_moment(found[field]) for field in _MOMENTS)
+        and isinstance(found["args"], list)
+        and isinstance(found["kwargs"], dict)
+        and isinstance(errors, list)
+        and all(_is_error(error) for error in errors)
+        and isinstance(workers, list)
+        and all(isinstance(worker, str) for worker in workers)
+    )
+
+
+def is_payload(found: object) -> TypeGuard[dict[str, Any]]:
+    """Whether ``found`` is a task's payload: a record with its nonce."""
+    return is_record(found) and isinstance(found.get(NONCE), str)
+
+
+def _seal(record: dict[str, Any], nonce: str) -> str:
+    body = {field: value for field, value in record.items() if field not in (NONCE, SEAL)}
+    text = json.dumps(body, separators=(",", ":"), sort_keys=True).encode()
+    return hmac.new(nonce.encode(), text, hashlib.sha256).hexdigest()
+
+
+def sealed(record: dict[str, Any], payload: dict[str, Any]) -> bool:
+    """Whether ``record`` was written with ``payload`` in hand (bears its seal)."""
+    seal = record.get(SEAL)
+    return isinstance(seal, str) and hmac.compare_digest(seal, _seal(record, payload[NONCE]))
+
+
+def _is_moment(moment: object) -> bool:
+    """A moment is None or ISO 8601 text."""
+    if moment is None:
+        return True
+    try:
+        datetime.fromisoformat(moment)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+def _is_error(error: object) -> bool:
+    """An error is ``[exception class path, traceback]``."""
+    return isinstance(error, list) and len(error) == 2 and all(isinstance(e, str) for e in error)
 
 
 def _tag(secret: bytes, key: str, body: bytes) -> bytes:
@@ -78,17 +154,22 @@ def _unpack(raw: bytes, key: str, settings: Settings) -> dict[str, Any] | None:
         return None
     try:
         record = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested deeper than Python walks
         logger.warning("the task result at %s is not JSON", key)
         return None
-    if not isinstance(record, dict) or not record.keys() >= FIELDS:
+    if not is_record(record):
         logger.warning("the task result at %s is not a record", key)
         return None
     return record
 
 
 def write(record: dict[str, Any], settings: Settings, ttl: int) -> None:
-    """Store ``record`` under its ``id`` for ``ttl`` seconds (replacing what was there)."""
+    """Store ``record`` under its ``id`` for ``ttl`` seconds (replacing what was there); one
+    that holds its payload's nonce is stored with its seal instead."""
+    if NONCE in record:
+        nonce = record[NONCE]
+        record = {field: value for field, value in record.items() if field != NONCE}
+        record[SEAL] = _seal(record, nonce)
     key = record_key(record["id"], settings.namespace)
     with settings.store.connection() as conn:
         conn.set_many({key: _pack(record, key, settings)}, expire=ttl)
@@ -101,7 +182,11 @@ def read(result_id: str, settings: Settings) -> dict[str, Any] | None:
     key = record_key(result_id, settings.namespace)
     with settings.store.connection() as conn:
         item = conn.gets_many([key]).get(key)
-    return None if item is None else _unpack(item[0], key, settings)
+    record = None if item is None else _unpack(item[0], key, settings)
+    if record is not None and record["id"] != result_id:
+        logger.warning("the task result at %s names another id", key)
+        return None
+    return record
 
 
 def delete(result_id: str, settings: Settings) -> None:

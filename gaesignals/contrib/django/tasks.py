@@ -6,15 +6,22 @@
         "default": {
             "BACKEND": "gaesignals.contrib.django.tasks.SignalsBackend",
             "QUEUES": ["default", "emails"],
-            "OPTIONS": {"RESULT_TTL": 86400, "MAX_ATTEMPTS": 5},
+            "OPTIONS": {"RESULT_TTL": 86400},
         }
     }
 
-Each queue is one gaesignals signal, ``django_tasks.<alias>.<queue>``, declared reliable and
+Each queue is one gaesignals signal, ``django_tasks.<alias>.<queue>``, declared reliable (the
+whole declaration, from OPTIONS and the defaults, each time a backend is built) and
 connected to :func:`run_task` when the backend is set up (the ``gaesignals.contrib.django``
 app does it for every configured ``SignalsBackend`` at start-up), so whatever delivers the
 registered signals runs the due tasks: the middleware, ``manage.py deliver_signals``, the cron
 view, ``gaesignals worker gaesignals.contrib.django.worker``.
+
+As Django's own backends do, a task runs once by default: one that raises ends FAILED with
+its exception (and its payload is a dead letter); ``MAX_ATTEMPTS`` above 1 retries it with
+backoff. The backend counts the attempts in the result, and its queue signals allow one
+delivery more than that, so that a task whose process was killed on its last attempt is
+recorded FAILED (:class:`WorkerLost`) by the next delivery rather than left RUNNING.
 
 A payload is the task's import path and the JSON-normalised arguments Django hands the
 backend, with the result id; the result (status, timestamps, errors with their traceback,
@@ -47,10 +54,17 @@ from django.utils.module_loading import import_string
 
 from ... import frames
 from ...codec import encode_payload
-from ...config import get_settings
+from ...config import Settings, get_settings
 from ...exceptions import GaeSignalsError, Reject, UnserializablePayload
 from ...keys import check_name, signal_keys
-from ...registry import DEFAULT_MAX_ATTEMPTS, SignalSpec, registry
+from ...registry import (
+    DEFAULT_LEASE,
+    DEFAULT_RETRY_BACKOFF,
+    DEFAULT_RETRY_DELAY,
+    DEFAULT_RETRY_MAX_DELAY,
+    SignalSpec,
+    registry,
+)
 from ...sending import send
 from ...timing import MAX_DELAY
 from . import task_records
@@ -61,14 +75,16 @@ DEFAULT_RESULT_TTL = 24 * 3600
 #: memcached reads an expiry past 30 days as a date: a record (kept RESULT_TTL after its
 #: task's run_after, at most MAX_DELAY away) must stay below that.
 MAX_RESULT_TTL = 30 * 24 * 3600 - MAX_DELAY
-#: OPTIONS key -> gaesignals.declare() argument of every queue signal.
-DECLARE_OPTIONS = {
-    "RELIABLE": "reliable",
-    "MAX_ATTEMPTS": "max_attempts",
-    "LEASE": "lease",
-    "RETRY_DELAY": "retry_delay",
-    "RETRY_BACKOFF": "retry_backoff",
-    "RETRY_MAX_DELAY": "retry_max_delay",
+#: How many times a task runs unless OPTIONS say otherwise: once, as Django's backends run it.
+DEFAULT_MAX_ATTEMPTS = 1
+#: OPTIONS key -> (gaesignals.declare() argument of every queue signal, its default here).
+DECLARE_OPTIONS: dict[str, tuple[str, Any]] = {
+    "RELIABLE": ("reliable", True),
+    "MAX_ATTEMPTS": ("max_attempts", DEFAULT_MAX_ATTEMPTS),
+    "LEASE": ("lease", DEFAULT_LEASE),
+    "RETRY_DELAY": ("retry_delay", DEFAULT_RETRY_DELAY),
+    "RETRY_BACKOFF": ("retry_backoff", DEFAULT_RETRY_BACKOFF),
+    "RETRY_MAX_DELAY": ("retry_max_delay", DEFAULT_RETRY_MAX_DELAY),
 }
 OPTIONS = {"ON_COMMIT", "RESULT_TTL", *DECLARE_OPTIONS}
 
@@ -86,6 +102,11 @@ class UnserializableArguments(UnserializablePayload, ValueError):
 class TaskFailed(GaeSignalsError):
     """A task raised something that is not an ``Exception`` (``SystemExit``); delivery sees
     this in its place, so the worker goes on."""
+
+
+class WorkerLost(GaeSignalsError):
+    """The error recorded for an attempt whose process died mid-run (killed, out of memory):
+    the next delivery found the result still RUNNING."""
 
 
 def missing_task(*args: Any, **kwargs: Any) -> None:
@@ -111,11 +132,12 @@ class MissingTask(Task):
 class SignalsBackend(BaseTaskBackend):
     """Tasks queued in the gaesignals store, run by whatever delivers its signals.
 
-    ``OPTIONS``: ``ON_COMMIT`` (default True: an enqueue inside ``transaction.atomic`` stores
-    the task when the transaction commits, never if it rolls back), ``RESULT_TTL`` (seconds a
-    result is kept, default one day), and the queue signals' delivery options ``RELIABLE``
-    (default True), ``MAX_ATTEMPTS``, ``LEASE``, ``RETRY_DELAY``, ``RETRY_BACKOFF`` and
-    ``RETRY_MAX_DELAY`` (see :func:`gaesignals.declare`).
+    ``OPTIONS``: ``ON_COMMIT`` (default False, as Django's backends: True stores a task
+    enqueued inside ``transaction.atomic`` when the transaction commits, never if it rolls
+    back), ``RESULT_TTL`` (seconds a result is kept, default one day), ``MAX_ATTEMPTS``
+    (default 1: a task runs once), and the queue signals' delivery options ``RELIABLE``
+    (default True), ``LEASE``, ``RETRY_DELAY``, ``RETRY_BACKOFF`` and ``RETRY_MAX_DELAY``
+    (see :func:`gaesignals.declare`).
     """
 
     supports_defer = True
@@ -135,25 +157,20 @@ class SignalsBackend(BaseTaskBackend):
             )
         if not all(isinstance(queue, str) and queue for queue in self.queues):
             raise InvalidTaskBackend(f"queue names must be non-empty strings: {self.queues!r}")
-        self.on_commit = bool(self.options.get("ON_COMMIT", True))
+        self.on_commit = bool(self.options.get("ON_COMMIT", False))
         self.result_ttl = self.options.get("RESULT_TTL", DEFAULT_RESULT_TTL)
         ttl = self.result_ttl
         if not isinstance(ttl, int) or isinstance(ttl, bool) or not 1 <= ttl <= MAX_RESULT_TTL:
             raise InvalidTaskBackend(f"RESULT_TTL must be 1..{MAX_RESULT_TTL} s, got {ttl!r}")
-        self.declared: dict[str, Any] = {"reliable": True}
-        for key, arg in DECLARE_OPTIONS.items():
-            if key in self.options:
-                self.declared[arg] = self.options[key]
-        try:
-            SignalSpec(queue_signal(alias, "default"), **self.declared)
-        except (TypeError, ValueError) as error:
-            raise InvalidTaskBackend(f"task backend {alias!r}: {error}") from error
+        self.declared = _declaration(alias, self.options)
         self.signals = {queue: queue_signal(alias, queue) for queue in sorted(self.queues)}
         self.connect()
 
     def connect(self) -> None:
-        """Declare every queue's signal and connect :func:`run_task` to it (idempotent); done
-        at set-up, again after ``gaesignals.registry.clear()``."""
+        """Declare every queue's signal, whole, and connect :func:`run_task` to it
+        (idempotent); done at set-up, again after ``gaesignals.registry.clear()``. Whole:
+        ``declare`` keeps what an option left out was before, and a backend rebuilt with
+        fewer OPTIONS (``override_settings``) must not inherit the last one's."""
         for name in self.signals.values():
             spec = registry.spec(name)
             if any(getattr(spec, option) != value for option, value in self.declared.items()):
@@ -174,9 +191,11 @@ class SignalsBackend(BaseTaskBackend):
 
     @property
     def max_attempts(self) -> int:
+        """How many times a task may run: the queue signals allow one delivery more, which
+        records a task whose last attempt killed its process as FAILED."""
         if not self.declared["reliable"]:
             return 1
-        found: int = self.declared.get("max_attempts", DEFAULT_MAX_ATTEMPTS)
+        found: int = self.declared["max_attempts"] - 1
         return found
 
     # -- enqueueing -------------------------------------------------------------------------
@@ -253,14 +272,16 @@ class SignalsBackend(BaseTaskBackend):
 
     def get_result(self, result_id: str) -> TaskResult:
         """The result as last recorded; ``TaskResultDoesNotExist`` if there is no record (an
-        unknown id, or one the cache evicted or expired)."""
+        unknown id, or one the cache evicted or expired) or what is there is not one."""
         record = task_records.read(result_id, get_settings())
         if record is None:
             raise TaskResultDoesNotExist(result_id)
         try:
             return self._result(record, self._task(record))
-        except (TypeError, ValueError) as error:  # a record of the right shape, wrong values
-            logger.warning("the task result %s is unreadable: %s", result_id, error)
+        except (TypeError, ValueError, InvalidTask, RecursionError) as error:
+            # a record of the right shape with wrong values: a date that is not one, a queue
+            # this backend does not list, arguments nested past what Python walks
+            logger.warning("the task result %s is unreadable: %r", result_id, error)
             raise TaskResultDoesNotExist(result_id) from error
 
     def _task(self, record: dict[str, Any]) -> Task:
@@ -300,14 +321,14 @@ class SignalsBackend(BaseTaskBackend):
     # -- running ----------------------------------------------------------------------------
 
     def run(self, payload: dict[str, Any], *, last: bool = False) -> None:
-        """Run one delivered task and record how it went; raise so that delivery retries it
-        (or dead-letters it: after the last attempt, or at once for a task that does not
-        import). A task its record says succeeded is not run again (a delivery that died
-        before removing it); a FAILED one is (its dead letter was requeued)."""
+        """Run one delivered task and record how it went. A failed attempt raises, so that
+        delivery retries it; the last one (or a task that does not import) raises
+        :class:`~gaesignals.Reject`: a dead letter now. A result still RUNNING is an attempt
+        whose process died, recorded as :class:`WorkerLost` before the task runs again (or
+        instead, if that was its last attempt)."""
         settings = get_settings()
-        record = task_records.read(payload["id"], settings) or dict(payload)
-        if record["status"] == TaskResultStatus.SUCCESSFUL:
-            logger.info("task result %s already succeeded; not run again", record["id"])
+        record = self._progress(payload, settings)
+        if record is None:
             return
         try:
             _import_task(record["task"])
@@ -315,6 +336,40 @@ class SignalsBackend(BaseTaskBackend):
             self._failed(record, self._task(record), error, settings)
             raise Reject(f"task {record['task']!r} does not import: {error}") from error
         task = self._task(record)
+        if record["status"] == TaskResultStatus.RUNNING:
+            lost = WorkerLost("the process running this task died before the task returned")
+            final = len(record["worker_ids"]) >= self.max_attempts
+            self._failed(record, task, lost, settings, final=final)
+            if final:
+                raise Reject(f"task {record['task']!r} killed its worker") from lost
+        self._attempt(record, task, settings, last=last)
+
+    def _progress(self, payload: dict[str, Any], settings: Settings) -> dict[str, Any] | None:
+        """The payload with its record's progress (status, attempts, errors), or None if the
+        record says it succeeded (a delivery that died before removing it). The task and its
+        arguments always come from the payload, and the progress only from a record that bears
+        the payload's seal: without a secret key anyone who can write to the cache can write
+        a record, and one planted without the payload in hand stops nothing."""
+        record = dict(payload)
+        found = task_records.read(payload["id"], settings)
+        if found is None:
+            return record
+        if not task_records.sealed(found, payload):
+            logger.warning(
+                "the task result %s is not sealed by its payload; ignored", payload["id"]
+            )
+            return record
+        if found["status"] == TaskResultStatus.SUCCESSFUL:
+            logger.info("task result %s already succeeded; not run again", record["id"])
+            return None
+        record.update({field: found[field] for field in task_records.PROGRESS})
+        return record
+
+    def _attempt(
+        self, record: dict[str, Any], task: Task, settings: Settings, *, last: bool
+    ) -> None:
+        """One attempt: RUNNING, the task called, then SUCCESSFUL, or the failure recorded
+        and raised (as :class:`~gaesignals.Reject` after the last attempt)."""
         now = timezone.now().isoformat()
         record.update(status=TaskResultStatus.RUNNING.value, last_attempted_at=now)
         record["started_at"] = record["started_at"] or now
@@ -329,6 +384,8 @@ class SignalsBackend(BaseTaskBackend):
         except BaseException as error:
             final = last or len(record["worker_ids"]) >= self.max_attempts
             self._failed(record, task, error, settings, final=final)
+            if final:
+                raise Reject(f"task {record['task']!r} failed: {error!r}") from error
             if isinstance(error, Exception):
                 raise
             raise TaskFailed(f"task {record['task']!r} raised {error!r}") from error
@@ -345,7 +402,7 @@ class SignalsBackend(BaseTaskBackend):
         record: dict[str, Any],
         task: Task,
         error: BaseException,
-        settings: Any,
+        settings: Settings,
         *,
         final: bool = True,
     ) -> None:
@@ -369,7 +426,7 @@ class SignalsBackend(BaseTaskBackend):
 def run_task(data: Any) -> None:
     """The gaesignals handler of every queue signal: hand the payload to the backend it names.
     A payload no backend here can run is rejected (dead-lettered, to requeue once fixed)."""
-    if not (isinstance(data, dict) and isinstance(data.get("backend"), str) and "id" in data):
+    if not task_records.is_payload(data):
         raise Reject(f"not a django.tasks payload: {type(data).__name__}")
     try:
         backend = task_backends[data["backend"]]
@@ -380,20 +437,60 @@ def run_task(data: Any) -> None:
     backend.run(data)
 
 
+@checks.register(checks.Tags.security, "gaesignals", deploy=True)
+def check_secret_key(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """``manage.py check --deploy``: without a gaesignals secret key, whoever can write to the
+    cache can write a task's result (and its payloads). Only a deploy check: tests and
+    development run without a key, as Django's own backends run without one."""
+    if get_settings().secret_keys:
+        return []
+    aliases = [alias for alias in task_backends.settings if _is_ours(alias)]
+    if not aliases:
+        return []
+    return [
+        checks.Warning(
+            f"task backend(s) {', '.join(map(repr, aliases))} keep results unsigned: without "
+            "a gaesignals secret key, anyone who can write to the cache can forge a result",
+            hint="Set GAESIGNALS['SECRET_KEY'] (or GAESIGNALS_SECRET_KEY).",
+            id="gaesignals.W001",
+        )
+    ]
+
+
+def _is_ours(alias: str) -> bool:
+    """Whether ``TASKS[alias]`` names a SignalsBackend (without building it)."""
+    try:
+        found = import_string(task_backends.settings[alias]["BACKEND"])
+    except ImportError:
+        return False  # not ours; Django reports it when the backend is used
+    return isinstance(found, type) and issubclass(found, SignalsBackend)
+
+
 def connect_backends() -> list[str]:
     """Set up every configured ``SignalsBackend``, connecting its queues' signals; returns
     their aliases. The app calls it at start-up, so a process that only delivers (a worker)
     has the handlers; call it again after ``gaesignals.registry.clear()``."""
-    aliases = []
-    for alias, params in task_backends.settings.items():
-        try:
-            found = import_string(params["BACKEND"])
-        except ImportError:
-            continue  # not ours; Django reports it when the backend is used
-        if isinstance(found, type) and issubclass(found, SignalsBackend):
-            task_backends[alias].connect()
-            aliases.append(alias)
+    aliases = [alias for alias in task_backends.settings if _is_ours(alias)]
+    for alias in aliases:
+        task_backends[alias].connect()
     return aliases
+
+
+def _declaration(alias: str, options: dict[str, Any]) -> dict[str, Any]:
+    """The whole declaration of a backend's queue signals, every option given or defaulted;
+    their ``max_attempts`` is one above ``MAX_ATTEMPTS`` (see ``SignalsBackend.max_attempts``)."""
+    declared = {arg: options.get(key, default) for key, (arg, default) in DECLARE_OPTIONS.items()}
+    attempts = declared["max_attempts"]
+    if not isinstance(attempts, int) or isinstance(attempts, bool) or attempts < 1:
+        raise InvalidTaskBackend(
+            f"task backend {alias!r}: MAX_ATTEMPTS must be a positive int, got {attempts!r}"
+        )
+    declared["max_attempts"] = attempts + 1
+    try:
+        SignalSpec(queue_signal(alias, "default"), **declared)
+    except (TypeError, ValueError) as error:
+        raise InvalidTaskBackend(f"task backend {alias!r}: {error}") from error
+    return declared
 
 
 def _call(task: Task, result: TaskResult) -> Any:
@@ -414,7 +511,8 @@ def _import_task(path: str) -> Task:
 
 
 def _record(result: TaskResult) -> dict[str, Any]:
-    """A new result as a record, which is also its task's payload."""
+    """A new result as its task's payload: the record, and the nonce that seals the record
+    (:mod:`.task_records`)."""
     task = result.task
     return {
         "id": result.id,
@@ -432,6 +530,7 @@ def _record(result: TaskResult) -> dict[str, Any]:
         "errors": [],
         "worker_ids": [],
         "return_value": None,
+        task_records.NONCE: get_random_string(32),
     }
 
 
@@ -449,6 +548,7 @@ __all__ = [
     "SignalsBackend",
     "TaskFailed",
     "UnserializableArguments",
+    "WorkerLost",
     "connect_backends",
     "run_task",
 ]
