@@ -4,7 +4,10 @@ links only to pages the site holds, and every page fits a 1280 px screen in a re
 
 from __future__ import annotations
 
+import html
+import importlib
 import importlib.util
+import inspect
 import re
 from pathlib import Path
 from typing import Any
@@ -59,6 +62,54 @@ def test_the_api_page_links_only_to_the_site(site: Path) -> None:
     targets = set(re.findall(r'href="([^"#:]+\.html)', page))
     assert "delivering.html" in targets
     assert [target for target in targets if not (site / target).is_file()] == []
+
+
+def page_signatures(page: str) -> dict[str, list[str]]:
+    """Each object of a page with its parameters as shown: ``name``, ``*args``, ``*``..."""
+    found = {}
+    for name, sig in re.findall(
+        r'<dt class="sig sig-object py" id="([^"]+)">(.*?)</dt>', page, re.S
+    ):
+        shown = [
+            re.sub(r"<[^>]+>", "", param)
+            for param in re.findall(r'<em class="sig-param">(.*?)</em>', sig, re.S)
+        ]
+        found[name] = [re.match(r"\**\w*|/", html.unescape(param)).group() for param in shown]
+    return found
+
+
+def parameters(target: Any) -> list[str] | None:
+    """``target``'s parameters as Sphinx shows them, or None where it has no signature."""
+    try:
+        signature = inspect.signature(target)
+    except (TypeError, ValueError):
+        return None
+    shown: list[str] = []
+    kinds = inspect.Parameter
+    for param in signature.parameters.values():
+        if param.kind is kinds.KEYWORD_ONLY and not any(n.startswith("*") for n in shown):
+            shown.append("*")
+        shown.append(
+            {kinds.VAR_POSITIONAL: "*", kinds.VAR_KEYWORD: "**"}.get(param.kind, "") + param.name
+        )
+    return shown
+
+
+def test_the_api_page_shows_the_real_signatures(site: Path) -> None:
+    """Every class and function of the API page shows the parameters it really takes, those
+    of modules whose framework autodoc stood in for (Flask, Django, pytest) included."""
+    wrong, checked = {}, 0
+    for name, shown in page_signatures((site / "api.html").read_text()).items():
+        module_name, _, attribute = name.rpartition(".")
+        try:
+            target = getattr(importlib.import_module(module_name), attribute)
+        except (ImportError, AttributeError):
+            continue  # a method or an attribute: its class is checked
+        if callable(target) and (real := parameters(target)) is not None:
+            checked += 1
+            if real != shown:
+                wrong[name] = (shown, real)
+    assert wrong == {} and checked > 50
 
 
 def test_no_page_scrolls_sideways_at_1280_px(site: Path) -> None:
