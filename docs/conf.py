@@ -37,9 +37,15 @@ myst_heading_anchors = 3
 autodoc_member_order = "bysource"
 autodoc_typehints = "description"
 autodoc_default_options = {"members": True, "show-inheritance": True}
+# The site builds from the docs extra alone (CI does, in a venv of its own): the framework
+# integrations and the pytest plugin import their framework at the top, and autodoc imports
+# them with these stood in, since their pages show only gaesignals' own docstrings.
+autodoc_mock_imports = ["asgiref", "django", "flask", "pytest", "werkzeug"]
 
 html_theme = "furo"
 html_title = f"gaesignals {release}"
+html_static_path = ["_static"]
+html_css_files = ["gaesignals.css"]
 
 # The version the pages describe is the one built; nothing is fetched from the network.
 del gaesignals

@@ -1,7 +1,8 @@
 """gaesignals: deferred signals for web apps, kept in memcache.
 
 ``Signal(name).send(data)`` stores a payload and returns; ``deliver(mapping)`` later runs the
-handlers. See the README for the delivery modes and what each guarantees.
+handlers. The documentation's :doc:`delivering` page gives the delivery modes and what each
+guarantees.
 """
 
 from .config import configure

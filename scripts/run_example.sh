@@ -5,8 +5,8 @@
 #   GAESIGNALS_STORE=memcached://127.0.0.1:11211 scripts/run_example.sh   # 3 workers share it
 #
 # The memcached run needs a memcached server already running at that address (start one with
-# `memcached -p 11211`; Debian and Ubuntu: `apt-get install memcached`); the script checks
-# that it answers before it starts the app.
+# `memcached -u nobody -p 11211`, -u being required as root; Debian and Ubuntu: `apt-get
+# install memcached`); the script checks that it answers before it starts the app.
 #
 # Uses the python on PATH when it already has what the example needs (an activated venv, or
 # the test suite's); otherwise creates .venv and installs gaesignals[example,memcached] there.
@@ -67,9 +67,11 @@ if [ -z "$PY" ]; then
             echo "run_example.sh: $PY lacks $modules and GAESIGNALS_NO_INSTALL is set" >&2
             exit 1
         fi
-        echo "== installing gaesignals[example,memcached] into .venv" >&2
-        "$PY" -m pip install -q --upgrade pip
-        "$PY" -m pip install -q -e '.[example,memcached]'
+        # pip says what it fetches as it goes: the first run takes a minute or so.
+        echo "== installing gaesignals[example,memcached] into .venv (pip, then webapp2," \
+            "gunicorn and the rest; a minute or so the first time)" >&2
+        "$PY" -m pip install --progress-bar off --upgrade pip >&2
+        "$PY" -m pip install --progress-bar off -e '.[example,memcached]' >&2
     fi
 fi
 
@@ -86,7 +88,7 @@ for spec in urlsplit(sys.argv[1]).netloc.split(","):
         socket.create_connection((host.strip("[]"), int(port)), timeout=2).close()
     except (OSError, ValueError) as error:
         print(f"run_example.sh: no memcached answers at {spec!r} ({error}); start one first, "
-              "e.g. `memcached -p 11211` (Debian/Ubuntu: apt-get install memcached)",
+              "e.g. `memcached -u nobody -p 11211` (Debian/Ubuntu: apt-get install memcached)",
               file=sys.stderr)
         sys.exit(1)
 PY

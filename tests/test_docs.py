@@ -20,6 +20,8 @@ from gaesignals.stores.memory import MemoryStore
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()
 CI = (ROOT / ".ci" / "run").read_text()
+DOCS_SITE = "https://gaesignals.readthedocs.io/en/latest/"
+REPOSITORY = "https://github.com/gaesignals/gaesignals"
 
 
 def test_the_readme_is_a_front_door() -> None:
@@ -37,17 +39,56 @@ def test_the_readme_test_command_is_the_one_ci_runs() -> None:
     the same in .venv313), after building the docs with warnings as errors."""
     assert "`.venv/bin/python -m pytest`" in README
     assert '".venv 11"' in CI and '"$venv/bin/python" -m pytest' in CI
-    build = ".venv/bin/sphinx-build -W --keep-going -q -b html docs docs/_build/html"
+    build = ".venv-docs/bin/sphinx-build -W --keep-going -q -b html docs docs/_build/html"
     assert build in CI
     assert CI.index(".venv/bin/mypy") < CI.index(build) < CI.index("-m pytest")
 
 
-def test_the_readme_links_to_files_that_exist() -> None:
-    """Every relative link of the README names a file of the repository."""
-    links = re.findall(r"\]\(([^)#:]+)\)", README)
-    assert "docs/getting-started.md" in links
-    missing = [link for link in links if not (ROOT / link).is_file()]
+def test_ci_builds_the_docs_from_the_docs_extra_alone() -> None:
+    """.ci/run builds the site in a venv it makes afresh and into which it installs nothing
+    but the docs extra, and the README's build command is the same, warnings as errors."""
+    docs_venv = [line for line in CI.splitlines() if ".venv-docs" in line]
+    assert docs_venv[:2] == ["rm -rf .venv-docs", '"$(find_python 11)" -m venv .venv-docs']
+    installs = [line.split("install -q ")[1] for line in docs_venv if " install " in line]
+    assert installs == ["--upgrade pip", "-e '.[docs]'"]
+    assert 'pip install -e ".[docs]"' in README
+    assert "sphinx-build -W --keep-going -b html docs docs/_build/html" in README
+
+
+def test_the_readme_links_work_outside_the_repository() -> None:
+    """Every link of the README is absolute, so that it works where the README is shown on
+    its own (a package index's page): pages of the docs site that docs/ holds, and files of
+    the repository that exist; every reference link is defined."""
+    inline = re.findall(r"\]\(([^)]+)\)", README)
+    defined = dict(re.findall(r"^\[([^\]]+)\]: (\S+)$", README, flags=re.MULTILINE))
+    used = set(re.findall(r"\]\[([^\]]+)\]", README))
+    assert used - defined.keys() == set()
+    targets = inline + list(defined.values()) + re.findall(r"<(\w+://[^>]+)>", README)
+    assert f"{DOCS_SITE}getting-started.html" in targets
+    relative = [target for target in targets if "://" not in target]
+    assert relative == []
+    missing = []
+    for target in targets:
+        if target.startswith(DOCS_SITE) and target != DOCS_SITE:
+            page = target.removeprefix(DOCS_SITE).removesuffix(".html")
+            missing += [] if (ROOT / "docs" / f"{page}.md").is_file() else [target]
+        elif target.startswith(f"{REPOSITORY}/blob/main/"):
+            path = target.removeprefix(f"{REPOSITORY}/blob/main/")
+            missing += [] if (ROOT / path).is_file() else [target]
     assert missing == []
+
+
+def test_the_readme_installs_from_a_clone_until_released() -> None:
+    """While the version is a development one, the README's first install command is from a
+    clone of the repository, with an extra pyproject.toml defines; the index's lines follow."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    version = project.get("version") or vars(gaesignals)["__version__"]
+    assert ".dev" in version
+    clone = README.index(f"git clone {REPOSITORY} && cd gaesignals")
+    [extra] = re.findall(r'^pip install -e "\.\[(\w+)\]"$', README, flags=re.MULTILINE)
+    assert extra in project["optional-dependencies"]
+    assert clone < README.index(f'pip install -e ".[{extra}]"') < README.index('pip install "gaes')
+    assert "not on PyPI yet" in README
 
 
 def test_readme_and_docs_are_collected_by_pytest() -> None:

@@ -7,6 +7,9 @@ import importlib.util
 import json
 import logging
 import os
+import re
+import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -22,10 +25,11 @@ from example_app.handlers import CRON_PATH
 from example_app.main import create_app
 from example_app.signals import AUDIT, GUESTBOOK, guestbook_handler, notice_signal
 from gaesignals import Signal, SignalsMiddleware
+from gaesignals.pytest_plugin import _missing as missing
 from gaesignals.stores import Store
 from gaesignals.testing import CapturedSignals, DownStore, MemcachedServer, free_port
 
-from .browser_support import CHROMIUM_ARGS, chromium, need_chromium
+from .browser_support import CHROMIUM_ARGS, chromium, need_chromium, serving
 from .dev_server import stop_group
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -386,13 +390,94 @@ def test_run_script_says_memcached_must_be_running(tmp_path: Path) -> None:
     )
     assert done.returncode == 1, done
     assert "no memcached answers at '127.0.0.1:" in done.stderr
-    assert "start one first, e.g. `memcached -p 11211`" in done.stderr
+    assert "start one first, e.g. `memcached -u nobody -p 11211`" in done.stderr
     assert "serving on" not in done.stdout
+
+
+#: A memcached command the README, the getting started page or the run script gives.
+MEMCACHED_COMMAND = re.compile(r"^(memcached [^`&\n]*-p 11211) &|`(memcached [^`]*-p 11211)`", re.M)
+
+
+def test_the_memcached_command_given_starts_one(tmp_path: Path) -> None:
+    """The README, the getting started page and the run script give one memcached command,
+    and it starts a server as given, root included (memcached refuses root without ``-u``)."""
+    pages = [ROOT / "README.md", ROOT / "docs" / "getting-started.md", RUN_SCRIPT]
+    found = [match for page in pages for match in MEMCACHED_COMMAND.findall(page.read_text())]
+    commands = {first or second for first, second in found}
+    assert len(found) >= 3 and len(commands) == 1, found
+    if shutil.which("memcached") is None:
+        missing("memcached is not installed (apt-get install memcached)")
+    port = free_port()
+    argv = commands.pop().replace("-p 11211", f"-p {port} -l 127.0.0.1").split()
+    with (tmp_path / "stderr").open("wb") as stderr:
+        server = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=stderr)
+    try:
+        answer = b""
+        for _ in range(200):  # up to ~10 s for it to listen
+            if server.poll() is not None:
+                break
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=2) as conn:
+                    conn.sendall(b"version\r\n")
+                    answer = conn.recv(100)
+                break
+            except ConnectionRefusedError:
+                time.sleep(0.05)
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+    assert answer.startswith(b"VERSION "), (tmp_path / "stderr").read_text()
+
+
+#: A python that lacks everything the example needs: it fails the script's checks, logs each
+#: ``-m`` command it is given, and answers like the tool it stands for.
+FAKE_PYTHON = """#!/bin/sh
+if [ "$1" = -m ]; then
+    echo "$*" >> "$CALLS"
+    [ "$2" = pip ] && echo "Collecting webapp2==3.0.0b1"
+    exit 0
+fi
+exit 1
+"""
+
+
+def test_run_script_says_what_it_installs(tmp_path: Path) -> None:
+    """When the example's packages are missing, the run script says what it installs and how
+    long it takes, then lets pip show its progress (not ``pip -q``'s silence) on stderr."""
+    clone = tmp_path / "clone"
+    (clone / "scripts").mkdir(parents=True)
+    shutil.copy(RUN_SCRIPT, clone / "scripts")
+    fake_bin = tmp_path / "bin"
+    for python in (fake_bin / "python3", fake_bin / "python", clone / ".venv/bin/python"):
+        python.parent.mkdir(parents=True, exist_ok=True)
+        python.write_text(FAKE_PYTHON)
+        python.chmod(0o755)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GAESIGNALS_")}
+    env.update(
+        PATH=f"{fake_bin}{os.pathsep}/usr/bin{os.pathsep}/bin", CALLS=str(tmp_path / "calls")
+    )
+    done = subprocess.run(
+        [str(clone / "scripts" / "run_example.sh")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done
+    announced = done.stderr.index("== installing gaesignals[example,memcached] into .venv")
+    assert "a minute or so the first time" in done.stderr
+    assert announced < done.stderr.index("Collecting webapp2") and done.stdout == ""
+    calls = (tmp_path / "calls").read_text().splitlines()
+    installs = [call for call in calls if call.startswith("-m pip install")]
+    assert installs[-1].endswith("-e .[example,memcached]")
+    assert [call for call in installs if " -q" in call or "--quiet" in call] == []
+    assert calls[-1].startswith("-m gunicorn --config example_app/gunicorn.conf.py")
 
 
 # -- the layout, in a real browser ----------------------------------------------------------------
 
-#: For each width: the page's overflow, each input against its card, the pending column.
+#: For each width: the page's overflow, each input against its card, the pending column, and
+#: the table headers with a word the line breaks inside (a word over two lines of one header).
 LAYOUT = """() => {
   const doc = document.documentElement;
   const inputs = [...document.querySelectorAll('.card input')].map(input => {
@@ -404,15 +489,29 @@ LAYOUT = """() => {
     const box = cell.getBoundingClientRect();
     return {left: box.left, right: box.right, width: box.width};
   });
-  return {scroll: doc.scrollWidth - doc.clientWidth, width: doc.clientWidth, inputs, pending};
+  const broken = [];
+  for (const th of document.querySelectorAll('th')) {
+    const text = th.firstChild;
+    for (const match of text.textContent.matchAll(/\\S+/g)) {
+      const word = document.createRange();
+      word.setStart(text, match.index);
+      word.setEnd(text, match.index + match[0].length);
+      const tops = new Set([...word.getClientRects()].map(rect => Math.round(rect.top)));
+      if (tops.size > 1) broken.push(match[0]);
+    }
+  }
+  return {scroll: doc.scrollWidth - doc.clientWidth, width: doc.clientWidth, inputs, pending,
+          headers: document.querySelectorAll('th').length, broken};
 }"""
 
 
 @pytest.mark.gaesignals_stores("memory")
-@pytest.mark.parametrize("width", [400, 1000])
-def test_the_front_page_fits_its_screen(app: webtest.TestApp, width: int) -> None:
-    """At 400 px and on a desktop the front page never scrolls sideways, every input stays
-    inside its card, and the pending column is in view, with long text on the page."""
+@pytest.mark.parametrize("width", [320, 400, 1000])
+def test_the_pages_fit_their_screen(app: webtest.TestApp, width: int) -> None:
+    """Served over HTTP, on a phone and on a desktop, the front page never scrolls sideways,
+    every input stays inside its card, the pending column is in view and no table header
+    breaks a word, with long text on the page; the inbox's headers keep their words too, and
+    neither page logs a console error (a favicon the app lacks would log a 404)."""
     from playwright.sync_api import sync_playwright
 
     executable = need_chromium(chromium())
@@ -420,13 +519,19 @@ def test_the_front_page_fits_its_screen(app: webtest.TestApp, width: int) -> Non
     app.post("/send", {"text": "x" * 200}, status=303)  # a long word, left pending
     app.post("/notify", {"to": "123456789", "text": "y" * 200}, status=303)
     app.get("/inbox")
-    html = app.get("/").text
-    with sync_playwright() as p:
+    errors: list[str] = []
+    with sync_playwright() as p, serving(create_app(cron_token=TOKEN)) as base:
         browser = p.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
         try:
-            page = browser.new_page(viewport={"width": width, "height": 800})
-            page.set_content(html)
+            context = browser.new_context(viewport={"width": width, "height": 800})
+            context.add_cookies([{"name": "uid", "value": "123456789", "url": base}])
+            page = context.new_page()
+            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+            page.on("pageerror", lambda error: errors.append(str(error)))
+            page.goto(f"{base}/", wait_until="networkidle")
             layout = page.evaluate(LAYOUT)
+            page.goto(f"{base}/inbox", wait_until="networkidle")
+            inbox = page.evaluate(LAYOUT)
         finally:
             browser.close()
     assert layout["scroll"] == 0, layout
@@ -436,3 +541,6 @@ def test_the_front_page_fits_its_screen(app: webtest.TestApp, width: int) -> Non
     assert len(layout["pending"]) == 3
     for cell in layout["pending"]:
         assert cell["width"] > 0 and cell["left"] >= 0 and cell["right"] <= layout["width"], cell
+    assert layout["headers"] == 16 and layout["broken"] == []
+    assert inbox["headers"] == 4 and inbox["broken"] == [] and inbox["scroll"] == 0
+    assert errors == []
