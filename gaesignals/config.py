@@ -128,7 +128,8 @@ def on_app_engine() -> bool:
 def store_from_url(url: str) -> Store:
     """``memory://``, ``appengine://``, ``memcached://host:port[,host:port...]``, or Redis and
     Valkey: ``redis://``, ``rediss://``, ``valkey://``, ``valkeys://``, ``unix://`` (a cluster
-    with ``?cluster=true``)."""
+    with ``?cluster=true``). A store whose extra is not installed raises
+    :class:`~gaesignals.exceptions.MissingExtra`, naming what to install."""
     scheme = url.partition("://")[0].lower()
     if scheme == "memory":
         from .stores.memory import MemoryStore

@@ -22,6 +22,7 @@ import logging
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlencode, urlsplit
 
+from ..._extras import requires
 from ...exceptions import ConfigurationError, StoreUnavailable
 from .. import DEFAULT_MAX_VALUE_SIZE, masked_url
 from ._connection import RedisConnection
@@ -109,9 +110,10 @@ class RedisStore:
                 f"not a {', '.join(s + '://' for s in SCHEMES)} URL: {shown!r}"
             )
         url = SCHEMES[scheme.lower()] + "://" + rest  # what redis-py knows Valkey's schemes as
-        import redis
-        from redis.backoff import NoBackoff
-        from redis.retry import Retry
+        with requires("redis"):
+            import redis
+            from redis.backoff import NoBackoff
+            from redis.retry import Retry
 
         parts = urlsplit(url)
         query = {k: v[-1] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
