@@ -126,23 +126,25 @@ def _run(code: str, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.mark.parametrize(
-    ("url", "module", "extra"),
+    ("argv", "module", "extra"),
     [
-        ("memcached://127.0.0.1:11211", "pymemcache", "memcached"),
-        ("valkey://127.0.0.1:6379", "redis", "redis"),
+        (["--store", "memcached://127.0.0.1:11211", "send", "hello"], "pymemcache", "memcached"),
+        (["--store", "valkey://127.0.0.1:6379", "send", "hello"], "redis", "redis"),
+        (["dashboard", "--app", "json", "--port", "0"], "prometheus_client", "dashboard"),
     ],
 )
 def test_the_cli_prints_one_line_and_exits_2_without_the_extra(
-    url: str, module: str, extra: str
+    argv: list[str], module: str, extra: str
 ) -> None:
-    """``gaesignals --store URL ...`` without the store's extra prints the one line that says
-    what to install, no traceback, and exits 2 as for any bad setting."""
+    """``gaesignals --store URL ...`` without the store's extra (or ``gaesignals dashboard``
+    without the dashboard's) prints the one line that says what to install, no traceback,
+    and exits 2 as for any bad setting."""
     code = (
         f"import sys; sys.modules[{module!r}] = None\n"
         "from gaesignals.cli import main\n"
         "sys.exit(main())"
     )
-    done = _run(code, "--store", url, "send", "hello")
+    done = _run(code, *argv)
     assert done.returncode == 2, done.stderr
     assert done.stdout == ""
     assert done.stderr.splitlines() == [
