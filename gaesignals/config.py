@@ -132,8 +132,10 @@ def on_app_engine() -> bool:
 
 
 def store_from_url(url: str) -> Store:
-    """``memory://``, ``appengine://``, ``memcached://host:port[,host:port...]``, or Redis:
-    ``redis://``, ``rediss://``, ``unix://`` (a cluster with ``?cluster=true``)."""
+    """``memory://``, ``appengine://``, ``memcached://host:port[,host:port...]``, or Redis and
+    Valkey: ``redis://``, ``rediss://``, ``valkey://``, ``valkeys://``, ``unix://`` (a cluster
+    with ``?cluster=true``). A store whose extra is not installed raises
+    :class:`~gaesignals.exceptions.MissingExtra`, naming what to install."""
     scheme = url.partition("://")[0].lower()
     if scheme == "memory":
         from .stores.memory import MemoryStore
@@ -147,14 +149,15 @@ def store_from_url(url: str) -> Store:
         from .stores.memcached import MemcachedStore
 
         return MemcachedStore.from_url(url)
-    if scheme in ("redis", "rediss", "unix"):
+    if scheme in ("redis", "rediss", "valkey", "valkeys", "unix"):
         from .stores.redis import RedisStore
 
         return RedisStore.from_url(url)
     raise ConfigurationError(
         f"unknown store URL {masked_url(url)!r}: expected memory://, appengine://, "
         "memcached://host:port[,host:port...], redis://host:port[/db], rediss://host:port "
-        "(TLS), unix:///path/to/redis.sock or redis://host:port,host:port?cluster=true"
+        "(TLS), valkey://host:port[/db], valkeys://host:port (TLS), unix:///path/to/redis.sock "
+        "or redis://host:port,host:port?cluster=true (valkey:// too)"
     )
 
 

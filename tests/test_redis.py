@@ -1,7 +1,8 @@
 """Redis-specific promises: URLs, outages and hangs, round trips, scripts, expiry, clusters.
 
 The contract suite and every store-parametrized test also run against Redis (``redis`` and
-``redis-cluster`` in the ``store`` fixture); these are what only Redis has.
+``redis-cluster`` in the ``store`` fixture); these are what only Redis has. The round trips and
+counters run on Valkey too (``valkey``, ``valkey-cluster``), as does the contract suite.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from gaesignals.stores.redis._router import Router, Sent
 from gaesignals.stores.redis._scripts import CAS, SHA, TAKE
 from gaesignals.testing import CountingStore, RedisClusterServers, RedisServer
 
-from .conftest import new_redis_cluster
+from .conftest import REDIS_FIXTURES, new_redis_cluster
 
 
 @pytest.fixture
@@ -98,11 +99,52 @@ def test_url_forms() -> None:
         each.close()
 
 
+def test_valkey_url_forms() -> None:
+    """valkey:// and valkeys:// (TLS) URLs build the clients redis:// and rediss:// do: Valkey
+    speaks Redis's protocol; a scheme the store does not take is refused, naming those it
+    does."""
+    plain = RedisStore.from_url("valkey://:s3cret@10.0.0.9:6380/2?timeout=0.5")
+    kwargs = plain.client.get_connection_kwargs()
+    assert (kwargs["host"], kwargs["port"], kwargs["db"]) == ("10.0.0.9", 6380, 2)
+    assert (kwargs["password"], kwargs["socket_timeout"]) == ("s3cret", 0.5)
+    assert plain.client.connection_pool.connection_class.__name__ == "Connection"
+    tls = RedisStore.from_url("VALKEYS://cache.internal")
+    assert tls.client.connection_pool.connection_class.__name__ == "SSLConnection"
+    assert tls.client.get_connection_kwargs()["host"] == "cache.internal"
+    for each in (plain, tls):
+        each.close()
+    with pytest.raises(ConfigurationError, match="valkeys://") as refused:
+        RedisStore.from_url("memcached://:hunter2@h:1")
+    assert "hunter2" not in str(refused.value)
+
+
 def test_configure_accepts_redis_urls(gaesignals_redis: RedisServer) -> None:
     """GAESIGNALS_STORE and configure(store=...) take Redis URLs."""
     settings = gaesignals.configure(store=gaesignals_redis.url)
     assert isinstance(settings.store, RedisStore)
     settings.store.close()
+
+
+@pytest.mark.parametrize("kind", ["valkey", "valkey-cluster"])
+def test_valkey_urls_reach_a_valkey_server(
+    kind: str, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A valkey:// URL in GAESIGNALS_STORE (a cluster with ?cluster=true) is a Redis store on
+    that Valkey server: what is sent there is delivered from there."""
+    running: RedisServer | RedisClusterServers = request.getfixturevalue(REDIS_FIXTURES[kind])
+    running.flush()
+    assert running.url.startswith("valkey://")
+    monkeypatch.setenv("GAESIGNALS_STORE", running.url)
+    store = gaesignals.config.get_settings().store
+    assert isinstance(store, RedisStore) and store.clustered == kind.endswith("-cluster")
+    try:
+        send("on-valkey", 1)
+        got: list[Any] = []
+        assert deliver({"on-valkey": got.append}) == 1 and got == [1]
+        server = store.client.get_nodes()[0].redis_connection if store.clustered else store.client
+        assert server.info("server")["server_name"] == "valkey"
+    finally:
+        store.close()
 
 
 def test_a_client_that_decodes_responses_is_refused() -> None:
@@ -148,20 +190,18 @@ def test_uncontended_send_costs_one_call_with_append(single: RedisStore) -> None
     assert dict(store.calls) == {"append_many": 1}
 
 
-@pytest.mark.parametrize("kind", ["redis", "redis-cluster"])
+@pytest.mark.parametrize("kind", list(REDIS_FIXTURES))
 def test_one_batched_call_is_one_round_trip_per_server(
     kind: str, request: pytest.FixtureRequest
 ) -> None:
     """Every batched call is one pipeline per server, whatever the number of keys: one on a
     single server, at most one per node on a cluster (once each server has seen the scripts:
     the first use of one on a server costs one more)."""
-    running: RedisServer | RedisClusterServers = request.getfixturevalue(
-        "gaesignals_redis" if kind == "redis" else "redis_cluster"
-    )
+    running: RedisServer | RedisClusterServers = request.getfixturevalue(REDIS_FIXTURES[kind])
     running.flush()
     plain = RedisStore.from_url(running.url)
     store = _CountingPipelines(plain.client)
-    servers = 1 if kind == "redis" else 3
+    servers = 3 if kind.endswith("-cluster") else 1
     keys = [f"rt-{i}" for i in range(50)]
     try:
         with store.connection() as conn:
@@ -420,15 +460,13 @@ def test_an_unreachable_cluster_is_store_unavailable() -> None:
         RedisStore.from_url("redis://127.0.0.1:1?cluster=true&timeout=0.5")
 
 
-@pytest.mark.parametrize("kind", ["redis", "redis-cluster"])
+@pytest.mark.parametrize("kind", list(REDIS_FIXTURES))
 def test_counters(kind: str, request: pytest.FixtureRequest) -> None:
     """incr_many adds to decimal counters atomically: a missing one starts at max(delta, 0), a
     negative delta stops at 0, a counter keeps its expiry, and a key holding anything but
     digits (maybe then spaces) is left alone. append_many bumps its counters in the same
     round trip, after the appends, whether or not they were stored."""
-    running: RedisServer | RedisClusterServers = request.getfixturevalue(
-        "gaesignals_redis" if kind == "redis" else "redis_cluster"
-    )
+    running: RedisServer | RedisClusterServers = request.getfixturevalue(REDIS_FIXTURES[kind])
     running.flush()
     plain = RedisStore.from_url(running.url)
     store = _CountingPipelines(plain.client)

@@ -19,6 +19,8 @@ from gaesignals.stores.redis import RedisStore
 from gaesignals.stores.redis._router import Router, Sent
 from gaesignals.testing import RedisClusterServers, RedisServer
 
+from .conftest import REDIS_FIXTURES
+
 
 class _CountingRouter(Router):
     """Counts the pipelines sent, i.e. the network round trips."""
@@ -34,13 +36,13 @@ class _Counted(RedisStore):
     Router = _CountingRouter
 
 
-@pytest.fixture(params=["redis", "redis-cluster"])
+@pytest.fixture(params=list(REDIS_FIXTURES))
 def redis_store(request: pytest.FixtureRequest) -> Iterator[RedisStore]:
-    """A counting store on the session's Redis or Redis cluster, flushed and configured."""
-    if request.param == "redis":
-        server: RedisServer | RedisClusterServers = request.getfixturevalue("gaesignals_redis")
-    else:
-        server = request.getfixturevalue("redis_cluster")
+    """A counting store on the session's Redis or Valkey server or cluster, flushed and
+    configured."""
+    server: RedisServer | RedisClusterServers = request.getfixturevalue(
+        REDIS_FIXTURES[request.param]
+    )
     server.flush()
     plain = RedisStore.from_url(server.url)
     store = _Counted(plain.client)

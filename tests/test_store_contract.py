@@ -1,4 +1,5 @@
-"""The Store protocol's contract, which every adapter must keep."""
+"""The Store protocol's contract, which every adapter must keep (and the Redis store on Valkey,
+standalone and clustered, too)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,15 @@ import pytest
 
 from gaesignals.stores import Store
 from gaesignals.stores.memcached import MemcachedStore
+
+from .conftest import STORES, VALKEY_STORES
+
+
+@pytest.fixture(params=STORES + VALKEY_STORES)
+def store_kind(request: pytest.FixtureRequest) -> str:
+    """Every store kind, and Valkey's: the conftest's ``raw`` and ``store`` build each."""
+    kind: str = request.param
+    return kind
 
 
 def test_gets_many_returns_only_existing_keys(store: Store) -> None:

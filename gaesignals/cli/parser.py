@@ -167,9 +167,10 @@ def _global_options(parser: argparse.ArgumentParser) -> None:
         default=argparse.SUPPRESS,
         help="like GAESIGNALS_STORE: memory:// (this process only), appengine://, "
         "memcached://host:port[,host:port...], redis://[[user]:password@]host[:port][/db], "
-        "rediss://... (TLS), unix:///path/to/redis.sock[?db=N], or "
-        "redis://host:port[,host:port...]?cluster=true (a Redis cluster); memcached and Redis "
-        "URLs take ?timeout=S&max_value_size=N",
+        "rediss://... (TLS), valkey://... and valkeys://... (Valkey, TLS), "
+        "unix:///path/to/redis.sock[?db=N], or redis://host:port[,host:port...]?cluster=true "
+        "(a Redis cluster; valkey:// for a Valkey one); memcached, Redis and Valkey URLs take "
+        "?timeout=S&max_value_size=N",
     )
     group.add_argument(
         "--namespace", default=argparse.SUPPRESS, help="key namespace (like GAESIGNALS_NAMESPACE)"

@@ -25,13 +25,15 @@ import weakref
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from flask import Blueprint, Flask, Response, current_app, request
-from werkzeug.wrappers import Response as WerkzeugResponse
-
+from .._extras import requires
 from ..config import configure
 from ..cron import CronDeliveryApp
 from ..mapping import HandlerSpec, SignalMapping
 from ..middleware import RequestDeliverer, record_delivered
+
+with requires("flask"):
+    from flask import Blueprint, Flask, Response, current_app, request
+    from werkzeug.wrappers import Response as WerkzeugResponse
 
 EXTENSION = "gaesignals"
 #: app.config key -> configure() argument.

@@ -11,15 +11,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
-try:
+from .._extras import requires
+from ..stats import REPORTED, overview
+
+with requires("dashboard"):
     from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
     from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-except ImportError as error:  # pragma: no cover - the extra is part of the test install
-    raise ImportError(
-        "gaesignals.dashboard needs prometheus_client: pip install 'gaesignals[dashboard]'"
-    ) from error
-
-from ..stats import REPORTED, overview
 
 __all__ = ["CONTENT_TYPE_LATEST", "SignalsCollector", "metrics_registry"]
 

@@ -22,6 +22,7 @@ import io
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from .._extras import requires
 from ..exceptions import StoreUnavailable
 from . import DEFAULT_MAX_VALUE_SIZE, segments
 
@@ -264,7 +265,8 @@ class AppEngineStore:
     def __init__(
         self, *, namespace: str = "", max_value_size: int = DEFAULT_MAX_VALUE_SIZE
     ) -> None:
-        from google.appengine.api import memcache  # fail at construction, not at first send
+        with requires("appengine"):  # fail at construction, not at first send
+            from google.appengine.api import memcache
 
         self.memcache: Any = memcache
         self.namespace = namespace

@@ -1,7 +1,8 @@
 """Helpers for testing code that sends and delivers signals.
 
-``MemcachedServer`` and ``RedisServer`` run a real memcached or redis-server on a free loopback
-port for the length of a test or a session (``RedisClusterServers``: a Redis cluster);
+``MemcachedServer``, ``RedisServer`` and ``ValkeyServer`` run a real memcached, redis-server or
+valkey-server on a free loopback port for the length of a test or a session
+(``RedisClusterServers``, ``ValkeyClusterServers``: a cluster);
 ``CountingStore`` wraps any store and counts the calls (round trips) made through it;
 ``DownStore`` is a store that cannot be reached. ``captured_signals()`` records what was sent;
 ``eager_signals(mapping)`` delivers at send time. Both work by putting a wrapper in front of the
@@ -17,7 +18,14 @@ from __future__ import annotations
 
 from .capture import CapturedSignals, Sent, captured_signals, eager_signals
 from .doubles import CountingStore, DownStore
-from .servers import MemcachedServer, RedisClusterServers, RedisServer, free_port
+from .servers import (
+    MemcachedServer,
+    RedisClusterServers,
+    RedisServer,
+    ValkeyClusterServers,
+    ValkeyServer,
+    free_port,
+)
 
 __all__ = [
     "CapturedSignals",
@@ -27,6 +35,8 @@ __all__ = [
     "RedisClusterServers",
     "RedisServer",
     "Sent",
+    "ValkeyClusterServers",
+    "ValkeyServer",
     "captured_signals",
     "eager_signals",
     "free_port",

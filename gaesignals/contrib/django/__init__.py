@@ -7,3 +7,7 @@ whose queues are signals.
 Settings live in one dict, ``GAESIGNALS`` (see :mod:`.apps`). Nothing here is imported by
 ``import gaesignals``.
 """
+
+from ..._extras import check
+
+check("django")  # every module here needs Django: say what to install, once (without importing it)

@@ -46,6 +46,7 @@ import weakref
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from ..._extras import requires
 from ...exceptions import ConfigurationError, StoreUnavailable
 from .. import DEFAULT_MAX_VALUE_SIZE, masked_url, segments
 from . import _wire
@@ -106,8 +107,9 @@ class MemcachedStore:
         One server gives a ``PooledClient``; several a pooling ``HashClient``. Every call has a
         timeout (default 3 seconds), so a hung server raises instead of blocking a request.
         """
-        from pymemcache.client.base import PooledClient
-        from pymemcache.client.hash import HashClient
+        with requires("memcached"):
+            from pymemcache.client.base import PooledClient
+            from pymemcache.client.hash import HashClient
 
         parts = urlsplit(url)
         shown = masked_url(url)

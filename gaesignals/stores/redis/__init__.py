@@ -22,6 +22,7 @@ import logging
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlencode, urlsplit
 
+from ..._extras import requires
 from ...exceptions import ConfigurationError, StoreUnavailable
 from .. import DEFAULT_MAX_VALUE_SIZE, masked_url
 from ._connection import RedisConnection
@@ -30,6 +31,15 @@ from ._router import Router
 
 logger = logging.getLogger("gaesignals")
 
+#: The URL schemes :meth:`RedisStore.from_url` takes, each with the one redis-py knows it by:
+#: Valkey speaks Redis's protocol, so a ``valkey://`` URL is a ``redis://`` one.
+SCHEMES = {
+    "redis": "redis",
+    "rediss": "rediss",
+    "valkey": "redis",
+    "valkeys": "rediss",
+    "unix": "unix",
+}
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off", "")
 
@@ -80,26 +90,32 @@ class RedisStore:
 
     @classmethod
     def from_url(cls, url: str) -> RedisStore:
-        """Build from a Redis URL:
+        """Build from a Redis or Valkey URL:
 
         * ``redis://[[user]:password@]host[:port][/db]`` (``rediss://`` for TLS),
+        * ``valkey://...`` and ``valkeys://...`` (TLS), the same for a Valkey server,
         * ``unix://[[user]:password@]/path/to/socket[?db=N]``,
-        * ``redis://host:port[,host:port...]?cluster=true`` (or ``rediss://``): a cluster,
-          found from any of the nodes named.
+        * ``redis://host:port[,host:port...]?cluster=true`` (or ``rediss://``, ``valkey://``,
+          ``valkeys://``): a cluster, found from any of the nodes named.
 
         Options: ``timeout`` (seconds, default 3, for connecting and for every reply, so a hung
         server raises instead of blocking a request) and ``max_value_size`` (bytes). A single
         server is not contacted until first use; a cluster is asked for its slot map at once
         (``StoreUnavailable`` if no node answers). Errors show the URL with its password masked.
         """
-        import redis
-        from redis.backoff import NoBackoff
-        from redis.retry import Retry
+        shown = masked_url(url)
+        scheme, sep, rest = url.partition("://")
+        if not sep or scheme.lower() not in SCHEMES:
+            raise ConfigurationError(
+                f"not a {', '.join(s + '://' for s in SCHEMES)} URL: {shown!r}"
+            )
+        url = SCHEMES[scheme.lower()] + "://" + rest  # what redis-py knows Valkey's schemes as
+        with requires("redis"):
+            import redis
+            from redis.backoff import NoBackoff
+            from redis.retry import Retry
 
         parts = urlsplit(url)
-        shown = masked_url(url)
-        if parts.scheme not in ("redis", "rediss", "unix"):
-            raise ConfigurationError(f"not a redis://, rediss:// or unix:// URL: {shown!r}")
         query = {k: v[-1] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
         timeout, max_value_size, clustered = _options(query, shown)
         options: dict[str, Any] = {
