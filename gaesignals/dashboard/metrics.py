@@ -1,6 +1,6 @@
 """``/metrics``: the signals in Prometheus text format, read in one batch per scrape.
 
-A custom collector over a private registry: each scrape calls :func:`gaesignals.stats.overview`
+A custom collector over a private registry: each scrape calls :func:`gaesignals.inspection.overview`
 once for every signal the dashboard shows (two round trips to the store, whatever the number
 of signals), and ``prometheus_client`` writes the exposition. Nothing is kept between scrapes:
 the counters are the store's, so every process serving ``/metrics`` reports the same numbers.
@@ -19,7 +19,7 @@ except ImportError as error:  # pragma: no cover - the extra is part of the test
         "gaesignals.dashboard needs prometheus_client: pip install 'gaesignals[dashboard]'"
     ) from error
 
-from ..stats import REPORTED, overview
+from ..inspection import REPORTED, overview
 
 __all__ = ["CONTENT_TYPE_LATEST", "SignalsCollector", "metrics_registry"]
 
