@@ -49,7 +49,7 @@ from gaesignals import frames
 from gaesignals.config import get_settings
 from gaesignals.delivery.runner import Runner
 from gaesignals.keys import signal_keys
-from gaesignals.registry import registry
+from gaesignals.registration import registry
 from gaesignals.stores.memory import MemoryStore
 from gaesignals.stores.redis import RedisStore
 from gaesignals.stores.redis._router import Router

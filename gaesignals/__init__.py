@@ -5,7 +5,7 @@ handlers. The documentation's :doc:`delivering` page gives the delivery modes an
 guarantees.
 """
 
-from .config import configure
+from .config import Settings, configure
 from .delivery import (
     DeadLetter,
     adeliver,
@@ -34,10 +34,12 @@ from .exceptions import (
     StoreUnavailable,
     UnserializablePayload,
 )
+from .inspection import Pending, health, pending, stats
 from .mapping import SignalMapping, pass_signal_name
 from .middleware import SignalsMiddleware
-from .registry import (
+from .registration import (
     Registry,
+    RetryPolicy,
     SignalSpec,
     autodiscover,
     connect,
@@ -46,8 +48,7 @@ from .registry import (
     receiver,
     registry,
 )
-from .sending import Signal, asend, send, send_multi
-from .stats import Pending, health, pending, stats
+from .sending import Signal, asend, asend_multi, send, send_multi
 
 #: The release, read by the packaging too (pyproject.toml's version is this attribute).
 __version__ = "0.1.0.dev0"
@@ -70,6 +71,8 @@ __all__ = [
     "Registry",
     "Reject",
     "Retry",
+    "RetryPolicy",
+    "Settings",
     "Signal",
     "SignalMapping",
     "SignalSpec",
@@ -78,6 +81,7 @@ __all__ = [
     "UnserializablePayload",
     "adeliver",
     "asend",
+    "asend_multi",
     "asend_now",
     "autodiscover",
     "configure",

@@ -16,7 +16,7 @@ from .coroutines import in_worker, is_coroutine_handler, refuse_running_loop, se
 from .exceptions import BadFrame
 from .keys import check_name, signal_keys
 from .mapping import Handler, MappingArg, SignalMapping, call_form
-from .registry import registry
+from .registration import registry
 
 
 def send_now(name: str, data: Any = None, mapping: MappingArg | None = None) -> list[object]:

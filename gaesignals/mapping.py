@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 from .coroutines import blocking, is_coroutine_handler
 from .exceptions import InvalidMapping
 from .keys import check_name
-from .registry import (
+from .registration import (
     DEFAULT_RETRY_BACKOFF,
     DEFAULT_RETRY_DELAY,
     DEFAULT_RETRY_MAX_DELAY,

@@ -151,6 +151,17 @@ def send_multi(
     _send_multi(signals, settings, meta, None)
 
 
+async def asend_multi(
+    signals: Mapping[str, Any] | Iterable[str | tuple[str, Any]],
+    *,
+    delay: float | timedelta | None = None,
+    eta: datetime | None = None,
+) -> None:
+    """:func:`send_multi`, awaitable: stored from a worker thread, never blocking the running
+    loop; the same arguments and exceptions."""
+    await in_worker(send_multi, signals, delay=delay, eta=eta)
+
+
 def _send_multi(
     signals: Mapping[str, Any] | Iterable[str | tuple[str, Any]],
     settings: Settings,

@@ -10,7 +10,7 @@ from prometheus_client.parser import text_string_to_metric_families
 import gaesignals
 from gaesignals import SignalMapping, deliver, send
 from gaesignals.dashboard import TOKEN_ENV, DashboardApp
-from gaesignals.stats import REPORTED
+from gaesignals.inspection import REPORTED
 from gaesignals.stores import Store
 from gaesignals.testing import CountingStore, DownStore
 from tests.dashboard_support import HOSTILE_NAME, TOKEN, bearer, dead_letter

@@ -24,7 +24,7 @@ from gaesignals import (
     send,
     send_now,
 )
-from gaesignals.registry import MAX_SHARDS, Registry, SignalSpec
+from gaesignals.registration import MAX_SHARDS, Registry, SignalSpec
 from gaesignals.stores.memory import MemoryStore
 
 from .conftest import RawAccess

@@ -21,7 +21,7 @@ from gaesignals import (
     requeue_dead_letters,
     send,
 )
-from gaesignals.registry import RetryPolicy
+from gaesignals.registration import RetryPolicy
 from gaesignals.stores import Store
 
 from .conftest import RawAccess

@@ -175,7 +175,7 @@ def test_an_overshot_queue_still_dead_letters_its_failing_head(raw: RawAccess) -
     Reliable delivery must still rewrite it (bumping its failing head's attempts, then
     dead-lettering it); it once failed there on the item limit, retrying the head forever."""
     from gaesignals.config import get_settings, store_from_url
-    from gaesignals.registry import declare
+    from gaesignals.registration import declare
 
     url = f"memcached://{raw.client.server[0]}:{raw.client.server[1]}"
     taken = fill("over", 900)

@@ -68,7 +68,7 @@ def test_oldest_age_comes_from_the_frame_id(monkeypatch: pytest.MonkeyPatch) -> 
     clock = [1_700_000_000.0]
     fake = SimpleNamespace(time=lambda: clock[0], perf_counter=time.perf_counter)
     monkeypatch.setattr(frames, "clock", fake.time)
-    monkeypatch.setattr(importlib.import_module("gaesignals.stats"), "time", fake)
+    monkeypatch.setattr(importlib.import_module("gaesignals.inspection"), "time", fake)
     send("aged", 1)
     clock[0] += 30
     send("aged", 2)

@@ -16,9 +16,9 @@ from collections import Counter
 from typing import Any
 
 from .. import config, delivery
+from ..inspection import Pending, overview, pending
 from ..mapping import SignalMapping
 from ..sending import send
-from ..stats import Pending, overview, pending
 from .errors import EXIT_ERROR, EXIT_OK, EXIT_STORE, CommandError
 from .loading import load_mapping, signal_names
 from .output import say, shown

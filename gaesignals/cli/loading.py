@@ -17,7 +17,7 @@ from types import ModuleType
 from typing import Any
 
 from ..mapping import SignalMapping
-from ..registry import autodiscover, registry
+from ..registration import autodiscover, registry
 from .errors import CommandError
 
 

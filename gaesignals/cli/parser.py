@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .. import config
-from ..registry import check_lease, check_max_attempts
+from ..registration import check_lease, check_max_attempts
 from . import dashboard
 from .commands import dead_letters, deliver, send_one, show_pending
 from .worker import worker

@@ -29,9 +29,9 @@ from ..delivery import (
     requeue_dead_letters,
 )
 from ..exceptions import InvalidSignalName, StoreUnavailable
+from ..inspection import Overview, close_session, overview
 from ..keys import check_name
-from ..registry import registry
-from ..stats import Overview, close_session, overview
+from ..registration import registry
 from . import pages
 from .auth import (
     CSRF_COOKIE,

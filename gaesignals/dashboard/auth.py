@@ -7,7 +7,7 @@ Three ways in, chosen when the app is built, so a dashboard is never an open pag
   by a person: the browser then keeps a session cookie holding a random session id, its issue
   time and a MAC of both, never the token (HttpOnly, SameSite=Strict, valid for
   :data:`SESSION_SECONDS`). The session is live while its record is in the store
-  (:func:`gaesignals.stats.open_session`), so logging out ends it in every process, and the
+  (:func:`gaesignals.inspection.open_session`), so logging out ends it in every process, and the
   MAC's key is derived from the token, so a new token ends every session, whatever ``secret``;
 * ``auth=callable(environ) -> bool``: the host app's own check, asked on every request;
 * ``trust_host_auth=True``: the host app lets only its operators reach the mount point.
@@ -36,7 +36,7 @@ from http.cookies import CookieError, SimpleCookie
 from typing import Any
 
 from ..exceptions import ConfigurationError
-from ..stats import open_session, session_is_open
+from ..inspection import open_session, session_is_open
 
 logger = logging.getLogger("gaesignals")
 

@@ -1,6 +1,6 @@
 """``/metrics``: the signals in Prometheus text format, read in one batch per scrape.
 
-A custom collector over a private registry: each scrape calls :func:`gaesignals.stats.overview`
+A custom collector over a private registry: each scrape calls :func:`gaesignals.inspection.overview`
 once for every signal the dashboard shows (two round trips to the store, whatever the number
 of signals), and ``prometheus_client`` writes the exposition. Nothing is kept between scrapes:
 the counters are the store's, so every process serving ``/metrics`` reports the same numbers.
@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 
 from .._extras import requires
-from ..stats import REPORTED, overview
+from ..inspection import REPORTED, overview
 
 with requires("dashboard"):
     from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest

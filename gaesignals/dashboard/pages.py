@@ -13,7 +13,7 @@ from html import escape
 from urllib.parse import urlencode
 
 from ..delivery import DeadLetter
-from ..stats import REPORTED, Overview, SignalReport
+from ..inspection import REPORTED, Overview, SignalReport
 
 #: The longest payload preview shown, in characters.
 PREVIEW_CHARS = 300

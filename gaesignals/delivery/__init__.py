@@ -1,7 +1,7 @@
 """The delivering side: :func:`deliver`, weak or reliable, and dead letters.
 
 :mod:`.weak` takes every pending payload at most once; :mod:`.reliable` holds a per-signal lock
-with a lease and delivers at least once; :mod:`.dead_letters` keeps what failed too often;
+with a lease and delivers at least once; :mod:`.dead_lettering` keeps what failed too often;
 :mod:`.runner` runs one signal's handlers on its payloads; :mod:`.plan` keeps what deliveries
 derive from a mapping.
 """
@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from ..config import get_settings
 from ..coroutines import in_worker, refuse_running_loop, session
-from ..eager import asend_now, send_now
 from ..mapping import (
     Handler,
     HandlerSpec,
@@ -19,8 +18,8 @@ from ..mapping import (
     SignalMapping,
     pass_signal_name,
 )
-from ..registry import RetryPolicy, check_lease, check_max_attempts, registry
-from .dead_letters import (
+from ..registration import RetryPolicy, check_lease, check_max_attempts, registry
+from .dead_lettering import (
     DeadLetter,
     dead_letter_details,
     dead_letters,
@@ -53,7 +52,7 @@ def deliver(
     ``reliable`` chooses at-least-once delivery under a lock with a ``lease`` in seconds for
     every signal; left out, each signal gets the mode it was declared with (weak unless
     declared ``reliable=True``). ``lease``, ``max_attempts`` and the ``retry_*`` options (see
-    :class:`~gaesignals.registry.RetryPolicy`) override the mapping's and the declarations'
+    :class:`~gaesignals.registration.RetryPolicy`) override the mapping's and the declarations'
     values.
 
     ``async def`` handlers are awaited, in order, one payload at a time, on an event loop this
@@ -152,12 +151,10 @@ __all__ = [
     "MappingArg",
     "SignalMapping",
     "adeliver",
-    "asend_now",
     "dead_letter_details",
     "dead_letters",
     "deliver",
     "pass_signal_name",
     "purge_dead_letters",
     "requeue_dead_letters",
-    "send_now",
 ]

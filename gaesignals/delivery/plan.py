@@ -15,7 +15,7 @@ from ..config import Settings
 from ..keys import SignalKeys, shard_queues, signal_keys
 from ..mapping import SignalMapping
 from ..queue.spread import home_value, width
-from ..registry import SignalSpec
+from ..registration import SignalSpec
 from .runner import Runner
 
 

@@ -25,7 +25,7 @@ from ..queue.append import append_frames
 from ..queue.lease import Holder, acquire, release
 from ..queue.spread import home_value, learn, width
 from ..queue.take import acknowledge
-from ..registry import RetryPolicy, SignalSpec
+from ..registration import RetryPolicy, SignalSpec
 from ..timing import now_ms
 from .plan import plan_of
 from .retries import (

@@ -18,7 +18,7 @@ from ..config import Settings
 from ..exceptions import Reject, Retry
 from ..keys import signal_keys
 from ..mapping import Handler, call_form
-from ..registry import SignalSpec
+from ..registration import SignalSpec
 
 logger = logging.getLogger("gaesignals")
 

@@ -24,7 +24,7 @@ from ..keys import located
 from ..mapping import SignalMapping
 from ..queue.append import append_frames, widen
 from ..queue.spread import home_value, learn
-from ..registry import SignalSpec
+from ..registration import SignalSpec
 from ..stores import Connection, NativeQueue, TakeGroup
 from ..timing import now_ms
 from .plan import Layout, plan_of

@@ -19,7 +19,7 @@ from ..config import Settings
 from ..exceptions import Contention, GaeSignalsError, QueueFull
 from ..frames import parse_queue
 from ..keys import shard_queues, spread_key
-from ..registry import registry
+from ..registration import registry
 from ..stores import Connection, Store
 from . import spread
 from .routing import crowded, filled, rng, stick

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 
 from ..config import Settings
 from ..keys import SignalKeys, check_name, shard_queues, signal_keys
-from ..registry import registry
+from ..registration import registry
 from .spread import width
 
 #: A thread moves to another shard of a sharded signal once its shard holds this many bytes (on

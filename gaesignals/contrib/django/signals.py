@@ -38,7 +38,7 @@ from ...codec import encode_payload
 from ...config import get_settings
 from ...exceptions import GaeSignalsError
 from ...keys import check_name, signal_keys
-from ...registry import Registry, registry
+from ...registration import Registry, registry
 from ...sending import send
 
 logger = logging.getLogger("gaesignals")

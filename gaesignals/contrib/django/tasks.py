@@ -57,7 +57,7 @@ from ...codec import encode_payload
 from ...config import Settings, get_settings
 from ...exceptions import GaeSignalsError, Reject, UnserializablePayload
 from ...keys import check_name, signal_keys
-from ...registry import (
+from ...registration import (
     DEFAULT_LEASE,
     DEFAULT_RETRY_BACKOFF,
     DEFAULT_RETRY_DELAY,

@@ -15,7 +15,7 @@ from django.db import close_old_connections
 from gaesignals.contrib.django.apps import options
 from gaesignals.delivery import deliver
 from gaesignals.exceptions import StoreUnavailable
-from gaesignals.registry import check_lease, check_max_attempts
+from gaesignals.registration import check_lease, check_max_attempts
 
 logger = logging.getLogger("gaesignals")
 
