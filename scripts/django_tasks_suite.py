@@ -7,12 +7,14 @@ Django's test files are never committed here: they are downloaded (``pip downloa
 CI installs from) into ``tests/django_tasks_port/upstream/tasks/`` (gitignored), beside Django's
 LICENSE, and ``tests/django_tasks_port/django-X.Y.patch`` (ours, each change marked
 ``# ADAPTED:``) is applied to them. A patch that does not apply exactly is refused, and nothing
-already extracted is touched. Without ``django.tasks`` (Django before 6) there is nothing to do.
+already extracted is touched. Nothing is fetched when ``upstream/`` already holds this Django's
+files with this patch (``--force`` fetches anyway), nor without ``django.tasks`` (Django 5).
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import importlib.metadata
 import importlib.util
 import re
@@ -26,13 +28,26 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 PORT = ROOT / "tests" / "django_tasks_port"
 UPSTREAM = PORT / "upstream"
-#: Written last into UPSTREAM: the Django version its files come from.
-VERSION_FILE = "DJANGO_VERSION"
+#: Written last into UPSTREAM: which Django and which patch its files come from (:func:`stamp`).
+STAMP_FILE = "STAMP"
 HUNK = re.compile(r"^@@ -(\d+)(?:,(\d+))? \+(\d+)(?:,(\d+))? @@")
 
 
 class PatchError(Exception):
     """The patch does not apply exactly to Django's files."""
+
+
+def patch_file(version: str) -> Path:
+    """Our patch for Django ``version``: one per minor release (``django-6.1.patch``)."""
+    return PORT / "django-{}.{}.patch".format(*version.split(".")[:2])
+
+
+def stamp(version: str) -> str:
+    """What UPSTREAM holds once set up for Django ``version``: that version, and the hash of
+    the patch applied (a changed patch needs the files fetched again)."""
+    patch = patch_file(version)
+    digest = hashlib.sha256(patch.read_bytes()).hexdigest() if patch.exists() else "none"
+    return f"Django {version}, {patch.name} sha256 {digest}\n"
 
 
 def download_sdist(version: str, directory: Path) -> Path:
@@ -95,10 +110,10 @@ def _files(patch: str) -> list[tuple[str, list[tuple[int, list[str]]]]]:
 
 def install(version: str, sdist: Path | None) -> None:
     """Extract and patch into a scratch directory, then replace UPSTREAM with it."""
-    patch_file = PORT / "django-{}.{}.patch".format(*version.split(".")[:2])
-    if not patch_file.exists():
+    patch = patch_file(version)
+    if not patch.exists():
         raise SystemExit(
-            f"no {patch_file.relative_to(ROOT)}: Django {version} is not one the port supports "
+            f"no {patch.relative_to(ROOT)}: Django {version} is not one the port supports "
             "(the test group pins the Django it was written for)"
         )
     with tempfile.TemporaryDirectory() as scratch:
@@ -108,13 +123,13 @@ def install(version: str, sdist: Path | None) -> None:
         built = work / "upstream"
         extract(sdist, version, built)
         try:
-            apply_patch(patch_file.read_text(), built)
+            apply_patch(patch.read_text(), built)
         except PatchError as error:
             raise SystemExit(
-                f"{patch_file.relative_to(ROOT)} does not apply to Django {version}'s "
+                f"{patch.relative_to(ROOT)} does not apply to Django {version}'s "
                 f"tests/tasks ({error}): update the patch for this release"
             ) from error
-        (built / VERSION_FILE).write_text(version + "\n")
+        (built / STAMP_FILE).write_text(stamp(version))
         shutil.rmtree(UPSTREAM, ignore_errors=True)
         shutil.copytree(built, UPSTREAM)
     print(f"Django {version}'s tests/tasks, patched, in {UPSTREAM.relative_to(ROOT)}")
@@ -123,6 +138,7 @@ def install(version: str, sdist: Path | None) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sdist", type=Path, help="a downloaded django-X.Y.Z.tar.gz to use")
+    parser.add_argument("--force", action="store_true", help="fetch even when up to date")
     args = parser.parse_args()
     if importlib.util.find_spec("django") is None:
         print("Django is not installed here: nothing to do")
@@ -131,8 +147,19 @@ def main() -> int:
     if importlib.util.find_spec("django.tasks") is None:
         print(f"Django {version} has no django.tasks (it came in Django 6): nothing to do")
         return 0
+    if not args.force and current_stamp() == stamp(version):
+        print(f"{UPSTREAM.relative_to(ROOT)} already holds Django {version}'s tests/tasks, patched")
+        return 0
     install(version, args.sdist)
     return 0
+
+
+def current_stamp() -> str | None:
+    """What UPSTREAM holds (:func:`stamp`), or None when nothing was set up there."""
+    try:
+        return (UPSTREAM / STAMP_FILE).read_text()
+    except FileNotFoundError:
+        return None
 
 
 if __name__ == "__main__":

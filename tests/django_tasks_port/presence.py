@@ -6,7 +6,9 @@ from __future__ import annotations
 import importlib.metadata
 import importlib.util
 from pathlib import Path
+from types import ModuleType
 
+ROOT = Path(__file__).resolve().parents[2]
 UPSTREAM = Path(__file__).resolve().parent / "upstream"
 COMMAND = "python scripts/django_tasks_suite.py"
 #: Django's test modules the port runs (tests/tasks/ of its sdist), imported as Django names them.
@@ -18,6 +20,17 @@ MODULES = (
 )
 
 
+def load_script() -> ModuleType:
+    """``scripts/django_tasks_suite.py``, which fetches them (scripts/ is not a package)."""
+    spec = importlib.util.spec_from_file_location(
+        "django_tasks_suite", ROOT / "scripts" / "django_tasks_suite.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def has_django_tasks() -> bool:
     """Whether the Django installed has ``django.tasks`` (Django 6, Python 3.12+)."""
     return importlib.util.find_spec("django") is not None and (
@@ -27,14 +40,14 @@ def has_django_tasks() -> bool:
 
 def missing() -> str | None:
     """Why Django's suite is not ready to run here, or None when it is."""
-    installed = importlib.metadata.version("django")
-    try:
-        extracted = (UPSTREAM / "DJANGO_VERSION").read_text().strip()
-    except FileNotFoundError:
+    script = load_script()
+    found = script.current_stamp()
+    if found is None:
         return f"Django's tests/tasks are not in {UPSTREAM.name}/: run `{COMMAND}` once"
-    if extracted != installed:
+    expected = script.stamp(importlib.metadata.version("django"))
+    if found != expected:
         return (
-            f"{UPSTREAM.name}/ holds Django {extracted}'s tests/tasks, Django {installed} is "
-            f"installed: run `{COMMAND}` again"
+            f"{UPSTREAM.name}/ was set up for another Django or patch ({found.strip()}): "
+            f"run `{COMMAND}` again"
         )
     return None

@@ -2,27 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from .presence import load_script
 
-
-def _script() -> ModuleType:
-    """The script, imported from scripts/ (not a package)."""
-    spec = importlib.util.spec_from_file_location(
-        "django_tasks_suite", ROOT / "scripts" / "django_tasks_suite.py"
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-suite = _script()
+suite = load_script()
 
 ORIGINAL = "one\ntwo\nthree\nfour\nfive\nsix\n"
 PATCH = """A header line, ignored.
