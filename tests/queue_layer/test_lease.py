@@ -11,6 +11,8 @@ clock, moved together): nothing sleeps.
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,11 +20,13 @@ import pytest
 
 import gaesignals
 from gaesignals import declare, deliver, frames, health, send
+from gaesignals.config import get_settings
 from gaesignals.keys import signal_keys
 from gaesignals.queue import lease
 from gaesignals.queue.lease import CLOCK_SKEW, MAX_LEASE, LockState, lock_expiry
+from gaesignals.registration import DEFAULT_LEASE
 
-from ..cli_support import app, got, run  # noqa: F401  (app is a fixture)
+from ..cli_support import Process, app, got, memcached_url, process, run  # noqa: F401 (fixtures)
 from ..conftest import STORES, VALKEY_STORES, RawAccess
 
 #: The lease the signals here declare, in seconds.
@@ -189,6 +193,26 @@ def test_a_fresh_command_line_process_takes_over_a_planted_lock(
     assert code == 0
     assert "delivered 1" in out
     assert got() == ["waiting"]
+
+
+def test_a_new_command_line_process_takes_over_an_old_planted_lock(
+    app: Path,  # noqa: F811
+    process: Callable[..., Process],  # noqa: F811
+    memcached_url: str,  # noqa: F811
+) -> None:
+    """A real ``python -m gaesignals deliver --reliable`` process, with no clock seam, leaves a
+    freshly planted 14-day lock (with a 28-day expiry) alone, and takes over one planted
+    longer ago than the signal's lease allows, the way a cron run would."""
+    send("a", "waiting")
+    lock = signal_keys("a", "").lock
+    store = get_settings().store
+    too_old = time.time() - lock_expiry(DEFAULT_LEASE) - CLOCK_SKEW - 2
+    for written, delivered in ((time.time(), 0), (too_old, 1)):
+        with store.connection() as conn:
+            conn.set_many({lock: planted(MAX_LEASE, written)}, expire=lock_expiry(MAX_LEASE))
+        cron = process("--store", memcached_url, "deliver", "cliapp:pairs", "--reliable")
+        assert cron.finish() == 0, cron.lines
+        assert f"delivered {delivered} payload(s)" in "\n".join(cron.lines["out"]), cron.lines
 
 
 def test_a_live_holder_renewing_within_its_lease_is_never_taken_over(
