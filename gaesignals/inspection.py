@@ -24,9 +24,10 @@ from .accounting import flush_sent, number
 from .config import Settings, get_settings
 from .exceptions import StoreUnavailable
 from .keys import SignalKeys, check_name, signal_keys
-from .queue.lease import lock_state
+from .queue.lease import LockState, lock_state
 from .queue.routing import queues_of
 from .queue.spread import learn
+from .registration import registry
 from .stores import Connection
 
 #: The counters :func:`stats` reports, in this order.
@@ -128,12 +129,13 @@ def _counters(current: Mapping[str, tuple[bytes, object]], keys: SignalKeys) -> 
 
 class SignalReport(NamedTuple):
     """All :func:`overview` knows of one signal: its backlog, its counters (by the names in
-    :data:`REPORTED`), its reliable-delivery lock (``free``, ``held`` or ``foreign``) and how
-    many dead letters it keeps."""
+    :data:`REPORTED`), its reliable-delivery lock (a
+    :class:`~gaesignals.queue.lease.LockState`: ``free``, ``held``, ``overlong`` or
+    ``foreign``) and how many dead letters it keeps."""
 
     pending: Pending
     counters: dict[str, int]
-    lock: str
+    lock: LockState
     dead_letters: int
 
 
@@ -182,9 +184,19 @@ def _read_rest(
     for name, k in keys.items():
         dead = current.get(k.dead)
         found = frames.parse(dead[0], k.queue.encode(), settings.secret_keys)[0] if dead else []
-        lock = lock_state(k.lock, current.get(k.lock))
+        item = current.get(k.lock)
+        lock = lock_state(k.lock, item[0] if item else None, registry.spec(name).lease)
         reports[name] = SignalReport(backlog[name], _counters(current, k), lock, len(found))
     return reports
+
+
+#: What :func:`health` says of a lock that keeps ``ok`` False.
+_LOCK_PROBLEMS = {
+    LockState.OVERLONG: "signal {name!r}: its reliable lock claims a longer lease than the "
+    "{lease} s the signal declares, and is honoured only for that",
+    LockState.FOREIGN: "signal {name!r}: its reliable lock was not written by a live deliverer "
+    "(not one of ours, or held past its {lease} s lease); the next reliable delivery takes it over",
+}
 
 
 def health(names: Iterable[str] = ()) -> dict[str, Any]:
@@ -193,15 +205,23 @@ def health(names: Iterable[str] = ()) -> dict[str, Any]:
     ``{"ok": bool, "store": {"kind", "reachable", "latency_ms", "error"}, "signals": {name:
     {"pending", "pending_bytes", "oldest_age", "waiting", "next_due", "lock",
     "dead_letters", **counters}}}`` (``waiting``: payloads held back by a delay or a retry,
-    the first due at ``next_due``). ``ok`` is False, with the error, when the store cannot be
-    reached, and when a signal's reliable-delivery lock is ``"foreign"``: not one of ours, or
-    seen by this process held past its lease (else ``"free"`` or ``"held"``); the next
-    reliable delivery takes such a lock over. It reads as :func:`overview` does.
+    the first due at ``next_due``), and ``"problems"``: a line for each reason ``ok`` is False.
+    ``ok`` is False, with the error, when the store cannot be reached, and when a signal's
+    reliable-delivery lock is ``"overlong"`` (claiming a longer lease than the signal declares:
+    honoured only for the declared one) or ``"foreign"`` (not one of ours, or held past the
+    lease its signal allows: the next reliable delivery takes it over); else it is ``"free"``
+    or ``"held"``. It reads as :func:`overview` does.
     """
     found = overview(names)
-    locks = [report.lock for report in found.signals.values()]
+    problems = [] if found.reachable else [f"the store cannot be reached: {found.error}"]
+    problems += [
+        _LOCK_PROBLEMS[report.lock].format(name=name, lease=registry.spec(name).lease)
+        for name, report in found.signals.items()
+        if report.lock in _LOCK_PROBLEMS
+    ]
     return {
-        "ok": found.reachable and "foreign" not in locks,
+        "ok": not problems,
+        "problems": problems,
         "store": {
             "kind": type(get_settings().store).__name__,
             "reachable": found.reachable,

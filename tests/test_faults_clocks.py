@@ -82,9 +82,9 @@ def test_a_holder_that_outlived_its_lease_leaves_the_next_holders_lock_alone(
         f"lock after the first holder's release={seen['lock']!r} third deliverer got="
         f"{seen['third']} logged={dict(logged)}"
     )
-    assert seen["lock"] is not None and re.fullmatch(rb"[0-9a-f]{32}:30:[0-9]+", seen["lock"]), (
-        "the first holder's release touched the second holder's lock"
-    )
+    assert seen["lock"] is not None and re.fullmatch(
+        rb"[0-9a-f]{32}:30:[0-9]+:[0-9]+", seen["lock"]
+    ), "the first holder's release touched the second holder's lock"
     assert seen["third"] == 0 and seen["intruded"] == []
     assert first_count == 1  # it stopped after the payload that outlived its lease
     tally.check(duplicates=True)

@@ -167,7 +167,7 @@ def test_a_renewed_lock_is_never_taken_for_foreign(raw: RawAccess, lock_clock: _
     with raw.store.connection() as conn:
         assert lease.acquire(conn, [key], owner, 5) == {key}
         for _ in range(10):
-            assert not lease.is_foreign(key, conn.gets_many([key])[key][0])
+            assert not lease.is_foreign(key, conn.gets_many([key])[key][0], 5)
             lock_clock.now += 3
             assert lease.renew(conn, [key], owner, 5) == {key}
         assert lease.acquire(conn, [key], b"02" * 16, 5) == set()

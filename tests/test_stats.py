@@ -348,8 +348,8 @@ def test_health_reports_a_working_store(store: Store) -> None:
 
 
 def test_health_never_raises_on_a_down_store() -> None:
-    """A store that cannot be reached makes health() report ok False with the error; it
-    does not raise."""
+    """A store that cannot be reached makes health() report ok False with the error, also as
+    its problem line; it does not raise."""
     gaesignals.configure(
         store=DownStore("memcached at 127.0.0.1:1 is unreachable", max_value_size=1000, shared=True)
     )
@@ -357,6 +357,7 @@ def test_health_never_raises_on_a_down_store() -> None:
     assert report["ok"] is False
     assert report["store"]["reachable"] is False
     assert "unreachable" in report["store"]["error"]
+    assert report["problems"] == [f"the store cannot be reached: {report['store']['error']}"]
     assert json.loads(json.dumps(report)) == report
 
 

@@ -79,7 +79,8 @@ def _deliver_reliable(
     run = _ReliableRun(settings, max_attempts, policy)
     with settings.store.connection() as conn:
         # One lock per signal, whatever its shards.
-        held = acquire(conn, [k.lock for k in keys.values()], owner, lease)
+        declared = {k.lock: specs[name].lease for name, k in keys.items()}
+        held = acquire(conn, [k.lock for k in keys.values()], owner, lease, declared)
         if not held:
             return 0, False
         if checking:

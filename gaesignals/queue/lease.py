@@ -1,23 +1,33 @@
 """Reliable delivery's per-signal locks: taken with a lease, renewed, released by their owner.
 
-A released lock is an empty value; a held one is ``<owner>:<lease>:<write>``: its owner's random
-token, the lease it was taken with, and a count that makes every renewal a new value. The lease
-runs on the cache server's clock (the key's expiry); the local clock only decides when to renew,
-and tells a foreign lock from ours. Every lock we write expires within
-:func:`lock_expiry` of being written, and every renewal changes it; so a held value not in our
-format, or one this process sees unchanged for longer than its lease allows (planted with no
-expiry, or a longer one), was written by someone else. It is taken over with a warning instead
-of halting the signal for ever. Elapsed time on one host's monotonic clock matches the cache
-server's, whatever the offset between their clocks.
+A released lock is an empty value; a held one is ``<owner>:<lease>:<written>:<write>``: its
+owner's random token, the lease it was taken with, the Unix second its writer wrote it, and a
+count that makes every renewal a new value. The lease runs on the cache server's clock (the
+key's expiry); the local clock decides when to renew.
+
+Anyone who can write the cache can write a lock, in our format too, with any lease and any
+expiry, so a lock is honoured no longer than its signal allows: with its stated lease cut to
+the signal's declared one (or the lease this deliverer runs with, if longer), it is taken over
+once it is older than that lease lets a lock live (:func:`lock_expiry`). Its age is read from
+its timestamp, allowing :data:`CLOCK_SKEW` between the writer's clock and ours, so a fresh
+process (a cron run, the command line) takes it over as surely as a long-lived one; a process
+that sees a value unchanged for that long on its own monotonic clock needs no allowance. A
+value not in our format, or dated in the future, is taken over at once. A live holder renews
+well within its lease (at the first payload boundary past half of it), so it is never taken
+over while its handlers stay shorter than the lease.
 """
 
 from __future__ import annotations
 
+import enum
 import itertools
 import logging
 import re
 import time
+from collections.abc import Mapping
+from dataclasses import dataclass
 
+from .. import frames
 from ..stores import Connection
 
 logger = logging.getLogger("gaesignals")
@@ -25,16 +35,50 @@ logger = logging.getLogger("gaesignals")
 #: The longest lease a deliverer may hold, in seconds (14 days): its lock lives twice as long,
 #: and memcached and App Engine read an expiry past 30 days as an absolute Unix time.
 MAX_LEASE = 14 * 24 * 3600
-#: Our lock values: 32 hex digits of owner token, the lease in seconds, a write count.
-_LOCK_VALUE = re.compile(rb"([0-9a-f]{32}):([0-9]{1,7}):([0-9]{1,20})")
-#: Held lock values of others seen by this process: key -> (value, lease, first seen).
-_sightings: dict[str, tuple[bytes, int, float]] = {}
+#: How far two hosts' clocks may disagree, in seconds, before a live lock reads as too old.
+CLOCK_SKEW = 60
+#: Our lock values: 32 hex digits of owner token, the lease, the Unix second, a write count.
+_LOCK_VALUE = re.compile(rb"([0-9a-f]{32}):([0-9]{1,7}):([0-9]{1,12}):([0-9]{1,20})")
+#: Held lock values of others seen by this process: key -> (value, first seen).
+_sightings: dict[str, tuple[bytes, float]] = {}
 _SIGHTINGS_MAX = 4096
 _writes = itertools.count()
 
 
+class LockState(enum.StrEnum):
+    """What a signal's lock is, as reports show it."""
+
+    #: Nobody holds it.
+    FREE = "free"
+    #: A deliverer holds it, within its signal's lease.
+    HELD = "held"
+    #: Held, claiming a longer lease than its signal declares: honoured only for the declared.
+    OVERLONG = "overlong"
+    #: Not a lock of ours, or held past its lease: the next reliable delivery takes it over.
+    FOREIGN = "foreign"
+
+
+@dataclass(frozen=True, slots=True)
+class LockValue:
+    """A held lock's value, parsed: its owner's token, its lease, and when it was written
+    (Unix seconds, on its writer's clock)."""
+
+    owner: bytes
+    lease: int
+    written: int
+
+    @classmethod
+    def parse(cls, value: bytes) -> LockValue | None:
+        """The lock ``value`` holds, or None if it is not one we write."""
+        match = _LOCK_VALUE.fullmatch(value)
+        if match is None or int(match[2]) > MAX_LEASE:
+            return None
+        return cls(match[1], int(match[2]), int(match[3]))
+
+
 def _clock() -> float:
-    """Monotonic seconds: when to renew, how long a lock value has been seen (a test seam)."""
+    """Monotonic seconds: when to renew, how long a lock value has been seen (a test seam).
+    A lock's timestamp is read from :data:`gaesignals.frames.clock`, the library's wall clock."""
     return time.monotonic()
 
 
@@ -46,48 +90,70 @@ def lock_expiry(lease: int) -> int:
 
 
 def lock_value(owner: bytes, lease: int) -> bytes:
-    """What a holder writes: its token, its lease, and a count that changes on every write."""
-    return b"%s:%d:%d" % (owner, lease, next(_writes))
+    """What a holder writes: its token, its lease, the time, and a count that changes on every
+    write."""
+    return b"%s:%d:%d:%d" % (owner, lease, int(frames.clock()), next(_writes))
 
 
-def is_foreign(key: str, value: bytes) -> bool:
-    """Whether a held lock's value is one no live deliverer of ours holds: not in our format,
-    or seen by this process, unchanged, for longer than the cache should have kept it."""
-    match = _LOCK_VALUE.fullmatch(value)
-    if match is None or int(match[2]) > MAX_LEASE:
-        return True
+def lock_state(key: str, value: bytes | None, honoured: int) -> LockState:
+    """What the lock ``key`` holding ``value`` is, for a signal whose lease is ``honoured``
+    seconds: free, held, held claiming a longer lease (overlong), or foreign (see the module
+    docstring)."""
+    if not value:
+        return LockState.FREE
+    lock = LockValue.parse(value)
+    if lock is None:
+        return LockState.FOREIGN
+    lives = lock_expiry(min(lock.lease, honoured))
+    age = frames.clock() - lock.written
+    if age > lives + CLOCK_SKEW or age < -CLOCK_SKEW or _seen_for(key, value) > lives + 1:
+        return LockState.FOREIGN
+    return LockState.OVERLONG if lock.lease > honoured else LockState.HELD
+
+
+def is_foreign(key: str, value: bytes, honoured: int) -> bool:
+    """Whether a held lock's value is one no live deliverer of ours holds (see
+    :func:`lock_state`)."""
+    return lock_state(key, value, honoured) is LockState.FOREIGN
+
+
+def _seen_for(key: str, value: bytes) -> float:
+    """How long this process has seen ``key`` hold ``value``, unchanged (0 at first sight)."""
     now = _clock()
     seen = _sightings.get(key)
     if seen is None or seen[0] != value:
         if len(_sightings) >= _SIGHTINGS_MAX:
             _sightings.clear()
-        _sightings[key] = (value, int(match[2]), now)
-        return False
-    return now - seen[2] > lock_expiry(seen[1]) + 1
-
-
-def lock_state(key: str, item: tuple[bytes, object] | None) -> str:
-    """``free``, ``held`` or ``foreign`` (see :func:`is_foreign`), for reports."""
-    if item is None or not item[0]:
-        return "free"
-    return "foreign" if is_foreign(key, item[0]) else "held"
+        _sightings[key] = (value, now)
+        return 0.0
+    return now - seen[1]
 
 
 def _owner_of(value: bytes) -> bytes:
     return value.partition(b":")[0]
 
 
-def acquire(conn: Connection, locks: list[str], owner: bytes, lease: int) -> set[str]:
-    """Take every lock that is free or foreign (see the module docstring)."""
+def acquire(
+    conn: Connection,
+    locks: list[str],
+    owner: bytes,
+    lease: int,
+    declared: Mapping[str, int] | None = None,
+) -> set[str]:
+    """Take every lock that is free or foreign (see the module docstring). A lock is honoured
+    for the longer of ``lease`` and its signal's ``declared`` lease (by lock key)."""
     expire = lock_expiry(lease)
     mine = lock_value(owner, lease)
     added = conn.add_many(dict.fromkeys(locks, mine), expire=expire)
     held = {key for key, ok in added.items() if ok}
     rest = [key for key in locks if not added[key]]
     if rest:
+        honoured = {k: max(lease, (declared or {}).get(k, lease)) for k in rest}
         current = conn.gets_many(rest)
         free = {
-            k: (mine, current[k][1]) for k in rest if k in current and _takeable(k, current[k][0])
+            k: (mine, current[k][1])
+            for k in rest
+            if k in current and _takeable(k, current[k][0], honoured[k])
         }
         if free:
             held.update(k for k, ok in conn.cas_many(free, expire=expire).items() if ok)
@@ -99,17 +165,18 @@ def acquire(conn: Connection, locks: list[str], owner: bytes, lease: int) -> set
     return held
 
 
-def _takeable(key: str, value: bytes) -> bool:
+def _takeable(key: str, value: bytes, honoured: int) -> bool:
     """Whether a lock that exists may be taken: released, or foreign (said in the log)."""
     if not value:
         return True
-    if not is_foreign(key, value):
+    if not is_foreign(key, value, honoured):
         return False
     logger.warning(
         "lock %r holds %d byte(s) no live deliverer wrote (not a lock of ours, or "
-        "kept past its lease); taken over",
+        "kept past the %d s lease its signal allows); taken over",
         key,
         len(value),
+        honoured,
     )
     return True
 
