@@ -8,6 +8,7 @@ store wrappers of :mod:`gaesignals.testing` may call what a store offers.
 from __future__ import annotations
 
 import ast
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -88,3 +89,11 @@ def test_only_the_queue_layer_calls_a_store() -> None:
 def test_the_list_of_modules_still_to_move_only_shrinks() -> None:
     """Every module listed as still to move still calls a store (else strike it off)."""
     assert STILL_TO_MOVE - set(_callers()) == set()
+
+
+def test_no_test_package_shadows_the_standard_library() -> None:
+    """No package under ``tests/`` takes a standard-library name: the worker scripts there
+    run with ``tests/`` first on ``sys.path``, where a ``tests/queue`` would hide ``queue``."""
+    tests = Path(__file__).resolve().parent
+    packages = {init.parent.name for init in tests.glob("*/__init__.py")}
+    assert packages & sys.stdlib_module_names == set()

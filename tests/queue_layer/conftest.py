@@ -1,4 +1,8 @@
-"""The queue layer's contract suite runs on every store, Valkey's standalone and cluster too."""
+"""The queue layer's contract suite (one module per module of :mod:`gaesignals.queue`) runs on
+every store, Valkey's standalone and cluster too.
+
+Not named ``tests/queue``: the scripts in ``tests/`` run with it first on ``sys.path``, where a
+package of that name would stand in for the standard library's ``queue``."""
 
 from __future__ import annotations
 
