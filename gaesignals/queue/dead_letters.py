@@ -36,7 +36,8 @@ class Letters(NamedTuple):
     bad: list[frames.BadRegion]
 
 
-NONE = Letters(b"", [], [])
+#: What a signal without dead letters reads as (shared: never to be changed).
+NO_LETTERS = Letters(b"", [], [])
 
 
 def _letters(value: bytes, keys: SignalKeys, settings: Settings) -> Letters:
@@ -55,7 +56,7 @@ def read(settings: Settings, name: str) -> Letters:
     keys = signal_keys(name, settings.namespace)
     with settings.store.connection() as conn:
         item = conn.gets_many([keys.dead]).get(keys.dead)
-    return _letters(item[0], keys, settings) if item else NONE
+    return _letters(item[0], keys, settings) if item else NO_LETTERS
 
 
 def purge(settings: Settings, name: str) -> Letters:
@@ -97,7 +98,7 @@ def _take(conn: Connection, name: str, settings: Settings) -> Letters:
     for _ in range(TAKE_ROUNDS):
         item = conn.gets_many([keys.dead]).get(keys.dead)
         if not item or not item[0]:
-            return NONE
+            return NO_LETTERS
         if conn.cas_many({keys.dead: (b"", item[1])})[keys.dead]:
             return _letters(item[0], keys, settings)
         # another failure was dead-lettered meanwhile: read again

@@ -51,10 +51,10 @@ def test_put_letters_read_back_in_order(store: Store) -> None:
 
 def test_a_signal_without_letters_reads_as_none(store: Store) -> None:
     """A missing dead-letter key, or an emptied one, reads as no letters."""
-    assert dead_letters.read(get_settings(), "letters") == dead_letters.NONE
+    assert dead_letters.read(get_settings(), "letters") == dead_letters.NO_LETTERS
     _put(store, letter(KEYS, b"1"))
     dead_letters.purge(get_settings(), "letters")
-    assert dead_letters.read(get_settings(), "letters") == dead_letters.NONE
+    assert dead_letters.read(get_settings(), "letters") == dead_letters.NO_LETTERS
 
 
 def test_reading_leaves_the_letters_in_place(store: Store) -> None:
@@ -104,7 +104,7 @@ def test_requeued_letters_are_delivered_after_what_was_queued(store: Store) -> N
 
 def test_requeue_of_no_letters_writes_nothing(store: Store) -> None:
     """With no letters, a requeue moves nothing and creates no queue key nor counter."""
-    assert dead_letters.requeue(get_settings(), "letters") == dead_letters.NONE
+    assert dead_letters.requeue(get_settings(), "letters") == dead_letters.NO_LETTERS
     assert _stored(store, KEYS.queue) is None
     assert _accounted(store) is None
 
