@@ -25,6 +25,7 @@ from . import frames, tracing
 from .config import Settings
 from .exceptions import GaeSignalsError
 from .keys import SignalKeys, located
+from .queue.counters import bump, record_estimates
 from .stores import Connection, Store, counter_value
 
 logger = logging.getLogger("gaesignals")
@@ -105,7 +106,7 @@ def count_sent(conn: Connection | None, store: Store, deltas: Mapping[str, int])
     tally = _tally_of(store)
     if tally is None:
         with store.connection() if conn is None else nullcontext(conn) as using:
-            using.incr_many(deltas)
+            bump(using, deltas)
         return
     now = _monotonic()
     with tally.lock:
@@ -134,7 +135,7 @@ def flush_sent(conn: Connection, store: Store) -> None:
     if not deltas:
         return
     try:
-        conn.incr_many(deltas)
+        bump(conn, deltas)
     except GaeSignalsError:
         logger.warning("could not write sent counts %s yet", deltas, exc_info=True)
         with tally.lock:
@@ -203,7 +204,7 @@ def flush(conn: Connection, bumps: Counter[str], *, quietly: bool = False) -> No
     if not deltas:
         return
     try:
-        conn.incr_many(deltas)
+        bump(conn, deltas)
     except GaeSignalsError:
         if not quietly:
             raise
@@ -371,14 +372,7 @@ def _record_lost(
 ) -> None:
     """Write the new loss estimates (created by add, grown by cas over the value read) and
     log what was lost."""
-    untokened = [key for key, (_, item) in grown.items() if item[1] is None]
-    again = conn.gets_many(untokened) if untokened else {}
-    swaps = {}
-    for key, (value, item) in grown.items():
-        read = again.get(key) if item[1] is None else item
-        if read is not None and read[0] == item[0]:  # unchanged since the check read it
-            swaps[key] = (value, read[1])
-    recorded = (conn.add_many(fresh) if fresh else {}) | (conn.cas_many(swaps) if swaps else {})
+    recorded = record_estimates(conn, fresh, grown)
     for key, (name, more, total) in news.items():
         if recorded.get(key) and more > 0:
             tracing.count(tracing.LOST, name, more)

@@ -16,17 +16,19 @@ flush or an eviction can reset one (they are small and hot, so the least likely 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from typing import Any, NamedTuple
 
 from . import frames
-from .accounting import flush_sent, number
+from .accounting import flush_sent
 from .config import Settings, get_settings
 from .exceptions import StoreUnavailable
-from .keys import SignalKeys, check_name, signal_keys
-from .queue.lease import LockState, lock_state
+from .keys import check_name, signal_keys
+from .queue import records
+from .queue.lease import LockState
 from .queue.routing import queues_of
 from .queue.spread import learn
+from .queue.state import ping, read_counters, read_states, scan_queues
 from .registration import registry
 from .stores import Connection
 
@@ -79,9 +81,9 @@ def _backlog(conn: Connection, settings: Settings, wanted: list[str]) -> dict[st
         # Every shard's key; frames are signed for the signal's own queue key.
         queues = {q: n for n in todo for q in queues_of(n, settings) if q not in read}
         read.update(queues)
-        current = conn.scan_many(list(queues))
+        current = scan_queues(conn, list(queues))
         before = settings.widths.generation
-        for key, (value, _) in current.items():
+        for key, value in current.items():
             name = queues.get(key.partition(" ")[0])
             if name is None or not value:
                 continue
@@ -119,12 +121,7 @@ def stats(names: str | Iterable[str]) -> dict[str, dict[str, int]]:
     keys = {name: signal_keys(name, settings.namespace) for name in wanted}
     with settings.store.connection() as conn:
         flush_sent(conn, settings.store)  # what this process counted but still holds
-        current = conn.gets_many([k.counter(c) for k in keys.values() for c in REPORTED])
-    return {name: _counters(current, k) for name, k in keys.items()}
-
-
-def _counters(current: Mapping[str, tuple[bytes, object]], keys: SignalKeys) -> dict[str, int]:
-    return {counter: number(current, keys.counter(counter)) or 0 for counter in REPORTED}
+        return read_counters(conn, keys, REPORTED)
 
 
 class SignalReport(NamedTuple):
@@ -162,7 +159,7 @@ def overview(names: Iterable[str]) -> Overview:
         started = time.perf_counter()
         with settings.store.connection() as conn:
             if not wanted:
-                conn.gets_many([signal_keys("health", settings.namespace).counter("sent")])
+                ping(conn, settings.namespace)
             backlog = _backlog(conn, settings, wanted)
             latency = round((time.perf_counter() - started) * 1000, 3)
             signals = _read_rest(conn, settings, backlog) if wanted else {}
@@ -177,17 +174,12 @@ def _read_rest(
     """The counters, locks and dead letters of the signals in ``backlog``, in one batch."""
     keys = {name: signal_keys(name, settings.namespace) for name in backlog}
     flush_sent(conn, settings.store)  # what this process counted but still holds
-    wanted = [k.counter(c) for k in keys.values() for c in REPORTED]
-    wanted += [key for k in keys.values() for key in (k.lock, k.dead)]
-    current = conn.gets_many(wanted)
-    reports = {}
-    for name, k in keys.items():
-        dead = current.get(k.dead)
-        found = frames.parse(dead[0], k.queue.encode(), settings.secret_keys)[0] if dead else []
-        item = current.get(k.lock)
-        lock = lock_state(k.lock, item[0] if item else None, registry.spec(name).lease)
-        reports[name] = SignalReport(backlog[name], _counters(current, k), lock, len(found))
-    return reports
+    leases = {name: registry.spec(name).lease for name in backlog}
+    states = read_states(conn, keys, REPORTED, settings.secret_keys, leases)
+    return {
+        name: SignalReport(backlog[name], state.counters, state.lock, state.dead_letters)
+        for name, state in states.items()
+    }
 
 
 #: What :func:`health` says of a lock that keeps ``ok`` False.
@@ -258,9 +250,7 @@ def open_session(session: str, seconds: int) -> None:
     """Record the dashboard login ``session`` (letters and digits) as live for ``seconds``;
     raises :class:`~gaesignals.StoreUnavailable` when the store cannot keep it."""
     settings = get_settings()
-    with settings.store.connection() as conn:
-        stored = conn.set_many({_session_key(session, settings.namespace): b"1"}, seconds)
-    if not all(stored.values()):
+    if not records.keep(settings.store, _session_key(session, settings.namespace), b"1", seconds):
         raise StoreUnavailable("the store did not keep the dashboard session")
 
 
@@ -270,8 +260,7 @@ def session_is_open(session: str) -> bool:
     settings = get_settings()
     key = _session_key(session, settings.namespace)
     try:
-        with settings.store.connection() as conn:
-            return key in conn.gets_many([key])
+        return records.fetch(settings.store, key) is not None
     except StoreUnavailable:
         return False
 
@@ -279,8 +268,7 @@ def session_is_open(session: str) -> bool:
 def close_session(session: str) -> None:
     """End the dashboard login ``session`` for every process at once."""
     settings = get_settings()
-    with settings.store.connection() as conn:
-        conn.delete_many([_session_key(session, settings.namespace)])
+    records.forget(settings.store, _session_key(session, settings.namespace))
 
 
 __all__ = ["Overview", "Pending", "SignalReport", "health", "overview", "pending", "stats"]

@@ -21,7 +21,7 @@ from ..config import Settings
 from ..exceptions import GaeSignalsError, Reject, Retry, StoreUnavailable
 from ..keys import SignalKeys, located, shard_keys, signal_keys
 from ..mapping import SignalMapping
-from ..queue.append import append_frames
+from ..queue import dead_letters
 from ..queue.lease import Holder, acquire, release
 from ..queue.spread import home_value, learn, width
 from ..queue.take import acknowledge
@@ -398,7 +398,7 @@ class _Shard:
     def _dead_letter(self, raw: bytes, attempts: int) -> bool:
         name = self.runner.name
         try:
-            append_frames(self.holder.conn, self.runner.settings.store, {self.keys.dead: raw})
+            dead_letters.put(self.holder.conn, self.runner.settings.store, self.keys, raw)
         except GaeSignalsError:
             logger.exception("could not dead-letter a payload of %r; it stays queued", name)
             return False

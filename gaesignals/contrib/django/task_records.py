@@ -25,6 +25,7 @@ from datetime import datetime
 from typing import Any, TypeGuard
 
 from ...config import Settings
+from ...queue import records
 
 logger = logging.getLogger("gaesignals")
 
@@ -171,8 +172,7 @@ def write(record: dict[str, Any], settings: Settings, ttl: int) -> None:
         record = {field: value for field, value in record.items() if field != NONCE}
         record[SEAL] = _seal(record, nonce)
     key = record_key(record["id"], settings.namespace)
-    with settings.store.connection() as conn:
-        conn.set_many({key: _pack(record, key, settings)}, expire=ttl)
+    records.keep(settings.store, key, _pack(record, key, settings), ttl)
 
 
 def read(result_id: str, settings: Settings) -> dict[str, Any] | None:
@@ -180,9 +180,8 @@ def read(result_id: str, settings: Settings) -> dict[str, Any] | None:
     if not valid_id(result_id):
         return None
     key = record_key(result_id, settings.namespace)
-    with settings.store.connection() as conn:
-        item = conn.gets_many([key]).get(key)
-    record = None if item is None else _unpack(item[0], key, settings)
+    raw = records.fetch(settings.store, key)
+    record = None if raw is None else _unpack(raw, key, settings)
     if record is not None and record["id"] != result_id:
         logger.warning("the task result at %s names another id", key)
         return None
@@ -190,5 +189,4 @@ def read(result_id: str, settings: Settings) -> dict[str, Any] | None:
 
 
 def delete(result_id: str, settings: Settings) -> None:
-    with settings.store.connection() as conn:
-        conn.delete_many([record_key(result_id, settings.namespace)])
+    records.forget(settings.store, record_key(result_id, settings.namespace))

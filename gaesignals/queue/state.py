@@ -1,0 +1,78 @@
+"""Reading a signal's keys without changing them: its queues, counters, lock and dead letters.
+
+What :mod:`gaesignals.inspection` reports (``pending``, ``stats``, ``overview``, ``health``)
+is read here, each batch in one round trip per server on the connection the report holds.
+Nothing is taken, locked or written; whatever a key holds (planted, half-written, garbage) reads
+as what it can be taken for: a counter that is not one as 0, a lock that is not ours as
+``foreign``, unreadable dead letters as none.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import NamedTuple
+
+from .. import frames
+from ..accounting import number
+from ..keys import SignalKeys, signal_keys
+from ..stores import Connection
+from .lease import LockState, lock_state
+
+
+def scan_queues(conn: Connection, keys: Sequence[str]) -> dict[str, bytes]:
+    """The bytes each queue key of ``keys`` holds, if it exists; on a cluster also the copies
+    stranded on servers other than a key's home, under ``"<key> <where>"`` names."""
+    return {key: value for key, (value, _) in conn.scan_many(keys).items()}
+
+
+def ping(conn: Connection, namespace: str) -> None:
+    """One small read, for a report with no signal to read: raises
+    :class:`~gaesignals.StoreUnavailable` when the store does not answer."""
+    conn.gets_many([signal_keys("health", namespace).counter("sent")])
+
+
+def _counts(
+    current: Mapping[str, tuple[bytes, object]], keys: SignalKeys, counters: Sequence[str]
+) -> dict[str, int]:
+    return {counter: number(current, keys.counter(counter)) or 0 for counter in counters}
+
+
+def read_counters(
+    conn: Connection, signals: Mapping[str, SignalKeys], counters: Sequence[str]
+) -> dict[str, dict[str, int]]:
+    """Each signal's ``counters``, in one batch; a counter missing, or holding something that
+    is not a count, reads as 0."""
+    current = conn.gets_many([k.counter(c) for k in signals.values() for c in counters])
+    return {name: _counts(current, k, counters) for name, k in signals.items()}
+
+
+class SignalState(NamedTuple):
+    """A signal's counters (those asked for), its reliable-delivery lock (free, held,
+    overlong or foreign: see :mod:`.lease`) and how many dead letters it keeps that verify."""
+
+    counters: dict[str, int]
+    lock: LockState
+    dead_letters: int
+
+
+def read_states(
+    conn: Connection,
+    signals: Mapping[str, SignalKeys],
+    counters: Sequence[str],
+    secret_keys: Sequence[bytes],
+    leases: Mapping[str, int],
+) -> dict[str, SignalState]:
+    """Each signal's counters, lock and dead letters, all in one batch. A dead letter counts
+    when it verifies for the signal (with ``secret_keys``, if any); a lock is judged by the
+    signal's declared lease in ``leases``."""
+    wanted = [k.counter(c) for k in signals.values() for c in counters]
+    wanted += [key for k in signals.values() for key in (k.lock, k.dead)]
+    current = conn.gets_many(wanted)
+    states = {}
+    for name, k in signals.items():
+        dead = current.get(k.dead)
+        found = frames.parse(dead[0], k.queue.encode(), secret_keys)[0] if dead else []
+        item = current.get(k.lock)
+        lock = lock_state(k.lock, item[0] if item else None, leases[name])
+        states[name] = SignalState(_counts(current, k, counters), lock, len(found))
+    return states
