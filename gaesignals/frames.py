@@ -246,8 +246,10 @@ def encode(
     attempts = min(attempts, MAX_ATTEMPTS_FIELD)
     head = HEADER.pack(MAGIC, VERSION, flags, attempts, len(meta), len(body), ident)
     if secret_keys:
-        head += key_id(secret_keys[0])
-        head += _tag(secret_keys[0], signal_key, bytes((VERSION, flags)) + ident + meta + body)
+        kid, state = _signer(secret_keys[0], signal_key)
+        state = state.copy()
+        state.update(bytes((VERSION, flags)) + ident + meta + body)
+        head += kid + state.digest()
     head += meta
     return head + body + _seal(body, head)
 
@@ -433,6 +435,7 @@ class _Walk:
         append = self.found.append
         new = tuple.__new__  # Frame(...) without the Python-level __new__ of a NamedTuple
         strict = bool(secret_keys) or not self.pickled  # some frames may not be read here
+        ids, signal_key = self.ids, self.signal_key
         while pos < size:
             if size - pos < HEADER_SIZE + SEAL_SIZE:
                 return pos, "truncated header"
@@ -456,7 +459,19 @@ class _Walk:
             if meta and metadata(meta) is None:
                 return pos, "malformed metadata"
             if strict and (secret_keys or not flags & _READABLE_UNSIGNED):
-                why = self.check(pos, flags, ident, meta + body, tag_end)
+                # A frame signed with a key held here, verified inline; any other, in check().
+                keys = ids.get(value[pos + HEADER_SIZE : pos + _KEY_ID_END]) if flags & 1 else None
+                if keys is not None and _verify(
+                    keys,
+                    signal_key,
+                    value[pos + 2 : pos + 4],
+                    ident,
+                    meta + body if meta else body,
+                    value[pos + _KEY_ID_END : tag_end],
+                ):
+                    why = ""
+                else:
+                    why = self.check(pos, flags, ident, meta + body, tag_end)
                 if why:
                     why = self.hold(why, new(Frame, (pos, end, flags, attempts, ident, body, meta)))
                     if why:
@@ -511,21 +526,21 @@ def pickled_bodies(
             append(value[start:pos])
             pos += SEAL_SIZE
         return bodies if pos == size else None
-    unpack = _FAST_HEADER.unpack_from
+    unpack = _KEYED_HEADER.unpack_from
     append = bodies.append
     compare = hmac.compare_digest
-    # Each key id's keyed states, looked up once, not per frame.
+    # Each key id's keyed states (by the id read as a number), looked up once, not per frame.
     keyed = {
-        kid: [_keyed(key, signal_key) for key in keys]
+        int.from_bytes(kid, "big"): [_keyed(key, signal_key) for key in keys]
         for kid, keys in _by_key_id(tuple(secret_keys)).items()
     }
     last = size - HEADER_SIZE - SEAL_SIZE
     pos = 0
     while pos <= last:  # with a key, every frame must be signed by one of them
-        head, _, meta_length, length, ident = unpack(value, pos)
+        head, _, meta_length, length, ident, kid = unpack(value, pos)
         if head != signed or meta_length:
             return None
-        bases = keyed.get(value[pos + HEADER_SIZE : pos + _KEY_ID_END])
+        bases = keyed.get(kid)
         if bases is None:
             return None  # a key not held here: parse_queue holds it
         start = pos + _SIGNED_SIZE
@@ -551,6 +566,9 @@ _HEADS = frozenset(
     int.from_bytes(MAGIC + bytes((VERSION, flags)), "big") for flags in range(_KNOWN_FLAGS + 1)
 )
 _SIGNED_SIZE = HEADER_SIZE + KEY_ID_SIZE + TAG_SIZE
+# The header and the 2 bytes after it (a signed frame's key id); any frame has them, since a
+# seal of 4 bytes follows every header.
+_KEYED_HEADER = struct.Struct(">IHHI8sH")
 _KEY_ID_END = HEADER_SIZE + KEY_ID_SIZE
 # The flags of a frame read without a key even by a reader that may not unpickle: JSON bodies
 # and spread markers (one byte, never deserialized).
@@ -598,6 +616,13 @@ def _by_key_id(secret_keys: tuple[bytes, ...]) -> dict[bytes, tuple[bytes, ...]]
     for key in secret_keys:
         ids[key_id(key)] = (*ids.get(key_id(key), ()), key)
     return ids
+
+
+@lru_cache(maxsize=1024)
+def _signer(secret_key: bytes, signal_key: bytes) -> tuple[bytes, Any]:
+    """What signing a frame for ``signal_key`` with ``secret_key`` starts from: the key's id
+    and the keyed state of :func:`_keyed`, looked up together (one cache lookup per send)."""
+    return key_id(secret_key), _keyed(secret_key, signal_key)
 
 
 def _tag(secret_key: bytes, signal_key: bytes, message: bytes) -> bytes:
