@@ -277,3 +277,17 @@ def test_a_successor_runs_what_its_predecessor_held(raw: RawAccess) -> None:
     assert tally.deliver("audit", True) == 1
     assert tally.got == Counter(["signed-with-B", "after"])
     assert raw.get(keys.queue) in (None, b"")
+
+
+def test_what_waits_is_logged_once_a_minute_per_key(
+    raw: RawAccess, reliable: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Deliveries that run every request do not repeat the warning about what waits: one per
+    queue key a minute (health() says it at any time)."""
+    use(raw, secret_key=KEY_A)
+    send("audit", "signed with A")
+    use(raw, secret_key=KEY_B)
+    with caplog.at_level(logging.WARNING, logger="gaesignals"):
+        for _ in range(3):
+            assert Tally().deliver("audit", reliable) == 0
+    assert caplog.text.count(f"signed with key id {ID_A} wait") == 1

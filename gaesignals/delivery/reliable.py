@@ -141,7 +141,7 @@ class _ReliableRun:
             name = queues.get(located(key))
             if name is None or not item[0]:
                 continue
-            found, bad, seen, held = runners[name].parse_all(item[0])
+            found, bad, seen, held = runners[name].parse_all(item[0], key)
             if seen > len(shards[name]):
                 learn(self.settings, shards[name][0][0], seen)
                 spread.add(name)

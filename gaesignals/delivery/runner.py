@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import logging
 import pickle
+import time
+import weakref
 from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple, cast
 
@@ -20,9 +22,15 @@ from ..keys import signal_keys
 from ..mapping import Handler, call_form
 from ..queue import held
 from ..registry import SignalSpec
+from ..stores import Store
 
 logger = logging.getLogger("gaesignals")
 
+#: Seconds between two logs of the frames one queue key holds for another deliverer.
+HELD_LOG_INTERVAL = 60.0
+#: When (monotonic seconds) each queue key of a store may next be logged for what it holds:
+#: kept per store, not per runner, since a mapping made anew for each delivery makes new runners.
+_held_told: weakref.WeakKeyDictionary[Store, dict[str, float]] = weakref.WeakKeyDictionary()
 #: What :meth:`Runner._decode` returns for a payload it could not decode.
 _UNDECODABLE = object()
 #: A key's payloads as weak delivery holds them: frames, or bare pickled bodies.
@@ -93,9 +101,10 @@ class Runner:
             # Whole seconds on the sender's clock: a payload sent before this second is too old.
             self.cutoff = int(frames.clock()) - self.ttl
 
-    def parse_all(self, value: bytes) -> Read:
-        """The verified frames of a value, its unreadable regions (logged, then dropped), its
-        spread, and the frames it holds for another deliverer (logged, within their bound)."""
+    def parse_all(self, value: bytes, key: str = "") -> Read:
+        """The verified frames of a value (of queue ``key``), its unreadable regions (logged,
+        then dropped), its spread, and the frames it holds for another deliverer (logged,
+        within their bound)."""
         settings = self.settings
         secret_keys = settings.secret_keys
         parsed = frames.parse_queue(
@@ -105,14 +114,25 @@ class Runner:
         if parsed.held:
             limit = settings.store.max_value_size
             waiting, dropped = held.bound(parsed.held, limit, frames.clock())
-            for sentence in held.advice(self.name, held.tally(waiting), secret_keys):
-                logger.warning("%s", sentence)
+            self.tell_held(key, waiting)
             kept = [item.frame for item in waiting]
             if dropped:
                 bad = sorted(bad + dropped, key=lambda region: region.start)
         if bad:
             log_bad(self.name, self.identity, bad)
         return Read(parsed.found, bad, parsed.spread, kept)
+
+    def tell_held(self, key: str, waiting: list[frames.Held]) -> None:
+        """Log what ``key`` holds for another deliverer: at most once a minute per key, as a
+        delivery may run every request (``health()`` says it at any time)."""
+        told = _held_told.setdefault(self.settings.store, {})
+        now = time.monotonic()
+        if not waiting or now < told.get(key, now - 1):
+            return
+        told[key] = now + HELD_LOG_INTERVAL
+        secret_keys = self.settings.secret_keys
+        for sentence in held.advice(self.name, held.tally(waiting), secret_keys):
+            logger.warning("%s (key %s)", sentence, key or self.identity)
 
     def expired(self, frame: frames.Frame) -> bool:
         """Older than the ttl, counted from when it was due (its send, or its not-before)."""

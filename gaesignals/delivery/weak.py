@@ -326,7 +326,7 @@ class _WeakRun:
             if bodies is not None:
                 parsed[key] = (bodies, [])
             else:
-                found, bad, seen, held = runner.parse_all(value)
+                found, bad, seen, held = runner.parse_all(value, key)
                 if seen > len(layout.shards[owner]):
                     self.learn(owner, seen)
                 if held or any(frame.meta for frame in found):
