@@ -291,3 +291,19 @@ def test_what_waits_is_logged_once_a_minute_per_key(
         for _ in range(3):
             assert Tally().deliver("audit", reliable) == 0
     assert caplog.text.count(f"signed with key id {ID_A} wait") == 1
+
+
+def test_a_requeue_moves_letters_signed_with_a_key_not_held(raw: RawAccess) -> None:
+    """Requeueing dead letters in a process that lacks the key one was signed with moves that
+    letter back too, unchanged, and a deliverer holding the key delivers it."""
+    use(raw, secret_key=KEY_A)
+    keys = signal_keys("audit", "")
+    letter = frames.encode(pickle.dumps("dead"), keys.queue.encode(), [KEY_A], attempts=5)
+    raw.set(keys.dead, letter)
+    use(raw, secret_key=KEY_B)
+    assert gaesignals.requeue_dead_letters("audit") == 1
+    assert held_ids("audit") == {ID_A: 1}
+    use(raw, secret_key=KEY_A)
+    tally = Tally()
+    assert tally.deliver("audit", False) == 1
+    assert tally.got == Counter(["dead"])

@@ -28,12 +28,16 @@ logger = logging.getLogger("gaesignals")
 
 
 def _frames(
-    name: str, key: str, value: bytes, secret_keys: tuple[bytes, ...]
+    name: str, key: str, value: bytes, secret_keys: tuple[bytes, ...], *, held: bool = False
 ) -> list[frames.Frame]:
-    """The verified frames of a dead-letter value (its unreadable regions logged, dropped)."""
-    found, bad = frames.parse(value, key.encode(), secret_keys)
-    log_bad(name, key, bad)
-    return found
+    """The verified frames of a dead-letter value (its unreadable regions logged, dropped),
+    and with ``held`` those this process may not read (see :mod:`..queue.held`), in order:
+    a requeue moves them back to the queue as they are, for a deliverer that can."""
+    parsed = frames.parse_queue(value, key.encode(), secret_keys)
+    log_bad(name, key, parsed.bad)
+    if not held or not parsed.held:
+        return parsed.found
+    return sorted(parsed.found + [h.frame for h in parsed.held], key=lambda f: f.start)
 
 
 class DeadLetter(NamedTuple):
@@ -75,7 +79,8 @@ def dead_letter_details(name: str) -> list[DeadLetter]:
 
 
 def requeue_dead_letters(name: str) -> int:
-    """Move the dead letters of ``name`` back to its queue (attempts reset); returns how many."""
+    """Move the dead letters of ``name`` back to its queue (attempts reset); returns how many.
+    Letters signed with a key this process does not hold move too, as they are."""
     return _take_dead_letters(name, requeue=True)
 
 
@@ -94,7 +99,7 @@ def _take_dead_letters(name: str, *, requeue: bool) -> int:
                 return 0
             if not conn.cas_many({keys.dead: (b"", item[1])})[keys.dead]:
                 continue  # another failure was dead-lettered meanwhile: read again
-            found = _frames(name, keys.queue, item[0], settings.secret_keys)
+            found = _frames(name, keys.queue, item[0], settings.secret_keys, held=requeue)
             if requeue and found:
                 fresh = b"".join(frames.with_attempts(item[0][f.start : f.end], 0) for f in found)
                 key, queues = route(name, keys, settings)
