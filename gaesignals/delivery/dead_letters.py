@@ -99,7 +99,7 @@ def _take_dead_letters(name: str, *, requeue: bool) -> int:
                 return 0
             if not conn.cas_many({keys.dead: (b"", item[1])})[keys.dead]:
                 continue  # another failure was dead-lettered meanwhile: read again
-            found = _frames(name, keys.queue, item[0], settings.secret_keys, held=requeue)
+            found = _frames(name, keys.queue, item[0], settings.secret_keys, held=True)
             if requeue and found:
                 fresh = b"".join(frames.with_attempts(item[0][f.start : f.end], 0) for f in found)
                 key, queues = route(name, keys, settings)
