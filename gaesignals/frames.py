@@ -162,8 +162,8 @@ class BadRegion:
     start: int
     end: int
     reason: str
-    #: The payloads lost with it: the frame magics it holds, at least 1 (five frames signed with
-    #: a retired key are one region, and five payloads dropped, not one).
+    #: The payloads lost with it: the frame magics it holds, at least 1 (five tampered frames in
+    #: a row are one region, and five payloads dropped, not one).
     payloads: int = 1
 
 
