@@ -12,6 +12,7 @@ import hashlib
 import logging
 import pickle
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -307,3 +308,35 @@ def test_a_requeue_moves_letters_signed_with_a_key_not_held(raw: RawAccess) -> N
     tally = Tally()
     assert tally.deliver("audit", False) == 1
     assert tally.got == Counter(["dead"])
+
+
+class _Marker:
+    """Unpickles to ``Path.touch(path)``: proof that a payload was unpickled."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Path.touch, (self.path,))
+
+
+@pytest.mark.parametrize("store_kind", ["memory"])
+def test_a_planted_cursor_cannot_get_a_held_frame_signed(raw: RawAccess, tmp_path: Path) -> None:
+    """A cache writer plants an unsigned pickle and a progress cursor naming it as rescheduled:
+    reliable delivery never rewrites (re-signs) a frame it holds, so it is never unpickled."""
+    use(raw, secret_key=KEY_A)
+    keys = signal_keys("audit", "")
+    marker = tmp_path / "unpickled"
+    planted = frames.encode(pickle.dumps(_Marker(marker)), keys.queue.encode())
+    raw.set(keys.queue, planted)
+    send("audit", "real")
+    value = raw.get(keys.queue) or b""
+    real = frames.parse_queue(value, keys.queue.encode(), [KEY_A]).found[0]
+    ident = frames.parse_queue(value, keys.queue.encode(), [KEY_A]).held[0].frame.ident
+    again = [(ident, 1, 0)]
+    cursor = reliable_delivery._cursor(real, 0, None, again, held.reader([KEY_A], "pickle"))
+    raw.set(keys.cursor, cursor)
+    for _ in range(3):
+        Tally().deliver("audit", True)
+    assert not marker.exists()
+    assert held_ids("audit") == {"unsigned": 1}

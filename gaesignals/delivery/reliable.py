@@ -299,7 +299,9 @@ class _Shard:
         self, done: list[frames.Frame], rescheduled: list[tuple[bytes, int, int]]
     ) -> None:
         """Keep, rewritten as its predecessor did, each payload before the resume point that
-        the predecessor's cursor says it rescheduled."""
+        the predecessor's cursor says it rescheduled; never one already kept as it is (not
+        due, or held: rewriting a held frame would sign bytes this process never verified,
+        and a cursor is anyone's to write)."""
         by_id = {frame.ident: index for index, frame in enumerate(done)}
         for ident, attempts, due in rescheduled:
             index = by_id.get(ident)
