@@ -1,8 +1,10 @@
 """Payloads to frames and back: the configured codec (pickle or JSON) around the frame format.
 
 Encoding refuses a payload that could never fit in the store before anything is written.
-Decoding accepts JSON frames always and pickled frames only while the codec is pickle, so
-choosing JSON also stops unpickling.
+Decoding accepts JSON frames always, and pickled frames while the codec is pickle or a secret
+key verified them (a sender holding the key wrote them: switching the codec to JSON loses none
+of the payloads pending). Without a key, choosing JSON stops unpickling: delivery leaves
+pickled frames queued for a deliverer whose codec is pickle (see :mod:`gaesignals.frames`).
 """
 
 from __future__ import annotations
@@ -53,6 +55,6 @@ def decode(frame: frames.Frame, settings: Settings) -> Any:
     """Deserialize a verified frame's body (see the module docstring for what is refused)."""
     if frame.flags & frames.FLAG_JSON:
         return json.loads(frame.body)
-    if settings.codec != "pickle":
+    if settings.codec != "pickle" and not settings.secret_keys:
         raise BadFrame("a pickled frame arrived while the codec is json; refused")
     return pickle.loads(frame.body)

@@ -15,7 +15,10 @@ A signal's value in the cache is a run of frames, appended one after another::
                   4 random bytes; unique to this payload (reliable delivery's progress cursor
                   names a payload by it; ``ttl`` and the age of the oldest pending payload read
                   its time)
-    20      32    tag, only when signed: keyed BLAKE2b-256 over the signal's key, bytes 2-3,
+    20      2     key id, only when signed: which secret key signed it (:func:`key_id`, a
+                  one-way digest of the key), so a deliverer that does not hold that key
+                  keeps the frame for one that does instead of dropping it
+    22      32    tag, only when signed: keyed BLAKE2b-256 over the signal's key, bytes 2-3,
                   the id, the metadata and the body
     ..      m     metadata: entries of a type (1 byte), a length (1 byte) and a value; type 1
                   is the payload's not-before time (8 bytes, big-endian Unix milliseconds),
@@ -33,6 +36,12 @@ call over all of it, then walks the headers; only a value that fails that check 
 by frame, resynchronising on the magic after a bad one. The CRC catches truncation and garbage
 cheaply; the tag, when a secret key is configured, is what makes a frame trusted. A frame is
 never deserialized unless it passed both.
+
+A frame this reader cannot verify only because it does not hold the key that signed it (its key
+id names none of its keys), or an unsigned frame read with a key configured, is *held*: neither
+verified nor refused, never deserialized, returned apart (:attr:`Parsed.held`) so delivery can
+leave it queued for a deliverer that can read it. A frame whose key id names a key this reader
+holds but whose tag does not verify is tampered: a bad region, as any garbage.
 
 Only version 3 exists: a frame of any other version reads as an unreadable region. A spread
 marker is checked like any frame (a forged one is an unreadable region), never handed to a
@@ -71,6 +80,7 @@ META_TRACE = 3
 #: The longest metadata a frame may carry.
 MAX_META = 0xFFFF
 TAG_SIZE = 32
+KEY_ID_SIZE = 2
 SEAL_SIZE = 4
 #: CRC-32's residue: the CRC of any bytes followed by their own CRC (little-endian). A frame's
 #: seal is its CRC started from this value, so a sealed frame's CRC from it is it again.
@@ -103,6 +113,13 @@ class Frame(NamedTuple):
     meta: bytes = b""
 
 
+def key_id_in(value: bytes, frame: Frame) -> str:
+    """The key id (hex) a signed ``frame`` of ``value`` carries, "" for an unsigned one."""
+    if not frame.flags & FLAG_SIGNED:
+        return ""
+    return value[frame.start + HEADER_SIZE : frame.start + HEADER_SIZE + KEY_ID_SIZE].hex()
+
+
 def metadata(meta: bytes) -> dict[int, bytes] | None:
     """A frame's metadata entries by type (the last of a type wins), or None when they do not
     fit the bytes they are in."""
@@ -124,12 +141,18 @@ def meta_entry(kind: int, value: bytes) -> bytes:
 
 
 def not_before(frame: Frame) -> int:
-    """The Unix millisecond before which ``frame`` is not to be delivered (0: none)."""
-    if not frame.meta:
+    """The Unix millisecond before which ``frame`` is not to be delivered (0: none): its last
+    not-before entry of 8 bytes, read as the Redis take script reads it (so Python and the
+    store agree on what that script kept)."""
+    meta = frame.meta
+    if not meta:
         return 0
-    entries = metadata(frame.meta) or {}
-    value = entries.get(META_NOT_BEFORE, b"")
-    return int.from_bytes(value, "big") if len(value) == 8 else 0
+    due, pos, size = 0, 0, len(meta)
+    while pos + 2 <= size and pos + 2 + meta[pos + 1] <= size:
+        if meta[pos] == META_NOT_BEFORE and meta[pos + 1] == 8:
+            due = int.from_bytes(meta[pos + 2 : pos + 10], "big")
+        pos += 2 + meta[pos + 1]
+    return due
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,14 +162,31 @@ class BadRegion:
     start: int
     end: int
     reason: str
-    #: The payloads lost with it: the frame magics it holds, at least 1 (five frames signed with
-    #: a retired key are one region, and five payloads dropped, not one).
+    #: The payloads lost with it: the frame magics it holds, at least 1 (five tampered frames in
+    #: a row are one region, and five payloads dropped, not one).
     payloads: int = 1
 
 
 def dropped(bad: Sequence[BadRegion]) -> int:
     """How many payloads the bad regions of a value hold (see :attr:`BadRegion.payloads`)."""
     return sum(region.payloads for region in bad)
+
+
+#: Why a frame is held (see the module docstring): signed with a key this reader does not
+#: hold (its :attr:`Held.key_id` names it), unsigned while a key is configured, or pickled
+#: while this reader may not unpickle it (the JSON codec without a key to verify it).
+HELD_KEY = "key"
+HELD_UNSIGNED = "unsigned"
+HELD_PICKLED = "pickled"
+
+
+class Held(NamedTuple):
+    """A well-formed frame this reader may not deliver, kept for one that may, and why."""
+
+    frame: Frame
+    why: str
+    #: The key id (hex) of the key that signed it, for :data:`HELD_KEY`; else "".
+    key_id: str = ""
 
 
 class Parsed(NamedTuple):
@@ -158,6 +198,8 @@ class Parsed(NamedTuple):
     spread: int
     #: The bytes the value's spread markers take (not payload bytes).
     marker_bytes: int
+    #: The payload frames this reader may not deliver (see the module docstring), in order.
+    held: list[Held]
 
 
 def _region(value: bytes, start: int, end: int, reason: str) -> BadRegion:
@@ -204,7 +246,10 @@ def encode(
     attempts = min(attempts, MAX_ATTEMPTS_FIELD)
     head = HEADER.pack(MAGIC, VERSION, flags, attempts, len(meta), len(body), ident)
     if secret_keys:
-        head += _tag(secret_keys[0], signal_key, bytes((VERSION, flags)) + ident + meta + body)
+        kid, state = _signer(secret_keys[0], signal_key)
+        state = state.copy()
+        state.update(bytes((VERSION, flags)) + ident + meta + body)
+        head += kid + state.digest()
     head += meta
     return head + body + _seal(body, head)
 
@@ -239,21 +284,44 @@ def with_attempts(raw_frame: bytes, attempts: int) -> bytes:
 def parse(
     value: bytes, signal_key: bytes, secret_keys: Sequence[bytes] = ()
 ) -> tuple[list[Frame], list[BadRegion]]:
-    """Split ``value`` into verified payload frames and the bad regions between them (see
-    :func:`parse_queue`, which also tells the value's spread)."""
+    """Split ``value`` into verified payload frames and the bad regions between them, a held
+    frame (see :func:`parse_queue`) counting as a bad region: for readers that never leave
+    frames queued for another process (dead letters, inspection)."""
     parsed = parse_queue(value, signal_key, secret_keys)
-    return parsed.found, parsed.bad
+    if not parsed.held:
+        return parsed.found, parsed.bad
+    bad = parsed.bad + [
+        BadRegion(h.frame.start, h.frame.end, held_reason(h.why, h.key_id)) for h in parsed.held
+    ]
+    return parsed.found, sorted(bad, key=lambda region: region.start)
 
 
-def parse_queue(value: bytes, signal_key: bytes, secret_keys: Sequence[bytes] = ()) -> Parsed:
-    """Split ``value`` into verified payload frames and the bad regions between them, and
-    note its spread markers.
+def held_reason(why: str, key_id: str) -> str:
+    """Why a held frame cannot be read here, as a log line's reason."""
+    if why == HELD_KEY:
+        return f"signed with key id {key_id}, not held here"
+    if why == HELD_UNSIGNED:
+        return "unsigned frame while a secret key is configured"
+    return "a pickled frame while the codec is json and no secret key verifies it"
+
+
+def parse_queue(
+    value: bytes,
+    signal_key: bytes,
+    secret_keys: Sequence[bytes] = (),
+    *,
+    pickled: bool = True,
+) -> Parsed:
+    """Split ``value`` into verified payload frames, the frames held for another reader and the
+    bad regions between them, and note its spread markers.
 
     Never raises on any input. A value whose frames are all sealed and whole costs one CRC
     call and a walk over the headers. Otherwise each frame is checked on its own and, after a
     bad one, the parser scans for the next magic and goes on from there, so valid frames after
     garbage are still found. With ``secret_keys`` set, a frame without a tag made by one of
-    them is bad, whatever its CRC says.
+    them is bad, whatever its CRC says, unless it is held: signed with a key whose id names
+    none of them, or unsigned. ``pickled``: whether a pickled body may be read without a key
+    (the pickle codec); when not, unsigned pickled frames are held too.
     """
     found: list[Frame] = []
     size = len(value)
@@ -262,6 +330,7 @@ def parse_queue(value: bytes, signal_key: bytes, secret_keys: Sequence[bytes] = 
     # they cost at most ``size``; garbage full of false headers could cost size**2. Past this
     # budget the rest of the value is given up as bad: parsing stays linear in the worst case.
     walk = _Walk(value, signal_key, secret_keys, found, 4 * size + 65536)
+    walk.pickled = pickled
     pos, reason = walk.frames(0, sealed=sealed)
     bad: list[BadRegion] = []
     while reason:  # a bad region starts at ``pos``: it ends where the next valid frame starts
@@ -291,7 +360,10 @@ class _Walk:
     __slots__ = (
         "budget",
         "found",
+        "held",
+        "ids",
         "marker_bytes",
+        "pickled",
         "secret_keys",
         "signal_key",
         "spread",
@@ -315,9 +387,44 @@ class _Walk:
         self.budget = budget
         self.spread = 0
         self.marker_bytes = 0
+        self.held: list[Held] = []
+        self.pickled = True
+        self.ids = _by_key_id(tuple(secret_keys)) if secret_keys else {}
 
     def result(self, bad: list[BadRegion]) -> Parsed:
-        return Parsed(self.found, bad, self.spread, self.marker_bytes)
+        return Parsed(self.found, bad, self.spread, self.marker_bytes, self.held)
+
+    def check(self, pos: int, flags: int, ident: bytes, signed: bytes, tag_end: int) -> str:
+        """Why the frame at ``pos`` may not be read here ("" when it may): a reason of
+        :data:`_HOLD` keeps it for another reader, any other makes it a bad region."""
+        if not self.secret_keys:
+            return HELD_PICKLED  # the JSON codec without a key: only JSON bodies are read
+        if not flags & FLAG_SIGNED:
+            return HELD_UNSIGNED
+        value = self.value
+        keys = self.ids.get(value[pos + HEADER_SIZE : pos + _KEY_ID_END])
+        if keys is None:
+            return HELD_KEY
+        tag = value[pos + _KEY_ID_END : tag_end]
+        if not _verify(keys, self.signal_key, value[pos + 2 : pos + 4], ident, signed, tag):
+            return "signature mismatch"
+        return ""
+
+    def hold(self, why: str, frame: Frame) -> str:
+        """Keep ``frame``, which may not be read here because ``why``, as held; or return the
+        reason it is a bad region instead (tampered; or a spread marker, never held)."""
+        if why not in _HOLD:
+            return why
+        if frame.flags & FLAG_SPREAD:
+            return held_reason(why, self.key_id_at(frame.start))
+        self.held.append(Held(frame, why, self.key_id_at(frame.start)))
+        return ""
+
+    def key_id_at(self, pos: int) -> str:
+        """The key id of a signed frame at ``pos``, in hex ("" for an unsigned one)."""
+        if not self.value[pos + 3] & FLAG_SIGNED:
+            return ""
+        return self.value[pos + HEADER_SIZE : pos + _KEY_ID_END].hex()
 
     def frames(self, pos: int, *, sealed: bool) -> tuple[int, str]:
         """Collect each valid frame from ``pos`` on; return where the first one that is not
@@ -327,6 +434,8 @@ class _Walk:
         unpack = _FAST_HEADER.unpack_from
         append = self.found.append
         new = tuple.__new__  # Frame(...) without the Python-level __new__ of a NamedTuple
+        strict = bool(secret_keys) or not self.pickled  # some frames may not be read here
+        ids, signal_key = self.ids, self.signal_key
         while pos < size:
             if size - pos < HEADER_SIZE + SEAL_SIZE:
                 return pos, "truncated header"
@@ -347,15 +456,28 @@ class _Walk:
                     return pos, "CRC mismatch"
             body = value[body_start : end - SEAL_SIZE]
             meta = value[tag_end:body_start] if meta_length else b""
-            if secret_keys:
-                if not flags & FLAG_SIGNED:
-                    return pos, "unsigned frame while a secret key is configured"
-                tag = value[pos + HEADER_SIZE : tag_end]
-                vf = value[pos + 2 : pos + 4]
-                if not _verify(secret_keys, self.signal_key, vf, ident, meta + body, tag):
-                    return pos, "signature mismatch"
             if meta and metadata(meta) is None:
                 return pos, "malformed metadata"
+            if strict and (secret_keys or not flags & _READABLE_UNSIGNED):
+                # A frame signed with a key held here, verified inline; any other, in check().
+                keys = ids.get(value[pos + HEADER_SIZE : pos + _KEY_ID_END]) if flags & 1 else None
+                if keys is not None and _verify(
+                    keys,
+                    signal_key,
+                    value[pos + 2 : pos + 4],
+                    ident,
+                    meta + body if meta else body,
+                    value[pos + _KEY_ID_END : tag_end],
+                ):
+                    why = ""
+                else:
+                    why = self.check(pos, flags, ident, meta + body, tag_end)
+                if why:
+                    why = self.hold(why, new(Frame, (pos, end, flags, attempts, ident, body, meta)))
+                    if why:
+                        return pos, why
+                    pos = end
+                    continue
             if flags & FLAG_SPREAD:
                 if len(body) != 1 or not body[0]:
                     return pos, "malformed spread marker"
@@ -404,22 +526,29 @@ def pickled_bodies(
             append(value[start:pos])
             pos += SEAL_SIZE
         return bodies if pos == size else None
-    unpack = _FAST_HEADER.unpack_from
+    unpack = _KEYED_HEADER.unpack_from
     append = bodies.append
     compare = hmac.compare_digest
-    keyed = [_keyed(key, signal_key) for key in secret_keys]  # looked up once, not per frame
+    # Each key id's keyed states (by the id read as a number), looked up once, not per frame.
+    keyed = {
+        int.from_bytes(kid, "big"): [_keyed(key, signal_key) for key in keys]
+        for kid, keys in _by_key_id(tuple(secret_keys)).items()
+    }
     last = size - HEADER_SIZE - SEAL_SIZE
     pos = 0
     while pos <= last:  # with a key, every frame must be signed by one of them
-        head, _, meta_length, length, ident = unpack(value, pos)
+        head, _, meta_length, length, ident, kid = unpack(value, pos)
         if head != signed or meta_length:
             return None
+        bases = keyed.get(kid)
+        if bases is None:
+            return None  # a key not held here: parse_queue holds it
         start = pos + _SIGNED_SIZE
         end = start + length
         body = value[start:end]
         message = b"".join((value[pos + 2 : pos + 4], ident, body))
-        tag = value[pos + HEADER_SIZE : start]
-        for base in keyed:
+        tag = value[pos + _KEY_ID_END : start]
+        for base in bases:
             state = base.copy()
             state.update(message)
             if compare(state.digest(), tag):
@@ -436,7 +565,15 @@ _FAST_HEADER = struct.Struct(">IHHI8s")
 _HEADS = frozenset(
     int.from_bytes(MAGIC + bytes((VERSION, flags)), "big") for flags in range(_KNOWN_FLAGS + 1)
 )
-_SIGNED_SIZE = HEADER_SIZE + TAG_SIZE
+_SIGNED_SIZE = HEADER_SIZE + KEY_ID_SIZE + TAG_SIZE
+# The header and the 2 bytes after it (a signed frame's key id); any frame has them, since a
+# seal of 4 bytes follows every header.
+_KEYED_HEADER = struct.Struct(">IHHI8sH")
+_KEY_ID_END = HEADER_SIZE + KEY_ID_SIZE
+# The flags of a frame read without a key even by a reader that may not unpickle: JSON bodies
+# and spread markers (one byte, never deserialized).
+_READABLE_UNSIGNED = FLAG_JSON | FLAG_SPREAD
+_HOLD = frozenset((HELD_KEY, HELD_UNSIGNED, HELD_PICKLED))
 # The magic, version and flags as one number, the metadata's length and the body's length.
 _SHORT_HEADER = struct.Struct(">I2xHI")
 # Pickle frames' heads: unsigned, signed.
@@ -445,6 +582,7 @@ _PICKLE_HEADS = (
     int.from_bytes(MAGIC + bytes((VERSION, FLAG_SIGNED)), "big"),
 )
 _BLOCK = 64  # SHA-256's block size, and the longest key BLAKE2b takes
+_KEY_ID_LABEL = b"gaesignals key id"
 
 
 @lru_cache(maxsize=1024)
@@ -456,6 +594,35 @@ def _keyed(secret_key: bytes, signal_key: bytes) -> Any:
     state = hashlib.blake2b(key=secret_key, digest_size=TAG_SIZE)
     state.update(signal_key + b"\x00")
     return state
+
+
+@lru_cache(maxsize=64)
+def key_id(secret_key: bytes) -> bytes:
+    """The 2-byte id a frame signed with ``secret_key`` carries: the first bytes of
+    HMAC-SHA256(key, b"gaesignals key id"). One-way, and too short to test a guess of the key
+    against anything but itself; it only tells which configured key signed a frame."""
+    return hmac.new(secret_key, _KEY_ID_LABEL, hashlib.sha256).digest()[:KEY_ID_SIZE]
+
+
+def key_ids(secret_keys: Sequence[bytes]) -> list[str]:
+    """The ids of ``secret_keys``, in hex, as logs and reports show them."""
+    return [key_id(key).hex() for key in secret_keys]
+
+
+@lru_cache(maxsize=64)
+def _by_key_id(secret_keys: tuple[bytes, ...]) -> dict[bytes, tuple[bytes, ...]]:
+    """``secret_keys`` by their ids (two keys may share an id: each is tried)."""
+    ids: dict[bytes, tuple[bytes, ...]] = {}
+    for key in secret_keys:
+        ids[key_id(key)] = (*ids.get(key_id(key), ()), key)
+    return ids
+
+
+@lru_cache(maxsize=1024)
+def _signer(secret_key: bytes, signal_key: bytes) -> tuple[bytes, Any]:
+    """What signing a frame for ``signal_key`` with ``secret_key`` starts from: the key's id
+    and the keyed state of :func:`_keyed`, looked up together (one cache lookup per send)."""
+    return key_id(secret_key), _keyed(secret_key, signal_key)
 
 
 def _tag(secret_key: bytes, signal_key: bytes, message: bytes) -> bytes:

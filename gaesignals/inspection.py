@@ -16,6 +16,7 @@ flush or an eviction can reset one (they are small and hot, so the least likely 
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Iterable
 from typing import Any, NamedTuple
 
@@ -25,6 +26,7 @@ from .config import Settings, get_settings
 from .exceptions import StoreUnavailable
 from .keys import check_name, signal_keys
 from .queue import records
+from .queue.held import advice, tally
 from .queue.lease import LockState
 from .queue.routing import queues_of
 from .queue.spread import learn
@@ -39,13 +41,17 @@ REPORTED = ("sent", "delivered", "failed", "dead_lettered", "dropped", "expired"
 class Pending(NamedTuple):
     """A signal's backlog: valid payloads pending, their bytes, the age in seconds of the
     oldest due one (since it was due; None when none is), how many of them wait for a later
-    time (a send's ``delay`` or ``eta``), and the Unix time the first of those is due."""
+    time (a send's ``delay`` or ``eta``), the Unix time the first of those is due, and the
+    payloads this process may not read, held for a deliverer that can (see
+    :mod:`gaesignals.queue.held`): by the key id that signed them, ``unsigned`` or
+    ``pickled``, with how many of each."""
 
     count: int  # type: ignore[assignment]  # shadows tuple.count, by design of the API
     bytes: int
     oldest_age: float | None
     waiting: int = 0
     next_due: float | None = None
+    held: tuple[tuple[str, int], ...] = ()
 
 
 def _names(names: str | Iterable[str]) -> list[str]:
@@ -74,6 +80,8 @@ def _backlog(conn: Connection, settings: Settings, wanted: list[str]) -> dict[st
     oldest: dict[str, float] = {}
     waiting = dict.fromkeys(wanted, 0)
     upcoming: dict[str, float] = {}
+    held = {name: Counter[str]() for name in wanted}
+    pickled = settings.codec == "pickle"
     now = frames.clock()
     todo = wanted
     read: set[str] = set()
@@ -87,7 +95,9 @@ def _backlog(conn: Connection, settings: Settings, wanted: list[str]) -> dict[st
             name = queues.get(key.partition(" ")[0])
             if name is None or not value:
                 continue
-            parsed = frames.parse_queue(value, keys[name].queue.encode(), settings.secret_keys)
+            signer = keys[name].queue.encode()
+            parsed = frames.parse_queue(value, signer, settings.secret_keys, pickled=pickled)
+            held[name] += tally(parsed.held)
             if parsed.spread:
                 learn(settings, keys[name].queue, parsed.spread)
             count[name] += len(parsed.found)
@@ -108,6 +118,7 @@ def _backlog(conn: Connection, settings: Settings, wanted: list[str]) -> dict[st
             max(now - oldest[name], 0.0) if name in oldest else None,
             waiting[name],
             upcoming.get(name),
+            tuple(sorted(held[name].items())),
         )
         for name in wanted
     }
@@ -194,28 +205,37 @@ _LOCK_PROBLEMS = {
 def health(names: Iterable[str] = ()) -> dict[str, Any]:
     """A JSON-serialisable report for monitoring; never raises on a store that is down.
 
-    ``{"ok": bool, "store": {"kind", "reachable", "latency_ms", "error"}, "signals": {name:
-    {"pending", "pending_bytes", "oldest_age", "waiting", "next_due", "lock",
-    "dead_letters", **counters}}}`` (``waiting``: payloads held back by a delay or a retry,
-    the first due at ``next_due``), and ``"problems"``: a line for each reason ``ok`` is False.
-    ``ok`` is False, with the error, when the store cannot be reached, and when a signal's
-    reliable-delivery lock is ``"overlong"`` (claiming a longer lease than the signal declares:
-    honoured only for the declared one) or ``"foreign"`` (not one of ours, or held past the
-    lease its signal allows: the next reliable delivery takes it over); else it is ``"free"``
-    or ``"held"``. It reads as :func:`overview` does.
+    ``{"ok": bool, "store": {"kind", "reachable", "latency_ms", "error"}, "problems": [str],
+    "signals": {name: {"pending", "pending_bytes", "oldest_age", "waiting", "next_due",
+    "held", "lock", "dead_letters", **counters}}}`` (``waiting``: payloads held back by a
+    delay or a retry, the first due at ``next_due``; ``held``: payloads this process may not
+    read, by the key id that signed them, ``unsigned`` or ``pickled``, which wait for a
+    deliverer that can). ``problems`` has a line for each reason ``ok`` is False: the store
+    cannot be reached (with the error); a signal's reliable-delivery lock is ``"overlong"``
+    (claiming a longer lease than the signal declares: honoured only for the declared one) or
+    ``"foreign"`` (not one of ours, or held past the lease its signal allows: the next
+    reliable delivery takes it over), else it is ``"free"`` or ``"held"``; or payloads are
+    held, saying which key signed them and which keys this process holds. It reads as
+    :func:`overview` does.
     """
     found = overview(names)
+    settings = get_settings()
     problems = [] if found.reachable else [f"the store cannot be reached: {found.error}"]
     problems += [
         _LOCK_PROBLEMS[report.lock].format(name=name, lease=registry.spec(name).lease)
         for name, report in found.signals.items()
         if report.lock in _LOCK_PROBLEMS
     ]
+    problems += [
+        sentence
+        for name, report in found.signals.items()
+        for sentence in advice(name, dict(report.pending.held), settings.secret_keys)
+    ]
     return {
         "ok": not problems,
         "problems": problems,
         "store": {
-            "kind": type(get_settings().store).__name__,
+            "kind": type(settings.store).__name__,
             "reachable": found.reachable,
             "latency_ms": found.latency_ms,
             "error": found.error,
@@ -227,6 +247,7 @@ def health(names: Iterable[str] = ()) -> dict[str, Any]:
                 "oldest_age": report.pending.oldest_age,
                 "waiting": report.pending.waiting,
                 "next_due": report.pending.next_due,
+                "held": dict(report.pending.held),
                 "lock": report.lock,
                 "dead_letters": report.dead_letters,
                 **report.counters,

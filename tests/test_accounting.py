@@ -1,8 +1,9 @@
 """Honest loss accounting: ``dropped`` counts payloads, and dropped payloads are never ``lost``.
 
-One test per way a payload fails to arrive, on every store: a signature from a retired key, CRC
-garbage, a truncated value (all dropped as unreadable: counted, logged with their reason, never
-reported as vanished) and a real eviction (reported as lost, exactly).
+One test per way a payload fails to arrive, on every store: a signature from a key this process
+does not hold (kept for one that does: neither dropped nor lost), CRC garbage, a truncated value
+(dropped as unreadable: counted, logged with their reason, never reported as vanished) and a real
+eviction (reported as lost, exactly).
 """
 
 from __future__ import annotations
@@ -41,11 +42,12 @@ def _delivered(name: str, reliable: bool) -> list[Any]:
 
 
 @pytest.mark.parametrize("reliable", [False, True], ids=["weak", "reliable"])
-def test_payloads_signed_with_a_retired_key_are_dropped_not_lost(
+def test_payloads_signed_with_a_key_not_held_wait_neither_dropped_nor_lost(
     raw: RawAccess, reliable: bool, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """Five payloads signed with key A, delivered with only key B: five dropped (one bad
-    region holding five frames), none lost, and the log names the signature mismatch."""
+    """Five payloads signed with key A, delivered with only key B: none dropped, none lost,
+    all five still pending and named in the log by A's key id; a deliverer holding A then
+    delivers every one."""
     gaesignals.configure(store=raw.store, secret_key=KEY_A, lost_check_interval=0)
     for i in range(5):
         send("rotated", i)
@@ -55,10 +57,14 @@ def test_payloads_signed_with_a_retired_key_are_dropped_not_lost(
         assert _delivered("rotated", reliable) == ["fresh"]
         assert _delivered("rotated", reliable) == []
     counts = stats("rotated")["rotated"]
-    assert (counts["dropped"], counts["lost"], counts["delivered"]) == (5, 0, 1)
+    assert (counts["dropped"], counts["lost"], counts["delivered"]) == (0, 0, 1)
     text = caplog.text
-    assert "dropped 5 payload(s)" in text and "signature mismatch" in text
-    assert "vanished" not in text
+    assert f"5 payload(s) of 'rotated' signed with key id {frames.key_id(KEY_A).hex()}" in text
+    assert "dropped" not in text and "vanished" not in text
+    gaesignals.configure(store=raw.store, secret_key=[KEY_B, KEY_A], lost_check_interval=0)
+    assert sorted(_delivered("rotated", reliable)) == [0, 1, 2, 3, 4]
+    counts = stats("rotated")["rotated"]
+    assert (counts["dropped"], counts["lost"], counts["delivered"]) == (0, 0, 6)
 
 
 @pytest.mark.parametrize("reliable", [False, True], ids=["weak", "reliable"])
@@ -117,7 +123,7 @@ def test_magic_bytes_inside_a_dropped_frame_are_not_counted_again() -> None:
     """A bad region's payloads are counted by walking the headers it holds, so frame magic
     that happens to sit in a tag or a body does not count as one more payload."""
     key = b"gs::q:{magic}"
-    inside = [frames.encode(frames.MAGIC * 40, key, [KEY_A]) for _ in range(3)]
-    found, bad = frames.parse(b"".join(inside), key, [KEY_B])
+    inside = [frames.encode(frames.MAGIC * 40, b"gs::q:other", [KEY_A]) for _ in range(3)]
+    found, bad = frames.parse(b"".join(inside), key, [KEY_A])
     assert found == [] and len(bad) == 1
     assert frames.dropped(bad) == 3

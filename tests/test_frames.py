@@ -63,7 +63,8 @@ def test_tags_are_keyed_blake2b(key_length: int) -> None:
     expected = hashlib.blake2b(
         b"gs::q:x\x00" + raw[2:4] + b"12345678" + meta + b"body", key=key, digest_size=32
     )
-    assert raw[20:52] == expected.digest()
+    assert raw[20:22] == frames.key_id(secret)
+    assert raw[22:54] == expected.digest()
     found, bad = frames.parse(raw, b"gs::q:x", [b"other-key" * 4, secret])
     assert bad == [] and [f.body for f in found] == [b"body"]
 

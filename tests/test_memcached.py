@@ -416,3 +416,39 @@ def test_a_forked_child_opens_its_own_sockets(gaesignals_memcached: MemcachedSer
         assert sorted(got) == ["child", "parent 1", "parent 2", "parent 3"]
     finally:
         store.close()
+
+
+def test_the_byte_limit_across_processes_is_the_read_budget_and_loses_nothing(
+    gaesignals_memcached: MemcachedServer,
+) -> None:
+    """On memcached each process checks a key's size as it last saw it, so processes that have
+    not seen a key full may each append one payload past ``max_value_size``; past the read
+    budget (twice the limit) a key's frames stay in its own item, which memcached bounds, and
+    sends raise QueueFull. Every send that returned is delivered; none is dropped or lost."""
+    gaesignals_memcached.flush()
+    processes = [MemcachedStore.from_url(gaesignals_memcached.url) for _ in range(4)]
+    payload = b"x" * 900_000
+    stored, refused = [], []
+    try:
+        gaesignals.configure(store=processes[0])
+        send("big", (0, payload))
+        with pytest.raises(gaesignals.QueueFull):  # one process never passes the limit
+            send("big", (0, payload))
+        for index, store in enumerate(processes):
+            gaesignals.configure(store=store)
+            try:
+                send("big", (index + 1, payload))
+                stored.append(index + 1)
+            except gaesignals.QueueFull:
+                refused.append(index + 1)
+        assert stored == [2, 3] and refused == [1, 4]
+        budget = 2 * processes[0].max_value_size
+        assert gaesignals.pending("big")["big"].bytes <= budget + 1024 * 1024  # memcached's -I
+        got: list[int] = []
+        assert deliver({"big": lambda data: got.append(data[0])}) == 3
+        assert sorted(got) == [0, 2, 3]
+        counts = gaesignals.stats("big")["big"]
+        assert (counts["dropped"], counts["lost"]) == (0, 0)
+    finally:
+        for store in processes:
+            store.close()

@@ -118,7 +118,7 @@ def recrc(frame: bytes) -> bytes:
     after the declared body is made the CRC of every byte before it."""
     fields = frames.HEADER.unpack_from(frame)
     flags, meta, length = fields[2], fields[4], fields[5]
-    tag = frames.TAG_SIZE if flags & frames.FLAG_SIGNED else 0
+    tag = frames.KEY_ID_SIZE + frames.TAG_SIZE if flags & frames.FLAG_SIGNED else 0
     end = frames.HEADER_SIZE + tag + meta + length
     head = frame[:end]
     return head + zlib.crc32(head, frames.SEALED).to_bytes(4, "little") + frame[end + 4 :]
@@ -185,27 +185,29 @@ def test_framed_pickle_without_valid_tag_is_never_unpickled(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """With a secret key set, a well-formed frame holding a pickle gadget that is unsigned,
-    signed with another key, or signed for another signal is dropped, never unpickled."""
+    signed with another key, or signed for another signal is never unpickled: the first two
+    stay queued for a deliverer holding their key (held), the last is tampered and dropped."""
     use(raw, secret_key=KEY_NEW)
     key = queue_key("target")
     body = pickle.dumps(gadget)
     if forgery == "unsigned":
         frame = frames.encode(body, key.encode())
-        reason = "unsigned frame while a secret key is configured"
+        reason = "unsigned payload(s) of 'target' wait"
     elif forgery == "attacker-key":
         frame = frames.encode(body, key.encode(), [KEY_ATTACKER])
-        reason = "signature mismatch"
+        reason = f"signed with key id {frames.key_id(KEY_ATTACKER).hex()} wait"
     else:
         frame = frames.encode(body, queue_key("other").encode(), [KEY_NEW])
         reason = "signature mismatch"
     raw.set(key, frame)
     send("target", "after")
     got, handler = collector()
-    with caplog.at_level(logging.ERROR, logger="gaesignals"):
+    with caplog.at_level(logging.WARNING, logger="gaesignals"):
         assert run_deliver("target", handler, reliable) == 1
     assert got == ["after"]
     assert not gadget.marker.exists()
-    assert reason in caplog.text and key in caplog.text
+    assert reason in caplog.text
+    assert (raw.get(key) or b"").count(frame) == (0 if forgery == "other-signal" else 1)
 
 
 @pytest.mark.parametrize("store_kind", ["memory"])
@@ -450,22 +452,30 @@ def test_rotation_signs_with_the_first_key(raw: RawAccess) -> None:
     found, bad = frames.parse(value, key.encode(), [KEY_NEW])
     assert len(found) == 1 and bad == []
     found, bad = frames.parse(value, key.encode(), [KEY_OLD])
-    assert found == [] and [b.reason for b in bad] == ["signature mismatch"]
+    new_id = frames.key_id(KEY_NEW).hex()
+    assert found == [] and [b.reason for b in bad] == [
+        f"signed with key id {new_id}, not held here"
+    ]
 
 
-def test_retired_key_frames_are_dropped(
+def test_retired_key_frames_are_held_for_a_deliverer_holding_it(
     raw: RawAccess, reliable: bool, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """Once the old key is no longer listed, frames it signed are dropped and logged."""
+    """Once the old key is no longer listed, frames it signed are held (logged with both key
+    ids), never dropped, and a deliverer that lists it again delivers them."""
     use(raw, secret_key=KEY_OLD)
     send("rot", "from-old")
     use(raw, secret_key=[KEY_NEW])
     send("rot", "from-new")
     got, handler = collector()
-    with caplog.at_level(logging.ERROR, logger="gaesignals"):
+    with caplog.at_level(logging.WARNING, logger="gaesignals"):
         assert run_deliver("rot", handler, reliable) == 1
     assert got == ["from-new"]
-    assert "signature mismatch" in caplog.text
+    old_id, new_id = frames.key_id(KEY_OLD).hex(), frames.key_id(KEY_NEW).hex()
+    assert f"signed with key id {old_id} wait; this process holds {new_id}" in caplog.text
+    use(raw, secret_key=[KEY_NEW, KEY_OLD])
+    assert run_deliver("rot", handler, reliable) == 1
+    assert got == ["from-new", "from-old"]
 
 
 @pytest.mark.parametrize(
@@ -577,29 +587,39 @@ def test_json_codec_round_trips(raw: RawAccess, signed: bool, reliable: bool) ->
     assert got == [*payloads, [1, 2]]
 
 
-@pytest.mark.parametrize("signed", [False, True], ids=["no-key", "key"])
-def test_json_codec_never_unpickles(
+def test_json_codec_never_unpickles_without_a_key(
     raw: RawAccess,
     gadget: Gadget,
-    signed: bool,
     reliable: bool,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """With codec json, a well-formed pickle frame (even one signed with the configured key)
-    is refused, never unpickled, and the JSON payload after it still arrives."""
-    use(raw, codec="json", secret_key=KEY_NEW if signed else None)
+    """With codec json and no key, a well-formed pickle frame is never unpickled: it stays
+    queued (held, logged) for a deliverer whose codec is pickle, and the JSON payload after it
+    still arrives."""
+    use(raw, codec="json")
     key = queue_key("target")
-    raw.set(key, frames.encode(pickle.dumps(gadget), key.encode(), [KEY_NEW] if signed else []))
+    planted = frames.encode(pickle.dumps(gadget), key.encode())
+    raw.set(key, planted)
     send("target", {"ok": 1})
     got, handler = collector()
-    with caplog.at_level(logging.ERROR, logger="gaesignals"):
-        # max_attempts=1: reliable delivery dead-letters the refused frame instead of retrying it
-        assert run_deliver("target", handler, reliable, max_attempts=1) == 1
+    with caplog.at_level(logging.WARNING, logger="gaesignals"):
+        assert run_deliver("target", handler, reliable) == 1
     assert got == [{"ok": 1}]
     assert not gadget.marker.exists()
-    assert "codec is json" in caplog.text
-    gaesignals.purge_dead_letters("target")
-    assert not gadget.marker.exists()
+    assert "1 pickled payload(s) of 'target' wait" in caplog.text
+    assert raw.get(key) == planted
+
+
+def test_json_codec_reads_pickles_a_key_verified(raw: RawAccess, reliable: bool) -> None:
+    """With codec json and a key, a pickled frame signed with that key was written by one of
+    this deployment's senders: it is delivered (a codec switch loses nothing)."""
+    use(raw, secret_key=KEY_NEW)
+    send("target", ("pickled", 1))
+    use(raw, codec="json", secret_key=KEY_NEW)
+    send("target", {"ok": 1})
+    got, handler = collector()
+    assert run_deliver("target", handler, reliable) == 2
+    assert got == [("pickled", 1), {"ok": 1}]
 
 
 @pytest.mark.parametrize("store_kind", ["memory"])

@@ -2,8 +2,9 @@
 
 They are listed, requeued or purged by name. A requeued letter keeps its id, its send time and
 its signature, with its attempts reset: a ``ttl`` still counts from the original send, and a
-letter signed with a key since retired is dropped like any frame signed with it, so a frame
-planted in the dead-letter key can never come back newly framed (signed with today's key).
+frame planted in the dead-letter key can never come back newly framed (signed with today's
+key). A letter signed with a key this process does not hold is not listed here, and is
+requeued (or purged) as it is, for a deliverer that holds its key.
 The store work is :mod:`gaesignals.queue.dead_letters`; decoding and logging are done here.
 """
 
@@ -24,9 +25,10 @@ logger = logging.getLogger("gaesignals")
 
 
 def _logged(name: str, settings: Settings, held: letters.Letters) -> int:
-    """How many verified letters ``held`` has, its unreadable regions logged (dropped)."""
+    """How many letters ``held`` has (verified, or kept for a deliverer with another key), its
+    unreadable regions logged (dropped)."""
     log_bad(name, signal_keys(name, settings.namespace).queue, held.bad)
-    return len(held.found)
+    return len(held.whole)
 
 
 class DeadLetter(NamedTuple):
@@ -65,7 +67,8 @@ def dead_letter_details(name: str) -> list[DeadLetter]:
 
 
 def requeue_dead_letters(name: str) -> int:
-    """Move the dead letters of ``name`` back to its queue (attempts reset); returns how many."""
+    """Move the dead letters of ``name`` back to its queue (attempts reset); returns how many.
+    Letters signed with a key this process does not hold move too, as they are."""
     settings = get_settings()
     return _logged(name, settings, letters.requeue(settings, check_name(name)))
 

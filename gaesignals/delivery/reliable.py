@@ -13,7 +13,8 @@ from __future__ import annotations
 import logging
 import secrets
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
+from typing import NamedTuple
 
 from .. import frames, tracing
 from ..accounting import check_lost, flush, flush_sent, read_order, schedule
@@ -22,6 +23,7 @@ from ..exceptions import GaeSignalsError, Reject, Retry, StoreUnavailable
 from ..keys import SignalKeys, located, shard_keys, signal_keys
 from ..mapping import SignalMapping
 from ..queue import dead_letters
+from ..queue.held import held_by, reader
 from ..queue.lease import Holder, acquire, release
 from ..queue.spread import home_value, learn, width
 from ..queue.take import acknowledge
@@ -40,7 +42,8 @@ from .runner import Runner
 
 logger = logging.getLogger("gaesignals")
 
-#: A shard's frames as read, and its unreadable regions.
+#: A shard's frames as read (those held for another deliverer among them, see
+#: :mod:`..queue.held`), and its unreadable regions.
 ParsedFrames = tuple[list[frames.Frame], list[frames.BadRegion]]
 
 
@@ -117,6 +120,8 @@ class _ReliableRun:
         self.delivered = 0
         #: Whether a signal was found spread over more shards than this delivery read.
         self.learned = False
+        #: Each key's frames held for another deliverer, by start (see :meth:`_parse`).
+        self.held: dict[str, set[int]] = {}
 
     def _parse(
         self,
@@ -128,17 +133,22 @@ class _ReliableRun:
         """Each queue key read holding payloads (or garbage), parsed; and the signals found
         spread wider than read, whose width is learned (the delivery then runs again, with
         their new shards).
-        A key holding only markers holds nothing to deliver."""
+        A key holding only markers holds nothing to deliver. The frames held for another
+        deliverer are among a key's frames, in order, their starts in :attr:`held`: they stay
+        queued as those not due yet do."""
         parsed: dict[str, ParsedFrames] = {}
         spread: set[str] = set()
         for key, item in current.items():
             name = queues.get(located(key))
             if name is None or not item[0]:
                 continue
-            found, bad, seen, _ = runners[name].parse_all(item[0])
+            found, bad, seen, held = runners[name].parse_all(item[0], key)
             if seen > len(shards[name]):
                 learn(self.settings, shards[name][0][0], seen)
                 spread.add(name)
+            if held:
+                self.held[key] = {frame.start for frame in held}
+                found = sorted(found + held, key=lambda frame: frame.start)
             if found or bad:
                 parsed[key] = (found, bad)
         return parsed, spread
@@ -226,19 +236,19 @@ class _Shard:
             home_value(runner.settings, key, runner.spec.shards) if key == keys.queue else b""
         )
         self.cursor_key = cursor[0] if cursor is not None else ""
+        #: How this deliverer reads frames, as its cursor says (see queue.held.reader).
+        self.reader = reader(runner.settings.secret_keys, runner.settings.codec)
         #: The cursor as read (b"written" once this delivery wrote it), None without one.
         self.progress: bytes | None = cursor[1] if cursor is not None else None
 
     def deliver(self, parsed: ParsedFrames, run: _ReliableRun) -> int:
         found, bad = parsed
         resumed = _resume(found, self.progress) if self.progress else None
-        first, crashed, decided, rescheduled = resumed or (0, None, None, [])
+        first, crashed, decided, rescheduled, reader = resumed or (0, None, None, [], b"")
         # What is due is decided once per shard, and a successor decides as its predecessor
         # did (the cursor says when): a payload it skipped as not due is never taken as done.
         self.now = decided if decided is not None else now_ms()
-        self.waiting = {
-            i for i, f in enumerate(found) if f.meta and frames.not_before(f) > self.now
-        }
+        self.waiting = self._waiting(found, run.held.get(self.key, ()), first, reader)
         self.kept = {i: self.value[found[i].start : found[i].end] for i in self.waiting}
         self._reschedule_as_before(found[:first], rescheduled)
         if len(self.waiting) == len(found) and not bad:  # nothing due: nothing to write
@@ -270,11 +280,29 @@ class _Shard:
         self._remove(found, bad, expired, keep, cut, run.bumps)
         return delivered
 
+    def _waiting(
+        self, found: list[frames.Frame], held: Collection[int], first: int, reader: bytes
+    ) -> set[int]:
+        """The indexes of the payloads that stay queued, never run: those not due yet, those
+        ``held`` (by start) for another deliverer, and those before ``first`` that a
+        predecessor reading as ``reader`` held (it never ran them)."""
+        now = self.now
+        waiting = {
+            i
+            for i, f in enumerate(found)
+            if f.start in held or (f.meta and frames.not_before(f) > now)
+        }
+        if reader and reader != self.reader:
+            waiting.update(i for i in range(first) if held_by(reader, self.value, found[i]))
+        return waiting
+
     def _reschedule_as_before(
         self, done: list[frames.Frame], rescheduled: list[tuple[bytes, int, int]]
     ) -> None:
         """Keep, rewritten as its predecessor did, each payload before the resume point that
-        the predecessor's cursor says it rescheduled."""
+        the predecessor's cursor says it rescheduled; never one already kept as it is (not
+        due, or held: rewriting a held frame would sign bytes this process never verified,
+        and a cursor is anyone's to write)."""
         by_id = {frame.ident: index for index, frame in enumerate(done)}
         for ident, attempts, due in rescheduled:
             index = by_id.get(ident)
@@ -319,7 +347,7 @@ class _Shard:
                 error = RuntimeError("killed its deliverer")  # max_attempts times: not run again
             else:
                 if self.progress is not None:
-                    cursor = _cursor(frame, self.now, tried + 1, self.rescheduled)
+                    cursor = _cursor(frame, self.now, tried + 1, self.rescheduled, self.reader)
                     conn.set_many({self.cursor_key: cursor})
                     self.progress = b"written"
                 error = self.runner.attempt(frame)
@@ -389,7 +417,7 @@ class _Shard:
             if self.progress is not None and done:
                 # Not removed, but done: the cursor says so, and the next holder resumes after
                 # it (and removes them) instead of running them again.
-                cursor = _cursor(done[-1], self.now, None, self.rescheduled)
+                cursor = _cursor(done[-1], self.now, None, self.rescheduled, self.reader)
                 conn.set_many({self.cursor_key: cursor})
                 return
         if self.progress:
@@ -415,22 +443,32 @@ def _cursor(
     now: int,
     running: int | None,
     rescheduled: Sequence[tuple[bytes, int, int]],
+    reader: bytes,
 ) -> bytes:
     """A progress cursor naming ``frame`` by its end offset and its id: finished, or (with
     ``running``) about to run, with the attempts it counts should that run never return;
-    ``now``, when what is due was decided (Unix ms); and the payloads rescheduled so far."""
+    ``now``, when what is due was decided (Unix ms); the payloads rescheduled so far; and how
+    this deliverer reads frames (:func:`~..queue.held.reader`: which it held)."""
     named = b"%d:%s" % (frame.end, frame.ident.hex().encode())
     attempts = b"" if running is None else b"%d" % running
-    return b"%s:%s:%d:%s" % (named, attempts, now, cursor_part(rescheduled))
+    return b"%s:%s:%d:%s:%s" % (named, attempts, now, cursor_part(rescheduled), reader)
 
 
-Resumed = tuple[int, int | None, int | None, list[tuple[bytes, int, int]]]
+class Resumed(NamedTuple):
+    """Where a successor resumes from a predecessor's cursor (see :func:`_resume`)."""
+
+    first: int
+    crashed: int | None
+    decided: int | None
+    rescheduled: list[tuple[bytes, int, int]]
+    #: How the predecessor read frames (b"": not said): those it held before ``first`` stay.
+    reader: bytes
 
 
 def _resume(found: list[frames.Frame], cursor: bytes) -> Resumed | None:
     """Where a predecessor's progress cursor says to resume, the attempts of the payload it
-    died running (None if it had finished it), when it decided what was due, and what it
-    rescheduled; None if the cursor names no frame.
+    died running (None if it had finished it), when it decided what was due, what it
+    rescheduled, and how it read frames; None if the cursor names no frame.
 
     The cursor names a payload by offset and frame id; ids are random, so a cursor left over
     from an older value of the key can never match a frame of the new one.
@@ -438,14 +476,18 @@ def _resume(found: list[frames.Frame], cursor: bytes) -> Resumed | None:
     end, _, rest = cursor.partition(b":")
     ident, _, rest = rest.partition(b":")
     running, _, rest = rest.partition(b":")
-    decided, _, later = rest.partition(b":")
+    decided, _, rest = rest.partition(b":")
+    later, _, reader = rest.partition(b":")
     when = int(decided) if 0 < len(decided) <= 15 and decided.isdigit() else None
     again = parse_cursor_part(later)
+    reader = reader[:1024]  # a planted cursor costs no more than a real one
     for index, frame in enumerate(found):
         if str(frame.end).encode() == end and frame.ident.hex().encode() == ident:
             if not running:
-                return index + 1, None, when, again
+                return Resumed(index + 1, None, when, again, reader)
             if len(running) <= 5 and running.isdigit():
-                return index, min(int(running), frames.MAX_ATTEMPTS_FIELD), when, again
-            return index, None, when, again  # a cursor we never write: run it, count nothing
+                attempts = min(int(running), frames.MAX_ATTEMPTS_FIELD)
+                return Resumed(index, attempts, when, again, reader)
+            # a cursor we never write: run it, count nothing
+            return Resumed(index, None, when, again, reader)
     return None

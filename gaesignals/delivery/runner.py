@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import logging
 import pickle
+import time
+import weakref
 from collections.abc import Iterable, Sequence
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 from .. import frames, tracing
 from ..accounting import weak_counters
@@ -18,10 +20,17 @@ from ..config import Settings
 from ..exceptions import Reject, Retry
 from ..keys import signal_keys
 from ..mapping import Handler, call_form
+from ..queue import held
 from ..registration import SignalSpec
+from ..stores import Store
 
 logger = logging.getLogger("gaesignals")
 
+#: Seconds between two logs of the frames one queue key holds for another deliverer.
+HELD_LOG_INTERVAL = 60.0
+#: When (monotonic seconds) each queue key of a store may next be logged for what it holds:
+#: kept per store, not per runner, since a mapping made anew for each delivery makes new runners.
+_held_told: weakref.WeakKeyDictionary[Store, dict[str, float]] = weakref.WeakKeyDictionary()
 #: What :meth:`Runner._decode` returns for a payload it could not decode.
 _UNDECODABLE = object()
 #: A key's payloads as weak delivery holds them: frames, or bare pickled bodies.
@@ -38,6 +47,17 @@ def log_bad(name: str, key: str, bad: Iterable[frames.BadRegion]) -> None:
             region.end - region.start,
             key,
         )
+
+
+class Read(NamedTuple):
+    """A queue value as delivery reads it: the frames to deliver, the unreadable regions (held
+    frames past their bound among them), the widest spread marker's width, and the frames
+    held for a deliverer that can read them (see :mod:`..queue.held`), which stay queued."""
+
+    found: list[frames.Frame]
+    bad: list[frames.BadRegion]
+    spread: int
+    held: list[frames.Frame]
 
 
 class Runner:
@@ -81,13 +101,38 @@ class Runner:
             # Whole seconds on the sender's clock: a payload sent before this second is too old.
             self.cutoff = int(frames.clock()) - self.ttl
 
-    def parse_all(self, value: bytes) -> frames.Parsed:
-        """The verified frames of a value, its unreadable regions (logged, then dropped) and
-        its spread."""
-        parsed = frames.parse_queue(value, self.signer, self.settings.secret_keys)
-        if parsed.bad:
-            log_bad(self.name, self.identity, parsed.bad)
-        return parsed
+    def parse_all(self, value: bytes, key: str = "") -> Read:
+        """The verified frames of a value (of queue ``key``), its unreadable regions (logged,
+        then dropped), its spread, and the frames it holds for another deliverer (logged,
+        within their bound)."""
+        settings = self.settings
+        secret_keys = settings.secret_keys
+        parsed = frames.parse_queue(
+            value, self.signer, secret_keys, pickled=settings.codec == "pickle"
+        )
+        bad, kept = parsed.bad, []
+        if parsed.held:
+            limit = settings.store.max_value_size
+            waiting, dropped = held.bound(parsed.held, limit, frames.clock())
+            self.tell_held(key, waiting)
+            kept = [item.frame for item in waiting]
+            if dropped:
+                bad = sorted(bad + dropped, key=lambda region: region.start)
+        if bad:
+            log_bad(self.name, self.identity, bad)
+        return Read(parsed.found, bad, parsed.spread, kept)
+
+    def tell_held(self, key: str, waiting: list[frames.Held]) -> None:
+        """Log what ``key`` holds for another deliverer: at most once a minute per key, as a
+        delivery may run every request (``health()`` says it at any time)."""
+        told = _held_told.setdefault(self.settings.store, {})
+        now = time.monotonic()
+        if not waiting or now < told.get(key, now - 1):
+            return
+        told[key] = now + HELD_LOG_INTERVAL
+        secret_keys = self.settings.secret_keys
+        for sentence in held.advice(self.name, held.tally(waiting), secret_keys):
+            logger.warning("%s (key %s)", sentence, key or self.identity)
 
     def expired(self, frame: frames.Frame) -> bool:
         """Older than the ttl, counted from when it was due (its send, or its not-before)."""

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from collections.abc import Collection, Mapping, Sequence, Sized
+from typing import NamedTuple
 
 from .. import frames, tracing
 from ..accounting import check_lost, flush, flush_sent, lost_keys, read_order, schedule, take, tally
@@ -37,6 +38,26 @@ WEAK_ROUNDS = 4
 
 #: Each key read: its payloads (frames or bare pickled bodies) and its unreadable regions.
 Parsed = dict[str, tuple[Found, list[frames.BadRegion]]]
+
+
+class _Kept(NamedTuple):
+    """What a key's take leaves queued, and the value (and how far into the key's bytes it
+    starts) its frames were parsed from."""
+
+    #: Payloads not due yet: a native take keeps them itself (up to its walk's reach).
+    later: list[frames.Frame]
+    #: Payloads held for a deliverer that can read them (see :mod:`..queue.held`): a native
+    #: take removes them, and they are appended back.
+    held: list[frames.Frame]
+    value: bytes
+    shift: int
+
+    def raw(self) -> bytes:
+        """The bytes of every frame kept, in queue order."""
+        value, kept = self.value, self.later + self.held
+        if self.held and self.later:
+            kept.sort(key=lambda frame: frame.start)
+        return b"".join(value[frame.start : frame.end] for frame in kept)
 
 
 def deliver_weak(
@@ -95,9 +116,8 @@ class _WeakRun:
         self.spread: dict[str, int] = {}
         #: When this delivery decides what is due (Unix ms), once for all keys.
         self.now = now_ms()
-        #: Each key's payloads not due yet, which stay queued: the frames, and the value (and
-        #: how far into the key's bytes it starts) they were parsed from.
-        self.waiting: dict[str, tuple[list[frames.Frame], bytes, int]] = {}
+        #: Each key's payloads that stay queued: not due yet, or held for another deliverer.
+        self.waiting: dict[str, _Kept] = {}
         #: Whether payloads are traced or measured: then each needs its frame, never the bare
         #: pickled bodies of the fast path.
         self.observed = tracing.active()
@@ -205,8 +225,8 @@ class _WeakRun:
         parsed, owners = self.parse(current)
         if self.spread:
             self.put_back_markers(conn)
-        if self.waiting and taken.walked is not None:
-            self.put_back_waiting(conn, taken.walked)
+        if self.waiting:
+            self.put_back_waiting(conn, taken.walked or {})
         if checking:
             self.check_lost(conn, current, parsed)
         fresh = self.count(parsed, owners)
@@ -230,27 +250,33 @@ class _WeakRun:
 
     def put_back_waiting(self, conn: Connection, walked: Mapping[str, int]) -> None:
         """The store keeps the payloads not due yet that its walk of whole frames reached;
-        those past garbage it could not walk are appended back here."""
-        lost = {}
-        for key, (later, value, shift) in self.waiting.items():
-            reach = walked.get(key)
-            if reach is None:
-                continue  # walked to its end: the store kept every one
-            past = [value[f.start : f.end] for f in later if f.start + shift >= reach]
+        those past garbage it could not walk, and the held ones it took, are appended back."""
+        now, lost = self.now, {}
+        for key, kept in self.waiting.items():
+            reach = walked.get(key)  # None: walked to its end
+            shift = kept.shift
+            past = [f for f in kept.later if reach is not None and f.start + shift >= reach]
+            past += [  # held ones the store did not keep as not due (see frames.not_before)
+                f
+                for f in kept.held
+                if (reach is not None and f.start + shift >= reach)
+                or not (f.meta and frames.not_before(f) > now)
+            ]
             if past:
-                lost[key] = b"".join(past)
+                past.sort(key=lambda frame: frame.start)
+                lost[key] = b"".join(kept.value[f.start : f.end] for f in past)
         if lost:
             try:
                 append_frames(conn, self.settings.store, lost)
             except GaeSignalsError:
-                logger.error("could not put back payloads not due yet", exc_info=True)
+                logger.error("could not put back payloads not due yet or held", exc_info=True)
 
     # -- shared by both ----------------------------------------------------------------------
 
     def kept(self, key: str) -> bytes:
-        """The bytes of ``key``'s payloads that are not due yet, which its reset keeps."""
-        held = self.waiting.get(key)
-        return b"" if held is None else b"".join(held[1][f.start : f.end] for f in held[0])
+        """The bytes of ``key``'s payloads not due yet or held, which its reset keeps."""
+        kept = self.waiting.get(key)
+        return b"" if kept is None else kept.raw()
 
     def check_lost(
         self, conn: Connection, current: Mapping[str, tuple[bytes, object]], parsed: Parsed
@@ -261,9 +287,9 @@ class _WeakRun:
         layout, spread = self.layout, self.spread
         keys = {name: k for name, k in layout.keys.items() if name not in spread}
         queued: dict[str, tuple[Sized, Sequence[frames.BadRegion]]] = dict(parsed)
-        for key, (later, _, _) in self.waiting.items():
+        for key, kept in self.waiting.items():
             found, bad = parsed.get(key, ((), []))
-            queued[key] = (range(len(found) + len(later)), bad)
+            queued[key] = (range(len(found) + len(kept.later) + len(kept.held)), bad)
         check_lost(conn, keys, layout.names, current, queued, self.bumps)
         schedule.checked([name for name in self.checking if name not in spread], self.settings)
 
@@ -300,28 +326,34 @@ class _WeakRun:
             if bodies is not None:
                 parsed[key] = (bodies, [])
             else:
-                found, bad, seen, _ = runner.parse_all(value)
+                found, bad, seen, held = runner.parse_all(value, key)
                 if seen > len(layout.shards[owner]):
                     self.learn(owner, seen)
-                if any(frame.meta for frame in found):
-                    found = self.hold(key, found, value, len(item[0]) - len(value))
+                if held or any(frame.meta for frame in found):
+                    found = self.hold(key, found, held, value, len(item[0]) - len(value))
                 if not found and not bad:
-                    continue  # only markers, or payloads not due yet
+                    continue  # only markers, or payloads not due yet or held
                 parsed[key] = (found, bad)
             owners[key] = owner
         return parsed, owners
 
     def hold(
-        self, key: str, found: list[frames.Frame], value: bytes, shift: int
+        self,
+        key: str,
+        found: list[frames.Frame],
+        held: list[frames.Frame],
+        value: bytes,
+        shift: int,
     ) -> list[frames.Frame]:
-        """The payloads of ``found`` due now; the others wait (see :attr:`waiting`)."""
+        """The payloads of ``found`` due now; the others, and ``held``, wait (see
+        :attr:`waiting`)."""
         now = self.now
         due: list[frames.Frame] = []
         later: list[frames.Frame] = []
         for frame in found:
-            (later if frames.not_before(frame) > now else due).append(frame)
-        if later:
-            self.waiting[key] = (later, value, shift)
+            (later if frame.meta and frames.not_before(frame) > now else due).append(frame)
+        if later or held:
+            self.waiting[key] = _Kept(later, held, value, shift)
         return due
 
     def learn(self, name: str, seen: int) -> None:

@@ -28,21 +28,30 @@ TAKE_ROUNDS = 32
 
 
 class Letters(NamedTuple):
-    """What a signal's dead-letter key held: its bytes, the frames in them that verify, and
-    the regions that do not (unreadable, or signed with no key we hold)."""
+    """What a signal's dead-letter key held: its bytes, the frames in them that verify, the
+    regions that do not (unreadable, tampered), and the frames this process may not read
+    (signed with a key it does not hold, see :mod:`.held`), kept for one that may."""
 
     value: bytes
     found: list[frames.Frame]
     bad: list[frames.BadRegion]
+    held: list[frames.Frame]
+
+    @property
+    def whole(self) -> list[frames.Frame]:
+        """Every letter kept, readable here or held for another deliverer, in order."""
+        if not self.held:
+            return self.found
+        return sorted(self.found + self.held, key=lambda frame: frame.start)
 
 
 #: What a signal without dead letters reads as (shared: never to be changed).
-NO_LETTERS = Letters(b"", [], [])
+NO_LETTERS = Letters(b"", [], [], [])
 
 
 def _letters(value: bytes, keys: SignalKeys, settings: Settings) -> Letters:
-    found, bad = frames.parse(value, keys.queue.encode(), settings.secret_keys)
-    return Letters(value, found, bad)
+    parsed = frames.parse_queue(value, keys.queue.encode(), settings.secret_keys)
+    return Letters(value, parsed.found, parsed.bad, [held.frame for held in parsed.held])
 
 
 def put(conn: Connection, store: Store, keys: SignalKeys, raw: bytes) -> None:
@@ -67,18 +76,20 @@ def purge(settings: Settings, name: str) -> Letters:
 
 
 def requeue(settings: Settings, name: str) -> Letters:
-    """Move the dead letters of signal ``name`` that verify back to its queue (a shard picked
-    as a send would), their attempts reset, their ids, send times and signatures kept;
-    returns what the key held (the rest of it is dropped). ``accounted`` is taken back by the
-    letters moved: they are pending again, not gone. On failure to append, everything is put
-    back under the dead-letter key and the error raised."""
+    """Move the dead letters of signal ``name`` that verify, and those held for a deliverer
+    with another key, back to its queue (a shard picked as a send would), their attempts
+    reset, their ids, send times and signatures kept; returns what the key held (the rest of
+    it is dropped). ``accounted`` is taken back by the letters moved: they are pending again,
+    not gone. On failure to append, everything is put back under the dead-letter key and the
+    error raised."""
     keys = signal_keys(name, settings.namespace)
     with settings.store.connection() as conn:
         letters = _take(conn, name, settings)
-        if not letters.found:
+        moving = letters.whole
+        if not moving:
             return letters
         value = letters.value
-        fresh = b"".join(frames.with_attempts(value[f.start : f.end], 0) for f in letters.found)
+        fresh = b"".join(frames.with_attempts(value[f.start : f.end], 0) for f in moving)
         key, queues = route(name, keys, settings)
         store = settings.store
         try:
@@ -87,7 +98,7 @@ def requeue(settings: Settings, name: str) -> Letters:
             append_frames(conn, store, {keys.dead: value})
             raise
         if settings.counters:
-            accounted = Counter({keys.counter("accounted"): -len(letters.found)})
+            accounted = Counter({keys.counter("accounted"): -len(moving)})
             flush(conn, accounted, quietly=True)
         return letters
 

@@ -144,14 +144,19 @@ def test_letters_of_another_signal_are_not_letters(raw: RawAccess) -> None:
 
 
 def test_with_a_secret_key_only_signed_letters_count(raw: RawAccess) -> None:
-    """With a secret key set, an unsigned letter planted beside a signed one is not read,
-    and a requeue moves only the signed one."""
+    """With a secret key set, an unsigned letter planted beside a signed one is not read; a
+    requeue moves the signed one with its attempts reset, and the unsigned one as it is, held
+    for a deliverer without a key (never read here, never re-signed)."""
     gaesignals.configure(store=raw.store, secret_key=SECRET)
+    planted = letter(KEYS, b'"planted"')
     signed = letter(KEYS, b'"signed"', secret=SECRET)
-    raw.set(KEYS.dead, letter(KEYS, b'"planted"') + signed)
+    raw.set(KEYS.dead, planted + signed)
     assert [f.body for f in dead_letters.read(get_settings(), "letters").found] == [b'"signed"']
-    assert len(dead_letters.requeue(get_settings(), "letters").found) == 1
-    assert _stored(raw.store, KEYS.queue) == frames.with_attempts(signed, 0)
+    moved = dead_letters.requeue(get_settings(), "letters")
+    assert [f.body for f in moved.found] == [b'"signed"'] and len(moved.held) == 1
+    assert _stored(raw.store, KEYS.queue) == (
+        frames.with_attempts(planted, 0) + frames.with_attempts(signed, 0)
+    )
 
 
 def test_a_letter_put_during_a_take_is_taken_too(store: Store) -> None:

@@ -73,6 +73,14 @@ class Parked(deque[Any]):
             client.close()
 
 
+def _joined(key: str, value: bytes, limit: int) -> int:
+    """The declared bytes of the segments a read of the queue ``value`` joins within ``limit``
+    (pointers a read refuses, forged ones among them, are not counted)."""
+    found = segments.pointers(value)[0]
+    names = segments.plan(key, value, limit)[0]
+    return sum(length for (_, length), name in zip(found, names, strict=True) if name is not None)
+
+
 def _segmented(key: bytes, value: bytes) -> bool:
     """Whether a value read is a queue kept in segments (pointers elsewhere are not followed)."""
     return value[:2] == segments.POINTER_MAGIC and segments.is_queue_key(key.decode("ascii"))
@@ -253,6 +261,11 @@ class Node:
         start = segments.pointers(value)[1]
         if len(value) - start <= segments.SEGMENT_BYTES // 2:
             return  # moved already
+        if _joined(key, value, self.limit) + len(value) - start > self.limit:
+            # Past what a read joins (senders of other processes raced past max_value_size):
+            # the frames stay in the key, whose size memcached bounds itself (-I), so every
+            # payload stored stays readable and further appends are refused.
+            return
         made = self.write_segments(wire, value, start)
         if made is None:
             return

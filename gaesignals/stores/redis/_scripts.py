@@ -85,7 +85,7 @@ local function frames(value, now)
     local m1, m2, version, flags, _, _, n1, n2, l1, l2, l3, l4 = string.byte(value, at, at + 11)
     if m1 ~= 0xA7 or m2 ~= 0x5C or version ~= 3 then break end
     local head = 20
-    if flags % 2 == 1 then head = 52 end
+    if flags % 2 == 1 then head = 54 end  -- header, key id, tag
     local meta = n1 * 256 + n2
     local length = head + meta + 4 + ((l1 * 256 + l2) * 256 + l3) * 256 + l4
     if at + length - 1 > size then break end
