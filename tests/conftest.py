@@ -165,6 +165,13 @@ def store_kind(request: pytest.FixtureRequest) -> str:
     return kind
 
 
+@pytest.fixture(params=[False, True], ids=["weak", "reliable"])
+def reliable(request: pytest.FixtureRequest) -> bool:
+    """Both delivery modes: they read and parse the key on different paths."""
+    value: bool = request.param
+    return value
+
+
 @pytest.fixture
 def raw(store_kind: str, request: pytest.FixtureRequest) -> Iterator[RawAccess]:
     """The configured store for ``store_kind`` plus raw access to its keys."""
