@@ -23,7 +23,7 @@ from gaesignals.queue import lease
 from gaesignals.stores import masked_url, segments
 
 from .conftest import RawAccess
-from .test_fuzz import HOSTILE_NAME, HOSTILE_ROLES, _hostile_key, hostile_values
+from .fuzz_support import HOSTILE_NAME, HOSTILE_ROLES, _hostile_key, hostile_values
 
 #: Past the 4,300 digits ``int()`` accepts: a counter parsed without a bound raises.
 HUGE_NUMBER = b"9" * 5000
