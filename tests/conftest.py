@@ -172,7 +172,7 @@ def reliable(request: pytest.FixtureRequest) -> bool:
     return value
 
 
-def _cluster_store(store_kind: str, request: pytest.FixtureRequest) -> Store:
+def cluster_store(store_kind: str, request: pytest.FixtureRequest) -> Store:
     """A store on one of this conftest's clusters, flushed (the plugin serves single servers)."""
     if store_kind == "memcached-cluster":
         servers: list[MemcachedServer] = request.getfixturevalue("memcached_cluster")
@@ -211,7 +211,7 @@ def raw(store_kind: str, request: pytest.FixtureRequest) -> Iterator[RawAccess]:
     """The configured store for ``store_kind`` plus raw access to its keys: built by the
     plugin (``make_store``, as for ``gaesignals_store``), or on a cluster here."""
     if store_kind.endswith("-cluster"):
-        store = _cluster_store(store_kind, request)
+        store = cluster_store(store_kind, request)
         closable: Any = store
     else:
         store, closable = make_store(store_kind, request)

@@ -26,14 +26,14 @@ from gaesignals.stores.redis._router import Router
 from gaesignals.stores.redis._scripts import CAS, SHA, TAKE
 from gaesignals.testing import RedisClusterServers, RedisServer
 
-from .conftest import new_redis_cluster
+from .conftest import cluster_store, new_redis_cluster
 
 
 @pytest.fixture
-def cluster(redis_cluster: RedisClusterServers) -> Iterator[RedisStore]:
+def cluster(request: pytest.FixtureRequest) -> Iterator[RedisStore]:
     """A store on the session's three-node Redis cluster, flushed, configured for the test."""
-    redis_cluster.flush()
-    store = RedisStore.from_url(redis_cluster.url)
+    store = cluster_store("redis-cluster", request)
+    assert isinstance(store, RedisStore)
     gaesignals.configure(store=store)
     yield store
     store.close()

@@ -18,6 +18,7 @@ import pytest
 import gaesignals
 from gaesignals import PartialFailure, StoreUnavailable, deliver, send
 from gaesignals.keys import signal_keys
+from gaesignals.stores import Store
 from gaesignals.stores.redis import RedisStore
 from gaesignals.stores.redis._router import Router, Sent
 from gaesignals.testing import CountingStore, RedisClusterServers, RedisServer
@@ -34,13 +35,16 @@ def own_server(gaesignals_redis: RedisServer) -> Iterator[RedisServer]:
 
 
 @pytest.fixture
-def single(gaesignals_redis: RedisServer) -> Iterator[RedisStore]:
-    """A store on the session's redis-server, flushed, configured for the test."""
-    gaesignals_redis.flush()
-    store = RedisStore.from_url(gaesignals_redis.url)
-    gaesignals.configure(store=store)
-    yield store
-    store.close()
+def gaesignals_store_kind() -> str:
+    """The plugin's ``gaesignals_store`` here is a Redis store on its session redis-server."""
+    return "redis"
+
+
+@pytest.fixture
+def single(gaesignals_store: Store) -> RedisStore:
+    """A store on the session's redis-server, flushed, configured for the test (the plugin's)."""
+    assert isinstance(gaesignals_store, RedisStore)
+    return gaesignals_store
 
 
 class _CountingRouter(Router):
