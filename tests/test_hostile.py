@@ -2,7 +2,7 @@
 
 The rule under test: no cache content makes a delivery, ``pending``, ``stats`` or ``health``
 raise anything but :class:`~gaesignals.StoreUnavailable`, cost more than linear in the bytes it
-reads, or remove a payload without running its handlers. Signing (tested in test_security.py)
+reads, or remove a payload without running its handlers. Signing (tested in test_security_*.py)
 keeps forged payloads out; these tests are about the keys around the queue: counters, locks,
 cursors and dead letters.
 """
