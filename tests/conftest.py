@@ -227,6 +227,15 @@ def raw(store_kind: str, request: pytest.FixtureRequest) -> Iterator[RawAccess]:
 
 
 @pytest.fixture
+def memory(request: pytest.FixtureRequest) -> MemoryStore:
+    """The plugin's memory store, configured for this test (which every main() call shares)."""
+    store, _ = make_store("memory", request)
+    assert isinstance(store, MemoryStore)
+    gaesignals.configure(store=store)
+    return store
+
+
+@pytest.fixture
 def store(raw: RawAccess) -> Store:
     """Each supported store in turn, configured as gaesignals' store for the test."""
     return raw.store

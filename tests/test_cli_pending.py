@@ -20,7 +20,6 @@ from . import cli_support as support
 from .cli_support import error_line, run
 
 app = support.app
-memory = support.memory
 
 
 # -- pending --------------------------------------------------------------------------------------

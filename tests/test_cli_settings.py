@@ -22,7 +22,6 @@ from . import cli_support as support
 from .cli_support import ROOT, SECRET, error_line, got, run
 
 app = support.app
-memory = support.memory
 memcached_url = support.memcached_url
 
 

@@ -79,13 +79,6 @@ def otel() -> Iterator[Recorded]:
         recorded.meter_provider.shutdown()
 
 
-@pytest.fixture
-def memory() -> MemoryStore:
-    store = MemoryStore()
-    gaesignals.configure(store=store)
-    return store
-
-
 def queue_value(name: str) -> bytes:
     key = signal_keys(name, get_settings().namespace).queue
     with get_settings().store.connection() as conn:
