@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Run the properties of tests/test_fuzz.py with many more examples, by hand.
+"""Run the properties of tests/test_fuzz_*.py with many more examples, by hand.
 
     python scripts/fuzz_long.py --examples 200000
     python scripts/fuzz_long.py --examples 50000 --only parse --only tampering --seed 1234
@@ -30,7 +30,8 @@ sys.path.insert(0, str(ROOT))
 from hypothesis import HealthCheck, given, seed, settings  # noqa: E402
 
 from gaesignals import config, frames  # noqa: E402
-from tests.test_fuzz import KEY, PROPERTIES, SIGNAL_KEY, Property, fake_header  # noqa: E402
+from tests import test_fuzz_delivery, test_fuzz_frames, test_fuzz_keys  # noqa: E402, F401 (register)
+from tests.fuzz_support import KEY, PROPERTIES, SIGNAL_KEY, Property, fake_header  # noqa: E402
 
 
 def run_property(prop: Property, examples: int, run_seed: int) -> tuple[bool, int, float]:

@@ -19,7 +19,6 @@ import pytest
 import gaesignals
 from gaesignals.cli import main
 from gaesignals.stores.memcached import MemcachedStore
-from gaesignals.stores.memory import MemoryStore
 from gaesignals.testing import MemcachedServer
 
 ROOT = Path(gaesignals.__file__).resolve().parent.parent
@@ -100,14 +99,6 @@ def app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     yield tmp_path
     for name in [m for m in sys.modules if m.startswith("cliapp")]:
         del sys.modules[name]
-
-
-@pytest.fixture
-def memory() -> MemoryStore:
-    """A memory store configured for this test, which every main() call in it shares."""
-    store = MemoryStore()
-    gaesignals.configure(store=store)
-    return store
 
 
 @pytest.fixture

@@ -21,9 +21,9 @@ import pytest
 
 import gaesignals
 from gaesignals import config
+from gaesignals.pytest_plugin import _make_store as make_store
 from gaesignals.pytest_plugin import _missing as missing
 from gaesignals.stores import Store
-from gaesignals.stores.appengine import AppEngineStore
 from gaesignals.stores.memcached import MemcachedStore
 from gaesignals.stores.memory import MemoryStore
 from gaesignals.stores.redis import RedisStore
@@ -165,54 +165,74 @@ def store_kind(request: pytest.FixtureRequest) -> str:
     return kind
 
 
-@pytest.fixture
-def raw(store_kind: str, request: pytest.FixtureRequest) -> Iterator[RawAccess]:
-    """The configured store for ``store_kind`` plus raw access to its keys."""
+@pytest.fixture(params=[False, True], ids=["weak", "reliable"])
+def reliable(request: pytest.FixtureRequest) -> bool:
+    """Both delivery modes: they read and parse the key on different paths."""
+    value: bool = request.param
+    return value
+
+
+def cluster_store(store_kind: str, request: pytest.FixtureRequest) -> Store:
+    """A store on one of this conftest's clusters, flushed (the plugin serves single servers)."""
+    if store_kind == "memcached-cluster":
+        servers: list[MemcachedServer] = request.getfixturevalue("memcached_cluster")
+        for each in servers:
+            each.flush()
+        return MemcachedStore.from_url(
+            "memcached://" + ",".join(f"127.0.0.1:{s.port}" for s in servers)
+        )
+    running: RedisClusterServers = request.getfixturevalue(REDIS_FIXTURES[store_kind])
+    running.flush()
+    return RedisStore.from_url(running.url)
+
+
+def _raw_client(store_kind: str, store: Store, request: pytest.FixtureRequest) -> Any:
+    """The client :class:`RawAccess` writes with: the cache's own, beside the store's."""
     if store_kind in ("memory", "memory-cas"):
-        store = MemoryStore(append=store_kind == "memory")
-        gaesignals.configure(store=store)
-        yield RawAccess(store_kind, store)
-    elif store_kind == "appengine":
-        request.getfixturevalue("gaesignals_testbed")
+        return None
+    if store_kind == "appengine":
         from google.appengine.api import memcache
 
-        store = AppEngineStore()
-        gaesignals.configure(store=store)
-        yield RawAccess(store_kind, store, memcache.Client())
-    elif store_kind.startswith(REDIS_LIKE):
-        running: RedisServer | RedisClusterServers = request.getfixturevalue(
-            REDIS_FIXTURES[store_kind]
-        )
-        running.flush()
-        store = RedisStore.from_url(running.url)
-        gaesignals.configure(store=store)
-        try:
-            yield RawAccess(store_kind, store, store.client)
-        finally:
-            store.close()
-    else:
-        from pymemcache.client.base import Client
-        from pymemcache.client.hash import HashClient
+        return memcache.Client()
+    if isinstance(store, RedisStore):
+        return store.client
+    from pymemcache.client.base import Client
+    from pymemcache.client.hash import HashClient
 
-        if store_kind == "memcached":
-            server: MemcachedServer = request.getfixturevalue("gaesignals_memcached")
-            server.flush()
-            store = MemcachedStore.from_url(server.url)
-            client = Client(server.address, default_noreply=False)
-        else:
-            servers: list[MemcachedServer] = request.getfixturevalue("memcached_cluster")
-            for each in servers:
-                each.flush()
-            store = MemcachedStore.from_url(
-                "memcached://" + ",".join(f"127.0.0.1:{s.port}" for s in servers)
-            )
-            client = HashClient([s.address for s in servers], default_noreply=False)
-        gaesignals.configure(store=store)
-        try:
-            yield RawAccess(store_kind, store, client)
-        finally:
+    if store_kind == "memcached":
+        server: MemcachedServer = request.getfixturevalue("gaesignals_memcached")
+        return Client(server.address, default_noreply=False)
+    servers: list[MemcachedServer] = request.getfixturevalue("memcached_cluster")
+    return HashClient([s.address for s in servers], default_noreply=False)
+
+
+@pytest.fixture
+def raw(store_kind: str, request: pytest.FixtureRequest) -> Iterator[RawAccess]:
+    """The configured store for ``store_kind`` plus raw access to its keys: built by the
+    plugin (``make_store``, as for ``gaesignals_store``), or on a cluster here."""
+    if store_kind.endswith("-cluster"):
+        store = cluster_store(store_kind, request)
+        closable: Any = store
+    else:
+        store, closable = make_store(store_kind, request)
+    gaesignals.configure(store=store)
+    client = _raw_client(store_kind, store, request)
+    try:
+        yield RawAccess(store_kind, store, client)
+    finally:
+        if client is not None and not isinstance(store, RedisStore) and store_kind != "appengine":
             client.close()
-            store.close()
+        if closable is not None:
+            closable.close()
+
+
+@pytest.fixture
+def memory(request: pytest.FixtureRequest) -> MemoryStore:
+    """The plugin's memory store, configured for this test (which every main() call shares)."""
+    store, _ = make_store("memory", request)
+    assert isinstance(store, MemoryStore)
+    gaesignals.configure(store=store)
+    return store
 
 
 @pytest.fixture

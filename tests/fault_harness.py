@@ -38,6 +38,7 @@ from gaesignals.queue.append import RESET_RETRIES, SEND_ATTEMPTS
 from gaesignals.stores.memcached import MemcachedStore
 from gaesignals.testing import MemcachedServer
 
+from . import fault_deliverers as fd
 from . import fault_workers as fw
 from .fault_stores import configured
 from .harness import Run, Tally, proc_names
@@ -234,11 +235,11 @@ class Phased:
 
     def add_deliverer(self, spec: fw.Spec, signals: Sequence[str], **kwargs: Any) -> None:
         """The next deliverer, ``deliverer-<i>``, delivering ``signals`` until the end;
-        ``kwargs`` go to :func:`tests.fault_workers.deliverer`."""
+        ``kwargs`` go to :func:`tests.fault_deliverers.deliverer`."""
         i = len(self.deliverers)
         self.deliverers.append(
             self.run.process(
-                fw.deliverer,
+                fd.deliverer,
                 f"deliverer-{i}",
                 spec,
                 signals,
@@ -320,7 +321,7 @@ def lease_run(
     run = FaultRun(tmp_path)
     started, released, blocked, go_on = (run.ctx.Event() for _ in range(4))
     first = run.process(
-        fw.slow_holder,
+        fd.slow_holder,
         "first",
         spec,
         name,
@@ -330,7 +331,7 @@ def lease_run(
         released,
     )
     second = run.process(
-        fw.taker,
+        fd.taker,
         "second",
         spec,
         name,

@@ -26,7 +26,7 @@ from gaesignals.stores.memcached import MemcachedStore
 from gaesignals.testing import MemcachedServer
 
 from . import concurrency_workers as cw
-from . import fault_workers as fw
+from . import fault_threads as ft
 
 
 def stopped(pid: int) -> bool:
@@ -102,7 +102,7 @@ def payload_of_frame_size(name: str, size: int) -> dict[str, Any]:
     return {"id": 0, "pad": "x" * pad}
 
 
-class KillingStore(fw.PassThroughStore):
+class KillingStore(ft.PassThroughStore):
     """Passes calls through; the first ``cas_many`` first SIGKILLs one memcached server (and
     waits for it to be gone), so that call meets a dead node with its sockets still open."""
 
@@ -115,7 +115,7 @@ class KillingStore(fw.PassThroughStore):
             self.victim.stop()
 
 
-class RacingStore(fw.PassThroughStore):
+class RacingStore(ft.PassThroughStore):
     """Passes calls through, but just before the first ``add_many`` that creates ``key``,
     another sender's first payload for that key is added (through its own client): a real
     race on the server, scheduled deterministically."""
@@ -138,7 +138,7 @@ class RacingStore(fw.PassThroughStore):
             self.frame = None
 
 
-class PausingStore(fw.PassThroughStore):
+class PausingStore(ft.PassThroughStore):
     """Passes calls through; the first ``cas_many`` first pauses memcached (SIGSTOP, and waits
     until every thread of it is stopped), so that call times out with its request sent."""
 

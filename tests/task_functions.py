@@ -1,4 +1,4 @@
-"""Module-level ``django.tasks`` tasks for tests/test_django_tasks.py (Django 6+ only: importing
+"""Module-level ``django.tasks`` tasks for tests/test_django_tasks_*.py (Django 6+ only: importing
 this module needs ``django.tasks``)."""
 
 from __future__ import annotations

@@ -49,13 +49,6 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[float]]:
     yield now
 
 
-@pytest.fixture
-def memory() -> MemoryStore:
-    store = MemoryStore()
-    gaesignals.configure(store=store)
-    return store
-
-
 class Tracker:
     """Coroutine handlers noting when each payload starts and ends, on which loop and
     thread, and how many ran at once; each yields to its loop between start and end."""

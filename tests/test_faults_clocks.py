@@ -21,6 +21,7 @@ from gaesignals.stores.memcached import MemcachedStore
 from gaesignals.testing import MemcachedServer
 
 from . import concurrency_workers as cw
+from . import fault_deliverers as fd
 from . import fault_workers as fw
 from .fault_harness import (
     SCALE,
@@ -179,7 +180,7 @@ def test_skewed_deliverer_clocks_neither_keep_nor_steal_a_lock(
     stored = [run.counter() for _ in range(2)]
     deliverers = {
         name: run.process(
-            fw.deliverer,
+            fd.deliverer,
             name,
             spec,
             names,

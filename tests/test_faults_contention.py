@@ -20,6 +20,8 @@ from gaesignals.stores.appengine import AppEngineStore
 from gaesignals.testing import MemcachedServer
 
 from . import concurrency_workers as cw
+from . import fault_deliverers as fd
+from . import fault_threads as ft
 from . import fault_workers as fw
 from .fault_harness import DEADLINE, SCALE, FaultRun, Sends, handled, pick
 from .harness import GRACE, Threads, leftovers, proc_names
@@ -50,7 +52,7 @@ def test_racing_senders_and_deliverers_lose_double_and_invent_nothing(
     ready = [run.ctx.Event() for _ in range(DELIVERERS)]
     deliverers = [
         run.process(
-            fw.deliverer,
+            fd.deliverer,
             f"deliverer-{i}",
             spec,
             names,
@@ -101,7 +103,7 @@ def test_racing_threads_on_the_app_engine_stub_lose_double_and_invent_nothing() 
     count = pick(2_000, 20_000)
     names_weak = ["w-hot", *(f"w-cold-{i}" for i in range(COLD // 2))]
     names_reliable = ["r-hot", *(f"r-cold-{i}" for i in range(COLD // 2))]
-    gaesignals.configure(store=fw.ThreadCountingStore(AppEngineStore()), secret_key=cw.SECRET_KEY)
+    gaesignals.configure(store=ft.ThreadCountingStore(AppEngineStore()), secret_key=cw.SECRET_KEY)
     stop = threading.Event()
     got: list[list[int]] = [[] for _ in range(DELIVERERS)]
 
@@ -119,7 +121,7 @@ def test_racing_threads_on_the_app_engine_stub_lose_double_and_invent_nothing() 
 
     def sender(index: int) -> None:
         names = names_weak if index % 2 == 0 else names_reliable
-        fw.thread_sender(index, names, count // SENDERS, 2, reports[index])
+        ft.thread_sender(index, names, count // SENDERS, 2, reports[index])
 
     started = time.monotonic()
     threads = Threads()

@@ -18,7 +18,7 @@ import pytest
 from gaesignals.testing import MemcachedServer
 
 from . import concurrency_workers as cw
-from . import fault_workers as fw
+from . import fault_deliverers as fd
 from .fault_harness import SCALE, SEED, FaultRun, Sends, handled, pick, repeats, working_on
 from .harness import leftovers, proc_names
 
@@ -59,7 +59,7 @@ def test_killed_reliable_deliverers_repeat_only_the_payload_in_flight(
         name = f"deliverer-{index}"
         busy[name] = run.ctx.Event()
         proc = run.process(
-            fw.deliverer,
+            fd.deliverer,
             name,
             spec,
             names,

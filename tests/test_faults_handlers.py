@@ -20,6 +20,7 @@ from gaesignals.keys import signal_keys
 from gaesignals.stores.memcached import MemcachedStore
 from gaesignals.testing import MemcachedServer
 
+from . import fault_deliverers as fd
 from . import fault_workers as fw
 from .fault_harness import DEADLINE, SCALE, FaultRun, Sends, pick
 from .fault_stores import appengine_store, configured, raw_value
@@ -60,7 +61,7 @@ def test_raising_handlers_across_processes_dead_letter_after_max_attempts(
     def spawn() -> None:
         nonlocal spawned
         proc = run.process(
-            fw.failing_deliverer,
+            fd.failing_deliverer,
             f"deliverer-{spawned}",
             spec,
             name,

@@ -2,7 +2,7 @@
 
 The rule under test: no cache content makes a delivery, ``pending``, ``stats`` or ``health``
 raise anything but :class:`~gaesignals.StoreUnavailable`, cost more than linear in the bytes it
-reads, or remove a payload without running its handlers. Signing (tested in test_security.py)
+reads, or remove a payload without running its handlers. Signing (tested in test_security_*.py)
 keeps forged payloads out; these tests are about the keys around the queue: counters, locks,
 cursors and dead letters.
 """
@@ -23,7 +23,7 @@ from gaesignals.queue import lease
 from gaesignals.stores import masked_url, segments
 
 from .conftest import RawAccess
-from .test_fuzz import HOSTILE_NAME, HOSTILE_ROLES, _hostile_key, hostile_values
+from .fuzz_support import HOSTILE_NAME, HOSTILE_ROLES, _hostile_key, hostile_values
 
 #: Past the 4,300 digits ``int()`` accepts: a counter parsed without a bound raises.
 HUGE_NUMBER = b"9" * 5000

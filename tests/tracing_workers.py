@@ -1,6 +1,6 @@
-"""Child processes of the cross-process tracing test (``tests/test_tracing.py``): a sender and
-a deliverer on one memcached, each with its own global SDK tracer provider, writing the spans
-it finished to ``<path>.spans.json``."""
+"""Child processes of the cross-process tracing test (``tests/test_tracing_processes.py``): a
+sender and a deliverer on one memcached, each with its own global SDK tracer provider, writing
+the spans it finished to ``<path>.spans.json``."""
 
 from __future__ import annotations
 

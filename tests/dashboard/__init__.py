@@ -1,0 +1,1 @@
+"""The dashboard (:mod:`gaesignals.dashboard`) through WSGI."""
