@@ -361,7 +361,7 @@ def garbage_rows(args: Any) -> list[Row]:
     def reading(value: bytes) -> Callable[[], float]:
         def once() -> float:
             start = time.perf_counter()
-            frames.parse_queue(value, key, (SECRET,))
+            frames.parse_queue(value, key, (SECRET.encode(),))
             return time.perf_counter() - start
 
         return once
@@ -429,8 +429,8 @@ def primitive_lines() -> list[str]:
         ("Frame(...) NamedTuple", lambda: frames.Frame(0, 1, 0, 0, ident, body)),
         ("  tuple.__new__(Frame, ...) (the library's fast path)", lambda: tuple.__new__(
             frames.Frame, (0, 1, 0, 0, ident, body))),
-        ("the library's tag: copied keyed BLAKE2b state (frames._tag; signed only)",
-         lambda: frames._tag(secret, key, vf + ident + body)),
+        ("the library's tag: copied keyed BLAKE2b state (frames.signing._tag; signed only)",
+         lambda: frames.signing._tag(secret, key, vf + ident + body)),
         ("  alternative: hmac.digest sha256", lambda: hmac.digest(
             secret, key + b"\x00" + vf + ident + body, hashlib.sha256)),
         ("  alternative: precomputed hmac .copy()", lambda: _hmac_copy(inner, key, vf, ident,
