@@ -31,7 +31,11 @@ def test_random_garbage_costs_almost_no_candidates() -> None:
     assert _walked(_random_garbage()).candidates <= 4
 
 
-@pytest.mark.parametrize("pattern", [frames.MAGIC, frames.MAGIC + b"\x00", b"\x5c" + frames.MAGIC])
+@pytest.mark.parametrize(
+    "pattern",
+    [frames.MAGIC, frames.MAGIC + b"\x00", b"\x5c" + frames.MAGIC],
+    ids=["magic", "magic and a byte", "a byte and magic"],
+)
 def test_repeated_frame_magic_costs_what_random_garbage_costs(pattern: bytes) -> None:
     """Frame magic over and over is no plausible header: its candidates are random garbage's."""
     value = (pattern * (SIZE // len(pattern) + 1))[:SIZE]
@@ -47,6 +51,7 @@ def test_repeated_frame_magic_costs_what_random_garbage_costs(pattern: bytes) ->
         frames.MAGIC + b"\x03\x00" + bytes(8),  # each fits and fails its seal
         frames.MAGIC + b"\x03\x01" + bytes(16),  # each a signed header
     ],
+    ids=["past the end", "seal fails", "signed"],
 )
 def test_repeated_plausible_headers_stop_within_the_budget(pattern: bytes) -> None:
     """Plausible headers over and over are each refused at a fixed cost: the walker checks a

@@ -104,8 +104,8 @@ def pickled_bodies(
 #: The reason given for the rest of a value when searching it for frames costs too much.
 _GIVE_UP = "too much garbage to search for frames"
 #: What a candidate header refused before its tag was checked costs the walk's budget, beside
-#: the bytes its CRC covered: searching garbage full of plausible headers stops after a few
-#: thousand of them per megabyte, as random garbage does.
+#: the bytes its CRC covered: garbage made of plausible headers gets about four thousand of them
+#: checked per megabyte, then the rest is given up.
 _REFUSAL_COST = 1024
 
 
@@ -116,8 +116,9 @@ class Walker:
 
     Its work is bounded: checking a candidate frame costs a CRC over its declared length (valid
     frames never overlap, so they cost at most the value's size), and each refused candidate a
-    fixed :data:`_REFUSAL_COST`. Past a budget of four times the value's size the rest of the
-    value is given up as bad. ``candidates`` and ``spent`` count that work (tests read them).
+    fixed :data:`_REFUSAL_COST`. Past a budget of four times the value's size (and 64 KiB) the
+    rest of the value is given up as bad. ``candidates`` and ``spent`` count that work (tests
+    read them).
     """
 
     __slots__ = (
@@ -147,9 +148,6 @@ class Walker:
         self.signal_key = signal_key
         self.secret_keys = secret_keys
         self.pickled = pickled
-        #: Candidate frame headers checked after garbage, and work units spent on checks.
-        self.candidates = 0
-        self.spent = 0
 
     def read(self) -> QueueRead:
         """Every frame of the value: verified payloads, held frames, spread markers, and the bad
@@ -158,6 +156,8 @@ class Walker:
         self.found: list[Frame] = []
         self.held: list[Held] = []
         self.spread = self.marker_bytes = 0
+        #: Candidate frame headers checked after garbage, and work units spent on checks.
+        self.candidates = self.spent = 0
         self.budget = 4 * size + 65536
         self.ids = _by_key_id(tuple(self.secret_keys)) if self.secret_keys else {}
         sealed = bool(size) and zlib.crc32(value, SEALED) == SEALED
