@@ -8,6 +8,9 @@ Target 3: one signal holding many small payloads, drained by a weak ``deliver`` 
 handler, per payload, against a bare ``pickle.loads`` of the same pickles; on the memory store
 and on memcached, with and without a secret key. Then where the time goes: cProfile of the
 drain, and the drain split into ``frames.parse`` and the decode + handler step.
+
+Hostile values: reading 1 MB of repeated frame magic, or of a plausible frame header over and
+over, against reading 1 MB of random garbage (``frames.parse_queue``, with a secret key).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import hashlib
 import hmac
 import pickle
 import pstats
+import random
 import time
 import zlib
 from collections.abc import Callable
@@ -341,6 +345,38 @@ def drain_rows(args: Any, server: Memcached) -> tuple[list[Row], list[str]]:
     return rows, profile_lines
 
 
+#: Values of hostile garbage read against random garbage of the same size.
+GARBAGE = {
+    "repeated frame magic": frames.MAGIC,
+    "a plausible header repeated (length past the end)": frames.MAGIC + b"\x03\x00",
+    "a plausible header repeated (seal fails)": frames.MAGIC + b"\x03\x00" + bytes(8),
+}
+
+
+def garbage_rows(args: Any) -> list[Row]:
+    """Reading 1 MB of each hostile pattern against reading 1 MB of random garbage."""
+    size = 1 << 20
+    key = signal_keys("bench_garbage", "").queue.encode()
+
+    def reading(value: bytes) -> Callable[[], float]:
+        def once() -> float:
+            start = time.perf_counter()
+            frames.parse_queue(value, key, (SECRET.encode(),))
+            return time.perf_counter() - start
+
+        return once
+
+    values = {"random": random.Random(27).randbytes(size)}
+    for name, pattern in GARBAGE.items():
+        values[name] = (pattern * (size // len(pattern) + 1))[:size]
+    got = compare({name: reading(value) for name, value in values.items()}, args.reps)
+    return [
+        ratio_row("garbage", f"read 1 MB of {name}", got[name], got["random"], 2.0,
+                  baseline_label="1 MB random")
+        for name in GARBAGE
+    ]  # fmt: skip
+
+
 def ns(seconds: float) -> str:
     return f"{seconds * 1e9:.0f} ns" if seconds < 1e-5 else us(seconds)
 
@@ -393,8 +429,8 @@ def primitive_lines() -> list[str]:
         ("Frame(...) NamedTuple", lambda: frames.Frame(0, 1, 0, 0, ident, body)),
         ("  tuple.__new__(Frame, ...) (the library's fast path)", lambda: tuple.__new__(
             frames.Frame, (0, 1, 0, 0, ident, body))),
-        ("the library's tag: copied keyed BLAKE2b state (frames._tag; signed only)",
-         lambda: frames._tag(secret, key, vf + ident + body)),
+        ("the library's tag: copied keyed BLAKE2b state (frames.signing._tag; signed only)",
+         lambda: frames.signing._tag(secret, key, vf + ident + body)),
         ("  alternative: hmac.digest sha256", lambda: hmac.digest(
             secret, key + b"\x00" + vf + ident + body, hashlib.sha256)),
         ("  alternative: precomputed hmac .copy()", lambda: _hmac_copy(inner, key, vf, ident,
@@ -428,6 +464,7 @@ def main() -> None:
         rows = weak_rows(args, server)
         drain, profile_lines = drain_rows(args, server)
         rows += drain
+    rows += garbage_rows(args)
     with Redis() as redis_server:
         rows += weak_rows_redis(args, redis_server)
     count = 1000 if args.quick else 2000

@@ -321,7 +321,7 @@ class _WeakRun:
                 if not value:
                     continue  # only the marker: nothing pending
             runner = runners[owner]
-            # runner.parse_weak, inline: it runs for every key of every delivery
+            # the frame walker's bodies mode first: it runs for every key of every delivery
             bodies = bodies_of(value, runner.signer, secret_keys) if runner.quick and bare else None
             if bodies is not None:
                 parsed[key] = (bodies, [])

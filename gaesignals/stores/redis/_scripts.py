@@ -83,7 +83,7 @@ local function frames(value, now)
   local count, at, size, kept = 0, 1, #value, nil
   while at + 23 <= size do
     local m1, m2, version, flags, _, _, n1, n2, l1, l2, l3, l4 = string.byte(value, at, at + 11)
-    if m1 ~= 0xA7 or m2 ~= 0x5C or version ~= 3 then break end
+    if m1 ~= 0xA7 or m2 ~= 0x5C or version ~= 3 or flags > 7 then break end
     local head = 20
     if flags % 2 == 1 then head = 54 end  -- header, key id, tag
     local meta = n1 * 256 + n2
@@ -92,7 +92,7 @@ local function frames(value, now)
     if meta > 0 and due_at(value, at + head, at + head + meta) > now then
       kept = kept or {}
       kept[#kept + 1] = string.sub(value, at, at + length - 1)
-    elseif flags < 4 then  -- bit 2 (4) marks a spread marker; no flag above it exists
+    elseif flags < 4 then  -- bit 2 (4) marks a spread marker
       count = count + 1
     end
     at = at + length
