@@ -8,9 +8,9 @@ reads frames (:func:`~.held.reader`). A successor resumes from it (:meth:`Progre
 The text is ``<end>:<id>:<running>:<decided>:<rescheduled>:<reader>:<mac>``, written and read
 here only. Anyone who can write the cache can write a cursor, so one is believed only when:
 
-- with a secret key set, its ``mac`` (HMAC-SHA256 over the other fields, the cursor key and the
-  signal, with the first key; any key verifies) is ours, so a cursor is neither forged nor moved
-  to another signal or shard;
+- with a secret key set, its ``mac`` (keyed BLAKE2b-128 over the other fields, the cursor key
+  and the signal, with the first key; any key verifies) is ours, so a cursor is neither forged
+  nor moved to another signal or shard;
 - its decision time lies within :data:`MAX_AGE` before now and :data:`CLOCK_SKEW` after it,
   and each rescheduled due time within :data:`~gaesignals.timing.MAX_DELAY` (plus the skew)
   of now: a cursor cannot make a payload due early, nor get a payload re-signed for a time it
@@ -26,7 +26,8 @@ import hashlib
 import hmac
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any, NamedTuple
 
 from .. import frames
 from ..stores import Connection
@@ -43,8 +44,10 @@ MAX_RESCHEDULED = 16
 MAX_AGE = lock_expiry(MAX_LEASE) + CLOCK_SKEW
 #: The longest ``reader`` field read (a planted cursor costs no more than a real one).
 MAX_READER = 1024
-_MAC_LABEL = b"gaesignals progress cursor\x00"
+#: Keyed BLAKE2b's personalisation: a cursor's MAC is never a frame's tag, nor one a tag.
+_MAC_PERSON = b"gs cursor"
 _MAC_HEX = 32
+_BLOCK = 64  # the longest key BLAKE2b takes
 _FIELDS = 7
 
 
@@ -59,8 +62,7 @@ class CursorState(enum.Enum):
     WRITTEN = "written"
 
 
-@dataclass(frozen=True, slots=True)
-class Rescheduled:
+class Rescheduled(NamedTuple):
     """A payload rescheduled by a delivery: its frame id, its attempts and when it is due
     (Unix ms)."""
 
@@ -69,8 +71,7 @@ class Rescheduled:
     due: int
 
 
-@dataclass(frozen=True, slots=True)
-class Resume:
+class Resume(NamedTuple):
     """Where a successor resumes: the index of the first payload to run, the attempts of that
     payload if its predecessor died running it (else None), when the predecessor decided what
     was due (Unix ms), what it rescheduled and how it read frames (those it held before
@@ -83,8 +84,7 @@ class Resume:
     reader: bytes
 
 
-@dataclass(frozen=True, slots=True)
-class Progress:
+class Progress(NamedTuple):
     """One shard's cursor: the payload named (``end``, ``ident``), finished, or about to run
     with ``running`` attempts counted should that run never return; ``decided``, when what is
     due was decided (Unix ms); what was ``rescheduled``; and the deliverer's ``reader``."""
@@ -99,11 +99,11 @@ class Progress:
     def encode(self, where: str, signal: bytes, secret_keys: Sequence[bytes]) -> bytes:
         """The cursor's text for cursor key ``where`` of ``signal`` (a frame's signal key),
         with its MAC when a secret key is set."""
-        fields = self._fields()
+        fields = self._text()
         mac = _mac(secret_keys[0], where, signal, fields).hex().encode() if secret_keys else b""
         return fields + b":" + mac
 
-    def _fields(self) -> bytes:
+    def _text(self) -> bytes:
         running = b"" if self.running is None else b"%d" % self.running
         again = b",".join(
             b"%s/%d/%d" % (r.ident.hex().encode(), r.attempts, r.due) for r in self.rescheduled
@@ -189,9 +189,22 @@ def _rescheduled(text: bytes, now: int) -> tuple[Rescheduled, ...] | None:
     return tuple(found)
 
 
+@lru_cache(maxsize=1024)
+def _keyed(secret_key: bytes, where: str, signal: bytes) -> Any:
+    """Keyed BLAKE2b-128 of ``secret_key`` (hashed first if longer than BLAKE2b takes), already
+    fed the cursor key and the signal: the state each of that cursor's MACs copies."""
+    if len(secret_key) > _BLOCK:
+        secret_key = hashlib.blake2b(secret_key).digest()
+    state = hashlib.blake2b(key=secret_key, digest_size=_MAC_HEX // 2, person=_MAC_PERSON)
+    state.update(b"".join((where.encode(), b"\x00", signal, b"\x00")))
+    return state
+
+
 def _mac(secret_key: bytes, where: str, signal: bytes, fields: bytes) -> bytes:
-    message = b"".join((_MAC_LABEL, where.encode(), b"\x00", signal, b"\x00", fields))
-    return hmac.new(secret_key, message, hashlib.sha256).digest()[: _MAC_HEX // 2]
+    state = _keyed(secret_key, where, signal).copy()
+    state.update(fields)
+    mac: bytes = state.digest()
+    return mac
 
 
 def _verified(
