@@ -239,8 +239,8 @@ class Cursor:
         self.state = CursorState.FOUND if found else CursorState.EMPTY
 
     def read(self, name: str, now: int) -> Progress | None:
-        """The progress found in the key, or None (without one, or one not believed: logged,
-        and the shard's delivery starts over)."""
+        """The progress found in the key, or None (without one, or one not believed: logged
+        and removed, so it is said once, and the shard's delivery starts over)."""
         if not self.found:
             return None
         progress = Progress.decode(self.found, self.key, self.signal, self.secret_keys, now)
@@ -252,6 +252,7 @@ class Cursor:
                 name,
                 len(self.found),
             )
+            self.clear()
         return progress
 
     def keep(self, progress: Progress) -> None:

@@ -209,6 +209,25 @@ def test_a_garbage_cursor_is_ignored_and_logged(
     assert raw.get(signal_keys("g", "").cursor) in (None, b"")
 
 
+def test_a_refused_cursor_is_said_once_and_removed(
+    raw: RawAccess, clock: list[float], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A cursor not believed is removed when read, even by a delivery that finds nothing due,
+    so deliveries run every request warn about it once."""
+    use(raw, KEY)
+    send("w", "later", delay=60)
+    raw.set(signal_keys("w", "").cursor, b"planted")
+    got, handler = collect()
+    with caplog.at_level(logging.WARNING, logger="gaesignals"):
+        for _ in range(3):
+            assert deliver({"w": handler}, reliable=True) == 0
+    assert caplog.text.count("progress cursor of signal 'w'") == 1
+    assert raw.get(signal_keys("w", "").cursor) in (None, b"")
+    clock[0] += 61
+    assert deliver({"w": handler}, reliable=True) == 1
+    assert got == ["later"]
+
+
 @pytest.mark.parametrize("signed_with", [None, OTHER_KEY], ids=["unsigned", "another-key"])
 def test_a_forged_cursor_cannot_make_a_delayed_payload_run_at_once(
     raw: RawAccess, clock: list[float], signed_with: bytes | None
