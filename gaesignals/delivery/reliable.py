@@ -25,14 +25,14 @@ from ..mapping import SignalMapping
 from ..queue import dead_letters
 from ..queue.held import held_by, reader
 from ..queue.lease import Holder, acquire, release
-from ..queue.progress import Cursor, Progress, Rescheduled, Resume
+from ..queue.progress import MAX_RESCHEDULED, Cursor, Progress, Rescheduled, Resume
 from ..queue.reliable import read, reschedule
 from ..queue.spread import home_value, learn, width
 from ..queue.take import acknowledge
 from ..registration import RetryPolicy, SignalSpec
 from ..timing import now_ms
 from .plan import plan_of
-from .retries import MAX_RESCHEDULED, due_after, error_text
+from .retries import due_after, error_text
 from .runner import Runner
 
 logger = logging.getLogger("gaesignals")

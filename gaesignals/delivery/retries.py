@@ -16,11 +16,8 @@ import math
 import traceback
 
 from .. import frames
-from ..queue.progress import MAX_RESCHEDULED
 from ..queue.reliable import META_ERROR
 from ..timing import MAX_DELAY
-
-__all__ = ["MAX_RESCHEDULED", "META_ERROR", "due_after", "error_text", "last_error"]
 
 
 def error_text(error: BaseException) -> str:
