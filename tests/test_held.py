@@ -20,9 +20,10 @@ import pytest
 import gaesignals
 from gaesignals import deliver, frames, health, pending, send, stats
 from gaesignals.config import get_settings
-from gaesignals.delivery import reliable as reliable_delivery
 from gaesignals.keys import signal_keys
 from gaesignals.queue import held
+from gaesignals.queue.progress import Progress, Rescheduled
+from gaesignals.timing import now_ms
 
 from .conftest import RawAccess
 
@@ -270,8 +271,10 @@ def test_a_successor_runs_what_its_predecessor_held(raw: RawAccess) -> None:
     value = raw.get(keys.queue) or b""
     found = frames.parse_queue(value, keys.queue.encode(), [KEY_A, KEY_B]).found
     # The cursor a deliverer holding only A leaves after finishing "done-by-A" and dying.
-    cursor = reliable_delivery._cursor(found[1], 0, None, [], held.reader([KEY_A], "pickle"))
-    raw.set(keys.cursor, cursor)
+    done = Progress(
+        found[1].end, found[1].ident, None, now_ms(), (), held.reader([KEY_A], "pickle")
+    )
+    raw.set(keys.cursor, done.encode(keys.cursor, keys.queue.encode(), [KEY_A]))
     use(raw, secret_key=[KEY_A, KEY_B])
     tally = Tally()
     assert tally.deliver("audit", True) == 1
@@ -333,9 +336,9 @@ def test_a_planted_cursor_cannot_get_a_held_frame_signed(raw: RawAccess, tmp_pat
     value = raw.get(keys.queue) or b""
     real = frames.parse_queue(value, keys.queue.encode(), [KEY_A]).found[0]
     ident = frames.parse_queue(value, keys.queue.encode(), [KEY_A]).held[0].frame.ident
-    again = [(ident, 1, 0)]
-    cursor = reliable_delivery._cursor(real, 0, None, again, held.reader([KEY_A], "pickle"))
-    raw.set(keys.cursor, cursor)
+    again = (Rescheduled(ident, 1, 0),)
+    cursor = Progress(real.end, real.ident, None, now_ms(), again, held.reader([KEY_A], "pickle"))
+    raw.set(keys.cursor, cursor.encode(keys.cursor, keys.queue.encode(), [KEY_A]))
     for _ in range(3):
         Tally().deliver("audit", True)
     assert not marker.exists()

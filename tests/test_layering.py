@@ -33,8 +33,6 @@ ALLOWED = ("queue/", "stores/", "testing/capture.py", "testing/doubles.py")
 STILL_TO_MOVE = {
     # The weak take's gets + cas rounds, its native take and its first scan.
     "delivery/weak.py",
-    # The reliable read of queues and cursors, and the cursor's writes.
-    "delivery/reliable.py",
 }
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import secrets
 from collections import Counter
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Mapping
 from typing import NamedTuple
 
 from .. import frames, tracing
@@ -25,19 +25,14 @@ from ..mapping import SignalMapping
 from ..queue import dead_letters
 from ..queue.held import held_by, reader
 from ..queue.lease import Holder, acquire, release
+from ..queue.progress import MAX_RESCHEDULED, Cursor, Progress, Rescheduled, Resume
+from ..queue.reliable import read, reschedule
 from ..queue.spread import home_value, learn, width
 from ..queue.take import acknowledge
 from ..registration import RetryPolicy, SignalSpec
 from ..timing import now_ms
 from .plan import plan_of
-from .retries import (
-    MAX_RESCHEDULED,
-    cursor_part,
-    due_after,
-    error_text,
-    parse_cursor_part,
-    rebuild,
-)
+from .retries import due_after, error_text
 from .runner import Runner
 
 logger = logging.getLogger("gaesignals")
@@ -45,6 +40,18 @@ logger = logging.getLogger("gaesignals")
 #: A shard's frames as read (those held for another deliverer among them, see
 #: :mod:`..queue.held`), and its unreadable regions.
 ParsedFrames = tuple[list[frames.Frame], list[frames.BadRegion]]
+
+
+class Ran(NamedTuple):
+    """How far one shard's run got (see :meth:`_Shard._run`)."""
+
+    delivered: int
+    expired: int
+    #: The bytes to keep at the head, in place of those read from ``cut`` on.
+    keep: bytes
+    #: Where the kept part of the value read starts; None if the lock was lost on the way
+    #: (everything stays queued).
+    cut: int | None
 
 
 def deliver_reliable(
@@ -169,7 +176,7 @@ class _ReliableRun:
         for name, signal in mine.items():
             own = [queue for queue, _ in shards[name]]
             wanted += read_order(signal, own) if name in checking else own
-        current = conn.scan_many(wanted + [cursor for name in mine for _, cursor in shards[name]])
+        current = read(conn, wanted, [cursor for name in mine for _, cursor in shards[name]])
         parsed, spread = self._parse(current, queues, shards, runners)
         self.learned = bool(spread)
         if self.settings.counters:
@@ -188,25 +195,28 @@ class _ReliableRun:
                     found
                 ) + frames.dropped(bad)
             flush(conn, self.bumps)
+        secret_keys = self.settings.secret_keys
         for name, signal in mine.items():
+            runner = runners[name]
             for queue, cursor_key in shards[name]:
-                cursor = current.get(cursor_key)
+                progress = current.get(cursor_key, (b"", None))[0]
+                cursor = Cursor(conn, cursor_key, progress, runner.signer, secret_keys)
                 stranded = [k for k in parsed if k.startswith(queue + " ")]
                 for key in [*stranded, queue]:
                     if key in parsed:
-                        at = (cursor_key, cursor[0] if cursor else b"") if key == queue else None
-                        shard = _Shard(holder, runners[name], signal, key, current[key], at)
+                        at = cursor if key == queue else None
+                        shard = _Shard(holder, runner, signal, key, current[key], at)
                         self.delivered += shard.deliver(parsed[key], self)
 
 
 class _Shard:
     """One shard (or stranded copy) of one locked signal, delivered in order.
 
-    After each payload a progress cursor (``cursor``: the shard's cursor key and its value as
-    read) records it; ``cursor`` is None for a stranded copy on another server, delivered
-    without one. A payload that fails stops this shard (it is retried first next time, the
-    shard's order holds); the other shards go on. Payloads older than the signal's ttl are
-    dropped (logged) and removed like handled ones.
+    After each payload its progress cursor (:class:`~..queue.progress.Cursor`) records it;
+    a stranded copy on another server is delivered without one (``cursor`` None). A payload
+    that fails stops this shard (it is retried first next time, the shard's order holds); the
+    other shards go on. Payloads older than the signal's ttl are dropped (logged) and removed
+    like handled ones.
     """
 
     def __init__(
@@ -216,44 +226,50 @@ class _Shard:
         keys: SignalKeys,
         key: str,
         item: tuple[bytes, object],
-        cursor: tuple[str, bytes] | None,
+        cursor: Cursor | None,
     ) -> None:
         self.holder = holder
         self.runner = runner
         self.keys = keys
         self.key = key
         self.value, self.token = item
+        self.cursor = cursor
         #: When what is due was decided (Unix ms), and the indexes of the payloads not due.
         self.now = 0
         self.waiting: set[int] = set()
         #: What stays of the payloads not removed before the cut, by index: those not due, as
-        #: they are, and those rescheduled, rewritten; and the ids, attempts and due times of
-        #: the rescheduled, which the cursor names.
+        #: they are, and those rescheduled, rewritten; and the rescheduled, as the cursor
+        #: names them.
         self.kept: dict[int, bytes] = {}
-        self.rescheduled: list[tuple[bytes, int, int]] = []
+        self.rescheduled: list[Rescheduled] = []
         #: What stays at the head whatever is removed: a spread signal's marker, in its own key.
         self.home = (
             home_value(runner.settings, key, runner.spec.shards) if key == keys.queue else b""
         )
-        self.cursor_key = cursor[0] if cursor is not None else ""
         #: How this deliverer reads frames, as its cursor says (see queue.held.reader).
         self.reader = reader(runner.settings.secret_keys, runner.settings.codec)
-        #: The cursor as read (b"written" once this delivery wrote it), None without one.
-        self.progress: bytes | None = cursor[1] if cursor is not None else None
+
+    def _resume(self, found: list[frames.Frame]) -> Resume | None:
+        """Where the predecessor's cursor says to resume, if it left one to believe."""
+        progress = None if self.cursor is None else self.cursor.read(self.runner.name, now_ms())
+        return None if progress is None else progress.resume(found)
 
     def deliver(self, parsed: ParsedFrames, run: _ReliableRun) -> int:
         found, bad = parsed
-        resumed = _resume(found, self.progress) if self.progress else None
-        first, crashed, decided, rescheduled, reader = resumed or (0, None, None, [], b"")
+        resumed = self._resume(found)
         # What is due is decided once per shard, and a successor decides as its predecessor
         # did (the cursor says when): a payload it skipped as not due is never taken as done.
-        self.now = decided if decided is not None else now_ms()
-        self.waiting = self._waiting(found, run.held.get(self.key, ()), first, reader)
+        self.now = now_ms() if resumed is None else resumed.decided
+        first = 0 if resumed is None else resumed.first
+        held_by_before = b"" if resumed is None else resumed.reader
+        self.waiting = self._waiting(found, run.held.get(self.key, ()), first, held_by_before)
         self.kept = {i: self.value[found[i].start : found[i].end] for i in self.waiting}
-        self._reschedule_as_before(found[:first], rescheduled)
+        if resumed is not None:
+            self._reschedule_as_before(found[:first], resumed.rescheduled)
         if len(self.waiting) == len(found) and not bad:  # nothing due: nothing to write
             run.bumps[self.keys.counter("accounted")] -= len(found)
             return 0
+        crashed = None if resumed is None else resumed.crashed
         if crashed is not None:
             logger.warning(
                 "a delivery of signal %r died running a payload (its attempt %d of "
@@ -268,17 +284,17 @@ class _Shard:
                 self.runner.name,
                 first,
             )
-        delivered, expired, keep, cut = self._run(found, first, crashed, run)
+        ran = self._run(found, first, crashed, run)
+        self.runner.log_expired(ran.expired)
+        if ran.cut is None:  # lost the lock: everything stays queued
+            run.bumps[self.keys.counter("accounted")] -= len(found) + frames.dropped(bad)
+            return ran.delivered
         # Payloads not due yet and rescheduled before the cut stay, in order, ahead of what
         # _run kept.
-        held = [self.kept[i] for i in sorted(self.kept) if found[i].end <= cut]
-        keep = self.home + b"".join(held) + keep
-        self.runner.log_expired(expired)
-        if cut < 0:  # lost the lock: everything stays queued
-            run.bumps[self.keys.counter("accounted")] -= len(found) + frames.dropped(bad)
-            return delivered
-        self._remove(found, bad, expired, keep, cut, run.bumps)
-        return delivered
+        held = [self.kept[i] for i in sorted(self.kept) if found[i].end <= ran.cut]
+        keep = self.home + b"".join(held) + ran.keep
+        self._remove(found, bad, ran.expired, keep, ran.cut, run.bumps)
+        return ran.delivered
 
     def _waiting(
         self, found: list[frames.Frame], held: Collection[int], first: int, reader: bytes
@@ -297,38 +313,45 @@ class _Shard:
         return waiting
 
     def _reschedule_as_before(
-        self, done: list[frames.Frame], rescheduled: list[tuple[bytes, int, int]]
+        self, done: list[frames.Frame], rescheduled: tuple[Rescheduled, ...]
     ) -> None:
         """Keep, rewritten as its predecessor did, each payload before the resume point that
         the predecessor's cursor says it rescheduled; never one already kept as it is (not
-        due, or held: rewriting a held frame would sign bytes this process never verified,
-        and a cursor is anyone's to write)."""
+        due, or held: rewriting a held frame would sign bytes this process never verified)."""
         by_id = {frame.ident: index for index, frame in enumerate(done)}
-        for ident, attempts, due in rescheduled:
-            index = by_id.get(ident)
+        for again in rescheduled:
+            index = by_id.get(again.ident)
             if index is not None and index not in self.kept:
-                self.kept[index] = self._rebuild(done[index], attempts, due)
-                self.rescheduled.append((ident, attempts, due))
+                self.kept[index] = self._rebuild(done[index], again.attempts, again.due)
+                self.rescheduled.append(again)
 
     def _rebuild(
         self, frame: frames.Frame, attempts: int, due: int, error: str | None = None
     ) -> bytes:
-        settings = self.runner.settings
-        return rebuild(
-            frame, self.runner.signer, settings.secret_keys, attempts=attempts, due=due, error=error
+        secret_keys = self.runner.settings.secret_keys
+        return reschedule(
+            frame, self.runner.signer, secret_keys, attempts=attempts, due=due, error=error
         )
+
+    def _progress(self, frame: frames.Frame, running: int | None) -> None:
+        """Record in the cursor that ``frame`` is finished, or (with ``running``) about to
+        run, with the attempts it counts should that run never return."""
+        if self.cursor is not None:
+            named = Progress(
+                frame.end, frame.ident, running, self.now, tuple(self.rescheduled), self.reader
+            )
+            self.cursor.keep(named)
 
     def _run(
         self, found: list[frames.Frame], first: int, crashed: int | None, run: _ReliableRun
-    ) -> tuple[int, int, bytes, int]:
+    ) -> Ran:
         """Run the handlers from ``first`` on (``crashed``: the attempts of that payload, whose
-        run a predecessor never returned from); returns (delivered, expired, the bytes to keep
-        at the head, where the kept part starts: -1 if the lock was lost on the way).
+        run a predecessor never returned from).
 
         Before each payload runs, the cursor names it with the attempts it will have counted
         if this run never returns (a handler that kills the process), so such a payload still
         reaches the dead letters after ``max_attempts``."""
-        keys, bumps, value, conn = self.keys, run.bumps, self.value, self.holder.conn
+        keys, bumps, value = self.keys, run.bumps, self.value
         delivered = expired = 0
         for index in range(first, len(found)):
             frame = found[index]
@@ -336,7 +359,7 @@ class _Shard:
                 continue  # not due yet: it stays, and the cursor never names it
             if not self.holder.still_holds(keys.lock):
                 logger.warning("lost the lock of %r mid-delivery; stopping there", self.runner.name)
-                return delivered, expired, b"", -1
+                return Ran(delivered, expired, b"", None)
             if self.runner.expired(frame):
                 expired += 1  # dropping it again after a crash costs nothing: no cursor needed
                 continue
@@ -346,10 +369,7 @@ class _Shard:
             if died is not None and died >= run.max_attempts:
                 error = RuntimeError("killed its deliverer")  # max_attempts times: not run again
             else:
-                if self.progress is not None:
-                    cursor = _cursor(frame, self.now, tried + 1, self.rescheduled, self.reader)
-                    conn.set_many({self.cursor_key: cursor})
-                    self.progress = b"written"
+                self._progress(frame, tried + 1)
                 error = self.runner.attempt(frame)
                 tried += 1
             bumps[keys.counter("failed" if error else "delivered")] += 1
@@ -363,13 +383,13 @@ class _Shard:
             if tried < run.max_attempts and not isinstance(error, Reject):
                 # Stop so the shard's order holds: this payload is retried first next time.
                 raw = frames.with_attempts(value[frame.start : frame.end], tried)
-                return delivered, expired, raw + value[frame.end :], frame.start
+                return Ran(delivered, expired, raw + value[frame.end :], frame.start)
             raw = self._rebuild(frame, tried, 0, text)
             if not self._dead_letter(raw, tried):
-                return delivered, expired, raw + value[frame.end :], frame.start
+                return Ran(delivered, expired, raw + value[frame.end :], frame.start)
             bumps[keys.counter("dead_lettered")] += 1
             tracing.count(tracing.DEAD_LETTERED, self.runner.name)
-        return delivered, expired, b"", len(value)
+        return Ran(delivered, expired, b"", len(value))
 
     def _retry_later(
         self, index: int, frame: frames.Frame, tried: int, error: Exception, run: _ReliableRun
@@ -385,7 +405,7 @@ class _Shard:
             return False
         due = due_after(now_ms(), wait)
         self.kept[index] = self._rebuild(frame, tried, due, error_text(error))
-        self.rescheduled.append((frame.ident, tried, due))
+        self.rescheduled.append(Rescheduled(frame.ident, tried, due))
         return True
 
     def _remove(
@@ -414,14 +434,13 @@ class _Shard:
         if not acknowledge(conn, store, self.runner.name, self.key, self.value, self.token, keep):
             bumps[accounted] -= removed
             done = [f for i, f in enumerate(found) if f.end <= cut and i not in kept]
-            if self.progress is not None and done:
+            if self.cursor is not None and done:
                 # Not removed, but done: the cursor says so, and the next holder resumes after
                 # it (and removes them) instead of running them again.
-                cursor = _cursor(done[-1], self.now, None, self.rescheduled, self.reader)
-                conn.set_many({self.cursor_key: cursor})
+                self._progress(done[-1], None)
                 return
-        if self.progress:
-            conn.delete_many([self.cursor_key])
+        if self.cursor is not None:
+            self.cursor.clear()
 
     def _dead_letter(self, raw: bytes, attempts: int) -> bool:
         name = self.runner.name
@@ -436,58 +455,3 @@ class _Shard:
             attempts,
         )
         return True
-
-
-def _cursor(
-    frame: frames.Frame,
-    now: int,
-    running: int | None,
-    rescheduled: Sequence[tuple[bytes, int, int]],
-    reader: bytes,
-) -> bytes:
-    """A progress cursor naming ``frame`` by its end offset and its id: finished, or (with
-    ``running``) about to run, with the attempts it counts should that run never return;
-    ``now``, when what is due was decided (Unix ms); the payloads rescheduled so far; and how
-    this deliverer reads frames (:func:`~..queue.held.reader`: which it held)."""
-    named = b"%d:%s" % (frame.end, frame.ident.hex().encode())
-    attempts = b"" if running is None else b"%d" % running
-    return b"%s:%s:%d:%s:%s" % (named, attempts, now, cursor_part(rescheduled), reader)
-
-
-class Resumed(NamedTuple):
-    """Where a successor resumes from a predecessor's cursor (see :func:`_resume`)."""
-
-    first: int
-    crashed: int | None
-    decided: int | None
-    rescheduled: list[tuple[bytes, int, int]]
-    #: How the predecessor read frames (b"": not said): those it held before ``first`` stay.
-    reader: bytes
-
-
-def _resume(found: list[frames.Frame], cursor: bytes) -> Resumed | None:
-    """Where a predecessor's progress cursor says to resume, the attempts of the payload it
-    died running (None if it had finished it), when it decided what was due, what it
-    rescheduled, and how it read frames; None if the cursor names no frame.
-
-    The cursor names a payload by offset and frame id; ids are random, so a cursor left over
-    from an older value of the key can never match a frame of the new one.
-    """
-    end, _, rest = cursor.partition(b":")
-    ident, _, rest = rest.partition(b":")
-    running, _, rest = rest.partition(b":")
-    decided, _, rest = rest.partition(b":")
-    later, _, reader = rest.partition(b":")
-    when = int(decided) if 0 < len(decided) <= 15 and decided.isdigit() else None
-    again = parse_cursor_part(later)
-    reader = reader[:1024]  # a planted cursor costs no more than a real one
-    for index, frame in enumerate(found):
-        if str(frame.end).encode() == end and frame.ident.hex().encode() == ident:
-            if not running:
-                return Resumed(index + 1, None, when, again, reader)
-            if len(running) <= 5 and running.isdigit():
-                attempts = min(int(running), frames.MAX_ATTEMPTS_FIELD)
-                return Resumed(index, attempts, when, again, reader)
-            # a cursor we never write: run it, count nothing
-            return Resumed(index, None, when, again, reader)
-    return None
