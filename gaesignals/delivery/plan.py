@@ -14,18 +14,21 @@ from ..accounting import QuietUntil
 from ..config import Settings
 from ..keys import SignalKeys, shard_queues, signal_keys
 from ..mapping import SignalMapping
-from ..queue.spread import home_value, width
+from ..queue.spread import Sweeps, home_value, reach, widths
 from ..registration import SignalSpec
 from .runner import Runner
 
 
 class Layout:
     """The keys a weak delivery of a mapping reads: each signal's keys, every queue key of
-    every signal (all its shards, declared or spread) in mapping order then shard order, each
-    queue key's signal and its place in that order, each signal's runner, and what a spread
-    signal's own queue key holds once emptied (its marker)."""
+    every signal (all its shards, declared or spread; in a sweep, every shard a sender may
+    use) in mapping order then shard order, each queue key's signal and its place in that
+    order, each signal's runner, the width each signal is known to have, the keys a sweep reads
+    past it (with the width a payload there shows), and what a spread signal's own queue key
+    holds once emptied (its marker)."""
 
     __slots__ = (
+        "beyond",
         "generation",
         "homes",
         "keys",
@@ -36,18 +39,26 @@ class Layout:
         "shards",
         "specs",
         "timed",
+        "widths",
     )
 
-    def __init__(self, plan: Plan, settings: Settings, specs: Mapping[str, SignalSpec]) -> None:
+    def __init__(
+        self,
+        plan: Plan,
+        settings: Settings,
+        specs: Mapping[str, SignalSpec],
+        *,
+        sweep: bool = False,
+    ) -> None:
         self.settings = settings
         self.specs = specs
-        self.generation = settings.widths.generation
+        self.generation = widths(settings).generation
         ns = settings.namespace
         self.keys: dict[str, SignalKeys] = {name: signal_keys(name, ns) for name in plan.signals}
-        self.shards = {
-            name: shard_queues(keys.queue, width(settings, keys.queue, specs[name].shards))
-            for name, keys in self.keys.items()
-        }
+        signals = {name: (keys.queue, specs[name].shards) for name, keys in self.keys.items()}
+        read = reach(settings, signals, sweep=sweep)
+        self.widths, self.beyond = read.known, read.beyond
+        self.shards = {name: shard_queues(signals[name][0], n) for name, n in read.read.items()}
         homes = {
             k.queue: home_value(settings, k.queue, specs[n].shards) for n, k in self.keys.items()
         }
@@ -66,6 +77,8 @@ class Plan:
         self.signals = signals
         self.runners: dict[str, Runner] = {}
         self.quiet = QuietUntil()
+        #: When its deliveries last read every shard a sender may use.
+        self.sweeps = Sweeps()
         self._layout: Layout | None = None
 
     def runner(self, name: str, settings: Settings, spec: SignalSpec) -> Runner:
@@ -80,13 +93,16 @@ class Plan:
         return runner
 
     def layout(self, settings: Settings, specs: Mapping[str, SignalSpec]) -> Layout:
-        """The weak delivery layout, kept while the settings and the declarations stay."""
+        """The weak delivery layout, kept while the settings, the declarations and the known
+        widths stay; a sweep's, when one is due, made for that delivery alone."""
+        if self.sweeps.due(settings):
+            return Layout(self, settings, specs, sweep=True)
         kept = self._layout
         if (
             kept is None
             or kept.settings is not settings
             or kept.specs is not specs
-            or kept.generation != settings.widths.generation
+            or kept.generation != widths(settings).generation
         ):
             kept = self._layout = Layout(self, settings, specs)
         return kept

@@ -23,7 +23,7 @@ from ..keys import SignalKeys, located, shard_keys, signal_keys
 from ..mapping import SignalMapping
 from ..queue.append import append_frames
 from ..queue.lease import Holder, acquire, release
-from ..queue.spread import home_value, learn, width
+from ..queue.spread import Reach, home_value, learn, reach
 from ..queue.take import acknowledge
 from ..registration import RetryPolicy, SignalSpec
 from ..timing import now_ms
@@ -87,10 +87,9 @@ def _deliver_reliable(
         try:
             mine = {name: k for name, k in keys.items() if k.lock in held}
             runners = {name: plan.runner(name, settings, specs[name]) for name in mine}
-            shards = {
-                name: shard_keys(k, width(settings, k.queue, specs[name].shards))
-                for name, k in mine.items()
-            }
+            bases = {name: (k.queue, specs[name].shards) for name, k in mine.items()}
+            run.reach = reach(settings, bases, sweep=plan.sweeps.due(settings))
+            shards = {name: shard_keys(k, run.reach.read[name]) for name, k in mine.items()}
             holder = Holder(conn, owner, lease, held)
             run.deliver(holder, mine, shards, runners, checking)
         except StoreUnavailable:
@@ -114,8 +113,10 @@ class _ReliableRun:
         self.policy = policy
         self.bumps: Counter[str] = Counter()
         self.delivered = 0
-        #: Whether a signal was found spread over more shards than this delivery read.
+        #: Whether a signal was found spread over more shards than it was known to have.
         self.learned = False
+        #: What this delivery reads of each signal (set once the locks are held).
+        self.reach = Reach({}, {}, {})
 
     def _parse(
         self,
@@ -135,8 +136,9 @@ class _ReliableRun:
             if name is None or not item[0]:
                 continue
             found, bad, seen, _ = runners[name].parse_all(item[0])
-            if seen > len(shards[name]):
-                learn(self.settings, shards[name][0][0], seen)
+            # A marker, or (in a sweep) anything on a shard past the known width, is learned.
+            seen = max(seen, self.reach.beyond.get(located(key), 0))
+            if seen > self.reach.known[name] and learn(self.settings, shards[name][0][0], seen):
                 spread.add(name)
             if found or bad:
                 parsed[key] = (found, bad)
