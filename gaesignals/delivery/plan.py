@@ -55,10 +55,11 @@ class Layout:
         self.generation = widths(settings).generation
         ns = settings.namespace
         self.keys: dict[str, SignalKeys] = {name: signal_keys(name, ns) for name in plan.signals}
-        signals = {name: (keys.queue, specs[name].shards) for name, keys in self.keys.items()}
-        read = reach(settings, signals, sweep=sweep)
+        read = reach(settings, self.keys, specs, sweep=sweep)
         self.widths, self.beyond = read.known, read.beyond
-        self.shards = {name: shard_queues(signals[name][0], n) for name, n in read.read.items()}
+        self.shards = {
+            name: shard_queues(self.keys[name].queue, n) for name, n in read.read.items()
+        }
         homes = {
             k.queue: home_value(settings, k.queue, specs[n].shards) for n, k in self.keys.items()
         }

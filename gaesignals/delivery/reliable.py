@@ -87,8 +87,7 @@ def _deliver_reliable(
         try:
             mine = {name: k for name, k in keys.items() if k.lock in held}
             runners = {name: plan.runner(name, settings, specs[name]) for name in mine}
-            bases = {name: (k.queue, specs[name].shards) for name, k in mine.items()}
-            run.reach = reach(settings, bases, sweep=plan.sweeps.due(settings))
+            run.reach = reach(settings, mine, specs, sweep=plan.sweeps.due(settings))
             shards = {name: shard_keys(k, run.reach.read[name]) for name, k in mine.items()}
             holder = Holder(conn, owner, lease, held)
             run.deliver(holder, mine, shards, runners, checking)

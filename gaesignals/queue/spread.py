@@ -43,8 +43,8 @@ from dataclasses import dataclass
 
 from .. import frames
 from ..config import Settings
-from ..keys import shard_queues
-from ..registration import registry
+from ..keys import SignalKeys, shard_queues
+from ..registration import SignalSpec, registry
 from ..stores import Store
 
 MAX_SPREAD = frames.MAX_SPREAD
@@ -176,16 +176,22 @@ class Reach:
     beyond: dict[str, int]
 
 
-def reach(settings: Settings, signals: Mapping[str, tuple[str, int]], *, sweep: bool) -> Reach:
-    """What a delivery reads of ``signals`` (each name's own queue key and declared shards);
+def reach(
+    settings: Settings,
+    keys: Mapping[str, SignalKeys],
+    specs: Mapping[str, SignalSpec],
+    *,
+    sweep: bool,
+) -> Reach:
+    """What a delivery reads of the signals of ``keys`` (declared as ``specs`` say);
     ``sweep``: every shard a sender may use."""
-    known = {name: width(settings, base, declared) for name, (base, declared) in signals.items()}
+    known = {name: width(settings, k.queue, specs[name].shards) for name, k in keys.items()}
     if not sweep:
         return Reach(known, known, {})
     read: dict[str, int] = {}
     past: dict[str, int] = {}
-    for name, (base, declared) in signals.items():
-        read[name] = every_shard(settings, base, declared)
-        queues = shard_queues(base, read[name])
+    for name, k in keys.items():
+        read[name] = every_shard(settings, k.queue, specs[name].shards)
+        queues = shard_queues(k.queue, read[name])
         past.update((queues[i], rung(i)) for i in range(known[name], read[name]))
     return Reach(known, read, past)
