@@ -444,3 +444,33 @@ def test_a_declared_signal_learns_no_width_from_a_planted_marker(
     got: list[int] = []
     assert deliver({"fixed": got.append}) == 10 and sorted(got) == list(range(10))
     assert spread.widths(get_settings()) == {}
+
+
+class Reading(MemoryStore):
+    """The in-process store, noting how many keys each batched read asks for."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.read: list[int] = []
+
+    def scan_many(self, keys: Any) -> dict[str, tuple[bytes, object]]:
+        self.read.append(len(keys))
+        return super().gets_many(keys)
+
+
+def test_sweeps_are_paced_per_signal_even_for_a_mapping_built_each_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A signal is swept on its first delivery in a process and then once per
+    ``lost_check_interval``, however often its mapping is built anew: the deliveries between
+    read its one known key."""
+    clock = [1000.0]
+    monkeypatch.setattr(spread, "_monotonic", lambda: clock[0])
+    store = Reading()
+    gaesignals.configure(store=store, lost_check_interval=30)
+    for _ in range(3):
+        deliver({"quiet": lambda data: None})
+    clock[0] += 30
+    deliver({"quiet": lambda data: None})
+    assert [n >= frames.MAX_SPREAD for n in store.read] == [True, False, False, True]
+    assert store.read[1:3] == [1, 1]

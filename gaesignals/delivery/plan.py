@@ -8,13 +8,13 @@ still applies (the same settings, the same declarations) and derives anew when n
 from __future__ import annotations
 
 import weakref
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 
 from ..accounting import QuietUntil
 from ..config import Settings
 from ..keys import SignalKeys, shard_queues, signal_keys
 from ..mapping import SignalMapping
-from ..queue.spread import Sweeps, home_value, reach, widths
+from ..queue.spread import home_value, reach, sweeps, widths
 from ..registration import SignalSpec
 from .runner import Runner
 
@@ -38,6 +38,7 @@ class Layout:
         "settings",
         "shards",
         "specs",
+        "spreading",
         "timed",
         "widths",
     )
@@ -47,15 +48,16 @@ class Layout:
         plan: Plan,
         settings: Settings,
         specs: Mapping[str, SignalSpec],
-        *,
-        sweep: bool = False,
+        sweep: Collection[str] = (),
     ) -> None:
         self.settings = settings
         self.specs = specs
         self.generation = widths(settings).generation
         ns = settings.namespace
         self.keys: dict[str, SignalKeys] = {name: signal_keys(name, ns) for name in plan.signals}
-        read = reach(settings, self.keys, specs, sweep=sweep)
+        #: The own queue keys of the signals that may spread, which sweeps read in full.
+        self.spreading = [k.queue for name, k in self.keys.items() if not specs[name].fixed]
+        read = reach(settings, self.keys, specs, sweep)
         self.widths, self.beyond = read.known, read.beyond
         self.shards = {
             name: shard_queues(self.keys[name].queue, n) for name, n in read.read.items()
@@ -78,8 +80,6 @@ class Plan:
         self.signals = signals
         self.runners: dict[str, Runner] = {}
         self.quiet = QuietUntil()
-        #: When its deliveries last read every shard a sender may use.
-        self.sweeps = Sweeps()
         self._layout: Layout | None = None
 
     def runner(self, name: str, settings: Settings, spec: SignalSpec) -> Runner:
@@ -96,8 +96,6 @@ class Plan:
     def layout(self, settings: Settings, specs: Mapping[str, SignalSpec]) -> Layout:
         """The weak delivery layout, kept while the settings, the declarations and the known
         widths stay; a sweep's, when one is due, made for that delivery alone."""
-        if self.sweeps.due(settings):
-            return Layout(self, settings, specs, sweep=True)
         kept = self._layout
         if (
             kept is None
@@ -106,7 +104,8 @@ class Plan:
             or kept.generation != widths(settings).generation
         ):
             kept = self._layout = Layout(self, settings, specs)
-        return kept
+        due = sweeps.due(settings, kept.spreading)
+        return Layout(self, settings, specs, due) if due else kept
 
 
 def _same(a: SignalSpec, b: SignalSpec) -> bool:

@@ -23,7 +23,7 @@ from ..keys import SignalKeys, located, shard_keys, signal_keys
 from ..mapping import SignalMapping
 from ..queue.append import append_frames
 from ..queue.lease import Holder, acquire, release
-from ..queue.spread import Reach, home_value, learn, reach
+from ..queue.spread import Reach, home_value, learn, reach, sweeps
 from ..queue.take import acknowledge
 from ..registration import RetryPolicy, SignalSpec
 from ..timing import now_ms
@@ -87,7 +87,8 @@ def _deliver_reliable(
         try:
             mine = {name: k for name, k in keys.items() if k.lock in held}
             runners = {name: plan.runner(name, settings, specs[name]) for name in mine}
-            run.reach = reach(settings, mine, specs, sweep=plan.sweeps.due(settings))
+            spreading = [k.queue for name, k in mine.items() if not specs[name].fixed]
+            run.reach = reach(settings, mine, specs, sweeps.due(settings, spreading))
             shards = {name: shard_keys(k, run.reach.read[name]) for name, k in mine.items()}
             holder = Holder(conn, owner, lease, held)
             run.deliver(holder, mine, shards, runners, checking)

@@ -22,11 +22,11 @@ payloads that carried it; a deliverer that knows a width writes it back even whe
 lost it.
 
 The cache may still lose every marker while senders hold the width they learned, and without a
-secret key anyone may plant one. So at most once per ``lost_check_interval`` (the lost check's
-schedule; the first delivery of a process too) a mapping's delivery is a *sweep*: it reads every
-shard any sender may use (:func:`every_shard`, the whole ladder up to ``MAX_SPREAD``) in its
-usual batched read, and a shard past the known width that holds anything teaches the width of
-its rung (:func:`rung`). Nothing is stranded: at worst it waits for the next sweep.
+secret key anyone may plant one. So a signal's first delivery in a process, and then one per
+``lost_check_interval`` (:class:`SweepSchedule`), is a *sweep*: it reads every shard any sender
+may use (:func:`every_shard`, the whole ladder up to ``MAX_SPREAD``) in the delivery's usual
+batched read, and a shard past the known width that holds anything teaches the width of its
+rung (:func:`rung`). Nothing is stranded: at worst it waits for the next sweep.
 
 A width never shrinks: a sender that learned it may send to any of its shards, and a shard no
 deliverer reads would strand what it holds. On Redis, appends and takes are atomic scripts that
@@ -38,7 +38,7 @@ from __future__ import annotations
 import threading
 import time
 import weakref
-from collections.abc import Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 
 from .. import frames
@@ -143,26 +143,38 @@ def crowded_bytes(store: Store) -> int:
     return store.max_value_size >> 4  # a sixteenth: append_one tests this inline
 
 
-class Sweeps:
-    """When one mapping's deliveries last read every shard of its signals (a sweep), so each
-    process sweeps on its first delivery and then once per ``lost_check_interval``."""
+class SweepSchedule:
+    """When each signal (by its own queue key) is next due for a sweep in this process: on its
+    first delivery, then at most once per ``lost_check_interval``. One per process, kept per
+    signal rather than per mapping, as a mapping is often built anew for each delivery; new
+    settings (another store) start afresh."""
 
-    __slots__ = ("last", "settings")
+    #: Signals whose last sweep is remembered; past it all are forgotten (each is then swept
+    #: once more than it needed to be).
+    KEPT = 65536
 
     def __init__(self) -> None:
+        self.last: dict[str, float] = {}
         self.settings: Settings | None = None
-        self.last = 0.0
 
-    def due(self, settings: Settings) -> bool:
-        """Whether this delivery sweeps; if so, the next one waits an interval."""
+    def due(self, settings: Settings, bases: Iterable[str]) -> frozenset[str]:
+        """The signals of ``bases`` this delivery sweeps, each then not due for an interval."""
         interval = settings.lost_check_interval
         if interval <= 0:
-            return True
+            return frozenset(bases)
+        if self.settings is not settings:
+            self.last, self.settings = {}, settings
         now = _monotonic()
-        if self.settings is settings and now - self.last < interval:
-            return False
-        self.settings, self.last = settings, now
-        return True
+        last = self.last
+        due = frozenset(b for b in bases if now - last.get(b, -interval) >= interval)
+        if due:
+            if len(last) > self.KEPT:
+                last.clear()
+            last.update(dict.fromkeys(due, now))
+        return due
+
+
+sweeps = SweepSchedule()
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,18 +192,18 @@ def reach(
     settings: Settings,
     keys: Mapping[str, SignalKeys],
     specs: Mapping[str, SignalSpec],
-    *,
-    sweep: bool,
+    sweep: Collection[str] = (),
 ) -> Reach:
-    """What a delivery reads of the signals of ``keys`` (declared as ``specs`` say);
-    ``sweep``: every shard a sender may use."""
+    """What a delivery reads of the signals of ``keys`` (declared as ``specs`` say): of those
+    whose own queue key is in ``sweep``, every shard a sender may use."""
     known = {name: width(settings, k.queue, specs[name].shards) for name, k in keys.items()}
     if not sweep:
         return Reach(known, known, {})
-    read: dict[str, int] = {}
+    read = dict(known)
     past: dict[str, int] = {}
     for name, k in keys.items():
-        read[name] = every_shard(settings, k.queue, specs[name].shards)
-        queues = shard_queues(k.queue, read[name])
-        past.update((queues[i], rung(i)) for i in range(known[name], read[name]))
+        if k.queue in sweep:
+            read[name] = every_shard(settings, k.queue, specs[name].shards)
+            queues = shard_queues(k.queue, read[name])
+            past.update((queues[i], rung(i)) for i in range(known[name], read[name]))
     return Reach(known, read, past)
