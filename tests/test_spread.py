@@ -458,19 +458,21 @@ class Reading(MemoryStore):
         return super().gets_many(keys)
 
 
-def test_sweeps_are_paced_per_signal_even_for_a_mapping_built_each_time(
-    monkeypatch: pytest.MonkeyPatch,
+@pytest.mark.parametrize("kept", [False, True], ids=["built-each-time", "kept"])
+def test_sweeps_are_paced_per_signal_whatever_the_mapping(
+    monkeypatch: pytest.MonkeyPatch, kept: bool
 ) -> None:
     """A signal is swept on its first delivery in a process and then once per
-    ``lost_check_interval``, however often its mapping is built anew: the deliveries between
-    read its one known key."""
+    ``lost_check_interval``, whether its mapping is kept or built anew for each delivery (a
+    dict): the deliveries between read its one known key."""
     clock = [1000.0]
     monkeypatch.setattr(spread, "_monotonic", lambda: clock[0])
     store = Reading()
     gaesignals.configure(store=store, lost_check_interval=30)
+    mapping = gaesignals.SignalMapping({"quiet": lambda data: None})
     for _ in range(3):
-        deliver({"quiet": lambda data: None})
-    clock[0] += 30
-    deliver({"quiet": lambda data: None})
+        deliver(mapping if kept else {"quiet": lambda data: None})
+        clock[0] += 10
+    deliver(mapping if kept else {"quiet": lambda data: None})
     assert [n >= frames.MAX_SPREAD for n in store.read] == [True, False, False, True]
     assert store.read[1:3] == [1, 1]

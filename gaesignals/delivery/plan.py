@@ -40,6 +40,7 @@ class Layout:
         "specs",
         "spreading",
         "timed",
+        "unswept",
         "widths",
     )
 
@@ -55,8 +56,10 @@ class Layout:
         self.generation = widths(settings).generation
         ns = settings.namespace
         self.keys: dict[str, SignalKeys] = {name: signal_keys(name, ns) for name in plan.signals}
-        #: The own queue keys of the signals that may spread, which sweeps read in full.
+        #: The own queue keys of the signals that may spread, which sweeps read in full, and
+        #: until when none of them is due for a sweep.
         self.spreading = [k.queue for name, k in self.keys.items() if not specs[name].fixed]
+        self.unswept = QuietUntil()
         read = reach(settings, self.keys, specs, sweep)
         self.widths, self.beyond = read.known, read.beyond
         self.shards = {
@@ -104,7 +107,7 @@ class Plan:
             or kept.generation != widths(settings).generation
         ):
             kept = self._layout = Layout(self, settings, specs)
-        due = sweeps.due(settings, kept.spreading)
+        due = sweeps.due(settings, kept.spreading, kept.unswept)
         return Layout(self, settings, specs, due) if due else kept
 
 

@@ -38,10 +38,11 @@ from __future__ import annotations
 import threading
 import time
 import weakref
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
 from .. import frames
+from ..accounting import QuietUntil
 from ..config import Settings
 from ..keys import SignalKeys, shard_queues
 from ..registration import SignalSpec, registry
@@ -157,20 +158,29 @@ class SweepSchedule:
         self.last: dict[str, float] = {}
         self.settings: Settings | None = None
 
-    def due(self, settings: Settings, bases: Iterable[str]) -> frozenset[str]:
-        """The signals of ``bases`` this delivery sweeps, each then not due for an interval."""
+    def due(
+        self, settings: Settings, bases: Collection[str], quiet: QuietUntil | None = None
+    ) -> frozenset[str]:
+        """The signals of ``bases`` this delivery sweeps, each then not due for an interval;
+        ``quiet`` remembers, for one set of ``bases``, until when none of them is due, so most
+        deliveries look at no signal."""
         interval = settings.lost_check_interval
         if interval <= 0:
             return frozenset(bases)
+        now = _monotonic()
+        if quiet is not None and quiet.settings is settings and now < quiet.until:
+            return frozenset()
         if self.settings is not settings:
             self.last, self.settings = {}, settings
-        now = _monotonic()
         last = self.last
         due = frozenset(b for b in bases if now - last.get(b, -interval) >= interval)
         if due:
             if len(last) > self.KEPT:
                 last.clear()
             last.update(dict.fromkeys(due, now))
+        if quiet is not None:
+            quiet.settings = settings
+            quiet.until = min((last.get(b, now) for b in bases), default=now) + interval
         return due
 
 
