@@ -34,14 +34,6 @@ DEFAULT_LOST_CHECK_INTERVAL = 30.0
 SecretKeys = str | bytes | bytearray | memoryview | Sequence[str | bytes]
 
 
-class Widths(dict[str, int]):
-    """How many shards each hot signal (by its own queue key) has spread over, as this process
-    has learned it (:mod:`gaesignals.queue.spread`); ``generation`` moves on each change, so
-    what was derived from the widths knows when to derive again."""
-
-    generation = 0
-
-
 @dataclass(frozen=True)
 class Settings:
     """The resolved configuration every send and delivery uses."""
@@ -58,11 +50,10 @@ class Settings:
     #: and lost detection needs, at some cost per send and per delivery.
     counters: bool = True
     #: Seconds between one process's checks of a signal for lost (evicted) payloads, which
-    #: read three counters per signal on top of its queue; 0 checks on every delivery.
+    #: read three counters per signal on top of its queue, and between its deliveries' reads
+    #: of every shard a hot signal's senders may use (:mod:`gaesignals.queue.spread`); 0
+    #: does both on every delivery.
     lost_check_interval: float = DEFAULT_LOST_CHECK_INTERVAL
-    #: What this process learned of hot signals' spread: kept with the store it describes,
-    #: and forgotten with these settings (it is learned again from the store).
-    widths: Widths = field(default_factory=Widths, compare=False, repr=False)
 
     def __repr__(self) -> str:
         shown = {f.name: getattr(self, f.name) for f in fields(self) if f.repr}
@@ -89,8 +80,8 @@ def configure(
     ``counters`` are kept (default True: :func:`~gaesignals.stats` and lost detection need
     them; they ride in the sends' and resets' own round trips on memcached and Redis, and are
     written in batches at most once a second on App Engine), and how often, in seconds, a
-    process checks a signal for payloads the cache lost (``lost_check_interval``, default 30;
-    0 checks on every delivery).
+    process checks a signal for payloads the cache lost and reads every shard a hot signal may
+    have spread to (``lost_check_interval``, default 30; 0 does both on every delivery).
 
     Arguments left out are read from the environment, as on first use without ``configure``.
     Call it once at start-up, before sending or delivering.

@@ -29,7 +29,6 @@ from .queue import records
 from .queue.held import advice, tally
 from .queue.lease import LockState
 from .queue.routing import queues_of
-from .queue.spread import learn
 from .queue.state import ping, read_counters, read_states, scan_queues
 from .registration import registry
 from .stores import Connection
@@ -63,8 +62,8 @@ def pending(names: str | Iterable[str]) -> dict[str, Pending]:
 
     Nothing is drained or locked. Bytes include framing and any unreadable garbage, not a
     spread signal's marker; count and age only frames that verify (with the configured
-    secret key, if any). On a cluster, copies stranded on other servers are included. A
-    signal found spread over more shards than this process knew costs a second batch.
+    secret key, if any). On a cluster, copies stranded on other servers are included, and so
+    is every shard a hot signal's senders may use, whatever this process knows of its spread.
     """
     settings = get_settings()
     wanted = _names(names)
@@ -83,34 +82,27 @@ def _backlog(conn: Connection, settings: Settings, wanted: list[str]) -> dict[st
     held = {name: Counter[str]() for name in wanted}
     pickled = settings.codec == "pickle"
     now = frames.clock()
-    todo = wanted
-    read: set[str] = set()
-    while todo:
-        # Every shard's key; frames are signed for the signal's own queue key.
-        queues = {q: n for n in todo for q in queues_of(n, settings) if q not in read}
-        read.update(queues)
-        current = scan_queues(conn, list(queues))
-        before = settings.widths.generation
-        for key, value in current.items():
-            name = queues.get(key.partition(" ")[0])
-            if name is None or not value:
-                continue
-            signer = keys[name].queue.encode()
-            parsed = frames.parse_queue(value, signer, settings.secret_keys, pickled=pickled)
-            held[name] += tally(parsed.held)
-            if parsed.spread:
-                learn(settings, keys[name].queue, parsed.spread)
-            count[name] += len(parsed.found)
-            size[name] += len(value) - parsed.marker_bytes
-            for frame in parsed.found:
-                due = frames.not_before(frame) / 1000 if frame.meta else 0.0
-                if due > now:
-                    waiting[name] += 1
-                    upcoming[name] = min(due, upcoming.get(name, due))
-                else:
-                    since = max(float(frames.sent_at(frame.ident)), due)
-                    oldest[name] = min(since, oldest.get(name, since))
-        todo = [n for n in todo if settings.widths.generation != before]
+    # Every key any sender may use, whatever this process learned; frames are signed for the
+    # signal's own queue key.
+    queues = {q: n for n in wanted for q in queues_of(n, settings, every=True)}
+    current = scan_queues(conn, list(queues)) if queues else {}
+    for key, value in current.items():
+        name = queues.get(key.partition(" ")[0])
+        if name is None or not value:
+            continue
+        signer = keys[name].queue.encode()
+        parsed = frames.parse_queue(value, signer, settings.secret_keys, pickled=pickled)
+        held[name] += tally(parsed.held)
+        count[name] += len(parsed.found)
+        size[name] += len(value) - parsed.marker_bytes
+        for frame in parsed.found:
+            due = frames.not_before(frame) / 1000 if frame.meta else 0.0
+            if due > now:
+                waiting[name] += 1
+                upcoming[name] = min(due, upcoming.get(name, due))
+            else:
+                since = max(float(frames.sent_at(frame.ident)), due)
+                oldest[name] = min(since, oldest.get(name, since))
     return {
         name: Pending(
             count[name],

@@ -13,7 +13,7 @@ from gaesignals import config, deliver, frames, pending, send, stats
 from gaesignals.config import get_settings
 from gaesignals.keys import shard_queues, signal_keys, spread_key
 from gaesignals.queue import routing, spread
-from gaesignals.queue.append import RESET_RETRIES, SEND_ATTEMPTS, widen
+from gaesignals.queue.append import RESET_RETRIES, SEND_ATTEMPTS, look_home, widen
 from gaesignals.stores import Store
 from gaesignals.stores.memcached import MemcachedStore
 from gaesignals.stores.memory import MemoryStore
@@ -224,7 +224,7 @@ def test_a_signal_declared_with_shards_never_spreads() -> None:
     with store.connection() as conn:
         conn.add_many({home("c"): b""})
     send("c", 1)
-    assert get_settings().widths == {}
+    assert spread.widths(get_settings()) == {}
     assert frames.parse_queue(store.gets_many([home("c")])[home("c")][0], b"").spread == 0
 
 
@@ -247,7 +247,7 @@ def test_a_delivery_that_keeps_losing_to_the_sends_spreads_the_signal() -> None:
     gaesignals.configure(store=store)
     send("busy", 1)
     deliver({"busy": lambda data: None})
-    assert get_settings().widths[home("busy")] == 2
+    assert spread.widths(get_settings())[home("busy")] == 2
     value = store.gets_many([home("busy")])[home("busy")][0]
     assert frames.parse_queue(value, home("busy").encode()).spread == 2
 
@@ -281,7 +281,7 @@ def test_a_memcached_sender_learns_a_spread_once_its_key_grows_long(
         sends = spread.crowded_bytes(store) // 4096 + 1
         for _ in range(sends):
             send("long", chunk)
-        assert get_settings().widths[home("long")] == 4
+        assert spread.widths(get_settings())[home("long")] == 4
         send("long", chunk)
         assert pending("long")["long"].count == sends + 1
         with store.connection() as conn:
@@ -302,7 +302,7 @@ def test_a_forged_marker_spreads_nothing_when_frames_are_signed(
     got: list[int] = []
     assert deliver({"plain": got.append}) == 1
     assert got == [1]
-    assert get_settings().widths.get(home("plain")) is None
+    assert spread.widths(get_settings()).get(home("plain")) is None
     assert stats("plain")["plain"]["dropped"] == 1
 
 
@@ -339,4 +339,140 @@ def test_cas_writes_lost_to_deliveries_use_no_attempt_of_a_send() -> None:
     got: list[int] = []
     assert deliver({"busy": got.append}) == 1 and got == [1]
     assert store.resets == 0
-    assert get_settings().widths.get(home("busy"), 1) == 1
+    assert spread.widths(get_settings()).get(home("busy"), 1) == 1
+
+
+# -- whatever the cache lost or a writer planted ------------------------------------------------
+
+
+class Processes:
+    """A sender and a deliverer with settings of their own (each learns widths apart, as two
+    processes would), sharing one store; the deliverer's sweeps run on a clock of the test's."""
+
+    def __init__(self, store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.monkeypatch = monkeypatch
+        self.clock = [1000.0]
+        monkeypatch.setattr(spread, "_monotonic", lambda: self.clock[0])
+        self.deliverer = gaesignals.configure(store=store, lost_check_interval=3600)
+        self.sender = gaesignals.configure(store=store, lost_check_interval=3600)
+        self.got: list[Any] = []
+        self.mapping = gaesignals.SignalMapping({"hot": self.got.append})
+
+    def restart_deliverer(self, store: Store) -> None:
+        """The deliverer's process starts again: it knows no width."""
+        self.deliverer = gaesignals.configure(store=store, lost_check_interval=3600)
+        self.monkeypatch.setattr(config, "_settings", self.sender)
+
+    def deliver(self, reliable: bool) -> int:
+        self.monkeypatch.setattr(config, "_settings", self.deliverer)
+        try:
+            return deliver(self.mapping, reliable=reliable)
+        finally:
+            self.monkeypatch.setattr(config, "_settings", self.sender)
+
+
+def left(raw: RawAccess, name: str) -> int:
+    """How many payloads stay on any shard ``name``'s senders may use."""
+    queues = shard_queues(home(name), frames.MAX_SPREAD)
+    values = [raw.get(queue) or b"" for queue in queues]
+    return sum(len(frames.parse_queue(v, queues[0].encode()).found) for v in values)
+
+
+@pytest.mark.parametrize("reliable", [False, True], ids=["weak", "reliable"])
+def test_a_lost_shard_0_strands_nothing_senders_send_past_it(
+    store: Store, raw: RawAccess, monkeypatch: pytest.MonkeyPatch, reliable: bool
+) -> None:
+    """With shard 0 and the spread key gone (evicted or deleted) while senders keep the width
+    they learned, a deliverer that never knew it takes shard 0's payloads at once and the
+    other shards' at its next sweep (a new deliverer: at its first), each once; it then reads
+    them on every delivery, so later sends wait for no sweep."""
+    run = Processes(store, monkeypatch)
+    assert run.deliver(reliable) == 0  # the deliverer's sweep, before the signal spread
+    spread_to("hot", 4)
+    with store.connection() as conn:
+        conn.delete_many([home("hot"), spread_key(home("hot"))])
+    for n in range(80):
+        send_on("hot", n % 4, n)
+    assert run.deliver(reliable) == 20  # shard 0's: 60 wait on shards 1..3
+    run.clock[0] += 3600
+    assert run.deliver(reliable) == 60
+    for n in range(80, 120):
+        send_on("hot", 1 + n % 3, n)
+    assert run.deliver(reliable) == 40
+    assert sorted(run.got) == list(range(120))
+    run.restart_deliverer(store)  # a new deliverer sweeps at once
+    for n in range(120, 180):
+        send_on("hot", 1 + n % 3, n)
+    assert run.deliver(reliable) == 60
+    assert sorted(run.got) == list(range(180)) and left(raw, "hot") == 0
+    assert stats("hot")["hot"]["lost"] == 0  # also writes the sent counts held back
+
+
+@pytest.mark.parametrize("reliable", [False, True], ids=["weak", "reliable"])
+def test_a_marker_planted_in_the_spread_key_strands_nothing(
+    store: Store, raw: RawAccess, monkeypatch: pytest.MonkeyPatch, reliable: bool
+) -> None:
+    """Without a secret key, a width planted in a signal's spread key that senders learn (as
+    when their key grows long) is written into shard 0 too: deliverers read every shard the
+    senders then use at their next delivery, sweep or not, and take each payload once."""
+    run = Processes(store, monkeypatch)
+    assert run.deliver(reliable) == 0  # the deliverer's sweep
+    raw.set(spread_key(home("hot")), frames.spread_marker(16, home("hot").encode()))
+    with store.connection() as conn:
+        assert len(look_home(conn, get_settings(), (home("hot"),))) == 16
+    for n in range(40):
+        send_on("hot", n % 16, n)
+    assert run.deliver(reliable) == 40
+    assert sorted(run.got) == list(range(40)) and left(raw, "hot") == 0
+    assert marked(raw, "hot") == 16  # kept for the next deliverer
+    assert stats("hot")["hot"]["lost"] == 0  # also writes the sent counts held back
+
+
+def test_a_declared_signal_learns_no_width_from_a_planted_marker(
+    store: Store, raw: RawAccess
+) -> None:
+    """A signal declared with ``shards`` keeps exactly those whatever a marker says, so its
+    senders never use a shard its deliverers do not read."""
+    gaesignals.declare("fixed", shards=2)
+    raw.set(spread_key(home("fixed")), frames.spread_marker(16, home("fixed").encode()))
+    raw.set(home("fixed"), frames.spread_marker(16, home("fixed").encode()))
+    with store.connection() as conn:
+        assert len(look_home(conn, get_settings(), shard_queues(home("fixed"), 2))) == 2
+    assert routing.queues_of("fixed", get_settings()) == list(shard_queues(home("fixed"), 2))
+    for n in range(10):
+        send("fixed", n)
+    got: list[int] = []
+    assert deliver({"fixed": got.append}) == 10 and sorted(got) == list(range(10))
+    assert spread.widths(get_settings()) == {}
+
+
+class Reading(MemoryStore):
+    """The in-process store, noting how many keys each batched read asks for."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.read: list[int] = []
+
+    def scan_many(self, keys: Any) -> dict[str, tuple[bytes, object]]:
+        self.read.append(len(keys))
+        return super().gets_many(keys)
+
+
+@pytest.mark.parametrize("kept", [False, True], ids=["built-each-time", "kept"])
+def test_sweeps_are_paced_per_signal_whatever_the_mapping(
+    monkeypatch: pytest.MonkeyPatch, kept: bool
+) -> None:
+    """A signal is swept on its first delivery in a process and then once per
+    ``lost_check_interval``, whether its mapping is kept or built anew for each delivery (a
+    dict): the deliveries between read its one known key."""
+    clock = [1000.0]
+    monkeypatch.setattr(spread, "_monotonic", lambda: clock[0])
+    store = Reading()
+    gaesignals.configure(store=store, lost_check_interval=30)
+    mapping = gaesignals.SignalMapping({"quiet": lambda data: None})
+    for _ in range(3):
+        deliver(mapping if kept else {"quiet": lambda data: None})
+        clock[0] += 10
+    deliver(mapping if kept else {"quiet": lambda data: None})
+    assert [n >= frames.MAX_SPREAD for n in store.read] == [True, False, False, True]
+    assert store.read[1:3] == [1, 1]

@@ -8,24 +8,27 @@ still applies (the same settings, the same declarations) and derives anew when n
 from __future__ import annotations
 
 import weakref
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 
 from ..accounting import QuietUntil
 from ..config import Settings
 from ..keys import SignalKeys, shard_queues, signal_keys
 from ..mapping import SignalMapping
-from ..queue.spread import home_value, width
+from ..queue.spread import home_value, reach, sweeps, widths
 from ..registration import SignalSpec
 from .runner import Runner
 
 
 class Layout:
     """The keys a weak delivery of a mapping reads: each signal's keys, every queue key of
-    every signal (all its shards, declared or spread) in mapping order then shard order, each
-    queue key's signal and its place in that order, each signal's runner, and what a spread
-    signal's own queue key holds once emptied (its marker)."""
+    every signal (all its shards, declared or spread; in a sweep, every shard a sender may
+    use) in mapping order then shard order, each queue key's signal and its place in that
+    order, each signal's runner, the width each signal is known to have, the keys a sweep reads
+    past it (with the width a payload there shows), and what a spread signal's own queue key
+    holds once emptied (its marker)."""
 
     __slots__ = (
+        "beyond",
         "generation",
         "homes",
         "keys",
@@ -35,18 +38,32 @@ class Layout:
         "settings",
         "shards",
         "specs",
+        "spreading",
         "timed",
+        "unswept",
+        "widths",
     )
 
-    def __init__(self, plan: Plan, settings: Settings, specs: Mapping[str, SignalSpec]) -> None:
+    def __init__(
+        self,
+        plan: Plan,
+        settings: Settings,
+        specs: Mapping[str, SignalSpec],
+        sweep: Collection[str] = (),
+    ) -> None:
         self.settings = settings
         self.specs = specs
-        self.generation = settings.widths.generation
+        self.generation = widths(settings).generation
         ns = settings.namespace
         self.keys: dict[str, SignalKeys] = {name: signal_keys(name, ns) for name in plan.signals}
+        #: The own queue keys of the signals that may spread, which sweeps read in full, and
+        #: until when none of them is due for a sweep.
+        self.spreading = [k.queue for name, k in self.keys.items() if not specs[name].fixed]
+        self.unswept = QuietUntil()
+        read = reach(settings, self.keys, specs, sweep)
+        self.widths, self.beyond = read.known, read.beyond
         self.shards = {
-            name: shard_queues(keys.queue, width(settings, keys.queue, specs[name].shards))
-            for name, keys in self.keys.items()
+            name: shard_queues(self.keys[name].queue, n) for name, n in read.read.items()
         }
         homes = {
             k.queue: home_value(settings, k.queue, specs[n].shards) for n, k in self.keys.items()
@@ -80,16 +97,18 @@ class Plan:
         return runner
 
     def layout(self, settings: Settings, specs: Mapping[str, SignalSpec]) -> Layout:
-        """The weak delivery layout, kept while the settings and the declarations stay."""
+        """The weak delivery layout, kept while the settings, the declarations and the known
+        widths stay; a sweep's, when one is due, made for that delivery alone."""
         kept = self._layout
         if (
             kept is None
             or kept.settings is not settings
             or kept.specs is not specs
-            or kept.generation != settings.widths.generation
+            or kept.generation != widths(settings).generation
         ):
             kept = self._layout = Layout(self, settings, specs)
-        return kept
+        due = sweeps.due(settings, kept.spreading, kept.unswept)
+        return Layout(self, settings, specs, due) if due else kept
 
 
 def _same(a: SignalSpec, b: SignalSpec) -> bool:

@@ -27,7 +27,7 @@ from ..queue.held import held_by, reader
 from ..queue.lease import Holder, acquire, release
 from ..queue.progress import MAX_RESCHEDULED, Cursor, Progress, Rescheduled, Resume
 from ..queue.reliable import read, reschedule
-from ..queue.spread import home_value, learn, width
+from ..queue.spread import Reach, home_value, learn, reach, sweeps
 from ..queue.take import acknowledge
 from ..registration import RetryPolicy, SignalSpec
 from ..timing import now_ms
@@ -98,10 +98,9 @@ def _deliver_reliable(
         try:
             mine = {name: k for name, k in keys.items() if k.lock in held}
             runners = {name: plan.runner(name, settings, specs[name]) for name in mine}
-            shards = {
-                name: shard_keys(k, width(settings, k.queue, specs[name].shards))
-                for name, k in mine.items()
-            }
+            spreading = [k.queue for name, k in mine.items() if not specs[name].fixed]
+            run.reach = reach(settings, mine, specs, sweeps.due(settings, spreading))
+            shards = {name: shard_keys(k, run.reach.read[name]) for name, k in mine.items()}
             holder = Holder(conn, owner, lease, held)
             run.deliver(holder, mine, shards, runners, checking)
         except StoreUnavailable:
@@ -125,10 +124,12 @@ class _ReliableRun:
         self.policy = policy
         self.bumps: Counter[str] = Counter()
         self.delivered = 0
-        #: Whether a signal was found spread over more shards than this delivery read.
+        #: Whether a signal was found spread over more shards than it was known to have.
         self.learned = False
         #: Each key's frames held for another deliverer, by start (see :meth:`_parse`).
         self.held: dict[str, set[int]] = {}
+        #: What this delivery reads of each signal (set once the locks are held).
+        self.reach = Reach({}, {}, {})
 
     def _parse(
         self,
@@ -150,8 +151,9 @@ class _ReliableRun:
             if name is None or not item[0]:
                 continue
             found, bad, seen, held = runners[name].parse_all(item[0], key)
-            if seen > len(shards[name]):
-                learn(self.settings, shards[name][0][0], seen)
+            # A marker, or (in a sweep) anything on a shard past the known width, is learned.
+            seen = max(seen, self.reach.beyond.get(located(key), 0))
+            if seen > self.reach.known[name] and learn(self.settings, shards[name][0][0], seen):
                 spread.add(name)
             if held:
                 self.held[key] = {frame.start for frame in held}

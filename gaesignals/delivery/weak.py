@@ -147,7 +147,7 @@ class _WeakRun:
         # appends keep winning over the resets there: spread those signals over more keys.
         logger.info("%d signal key(s) stayed contended; left for the next delivery", len(todo))
         for name in dict.fromkeys(layout.names[key] for key in todo):
-            widen(conn, self.settings, layout.shards[name])
+            widen(conn, self.settings, layout.shards[name][: layout.widths[name]])
 
     def _first_read(self) -> list[str]:
         """Every queue key, with each signal due for a lost check's counters around its own."""
@@ -312,9 +312,12 @@ class _WeakRun:
             value = item[0]
             if not value:
                 continue
-            owner = names.get(key if " " not in key else located(key))
+            at = key if " " not in key else located(key)
+            owner = names.get(at)
             if owner is None:
                 continue
+            if at in layout.beyond:  # a sweep found a shard past the known width in use
+                self.learn(owner, layout.beyond[at])
             home = homes.get(key)
             if home and value.startswith(home):
                 value = value[len(home) :]
@@ -327,7 +330,7 @@ class _WeakRun:
                 parsed[key] = (bodies, [])
             else:
                 found, bad, seen, held = runner.parse_all(value, key)
-                if seen > len(layout.shards[owner]):
+                if seen > layout.widths[owner]:
                     self.learn(owner, seen)
                 if held or any(frame.meta for frame in found):
                     found = self.hold(key, found, held, value, len(item[0]) - len(value))

@@ -97,10 +97,19 @@ def look_home(
 def _learn_spread(
     conn: Connection, settings: Settings, base: str, *, home_too: bool = False
 ) -> None:
+    """Learn ``base``'s width from its spread key (``home_too``: and its own key). A width
+    learned from the spread key alone is written into the own key too, where deliverers read
+    it: the spread key is only a copy, which the cache may have kept where it lost shard 0,
+    or which a writer without the secret key may have planted."""
     keys = [spread_key(base), base] if home_too else [spread_key(base)]
-    for value, _ in conn.gets_many(keys).values():
+    found = conn.gets_many(keys)
+    news = 0
+    for key, (value, _) in found.items():
         seen = parse_queue(value, base.encode(), settings.secret_keys).spread
-        spread.learn(settings, base, seen)
+        if spread.learn(settings, base, seen) and key != base:
+            news = seen
+    if news and spread.width(settings, base, 1) == news:
+        append_frames(conn, settings.store, {base: spread.marker(settings, base, news)})
 
 
 def widen(conn: Connection, settings: Settings, queues: tuple[str, ...]) -> tuple[str, ...]:
