@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import pytest
 
 import gaesignals
-from gaesignals import frames
+from gaesignals import StoreUnavailable, frames
 from gaesignals.accounting import flush
 from gaesignals.config import Settings, get_settings
 from gaesignals.keys import SignalKeys, shard_queues, signal_keys
@@ -244,3 +244,20 @@ def test_the_generic_take_counts_as_the_native_one(raw: RawAccess) -> None:
     native, generic = results
     assert native == generic
     assert native[0] == {"alpha": [1, 2], "beta": ["y"], "gamma": ["soon"]}
+
+
+def test_a_failed_reset_takes_nothing_and_reports_why(raw: RawAccess) -> None:
+    """A reset that fails (the store timed out) takes nothing: the take returns the failure
+    for its caller to raise, and every payload stays queued for the next take."""
+    store = raw.store
+
+    def store_goes_away(conn: Connection) -> None:
+        raise StoreUnavailable("timed out")
+
+    gaesignals.configure(store=MeddlingStore(store, before_cas=store_goes_away))
+    raw.set(_keys("alpha").queue, _frame("alpha", "kept"))
+    taken = _take(get_settings().store, ["alpha"])
+    assert (taken.taken, taken.kept) == ([], {})
+    assert isinstance(taken.failure, StoreUnavailable)
+    gaesignals.configure(store=store)
+    assert _bodies(_take(store, ["alpha"])) == {"alpha": ["kept"]}
