@@ -100,7 +100,7 @@ class WeakTaken(NamedTuple):
     #: Each key taken, in mapping order (round by round; a copy stranded on another server
     #: after its home key).
     taken: list[TakenKey]
-    #: Each key taken and what the take left in it: not due yet, held, or a marker.
+    #: Each key taken that still holds something, and what: not due yet, held, a marker.
     kept: dict[str, bytes]
     #: Counter changes not written yet (corrections of what went ahead of the resets).
     counts: Counter[str]
@@ -459,6 +459,7 @@ class _Take:
             name, found, bad = parsed[key]
             if won[key]:
                 self.taken.append(TakenKey(key, name, found, bad, fresh[key]))
-                self.kept_back[key] = self.homes.get(key, b"") + self.kept(key)
+                if key in self.homes or key in self.waiting:
+                    self.kept_back[key] = self.homes.get(key, b"") + self.kept(key)
             elif taken_back:
                 tally(self.bumps, layout.keys[name], found, bad, fresh[key], -1)

@@ -192,6 +192,7 @@ def test_a_planted_spread_marker_is_learned_and_kept(raw: RawAccess) -> None:
     taken = _take(raw.store, ["alpha"])
     assert _bodies(taken) == {"alpha": ["after the marker"]}
     assert taken.spread == {"alpha": 2}
+    assert taken.kept == {base: home}
     assert raw.get(base) == home
     assert _counters(raw, "alpha") == {"accounted": 1, "delivered": 1}
     assert _take(raw.store, ["alpha"]).taken == []
