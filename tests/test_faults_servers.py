@@ -223,7 +223,7 @@ def test_a_node_dying_between_a_weak_read_and_its_reset_loses_nothing_on_live_no
     assert lost == [], (
         f"{len(lost)} payloads on live nodes lost: the batched cas reset was applied on "
         "the live nodes, then the dead node's part raised StoreUnavailable before any "
-        "handler ran (gaesignals/delivery/weak.py; the memcached store's Ring.each_server "
+        "handler ran (gaesignals/queue/weak_take.py; the memcached store's Ring.each_server "
         "raises after earlier servers' parts were applied)"
     )
 
