@@ -355,7 +355,7 @@ def drain_rows(args: Any, server: Memcached) -> tuple[list[Row], list[str]]:
                           baseline_label="pickle.loads", fmt=ns)
             )  # fmt: skip
             rows.append(
-                ratio_row(bench, "  of which decode+handler (_Runner.drain)", got["run"],
+                ratio_row(bench, "  of which decode+handler (Runner.drain)", got["run"],
                           got["loads"], None, baseline_label="pickle.loads", fmt=ns)
             )  # fmt: skip
             rest = Samples(

@@ -4,7 +4,7 @@ Timed figures on a shared VM swing by more than a few per cent between runs; cal
 instructions, which repeat exactly for the same code and inputs, so a small cost added to the
 send path (the tracing check, say) shows here when timing cannot resolve it. Runs the
 interpreter twice, with 0 and with N sends after one warm-up send, and prints the difference
-divided by N. Needs Debian's valgrind; not part of run_all.py (each run takes about a minute).
+divided by N. Needs Debian's valgrind; not part of run_all.py (callgrind is slow).
 
     PYTHONPATH=$PWD .venv/bin/python benchmarks/bench_send_instructions.py [N]
 """

@@ -4,8 +4,8 @@ Every figure is a median over repetitions; the library and its raw baseline are 
 same repetition, one after the other (the order alternates), so drift on a noisy machine hits
 both alike. The client and the servers are pinned to one and the same CPU, as issue #5 asks:
 a round trip then costs two context switches on that CPU, not a wake-up of an idle other CPU
-(which on this VM adds some 50 us of noise to every round trip), and the server's work shows
-in the figures instead of hiding on an otherwise idle core.
+(which on a VM adds noise to every round trip; see BENCHMARKS.md, Method), and the server's
+work shows in the figures instead of hiding on an otherwise idle core.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Run every benchmark and print a summary of the targets.
 
-    .venv/bin/python benchmarks/run_all.py            # full: 7 repetitions, ~80 s
-    .venv/bin/python benchmarks/run_all.py --quick    # 3 repetitions, ~25 s
+    .venv/bin/python benchmarks/run_all.py            # full: 7 repetitions
+    .venv/bin/python benchmarks/run_all.py --quick    # 3 repetitions
 
 Each script runs in its own process (its own CPU pinning, configuration and App Engine
 testbed) and prints its table; this script then prints the machine and every row that has a

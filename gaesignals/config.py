@@ -3,10 +3,9 @@
 Explicit :func:`configure` arguments win; anything not given comes from the environment
 (``GAESIGNALS_STORE``, ``GAESIGNALS_NAMESPACE``, ``GAESIGNALS_SECRET_KEY``,
 ``GAESIGNALS_CODEC``, ``GAESIGNALS_EAGER``, ``GAESIGNALS_COUNTERS``,
-``GAESIGNALS_LOST_CHECK_INTERVAL``); anything still
-missing has a default: App Engine's memcache when running on App Engine, otherwise the
-embedded in-process store. Settings are resolved once, on first use, and shared by every
-thread.
+``GAESIGNALS_LOST_CHECK_INTERVAL``); anything still missing has a default: App Engine's
+memcache when running on App Engine, otherwise the embedded in-process store. Settings are
+resolved once, on first use, and shared by every thread.
 """
 
 from __future__ import annotations

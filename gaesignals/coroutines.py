@@ -45,8 +45,8 @@ def is_coroutine_handler(handler: Callable[..., object]) -> bool:
 
 
 def _bind_asyncio() -> None:
-    """Import asyncio here when a coroutine is first run or refused: importing it costs a
-    WSGI app, which never needs it, some 60 ms at every cold start (App Engine's included)."""
+    """Import asyncio here when a coroutine is first run or refused: a WSGI app never needs
+    it, and importing it would lengthen every cold start (App Engine's included)."""
     global asyncio
     import asyncio
 

@@ -14,7 +14,7 @@ agreeing on them::
 ``deliver()``, :class:`~gaesignals.SignalsMiddleware` and the CLI then need no mapping: they
 deliver every signal that has a receiver, each in its declared mode. Signal names are exact
 (``deliver`` must know every key to read), so per-user signals are listed in an explicit
-mapping as before; such a name still takes the options of a declaration of the same name.
+mapping; such a name still takes the options of a declaration of the same name.
 """
 
 from __future__ import annotations
