@@ -141,8 +141,3 @@ def base_queue_key(key: str) -> str | None:
     if kind not in ("q", "qh"):
         return None
     return f"gs:{parts[1]}:{kind}:{parts[3]}"
-
-
-def located(key: str) -> str:
-    """A key without the server location a cluster store may add (see ``scan_many``)."""
-    return key.partition(" ")[0]

@@ -20,7 +20,7 @@ from ..exceptions import Contention, GaeSignalsError, QueueFull
 from ..frames import parse_queue
 from ..keys import shard_queues, spread_key
 from ..registration import registry
-from ..stores import Connection, Store
+from ..stores import Cached, Connection, Store
 from . import spread
 from .routing import crowded, filled, rng, stick
 
@@ -173,10 +173,10 @@ def append_frames(
         write.by_gets_cas()
 
 
-def _only_resets(current: Mapping[str, tuple[bytes, object]], lost: Mapping[str, int]) -> bool:
+def _only_resets(current: Mapping[str, Cached], lost: Mapping[str, int]) -> bool:
     """Whether every key whose CAS was lost holds no more now than when it was read: a
     delivery reset it (a sender would have grown it)."""
-    return all(key not in current or len(current[key][0]) <= size for key, size in lost.items())
+    return all(key not in current or len(current[key].value) <= size for key, size in lost.items())
 
 
 class _Write:
@@ -284,35 +284,35 @@ class _Write:
                 attempt -= 1  # the last round lost only to deliveries: it uses no attempt
                 resets += 1
             grown = {
-                k: (current[k][0] + v, current[k][1]) for k, v in pending.items() if k in current
+                k: Cached(current[k].value + v, current[k].token)
+                for k, v in pending.items()
+                if k in current
             }
             stored = conn.cas_many(grown) if grown else {}
             missing = {k: v for k, v in pending.items() if k not in current}
             if missing:
                 stored.update(conn.add_many(missing))
             written.extend(k for k in pending if stored[k])
-            totals = {k: len(grown[k][0]) if k in grown else len(v) for k, v in pending.items()}
+            totals = {k: len(grown[k].value) if k in grown else len(v) for k, v in pending.items()}
             if self._settle(stored, totals):
                 return
             # Retried on the same shard: a CAS lost to a delivery's reset says nothing about
             # other senders; the next read tells whether another sender wrote there.
             lost = {
-                k: len(current[k][0]) if k in current else 0 for k in pending if k in self.routes
+                k: len(current[k].value) if k in current else 0 for k in pending if k in self.routes
             }
             time.sleep(random.uniform(0, 0.001 * 2**attempt))
             attempt += 1
         raise self._contention()
 
-    def _crowded(
-        self, current: Mapping[str, tuple[bytes, object]], lost: Mapping[str, int]
-    ) -> bool:
+    def _crowded(self, current: Mapping[str, Cached], lost: Mapping[str, int]) -> bool:
         """After a lost CAS, whether another sender wrote the key (it grew): then spread the
         signal and move the value to one of its new shards (True); at full width, to another
         shard not tried yet (True), and once every one was, retry it where it is."""
         moved = False
         for key, size in lost.items():
             item = current.get(key)
-            if key not in self.pending or item is None or len(item[0]) <= size:
+            if key not in self.pending or item is None or len(item.value) <= size:
                 continue  # a delivery's reset: says nothing about other senders
             queues = self.routes[key]
             wider = queues if self.settings is None else widen(self.conn, self.settings, queues)
@@ -360,13 +360,13 @@ class _Write:
                     filled(queues, key, totals[key], added=False)
         return not pending
 
-    def _make_room(self, current: Mapping[str, tuple[bytes, object]]) -> bool:
+    def _make_room(self, current: Mapping[str, Cached]) -> bool:
         """Move values whose shard is full to another shard; True if any moved. Raises
         ``QueueFull`` (naming every unwritten key) when a full key has no untried shard left."""
         limit = self.store.max_value_size
         pending = self.pending
         full = [
-            k for k, v in pending.items() if k in current and len(current[k][0]) + len(v) > limit
+            k for k, v in pending.items() if k in current and len(current[k].value) + len(v) > limit
         ]
         if not full:
             return False

@@ -33,9 +33,9 @@ from ..accounting import check_lost, flush_sent, lost_keys, read_order, tally, w
 from ..accounting import take as pending
 from ..config import Settings
 from ..exceptions import GaeSignalsError, PartialFailure, StoreUnavailable
-from ..keys import SignalKeys, located
+from ..keys import SignalKeys
 from ..registration import SignalSpec
-from ..stores import Connection, NativeQueue, TakeGroup
+from ..stores import Cached, Connection, NativeQueue, TakeGroup, home_key, is_stranded
 from .append import append_frames, widen
 from .spread import home_value, learn
 
@@ -218,7 +218,7 @@ class _Take:
             self.keep(parsed, fresh, won, taken_back=bool(counters))
             if self.failure is not None:
                 return
-            todo = list(dict.fromkeys(located(key) for key in parsed if not won[key]))
+            todo = list(dict.fromkeys(home_key(key) for key in parsed if not won[key]))
             if not todo:
                 return
         # Normal under heavy sending: nothing is lost, the next delivery takes them. The
@@ -240,14 +240,16 @@ class _Take:
 
     def _reset(
         self,
-        current: Mapping[str, tuple[bytes, object]],
+        current: Mapping[str, Cached],
         parsed: _Parsed,
         counters: dict[str, int],
     ) -> dict[str, bool]:
         """Empty every key read non-empty if it is unchanged, with the counters ahead of the
         resets (see ``Connection.cas_many``); what a lost race changes is taken back after."""
         homes = self.homes
-        resets = {key: (homes.get(key, b"") + self.kept(key), current[key][1]) for key in parsed}
+        resets = {
+            key: Cached(homes.get(key, b"") + self.kept(key), current[key].token) for key in parsed
+        }
         try:
             return self.conn.cas_many(resets, counters=counters or None)
         except PartialFailure as error:  # a cluster node failed: keep what was won
@@ -270,7 +272,7 @@ class _Take:
         logger.error(
             "the reset of signal %r %s; if the cache applies it, its %d "
             "payload(s) read now are lost",
-            self.layout.names[located(key)],
+            self.layout.names[home_key(key)],
             what,
             count,
         )
@@ -296,7 +298,7 @@ class _Take:
             )
         taken = native.take_many(groups, self.now)
         self.failure = taken.failure
-        current = {key: (value, None) for key, value in (taken.read | taken.values).items()}
+        current = {key: Cached(value, None) for key, value in (taken.read | taken.values).items()}
         parsed = self.parse(current)
         if self.spread:
             self._put_back_markers()
@@ -306,7 +308,7 @@ class _Take:
             self.check_lost(current, parsed)
         if self.counting:
             for key, counted in taken.counted.items():
-                accounted, _, _, delivered = weak_counters(layout.keys[layout.names[located(key)]])
+                accounted, _, _, delivered = weak_counters(layout.keys[layout.names[home_key(key)]])
                 self.bumps[accounted] -= counted
                 self.bumps[delivered] -= counted
         fresh = self.count(parsed)
@@ -352,7 +354,7 @@ class _Take:
         kept = self.waiting.get(key)
         return b"" if kept is None else kept.raw()
 
-    def check_lost(self, current: Mapping[str, tuple[bytes, object]], parsed: _Parsed) -> None:
+    def check_lost(self, current: Mapping[str, Cached], parsed: _Parsed) -> None:
         """The lost check of the signals due, but those found spread wider than read: their
         new shards' payloads were not counted, and would read as lost (checked next time).
         Payloads not due yet are still queued, and counted so."""
@@ -366,7 +368,7 @@ class _Take:
             queued[key] = (range(len(found) + len(kept.later) + len(kept.held)), bad)
         check_lost(self.conn, keys, layout.names, current, queued, self.bumps)
 
-    def parse(self, current: Mapping[str, tuple[bytes, object]]) -> _Parsed:
+    def parse(self, current: Mapping[str, Cached]) -> _Parsed:
         """The payloads of every queue key read holding any, with its signal; a spread
         signal's marker at the head of its own key is skipped, a marker wider than this take
         reads is learned (the caller then takes again, with its new shards). What a key read
@@ -378,10 +380,10 @@ class _Take:
             for key in current:
                 self.waiting.pop(key, None)
         for key, item in current.items():
-            value = item[0]
+            value = item.value
             if not value:
                 continue
-            at = key if " " not in key else located(key)
+            at = home_key(key)
             name = names.get(at)
             if name is None:
                 continue
@@ -400,7 +402,7 @@ class _Take:
             if seen > layout.widths[name]:
                 self.learn(name, seen)
             if held or any(frame.meta for frame in found):
-                found = self.hold(key, found, held, value, len(item[0]) - len(value))
+                found = self.hold(key, found, held, value, len(item.value) - len(value))
             if found or bad:  # else only markers, or payloads not due yet or held
                 parsed[key] = (name, found, bad)
         return parsed
@@ -459,9 +461,9 @@ class _Take:
         stranded on another server is older than the home copy). What was counted for a key
         whose take lost is taken back (``taken_back``: those counts went out)."""
         layout = self.layout
-        if any(" " in key for key in parsed):
+        if any(is_stranded(key) for key in parsed):
             order = layout.order
-            ordered = sorted(parsed, key=lambda k: (order[located(k)], " " not in k))
+            ordered = sorted(parsed, key=lambda k: (order[home_key(k)], not is_stranded(k)))
         else:  # a store may answer in any order
             ordered = [key for key in layout.names if key in parsed]
         for key in ordered:
