@@ -27,7 +27,7 @@ from ..queue.held import held_by, reader
 from ..queue.lease import Holder, acquire, release
 from ..queue.progress import MAX_RESCHEDULED, Cursor, Progress, Rescheduled, Resume
 from ..queue.reliable import read, reschedule
-from ..queue.spread import Reach, home_value, learn, reach, sweeps
+from ..queue.spread import Reach, kept_marker, learn, reach, sweeps
 from ..queue.take import acknowledge
 from ..registration import RetryPolicy, SignalSpec
 from ..stores import Cached, home_key, is_stranded
@@ -246,8 +246,8 @@ class _Shard:
         self.kept: dict[int, bytes] = {}
         self.rescheduled: list[Rescheduled] = []
         #: What stays at the head whatever is removed: a spread signal's marker, in its own key.
-        self.home = (
-            home_value(runner.settings, key, runner.spec.shards) if key == keys.queue else b""
+        self.marker = (
+            kept_marker(runner.settings, key, runner.spec.shards) if key == keys.queue else b""
         )
         #: How this deliverer reads frames, as its cursor says (see queue.held.reader).
         self.reader = reader(runner.settings.secret_keys, runner.settings.codec)
@@ -295,7 +295,7 @@ class _Shard:
         # Payloads not due yet and rescheduled before the cut stay, in order, ahead of what
         # _run kept.
         held = [self.kept[i] for i in sorted(self.kept) if found[i].end <= ran.cut]
-        keep = self.home + b"".join(held) + ran.keep
+        keep = self.marker + b"".join(held) + ran.keep
         self._remove(found, bad, ran.expired, keep, ran.cut, run.bumps)
         return ran.delivered
 

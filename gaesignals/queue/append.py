@@ -54,7 +54,7 @@ def append_one(
             size = sizes.get(key, 0)
             if size > store.max_value_size >> 4 and _grown_past(size, len(frame), store):
                 with store.connection() as conn:
-                    look_home(conn, settings, queues or (key,))
+                    look_up_width(conn, settings, queues or (key,))
         return
     counts = None if counter is None else {key: (counter, 1)}
     with store.connection() as conn:
@@ -77,15 +77,15 @@ def _grown_past(size: int, added: int, store: Store) -> bool:
     return size > 4 * step and size // step > (size - added) // step
 
 
-def look_home(
-    conn: Connection, settings: Settings, queues: tuple[str, ...], *, home_too: bool = False
+def look_up_width(
+    conn: Connection, settings: Settings, queues: tuple[str, ...], *, own_key_too: bool = False
 ) -> tuple[str, ...]:
     """Learn how far a signal has spread from its spread key (a read of one marker, no
-    write; ``home_too``: and from its own queue key, where the spread key was evicted);
+    write; ``own_key_too``: and from its own queue key, where the spread key was evicted);
     returns its queue keys now. A thread that learns of new shards sends to one."""
     base = queues[0]
     try:
-        _learn_spread(conn, settings, base, home_too=home_too)
+        _learn_width(conn, settings, base, own_key_too=own_key_too)
     except GaeSignalsError:
         return queues
     wider = _known(settings, queues)
@@ -94,14 +94,14 @@ def look_home(
     return wider
 
 
-def _learn_spread(
-    conn: Connection, settings: Settings, base: str, *, home_too: bool = False
+def _learn_width(
+    conn: Connection, settings: Settings, base: str, *, own_key_too: bool = False
 ) -> None:
-    """Learn ``base``'s width from its spread key (``home_too``: and its own key). A width
+    """Learn ``base``'s width from its spread key (``own_key_too``: and its own key). A width
     learned from the spread key alone is written into the own key too, where deliverers read
     it: the spread key is only a copy, which the cache may have kept where it lost shard 0,
     or which a writer without the secret key may have planted."""
-    keys = [spread_key(base), base] if home_too else [spread_key(base)]
+    keys = [spread_key(base), base] if own_key_too else [spread_key(base)]
     found = conn.gets_many(keys)
     news = 0
     for key, (value, _) in found.items():
@@ -122,7 +122,7 @@ def widen(conn: Connection, settings: Settings, queues: tuple[str, ...]) -> tupl
     if base in registry.fixed_queues(settings.namespace):
         return queues
     try:
-        _learn_spread(conn, settings, base)
+        _learn_width(conn, settings, base)
         known = max(len(queues), spread.width(settings, base, 1))
         target = min(2 * known, spread.MAX_SPREAD)
         if target > known and known == len(queues):
@@ -249,7 +249,7 @@ class _Write:
         for key, added in self.written.items():
             queues = self.routes.get(key)
             if queues is not None and _grown_past(sizes.get(key, 0), added, self.store):
-                look_home(self.conn, settings, queues)
+                look_up_width(self.conn, settings, queues)
 
     def _over_known(self, known: Mapping[str, int]) -> bool:
         """An append the last seen size says would overflow is not sent: read the key first
@@ -394,7 +394,7 @@ class _Write:
             options = [q for q in queues if q not in tried[key] and q not in pending]
             if not options and self.settings is not None:
                 # Every shard it knows is full: maybe one it does not know of yet.
-                queues = look_home(self.conn, self.settings, queues, home_too=True)
+                queues = look_up_width(self.conn, self.settings, queues, own_key_too=True)
                 options = [q for q in queues if q not in tried[key] and q not in pending]
             if not options:
                 continue

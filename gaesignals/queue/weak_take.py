@@ -37,7 +37,7 @@ from ..keys import SignalKeys
 from ..registration import SignalSpec
 from ..stores import Cached, Connection, NativeQueue, TakeGroup, home_key, is_stranded
 from .append import append_frames, widen
-from .spread import home_value, learn
+from .spread import kept_marker, learn
 
 logger = logging.getLogger("gaesignals")
 
@@ -80,7 +80,7 @@ class Layout(Protocol):
     @property
     def order(self) -> Mapping[str, int]: ...
     @property
-    def homes(self) -> Mapping[str, bytes]: ...
+    def markers(self) -> Mapping[str, bytes]: ...
     @property
     def specs(self) -> Mapping[str, SignalSpec]: ...
     @property
@@ -111,7 +111,7 @@ class WeakTaken(NamedTuple):
     #: Counter changes not written yet (corrections of what went ahead of the resets).
     counts: Counter[str]
     #: The signals found spread over more shards than read, and how wide: take them again.
-    spread: dict[str, int]
+    widened: dict[str, int]
     #: Why some keys were not taken (a server failed or timed out); raise it after the run.
     failure: StoreUnavailable | None
 
@@ -186,13 +186,14 @@ class _Take:
         self.kept_back: dict[str, bytes] = {}
         self.failure: StoreUnavailable | None = None
         #: What each spread signal's own queue key holds once emptied: its marker.
-        self.homes = dict(layout.homes)
-        self.spread: dict[str, int] = {}
+        self.markers = dict(layout.markers)
+        #: The signals found spread wider than read, and their width learned.
+        self.widened: dict[str, int] = {}
         #: Each key's payloads that stay queued: not due yet, or held for another deliverer.
         self.waiting: dict[str, _Waiting] = {}
 
     def result(self) -> WeakTaken:
-        return WeakTaken(self.taken, self.kept_back, self.bumps, self.spread, self.failure)
+        return WeakTaken(self.taken, self.kept_back, self.bumps, self.widened, self.failure)
 
     # -- over the memcache primitives -------------------------------------------------------
 
@@ -246,9 +247,10 @@ class _Take:
     ) -> dict[str, bool]:
         """Empty every key read non-empty if it is unchanged, with the counters ahead of the
         resets (see ``Connection.cas_many``); what a lost race changes is taken back after."""
-        homes = self.homes
+        markers = self.markers
         resets = {
-            key: Cached(homes.get(key, b"") + self.kept(key), current[key].token) for key in parsed
+            key: Cached(markers.get(key, b"") + self.kept(key), current[key].token)
+            for key in parsed
         }
         try:
             return self.conn.cas_many(resets, counters=counters or None)
@@ -293,14 +295,14 @@ class _Take:
                     queues,
                     counters if self.counting else None,
                     lost_keys(keys) if name in checking else (),
-                    self.homes.get(keys.queue, b""),
+                    self.markers.get(keys.queue, b""),
                 )
             )
         taken = native.take_many(groups, self.now)
         self.failure = taken.failure
         current = {key: Cached(value, None) for key, value in (taken.read | taken.values).items()}
         parsed = self.parse(current)
-        if self.spread:
+        if self.widened:
             self._put_back_markers()
         if self.waiting:
             self._put_back_waiting(taken.walked or {})
@@ -317,10 +319,10 @@ class _Take:
     def _put_back_markers(self) -> None:
         """The take emptied the own key of a signal it did not know was spread, marker and
         all: write the marker back, so that other deliverers still find every shard."""
-        queues = [self.layout.keys[name].queue for name in self.spread]
-        homes = {queue: self.homes[queue] for queue in queues}
+        queues = [self.layout.keys[name].queue for name in self.widened]
+        markers = {queue: self.markers[queue] for queue in queues}
         try:
-            append_frames(self.conn, self.settings.store, homes)
+            append_frames(self.conn, self.settings.store, markers)
         except GaeSignalsError:
             logger.warning("could not write back spread markers", exc_info=True)
 
@@ -358,8 +360,8 @@ class _Take:
         """The lost check of the signals due, but those found spread wider than read: their
         new shards' payloads were not counted, and would read as lost (checked next time).
         Payloads not due yet are still queued, and counted so."""
-        layout, spread = self.layout, self.spread
-        keys = {name: k for name, k in layout.keys.items() if name not in spread}
+        layout, widened = self.layout, self.widened
+        keys = {name: k for name, k in layout.keys.items() if name not in widened}
         queued: dict[str, tuple[Sized, Sequence[frames.BadRegion]]] = {
             key: (found, bad) for key, (_, found, bad) in parsed.items()
         }
@@ -373,7 +375,7 @@ class _Take:
         signal's marker at the head of its own key is skipped, a marker wider than this take
         reads is learned (the caller then takes again, with its new shards). What a key read
         again held back before is decided anew from what it holds now."""
-        layout, homes, read = self.layout, self.homes, self.reader.read
+        layout, markers, read = self.layout, self.markers, self.reader.read
         names = layout.names
         parsed: _Parsed = {}
         if self.waiting:  # a later round: another deliverer may have taken them since
@@ -389,9 +391,9 @@ class _Take:
                 continue
             if at in layout.beyond:  # a sweep found a shard past the known width in use
                 self.learn(name, layout.beyond[at])
-            home = homes.get(key)
-            if home and value.startswith(home):
-                value = value[len(home) :]
+            marker = markers.get(key)
+            if marker and value.startswith(marker):
+                value = value[len(marker) :]
                 if not value:
                     continue  # only the marker: nothing pending
             got = read(name, key, value)
@@ -430,8 +432,8 @@ class _Take:
         """``name`` spreads over ``seen`` shards: keep its marker when emptying its own key."""
         settings, queue = self.settings, self.layout.keys[name].queue
         learn(settings, queue, seen)
-        self.spread[name] = seen
-        self.homes[queue] = home_value(settings, queue, self.layout.specs[name].shards)
+        self.widened[name] = seen
+        self.markers[queue] = kept_marker(settings, queue, self.layout.specs[name].shards)
 
     def count(self, parsed: _Parsed) -> dict[str, Found]:
         """Each key's payloads within their ttl, counted as if every take wins."""
@@ -470,7 +472,7 @@ class _Take:
             name, found, bad = parsed[key]
             if won[key]:
                 self.taken.append(TakenKey(key, name, found, bad, fresh[key]))
-                if key in self.homes or key in self.waiting:
-                    self.kept_back[key] = self.homes.get(key, b"") + self.kept(key)
+                if key in self.markers or key in self.waiting:
+                    self.kept_back[key] = self.markers.get(key, b"") + self.kept(key)
             elif taken_back:
                 tally(self.bumps, layout.keys[name], found, bad, fresh[key], -1)

@@ -163,7 +163,7 @@ class TakeGroup(NamedTuple):
     read: tuple[str, ...] = ()
     #: What the first queue holds once emptied: a spread signal's marker (see
     #: :mod:`gaesignals.queue.spread`), or nothing. A queue holding only that is left alone.
-    home: bytes = b""
+    marker: bytes = b""
 
 
 class Taken(NamedTuple):
@@ -191,7 +191,7 @@ class NativeQueue(Protocol):
 
     def take_many(self, groups: Sequence[TakeGroup], now: int = 0) -> Taken:
         """A weak take of every group in one round trip: per group, atomically, read its
-        ``read`` keys, then read and empty each of its queues (the first to its ``home``)
+        ``read`` keys, then read and empty each of its queues (the first to its ``marker``)
         but for the frames not due at ``now`` (Unix ms), bumping its counters by the payload
         frames taken. Raises
         :class:`~gaesignals.StoreUnavailable` when nothing answered (a timed-out take may

@@ -74,7 +74,8 @@ class _Connection:
         self._max = store.max_value_size
         self._cas = memcache.MemcacheSetRequest.CAS
 
-    # A class, not @contextmanager: it is entered on every send, and a generator costs 1 us.
+    # A class, not @contextmanager: it is entered on every send, where a generator costs more
+    # than the rest of the enter and exit (see BENCHMARKS.md).
     def __enter__(self) -> _Connection:
         return self
 
