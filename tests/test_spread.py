@@ -14,7 +14,7 @@ from gaesignals.config import get_settings
 from gaesignals.keys import shard_queues, signal_keys, spread_key
 from gaesignals.queue import routing, spread
 from gaesignals.queue.append import RESET_RETRIES, SEND_ATTEMPTS, look_up_width, widen
-from gaesignals.stores import Store
+from gaesignals.stores import Cached, Store
 from gaesignals.stores.memcached import MemcachedStore
 from gaesignals.stores.memory import MemoryStore
 from gaesignals.testing.servers import MemcachedServer
@@ -453,7 +453,7 @@ class Reading(MemoryStore):
         super().__init__()
         self.read: list[int] = []
 
-    def scan_many(self, keys: Any) -> dict[str, tuple[bytes, object]]:
+    def scan_many(self, keys: Any) -> dict[str, Cached]:
         self.read.append(len(keys))
         return super().gets_many(keys)
 
