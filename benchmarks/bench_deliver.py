@@ -463,8 +463,8 @@ def primitive_lines() -> list[str]:
          lambda: frames.signing._tag(secret, key, version_flags + ident + body)),
         ("  alternative: hmac.digest sha256", lambda: hmac.digest(
             secret, key + b"\x00" + version_flags + ident + body, hashlib.sha256)),
-        ("  alternative: precomputed hmac .copy()", lambda: _hmac_copy(inner, key, version_flags, ident,
-                                                                       body)),
+        ("  alternative: precomputed hmac .copy()",
+         lambda: _hmac_copy(inner, key, version_flags, ident, body)),
         ("  alternative: blake2b(key=...) from scratch", lambda: hashlib.blake2b(
             key + b"\x00" + version_flags + ident + body, key=secret, digest_size=32).digest()),
         ("hmac.compare_digest", lambda: hmac.compare_digest(tag, tag)),

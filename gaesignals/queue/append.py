@@ -13,6 +13,7 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Mapping
+from typing import cast
 
 from ..accounting import count_sent
 from ..config import Settings
@@ -283,17 +284,19 @@ class _Write:
             if lost and resets < RESET_RETRIES and _only_resets(current, lost):
                 attempt -= 1  # the last round lost only to deliveries: it uses no attempt
                 resets += 1
-            grown = {
-                k: Cached(current[k].value + v, current[k].token)
+            # Plain (value, token) pairs, which cas_many unpacks as it does Cached records: this
+            # is every gets + cas send, where building a record per key costs more.
+            grown: dict[str, tuple[bytes, object]] = {
+                k: (current[k].value + v, current[k].token)
                 for k, v in pending.items()
                 if k in current
             }
-            stored = conn.cas_many(grown) if grown else {}
+            stored = conn.cas_many(cast(Mapping[str, Cached], grown)) if grown else {}
             missing = {k: v for k, v in pending.items() if k not in current}
             if missing:
                 stored.update(conn.add_many(missing))
             written.extend(k for k in pending if stored[k])
-            totals = {k: len(grown[k].value) if k in grown else len(v) for k, v in pending.items()}
+            totals = {k: len(grown[k][0]) if k in grown else len(v) for k, v in pending.items()}
             if self._settle(stored, totals):
                 return
             # Retried on the same shard: a CAS lost to a delivery's reset says nothing about

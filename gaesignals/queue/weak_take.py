@@ -385,7 +385,7 @@ class _Take:
             value = item.value
             if not value:
                 continue
-            at = home_key(key)
+            at = key if key in names else home_key(key)  # a stranded copy's key
             name = names.get(at)
             if name is None:
                 continue
@@ -463,7 +463,7 @@ class _Take:
         stranded on another server is older than the home copy). What was counted for a key
         whose take lost is taken back (``taken_back``: those counts went out)."""
         layout = self.layout
-        if any(is_stranded(key) for key in parsed):
+        if not layout.order.keys() >= parsed.keys():  # a stranded copy among them
             order = layout.order
             ordered = sorted(parsed, key=lambda k: (order[home_key(k)], not is_stranded(k)))
         else:  # a store may answer in any order
