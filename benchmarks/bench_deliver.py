@@ -448,25 +448,25 @@ def primitive_lines() -> list[str]:
     header = frames.HEADER
     ident = value[10:18]
     tag = value[18:50]
-    vf = value[2:4]
+    version_flags = value[2:4]
     inner = hmac.new(secret, digestmod=hashlib.sha256)
     steps: list[tuple[str, Callable[[], object]]] = [
         ("pickle.loads (the baseline)", lambda: pickle.loads(body)),
         ("header unpack_from", lambda: header.unpack_from(value, 0)),
         ("zlib.crc32 over the frame (the seal check, one call per value)", lambda: zlib.crc32(
             value, frames.SEALED)),
-        ("3 slices (vf, tag, body)", lambda: (value[2:4], value[18:50], value[50:-4])),
+        ("3 slices (version_flags, tag, body)", lambda: (value[2:4], value[18:50], value[50:-4])),
         ("Frame(...) NamedTuple", lambda: frames.Frame(0, 1, 0, 0, ident, body)),
         ("  tuple.__new__(Frame, ...) (the library's fast path)", lambda: tuple.__new__(
             frames.Frame, (0, 1, 0, 0, ident, body))),
         ("the library's tag: copied keyed BLAKE2b state (frames.signing._tag; signed only)",
-         lambda: frames.signing._tag(secret, key, vf + ident + body)),
+         lambda: frames.signing._tag(secret, key, version_flags + ident + body)),
         ("  alternative: hmac.digest sha256", lambda: hmac.digest(
-            secret, key + b"\x00" + vf + ident + body, hashlib.sha256)),
-        ("  alternative: precomputed hmac .copy()", lambda: _hmac_copy(inner, key, vf, ident,
-                                                                       body)),
+            secret, key + b"\x00" + version_flags + ident + body, hashlib.sha256)),
+        ("  alternative: precomputed hmac .copy()",
+         lambda: _hmac_copy(inner, key, version_flags, ident, body)),
         ("  alternative: blake2b(key=...) from scratch", lambda: hashlib.blake2b(
-            key + b"\x00" + vf + ident + body, key=secret, digest_size=32).digest()),
+            key + b"\x00" + version_flags + ident + body, key=secret, digest_size=32).digest()),
         ("hmac.compare_digest", lambda: hmac.compare_digest(tag, tag)),
         ("getattr(handler, '__gaesignals_pass_name__')", lambda: getattr(
             noop, "__gaesignals_pass_name__", False)),
@@ -479,9 +479,9 @@ def primitive_lines() -> list[str]:
     return lines
 
 
-def _hmac_copy(inner: Any, key: bytes, vf: bytes, ident: bytes, body: bytes) -> bytes:
+def _hmac_copy(inner: Any, key: bytes, version_flags: bytes, ident: bytes, body: bytes) -> bytes:
     mac = inner.copy()
-    mac.update(key + b"\x00" + vf + ident + body)
+    mac.update(key + b"\x00" + version_flags + ident + body)
     digest: bytes = mac.digest()
     return digest
 

@@ -24,9 +24,9 @@ from functools import lru_cache
 from . import frames, tracing
 from .config import Settings
 from .exceptions import GaeSignalsError
-from .keys import SignalKeys, located
+from .keys import SignalKeys
 from .queue.counters import bump, record_estimates
-from .stores import Connection, Store, counter_value
+from .stores import Cached, Connection, Store, counter_value, home_key
 
 logger = logging.getLogger("gaesignals")
 
@@ -287,7 +287,7 @@ _reported_corrupt: set[str] = set()
 _REPORTED_CORRUPT_MAX = 1024
 
 
-def number(current: Mapping[str, tuple[bytes, object]], key: str) -> int | None:
+def number(current: Mapping[str, Cached], key: str) -> int | None:
     """The count at ``key`` as read, or None when it is missing or not a counter.
 
     A corrupt counter (planted, or half-written by a foreign client) is treated as absent and
@@ -296,7 +296,7 @@ def number(current: Mapping[str, tuple[bytes, object]], key: str) -> int | None:
     item = current.get(key)
     if item is None:
         return None
-    count = counter_value(item[0])
+    count = counter_value(item.value)
     if count is None and key not in _reported_corrupt:
         if len(_reported_corrupt) >= _REPORTED_CORRUPT_MAX:
             _reported_corrupt.clear()
@@ -304,7 +304,7 @@ def number(current: Mapping[str, tuple[bytes, object]], key: str) -> int | None:
         logger.warning(
             "%r holds %d byte(s) that are not a counter; read as absent",
             key,
-            len(item[0]),
+            len(item.value),
         )
     return count
 
@@ -313,7 +313,7 @@ def check_lost(
     conn: Connection,
     keys: Mapping[str, SignalKeys],
     names: Mapping[str, str],
-    current: Mapping[str, tuple[bytes, object]],
+    current: Mapping[str, Cached],
     parsed: Mapping[str, tuple[Sized, Sequence[frames.BadRegion]]],
     bumps: Counter[str],
 ) -> None:
@@ -334,9 +334,9 @@ def check_lost(
     """
     queued: Counter[str] = Counter()
     for key, (found, bad) in parsed.items():
-        queued[names[located(key)]] += len(found) + frames.dropped(bad)
+        queued[names[home_key(key)]] += len(found) + frames.dropped(bad)
     fresh: dict[str, bytes] = {}
-    grown: dict[str, tuple[bytes, tuple[bytes, object]]] = {}
+    grown: dict[str, tuple[bytes, Cached]] = {}
     news: dict[str, tuple[str, int, int]] = {}
     for name, signal in keys.items():
         sent_key, accounted_key, key = lost_keys(signal)
@@ -367,7 +367,7 @@ def check_lost(
 def _record_lost(
     conn: Connection,
     fresh: Mapping[str, bytes],
-    grown: Mapping[str, tuple[bytes, tuple[bytes, object]]],
+    grown: Mapping[str, tuple[bytes, Cached]],
     news: Mapping[str, tuple[str, int, int]],
 ) -> None:
     """Write the new loss estimates (created by add, grown by cas over the value read) and

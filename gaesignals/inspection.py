@@ -31,7 +31,7 @@ from .queue.lease import LockState
 from .queue.routing import queues_of
 from .queue.state import ping, read_counters, read_states, scan_queues
 from .registration import registry
-from .stores import Connection
+from .stores import Connection, home_key
 
 #: The counters :func:`stats` reports, in this order.
 REPORTED = ("sent", "delivered", "failed", "dead_lettered", "dropped", "expired", "lost")
@@ -87,7 +87,7 @@ def _backlog(conn: Connection, settings: Settings, wanted: list[str]) -> dict[st
     queues = {q: n for n in wanted for q in queues_of(n, settings, every=True)}
     current = scan_queues(conn, list(queues)) if queues else {}
     for key, value in current.items():
-        name = queues.get(key.partition(" ")[0])
+        name = queues.get(home_key(key))
         if name is None or not value:
             continue
         signer = keys[name].queue.encode()

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from .exceptions import InvalidSignalName
-from .stores import MAX_KEY_LENGTH
+from .stores import MAX_KEY_LENGTH, is_stranded
 
 #: Longer names are refused; names up to this are hashed into keys when they must be.
 MAX_NAME_LENGTH = 4096
@@ -135,14 +135,9 @@ def base_queue_key(key: str) -> str | None:
     """The signal's own queue key (shard 0's) for any of its shards' queue keys, or None when
     ``key`` is not a queue key."""
     parts = key.split(":", 3)
-    if len(parts) != 4 or parts[0] != "gs" or " " in key:
+    if len(parts) != 4 or parts[0] != "gs" or is_stranded(key):
         return None
     kind = parts[2].rstrip("0123456789")
     if kind not in ("q", "qh"):
         return None
     return f"gs:{parts[1]}:{kind}:{parts[3]}"
-
-
-def located(key: str) -> str:
-    """A key without the server location a cluster store may add (see ``scan_many``)."""
-    return key.partition(" ")[0]

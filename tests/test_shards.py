@@ -25,6 +25,7 @@ from gaesignals.config import get_settings
 from gaesignals.keys import base_queue_key, shard_keys, signal_keys
 from gaesignals.queue import routing
 from gaesignals.queue.routing import queues_of
+from gaesignals.stores import Cached
 from gaesignals.stores.memory import MemoryStore
 from gaesignals.testing import CountingStore, captured_signals, eager_signals
 
@@ -306,7 +307,7 @@ class Interfering(MemoryStore):
 
     def cas_many(
         self,
-        items: Mapping[str, tuple[bytes, object]],
+        items: Mapping[str, Cached],
         expire: int = 0,
         counters: Mapping[str, int] | None = None,
     ) -> Any:

@@ -13,8 +13,8 @@ from gaesignals import config, deliver, frames, pending, send, stats
 from gaesignals.config import get_settings
 from gaesignals.keys import shard_queues, signal_keys, spread_key
 from gaesignals.queue import routing, spread
-from gaesignals.queue.append import RESET_RETRIES, SEND_ATTEMPTS, look_home, widen
-from gaesignals.stores import Store
+from gaesignals.queue.append import RESET_RETRIES, SEND_ATTEMPTS, look_up_width, widen
+from gaesignals.stores import Cached, Store
 from gaesignals.stores.memcached import MemcachedStore
 from gaesignals.stores.memory import MemoryStore
 from gaesignals.testing.servers import MemcachedServer
@@ -419,7 +419,7 @@ def test_a_marker_planted_in_the_spread_key_strands_nothing(
     assert run.deliver(reliable) == 0  # the deliverer's sweep
     raw.set(spread_key(home("hot")), frames.spread_marker(16, home("hot").encode()))
     with store.connection() as conn:
-        assert len(look_home(conn, get_settings(), (home("hot"),))) == 16
+        assert len(look_up_width(conn, get_settings(), (home("hot"),))) == 16
     for n in range(40):
         send_on("hot", n % 16, n)
     assert run.deliver(reliable) == 40
@@ -437,7 +437,7 @@ def test_a_declared_signal_learns_no_width_from_a_planted_marker(
     raw.set(spread_key(home("fixed")), frames.spread_marker(16, home("fixed").encode()))
     raw.set(home("fixed"), frames.spread_marker(16, home("fixed").encode()))
     with store.connection() as conn:
-        assert len(look_home(conn, get_settings(), shard_queues(home("fixed"), 2))) == 2
+        assert len(look_up_width(conn, get_settings(), shard_queues(home("fixed"), 2))) == 2
     assert routing.queues_of("fixed", get_settings()) == list(shard_queues(home("fixed"), 2))
     for n in range(10):
         send("fixed", n)
@@ -453,7 +453,7 @@ class Reading(MemoryStore):
         super().__init__()
         self.read: list[int] = []
 
-    def scan_many(self, keys: Any) -> dict[str, tuple[bytes, object]]:
+    def scan_many(self, keys: Any) -> dict[str, Cached]:
         self.read.append(len(keys))
         return super().gets_many(keys)
 

@@ -14,7 +14,7 @@ from ..accounting import QuietUntil
 from ..config import Settings
 from ..keys import SignalKeys, shard_queues, signal_keys
 from ..mapping import SignalMapping
-from ..queue.spread import home_value, reach, sweeps, widths
+from ..queue.spread import kept_marker, reach, sweeps, widths
 from ..registration import SignalSpec
 from .runner import Runner
 
@@ -30,8 +30,8 @@ class Layout:
     __slots__ = (
         "beyond",
         "generation",
-        "homes",
         "keys",
+        "markers",
         "names",
         "order",
         "runners",
@@ -65,10 +65,10 @@ class Layout:
         self.shards = {
             name: shard_queues(self.keys[name].queue, n) for name, n in read.read.items()
         }
-        homes = {
-            k.queue: home_value(settings, k.queue, specs[n].shards) for n, k in self.keys.items()
+        markers = {
+            k.queue: kept_marker(settings, k.queue, specs[n].shards) for n, k in self.keys.items()
         }
-        self.homes = {queue: home for queue, home in homes.items() if home}
+        self.markers = {queue: marker for queue, marker in markers.items() if marker}
         self.names = {queue: name for name, queues in self.shards.items() for queue in queues}
         self.order = {key: index for index, key in enumerate(self.names)}
         self.runners = {name: plan.runner(name, settings, specs[name]) for name in self.keys}

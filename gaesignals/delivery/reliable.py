@@ -20,16 +20,17 @@ from .. import frames, tracing
 from ..accounting import check_lost, flush, flush_sent, read_order, schedule
 from ..config import Settings
 from ..exceptions import GaeSignalsError, Reject, Retry, StoreUnavailable
-from ..keys import SignalKeys, located, shard_keys, signal_keys
+from ..keys import SignalKeys, shard_keys, signal_keys
 from ..mapping import SignalMapping
 from ..queue import dead_letters
 from ..queue.held import held_by, reader
 from ..queue.lease import Holder, acquire, release
 from ..queue.progress import MAX_RESCHEDULED, Cursor, Progress, Rescheduled, Resume
 from ..queue.reliable import read, reschedule
-from ..queue.spread import Reach, home_value, learn, reach, sweeps
+from ..queue.spread import Reach, kept_marker, learn, reach, sweeps
 from ..queue.take import acknowledge
 from ..registration import RetryPolicy, SignalSpec
+from ..stores import Cached, home_key, is_stranded
 from ..timing import now_ms
 from .plan import plan_of
 from .retries import due_after, error_text
@@ -133,7 +134,7 @@ class _ReliableRun:
 
     def _parse(
         self,
-        current: Mapping[str, tuple[bytes, object]],
+        current: Mapping[str, Cached],
         queues: Mapping[str, str],
         shards: Mapping[str, tuple[tuple[str, str], ...]],
         runners: Mapping[str, Runner],
@@ -147,12 +148,12 @@ class _ReliableRun:
         parsed: dict[str, ParsedFrames] = {}
         spread: set[str] = set()
         for key, item in current.items():
-            name = queues.get(located(key))
-            if name is None or not item[0]:
+            name = queues.get(home_key(key))
+            if name is None or not item.value:
                 continue
-            found, bad, seen, held = runners[name].parse_all(item[0], key)
+            found, bad, seen, held = runners[name].parse_all(item.value, key)
             # A marker, or (in a sweep) anything on a shard past the known width, is learned.
-            seen = max(seen, self.reach.beyond.get(located(key), 0))
+            seen = max(seen, self.reach.beyond.get(home_key(key), 0))
             if seen > self.reach.known[name] and learn(self.settings, shards[name][0][0], seen):
                 spread.add(name)
             if held:
@@ -193,7 +194,7 @@ class _ReliableRun:
             # Done here, not before each acknowledgement, so a failing counter call can never
             # cost an acknowledgement its connection (its CAS token).
             for key, (found, bad) in parsed.items():
-                self.bumps[mine[queues[located(key)]].counter("accounted")] += len(
+                self.bumps[mine[queues[home_key(key)]].counter("accounted")] += len(
                     found
                 ) + frames.dropped(bad)
             flush(conn, self.bumps)
@@ -201,9 +202,9 @@ class _ReliableRun:
         for name, signal in mine.items():
             runner = runners[name]
             for queue, cursor_key in shards[name]:
-                progress = current.get(cursor_key, (b"", None))[0]
+                progress = current.get(cursor_key, Cached(b"", None)).value
                 cursor = Cursor(conn, cursor_key, progress, runner.signer, secret_keys)
-                stranded = [k for k in parsed if k.startswith(queue + " ")]
+                stranded = [k for k in parsed if is_stranded(k) and home_key(k) == queue]
                 for key in [*stranded, queue]:
                     if key in parsed:
                         at = cursor if key == queue else None
@@ -227,7 +228,7 @@ class _Shard:
         runner: Runner,
         keys: SignalKeys,
         key: str,
-        item: tuple[bytes, object],
+        item: Cached,
         cursor: Cursor | None,
     ) -> None:
         self.holder = holder
@@ -245,8 +246,8 @@ class _Shard:
         self.kept: dict[int, bytes] = {}
         self.rescheduled: list[Rescheduled] = []
         #: What stays at the head whatever is removed: a spread signal's marker, in its own key.
-        self.home = (
-            home_value(runner.settings, key, runner.spec.shards) if key == keys.queue else b""
+        self.marker = (
+            kept_marker(runner.settings, key, runner.spec.shards) if key == keys.queue else b""
         )
         #: How this deliverer reads frames, as its cursor says (see queue.held.reader).
         self.reader = reader(runner.settings.secret_keys, runner.settings.codec)
@@ -294,7 +295,7 @@ class _Shard:
         # Payloads not due yet and rescheduled before the cut stay, in order, ahead of what
         # _run kept.
         held = [self.kept[i] for i in sorted(self.kept) if found[i].end <= ran.cut]
-        keep = self.home + b"".join(held) + ran.keep
+        keep = self.marker + b"".join(held) + ran.keep
         self._remove(found, bad, ran.expired, keep, ran.cut, run.bumps)
         return ran.delivered
 

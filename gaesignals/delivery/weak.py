@@ -50,14 +50,14 @@ def _deliver_weak(
             taken = weak_take.take(conn, settings, layout, reader, checking=checking, now=now_ms())
             outcomes.update(taken.counts)
             if checking:
-                schedule.checked([name for name in checking if name not in taken.spread], settings)
+                schedule.checked([name for name in checking if name not in taken.widened], settings)
             delivered = _run(layout, taken, outcomes, settings.counters, reader.observed)
         finally:
             if settings.counters:
                 flush(conn, outcomes, quietly=True)
     if taken.failure is not None:
         raise taken.failure
-    return delivered, bool(taken.spread)
+    return delivered, bool(taken.widened)
 
 
 class _Reader:

@@ -77,13 +77,14 @@ def _tag(secret_key: bytes, signal_key: bytes, message: bytes) -> bytes:
 def _verify(
     secret_keys: Sequence[bytes],
     signal_key: bytes,
-    vf: bytes | memoryview,
+    version_flags: bytes | memoryview,
     ident: bytes | memoryview,
     body: bytes,
     tag: bytes,
 ) -> bool:
-    """Whether ``tag`` was made by one of ``secret_keys`` (``vf`` is the version and the flags)."""
-    message = b"".join((vf, ident, body))
+    """Whether ``tag`` was made by one of ``secret_keys`` over the frame's version and flags
+    bytes, its id and its body."""
+    message = b"".join((version_flags, ident, body))
     for key in secret_keys:  # a loop, not any(): a generator per frame costs more than a check
         if hmac.compare_digest(_tag(key, signal_key, message), tag):
             break

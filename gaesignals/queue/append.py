@@ -13,6 +13,7 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Mapping
+from typing import cast
 
 from ..accounting import count_sent
 from ..config import Settings
@@ -20,7 +21,7 @@ from ..exceptions import Contention, GaeSignalsError, QueueFull
 from ..frames import parse_queue
 from ..keys import shard_queues, spread_key
 from ..registration import registry
-from ..stores import Connection, Store
+from ..stores import Cached, Connection, Store
 from . import spread
 from .routing import crowded, filled, rng, stick
 
@@ -54,7 +55,7 @@ def append_one(
             size = sizes.get(key, 0)
             if size > store.max_value_size >> 4 and _grown_past(size, len(frame), store):
                 with store.connection() as conn:
-                    look_home(conn, settings, queues or (key,))
+                    look_up_width(conn, settings, queues or (key,))
         return
     counts = None if counter is None else {key: (counter, 1)}
     with store.connection() as conn:
@@ -77,15 +78,15 @@ def _grown_past(size: int, added: int, store: Store) -> bool:
     return size > 4 * step and size // step > (size - added) // step
 
 
-def look_home(
-    conn: Connection, settings: Settings, queues: tuple[str, ...], *, home_too: bool = False
+def look_up_width(
+    conn: Connection, settings: Settings, queues: tuple[str, ...], *, own_key_too: bool = False
 ) -> tuple[str, ...]:
     """Learn how far a signal has spread from its spread key (a read of one marker, no
-    write; ``home_too``: and from its own queue key, where the spread key was evicted);
+    write; ``own_key_too``: and from its own queue key, where the spread key was evicted);
     returns its queue keys now. A thread that learns of new shards sends to one."""
     base = queues[0]
     try:
-        _learn_spread(conn, settings, base, home_too=home_too)
+        _learn_width(conn, settings, base, own_key_too=own_key_too)
     except GaeSignalsError:
         return queues
     wider = _known(settings, queues)
@@ -94,14 +95,14 @@ def look_home(
     return wider
 
 
-def _learn_spread(
-    conn: Connection, settings: Settings, base: str, *, home_too: bool = False
+def _learn_width(
+    conn: Connection, settings: Settings, base: str, *, own_key_too: bool = False
 ) -> None:
-    """Learn ``base``'s width from its spread key (``home_too``: and its own key). A width
+    """Learn ``base``'s width from its spread key (``own_key_too``: and its own key). A width
     learned from the spread key alone is written into the own key too, where deliverers read
     it: the spread key is only a copy, which the cache may have kept where it lost shard 0,
     or which a writer without the secret key may have planted."""
-    keys = [spread_key(base), base] if home_too else [spread_key(base)]
+    keys = [spread_key(base), base] if own_key_too else [spread_key(base)]
     found = conn.gets_many(keys)
     news = 0
     for key, (value, _) in found.items():
@@ -122,7 +123,7 @@ def widen(conn: Connection, settings: Settings, queues: tuple[str, ...]) -> tupl
     if base in registry.fixed_queues(settings.namespace):
         return queues
     try:
-        _learn_spread(conn, settings, base)
+        _learn_width(conn, settings, base)
         known = max(len(queues), spread.width(settings, base, 1))
         target = min(2 * known, spread.MAX_SPREAD)
         if target > known and known == len(queues):
@@ -173,10 +174,10 @@ def append_frames(
         write.by_gets_cas()
 
 
-def _only_resets(current: Mapping[str, tuple[bytes, object]], lost: Mapping[str, int]) -> bool:
+def _only_resets(current: Mapping[str, Cached], lost: Mapping[str, int]) -> bool:
     """Whether every key whose CAS was lost holds no more now than when it was read: a
     delivery reset it (a sender would have grown it)."""
-    return all(key not in current or len(current[key][0]) <= size for key, size in lost.items())
+    return all(key not in current or len(current[key].value) <= size for key, size in lost.items())
 
 
 class _Write:
@@ -249,7 +250,7 @@ class _Write:
         for key, added in self.written.items():
             queues = self.routes.get(key)
             if queues is not None and _grown_past(sizes.get(key, 0), added, self.store):
-                look_home(self.conn, settings, queues)
+                look_up_width(self.conn, settings, queues)
 
     def _over_known(self, known: Mapping[str, int]) -> bool:
         """An append the last seen size says would overflow is not sent: read the key first
@@ -283,10 +284,14 @@ class _Write:
             if lost and resets < RESET_RETRIES and _only_resets(current, lost):
                 attempt -= 1  # the last round lost only to deliveries: it uses no attempt
                 resets += 1
-            grown = {
-                k: (current[k][0] + v, current[k][1]) for k, v in pending.items() if k in current
+            # Plain (value, token) pairs, which cas_many unpacks as it does Cached records: this
+            # is every gets + cas send, where building a record per key costs more.
+            grown: dict[str, tuple[bytes, object]] = {
+                k: (current[k].value + v, current[k].token)
+                for k, v in pending.items()
+                if k in current
             }
-            stored = conn.cas_many(grown) if grown else {}
+            stored = conn.cas_many(cast(Mapping[str, Cached], grown)) if grown else {}
             missing = {k: v for k, v in pending.items() if k not in current}
             if missing:
                 stored.update(conn.add_many(missing))
@@ -297,22 +302,20 @@ class _Write:
             # Retried on the same shard: a CAS lost to a delivery's reset says nothing about
             # other senders; the next read tells whether another sender wrote there.
             lost = {
-                k: len(current[k][0]) if k in current else 0 for k in pending if k in self.routes
+                k: len(current[k].value) if k in current else 0 for k in pending if k in self.routes
             }
             time.sleep(random.uniform(0, 0.001 * 2**attempt))
             attempt += 1
         raise self._contention()
 
-    def _crowded(
-        self, current: Mapping[str, tuple[bytes, object]], lost: Mapping[str, int]
-    ) -> bool:
+    def _crowded(self, current: Mapping[str, Cached], lost: Mapping[str, int]) -> bool:
         """After a lost CAS, whether another sender wrote the key (it grew): then spread the
         signal and move the value to one of its new shards (True); at full width, to another
         shard not tried yet (True), and once every one was, retry it where it is."""
         moved = False
         for key, size in lost.items():
             item = current.get(key)
-            if key not in self.pending or item is None or len(item[0]) <= size:
+            if key not in self.pending or item is None or len(item.value) <= size:
                 continue  # a delivery's reset: says nothing about other senders
             queues = self.routes[key]
             wider = queues if self.settings is None else widen(self.conn, self.settings, queues)
@@ -360,13 +363,13 @@ class _Write:
                     filled(queues, key, totals[key], added=False)
         return not pending
 
-    def _make_room(self, current: Mapping[str, tuple[bytes, object]]) -> bool:
+    def _make_room(self, current: Mapping[str, Cached]) -> bool:
         """Move values whose shard is full to another shard; True if any moved. Raises
         ``QueueFull`` (naming every unwritten key) when a full key has no untried shard left."""
         limit = self.store.max_value_size
         pending = self.pending
         full = [
-            k for k, v in pending.items() if k in current and len(current[k][0]) + len(v) > limit
+            k for k, v in pending.items() if k in current and len(current[k].value) + len(v) > limit
         ]
         if not full:
             return False
@@ -394,7 +397,7 @@ class _Write:
             options = [q for q in queues if q not in tried[key] and q not in pending]
             if not options and self.settings is not None:
                 # Every shard it knows is full: maybe one it does not know of yet.
-                queues = look_home(self.conn, self.settings, queues, home_too=True)
+                queues = look_up_width(self.conn, self.settings, queues, own_key_too=True)
                 options = [q for q in queues if q not in tried[key] and q not in pending]
             if not options:
                 continue

@@ -9,10 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from ..stores import Connection
-
-#: A counter as read: its bytes and their CAS token (None where the read gave none).
-Read = tuple[bytes, object]
+from ..stores import Cached, Connection
 
 
 def bump(conn: Connection, deltas: Mapping[str, int]) -> None:
@@ -21,20 +18,21 @@ def bump(conn: Connection, deltas: Mapping[str, int]) -> None:
 
 
 def record_estimates(
-    conn: Connection, fresh: Mapping[str, bytes], grown: Mapping[str, tuple[bytes, Read]]
+    conn: Connection, fresh: Mapping[str, bytes], grown: Mapping[str, tuple[bytes, Cached]]
 ) -> dict[str, bool]:
     """Write loss estimates: each of ``fresh`` created where it does not exist yet, each of
-    ``grown`` (its new value, and the counter as it was read) only where the counter still
+    ``grown`` (its new value, and the counter as it was read, its token None where the read
+    gave none) only where the counter still
     holds what was read; True for each written.
 
     A counter read without a token (a native take reads none) is read again for one, and only
     replaced if still unchanged, so two deliverers never both write over one value."""
-    untokened = [key for key, (_, item) in grown.items() if item[1] is None]
+    untokened = [key for key, (_, (_, token)) in grown.items() if token is None]
     again = conn.gets_many(untokened) if untokened else {}
     swaps = {}
-    for key, (value, item) in grown.items():
-        current = again.get(key) if item[1] is None else item
-        if current is not None and current[0] == item[0]:  # unchanged since it was read
-            swaps[key] = (value, current[1])
+    for key, (value, (was, token)) in grown.items():
+        current = again.get(key) if token is None else Cached(was, token)
+        if current is not None and current.value == was:  # unchanged since it was read
+            swaps[key] = Cached(value, current.token)
     added = conn.add_many(fresh) if fresh else {}
     return added | (conn.cas_many(swaps) if swaps else {})

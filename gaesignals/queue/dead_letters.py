@@ -19,7 +19,7 @@ from ..accounting import flush
 from ..config import Settings
 from ..exceptions import Contention, GaeSignalsError
 from ..keys import SignalKeys, signal_keys
-from ..stores import Connection, Store
+from ..stores import Cached, Connection, Store
 from .append import append_frames
 from .routing import route
 
@@ -65,7 +65,7 @@ def read(settings: Settings, name: str) -> Letters:
     keys = signal_keys(name, settings.namespace)
     with settings.store.connection() as conn:
         item = conn.gets_many([keys.dead]).get(keys.dead)
-    return _letters(item[0], keys, settings) if item else NO_LETTERS
+    return NO_LETTERS if item is None else _letters(item.value, keys, settings)
 
 
 def purge(settings: Settings, name: str) -> Letters:
@@ -108,9 +108,9 @@ def _take(conn: Connection, name: str, settings: Settings) -> Letters:
     keys = signal_keys(name, settings.namespace)
     for _ in range(TAKE_ROUNDS):
         item = conn.gets_many([keys.dead]).get(keys.dead)
-        if not item or not item[0]:
+        if item is None or not item.value:
             return NO_LETTERS
-        if conn.cas_many({keys.dead: (b"", item[1])})[keys.dead]:
-            return _letters(item[0], keys, settings)
+        if conn.cas_many({keys.dead: Cached(b"", item.token)})[keys.dead]:
+            return _letters(item.value, keys, settings)
         # another failure was dead-lettered meanwhile: read again
     raise Contention(f"the dead letters of {name!r} kept changing; try again", [keys.dead])

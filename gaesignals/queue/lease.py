@@ -28,7 +28,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from .. import frames
-from ..stores import Connection
+from ..stores import Cached, Connection
 
 logger = logging.getLogger("gaesignals")
 
@@ -151,9 +151,9 @@ def acquire(
         honoured = {k: max(lease, (declared or {}).get(k, lease)) for k in rest}
         current = conn.gets_many(rest)
         free = {
-            k: (mine, current[k][1])
+            k: Cached(mine, current[k].token)
             for k in rest
-            if k in current and _takeable(k, current[k][0], honoured[k])
+            if k in current and _takeable(k, current[k].value, honoured[k])
         }
         if free:
             held.update(k for k, ok in conn.cas_many(free, expire=expire).items() if ok)
@@ -198,9 +198,9 @@ def rewrite_if_owner(
     """Set the locks ``owner`` still holds to ``value`` with a fresh lease; returns those set."""
     current = conn.gets_many(locks)
     ours = {
-        k: (value, current[k][1])
+        k: Cached(value, current[k].token)
         for k in locks
-        if k in current and current[k][0] and _owner_of(current[k][0]) == owner
+        if k in current and current[k].value and _owner_of(current[k].value) == owner
     }
     if not ours:
         return set()

@@ -19,7 +19,7 @@ def fetch(store: Store, key: str) -> bytes | None:
     """The record at ``key`` as stored, or None: never written, deleted, evicted or expired."""
     with store.connection() as conn:
         item = conn.gets_many([key]).get(key)
-    return None if item is None else item[0]
+    return None if item is None else item.value
 
 
 def forget(store: Store, key: str) -> None:

@@ -11,19 +11,17 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from .. import frames
-from ..stores import Connection
+from ..stores import Cached, Connection
 from ..timing import meta_for
 
 #: Metadata entry type of a dead letter's (or a retried payload's) last error.
 META_ERROR = 2
 
 
-def read(
-    conn: Connection, queues: Sequence[str], cursors: Sequence[str]
-) -> dict[str, tuple[bytes, object]]:
+def read(conn: Connection, queues: Sequence[str], cursors: Sequence[str]) -> dict[str, Cached]:
     """Each of ``queues`` and ``cursors`` that exists, with its CAS token, read in one batch;
     on a cluster, also the queues' copies stranded on servers other than their home
-    (``"<key> <where>"``, older than the home copy)."""
+    (named by :func:`~gaesignals.stores.stranded_key`, older than the home copy)."""
     return conn.scan_many([*queues, *cursors])
 
 

@@ -131,7 +131,7 @@ def marker(settings: Settings, base: str, shards: int) -> bytes:
     return frames.spread_marker(shards, base.encode(), secret)
 
 
-def home_value(settings: Settings, base: str, declared: int) -> bytes:
+def kept_marker(settings: Settings, base: str, declared: int) -> bytes:
     """What a delivery leaves in shard 0 in place of what it took: the marker of the width
     this process knows, when that is more than declared; else nothing."""
     known = width(settings, base, declared)

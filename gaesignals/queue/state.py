@@ -15,13 +15,14 @@ from typing import NamedTuple
 from .. import frames
 from ..accounting import number
 from ..keys import SignalKeys, signal_keys
-from ..stores import Connection
+from ..stores import Cached, Connection
 from .lease import LockState, lock_state
 
 
 def scan_queues(conn: Connection, keys: Sequence[str]) -> dict[str, bytes]:
     """The bytes each queue key of ``keys`` holds, if it exists; on a cluster also the copies
-    stranded on servers other than a key's home, under ``"<key> <where>"`` names."""
+    stranded on servers other than a key's home, under names made by
+    :func:`~gaesignals.stores.stranded_key`."""
     return {key: value for key, (value, _) in conn.scan_many(keys).items()}
 
 
@@ -32,7 +33,7 @@ def ping(conn: Connection, namespace: str) -> None:
 
 
 def _counts(
-    current: Mapping[str, tuple[bytes, object]], keys: SignalKeys, counters: Sequence[str]
+    current: Mapping[str, Cached], keys: SignalKeys, counters: Sequence[str]
 ) -> dict[str, int]:
     return {counter: number(current, keys.counter(counter)) or 0 for counter in counters}
 
@@ -71,8 +72,8 @@ def read_states(
     states = {}
     for name, k in signals.items():
         dead = current.get(k.dead)
-        found = frames.parse(dead[0], k.queue.encode(), secret_keys)[0] if dead else []
-        item = current.get(k.lock)
-        lock = lock_state(k.lock, item[0] if item else None, leases[name])
+        found = [] if dead is None else frames.parse(dead.value, k.queue.encode(), secret_keys)[0]
+        lock_item = current.get(k.lock)
+        lock = lock_state(k.lock, None if lock_item is None else lock_item.value, leases[name])
         states[name] = SignalState(_counts(current, k, counters), lock, len(found))
     return states

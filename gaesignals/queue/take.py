@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 
-from ..stores import Connection, Store
+from ..stores import Cached, Connection, Store, is_stranded
 
 logger = logging.getLogger("gaesignals")
 
@@ -25,7 +25,7 @@ def acknowledge(
     appended meanwhile; False when the head changed (the lease ran out and another deliverer
     acknowledged: nothing is written) or the queue kept changing."""
     native = store.native
-    if native is not None and " " not in key:
+    if native is not None and not is_stranded(key):
         if native.acknowledge(key, taken, keep):
             return True
         _changed(name)
@@ -49,17 +49,17 @@ def _acknowledge(
     if it is not (the lease ran out and another deliverer acknowledged), nothing is written."""
     tail = b""
     for _ in range(ACK_ROUNDS):
-        if conn.cas_many({key: (keep + tail, token)})[key]:
+        if conn.cas_many({key: Cached(keep + tail, token)})[key]:
             return True
         current = conn.gets_many([key]).get(key)
         if current is None:
             if not keep or conn.add_many({key: keep})[key]:
                 return True
             continue
-        if not current[0].startswith(taken):
+        if not current.value.startswith(taken):
             _changed(name)
             return False
-        tail, token = current[0][len(taken) :], current[1]
+        tail, token = current.value[len(taken) :], current.token
     logger.warning(
         "could not acknowledge signal %r (its queue kept changing); the progress "
         "cursor marks what was done, so the next delivery resumes after it",

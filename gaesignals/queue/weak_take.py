@@ -33,11 +33,11 @@ from ..accounting import check_lost, flush_sent, lost_keys, read_order, tally, w
 from ..accounting import take as pending
 from ..config import Settings
 from ..exceptions import GaeSignalsError, PartialFailure, StoreUnavailable
-from ..keys import SignalKeys, located
+from ..keys import SignalKeys
 from ..registration import SignalSpec
-from ..stores import Connection, NativeQueue, TakeGroup
+from ..stores import Cached, Connection, NativeQueue, TakeGroup, home_key, is_stranded
 from .append import append_frames, widen
-from .spread import home_value, learn
+from .spread import kept_marker, learn
 
 logger = logging.getLogger("gaesignals")
 
@@ -80,7 +80,7 @@ class Layout(Protocol):
     @property
     def order(self) -> Mapping[str, int]: ...
     @property
-    def homes(self) -> Mapping[str, bytes]: ...
+    def markers(self) -> Mapping[str, bytes]: ...
     @property
     def specs(self) -> Mapping[str, SignalSpec]: ...
     @property
@@ -111,7 +111,7 @@ class WeakTaken(NamedTuple):
     #: Counter changes not written yet (corrections of what went ahead of the resets).
     counts: Counter[str]
     #: The signals found spread over more shards than read, and how wide: take them again.
-    spread: dict[str, int]
+    widened: dict[str, int]
     #: Why some keys were not taken (a server failed or timed out); raise it after the run.
     failure: StoreUnavailable | None
 
@@ -186,13 +186,14 @@ class _Take:
         self.kept_back: dict[str, bytes] = {}
         self.failure: StoreUnavailable | None = None
         #: What each spread signal's own queue key holds once emptied: its marker.
-        self.homes = dict(layout.homes)
-        self.spread: dict[str, int] = {}
+        self.markers = dict(layout.markers)
+        #: The signals found spread wider than read, and their width learned.
+        self.widened: dict[str, int] = {}
         #: Each key's payloads that stay queued: not due yet, or held for another deliverer.
         self.waiting: dict[str, _Waiting] = {}
 
     def result(self) -> WeakTaken:
-        return WeakTaken(self.taken, self.kept_back, self.bumps, self.spread, self.failure)
+        return WeakTaken(self.taken, self.kept_back, self.bumps, self.widened, self.failure)
 
     # -- over the memcache primitives -------------------------------------------------------
 
@@ -218,7 +219,7 @@ class _Take:
             self.keep(parsed, fresh, won, taken_back=bool(counters))
             if self.failure is not None:
                 return
-            todo = list(dict.fromkeys(located(key) for key in parsed if not won[key]))
+            todo = list(dict.fromkeys(home_key(key) for key in parsed if not won[key]))
             if not todo:
                 return
         # Normal under heavy sending: nothing is lost, the next delivery takes them. The
@@ -240,14 +241,17 @@ class _Take:
 
     def _reset(
         self,
-        current: Mapping[str, tuple[bytes, object]],
+        current: Mapping[str, Cached],
         parsed: _Parsed,
         counters: dict[str, int],
     ) -> dict[str, bool]:
         """Empty every key read non-empty if it is unchanged, with the counters ahead of the
         resets (see ``Connection.cas_many``); what a lost race changes is taken back after."""
-        homes = self.homes
-        resets = {key: (homes.get(key, b"") + self.kept(key), current[key][1]) for key in parsed}
+        markers = self.markers
+        resets = {
+            key: Cached(markers.get(key, b"") + self.kept(key), current[key].token)
+            for key in parsed
+        }
         try:
             return self.conn.cas_many(resets, counters=counters or None)
         except PartialFailure as error:  # a cluster node failed: keep what was won
@@ -270,7 +274,7 @@ class _Take:
         logger.error(
             "the reset of signal %r %s; if the cache applies it, its %d "
             "payload(s) read now are lost",
-            self.layout.names[located(key)],
+            self.layout.names[home_key(key)],
             what,
             count,
         )
@@ -291,14 +295,14 @@ class _Take:
                     queues,
                     counters if self.counting else None,
                     lost_keys(keys) if name in checking else (),
-                    self.homes.get(keys.queue, b""),
+                    self.markers.get(keys.queue, b""),
                 )
             )
         taken = native.take_many(groups, self.now)
         self.failure = taken.failure
-        current = {key: (value, None) for key, value in (taken.read | taken.values).items()}
+        current = {key: Cached(value, None) for key, value in (taken.read | taken.values).items()}
         parsed = self.parse(current)
-        if self.spread:
+        if self.widened:
             self._put_back_markers()
         if self.waiting:
             self._put_back_waiting(taken.walked or {})
@@ -306,7 +310,7 @@ class _Take:
             self.check_lost(current, parsed)
         if self.counting:
             for key, counted in taken.counted.items():
-                accounted, _, _, delivered = weak_counters(layout.keys[layout.names[located(key)]])
+                accounted, _, _, delivered = weak_counters(layout.keys[layout.names[home_key(key)]])
                 self.bumps[accounted] -= counted
                 self.bumps[delivered] -= counted
         fresh = self.count(parsed)
@@ -315,10 +319,10 @@ class _Take:
     def _put_back_markers(self) -> None:
         """The take emptied the own key of a signal it did not know was spread, marker and
         all: write the marker back, so that other deliverers still find every shard."""
-        queues = [self.layout.keys[name].queue for name in self.spread]
-        homes = {queue: self.homes[queue] for queue in queues}
+        queues = [self.layout.keys[name].queue for name in self.widened]
+        markers = {queue: self.markers[queue] for queue in queues}
         try:
-            append_frames(self.conn, self.settings.store, homes)
+            append_frames(self.conn, self.settings.store, markers)
         except GaeSignalsError:
             logger.warning("could not write back spread markers", exc_info=True)
 
@@ -352,12 +356,12 @@ class _Take:
         kept = self.waiting.get(key)
         return b"" if kept is None else kept.raw()
 
-    def check_lost(self, current: Mapping[str, tuple[bytes, object]], parsed: _Parsed) -> None:
+    def check_lost(self, current: Mapping[str, Cached], parsed: _Parsed) -> None:
         """The lost check of the signals due, but those found spread wider than read: their
         new shards' payloads were not counted, and would read as lost (checked next time).
         Payloads not due yet are still queued, and counted so."""
-        layout, spread = self.layout, self.spread
-        keys = {name: k for name, k in layout.keys.items() if name not in spread}
+        layout, widened = self.layout, self.widened
+        keys = {name: k for name, k in layout.keys.items() if name not in widened}
         queued: dict[str, tuple[Sized, Sequence[frames.BadRegion]]] = {
             key: (found, bad) for key, (_, found, bad) in parsed.items()
         }
@@ -366,30 +370,30 @@ class _Take:
             queued[key] = (range(len(found) + len(kept.later) + len(kept.held)), bad)
         check_lost(self.conn, keys, layout.names, current, queued, self.bumps)
 
-    def parse(self, current: Mapping[str, tuple[bytes, object]]) -> _Parsed:
+    def parse(self, current: Mapping[str, Cached]) -> _Parsed:
         """The payloads of every queue key read holding any, with its signal; a spread
         signal's marker at the head of its own key is skipped, a marker wider than this take
         reads is learned (the caller then takes again, with its new shards). What a key read
         again held back before is decided anew from what it holds now."""
-        layout, homes, read = self.layout, self.homes, self.reader.read
+        layout, markers, read = self.layout, self.markers, self.reader.read
         names = layout.names
         parsed: _Parsed = {}
         if self.waiting:  # a later round: another deliverer may have taken them since
             for key in current:
                 self.waiting.pop(key, None)
         for key, item in current.items():
-            value = item[0]
+            value = item.value
             if not value:
                 continue
-            at = key if " " not in key else located(key)
+            at = key if key in names else home_key(key)  # a stranded copy's key
             name = names.get(at)
             if name is None:
                 continue
             if at in layout.beyond:  # a sweep found a shard past the known width in use
                 self.learn(name, layout.beyond[at])
-            home = homes.get(key)
-            if home and value.startswith(home):
-                value = value[len(home) :]
+            marker = markers.get(key)
+            if marker and value.startswith(marker):
+                value = value[len(marker) :]
                 if not value:
                     continue  # only the marker: nothing pending
             got = read(name, key, value)
@@ -400,7 +404,7 @@ class _Take:
             if seen > layout.widths[name]:
                 self.learn(name, seen)
             if held or any(frame.meta for frame in found):
-                found = self.hold(key, found, held, value, len(item[0]) - len(value))
+                found = self.hold(key, found, held, value, len(item.value) - len(value))
             if found or bad:  # else only markers, or payloads not due yet or held
                 parsed[key] = (name, found, bad)
         return parsed
@@ -428,8 +432,8 @@ class _Take:
         """``name`` spreads over ``seen`` shards: keep its marker when emptying its own key."""
         settings, queue = self.settings, self.layout.keys[name].queue
         learn(settings, queue, seen)
-        self.spread[name] = seen
-        self.homes[queue] = home_value(settings, queue, self.layout.specs[name].shards)
+        self.widened[name] = seen
+        self.markers[queue] = kept_marker(settings, queue, self.layout.specs[name].shards)
 
     def count(self, parsed: _Parsed) -> dict[str, Found]:
         """Each key's payloads within their ttl, counted as if every take wins."""
@@ -459,16 +463,16 @@ class _Take:
         stranded on another server is older than the home copy). What was counted for a key
         whose take lost is taken back (``taken_back``: those counts went out)."""
         layout = self.layout
-        if any(" " in key for key in parsed):
+        if not layout.order.keys() >= parsed.keys():  # a stranded copy among them
             order = layout.order
-            ordered = sorted(parsed, key=lambda k: (order[located(k)], " " not in k))
+            ordered = sorted(parsed, key=lambda k: (order[home_key(k)], not is_stranded(k)))
         else:  # a store may answer in any order
             ordered = [key for key in layout.names if key in parsed]
         for key in ordered:
             name, found, bad = parsed[key]
             if won[key]:
                 self.taken.append(TakenKey(key, name, found, bad, fresh[key]))
-                if key in self.homes or key in self.waiting:
-                    self.kept_back[key] = self.homes.get(key, b"") + self.kept(key)
+                if key in self.markers or key in self.waiting:
+                    self.kept_back[key] = self.markers.get(key, b"") + self.kept(key)
             elif taken_back:
                 tally(self.bumps, layout.keys[name], found, bad, fresh[key], -1)

@@ -52,25 +52,59 @@ def counter_value(raw: bytes) -> int | None:
     return None
 
 
+class Cached(NamedTuple):
+    """A value as read from the store, with the CAS token that lets :meth:`Connection.cas_many`
+    replace it only if nobody changed it since (the token is opaque and valid on the
+    connection that read it)."""
+
+    value: bytes
+    token: object
+
+
+def stranded_key(key: str, where: str) -> str:
+    """The name :meth:`Connection.scan_many` gives a copy of ``key`` stranded on server
+    ``where`` (a cluster's server other than the key's home): ``cas_many`` and ``gets_many``
+    take it back to reach that copy."""
+    return f"{key} {where}"
+
+
+def home_key(name: str) -> str:
+    """The key a name from :meth:`Connection.scan_many` is a copy of: ``name`` itself for a
+    key read at its home, the key of a stranded copy (see :func:`stranded_key`)."""
+    return name.partition(" ")[0]
+
+
+def stranded_at(name: str) -> str:
+    """The server a stranded copy's name (:func:`stranded_key`) is on; "" for a key at home."""
+    return name.partition(" ")[2]
+
+
+def is_stranded(name: str) -> bool:
+    """Whether ``name`` is a stranded copy's (:func:`stranded_key`), not a key at its home."""
+    return " " in name
+
+
 class Connection(Protocol):
     """The calls delivery makes, each batched over many keys."""
 
-    def gets_many(self, keys: Sequence[str]) -> dict[str, tuple[bytes, object]]:
+    def gets_many(self, keys: Sequence[str]) -> dict[str, Cached]:
         """Read the keys that exist, each with an opaque CAS token valid on this connection."""
         ...
 
-    def scan_many(self, keys: Sequence[str]) -> dict[str, tuple[bytes, object]]:
+    def scan_many(self, keys: Sequence[str]) -> dict[str, Cached]:
         """Like ``gets_many``; on a cluster, also the non-empty copies stranded on servers other
-        than a key's home, under ``"<key> <where>"`` names to pass back to ``cas_many``."""
+        than a key's home, under names made by :func:`stranded_key` to pass back to
+        ``cas_many``."""
         ...
 
     def cas_many(
         self,
-        items: Mapping[str, tuple[bytes, object]],
+        items: Mapping[str, Cached],
         expire: int = 0,
         counters: Mapping[str, int] | None = None,
     ) -> dict[str, bool]:
         """Replace each value only if it is unchanged since its token was read; True if stored.
+        Each item is read by unpacking, so a plain ``(value, token)`` pair works as well.
 
         ``counters`` (keys other than ``items``') are bumped as by :meth:`incr_many` *before*
         the writes, whatever their outcome: in the same round trip where the store can keep
@@ -129,7 +163,7 @@ class TakeGroup(NamedTuple):
     read: tuple[str, ...] = ()
     #: What the first queue holds once emptied: a spread signal's marker (see
     #: :mod:`gaesignals.queue.spread`), or nothing. A queue holding only that is left alone.
-    home: bytes = b""
+    marker: bytes = b""
 
 
 class Taken(NamedTuple):
@@ -157,7 +191,7 @@ class NativeQueue(Protocol):
 
     def take_many(self, groups: Sequence[TakeGroup], now: int = 0) -> Taken:
         """A weak take of every group in one round trip: per group, atomically, read its
-        ``read`` keys, then read and empty each of its queues (the first to its ``home``)
+        ``read`` keys, then read and empty each of its queues (the first to its ``marker``)
         but for the frames not due at ``now`` (Unix ms), bumping its counters by the payload
         frames taken. Raises
         :class:`~gaesignals.StoreUnavailable` when nothing answered (a timed-out take may
@@ -208,6 +242,7 @@ __all__ = [
     "DEFAULT_MAX_VALUE_SIZE",
     "MAX_COUNTER_DIGITS",
     "MAX_KEY_LENGTH",
+    "Cached",
     "Connection",
     "FastSend",
     "NativeQueue",
@@ -215,5 +250,9 @@ __all__ = [
     "TakeGroup",
     "Taken",
     "counter_value",
+    "home_key",
+    "is_stranded",
     "masked_url",
+    "stranded_at",
+    "stranded_key",
 ]

@@ -24,7 +24,7 @@ from typing import Any
 
 from .._extras import requires
 from ..exceptions import StoreUnavailable
-from . import DEFAULT_MAX_VALUE_SIZE, segments
+from . import DEFAULT_MAX_VALUE_SIZE, Cached, segments
 
 #: How many times a read of a segmented queue is made again after racing a delivery.
 _JOIN_ROUNDS = 3
@@ -74,7 +74,8 @@ class _Connection:
         self._max = store.max_value_size
         self._cas = memcache.MemcacheSetRequest.CAS
 
-    # A class, not @contextmanager: it is entered on every send, and a generator costs 1 us.
+    # A class, not @contextmanager: it is entered on every send, where a generator costs more
+    # than the rest of the enter and exit (see BENCHMARKS.md).
     def __enter__(self) -> _Connection:
         return self
 
@@ -99,7 +100,7 @@ class _Connection:
             result[key] = status == self._memcache.STORED
         return result
 
-    def gets_many(self, keys: Sequence[str]) -> dict[str, tuple[bytes, object]]:
+    def gets_many(self, keys: Sequence[str]) -> dict[str, Cached]:
         result = self._read(keys)
         for round_ in range(_JOIN_ROUNDS):
             spilled = [
@@ -120,19 +121,17 @@ class _Connection:
                     del result[key]
         return result
 
-    def _read(self, keys: Sequence[str]) -> dict[str, tuple[bytes, object]]:
+    def _read(self, keys: Sequence[str]) -> dict[str, Cached]:
         values = self._client.get_multi(list(keys), namespace=self._ns, for_cas=True)
-        result: dict[str, tuple[bytes, object]] = {}
+        result: dict[str, Cached] = {}
         for key, value in values.items():
             token = self._client._cas_ids.get((self._ns, key.encode("utf-8")))
             if isinstance(value, int) and not isinstance(value, bool):
                 value = b"%d" % value  # a counter made by offset_multi reads back as an int
-            result[key] = (value if isinstance(value, bytes) else FOREIGN_VALUE, token)
+            result[key] = Cached(value if isinstance(value, bytes) else FOREIGN_VALUE, token)
         return result
 
-    def _join(
-        self, result: dict[str, tuple[bytes, object]], spilled: list[str], *, recheck: bool
-    ) -> list[str]:
+    def _join(self, result: dict[str, Cached], spilled: list[str], *, recheck: bool) -> list[str]:
         """Replace each spilled queue's value by its segments and frames (see .segments).
 
         A segment is deleted only after a cas replaced the value that pointed to it, so a
@@ -140,7 +139,7 @@ class _Connection:
         whose value changed meanwhile (the read raced a delivery) are returned, unjoined, to
         be read again (``recheck``; a short value would look like lost payloads)."""
         limit = segments.budget(self._max)
-        layouts = {key: segments.plan(key, result[key][0], limit) for key in spilled}
+        layouts = {key: segments.plan(key, result[key].value, limit) for key in spilled}
         wanted = [name for names, _ in layouts.values() for name in names if name is not None]
         parts = self._client.get_multi(wanted, namespace=self._ns)
         missing = [
@@ -149,7 +148,7 @@ class _Connection:
         changed: list[str] = []
         if missing and recheck:
             now = self._client.get_multi(missing, namespace=self._ns)
-            changed = [k for k in missing if now.get(k) != result[k][0]]
+            changed = [k for k in missing if now.get(k) != result[k].value]
         for key, (names, start) in layouts.items():
             if key in changed:
                 continue
@@ -157,15 +156,17 @@ class _Connection:
             read = [segments.REFUSED if n is None else _bytes_or_none(parts.get(n)) for n in names]
             front = segments.join(value[:start], start, read)
             joined = [n for n in names if n is not None]
-            result[key] = (front + value[start:], _Joined(token, value[:start], joined, front))
+            result[key] = Cached(
+                front + value[start:], _Joined(token, value[:start], joined, front)
+            )
         return changed
 
-    def scan_many(self, keys: Sequence[str]) -> dict[str, tuple[bytes, object]]:
+    def scan_many(self, keys: Sequence[str]) -> dict[str, Cached]:
         return self.gets_many(keys)  # App Engine shards its memcache itself
 
     def cas_many(
         self,
-        items: Mapping[str, tuple[bytes, object]],
+        items: Mapping[str, Cached],
         expire: int = 0,
         counters: Mapping[str, int] | None = None,
     ) -> dict[str, bool]:
@@ -197,8 +198,7 @@ class _Connection:
             added = self.add_many(fresh)
             for key, name in list(moved.items()):
                 if not added[name]:  # the whole value in place after all
-                    values[key] = items[key][0]
-                    token = items[key][1]
+                    values[key], token = items[key]
                     if isinstance(token, _Joined):
                         spent[key] = token.segments
                     del moved[key]

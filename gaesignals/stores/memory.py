@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 
-from . import DEFAULT_MAX_VALUE_SIZE, counter_value
+from . import DEFAULT_MAX_VALUE_SIZE, Cached, counter_value
 
 
 class MemoryStore:
@@ -53,20 +53,20 @@ class MemoryStore:
 
     # -- the Connection protocol; every method holds the lock for its whole batch ---------------
 
-    def gets_many(self, keys: Sequence[str]) -> dict[str, tuple[bytes, object]]:
+    def gets_many(self, keys: Sequence[str]) -> dict[str, Cached]:
         with self._lock:
-            found: dict[str, tuple[bytes, object]] = {}
+            found: dict[str, Cached] = {}
             for key in keys:
                 item = self._live(key)
                 if item is not None:
-                    found[key] = (item[0], item[1])
+                    found[key] = Cached(item[0], item[1])
             return found
 
     scan_many = gets_many  # one process, one place
 
     def cas_many(
         self,
-        items: Mapping[str, tuple[bytes, object]],
+        items: Mapping[str, Cached],
         expire: int = 0,
         counters: Mapping[str, int] | None = None,
     ) -> dict[str, bool]:

@@ -34,7 +34,8 @@ import struct
 from collections.abc import Sequence
 
 #: A queue key past this many bytes of frames (not counting pointers) moves them to a segment.
-#: memcached's append costs the same up to about 128 KiB and twice as much at 1 MB.
+#: memcached's append to a key this long costs what it costs to a short one (BENCHMARKS.md,
+#: session 4: segments).
 SEGMENT_BYTES = 64 * 1024
 POINTER_MAGIC = b"\xa7\x5d"
 POINTER = struct.Struct(">2s8sI")

@@ -19,7 +19,7 @@ from ..codec import decode
 from ..config import Settings, get_settings
 from ..keys import base_queue_key, signal_keys
 from ..mapping import MappingArg, SignalMapping, call_form
-from ..stores import Connection, NativeQueue, Store
+from ..stores import Cached, Connection, NativeQueue, Store
 from .doubles import Forwarding
 
 logger = logging.getLogger("gaesignals")
@@ -108,20 +108,18 @@ class _TappedConnection:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)  # calls added to the protocol later pass through
 
-    def _remember(
-        self, keys: Sequence[str], found: dict[str, tuple[bytes, object]]
-    ) -> dict[str, tuple[bytes, object]]:
+    def _remember(self, keys: Sequence[str], found: dict[str, Cached]) -> dict[str, Cached]:
         for key in keys:
             if key in found:
-                self._read[key] = found[key][0]
+                self._read[key] = found[key].value
             else:
                 self._read.pop(key, None)
         return found
 
-    def gets_many(self, keys: Sequence[str]) -> dict[str, tuple[bytes, object]]:
+    def gets_many(self, keys: Sequence[str]) -> dict[str, Cached]:
         return self._remember(keys, self._inner.gets_many(keys))
 
-    def scan_many(self, keys: Sequence[str]) -> dict[str, tuple[bytes, object]]:
+    def scan_many(self, keys: Sequence[str]) -> dict[str, Cached]:
         return self._remember(keys, self._inner.scan_many(keys))
 
     def _write(
@@ -152,13 +150,13 @@ class _TappedConnection:
 
     def cas_many(
         self,
-        items: Mapping[str, tuple[bytes, object]],
+        items: Mapping[str, Cached],
         expire: int = 0,
         counters: Mapping[str, int] | None = None,
     ) -> dict[str, bool]:
-        def chunk_of(key: str, item: tuple[bytes, object]) -> bytes | None:
+        def chunk_of(key: str, item: Cached) -> bytes | None:
             old = self._read.get(key)
-            value = item[0]
+            value, _ = item  # a caller may pass a plain (value, token) pair
             if old is not None and len(value) > len(old) and value.startswith(old):
                 return value[len(old) :]
             return None

@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from ..exceptions import StoreUnavailable
 from ..stores import (
     DEFAULT_MAX_VALUE_SIZE,
+    Cached,
     Connection,
     FastSend,
     NativeQueue,
@@ -47,17 +48,17 @@ class _CountingConnection:
         self._inner = inner
         self._calls = calls
 
-    def gets_many(self, keys: Sequence[str]) -> dict[str, tuple[bytes, object]]:
+    def gets_many(self, keys: Sequence[str]) -> dict[str, Cached]:
         self._calls["gets_many"] += 1
         return self._inner.gets_many(keys)
 
-    def scan_many(self, keys: Sequence[str]) -> dict[str, tuple[bytes, object]]:
+    def scan_many(self, keys: Sequence[str]) -> dict[str, Cached]:
         self._calls["scan_many"] += 1
         return self._inner.scan_many(keys)
 
     def cas_many(
         self,
-        items: Mapping[str, tuple[bytes, object]],
+        items: Mapping[str, Cached],
         expire: int = 0,
         counters: Mapping[str, int] | None = None,
     ) -> dict[str, bool]:

@@ -14,7 +14,7 @@ from typing import TypeVar
 
 from gaesignals import frames
 from gaesignals.keys import SignalKeys
-from gaesignals.stores import Connection, Store
+from gaesignals.stores import Cached, Connection, Store
 from gaesignals.testing.doubles import Forwarding
 
 V = TypeVar("V")
@@ -42,15 +42,15 @@ class _MeddledConnection:
             {k: False for k in items if k in refused},
         )
 
-    def gets_many(self, keys: Sequence[str]) -> dict[str, tuple[bytes, object]]:
+    def gets_many(self, keys: Sequence[str]) -> dict[str, Cached]:
         return self._inner.gets_many(keys)
 
-    def scan_many(self, keys: Sequence[str]) -> dict[str, tuple[bytes, object]]:
+    def scan_many(self, keys: Sequence[str]) -> dict[str, Cached]:
         return self._inner.scan_many(keys)
 
     def cas_many(
         self,
-        items: Mapping[str, tuple[bytes, object]],
+        items: Mapping[str, Cached],
         expire: int = 0,
         counters: Mapping[str, int] | None = None,
     ) -> dict[str, bool]:

@@ -37,7 +37,7 @@ class _Layout:
         self.shards = {name: shard_queues(k.queue, shards) for name, k in self.keys.items()}
         self.names = {queue: name for name, queues in self.shards.items() for queue in queues}
         self.order = {key: index for index, key in enumerate(self.names)}
-        self.homes: dict[str, bytes] = {}
+        self.markers: dict[str, bytes] = {}
         self.specs = {name: SignalSpec(name) for name in names}
         self.widths = dict.fromkeys(names, shards)
         self.beyond: dict[str, int] = {}
@@ -104,7 +104,7 @@ def test_a_take_empties_every_signal_and_counts_what_it_took(raw: RawAccess) -> 
     taken = _take(raw.store)
     assert _bodies(taken) == {name: [(name, i) for i in range(3)] for name in NAMES}
     assert [key.name for key in taken.taken] == list(NAMES)
-    assert (taken.failure, taken.spread) == (None, {})
+    assert (taken.failure, taken.widened) == (None, {})
     for name in NAMES:
         assert raw.get(_keys(name).queue) in (None, b"")
         assert _counters(raw, name) == {"accounted": 3, "delivered": 3}
@@ -193,7 +193,7 @@ def test_a_planted_spread_marker_is_learned_and_kept(raw: RawAccess) -> None:
     raw.set(base, home + _frame("alpha", "after the marker"))
     taken = _take(raw.store, ["alpha"])
     assert _bodies(taken) == {"alpha": ["after the marker"]}
-    assert taken.spread == {"alpha": 2}
+    assert taken.widened == {"alpha": 2}
     assert taken.kept == {base: home}
     assert raw.get(base) == home
     assert _counters(raw, "alpha") == {"accounted": 1, "delivered": 1}

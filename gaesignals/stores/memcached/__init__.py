@@ -169,7 +169,8 @@ class MemcachedStore:
         self._parked.close()
 
     def client_for(self, key: str) -> Any:
-        """The node client for a key: its location if it names one, else its hash-ring home."""
+        """The node client for a key: the server a stranded copy's name says, else the key's
+        hash-ring home."""
         return self.ring.client_for(key)
 
     def live_clients(self) -> list[Any]:

@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ...exceptions import PartialFailure, StoreUnavailable
-from .. import segments
+from .. import Cached, is_stranded, segments, stranded_key
 from ._node import SEGMENT_PIECE, Node, Parked, Unreachable
 from ._ring import Operation, Ring
 from ._sizes import Sizes
@@ -21,9 +21,9 @@ logger = logging.getLogger("gaesignals")
 class Connection:
     """Groups each batch by server and sends it as one pipelined request per server.
 
-    A key may carry a location, ``"<key> <host:port>"`` (a space never occurs in a memcached
-    key): that is how :meth:`scan_many` names a copy found away from the key's home server,
-    and such a key is routed to that server, not hashed.
+    :meth:`scan_many` names a copy found away from the key's home server by
+    :func:`~gaesignals.stores.stranded_key` (the key and the server, a space never occurring
+    in a memcached key); such a name is routed to that server, not hashed.
     """
 
     def __init__(
@@ -42,7 +42,8 @@ class Connection:
             node.release()
         self.nodes.clear()
 
-    # A class, not @contextmanager: it is entered on every send, and a generator costs 1 us.
+    # A class, not @contextmanager: it is entered on every send, where a generator costs more
+    # than the rest of the enter and exit (see BENCHMARKS.md).
     def __enter__(self) -> Connection:
         return self
 
@@ -67,20 +68,20 @@ class Connection:
     ) -> None:
         self.ring.each_server(keys, operation, self._node, result)
 
-    def gets_many(self, keys: Sequence[str]) -> dict[str, tuple[bytes, object]]:
-        result: dict[str, tuple[bytes, object]] = {}
+    def gets_many(self, keys: Sequence[str]) -> dict[str, Cached]:
+        result: dict[str, Cached] = {}
         sizes = self.sizes
 
         def read(node: Node, group: list[str]) -> None:
-            wires = [k.encode("ascii") if " " not in k else wire_key(k) for k in group]
+            wires = [wire_key(k) for k in group]
             found = node.gets(wires)
             seen: dict[str, int] = {}
             for key, wire in zip(group, wires, strict=True):
                 item = found.get(wire)
                 if item is not None:
                     result[key] = item
-                    if " " not in key:
-                        seen[key] = len(item[0])
+                    if not is_stranded(key):
+                        seen[key] = len(item.value)
                 else:
                     sizes.pop(key, None)
             sizes.note(seen)
@@ -88,17 +89,17 @@ class Connection:
         self._each_server(keys, read, result)
         return result
 
-    def scan_many(self, keys: Sequence[str]) -> dict[str, tuple[bytes, object]]:
+    def scan_many(self, keys: Sequence[str]) -> dict[str, Cached]:
         """Like :meth:`gets_many`, but on a cluster also read every other live server, where
         payloads sent while a key's home server was away are stranded. Non-empty copies found
-        away from home come back as ``"<key> <host:port>"``."""
+        away from home come back named by :func:`~gaesignals.stores.stranded_key`."""
         if not self.ring.hashed:
             return self.gets_many(keys)
         result = self.gets_many(keys)
-        homes = {key: self.ring.client_for(key).server for key in keys}
+        home_servers = {key: self.ring.client_for(key).server for key in keys}
         wires = [wire_key(k) for k in keys]
         for client in self.ring.live_clients():
-            if all(home == client.server for home in homes.values()):
+            if all(server == client.server for server in home_servers.values()):
                 continue
             node = self._node(client)
             try:
@@ -110,8 +111,8 @@ class Connection:
             location = where(client.server)
             for key, raw in zip(keys, wires, strict=True):
                 item = found.get(raw)
-                if item is not None and item[0] and homes[key] != client.server:
-                    result[f"{key} {location}"] = item
+                if item is not None and item.value and home_servers[key] != client.server:
+                    result[stranded_key(key, location)] = item
         return result
 
     def _store(self, command: bytes, items: Mapping[str, bytes], expire: int) -> dict[str, bool]:
@@ -137,7 +138,7 @@ class Connection:
                 replies = node.exchange(b"".join(parts), len(sent))
                 for key, reply in zip(sent, replies, strict=True):
                     result[key] = reply == b"STORED"
-                    if result[key] and " " not in key:
+                    if result[key] and not is_stranded(key):
                         sizes[key] = len(items[key])
 
         self._each_server(list(items), write, result)
@@ -145,7 +146,7 @@ class Connection:
 
     def cas_many(
         self,
-        items: Mapping[str, tuple[bytes, object]],
+        items: Mapping[str, Cached],
         expire: int = 0,
         counters: Mapping[str, int] | None = None,
     ) -> dict[str, bool]:

@@ -8,10 +8,10 @@ import logging
 import socket
 from collections import deque
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 from ...exceptions import StoreUnavailable
-from .. import segments
+from .. import Cached, segments
 from ._wire import (
     NOT_A_NUMBER,
     is_refusal,
@@ -79,6 +79,11 @@ def _joined(key: str, value: bytes, limit: int) -> int:
     found = segments.pointers(value)[0]
     names = segments.plan(key, value, limit)[0]
     return sum(length for (_, length), name in zip(found, names, strict=True) if name is not None)
+
+
+def _cas(item: Cached) -> bytes:
+    """The cas unique of an item this module read (its token is always a :class:`Token`)."""
+    return cast(Token, item.token).cas
 
 
 def _segmented(key: bytes, value: bytes) -> bool:
@@ -176,9 +181,10 @@ class Node:
                 raise self.fail(ConnectionError(f"refused a command: {line!r}"))
         return failed
 
-    def gets(self, keys: list[bytes], *, join: bool = True) -> dict[bytes, tuple[bytes, Token]]:
-        """Read ``keys`` with their CAS tokens; a queue kept in segments (``join``) comes back
-        whole, its segments read from this server in one more round trip."""
+    def gets(self, keys: list[bytes], *, join: bool = True) -> dict[bytes, Cached]:
+        """Read ``keys`` with their CAS tokens (each a :class:`Token`); a queue kept in
+        segments (``join``) comes back whole, its segments read from this server in one more
+        round trip."""
         try:
             sock = self.socket()
             sock.sendall(b"gets " + b" ".join(self.prefix + k for k in keys) + b"\r\n")
@@ -186,14 +192,14 @@ class Node:
         except (OSError, ConnectionError, ValueError) as error:
             raise self.fail(error) from error
         plen = len(self.prefix)
-        found = {key[plen:]: (value, Token(sock, cas)) for key, value, cas in values}
+        found = {key[plen:]: Cached(value, Token(sock, cas)) for key, value, cas in values}
         if join:
             spilled = [k for k, (value, _) in found.items() if _segmented(k, value)]
             if spilled:
                 self._join(found, spilled)
         return found
 
-    def _join(self, found: dict[bytes, tuple[bytes, Token]], spilled: list[bytes]) -> None:
+    def _join(self, found: dict[bytes, Cached], spilled: list[bytes]) -> None:
         """Replace each spilled queue's value by its segments and frames (see .segments).
 
         A segment is deleted only after a cas replaced the value that pointed to it, so a
@@ -204,7 +210,7 @@ class Node:
             layouts = {}
             wanted: list[bytes] = []
             for key in spilled:
-                planned, start = segments.plan(key.decode("ascii"), found[key][0], self.limit)
+                planned, start = segments.plan(key.decode("ascii"), found[key].value, self.limit)
                 names = [None if n is None else n.encode("ascii") for n in planned]
                 layouts[key] = (start, names)
                 wanted.extend(n for n in names if n is not None)
@@ -215,18 +221,18 @@ class Node:
             if round_ == JOIN_ROUNDS - 1:
                 missing = []  # still racing: keep the short read (its cas will fail anyway)
             again = self.gets(missing, join=False) if missing else {}
-            changed = [k for k in missing if k not in again or again[k][1].cas != found[k][1].cas]
+            changed = [k for k in missing if k not in again or _cas(again[k]) != _cas(found[k])]
             for key, (start, names) in layouts.items():
                 if key in changed:
                     continue
                 value, token = found[key]
-                token.segments = [n for n in names if n is not None]
+                cast(Token, token).segments = [n for n in names if n is not None]
                 read = [
-                    segments.REFUSED if n is None else parts[n][0] if n in parts else None
+                    segments.REFUSED if n is None else parts[n].value if n in parts else None
                     for n in names
                 ]
                 joined = segments.join(value, start, read)
-                found[key] = (joined, token)
+                found[key] = Cached(joined, token)
             if not changed:
                 return
             for key in changed:
@@ -234,7 +240,7 @@ class Node:
                     found[key] = again[key]
                 else:
                     del found[key]
-            spilled = [k for k in changed if k in found and _segmented(k, found[k][0])]
+            spilled = [k for k in changed if k in found and _segmented(k, found[k].value)]
             if not spilled:
                 return
 
@@ -257,7 +263,7 @@ class Node:
         found = self.gets([wire], join=False).get(wire)
         if found is None:
             return
-        value, token = found
+        value, cas = found.value, _cas(found)
         start = segments.pointers(value)[1]
         if len(value) - start <= segments.SEGMENT_BYTES // 2:
             return  # moved already
@@ -277,7 +283,7 @@ class Node:
                 % (
                     self.prefix + wire,
                     len(head) + len(tail),
-                    token.cas,
+                    cas,
                     segment_flags(spilled - len(head)),
                     head,
                     tail,
@@ -288,9 +294,9 @@ class Node:
             # Lost to a concurrent append (the value read is still the key's head: the frames
             # after it stay in the key) or to a delivery (it is not: nothing is moved).
             found = self.gets([wire], join=False).get(wire)
-            if found is None or not found[0].startswith(value):
+            if found is None or not found.value.startswith(value):
                 break
-            tail, token = found[0][len(value) :], found[1]
+            tail, cas = found.value[len(value) :], _cas(found)
         self.delete_segments(names)
 
     def delete_segments(self, names: Sequence[bytes]) -> None:

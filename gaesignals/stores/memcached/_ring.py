@@ -1,7 +1,7 @@
 """Which server a key goes to, and what happens when one fails.
 
 On a cluster (pymemcache's ``HashClient``) a key goes to its home on the hash ring, or to the
-server its location names (``"<key> <host:port>"``, see :class:`~._connection.Connection`). A
+server a stranded copy's name says (:func:`~gaesignals.stores.stranded_key`). A
 server that cannot be reached leaves the ring at once (pymemcache's own dead-node bookkeeping,
 which brings it back after ``dead_timeout``), and a batch whose server refused the connection
 is re-sent to its keys' new servers: nothing had been sent, so nothing can be applied twice.
@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from ...exceptions import PartialFailure, StoreUnavailable
+from .. import home_key, is_stranded, stranded_at
 from ._node import Node, Unreachable
 from ._wire import where
 
@@ -34,10 +35,11 @@ class Ring:
         return sorted(self.client.clients) if self.hashed else [self.client.server]
 
     def client_for(self, key: str) -> Any:
-        """The node client for a key: its location if it names one, else its hash-ring home."""
+        """The node client for a key: the server a stranded copy's name says, else the key's
+        hash-ring home."""
         if not self.hashed:
             return self.client
-        base, _, location = key.partition(" ")
+        base, location = home_key(key), stranded_at(key)
         if location:
             for client in self.client.clients.values():
                 if where(client.server) == location:
@@ -86,7 +88,7 @@ class Ring:
     ) -> None:
         """Run ``operation`` once per server on its keys (``node_for`` gives a node client's
         pinned node); when a server is unreachable, drop it from the ring and run its
-        (unlocated) keys again on their new servers.
+        keys (not stranded copies) again on their new servers.
 
         A server that took the request but failed to answer does not stop the others: their
         parts still run, then :class:`PartialFailure` carries ``result`` (the answers of the
@@ -109,7 +111,7 @@ class Ring:
                     operation(node, group)
                 except Unreachable:
                     self.server_failed(node.server)
-                    pending.extend(k for k in group if " " not in k)
+                    pending.extend(k for k in group if not is_stranded(k))
                 except StoreUnavailable as error:
                     # Sent but unanswered (a hang, a crash mid-reply): the batch may have been
                     # applied, so it is not re-sent; later calls go around the server.

@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ...exceptions import StoreUnavailable
+from .. import home_key
 
 #: The tail of the reply to arithmetic on a key that holds something else than a number: the
 #: caller's to judge, not a dead server.
@@ -138,8 +139,9 @@ def quiet_bumps(prefix: bytes, deltas: Mapping[str, int]) -> bytes:
 
 
 def wire_key(key: str) -> bytes:
-    """The key as sent to memcached: without any location suffix."""
-    return key.partition(" ")[0].encode("ascii")
+    """The key as sent to memcached: a stranded copy's name (see
+    :func:`~gaesignals.stores.stranded_key`) without its server."""
+    return home_key(key).encode("ascii")
 
 
 def where(server: Any) -> str:

@@ -9,7 +9,7 @@ from collections.abc import Iterator, Mapping
 from typing import cast
 
 from ...exceptions import StoreUnavailable
-from .. import segments
+from .. import Cached, is_stranded, segments
 from ._node import Node, Token
 from ._sizes import Sizes
 from ._wire import bump, quiet_bumps, segment_flags, size_flags, wire_key
@@ -26,7 +26,7 @@ class CasWrite:
     def __init__(
         self,
         node: Node,
-        items: Mapping[str, tuple[bytes, object]],
+        items: Mapping[str, Cached],
         expire: int,
         result: dict[str, bool],
     ) -> None:
@@ -55,8 +55,19 @@ class CasWrite:
         if self.classic:
             self.send_classic()
         result = self.result
-        sizes.note({k: len(self.items[k][0]) for k in self.sent if result[k] and " " not in k})
+        sizes.note({k: self.size(k) for k in self.sent if result[k] and not is_stranded(k)})
         self.delete_spent()
+
+    def size(self, key: str) -> int:
+        """The size of the value written to ``key`` (items unpack as pairs: a caller may pass
+        plain ``(value, token)`` tuples for :class:`~gaesignals.stores.Cached`)."""
+        value, _ = self.items[key]
+        return len(value)
+
+    def token(self, key: str) -> Token:
+        """The token of the value written to ``key`` (read by this module: a :class:`Token`)."""
+        _, token = self.items[key]
+        return cast(Token, token)
 
     def commands(self, keys: list[str], limit: int) -> list[bytes]:
         """The quiet ``ms`` of each key whose token this socket read; the others fail."""
@@ -70,7 +81,7 @@ class CasWrite:
             if not isinstance(token, Token) or token.sock is not sock:
                 self.result[key] = False
                 continue
-            wire = key.encode("ascii") if " " not in key else wire_key(key)
+            wire = wire_key(key)
             flags = b""
             if len(value) > segments.SEGMENT_BYTES and segments.is_queue_key(key):
                 value, flags = self.shrink(key, wire, value)
@@ -101,12 +112,14 @@ class CasWrite:
 
     def send_classic(self) -> None:
         """A classic ``cas`` of each value too large for ``ms``."""
-        items, prefix = self.items, self.node.prefix
-        request = b"".join(
-            b"cas %s 0 %d %d %s\r\n%s\r\n"
-            % (prefix + wire_key(key), self.expire, len(items[key][0]), cas, items[key][0])
-            for key, cas in self.classic
-        )
+        parts = []
+        for key, cas in self.classic:
+            value, _ = self.items[key]
+            wire = self.node.prefix + wire_key(key)
+            parts.append(
+                b"cas %s 0 %d %d %s\r\n%s\r\n" % (wire, self.expire, len(value), cas, value)
+            )
+        request = b"".join(parts)
         replies = self.node.exchange(request, len(self.classic))
         for (key, _), reply in zip(self.classic, replies, strict=True):
             self.result[key] = reply == b"STORED"
@@ -116,12 +129,7 @@ class CasWrite:
         """Delete the segments of the values just replaced (no reader will find them again)
         and those made for a cas that failed (never pointed to)."""
         result = self.result
-        spent = [
-            name
-            for key in self.sent
-            if result[key]
-            for name in cast(Token, self.items[key][1]).segments
-        ]
+        spent = [name for key in self.sent if result[key] for name in self.token(key).segments]
         spent += [name for key, names in self.moved.items() if not result[key] for name in names]
         if spent:
             try:

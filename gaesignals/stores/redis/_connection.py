@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from ...exceptions import PartialFailure, StoreUnavailable
+from .. import Cached
 from ._router import Command, Router
 from ._scripts import APPEND, CAS, INCR, script
 
@@ -59,14 +60,14 @@ class RedisConnection:
 
     # -- the Connection protocol: one private helper per command family ------------------------
 
-    def gets_many(self, keys: Sequence[str]) -> dict[str, tuple[bytes, object]]:
+    def gets_many(self, keys: Sequence[str]) -> dict[str, Cached]:
         return self._run([(key, ("GET", key)) for key in keys], _found)
 
     scan_many = gets_many  # a key has one home in a Redis cluster: nothing is ever stranded
 
     def cas_many(
         self,
-        items: Mapping[str, tuple[bytes, object]],
+        items: Mapping[str, Cached],
         expire: int = 0,
         counters: Mapping[str, int] | None = None,
     ) -> dict[str, bool]:
@@ -169,9 +170,9 @@ class RedisConnection:
         return answer(zip((key for key, _ in commands), replies, strict=True))
 
 
-def _found(pairs: Iterable[tuple[str, Any]]) -> dict[str, tuple[bytes, object]]:
+def _found(pairs: Iterable[tuple[str, Any]]) -> dict[str, Cached]:
     """``gets_many``'s answer: the keys that hold a value, with the value as its token."""
-    return {key: (value, _Token(value)) for key, value in pairs if value is not None}
+    return {key: Cached(value, _Token(value)) for key, value in pairs if value is not None}
 
 
 def _nothing(pairs: Iterable[tuple[str, Any]]) -> dict[str, Any]:

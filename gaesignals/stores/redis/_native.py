@@ -67,7 +67,7 @@ def _take(batch: list[TakeGroup], now: int) -> Command:
     for group in batch:
         counters = group.counters or ()
         keys += [*group.read, *group.queues, *counters]
-        layout += [len(group.read), len(group.queues), "1" if counters else "0", group.home]
+        layout += [len(group.read), len(group.queues), "1" if counters else "0", group.marker]
     return (batch[0].queues[0], script(TAKE, tuple(keys), *layout))
 
 

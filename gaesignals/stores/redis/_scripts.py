@@ -104,7 +104,7 @@ end
 local out, k, now, stopped = {}, 0, tonumber(ARGV[2]), {}
 for g = 1, tonumber(ARGV[1]) do
   local nread, nqueue = tonumber(ARGV[4 * g - 1]), tonumber(ARGV[4 * g])
-  local home = ARGV[4 * g + 2]
+  local marker = ARGV[4 * g + 2]
   for i = 1, nread do out[#out + 1] = get(KEYS[k + i]) end
   k = k + nread
   local counts, total = {}, 0
@@ -113,7 +113,7 @@ for g = 1, tonumber(ARGV[1]) do
     local value = get(key)
     local count, reach = 0, 0
     local left = ''
-    if i == 1 then left = home end
+    if i == 1 then left = marker end
     if value and #value > 0 and value ~= left then
       local kept
       count, reach, kept = frames(value, now)
