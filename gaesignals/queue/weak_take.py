@@ -364,7 +364,7 @@ class _Take:
         for key, kept in self.waiting.items():
             _, found, bad = parsed.get(key, ("", [], []))
             queued[key] = (range(len(found) + len(kept.later) + len(kept.held)), bad)
-        check_lost(self.conn, keys, layout.names, current, queued, self.bumps)
+        self.bumps.update(check_lost(self.conn, keys, layout.names, current, queued))
 
     def parse(self, current: Mapping[str, tuple[bytes, object]]) -> _Parsed:
         """The payloads of every queue key read holding any, with its signal; a spread
