@@ -45,6 +45,11 @@ class Outcome(StrEnum):
     EXPIRED = tracing.EXPIRED
 
 
+#: The members as module globals, cheaper to look up than the enum's attributes (a weak
+#: delivery reports a few outcomes per signal).
+DELIVERED, FAILED, DEAD_LETTERED, DROPPED, EXPIRED = Outcome
+
+
 class Outcomes:
     """One delivery's outcomes, told to the counters, the metrics and the logs.
 
@@ -78,31 +83,33 @@ class Outcomes:
         dead-lettered one was tried, for its log)."""
         if n <= 0:
             return
-        if self.counting:
+        if self.counting and (outcome is FAILED or not self.counted_by_take):
             self._count(name, outcome, n)
         if self.measuring:
             tracing.count(outcome, name, n)
-        if outcome is Outcome.EXPIRED:
+        if outcome is EXPIRED or outcome is DEAD_LETTERED:
+            self._log(name, outcome, n, attempts)
+
+    def _count(self, name: str, outcome: Outcome, n: int) -> None:
+        counter = self.keys[name].counter
+        self.changes[counter(outcome)] += n
+        if self.counted_by_take:  # a failure, counted delivered by the take
+            self.changes[counter(DELIVERED)] -= n
+
+    def _log(self, name: str, outcome: Outcome, n: int, attempts: int | None) -> None:
+        if outcome is EXPIRED:
             logger.warning(
                 "dropped %d payload(s) of signal %r older than its ttl of %d s",
                 n,
                 name,
                 self.specs[name].ttl,
             )
-        elif outcome is Outcome.DEAD_LETTERED:
+        else:
             logger.error(
                 "a payload of signal %r failed %d times and moved to its dead letters",
                 name,
                 attempts,
             )
-
-    def _count(self, name: str, outcome: Outcome, n: int) -> None:
-        counter = self.keys[name].counter
-        if not self.counted_by_take:
-            self.changes[counter(outcome)] += n
-        elif outcome is Outcome.FAILED:
-            self.changes[counter(Outcome.DELIVERED)] -= n
-            self.changes[counter(Outcome.FAILED)] += n
 
     def leaving(self, name: str, n: int) -> None:
         """``n`` payloads of ``name`` left its queue (negative: were counted so, and stay)."""

@@ -18,7 +18,7 @@ from ..queue import weak_take
 from ..queue.weak_take import Found, Parse, WeakTaken
 from ..registration import SignalSpec
 from ..timing import now_ms
-from .outcomes import Outcome, Outcomes
+from .outcomes import DELIVERED, DROPPED, EXPIRED, FAILED, Outcomes
 from .plan import Layout, plan_of
 
 
@@ -95,8 +95,11 @@ def _run(layout: Layout, taken: WeakTaken, outcomes: Outcomes) -> int:
         else:
             ok, failed = runner.drain(due)
         delivered += ok
-        outcomes.report(key.name, Outcome.DELIVERED, ok)
-        outcomes.report(key.name, Outcome.FAILED, failed)
-        outcomes.report(key.name, Outcome.EXPIRED, len(key.found) - len(due))
-        outcomes.report(key.name, Outcome.DROPPED, frames.dropped(key.bad))
+        outcomes.report(key.name, DELIVERED, ok)
+        if failed:
+            outcomes.report(key.name, FAILED, failed)
+        if len(due) != len(key.found):
+            outcomes.report(key.name, EXPIRED, len(key.found) - len(due))
+        if key.bad:
+            outcomes.report(key.name, DROPPED, frames.dropped(key.bad))
     return delivered
