@@ -89,7 +89,7 @@ def _run(layout: Layout, taken: WeakTaken, outcomes: Outcomes) -> int:
     delivered = 0
     for key in taken.taken:
         runner = layout.runners[key.name]
-        due = key.fresh  # the take's name: the payloads within the ttl
+        due = key.fresh  # the payloads within the ttl
         if runner.one_handler and due and isinstance(due[0], bytes):
             ok, failed = runner.drain_bodies(due)  # runner.drain, one call less
         else:
