@@ -20,6 +20,7 @@ from gaesignals.keys import signal_keys
 from gaesignals.registration import SignalSpec
 from gaesignals.stores import counter_value
 from gaesignals.stores.memory import MemoryStore
+from gaesignals.testing import CountingStore
 
 #: The outcomes a delivery reports, each a store counter and a metric of the same name.
 REPORTED = [outcome.value for outcome in Outcome]
@@ -272,3 +273,28 @@ def test_forgotten_changes_are_never_written(memory: MemoryStore) -> None:
     with memory.connection() as conn:
         outcomes.write(conn)
     assert stats("orders")["orders"]["delivered"] == 0
+
+
+def _weak_round_trips(failing: int) -> int:
+    """The calls a weak delivery of 10 signals, one payload each, makes when the handlers of
+    the first ``failing`` of them raise."""
+    counting = CountingStore(MemoryStore())
+    gaesignals.configure(store=counting)
+    names = [f"s{i}" for i in range(10)]
+    handlers = {name: _fail if i < failing else _noop for i, name in enumerate(names)}
+    deliver(handlers)  # the first delivery checks for lost payloads
+    for name in names:
+        send(name, 1)
+    counting.calls.clear()
+    deliver(handlers)
+    return counting.total
+
+
+def test_a_weak_deliverys_failures_are_written_in_one_call(memory: MemoryStore) -> None:
+    """What failures change in the counters is written in one call after the handlers ran,
+    however many signals failed; a delivery without failures has nothing left to write."""
+    succeeding = _weak_round_trips(0)
+    assert succeeding > 0
+    assert _weak_round_trips(1) == _weak_round_trips(10) == succeeding + 1
+    read = stats(["s0", "s9"])
+    assert [(read[name]["failed"], read[name]["delivered"]) for name in read] == [(1, 0)] * 2
