@@ -53,10 +53,11 @@ DELIVERED, FAILED, DEAD_LETTERED, DROPPED, EXPIRED = Outcome
 class Outcomes:
     """One delivery's outcomes, told to the counters, the metrics and the logs.
 
+    ``counting``: whether the store counters are kept (``Settings.counters``).
     ``counted_by_take``: the weak take already counted every payload it took as delivered,
-    expired or dropped (ahead of its reset, in its own call, so nothing taken is ever
-    unaccounted); here a failure then moves one from ``delivered`` to ``failed``, and the other
-    outcomes reach the metrics and the logs only."""
+    expired or dropped (ahead of its reset, so nothing taken is ever unaccounted); here a
+    failure then moves one from ``delivered`` to ``failed``, and the other outcomes reach the
+    metrics and the logs only."""
 
     def __init__(
         self,
@@ -70,8 +71,7 @@ class Outcomes:
         self.specs = specs
         self.counting = counting
         self.counted_by_take = counted_by_take
-        #: Whether a meter provider may hear them: read once per delivery, as it is cheap
-        #: but not free.
+        #: Whether a tracer or meter provider is set: asked once per delivery.
         self.measuring = tracing.active()
         #: Counter changes not written yet, by counter key.
         self.changes: Counter[str] = Counter()
