@@ -307,8 +307,12 @@ class Drain:
         runner = Runner(
             self.name, self.mapping.handlers(self.name), settings, registry.spec(self.name)
         )
-        bodies = frames.pickled_bodies(self.value, runner.signer, settings.secret_keys)
-        found = bodies if bodies is not None and runner.quick else runner.parse_all(self.value)[0]
+        bodies = frames.pickled_bodies(self.value, runner.signature_name, settings.secret_keys)
+        found = (
+            bodies
+            if bodies is not None and runner.bodies_suffice
+            else runner.parse_all(self.value)[0]
+        )
         start = time.perf_counter()
         runner.drain(found)
         return (time.perf_counter() - start) / self.count

@@ -154,7 +154,7 @@ def _flush_at_exit() -> None:
                 logger.warning("sent counts lost at exit", exc_info=True)
 
 
-# -- counter changes gathered by a delivery ------------------------------------------------------
+# -- counter changes gathered by a take or a delivery -----------------------------------------
 
 
 @lru_cache(maxsize=4096)
@@ -169,38 +169,38 @@ def weak_counters(signal: SignalKeys) -> tuple[str, str, str, str]:
 
 
 def tally(
-    bumps: Counter[str],
+    changes: Counter[str],
     signal: SignalKeys,
     found: Sized,
     bad: Sequence[frames.BadRegion],
-    fresh: Sized,
+    within_ttl: Sized,
     sign: int,
 ) -> None:
-    """Count (``sign`` 1) or take back (-1) what leaving the queue does to a signal's
-    counters: every frame and every payload of a bad region is ``accounted``; those of bad
-    regions are ``dropped``, frames past the ttl ``expired``, the rest ``delivered`` until a
-    handler says otherwise."""
+    """Count (``sign`` 1) or take back (-1) in ``changes`` what a weak take does to a
+    signal's counters: every frame and every payload of a bad region is ``accounted``; those
+    of bad regions are ``dropped``, frames past the ttl ``expired``, the rest ``delivered``
+    until a handler says otherwise (see :mod:`gaesignals.delivery.outcomes`)."""
     accounted, dropped, expired, delivered = weak_counters(signal)
     lost_with_bad = frames.dropped(bad) if bad else 0
-    bumps[accounted] += sign * (len(found) + lost_with_bad)
-    bumps[delivered] += sign * len(fresh)
+    changes[accounted] += sign * (len(found) + lost_with_bad)
+    changes[delivered] += sign * len(within_ttl)
     if bad:
-        bumps[dropped] += sign * lost_with_bad
-    if len(fresh) != len(found):
-        bumps[expired] += sign * (len(found) - len(fresh))
+        changes[dropped] += sign * lost_with_bad
+    if len(within_ttl) != len(found):
+        changes[expired] += sign * (len(found) - len(within_ttl))
 
 
-def take(bumps: Counter[str]) -> dict[str, int]:
+def take(changes: Counter[str]) -> dict[str, int]:
     """The non-zero counter changes gathered so far, which are then forgotten."""
-    deltas = {key: n for key, n in bumps.items() if n}
-    bumps.clear()
+    deltas = {key: n for key, n in changes.items() if n}
+    changes.clear()
     return deltas
 
 
-def flush(conn: Connection, bumps: Counter[str], *, quietly: bool = False) -> None:
+def flush(conn: Connection, changes: Counter[str], *, quietly: bool = False) -> None:
     """Write the counter changes gathered so far in one call (``quietly``: a failure is
     logged, not raised; counters are best-effort)."""
-    deltas = take(bumps)
+    deltas = take(changes)
     if not deltas:
         return
     try:
@@ -315,9 +315,10 @@ def check_lost(
     names: Mapping[str, str],
     current: Mapping[str, Cached],
     parsed: Mapping[str, tuple[Sized, Sequence[frames.BadRegion]]],
-    bumps: Counter[str],
-) -> None:
-    """Report the payloads the cache lost (evicted) before anyone delivered them.
+) -> dict[str, int]:
+    """Report the payloads the cache lost (evicted) before anyone delivered them; returns the
+    counter changes the caller writes with its own (``accounted`` started again where the
+    cache evicted it).
 
     ``sent - accounted - queued`` counts payloads that were stored and neither are pending nor
     left the queue through a delivery: lost. Read in one batch, sent before the queue before
@@ -335,7 +336,8 @@ def check_lost(
     queued: Counter[str] = Counter()
     for key, (found, bad) in parsed.items():
         queued[names[home_key(key)]] += len(found) + frames.dropped(bad)
-    fresh: dict[str, bytes] = {}
+    restarted: dict[str, int] = {}
+    created: dict[str, bytes] = {}
     grown: dict[str, tuple[bytes, Cached]] = {}
     news: dict[str, tuple[str, int, int]] = {}
     for name, signal in keys.items():
@@ -349,30 +351,31 @@ def check_lost(
             if item is not None:
                 # The cache evicted it (the first delivery creates ``lost``): start again from
                 # "nothing lost so far", the guess that cannot report a false loss.
-                bumps[accounted_key] += max(sent - queued[name], 0)
+                restarted[accounted_key] = max(sent - queued[name], 0)
                 continue
             accounted = 0  # the first delivery of this signal: nothing left the queue yet
         lost = number(current, key) or 0
         missing = max(sent - accounted - queued[name], 0)
         if item is None:
-            fresh[key] = b"%d" % missing
+            created[key] = b"%d" % missing
         elif missing > lost:
             grown[key] = (b"%d" % missing, item)
         else:
             continue
         news[key] = (name, missing - lost, missing)
-    _record_lost(conn, fresh, grown, news)
+    _record_lost(conn, created, grown, news)
+    return restarted
 
 
 def _record_lost(
     conn: Connection,
-    fresh: Mapping[str, bytes],
+    created: Mapping[str, bytes],
     grown: Mapping[str, tuple[bytes, Cached]],
     news: Mapping[str, tuple[str, int, int]],
 ) -> None:
     """Write the new loss estimates (created by add, grown by cas over the value read) and
     log what was lost."""
-    recorded = record_estimates(conn, fresh, grown)
+    recorded = record_estimates(conn, created, grown)
     for key, (name, more, total) in news.items():
         if recorded.get(key) and more > 0:
             tracing.count(tracing.LOST, name, more)

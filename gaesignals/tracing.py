@@ -4,7 +4,7 @@ Only ``opentelemetry-api`` is used (the ``otel`` extra); without it, or with no 
 meter provider set, nothing is recorded and nothing is added to a frame, so a send costs what
 it did. A provider set later is noticed at the next send or delivery: the API keeps its global
 provider in a module variable, read here as its own proxies read it, because asking
-``get_tracer_provider()`` consults ``os.environ`` and costs as much as 5 % of a send. The
+``get_tracer_provider()`` consults ``os.environ`` each time, a cost every send would pay. The
 API is imported only once the application has imported it (or names a provider in the
 environment): an installed API nobody uses costs no import time.
 
@@ -70,7 +70,9 @@ def _bound_if_imported() -> bool:
     return _bound
 
 
-#: The outcomes counted, each a counter ``gaesignals.payloads.<outcome>``.
+#: The outcomes counted, each a counter ``gaesignals.payloads.<outcome>``: a delivery reports
+#: its own through :mod:`gaesignals.delivery.outcomes`, sending counts ``sent`` and the lost
+#: check ``lost``.
 SENT = "sent"
 DELIVERED = "delivered"
 FAILED = "failed"

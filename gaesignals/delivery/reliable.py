@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import logging
 import secrets
-from collections import Counter
 from collections.abc import Collection, Mapping
 from typing import NamedTuple
 
-from .. import frames, tracing
-from ..accounting import check_lost, flush, flush_sent, read_order, schedule
+from .. import frames
+from ..accounting import check_lost, flush_sent, read_order, schedule
 from ..config import Settings
 from ..exceptions import GaeSignalsError, Reject, Retry, StoreUnavailable
 from ..keys import SignalKeys, shard_keys, signal_keys
@@ -32,15 +31,20 @@ from ..queue.take import acknowledge
 from ..registration import RetryPolicy, SignalSpec
 from ..stores import Cached, home_key, is_stranded
 from ..timing import now_ms
+from .outcomes import Outcome, Outcomes
 from .plan import plan_of
 from .retries import due_after, error_text
 from .runner import Runner
 
 logger = logging.getLogger("gaesignals")
 
-#: A shard's frames as read (those held for another deliverer among them, see
-#: :mod:`..queue.held`), and its unreadable regions.
-ParsedFrames = tuple[list[frames.Frame], list[frames.BadRegion]]
+
+class ShardRead(NamedTuple):
+    """A shard's frames as read (those held for another deliverer among them, see
+    :mod:`..queue.held`), and its unreadable regions."""
+
+    found: list[frames.Frame]
+    bad: list[frames.BadRegion]
 
 
 class Ran(NamedTuple):
@@ -87,7 +91,8 @@ def _deliver_reliable(
     keys = {name: signal_keys(name, settings.namespace) for name in signals}
     plan = plan_of(signals)
     checking = schedule.due(signals, settings, plan.quiet)
-    run = _ReliableRun(settings, max_attempts, policy)
+    outcomes = Outcomes(keys, specs, counting=settings.counters)
+    run = _ReliableRun(settings, max_attempts, policy, outcomes)
     with settings.store.connection() as conn:
         # One lock per signal, whatever its shards.
         declared = {k.lock: specs[name].lease for name, k in keys.items()}
@@ -107,23 +112,24 @@ def _deliver_reliable(
         except StoreUnavailable:
             # Not asked again for counters: what stays unwritten only makes ``accounted``
             # larger, so lost detection under-reports, never over-reports.
-            run.bumps.clear()
+            run.outcomes.forget()
             raise
         finally:
-            if settings.counters:
-                flush(conn, run.bumps, quietly=True)
+            run.outcomes.write(conn, quietly=True)
             release(conn, sorted(held), owner, lease)
     return run.delivered, run.learned
 
 
 class _ReliableRun:
-    """One reliable delivery's counter changes and how many payloads it delivered."""
+    """One reliable delivery: its outcomes and how many payloads it delivered."""
 
-    def __init__(self, settings: Settings, max_attempts: int, policy: RetryPolicy) -> None:
+    def __init__(
+        self, settings: Settings, max_attempts: int, policy: RetryPolicy, outcomes: Outcomes
+    ) -> None:
         self.settings = settings
         self.max_attempts = max_attempts
         self.policy = policy
-        self.bumps: Counter[str] = Counter()
+        self.outcomes = outcomes
         self.delivered = 0
         #: Whether a signal was found spread over more shards than it was known to have.
         self.learned = False
@@ -138,14 +144,14 @@ class _ReliableRun:
         queues: Mapping[str, str],
         shards: Mapping[str, tuple[tuple[str, str], ...]],
         runners: Mapping[str, Runner],
-    ) -> tuple[dict[str, ParsedFrames], set[str]]:
+    ) -> tuple[dict[str, ShardRead], set[str]]:
         """Each queue key read holding payloads (or garbage), parsed; and the signals found
         spread wider than read, whose width is learned (the delivery then runs again, with
         their new shards).
         A key holding only markers holds nothing to deliver. The frames held for another
         deliverer are among a key's frames, in order, their starts in :attr:`held`: they stay
         queued as those not due yet do."""
-        parsed: dict[str, ParsedFrames] = {}
+        parsed: dict[str, ShardRead] = {}
         spread: set[str] = set()
         for key, item in current.items():
             name = queues.get(home_key(key))
@@ -160,7 +166,7 @@ class _ReliableRun:
                 self.held[key] = {frame.start for frame in held}
                 found = sorted(found + held, key=lambda frame: frame.start)
             if found or bad:
-                parsed[key] = (found, bad)
+                parsed[key] = ShardRead(found, bad)
         return parsed, spread
 
     def deliver(
@@ -187,23 +193,21 @@ class _ReliableRun:
                 # Not the signals found spread wider than read: their new shards' payloads
                 # were not counted, and would read as lost (checked next time).
                 due = {name: k for name, k in mine.items() if name not in spread}
-                check_lost(conn, due, queues, current, parsed, self.bumps)
+                self.outcomes.adopt(check_lost(conn, due, queues, current, parsed))
                 schedule.checked(checking & set(due), self.settings)
             # Everything read is accounted for before any handler runs (see check_lost), in
             # one call for all signals; what then stays in a queue is taken back at the end.
             # Done here, not before each acknowledgement, so a failing counter call can never
             # cost an acknowledgement its connection (its CAS token).
             for key, (found, bad) in parsed.items():
-                self.bumps[mine[queues[home_key(key)]].counter("accounted")] += len(
-                    found
-                ) + frames.dropped(bad)
-            flush(conn, self.bumps)
+                self.outcomes.leaving(queues[home_key(key)], len(found) + frames.dropped(bad))
+            self.outcomes.write(conn)
         secret_keys = self.settings.secret_keys
         for name, signal in mine.items():
             runner = runners[name]
             for queue, cursor_key in shards[name]:
                 progress = current.get(cursor_key, Cached(b"", None)).value
-                cursor = Cursor(conn, cursor_key, progress, runner.signer, secret_keys)
+                cursor = Cursor(conn, cursor_key, progress, runner.signature_name, secret_keys)
                 stranded = [k for k in parsed if is_stranded(k) and home_key(k) == queue]
                 for key in [*stranded, queue]:
                     if key in parsed:
@@ -257,8 +261,8 @@ class _Shard:
         progress = None if self.cursor is None else self.cursor.read(self.runner.name, now_ms())
         return None if progress is None else progress.resume(found)
 
-    def deliver(self, parsed: ParsedFrames, run: _ReliableRun) -> int:
-        found, bad = parsed
+    def deliver(self, read: ShardRead, run: _ReliableRun) -> int:
+        found, bad = read
         resumed = self._resume(found)
         # What is due is decided once per shard, and a successor decides as its predecessor
         # did (the cursor says when): a payload it skipped as not due is never taken as done.
@@ -270,7 +274,7 @@ class _Shard:
         if resumed is not None:
             self._reschedule_as_before(found[:first], resumed.rescheduled)
         if len(self.waiting) == len(found) and not bad:  # nothing due: nothing to write
-            run.bumps[self.keys.counter("accounted")] -= len(found)
+            run.outcomes.leaving(self.runner.name, -len(found))
             return 0
         crashed = None if resumed is None else resumed.crashed
         if crashed is not None:
@@ -288,15 +292,14 @@ class _Shard:
                 first,
             )
         ran = self._run(found, first, crashed, run)
-        self.runner.log_expired(ran.expired)
         if ran.cut is None:  # lost the lock: everything stays queued
-            run.bumps[self.keys.counter("accounted")] -= len(found) + frames.dropped(bad)
+            run.outcomes.leaving(self.runner.name, -len(found) - frames.dropped(bad))
             return ran.delivered
         # Payloads not due yet and rescheduled before the cut stay, in order, ahead of what
         # _run kept.
         held = [self.kept[i] for i in sorted(self.kept) if found[i].end <= ran.cut]
         keep = self.marker + b"".join(held) + ran.keep
-        self._remove(found, bad, ran.expired, keep, ran.cut, run.bumps)
+        self._remove(found, bad, ran.expired, keep, ran.cut, run.outcomes)
         return ran.delivered
 
     def _waiting(
@@ -333,7 +336,7 @@ class _Shard:
     ) -> bytes:
         secret_keys = self.runner.settings.secret_keys
         return reschedule(
-            frame, self.runner.signer, secret_keys, attempts=attempts, due=due, error=error
+            frame, self.runner.signature_name, secret_keys, attempts=attempts, due=due, error=error
         )
 
     def _progress(self, frame: frames.Frame, running: int | None) -> None:
@@ -354,7 +357,7 @@ class _Shard:
         Before each payload runs, the cursor names it with the attempts it will have counted
         if this run never returns (a handler that kills the process), so such a payload still
         reaches the dead letters after ``max_attempts``."""
-        keys, bumps, value = self.keys, run.bumps, self.value
+        keys, outcomes, value, name = self.keys, run.outcomes, self.value, self.runner.name
         delivered = expired = 0
         for index in range(first, len(found)):
             frame = found[index]
@@ -375,8 +378,7 @@ class _Shard:
                 self._progress(frame, tried + 1)
                 error = self.runner.attempt(frame)
                 tried += 1
-            bumps[keys.counter("failed" if error else "delivered")] += 1
-            tracing.count(tracing.FAILED if error else tracing.DELIVERED, self.runner.name)
+            outcomes.report(name, Outcome.FAILED if error else Outcome.DELIVERED)
             if error is None:
                 delivered += 1
                 continue
@@ -388,10 +390,9 @@ class _Shard:
                 raw = frames.with_attempts(value[frame.start : frame.end], tried)
                 return Ran(delivered, expired, raw + value[frame.end :], frame.start)
             raw = self._rebuild(frame, tried, 0, text)
-            if not self._dead_letter(raw, tried):
+            if not self._dead_letter(raw):
                 return Ran(delivered, expired, raw + value[frame.end :], frame.start)
-            bumps[keys.counter("dead_lettered")] += 1
-            tracing.count(tracing.DEAD_LETTERED, self.runner.name)
+            outcomes.report(name, Outcome.DEAD_LETTERED, attempts=tried)
         return Ran(delivered, expired, b"", len(value))
 
     def _retry_later(
@@ -418,24 +419,22 @@ class _Shard:
         expired: int,
         keep: bytes,
         cut: int,
-        bumps: Counter[str],
+        outcomes: Outcomes,
     ) -> None:
         """Acknowledge what was done. Everything read was accounted for up front: take back
         what stays queued, and all of it if the acknowledgement surely did not happen (a
         timed-out one may still apply: kept)."""
-        keys, conn = self.keys, self.holder.conn
+        conn = self.holder.conn
         dropped = sum(r.payloads for r in bad if r.end <= cut)
         kept = self.kept
         removed = sum(f.end <= cut and i not in kept for i, f in enumerate(found)) + dropped
-        accounted = keys.counter("accounted")
-        bumps[keys.counter("dropped")] += dropped
-        bumps[keys.counter("expired")] += expired
-        tracing.count(tracing.DROPPED, self.runner.name, dropped)
-        tracing.count(tracing.EXPIRED, self.runner.name, expired)
-        bumps[accounted] -= len(found) + frames.dropped(bad) - removed
+        name = self.runner.name
+        outcomes.report(name, Outcome.DROPPED, dropped)
+        outcomes.report(name, Outcome.EXPIRED, expired)
+        outcomes.leaving(name, removed - len(found) - frames.dropped(bad))
         store = self.runner.settings.store
         if not acknowledge(conn, store, self.runner.name, self.key, self.value, self.token, keep):
-            bumps[accounted] -= removed
+            outcomes.leaving(name, -removed)
             done = [f for i, f in enumerate(found) if f.end <= cut and i not in kept]
             if self.cursor is not None and done:
                 # Not removed, but done: the cursor says so, and the next holder resumes after
@@ -445,16 +444,12 @@ class _Shard:
         if self.cursor is not None:
             self.cursor.clear()
 
-    def _dead_letter(self, raw: bytes, attempts: int) -> bool:
-        name = self.runner.name
+    def _dead_letter(self, raw: bytes) -> bool:
+        """Move a payload to its dead letters; False (logged) if it stays queued."""
         try:
             dead_letters.put(self.holder.conn, self.runner.settings.store, self.keys, raw)
         except GaeSignalsError:
+            name = self.runner.name
             logger.exception("could not dead-letter a payload of %r; it stays queued", name)
             return False
-        logger.error(
-            "a payload of signal %r failed %d times and moved to its dead letters",
-            name,
-            attempts,
-        )
         return True

@@ -1,7 +1,8 @@
 """One signal's handlers made ready to run on its payloads; both delivery modes use it.
 
-Decoding and handler failures are logged (logger ``gaesignals``) and counted, never raised: a
-handler that raises must not break the delivery of the payloads and signals after it.
+Decoding and handler failures are logged (logger ``gaesignals``), never raised: a handler
+that raises must not break the delivery of the payloads and signals after it. The callers
+report what became of each payload (:mod:`.outcomes`).
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple, cast
 
 from .. import frames, tracing
-from ..accounting import weak_counters
 from ..codec import decode
 from ..config import Settings
 from ..exceptions import Reject, Retry
@@ -65,17 +65,16 @@ class Runner:
     handler's call form resolved, the ``ttl`` cut-off fixed. Both modes use it."""
 
     __slots__ = (
+        "bodies_suffice",
         "calls",
         "cutoff",
         "identity",
         "name",
-        "quick",
+        "one_handler",
         "settings",
-        "signer",
-        "single",
+        "signature_name",
         "spec",
         "ttl",
-        "weak_counters",
     )
 
     def __init__(
@@ -84,14 +83,16 @@ class Runner:
         self.name = name
         self.settings = settings
         self.identity = signal_keys(name, settings.namespace).queue
-        self.signer = self.identity.encode()  # what frame signatures name the signal by
-        self.weak_counters = weak_counters(signal_keys(name, settings.namespace))
+        #: What frame signatures name the signal by.
+        self.signature_name = self.identity.encode()
         self.calls = [(handler, call_form(handler, name)) for handler in handlers]
         self.spec = spec
         self.ttl = spec.ttl
-        # Weak delivery may read bare pickled bodies: nothing to check a frame's time against.
-        self.quick = spec.ttl is None and settings.codec == "pickle"
-        self.single = len(self.calls) == 1  # one handler: drain_bodies can run bare bodies
+        #: Whether weak delivery may read bare pickled bodies: no ttl to check a frame's time
+        #: against, and a codec that is pickle.
+        self.bodies_suffice = spec.ttl is None and settings.codec == "pickle"
+        #: Whether there is one handler: :meth:`drain_bodies` can run bare bodies.
+        self.one_handler = len(self.calls) == 1
         self.cutoff = -1
         self.restart()
 
@@ -108,7 +109,7 @@ class Runner:
         settings = self.settings
         secret_keys = settings.secret_keys
         parsed = frames.parse_queue(
-            value, self.signer, secret_keys, pickled=settings.codec == "pickle"
+            value, self.signature_name, secret_keys, pickled=settings.codec == "pickle"
         )
         bad, kept = parsed.bad, []
         if parsed.held:
@@ -141,20 +142,11 @@ class Runner:
         return frames.sent_at(frame.ident) < self.cutoff
 
     def within_ttl(self, found: Found) -> Found:
-        """``found`` without the payloads older than the signal's ttl (the caller logs them,
-        with :meth:`log_expired`, once it drops them). Bare bodies only come without a ttl."""
+        """``found`` without the payloads older than the signal's ttl (the caller reports them
+        expired once it drops them). Bare bodies only come without a ttl."""
         if self.ttl is None:
             return found
         return [frame for frame in cast(list[frames.Frame], found) if not self.expired(frame)]
-
-    def log_expired(self, count: int) -> None:
-        if count:
-            logger.warning(
-                "dropped %d payload(s) of signal %r older than its ttl of %d s",
-                count,
-                self.name,
-                self.ttl,
-            )
 
     def attempt(self, frame: frames.Frame) -> Exception | None:
         """:meth:`_attempt`, inside the payload's span when tracing (:mod:`..tracing`)."""
@@ -214,30 +206,30 @@ class Runner:
                 tracing.failed(error)
         return ok
 
-    def drain(self, fresh: Found) -> tuple[int, int]:
-        """Run the handlers on every payload of ``fresh`` (already within the ttl; frames, or
-        pickled bodies from :func:`frames.pickled_bodies`); returns how many succeeded and how many
-        failed, each failure logged as :meth:`run` logs it."""
-        if fresh and isinstance(fresh[0], bytes) and self.single:
-            return self.drain_bodies(fresh)
+    def drain(self, due: Found) -> tuple[int, int]:
+        """Run the handlers on every payload of ``due`` (already within the ttl; frames, or
+        pickled bodies from :func:`frames.pickled_bodies`); returns how many succeeded and how
+        many failed, each failure logged."""
+        if due and isinstance(due[0], bytes) and self.one_handler:
+            return self.drain_bodies(due)
         if tracing.active():
-            return self._drain_observed(fresh)
+            return self._drain_traced(due)
         delivered = 0
-        for item in fresh:
+        for item in due:
             data = self._decode(item)
             if data is not _UNDECODABLE:
                 delivered += self._handle(data)
-        return delivered, len(fresh) - delivered
+        return delivered, len(due) - delivered
 
-    def _drain_observed(self, fresh: Found) -> tuple[int, int]:
+    def _drain_traced(self, due: Found) -> tuple[int, int]:
         """:meth:`drain`, each payload inside its span when tracing (:mod:`..tracing`)."""
         delivered = 0
-        for item in fresh:
+        for item in due:
             with tracing.processing(self.name, item if isinstance(item, frames.Frame) else None):
                 data = self._decode(item)
                 if data is not _UNDECODABLE:
                     delivered += self._handle(data)
-        return delivered, len(fresh) - delivered
+        return delivered, len(due) - delivered
 
     def drain_bodies(self, bodies: list[bytes]) -> tuple[int, int]:
         """:meth:`drain` of pickled bodies for one handler, weak delivery's common case: the

@@ -1,24 +1,24 @@
 """Weak delivery: every pending payload of every signal taken in one queue operation, at most once.
 
 The take (:func:`gaesignals.queue.weak_take.take`) empties every queue key of the mapping of
-what is due and counts it; this module runs the handlers on what it took and records their
-outcomes. At most once: a handler that raises, or a process that dies after the take, loses
-those payloads.
+what is due and counts it; this module runs the handlers on what it took and reports their
+outcomes (:mod:`.outcomes`). At most once: a handler that raises, or a process that dies
+after the take, loses those payloads.
 """
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Mapping
 
 from .. import frames, tracing
-from ..accounting import flush, schedule
+from ..accounting import schedule
 from ..config import Settings
 from ..mapping import SignalMapping
 from ..queue import weak_take
 from ..queue.weak_take import Found, Parse, WeakTaken
 from ..registration import SignalSpec
 from ..timing import now_ms
+from .outcomes import DELIVERED, DROPPED, EXPIRED, FAILED, Outcomes
 from .plan import Layout, plan_of
 
 
@@ -44,17 +44,16 @@ def _deliver_weak(
         timed.restart()
     checking = schedule.due(signals, settings, plan.quiet)
     reader = _Reader(layout, settings)
-    outcomes: Counter[str] = Counter()
+    outcomes = Outcomes(layout.keys, specs, counting=settings.counters, counted_by_take=True)
     with settings.store.connection() as conn:
         try:
             taken = weak_take.take(conn, settings, layout, reader, checking=checking, now=now_ms())
-            outcomes.update(taken.counts)
+            outcomes.adopt(taken.counts)
             if checking:
                 schedule.checked([name for name in checking if name not in taken.widened], settings)
-            delivered = _run(layout, taken, outcomes, settings.counters, reader.observed)
+            delivered = _run(layout, taken, outcomes)
         finally:
-            if settings.counters:
-                flush(conn, outcomes, quietly=True)
+            outcomes.write(conn, quietly=True)
     if taken.failure is not None:
         raise taken.failure
     return delivered, bool(taken.widened)
@@ -68,13 +67,13 @@ class _Reader:
         self.runners = layout.runners
         self.secret_keys = settings.secret_keys
         #: Whether payloads are traced or measured: then each needs its frame, never the bare
-        #: pickled bodies of the fast path.
-        self.observed = tracing.active()
+        #: pickled bodies.
+        self.traced = tracing.active()
 
     def read(self, name: str, key: str, value: bytes) -> list[bytes] | Parse:
         runner = self.runners[name]
-        if runner.quick and not self.observed:
-            bodies = frames.pickled_bodies(value, runner.signer, self.secret_keys)
+        if runner.bodies_suffice and not self.traced:
+            bodies = frames.pickled_bodies(value, runner.signature_name, self.secret_keys)
             if bodies is not None:
                 return bodies
         return runner.parse_all(value, key)
@@ -84,34 +83,23 @@ class _Reader:
         return found if runner.ttl is None else runner.within_ttl(found)
 
 
-def _run(
-    layout: Layout, taken: WeakTaken, outcomes: Counter[str], counting: bool, observed: bool
-) -> int:
-    """Run the handlers on what was taken, in the take's order; a payload a handler failed
-    on moves from ``delivered`` to ``failed``. Returns how many every handler took."""
+def _run(layout: Layout, taken: WeakTaken, outcomes: Outcomes) -> int:
+    """Run the handlers on what was taken, in the take's order, and report what became of
+    each key's payloads. Returns how many every handler took."""
     delivered = 0
     for key in taken.taken:
         runner = layout.runners[key.name]
-        fresh = key.fresh
-        if len(fresh) != len(key.found):
-            runner.log_expired(len(key.found) - len(fresh))
-        if runner.single and fresh and isinstance(fresh[0], bytes):
-            ok, failed = runner.drain_bodies(fresh)  # runner.drain, one call less
+        due = key.fresh  # the payloads within the ttl
+        if runner.one_handler and due and isinstance(due[0], bytes):
+            ok, failed = runner.drain_bodies(due)  # runner.drain, one call less
         else:
-            ok, failed = runner.drain(fresh)
+            ok, failed = runner.drain(due)
         delivered += ok
-        if failed and counting:
-            signal = layout.keys[key.name]
-            outcomes[signal.counter("delivered")] -= failed
-            outcomes[signal.counter("failed")] += failed
-        if observed:
-            _measure(key.name, ok, failed, len(key.found) - len(fresh), frames.dropped(key.bad))
+        outcomes.report(key.name, DELIVERED, ok)
+        if failed:
+            outcomes.report(key.name, FAILED, failed)
+        if len(due) != len(key.found):
+            outcomes.report(key.name, EXPIRED, len(key.found) - len(due))
+        if key.bad:
+            outcomes.report(key.name, DROPPED, frames.dropped(key.bad))
     return delivered
-
-
-def _measure(name: str, delivered: int, failed: int, expired: int, dropped: int) -> None:
-    """What became of one key's payloads, to the metrics (:mod:`..tracing`)."""
-    tracing.count(tracing.DELIVERED, name, delivered)
-    tracing.count(tracing.FAILED, name, failed)
-    tracing.count(tracing.EXPIRED, name, expired)
-    tracing.count(tracing.DROPPED, name, dropped)

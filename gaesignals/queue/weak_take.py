@@ -181,7 +181,7 @@ class _Take:
         self.checking = checking
         self.now = now
         self.counting = settings.counters
-        self.bumps: Counter[str] = Counter()
+        self.counts: Counter[str] = Counter()
         self.taken: list[TakenKey] = []
         self.kept_back: dict[str, bytes] = {}
         self.failure: StoreUnavailable | None = None
@@ -193,7 +193,7 @@ class _Take:
         self.waiting: dict[str, _Waiting] = {}
 
     def result(self) -> WeakTaken:
-        return WeakTaken(self.taken, self.kept_back, self.bumps, self.widened, self.failure)
+        return WeakTaken(self.taken, self.kept_back, self.counts, self.widened, self.failure)
 
     # -- over the memcache primitives -------------------------------------------------------
 
@@ -214,7 +214,7 @@ class _Take:
             if not parsed:
                 return
             fresh = self.count(parsed)
-            counters = pending(self.bumps) if self.counting else {}
+            counters = pending(self.counts) if self.counting else {}
             won = self._reset(current, parsed, counters)
             self.keep(parsed, fresh, won, taken_back=bool(counters))
             if self.failure is not None:
@@ -311,8 +311,8 @@ class _Take:
         if self.counting:
             for key, counted in taken.counted.items():
                 accounted, _, _, delivered = weak_counters(layout.keys[layout.names[home_key(key)]])
-                self.bumps[accounted] -= counted
-                self.bumps[delivered] -= counted
+                self.counts[accounted] -= counted
+                self.counts[delivered] -= counted
         fresh = self.count(parsed)
         self.keep(parsed, fresh, dict.fromkeys(parsed, True), taken_back=False)
 
@@ -368,7 +368,7 @@ class _Take:
         for key, kept in self.waiting.items():
             _, found, bad = parsed.get(key, ("", [], []))
             queued[key] = (range(len(found) + len(kept.later) + len(kept.held)), bad)
-        check_lost(self.conn, keys, layout.names, current, queued, self.bumps)
+        self.counts.update(check_lost(self.conn, keys, layout.names, current, queued))
 
     def parse(self, current: Mapping[str, Cached]) -> _Parsed:
         """The payloads of every queue key read holding any, with its signal; a spread
@@ -437,7 +437,7 @@ class _Take:
 
     def count(self, parsed: _Parsed) -> dict[str, Found]:
         """Each key's payloads within their ttl, counted as if every take wins."""
-        keys, bumps, fresh_of = self.layout.keys, self.bumps, self.reader.fresh
+        keys, bumps, fresh_of = self.layout.keys, self.counts, self.reader.fresh
         fresh: dict[str, Found] = {}
         for key, (name, found, bad) in parsed.items():
             fresh[key] = kept = fresh_of(name, found)
@@ -475,4 +475,4 @@ class _Take:
                 if key in self.markers or key in self.waiting:
                     self.kept_back[key] = self.markers.get(key, b"") + self.kept(key)
             elif taken_back:
-                tally(self.bumps, layout.keys[name], found, bad, fresh[key], -1)
+                tally(self.counts, layout.keys[name], found, bad, fresh[key], -1)
