@@ -24,7 +24,7 @@ from gaesignals import (
 from gaesignals.registration import RetryPolicy
 from gaesignals.stores import Store
 
-from .conftest import RawAccess
+from ..conftest import RawAccess
 
 START = 1_800_000_000.0
 
