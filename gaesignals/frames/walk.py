@@ -98,6 +98,8 @@ def pickled_bodies(
     """The bodies of a clean value whose frames are all pickle frames without metadata, in
     order; None when anything is unusual, and :func:`parse_queue` must be used
     (:meth:`Walker.bodies`)."""
+    if not secret_keys:  # the bodies mode without keys needs no walker built (per value)
+        return _unsigned_bodies(value)
     return Walker(value, signal_key, secret_keys).bodies()
 
 
@@ -303,26 +305,12 @@ class Walker:
         """The bodies mode: a value that passes the seal check and holds only pickle frames
         without metadata (signed by a key held here, when keys are set) gives their bodies, in
         order; anything else gives None, for :meth:`read` to judge. No frame is built."""
+        if not self.secret_keys:
+            return _unsigned_bodies(self.value)
         value = self.value
         if not value or zlib.crc32(value, SEALED) != SEALED:
             return None
-        if self.secret_keys:
-            return self.signed_bodies()
-        plain, signed = _PICKLE_HEADS
-        bodies: list[bytes] = []
-        unpack_short = _SHORT_HEADER.unpack_from
-        append = bodies.append
-        pos, size = 0, len(value)
-        last = size - HEADER_SIZE - SEAL_SIZE
-        while pos <= last:  # least per frame: head and length
-            head, meta_length, length = unpack_short(value, pos)
-            if (head != plain and head != signed) or meta_length:
-                return None
-            start = pos + (HEADER_SIZE if head == plain else _SIGNED_SIZE)
-            pos = start + length
-            append(value[start:pos])
-            pos += SEAL_SIZE
-        return bodies if pos == size else None
+        return self.signed_bodies()
 
     def signed_bodies(self) -> list[bytes] | None:
         """:meth:`bodies` with keys: every frame must be signed by one of them."""
@@ -366,3 +354,25 @@ def _refused(value: bytes, pos: int) -> str:
     if value[pos + 2] != VERSION:
         return f"unknown frame version {value[pos + 2]}"
     return f"unknown frame flags {value[pos + 3]:#04x}"
+
+
+def _unsigned_bodies(value: bytes) -> list[bytes] | None:
+    """:meth:`Walker.bodies` without keys: the bodies of a sealed value of pickle frames
+    without metadata, or None."""
+    if not value or zlib.crc32(value, SEALED) != SEALED:
+        return None
+    plain, signed = _PICKLE_HEADS
+    bodies: list[bytes] = []
+    unpack_short = _SHORT_HEADER.unpack_from
+    append = bodies.append
+    pos, size = 0, len(value)
+    last = size - HEADER_SIZE - SEAL_SIZE
+    while pos <= last:  # least per frame: head and length
+        head, meta_length, length = unpack_short(value, pos)
+        if (head != plain and head != signed) or meta_length:
+            return None
+        start = pos + (HEADER_SIZE if head == plain else _SIGNED_SIZE)
+        pos = start + length
+        append(value[start:pos])
+        pos += SEAL_SIZE
+    return bodies if pos == size else None

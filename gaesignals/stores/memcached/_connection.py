@@ -73,7 +73,8 @@ class Connection:
         sizes = self.sizes
 
         def read(node: Node, group: list[str]) -> None:
-            wires = [wire_key(k) for k in group]
+            # Inline for keys at home (all but stranded copies): this runs per key per read.
+            wires = [k.encode("ascii") if " " not in k else wire_key(k) for k in group]
             found = node.gets(wires)
             seen: dict[str, int] = {}
             for key, wire in zip(group, wires, strict=True):

@@ -141,7 +141,7 @@ def quiet_bumps(prefix: bytes, deltas: Mapping[str, int]) -> bytes:
 def wire_key(key: str) -> bytes:
     """The key as sent to memcached: a stranded copy's name (see
     :func:`~gaesignals.stores.stranded_key`) without its server."""
-    return home_key(key).encode("ascii")
+    return (key if " " not in key else home_key(key)).encode("ascii")
 
 
 def where(server: Any) -> str:
