@@ -23,9 +23,13 @@ from .plan import Layout, plan_of
 
 
 def deliver_weak(
-    signals: SignalMapping, settings: Settings, specs: Mapping[str, SignalSpec]
+    signals: SignalMapping,
+    settings: Settings,
+    specs: Mapping[str, SignalSpec],
+    limit: int | None = None,
 ) -> int:
-    """Deliver ``signals`` weakly; returns how many payloads every handler took.
+    """Deliver ``signals`` weakly; returns how many payloads every handler took. ``limit``
+    takes at most that many payloads of each signal (None: all that is due).
 
     A delivery that finds a signal spread over more shards than it read takes again at once,
     with the new shards: a delivery that returns 0 found nothing pending anywhere."""
