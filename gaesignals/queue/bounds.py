@@ -11,10 +11,41 @@ from __future__ import annotations
 import random
 from collections.abc import Iterable, Mapping, Sequence
 
+from ..frames import layout
 from ..stores import home_key, is_stranded
 
 #: Draws each signal's first shard: one generator per process, seeded by the OS.
 _draw = random.Random()
+
+_HEADER = layout.HEADER
+_MAGIC, _VERSION = layout.MAGIC, layout.VERSION
+_UNKNOWN_FLAGS = ~layout.KNOWN_FLAGS & 0xFF
+_SIGNED_HEAD = layout.HEADER_SIZE + layout.KEY_ID_SIZE + layout.TAG_SIZE
+_TAIL = layout.SEAL_SIZE
+
+
+def head_of(value: bytes, quota: int) -> int:
+    """Where in ``value`` its payload frame after the first ``quota`` starts: what a bounded
+    take needs to read of it, found by walking frame headers only (a backlog is not parsed
+    whole to take a part). A frame with metadata (it may not be due) or a spread marker is not
+    counted; ``len(value)`` when there are no more, or at bytes that are not a frame's header
+    (then the whole value is parsed, and the take cuts it after)."""
+    at, size, count = 0, len(value), 0
+    unpack = _HEADER.unpack_from
+    while at + layout.HEADER_SIZE <= size:
+        magic, version, flags, _, meta, body, _ = unpack(value, at)
+        if magic != _MAGIC or version != _VERSION or flags & _UNKNOWN_FLAGS:
+            return size
+        head = _SIGNED_HEAD if flags & layout.FLAG_SIGNED else layout.HEADER_SIZE
+        end = at + head + meta + body + _TAIL
+        if end > size:
+            return size
+        if not meta and not flags & layout.FLAG_SPREAD:
+            if count == quota:
+                return at
+            count += 1
+        at = end
+    return size
 
 
 class Quotas:

@@ -37,7 +37,7 @@ from ..keys import SignalKeys
 from ..registration import SignalSpec
 from ..stores import Cached, Connection, NativeQueue, TakeGroup, home_key, is_stranded
 from .append import append_frames, widen
-from .bounds import Quotas
+from .bounds import Quotas, head_of
 from .spread import kept_marker, learn
 
 logger = logging.getLogger("gaesignals")
@@ -215,6 +215,9 @@ class _Take:
         #: queued past the payloads a key may give (its rest, from its first payload left).
         self.values: dict[str, tuple[bytes, int]] = {}
         self.rests: dict[str, bytes] = {}
+        #: In a generic bounded take: where each key long enough to need it was cut before
+        #: its parse (see :func:`.bounds.head_of`).
+        self.heads: dict[str, int] = {}
         #: Whether the store took natively: then what a bound leaves must be put back.
         self.native = False
         #: Whether a reset's answer never came: its counters may or may not have landed.
@@ -439,7 +442,10 @@ class _Take:
         if self.waiting:  # a later round: another deliverer may have taken them since
             for key in current:
                 self.waiting.pop(key, None)
-        bounded = self.quotas is not None
+        quotas = self.quotas
+        heads = self.heads
+        if heads:
+            heads.clear()
         for key, item in current.items():
             value = item.value
             if not value:
@@ -455,9 +461,14 @@ class _Take:
                 value = value[len(marker) :]
                 if not value:
                     continue  # only the marker: nothing pending
-            got = read(name, key, value)
-            if bounded:
+            if quotas is not None:
                 self.values[key] = (value, len(item.value) - len(value))
+                if not self.native and name not in self.checking:
+                    head = head_of(value, quotas.left[name])
+                    if head < len(value):  # a lost check needs all of it
+                        heads[key] = head
+                        value = value[:head]
+            got = read(name, key, value)
             if isinstance(got, list):
                 parsed[key] = (name, got, [])
                 continue
@@ -486,6 +497,7 @@ class _Take:
         if not found or not isinstance(found[0], bytes):
             return name, found, bad  # type: ignore[return-value]  # frames, or nothing
         value, shift = self.values[key]
+        value = value[: self.heads.get(key, len(value))]
         again = self.reader.parse(name, key, value)
         return (name, *self._due(key, name, again, value, shift))
 
@@ -497,7 +509,7 @@ class _Take:
         back)."""
         assert self.quotas is not None
         sizes = {key: (name, len(found)) for key, (name, found, _) in parsed.items()}
-        rests: dict[str, bytes] = {}
+        rests = {key: self.values[key][0][at:] for key, at in self.heads.items() if key in parsed}
         for key, quota in self.quotas.allot(sizes).items():
             name, found, bad = self._frames(key, parsed[key])
             if quota >= len(found):
@@ -506,6 +518,8 @@ class _Take:
             rest = self._cut(parsed, key, name, found, bad, found[quota].start)
             if key in parsed or self.native:
                 rests[key] = rest
+            else:
+                rests.pop(key, None)
         return rests
 
     def _cut(

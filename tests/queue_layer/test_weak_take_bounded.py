@@ -240,3 +240,15 @@ def test_resets_lost_round_after_round_are_each_taken_back(raw: RawAccess) -> No
     assert _counter(raw, "alpha", "accounted") == _counter(raw, "alpha", "delivered") == 4
     gaesignals.configure(store=raw.store)
     assert _bodies(_take(raw.store, {"alpha": 100})) == {"alpha": [*range(4, 10), 101, 102]}
+
+
+def test_signed_payloads_are_taken_a_limit_at_a_time(raw: RawAccess) -> None:
+    """Signed frames (a longer header) are cut at the right byte: each take gives the next 3,
+    verified, and the key keeps the rest byte for byte."""
+    gaesignals.configure(store=raw.store, secret_key=b"k" * 32)
+    payloads = [_frame("alpha", i) for i in range(7)]
+    raw.set(_keys("alpha").queue, b"".join(payloads))
+    assert _bodies(_take(raw.store, {"alpha": 3})) == {"alpha": [0, 1, 2]}
+    assert raw.get(_keys("alpha").queue) == b"".join(payloads[3:])
+    assert _bodies(_take(raw.store, {"alpha": 3})) == {"alpha": [3, 4, 5]}
+    assert _bodies(_take(raw.store, {"alpha": 3})) == {"alpha": [6]}
