@@ -93,6 +93,18 @@ def _add_worker(commands: Any) -> None:
         default=30.0,
         help="longest pause between retries while the store is down (30)",
     )
+    sub.add_argument(
+        "--threads",
+        type=_positive_int,
+        default=1,
+        help="delivery loops in each process, sharing the backlog (1)",
+    )
+    sub.add_argument(
+        "--processes",
+        type=_positive_int,
+        default=1,
+        help="worker processes, each with --threads loops (1)",
+    )
     sub.add_argument("--once", action="store_true", help="deliver once and exit, as `deliver`")
     sub.add_argument("--json", action="store_true", help="with --once: print the counts as JSON")
 
@@ -251,6 +263,12 @@ def _checked(kind: Callable[[str], Any], check: Callable[[Any], Any]) -> Callabl
             raise argparse.ArgumentTypeError(str(error)) from None
 
     return parse
+
+
+def _positive_int(text: str) -> int:
+    if not text.strip().isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive whole number, got {text!r}")
+    return int(text)
 
 
 def _positive_float(text: str) -> float:
