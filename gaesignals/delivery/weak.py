@@ -8,7 +8,6 @@ after the take, loses those payloads.
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Mapping
 
 from .. import frames, tracing
@@ -38,7 +37,7 @@ def deliver_weak(
     delivered, taken, learned = _deliver_weak(signals, settings, specs, limits)
     if learned:
         if limits is not None:  # the second take gives what the first left of each limit
-            limits = {name: quota - taken[name] for name, quota in limits.items()}
+            limits = {name: quota - taken.get(name, 0) for name, quota in limits.items()}
         delivered += _deliver_weak(signals, settings, specs, limits)[0]
     return delivered
 
@@ -48,7 +47,7 @@ def _deliver_weak(
     settings: Settings,
     specs: Mapping[str, SignalSpec],
     limits: dict[str, int] | None,
-) -> tuple[int, Counter[str], bool]:
+) -> tuple[int, dict[str, int], bool]:
     """One take and its run: how many payloads every handler took, how many payloads of each
     signal were taken (only counted for a bounded take), and whether a signal was found spread
     wider than read."""
@@ -72,10 +71,10 @@ def _deliver_weak(
             outcomes.write(conn, quietly=True)
     if taken.failure is not None:
         raise taken.failure
-    counted: Counter[str] = Counter()
+    counted: dict[str, int] = {}
     if limits is not None:
         for key in taken.taken:
-            counted[key.name] += len(key.found)
+            counted[key.name] = counted.get(key.name, 0) + len(key.found)
     return delivered, counted, bool(taken.widened)
 
 
