@@ -16,6 +16,7 @@ from gaesignals.accounting import flush
 from gaesignals.config import Settings, get_settings
 from gaesignals.keys import SignalKeys, shard_queues, signal_keys
 from gaesignals.queue import weak_take
+from gaesignals.queue.spread import marker
 from gaesignals.queue.weak_take import Found, Parse, WeakTaken
 from gaesignals.registration import SignalSpec
 from gaesignals.stores import Connection, Store
@@ -252,3 +253,31 @@ def test_signed_payloads_are_taken_a_limit_at_a_time(raw: RawAccess) -> None:
     assert raw.get(_keys("alpha").queue) == b"".join(payloads[3:])
     assert _bodies(_take(raw.store, {"alpha": 3})) == {"alpha": [3, 4, 5]}
     assert _bodies(_take(raw.store, {"alpha": 3})) == {"alpha": [6]}
+
+
+def test_a_spread_signals_marker_stays_at_the_head_of_its_key(raw: RawAccess) -> None:
+    """A spread signal's own key keeps its marker first through bounded takes: each take
+    gives the next 2 payloads after it, and the key ends holding only the marker."""
+    settings = get_settings()
+    base = _keys("alpha").queue
+    home = marker(settings, base, 2)
+    payloads = [_frame("alpha", i) for i in range(5)]
+    raw.set(base, home + b"".join(payloads))
+    layout = _Layout(settings, ["alpha"], 2)
+    layout.markers[base] = home
+    seen: list[object] = []
+    for _ in range(5):
+        with raw.store.connection() as conn:
+            taken = weak_take.take(
+                conn, settings, layout, _Reader(), now=now_ms(), limits={"alpha": 2}
+            )
+            flush(conn, taken.counts)
+        got = _bodies(taken).get("alpha", [])
+        assert len(got) <= 2
+        if not got:
+            break
+        seen += got
+        assert (raw.get(base) or b"").startswith(home)
+    assert seen == list(range(5))
+    assert raw.get(base) == home
+    assert _counter(raw, "alpha", "delivered") == 5
