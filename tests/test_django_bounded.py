@@ -1,11 +1,15 @@
 """The Django integration's bounds: ``GAESIGNALS["LIMIT"]`` for the middleware (100 by
-default) and ``GAESIGNALS["CRON_LIMIT"]`` for the cron view (1,000 by default)."""
+default), ``GAESIGNALS["CRON_LIMIT"]`` for the cron view (1,000 by default) and
+``deliver_signals --limit``."""
 
 from __future__ import annotations
 
 import contextlib
+import io
 from collections.abc import Iterator
 from typing import Any
+
+import pytest
 
 import gaesignals
 from gaesignals import send_multi
@@ -14,6 +18,7 @@ from tests.django_setup import setup_django
 
 setup_django()
 
+from django.core.management import CommandError, call_command  # noqa: E402
 from django.test import Client, override_settings  # noqa: E402
 
 from tests import django_urls  # noqa: E402
@@ -59,3 +64,16 @@ def test_cron_limit_sets_the_cron_view_bound(gaesignals_store: Store) -> None:
         assert browser.post("/tasks/deliver-signals", **auth).json() == {"delivered": 6}
         assert browser.post("/tasks/deliver-signals", **auth).json() == {"delivered": 4}
     assert list(range(10)) == django_urls.DELIVERED
+
+
+def test_the_deliver_signals_command_takes_a_limit(gaesignals_store: Store) -> None:
+    """``manage.py deliver_signals --limit 3`` delivers the 3 oldest payloads of each signal;
+    ``--limit 0`` is refused."""
+    gaesignals.connect("greet", record)
+    send_multi([("greet", i) for i in range(5)])
+    out = io.StringIO()
+    call_command("deliver_signals", "--limit", "3", stdout=out)
+    assert django_urls.DELIVERED == [0, 1, 2]
+    with pytest.raises(CommandError, match="limit"):
+        call_command("deliver_signals", "--limit", "0", stdout=out)
+    assert django_urls.DELIVERED == [0, 1, 2]
