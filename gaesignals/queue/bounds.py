@@ -48,6 +48,23 @@ def head_of(value: bytes, quota: int) -> int:
     return size
 
 
+def frames_from(value: bytes, start: int) -> int | None:
+    """How many payload frames ``value`` holds from offset ``start`` on, by their headers
+    alone (what a lost check counts as queued past a bounded take's part); None at bytes that
+    are not a frame's header (then the caller parses them)."""
+    at, size, count = start, len(value), 0
+    unpack = _HEADER.unpack_from
+    while at + layout.HEADER_SIZE <= size:
+        magic, version, flags, _, meta, body, _ = unpack(value, at)
+        if magic != _MAGIC or version != _VERSION or flags & _UNKNOWN_FLAGS:
+            return None
+        head = _SIGNED_HEAD if flags & layout.FLAG_SIGNED else layout.HEADER_SIZE
+        at += head + meta + body + _TAIL
+        if not flags & layout.FLAG_SPREAD:
+            count += 1
+    return count if at == size else None
+
+
 class Quotas:
     """What is left of each signal's limit in one take, and the shard order it takes in."""
 

@@ -37,7 +37,7 @@ from ..keys import SignalKeys
 from ..registration import SignalSpec
 from ..stores import Cached, Connection, NativeQueue, TakeGroup, home_key, is_stranded
 from .append import append_frames, widen
-from .bounds import Quotas, head_of
+from .bounds import Quotas, frames_from, head_of
 from .spread import kept_marker, learn
 
 logger = logging.getLogger("gaesignals")
@@ -218,6 +218,9 @@ class _Take:
         #: In a generic bounded take: where each key long enough to need it was cut before
         #: its parse (see :func:`.bounds.head_of`).
         self.heads: dict[str, int] = {}
+        #: In a bounded take with a lost check: how many payload frames each key cut holds
+        #: past the part parsed (counted by their headers, see :func:`.bounds.frames_from`).
+        self.tails: dict[str, int] = {}
         #: Whether the store took natively: then what a bound leaves must be put back.
         self.native = False
         #: Whether a reset's answer never came: its counters may or may not have landed.
@@ -337,7 +340,8 @@ class _Take:
             )
         taken = native.take_many(groups, self.now)
         self.failure = taken.failure
-        current = {key: Cached(value, None) for key, value in (taken.read | taken.values).items()}
+        values = self._counted_tails(taken.values, taken.cut) if taken.cut else taken.values
+        current = {key: Cached(value, None) for key, value in (taken.read | values).items()}
         parsed = self.parse(current)
         if checking:
             self.check_lost(current, parsed)
@@ -362,6 +366,20 @@ class _Take:
         if quotas is None:
             return -1, 0
         return quotas.left[name], quotas.first[name]
+
+    def _counted_tails(self, values: dict[str, bytes], cuts: Mapping[str, int]) -> dict[str, bytes]:
+        """Each value the native take gave whole (for a lost check) but cut, cut where the
+        store cut it, with what follows counted by headers (see :attr:`tails`)."""
+        values = dict(values)
+        for key, at in cuts.items():
+            whole = values.get(key)
+            if whole is None or at >= len(whole):
+                continue
+            tail = frames_from(whole, at)
+            if tail is not None:
+                self.tails[key] = tail
+                values[key] = whole[:at]
+        return values
 
     def _cut_where_taken(self, parsed: _Parsed, cuts: Mapping[str, int]) -> None:
         """Keep of each key the native take cut only the part it took: the rest is queued.
@@ -429,6 +447,9 @@ class _Take:
         for key, kept in self.waiting.items():
             _, found, bad = parsed.get(key, ("", [], []))
             queued[key] = (range(len(found) + len(kept.later) + len(kept.held)), bad)
+        for key, tail in self.tails.items():  # a bounded take parsed only its part
+            some, regions = queued.get(key, ((), ()))
+            queued[key] = (range(len(some) + tail), regions)
         self.counts.update(check_lost(self.conn, keys, layout.names, current, queued))
 
     def parse(self, current: Mapping[str, Cached]) -> _Parsed:
@@ -463,11 +484,8 @@ class _Take:
                     continue  # only the marker: nothing pending
             if quotas is not None:
                 self.values[key] = (value, len(item.value) - len(value))
-                if not self.native and name not in self.checking:
-                    head = head_of(value, quotas.left[name])
-                    if head < len(value):  # a lost check needs all of it
-                        heads[key] = head
-                        value = value[:head]
+                if not self.native:  # (a native take's store cut it already)
+                    value = self._head(key, name, value, quotas.left[name])
             got = read(name, key, value)
             if isinstance(got, list):
                 parsed[key] = (name, got, [])
@@ -476,6 +494,20 @@ class _Take:
             if found or bad:  # else only markers, or payloads not due yet or held
                 parsed[key] = (name, found, bad)
         return parsed
+
+    def _head(self, key: str, name: str, value: bytes, quota: int) -> bytes:
+        """The part of ``value`` a bounded take parses: up to the payload past its ``quota``
+        (what follows is counted by headers for a lost check; parsed whole past garbage)."""
+        head = head_of(value, quota)
+        if head == len(value):
+            return value
+        if name in self.checking:
+            tail = frames_from(value, head)
+            if tail is None:
+                return value
+            self.tails[key] = tail
+        self.heads[key] = head
+        return value[:head]
 
     def _due(
         self, key: str, name: str, got: Parse, value: bytes, shift: int
