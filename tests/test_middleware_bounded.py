@@ -54,7 +54,7 @@ def test_a_request_delivers_at_most_its_default_limit(store: Store) -> None:
 def test_a_huge_backlog_drains_over_requests_each_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     """A 100,000-payload backlog on one signal: every request delivers at most 100, and
     1,000 requests deliver all of it, each payload once, in send order. (Lost checks at
-    their usual pace: one reads the whole backlog.)"""
+    their usual pace: each walks the whole backlog's headers.)"""
     monkeypatch.setenv("GAESIGNALS_LOST_CHECK_INTERVAL", "3600")
     gaesignals.configure(store=MemoryStore(max_value_size=64 << 20))
     for start in range(0, BACKLOG, 10_000):
