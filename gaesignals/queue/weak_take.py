@@ -482,11 +482,13 @@ class _Take:
                 value = value[len(marker) :]
                 if not value:
                     continue  # only the marker: nothing pending
-            if quotas is not None:
+            if quotas is None or self.native:  # (a native take's store cut it already)
+                if quotas is not None:
+                    self.values[key] = (value, len(item.value) - len(value))
+                got = read(name, key, value)
+            else:
                 self.values[key] = (value, len(item.value) - len(value))
-                if not self.native:  # (a native take's store cut it already)
-                    value = self._head(key, name, value, quotas.left[name])
-            got = read(name, key, value)
+                value, got = self._read_part(key, name, value, quotas.left[name])
             if isinstance(got, list):
                 parsed[key] = (name, got, [])
                 continue
@@ -495,15 +497,33 @@ class _Take:
                 parsed[key] = (name, found, bad)
         return parsed
 
+    def _read_part(
+        self, key: str, name: str, value: bytes, quota: int
+    ) -> tuple[bytes, list[bytes] | Parse]:
+        """The part of ``value`` a generic bounded take reads, and its read: one holding
+        ``quota`` readable payloads, or all of it. (Its headers cannot tell frames held for
+        another key: a part short of readable payloads is read again, twice as long.)"""
+        walk = quota
+        while True:
+            part = self._head(key, name, value, walk)
+            got = self.reader.read(name, key, part)
+            if part is value or len(got if isinstance(got, list) else got[0]) >= quota:
+                return part, got
+            walk = 2 * walk + 1
+
     def _head(self, key: str, name: str, value: bytes, quota: int) -> bytes:
         """The part of ``value`` a bounded take parses: up to the payload past its ``quota``
         (what follows is counted by headers for a lost check; parsed whole past garbage)."""
         head = head_of(value, quota)
         if head == len(value):
+            self.heads.pop(key, None)
+            self.tails.pop(key, None)
             return value
         if name in self.checking:
             tail = frames_from(value, head)
             if tail is None:
+                self.heads.pop(key, None)
+                self.tails.pop(key, None)
                 return value
             self.tails[key] = tail
         self.heads[key] = head
@@ -571,7 +591,7 @@ class _Take:
         waiting = None if kept is None else kept.before(at)
         if waiting is not None:
             self.waiting[key] = waiting
-        if found or bad or waiting is not None:
+        if found or bad:  # else only what waits: the key stays as it is (see hold)
             parsed[key] = (name, found, bad)
         else:
             del parsed[key]

@@ -281,3 +281,25 @@ def test_a_spread_signals_marker_stays_at_the_head_of_its_key(raw: RawAccess) ->
     assert seen == list(range(5))
     assert raw.get(base) == home
     assert _counter(raw, "alpha", "delivered") == 5
+
+
+def test_payloads_held_for_another_key_stay_queued_through_bounded_takes(raw: RawAccess) -> None:
+    """Payloads signed with a key this deliverer lacks stay queued (held) while bounded takes
+    give every readable payload once, at most 2 a take."""
+    gaesignals.configure(store=raw.store, secret_key=b"k" * 32)
+    held = [
+        frames.encode(pickle.dumps(("held", i)), _signer("alpha"), [b"o" * 32]) for i in range(2)
+    ]
+    mine = [_frame("alpha", i) for i in range(4)]
+    raw.set(_keys("alpha").queue, held[0] + mine[0] + mine[1] + held[1] + mine[2] + mine[3])
+    seen: list[object] = []
+    for _ in range(10):
+        got = _bodies(_take(raw.store, {"alpha": 2})).get("alpha", [])
+        assert len(got) <= 2
+        if not got:
+            break
+        seen += got
+    assert seen == [0, 1, 2, 3]
+    left = raw.get(_keys("alpha").queue) or b""
+    assert sorted(left.find(frame) >= 0 for frame in held) == [True, True]
+    assert len(left) == len(held[0]) + len(held[1])
