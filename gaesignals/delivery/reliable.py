@@ -193,7 +193,9 @@ class _ReliableRun:
                 # Not the signals found spread wider than read: their new shards' payloads
                 # were not counted, and would read as lost (checked next time).
                 due = {name: k for name, k in mine.items() if name not in spread}
-                self.outcomes.adopt(check_lost(conn, due, queues, current, parsed))
+                check = check_lost(conn, due, queues, current, parsed)
+                self.outcomes.adopt(check.changes)
+                self.outcomes.lost(check.losses)
                 schedule.checked(checking & set(due), self.settings)
             # Everything read is accounted for before any handler runs (see check_lost), in
             # one call for all signals; what then stays in a queue is taken back at the end.
@@ -383,10 +385,12 @@ class _Shard:
                 delivered += 1
                 continue
             if self._retry_later(index, frame, tried, error, run):
+                outcomes.report(name, Outcome.RETRIED)
                 continue
             text = error_text(error)
             if tried < run.max_attempts and not isinstance(error, Reject):
                 # Stop so the shard's order holds: this payload is retried first next time.
+                outcomes.report(name, Outcome.RETRIED)
                 raw = frames.with_attempts(value[frame.start : frame.end], tried)
                 return Ran(delivered, expired, raw + value[frame.end :], frame.start)
             raw = self._rebuild(frame, tried, 0, text)

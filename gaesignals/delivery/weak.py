@@ -49,6 +49,7 @@ def _deliver_weak(
         try:
             taken = weak_take.take(conn, settings, layout, reader, checking=checking, now=now_ms())
             outcomes.adopt(taken.counts)
+            outcomes.lost(taken.losses)
             if checking:
                 schedule.checked([name for name in checking if name not in taken.widened], settings)
             delivered = _run(layout, taken, outcomes)

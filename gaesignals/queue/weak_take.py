@@ -29,8 +29,16 @@ from collections.abc import Collection, Mapping, Sequence, Sized
 from typing import NamedTuple, Protocol
 
 from .. import frames
-from ..accounting import check_lost, flush_sent, lost_keys, read_order, tally, weak_counters
-from ..accounting import take as pending
+from ..accounting import (
+    Loss,
+    check_lost,
+    flush_sent,
+    lost_keys,
+    pop_changes,
+    read_order,
+    tally,
+    weak_counters,
+)
 from ..config import Settings
 from ..exceptions import GaeSignalsError, PartialFailure, StoreUnavailable
 from ..keys import SignalKeys
@@ -114,6 +122,9 @@ class WeakTaken(NamedTuple):
     widened: dict[str, int]
     #: Why some keys were not taken (a server failed or timed out); raise it after the run.
     failure: StoreUnavailable | None
+    #: What the lost check found newly gone, by signal (already in its ``lost`` counter): the
+    #: caller reports it as the ``lost`` outcome.
+    losses: dict[str, Loss]
 
 
 class _Waiting(NamedTuple):
@@ -185,6 +196,7 @@ class _Take:
         self.taken: list[TakenKey] = []
         self.kept_back: dict[str, bytes] = {}
         self.failure: StoreUnavailable | None = None
+        self.losses: dict[str, Loss] = {}
         #: What each spread signal's own queue key holds once emptied: its marker.
         self.markers = dict(layout.markers)
         #: The signals found spread wider than read, and their width learned.
@@ -193,7 +205,9 @@ class _Take:
         self.waiting: dict[str, _Waiting] = {}
 
     def result(self) -> WeakTaken:
-        return WeakTaken(self.taken, self.kept_back, self.counts, self.widened, self.failure)
+        return WeakTaken(
+            self.taken, self.kept_back, self.counts, self.widened, self.failure, self.losses
+        )
 
     # -- over the memcache primitives -------------------------------------------------------
 
@@ -214,7 +228,7 @@ class _Take:
             if not parsed:
                 return
             fresh = self.count(parsed)
-            counters = pending(self.counts) if self.counting else {}
+            counters = pop_changes(self.counts) if self.counting else {}
             won = self._reset(current, parsed, counters)
             self.keep(parsed, fresh, won, taken_back=bool(counters))
             if self.failure is not None:
@@ -368,7 +382,9 @@ class _Take:
         for key, kept in self.waiting.items():
             _, found, bad = parsed.get(key, ("", [], []))
             queued[key] = (range(len(found) + len(kept.later) + len(kept.held)), bad)
-        self.counts.update(check_lost(self.conn, keys, layout.names, current, queued))
+        check = check_lost(self.conn, keys, layout.names, current, queued)
+        self.counts.update(check.changes)
+        self.losses = check.losses
 
     def parse(self, current: Mapping[str, Cached]) -> _Parsed:
         """The payloads of every queue key read holding any, with its signal; a spread
