@@ -79,7 +79,7 @@ class _Reader:
                 return bodies
         return runner.parse_all(value, key)
 
-    def fresh(self, name: str, found: Found) -> Found:
+    def within_ttl(self, name: str, found: Found) -> Found:
         runner = self.runners[name]
         return found if runner.ttl is None else runner.within_ttl(found)
 
@@ -90,7 +90,7 @@ def _run(layout: Layout, taken: WeakTaken, outcomes: Outcomes) -> int:
     delivered = 0
     for key in taken.taken:
         runner = layout.runners[key.name]
-        due = key.fresh  # the payloads within the ttl
+        due = key.within_ttl
         if runner.one_handler and due and isinstance(due[0], bytes):
             ok, failed = runner.drain_bodies(due)  # runner.drain, one call less
         else:

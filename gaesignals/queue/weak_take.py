@@ -68,7 +68,7 @@ class Reader(Protocol):
         """Bare bodies when every payload may go as such, else the value's parse."""
         ...
 
-    def fresh(self, name: str, found: Found) -> Found:
+    def within_ttl(self, name: str, found: Found) -> Found:
         """``found`` without the payloads older than the signal's ttl."""
         ...
 
@@ -99,13 +99,14 @@ class Layout(Protocol):
 
 class TakenKey(NamedTuple):
     """What a take removed from one key: its signal, the payloads, the unreadable regions
-    dropped, and the payloads within the signal's ttl (``fresh``, which go to the handlers)."""
+    dropped, and the payloads within the signal's ttl (``within_ttl``, which go to the
+    handlers)."""
 
     key: str
     name: str
     found: Found
     bad: list[frames.BadRegion]
-    fresh: Found
+    within_ttl: Found
 
 
 class WeakTaken(NamedTuple):
@@ -227,10 +228,10 @@ class _Take:
                 self.check_lost(current, parsed)
             if not parsed:
                 return
-            fresh = self.count(parsed)
+            within_ttl = self.count(parsed)
             counters = pop_changes(self.counts) if self.counting else {}
             won = self._reset(current, parsed, counters)
-            self.keep(parsed, fresh, won, taken_back=bool(counters))
+            self.keep(parsed, within_ttl, won, taken_back=bool(counters))
             if self.failure is not None:
                 return
             todo = list(dict.fromkeys(home_key(key) for key in parsed if not won[key]))
@@ -327,8 +328,8 @@ class _Take:
                 accounted, _, _, delivered = weak_counters(layout.keys[layout.names[home_key(key)]])
                 self.counts[accounted] -= counted
                 self.counts[delivered] -= counted
-        fresh = self.count(parsed)
-        self.keep(parsed, fresh, dict.fromkeys(parsed, True), taken_back=False)
+        within_ttl = self.count(parsed)
+        self.keep(parsed, within_ttl, dict.fromkeys(parsed, True), taken_back=False)
 
     def _put_back_markers(self) -> None:
         """The take emptied the own key of a signal it did not know was spread, marker and
@@ -453,24 +454,24 @@ class _Take:
 
     def count(self, parsed: _Parsed) -> dict[str, Found]:
         """Each key's payloads within their ttl, counted as if every take wins."""
-        keys, bumps, fresh_of = self.layout.keys, self.counts, self.reader.fresh
-        fresh: dict[str, Found] = {}
+        keys, changes, ttl_cut = self.layout.keys, self.counts, self.reader.within_ttl
+        within_ttl: dict[str, Found] = {}
         for key, (name, found, bad) in parsed.items():
-            fresh[key] = kept = fresh_of(name, found)
+            within_ttl[key] = kept = ttl_cut(name, found)
             if not self.counting:
                 continue
             if bad or len(kept) != len(found):
-                tally(bumps, keys[name], found, bad, kept, 1)
+                tally(changes, keys[name], found, bad, kept, 1)
             else:  # the usual case, inline: every frame read is (so far) delivered
                 accounted, _, _, delivered = weak_counters(keys[name])
-                bumps[accounted] = bumps.get(accounted, 0) + len(found)
-                bumps[delivered] = bumps.get(delivered, 0) + len(found)
-        return fresh
+                changes[accounted] = changes.get(accounted, 0) + len(found)
+                changes[delivered] = changes.get(delivered, 0) + len(found)
+        return within_ttl
 
     def keep(
         self,
         parsed: _Parsed,
-        fresh: Mapping[str, Found],
+        within_ttl: Mapping[str, Found],
         won: Mapping[str, bool],
         *,
         taken_back: bool,
@@ -487,8 +488,8 @@ class _Take:
         for key in ordered:
             name, found, bad = parsed[key]
             if won[key]:
-                self.taken.append(TakenKey(key, name, found, bad, fresh[key]))
+                self.taken.append(TakenKey(key, name, found, bad, within_ttl[key]))
                 if key in self.markers or key in self.waiting:
                     self.kept_back[key] = self.markers.get(key, b"") + self.kept(key)
             elif taken_back:
-                tally(self.counts, layout.keys[name], found, bad, fresh[key], -1)
+                tally(self.counts, layout.keys[name], found, bad, within_ttl[key], -1)
