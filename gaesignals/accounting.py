@@ -159,14 +159,11 @@ def _flush_at_exit() -> None:
 
 
 @lru_cache(maxsize=4096)
-def weak_counters(signal: SignalKeys) -> tuple[str, str, str, str]:
-    """A signal's ``accounted``, ``dropped``, ``expired`` and ``delivered`` counter keys."""
-    return (
-        signal.counter("accounted"),
-        signal.counter("dropped"),
-        signal.counter("expired"),
-        signal.counter("delivered"),
-    )
+def weak_counters(prefix: str) -> tuple[str, str, str, str]:
+    """The ``accounted``, ``dropped``, ``expired`` and ``delivered`` counter keys of the
+    signal whose counters start with ``prefix`` (:attr:`SignalKeys.counters`: a string, cheap
+    to hash, as a take looks them up per key)."""
+    return prefix + "accounted", prefix + "dropped", prefix + "expired", prefix + "delivered"
 
 
 def tally(
@@ -181,7 +178,7 @@ def tally(
     signal's counters: every frame and every payload of a bad region is ``accounted``; those
     of bad regions are ``dropped``, frames past the ttl ``expired``, the rest ``delivered``
     until a handler says otherwise (see :mod:`gaesignals.delivery.outcomes`)."""
-    accounted, dropped, expired, delivered = weak_counters(signal)
+    accounted, dropped, expired, delivered = weak_counters(signal.counters)
     lost_with_bad = frames.dropped(bad) if bad else 0
     changes[accounted] += sign * (len(found) + lost_with_bad)
     changes[delivered] += sign * len(within_ttl)

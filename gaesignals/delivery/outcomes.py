@@ -88,6 +88,10 @@ class Outcomes:
         self.counted_by_take = counted_by_take
         #: Whether a tracer or meter provider is set: asked once per delivery.
         self.measuring = tracing.active()
+        #: Whether a ``delivered`` report changes anything: not after a weak take that counted
+        #: it, with nothing measuring. A hot loop may then leave it out (nothing else happened
+        #: to those payloads).
+        self.hears_delivered = self.measuring or (counting and not counted_by_take)
         #: Counter changes not written yet, by counter key.
         self.changes: Counter[str] = Counter()
 

@@ -65,7 +65,8 @@ class Reader(Protocol):
     ttl, and whether its payloads may go as bare pickled bodies."""
 
     def read(self, name: str, key: str, value: bytes) -> list[bytes] | Parse:
-        """Bare bodies when every payload may go as such, else the value's parse."""
+        """Bare bodies when every payload may go as such (never for a signal with a ttl: bare
+        bodies are not cut at it), else the value's parse."""
         ...
 
     def within_ttl(self, name: str, found: Found) -> Found:
@@ -145,8 +146,9 @@ class _Waiting(NamedTuple):
         return b"".join(value[frame.start : frame.end] for frame in kept)
 
 
-#: Each key read holding payloads: its signal, payloads and unreadable regions.
-_Parsed = dict[str, tuple[str, Found, list[frames.BadRegion]]]
+#: Each key read holding payloads: its signal, payloads, unreadable regions, and the payloads
+#: within the signal's ttl.
+_Parsed = dict[str, tuple[str, Found, list[frames.BadRegion], Found]]
 
 
 def take(
@@ -228,10 +230,10 @@ class _Take:
                 self.check_lost(current, parsed)
             if not parsed:
                 return
-            within_ttl = self.count(parsed)
+            self.count(parsed)
             counters = pop_changes(self.counts) if self.counting else {}
             won = self._reset(current, parsed, counters)
-            self.keep(parsed, within_ttl, won, taken_back=bool(counters))
+            self.keep(parsed, won, taken_back=bool(counters))
             if self.failure is not None:
                 return
             todo = list(dict.fromkeys(home_key(key) for key in parsed if not won[key]))
@@ -262,9 +264,9 @@ class _Take:
     ) -> dict[str, bool]:
         """Empty every key read non-empty if it is unchanged, with the counters ahead of the
         resets (see ``Connection.cas_many``); what a lost race changes is taken back after."""
-        markers = self.markers
+        markers, kept = self.markers, self.kept if self.waiting else None
         resets = {
-            key: Cached(markers.get(key, b"") + self.kept(key), current[key].token)
+            key: Cached(markers.get(key, b"") + (kept(key) if kept else b""), current[key].token)
             for key in parsed
         }
         try:
@@ -281,7 +283,7 @@ class _Take:
             # under-report; the log says how many payloads are at stake.
             self.failure = error
             counters.clear()
-            for key, (_, found, _) in parsed.items():
+            for key, (_, found, *_) in parsed.items():
                 self._log_unanswered(key, len(found), "timed out or failed")
             return dict.fromkeys(resets, False)
 
@@ -325,11 +327,12 @@ class _Take:
             self.check_lost(current, parsed)
         if self.counting:
             for key, counted in taken.counted.items():
-                accounted, _, _, delivered = weak_counters(layout.keys[layout.names[home_key(key)]])
+                signal = layout.keys[layout.names[home_key(key)]]
+                accounted, _, _, delivered = weak_counters(signal.counters)
                 self.counts[accounted] -= counted
                 self.counts[delivered] -= counted
-        within_ttl = self.count(parsed)
-        self.keep(parsed, within_ttl, dict.fromkeys(parsed, True), taken_back=False)
+        self.count(parsed)
+        self.keep(parsed, dict.fromkeys(parsed, True), taken_back=False)
 
     def _put_back_markers(self) -> None:
         """The take emptied the own key of a signal it did not know was spread, marker and
@@ -378,10 +381,10 @@ class _Take:
         layout, widened = self.layout, self.widened
         keys = {name: k for name, k in layout.keys.items() if name not in widened}
         queued: dict[str, tuple[Sized, Sequence[frames.BadRegion]]] = {
-            key: (found, bad) for key, (_, found, bad) in parsed.items()
+            key: (found, bad) for key, (_, found, bad, _) in parsed.items()
         }
         for key, kept in self.waiting.items():
-            _, found, bad = parsed.get(key, ("", [], []))
+            _, found, bad, _ = parsed.get(key, ("", [], [], []))
             queued[key] = (range(len(found) + len(kept.later) + len(kept.held)), bad)
         check = check_lost(self.conn, keys, layout.names, current, queued)
         self.counts.update(check.changes)
@@ -392,7 +395,8 @@ class _Take:
         signal's marker at the head of its own key is skipped, a marker wider than this take
         reads is learned (the caller then takes again, with its new shards). What a key read
         again held back before is decided anew from what it holds now."""
-        layout, markers, read = self.layout, self.markers, self.reader.read
+        layout, markers = self.layout, self.markers
+        read, within_ttl = self.reader.read, self.reader.within_ttl
         names = layout.names
         parsed: _Parsed = {}
         if self.waiting:  # a later round: another deliverer may have taken them since
@@ -415,7 +419,7 @@ class _Take:
                     continue  # only the marker: nothing pending
             got = read(name, key, value)
             if isinstance(got, list):
-                parsed[key] = (name, got, [])
+                parsed[key] = (name, got, [], got)
                 continue
             found, bad, seen, held = got
             if seen > layout.widths[name]:
@@ -423,7 +427,7 @@ class _Take:
             if held or any(frame.meta for frame in found):
                 found = self.hold(key, found, held, value, len(item.value) - len(value))
             if found or bad:  # else only markers, or payloads not due yet or held
-                parsed[key] = (name, found, bad)
+                parsed[key] = (name, found, bad, within_ttl(name, found))
         return parsed
 
     def hold(
@@ -452,26 +456,22 @@ class _Take:
         self.widened[name] = seen
         self.markers[queue] = kept_marker(settings, queue, self.layout.specs[name].shards)
 
-    def count(self, parsed: _Parsed) -> dict[str, Found]:
-        """Each key's payloads within their ttl, counted as if every take wins."""
-        keys, changes, ttl_cut = self.layout.keys, self.counts, self.reader.within_ttl
-        within_ttl: dict[str, Found] = {}
-        for key, (name, found, bad) in parsed.items():
-            within_ttl[key] = kept = ttl_cut(name, found)
-            if not self.counting:
-                continue
+    def count(self, parsed: _Parsed) -> None:
+        """Count each key's payloads as if every take wins."""
+        if not self.counting:
+            return
+        keys, changes = self.layout.keys, self.counts
+        for name, found, bad, kept in parsed.values():
             if bad or len(kept) != len(found):
                 tally(changes, keys[name], found, bad, kept, 1)
             else:  # the usual case, inline: every frame read is (so far) delivered
-                accounted, _, _, delivered = weak_counters(keys[name])
+                accounted, _, _, delivered = weak_counters(keys[name].counters)
                 changes[accounted] = changes.get(accounted, 0) + len(found)
                 changes[delivered] = changes.get(delivered, 0) + len(found)
-        return within_ttl
 
     def keep(
         self,
         parsed: _Parsed,
-        within_ttl: Mapping[str, Found],
         won: Mapping[str, bool],
         *,
         taken_back: bool,
@@ -486,10 +486,10 @@ class _Take:
         else:  # a store may answer in any order
             ordered = [key for key in layout.names if key in parsed]
         for key in ordered:
-            name, found, bad = parsed[key]
+            name, found, bad, within_ttl = parsed[key]
             if won[key]:
-                self.taken.append(TakenKey(key, name, found, bad, within_ttl[key]))
+                self.taken.append(TakenKey(key, name, found, bad, within_ttl))
                 if key in self.markers or key in self.waiting:
                     self.kept_back[key] = self.markers.get(key, b"") + self.kept(key)
             elif taken_back:
-                tally(self.counts, layout.keys[name], found, bad, within_ttl[key], -1)
+                tally(self.counts, layout.keys[name], found, bad, within_ttl, -1)
