@@ -49,9 +49,9 @@ class _Reader:
 
     def parse(self, name: str, key: str, value: bytes) -> Parse:
         parsed = frames.parse_queue(value, _signer(name), get_settings().secret_keys)
-        return parsed.found, parsed.bad, parsed.spread, [held.frame for held in parsed.held]
+        return parsed.found, parsed.bad, parsed.marker_width, [held.frame for held in parsed.held]
 
-    def fresh(self, name: str, found: Found) -> Found:
+    def within_ttl(self, name: str, found: Found) -> Found:
         return found
 
 
@@ -86,7 +86,7 @@ def _bodies(taken: WeakTaken) -> dict[str, list[object]]:
     out: dict[str, list[object]] = {}
     for key in taken.taken:
         out.setdefault(key.name, []).extend(
-            pickle.loads(item if isinstance(item, bytes) else item.body) for item in key.fresh
+            pickle.loads(item if isinstance(item, bytes) else item.body) for item in key.within_ttl
         )
     return out
 
