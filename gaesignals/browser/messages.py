@@ -12,7 +12,7 @@ import json
 import re
 import secrets
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,11 +40,24 @@ class Wakeups:
     def __init__(self) -> None:
         self._changed = threading.Condition()
         self.generation = 0
+        #: Called at each post (from the posting thread): how an event loop's waiters hear.
+        self._listeners: set[Callable[[], None]] = set()
 
     def notify(self) -> None:
         with self._changed:
             self.generation += 1
             self._changed.notify_all()
+            listeners = list(self._listeners)
+        for listener in listeners:
+            listener()
+
+    def listen(self, listener: Callable[[], None]) -> None:
+        with self._changed:
+            self._listeners.add(listener)
+
+    def unlisten(self, listener: Callable[[], None]) -> None:
+        with self._changed:
+            self._listeners.discard(listener)
 
     def wait(self, seconds: float, seen: int) -> None:
         """Sleep up to ``seconds``, less if a post came since generation ``seen``."""

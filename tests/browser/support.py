@@ -3,6 +3,7 @@ webtest, a call with every header a page sends, and clocks and sleeps the tests 
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -56,6 +57,10 @@ class FakeTime:
             self.on_sleep(len(self.sleeps))
         self.now += seconds
 
+    async def asleep(self, seconds: float, generation: int) -> None:
+        """:meth:`sleep` for the ASGI bridge."""
+        self.sleep(seconds, generation)
+
 
 def bridge_app(time: FakeTime | None = None, **options: Any) -> webtest.TestApp:
     """The bridge as a WSGI app under webtest, its visitors named by the test headers."""
@@ -107,3 +112,78 @@ def poll(
 
 def signals_of(answer: Mapping[str, Any]) -> list[tuple[str, Any]]:
     return [(message["signal"], message["data"]) for message in answer["messages"]]
+
+
+class Exchange:
+    """One ASGI request: what the app is given to receive (the body, then a disconnect once
+    ``disconnect`` is set) and what it sent."""
+
+    def __init__(self, body: bytes = b"") -> None:
+        self.body = body
+        self.sent: list[dict[str, Any]] = []
+        self.disconnect = asyncio.Event()
+        self._given = False
+
+    async def receive(self) -> dict[str, Any]:
+        if not self._given:
+            self._given = True
+            return {"type": "http.request", "body": self.body, "more_body": False}
+        await self.disconnect.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(self, message: dict[str, Any]) -> None:
+        self.sent.append(dict(message))
+
+    @property
+    def status(self) -> int:
+        status: int = self.sent[0]["status"]
+        return status
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {k.decode(): v.decode() for k, v in self.sent[0]["headers"]}
+
+    @property
+    def content(self) -> bytes:
+        return b"".join(m.get("body", b"") for m in self.sent[1:])
+
+    def json(self) -> Any:
+        return json.loads(self.content)
+
+
+def asgi_request(
+    app: Any,
+    path: str,
+    *,
+    method: str = "GET",
+    query: str = "",
+    headers: Mapping[str, str] | None = None,
+    body: bytes = b"",
+    exchange: Exchange | None = None,
+) -> Exchange:
+    """Run one request through an ASGI ``app`` on a loop of its own (``exchange``, or a new
+    one with ``body``); its exchange."""
+    exchange = exchange or Exchange(body)
+    scope = {
+        "type": "http",
+        "method": method,
+        "path": path,
+        "root_path": "",
+        "query_string": query.encode(),
+        "headers": [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()],
+        "client": ("127.0.0.1", 5000),
+    }
+    asyncio.run(app(scope, exchange.receive, exchange.send))
+    return exchange
+
+
+def events_of(content: bytes) -> list[dict[str, str]]:
+    """The server-sent events in a stream's bytes, each as its fields (comments left out)."""
+    found = []
+    for block in content.decode().split("\n\n"):
+        fields = dict(
+            line.split(": ", 1) for line in block.splitlines() if line and not line.startswith(":")
+        )
+        if fields:
+            found.append(fields)
+    return found
