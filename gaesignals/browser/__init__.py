@@ -8,7 +8,7 @@ servers, with server-sent events where the server streams. ``docs/browser-protoc
 the HTTP protocol between the two.
 """
 
-from .bridge import Bridge
+from .bridge import Bridge, mount
 from .messages import send_to_browser
 from .visitors import BrowserCall, Visitor, anonymous, csrf_token, session_tag
 
@@ -18,6 +18,7 @@ __all__ = [
     "Visitor",
     "anonymous",
     "csrf_token",
+    "mount",
     "send_to_browser",
     "session_tag",
 ]

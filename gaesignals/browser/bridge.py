@@ -204,3 +204,18 @@ def poll_answer(batch: Batch) -> Answer:
     return json_answer(
         "200 OK", {"cursor": batch.cursor, "reset": batch.reset, "messages": batch.messages}
     )
+
+
+WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+
+
+def mount(bridge: Bridge, app: WSGIApp) -> WSGIApp:
+    """``app``, with ``bridge`` answering every request below its prefix: how to put the
+    bridge beside any WSGI app (webapp2, Flask, bare WSGI)."""
+
+    def dispatch(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        path = str(environ.get("SCRIPT_NAME", "")) + str(environ.get("PATH_INFO", ""))
+        chosen = bridge if route_below(path, bridge.prefix) is not None else app
+        return chosen(environ, start_response)
+
+    return dispatch
