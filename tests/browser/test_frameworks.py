@@ -33,9 +33,13 @@ from .support import SECRET
 
 setup_django()
 
-from django.test import RequestFactory  # noqa: E402
+from django.http import HttpResponse  # noqa: E402
+from django.test import RequestFactory, override_settings  # noqa: E402
 
 from gaesignals.browser.frameworks import django as signals_django  # noqa: E402
+from gaesignals.contrib.django.middleware import (  # noqa: E402
+    SignalsMiddleware as DjangoSignalsMiddleware,
+)
 
 pytestmark = pytest.mark.gaesignals_config(secret_key=SECRET)
 
@@ -168,3 +172,20 @@ def test_webapp2_asks_the_apps_own_functions(received: list[BrowserCall]) -> Non
             "user": "u-9",
         }
     ]
+
+
+def test_djangos_middleware_never_delivers_on_a_poll(gaesignals_store: Store) -> None:
+    """gaesignals' Django middleware passes a bridge's poll to the view without a delivery
+    (before or after it), and delivers on other requests."""
+    delivered: list[object] = []
+    gaesignals.connect("work", delivered.append)
+    Bridge(identify=signals_django.identify)
+    factory = RequestFactory()
+    for when in ("before", "after"):
+        with override_settings(GAESIGNALS={"DELIVER": when}):
+            middleware = DjangoSignalsMiddleware(lambda request: HttpResponse(b"ok"))
+        gaesignals.send("work", when)
+        middleware(factory.get("/signals/poll", {"window": "window-f1"})).close()
+        assert delivered == [] if when == "before" else delivered == ["before"]
+        middleware(factory.get("/elsewhere")).close()
+    assert delivered == ["before", "after"]
