@@ -19,6 +19,7 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from ..asgi import Receive, Scope, Send, full_path
+from ..config import get_settings
 from ..coroutines import in_worker
 from .bridge import MAX_BODY, Bridge, poll_answer
 from .http import FAILED, METHOD_NOT_ALLOWED, NOT_FOUND, Answer, Incoming, Refusal, route_below
@@ -110,7 +111,7 @@ class BridgeASGI:
         deadline = bridge.clock() + bridge.poll_seconds
         while True:
             seen = wakeups.generation
-            batch = await in_worker(inbox.read, bridge.settings)
+            batch = await in_worker(inbox.read, get_settings())
             left = deadline - bridge.clock()
             if batch.messages or batch.reset or inbox.fresh or left <= 0:
                 return batch
@@ -141,7 +142,7 @@ class BridgeASGI:
         first = True
         while not gone.is_set() and bridge.clock() < deadline:
             seen = wakeups.generation
-            batch = await in_worker(inbox.read, bridge.settings)
+            batch = await in_worker(inbox.read, get_settings())
             chunk = event_chunk(batch, first)
             first = False
             if not chunk and bridge.clock() - quiet_since >= self.keepalive_seconds:

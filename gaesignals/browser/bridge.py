@@ -20,7 +20,7 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from .. import middleware
-from ..config import Settings, get_settings
+from ..config import get_settings
 from .calls import CallRules, answer_call
 from .http import (
     BAD_REQUEST,
@@ -61,7 +61,7 @@ class Bridge:
     calling (:mod:`gaesignals.browser.frameworks` adapts Django, Flask, webapp2, Starlette);
     ``allowed_origins`` adds origins (``"https://example.com"``) to the app's own host;
     ``calls_per_minute`` limits each session's calls; ``poll_seconds`` bounds a long poll,
-    ``poll_interval`` its cache reads; ``settings`` defaults to gaesignals' own. ``clock``
+    ``poll_interval`` its cache reads (gaesignals' settings are read at each request). ``clock``
     (Unix seconds) and ``sleep(seconds, generation)`` are seams for tests.
     """
 
@@ -74,7 +74,6 @@ class Bridge:
         calls_per_minute: int = 120,
         poll_seconds: float = 20.0,
         poll_interval: float = 1.0,
-        settings: Settings | None = None,
         clock: Callable[[], float] = time.time,
         sleep: Sleep = wakeups.wait,
     ) -> None:
@@ -86,14 +85,9 @@ class Bridge:
         self.rules = CallRules(identify, frozenset(allowed_origins), calls_per_minute, clock)
         self.poll_seconds = poll_seconds
         self.poll_interval = poll_interval
-        self._settings = settings
         self.clock = clock
         self.sleep = sleep
         middleware.wait_at(prefix + "/poll", prefix + "/events")
-
-    @property
-    def settings(self) -> Settings:
-        return self._settings or get_settings()
 
     # -- the one implementation -------------------------------------------------------------
 
@@ -110,7 +104,7 @@ class Bridge:
             return Answer("200 OK", headers, static_file(incoming.route))
         if incoming.route.startswith("/call/"):
             name = incoming.route.removeprefix("/call/")
-            return answer_call(self.rules, incoming, name, self.settings)
+            return answer_call(self.rules, incoming, name, get_settings())
         if incoming.route == "/poll":
             return None if incoming.method == "GET" else METHOD_NOT_ALLOWED
         return NOT_FOUND
@@ -123,7 +117,7 @@ class Bridge:
             raise Refusal(BAD_REQUEST, "no window id")
         visitor = self.rules.identify(incoming.native)
         cursor = incoming.query.get("cursor") or incoming.headers.get("last-event-id", "")
-        return Inbox.of(visitor, window, cursor, self.settings)
+        return Inbox.of(visitor, window, cursor, get_settings())
 
     def poll(self, inbox: Inbox) -> Batch:
         """Read ``inbox`` until a read finds messages (or a reset), or ``poll_seconds`` pass;
@@ -131,7 +125,7 @@ class Bridge:
         deadline = self.clock() + self.poll_seconds
         while True:
             seen = wakeups.generation
-            batch = inbox.read(self.settings)
+            batch = inbox.read(get_settings())
             left = deadline - self.clock()
             if batch.messages or batch.reset or inbox.fresh or left <= 0:
                 return batch

@@ -95,11 +95,11 @@ def _token(key: bytes, session: str | None) -> str:
     return hmac.new(key, b"gaesignals csrf\0" + bound, hashlib.sha256).hexdigest()[:40]
 
 
-def csrf_token(visitor: Visitor | str | None, settings: Settings | None = None) -> str:
+def csrf_token(visitor: Visitor | str | None) -> str:
     """The token a page embeds (``<meta name="gaesignals-csrf" content="...">``) for its calls:
     a MAC of the visitor's session (a :class:`Visitor`, a session key, or None)."""
     session = visitor.session if isinstance(visitor, Visitor) else visitor
-    return _token(signing_keys(settings or get_settings())[0], session)
+    return _token(signing_keys(get_settings())[0], session)
 
 
 def csrf_valid(token: str, visitor: Visitor, settings: Settings) -> bool:

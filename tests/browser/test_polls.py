@@ -4,11 +4,10 @@ a page resuming from its cursor or told to reset."""
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import pytest
 import webtest
 
+import gaesignals
 from gaesignals import (
     PayloadTooLarge,
     SignalsMiddleware,
@@ -17,7 +16,6 @@ from gaesignals import (
     send_to_browser,
 )
 from gaesignals.browser import Bridge
-from gaesignals.config import get_settings
 from gaesignals.queue import mailboxes
 from gaesignals.stores import Store
 from gaesignals.testing import CountingStore
@@ -127,8 +125,8 @@ def test_a_poll_reads_the_cache_once_per_wait(gaesignals_store: Store) -> None:
     time = FakeTime()
     cursor = poll(bridge_app(time), user="ann", session="s-1")["cursor"]
     counting = CountingStore(gaesignals_store)
-    settings = replace(get_settings(), store=counting)
-    app = bridge_app(time, poll_seconds=3, poll_interval=1, settings=settings)
+    gaesignals.configure(counting, secret_key=SECRET)
+    app = bridge_app(time, poll_seconds=3, poll_interval=1)
     poll(app, cursor, user="ann", session="s-1")
     assert dict(counting.calls) == {"gets_many": 4} and len(time.sleeps) == 3
 
