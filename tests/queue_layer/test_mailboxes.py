@@ -208,3 +208,15 @@ def test_a_message_line_refuses_what_would_break_the_log() -> None:
         mailboxes.message_line("k", "xyz", b"a", [])
     with pytest.raises(ValueError):
         mailboxes.mailbox_key("x", "name", "")
+
+
+def test_a_value_the_cache_client_would_unpickle_is_only_bytes(raw: RawAccess) -> None:
+    """A mailbox holding what a cache client stored pickled (with memcached's pickle flag) is
+    read as bytes and skipped, never unpickled; later messages still arrive."""
+    store = raw.store
+    key = new_key()
+    raw.set_pickled(key, {"not": "a mailbox"})
+    caught = catch(store, key, Mark(0, ""))
+    assert caught.messages == [] and not caught.reset
+    post(store, [key], b"after")
+    assert bodies(catch(store, key, caught.mark)) == [b"after"]
