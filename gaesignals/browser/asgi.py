@@ -103,7 +103,7 @@ class BridgeASGI:
         except Exception:
             logger.exception("browser request failed")
             answer = FAILED
-        await _respond(send, answer)
+        await _respond(send, answer, head=incoming.method == "HEAD")
 
     async def poll(self, inbox: Inbox) -> Batch:
         """:meth:`Bridge.poll`, awaiting between reads instead of holding a thread."""
@@ -225,8 +225,8 @@ async def _read_body(receive: Receive) -> bytes | None:
             return bytes(body)
 
 
-async def _respond(send: Send, answer: Answer) -> None:
+async def _respond(send: Send, answer: Answer, *, head: bool = False) -> None:
     status = int(answer.status.split(" ", 1)[0])
     headers = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in answer.headers]
     await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": answer.body})
+    await send({"type": "http.response.body", "body": b"" if head else answer.body})

@@ -116,7 +116,8 @@ class Bridge:
         if window is None:
             raise Refusal(BAD_REQUEST, "no window id")
         visitor = self.rules.identify(incoming.native)
-        cursor = incoming.query.get("cursor") or incoming.headers.get("last-event-id", "")
+        # An EventSource reconnects to its first URL, sending its last event's id beside it.
+        cursor = incoming.headers.get("last-event-id") or incoming.query.get("cursor", "")
         return Inbox.of(visitor, window, cursor, get_settings())
 
     def poll(self, inbox: Inbox) -> Batch:

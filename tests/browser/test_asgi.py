@@ -184,3 +184,18 @@ def test_a_waiting_coroutine_wakes_at_a_post_of_this_process(gaesignals_store: S
 
     asyncio.run(wait_then_post())
     assert wakeups.generation > seen
+
+
+def test_last_event_id_wins_over_the_cursor_in_the_url(gaesignals_store: Store) -> None:
+    """An EventSource reconnects to its first URL (with the cursor it started from) and
+    sends its last event's id: the id is what the stream resumes from."""
+    time = FakeTime()
+    app = asgi_bridge(time, poll_interval=1, stream_seconds=1)
+    start = events_of(asgi_request(app, "/signals/events", query=f"window={WINDOW}").content)
+    send_to_browser("seen", 1, window=WINDOW)
+    query = f"window={WINDOW}&cursor={start[-1]['id']}"
+    seen = events_of(asgi_request(app, "/signals/events", query=query).content)
+    assert [e["event"] for e in seen] == ["ready", "message"]
+    headers = {"Last-Event-ID": seen[-1]["id"]}
+    resumed = events_of(asgi_request(app, "/signals/events", query=query, headers=headers).content)
+    assert [e["event"] for e in resumed] == ["ready"]

@@ -14,7 +14,7 @@ const defaults = {
 
 const state = {
   options: { ...defaults },
-  window: crypto.randomUUID(),
+  window: newWindowId(),
   handlers: new Map(),
   resets: new Set(),
   cursor: "",
@@ -30,6 +30,14 @@ const state = {
   readyResolve: null,
   paused: false,
 };
+
+function newWindowId() {
+  // randomUUID exists in secure contexts only (https, localhost): a page over plain http
+  // elsewhere gets 122 random bits all the same.
+  if (crypto.randomUUID) return crypto.randomUUID();
+  const bytes = crypto.getRandomValues(new Uint8Array(16));
+  return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+}
 
 function freshReady() {
   state.ready = new Promise((resolve) => {
