@@ -8,13 +8,13 @@ message's sequence number is ``base`` plus its place in the log, so numbers only
 reader keeps a :class:`Mark`: how many it has accounted for and the ident of the last one.
 
 Posting appends one line per mailbox in one call (one round trip per server) where the store
-appends; otherwise, for a mailbox not there yet, a log past its bounds, and every
-:data:`CHECK_EVERY`-th post of this process to a mailbox, it is read and rewritten by
-compare-and-set, trimmed to :data:`KEEP_MESSAGES` lines and :data:`KEEP_BYTES`, with a fresh
-expiry. Reading is one batched read of a client's mailboxes. A reader whose messages were lost
-(trimmed unseen, the mailbox evicted or replaced) is told to reset. Lines that do not parse, or
-whose MAC fails while a secret key is set, take their place in the numbering and are skipped:
-a cache writer without the key cannot put a message before a browser.
+appends; otherwise, for a mailbox not there yet, a log past its bounds, and now and then (see
+:class:`_Tally`), it is read and rewritten by compare-and-set, trimmed to
+:data:`KEEP_MESSAGES` lines and :data:`KEEP_BYTES`, with a fresh expiry. Reading is one
+batched read of a client's mailboxes. A reader whose messages were lost (trimmed unseen, the
+mailbox evicted or replaced) is told to reset. Lines that do not parse, or whose MAC fails
+while a secret key is set, take their place in the numbering and are skipped: a cache writer
+without the key cannot put a message before a browser.
 """
 
 from __future__ import annotations
@@ -23,7 +23,8 @@ import hashlib
 import hmac
 import re
 import threading
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from typing import NamedTuple
 
 from ..exceptions import Contention
@@ -86,26 +87,32 @@ def _mac(secret: bytes, key: str, ident: str, body: bytes) -> bytes:
 
 
 class _Tally:
-    """This process's posts per mailbox, which say when a post rewrites instead of appending.
+    """This process's posts per mailbox, which say when a post rewrites instead of appending:
+    its first, every :data:`CHECK_EVERY`-th, and one coming half an expiry after this
+    process's last rewrite (so a mailbox posted to at least that often never expires).
     Forgotten wholesale past a bound: a forgotten mailbox is rewritten at its next post."""
 
     LIMIT = 10_000
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._lock = threading.Lock()
-        self._posts: dict[str, int] = {}
+        self._clock = clock
+        #: Each mailbox's posts since its last rewrite here, and when that was.
+        self._posts: dict[str, tuple[int, float]] = {}
 
     def due(self, keys: Sequence[str]) -> set[str]:
         """The ``keys`` whose post now is a rewrite, counting this post."""
+        now = self._clock()
         with self._lock:
             if len(self._posts) > self.LIMIT:
                 self._posts.clear()
             found = set()
             for key in keys:
-                posts = self._posts.get(key, 0)
-                self._posts[key] = posts + 1
-                if posts % CHECK_EVERY == 0:
+                posts, rewritten = self._posts.get(key, (0, now))
+                if posts % CHECK_EVERY == 0 or now - rewritten >= MAILBOX_SECONDS / 2:
                     found.add(key)
+                    posts, rewritten = 0, now
+                self._posts[key] = (posts + 1, rewritten)
             return found
 
 

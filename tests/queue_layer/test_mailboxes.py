@@ -13,12 +13,20 @@ from gaesignals import Contention, StoreUnavailable
 from gaesignals.queue import mailboxes
 from gaesignals.queue.mailboxes import Mark
 from gaesignals.stores import Connection, Store
+from gaesignals.stores.memory import MemoryStore
 from gaesignals.testing import CountingStore, DownStore
 from tests.conftest import RawAccess
 
 from .support import MeddlingStore
 
 SECRET = b"s" * 32
+
+
+@pytest.fixture
+def memory_clocked() -> tuple[Store, list[float]]:
+    """An in-process store whose clock the test moves (``clock[0]``, seconds)."""
+    clock = [0.0]
+    return MemoryStore(clock=lambda: clock[0]), clock
 
 
 def new_key(kind: str = "w") -> str:
@@ -220,3 +228,24 @@ def test_a_value_the_cache_client_would_unpickle_is_only_bytes(raw: RawAccess) -
     assert caught.messages == [] and not caught.reset
     post(store, [key], b"after")
     assert bodies(catch(store, key, caught.mark)) == [b"after"]
+
+
+def test_a_mailbox_nobody_posts_to_expires_and_posts_keep_it(
+    memory_clocked: tuple[Store, list[float]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A mailbox lives :data:`MAILBOX_SECONDS` past its last rewrite: one posted to at least
+    every half of that keeps living (such a post rewrites it), one left alone expires, and its
+    reader is then told to reset."""
+    store, clock = memory_clocked
+    monkeypatch.setattr(mailboxes, "_tally", mailboxes._Tally(clock=lambda: clock[0]))
+    key = new_key()
+    post(store, [key], b"first")
+    mark = catch(store, key, Mark(0, "")).mark
+    for n in range(5):
+        clock[0] += mailboxes.MAILBOX_SECONDS * 0.6
+        post(store, [key], b"%d" % n)
+        caught = catch(store, key, mark)
+        assert bodies(caught) == [b"%d" % n] and not caught.reset
+        mark = caught.mark
+    clock[0] += mailboxes.MAILBOX_SECONDS + 1
+    assert catch(store, key, mark).reset
