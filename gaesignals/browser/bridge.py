@@ -81,6 +81,10 @@ class Bridge:
             raise ValueError(f"prefix must start with / and not end with one, got {prefix!r}")
         if not 0 < poll_interval <= poll_seconds <= 55:
             raise ValueError("poll_interval and poll_seconds must be 0 < interval <= seconds <= 55")
+        if not isinstance(calls_per_minute, int) or calls_per_minute < 1:
+            raise ValueError(f"calls_per_minute must be a positive int, got {calls_per_minute!r}")
+        if isinstance(allowed_origins, str):
+            raise TypeError("allowed_origins is a list of origins, not one string")
         self.prefix = prefix
         self.rules = CallRules(identify, frozenset(allowed_origins), calls_per_minute, clock)
         self.poll_seconds = poll_seconds

@@ -10,7 +10,7 @@ import pytest
 
 import gaesignals
 from gaesignals import deliver, pending
-from gaesignals.browser import BrowserCall, Visitor, session_tag
+from gaesignals.browser import Bridge, BrowserCall, Visitor, session_tag
 
 from .support import ORIGIN, SECRET, WINDOW, bridge_app, call
 
@@ -204,3 +204,27 @@ def test_a_bad_signal_name_is_forbidden(gaesignals_store: object) -> None:
     app = bridge_app()
     assert call(app, "x" * 5000, 1, status=403).json == FORBIDDEN
     assert app.post("/signals/call/", status=403).json == FORBIDDEN
+
+
+def test_options_that_cannot_work_are_refused_up_front() -> None:
+    """A bridge or a declaration whose browser options cannot work raises when made."""
+    for options in (
+        {"prefix": "signals"},
+        {"prefix": "/signals/"},
+        {"poll_seconds": 60},
+        {"poll_interval": 0},
+        {"calls_per_minute": 0},
+        {"allowed_origins": "https://one.example"},
+    ):
+        with pytest.raises((ValueError, TypeError)):
+            Bridge(**options)
+    for declared in (
+        {"from_browser": "admin"},
+        {"from_browser": 1.5},
+        {"delayed": "no"},
+        {"schema": "a schema"},
+        {"max_call_bytes": 0},
+    ):
+        with pytest.raises((ValueError, TypeError)):
+            gaesignals.declare("greet", **declared)
+    assert gaesignals.registry.spec("greet").from_browser is False
