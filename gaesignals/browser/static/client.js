@@ -22,6 +22,7 @@ const state = {
   run: 0,
   controller: null,
   source: null,
+  mode: "poll",
   failures: 0,
   delays: [],
   polls: 0,
@@ -95,7 +96,7 @@ export function status() {
   return {
     running: state.running,
     paused: state.paused,
-    transport: state.source ? "sse" : "poll",
+    transport: state.mode,
     failures: state.failures,
     delays: [...state.delays],
     polls: state.polls,
@@ -185,6 +186,7 @@ function open(run) {
 }
 
 async function pollLoop(run) {
+  state.mode = "poll";
   while (state.running && state.run === run) {
     const controller = new AbortController();
     state.controller = controller;
@@ -222,6 +224,7 @@ function pause(ms) {
 }
 
 function stream(run, fallBack) {
+  state.mode = "sse";
   const query = `window=${state.window}&cursor=${encodeURIComponent(state.cursor)}`;
   const source = new EventSource(`${state.options.prefix}/events?${query}`);
   let opened = false;
