@@ -201,3 +201,17 @@ def test_server_sent_events_deliver_and_resume(browser: Chromium, gaesignals_sto
         assert page.evaluate("() => window.received") == [0, 1, 2, 3]
         page.evaluate("() => window.signals.disconnect()")
     assert browser.script_errors() == []
+
+
+def test_auto_falls_back_to_polling_where_nothing_streams(
+    browser: Chromium, gaesignals_store: Store
+) -> None:
+    """With ``transport: "auto"`` against the WSGI bridge (no event stream), the first stream
+    fails and the page polls instead, and gets its messages."""
+    app = PageApp(new_bridge(), transport="auto")
+    with serving(app) as base:
+        page = open_page(browser, base)
+        assert page.evaluate("() => window.signals.status().transport") == "poll"
+        send_to_browser("news", "polled", broadcast=True)
+        browser.wait("window.received.length === 1")
+    assert browser.script_errors() == []
