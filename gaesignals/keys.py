@@ -28,6 +28,7 @@ COUNTERS = (
     "sent",
     "delivered",
     "failed",
+    "retried",
     "dead_lettered",
     "dropped",
     "expired",
