@@ -15,13 +15,19 @@ from typing import Any
 
 from .coroutines import in_worker
 from .delivery import MappingArg
-from .middleware import REQUEST_LIMIT, RequestDeliverer
+from .middleware import REQUEST_LIMIT, RequestDeliverer, waits
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+def full_path(scope: Scope) -> str:
+    """The request's whole URL path: ``path`` holds ``root_path`` already on some servers."""
+    root, path = str(scope.get("root_path", "")), str(scope.get("path", ""))
+    return path if path.startswith(root) else root + path
 
 
 class SignalsMiddleware(RequestDeliverer):
@@ -67,7 +73,7 @@ class SignalsMiddleware(RequestDeliverer):
         self.running: asyncio.Future[int] | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
+        if scope["type"] == "http" and not waits(full_path(scope)):
             await self.adeliver_if_due()
         await self.app(scope, receive, send)
 

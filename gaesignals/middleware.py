@@ -24,6 +24,22 @@ WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 DELIVERED = "gaesignals.delivered"
 
 
+#: The paths where browsers wait for messages (a bridge of :mod:`gaesignals.browser` adds its
+#: own): a long poll is not a delivery request, its time is for waiting.
+_waiting: frozenset[str] = frozenset()
+
+
+def wait_at(*paths: str) -> None:
+    """Mark ``paths`` (whole URL paths) as where requests wait: no delivery on them."""
+    global _waiting
+    _waiting = _waiting | frozenset(paths)
+
+
+def waits(path: str) -> bool:
+    """Whether a request to ``path`` waits for browser messages (see :func:`wait_at`)."""
+    return path in _waiting
+
+
 def record_delivered(environ: dict[str, Any], count: int) -> None:
     """Add ``count`` to what this request (``environ``) has delivered so far."""
     environ[DELIVERED] = environ.get(DELIVERED, 0) + count
@@ -150,5 +166,6 @@ class SignalsMiddleware(RequestDeliverer):
     def __call__(
         self, environ: dict[str, Any], start_response: Callable[..., Any]
     ) -> Iterable[bytes]:
-        record_delivered(environ, self.deliver_if_due())
+        if not waits(environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")):
+            record_delivered(environ, self.deliver_if_due())
         return self.app(environ, start_response)

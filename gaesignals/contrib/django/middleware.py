@@ -10,7 +10,7 @@ from typing import Any
 
 from django.core.exceptions import MiddlewareNotUsed
 
-from ...middleware import REQUEST_LIMIT, RequestDeliverer, record_delivered
+from ...middleware import REQUEST_LIMIT, RequestDeliverer, record_delivered, waits
 from .apps import options
 
 logger = logging.getLogger("gaesignals")
@@ -45,6 +45,8 @@ class SignalsMiddleware:
         )
 
     def __call__(self, request: Any) -> Any:
+        if waits(request.path):  # a browser's long poll (gaesignals.browser) only waits
+            return self.get_response(request)
         if self.when == "before":
             # Counted in META, so the cron view this request reaches reports it.
             record_delivered(request.META, self.deliverer.deliver_if_due())
