@@ -79,7 +79,8 @@ class InvalidMapping(GaeSignalsError, TypeError):
 
 
 class QueueFull(GaeSignalsError):
-    """The signal already holds so many pending bytes that this payload would not fit.
+    """The signal cannot take this payload: it holds its ``max_pending``, its declared shards
+    are full, it spread as wide as it gets, or the cache refused for want of memory.
 
     ``keys`` names every queue key left unwritten by the send that raised, ``signals`` their
     signals (for ``send_multi``, the other signals' payloads were stored). Deliver the signal
@@ -88,6 +89,8 @@ class QueueFull(GaeSignalsError):
 
     #: The signals whose payloads were left unwritten (set by the send, which knows them).
     signals: tuple[str, ...] = ()
+    #: The ``max_pending`` the signal reached, or None: its shards (or the cache) were full.
+    cap: int | None = None
 
     def __init__(self, message: str, keys: Iterable[str] = ()) -> None:
         super().__init__(message)

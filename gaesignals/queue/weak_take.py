@@ -37,7 +37,7 @@ from ..keys import SignalKeys
 from ..registration import SignalSpec
 from ..stores import Cached, Connection, NativeQueue, TakeGroup, home_key, is_stranded
 from .append import append_frames, widen
-from .spread import kept_marker, learn
+from .spread import kept_markers, learn
 
 logger = logging.getLogger("gaesignals")
 
@@ -287,17 +287,22 @@ class _Take:
         them, so what the parse finds different is corrected here."""
         layout, checking = self.layout, self.checking
         groups = []
+        markers = self.markers
         for name, queues in layout.shards.items():
             keys = layout.keys[name]
             counters = (keys.counter("accounted"), keys.counter("delivered"))
+            bumped = counters if self.counting else None
+            # A group keeps the marker in its first queue: each anchor is a group of its own.
+            anchored = [q for q in queues[1:] if q in markers]
             groups.append(
                 TakeGroup(
-                    queues,
-                    counters if self.counting else None,
+                    tuple(q for q in queues if q not in anchored),
+                    bumped,
                     lost_keys(keys) if name in checking else (),
-                    self.markers.get(keys.queue, b""),
+                    markers.get(keys.queue, b""),
                 )
             )
+            groups += [TakeGroup((q,), bumped, (), markers[q]) for q in anchored]
         taken = native.take_many(groups, self.now)
         self.failure = taken.failure
         current = {key: Cached(value, None) for key, value in (taken.read | taken.values).items()}
@@ -317,10 +322,11 @@ class _Take:
         self.keep(parsed, fresh, dict.fromkeys(parsed, True), taken_back=False)
 
     def _put_back_markers(self) -> None:
-        """The take emptied the own key of a signal it did not know was spread, marker and
-        all: write the marker back, so that other deliverers still find every shard."""
-        queues = [self.layout.keys[name].queue for name in self.widened]
-        markers = {queue: self.markers[queue] for queue in queues}
+        """The take emptied the own key (and anchors) of a signal it did not know was spread,
+        marker and all: write the marker back, so that other deliverers still find every
+        shard."""
+        names, markers = self.layout.names, self.markers
+        markers = {key: markers[key] for key in markers if names.get(key) in self.widened}
         try:
             append_frames(self.conn, self.settings.store, markers)
         except GaeSignalsError:
@@ -429,11 +435,12 @@ class _Take:
         return due
 
     def learn(self, name: str, seen: int) -> None:
-        """``name`` spreads over ``seen`` shards: keep its marker when emptying its own key."""
+        """``name`` spreads over ``seen`` shards: keep its marker when emptying its own key
+        and its anchors."""
         settings, queue = self.settings, self.layout.keys[name].queue
         learn(settings, queue, seen)
         self.widened[name] = seen
-        self.markers[queue] = kept_marker(settings, queue, self.layout.specs[name].shards)
+        self.markers.update(kept_markers(settings, queue, self.layout.specs[name].shards))
 
     def count(self, parsed: _Parsed) -> dict[str, Found]:
         """Each key's payloads within their ttl, counted as if every take wins."""
