@@ -106,9 +106,9 @@ def test_a_send_to_a_wide_full_signal_takes_a_few_round_trips(store: Store) -> N
 def test_a_sweep_finds_a_wide_signal_whose_markers_the_cache_lost(
     store: Store, raw: RawAccess
 ) -> None:
-    """A new deliverer finds every shard of a signal spread far past the swept ones although
-    the signal's own key lost its marker and its spread key was evicted: each rung's first
-    shard holds the marker."""
+    """A new deliverer (and ``pending``) finds every shard of a signal spread far past the
+    swept ones although the signal's own key lost its marker and its spread key was evicted:
+    each rung's first shard holds the marker."""
     small(store)
     fill("lost", 700)
     width = learned("lost")
@@ -122,6 +122,7 @@ def test_a_sweep_finds_a_wide_signal_whose_markers_the_cache_lost(
         conn.delete_many([spread_key(own)])
     config.reset()
     gaesignals.configure(store=store)  # a new process: it knows no width
+    assert pending("lost")["lost"].count == 700
     assert sorted(delivered("lost")) == list(range(700))
     assert learned("lost") == width
 
