@@ -38,8 +38,9 @@ are never stranded: at worst they wait for the next sweep. A shard past it is fo
 signal's shard 0, spread key or rung anchor holds the marker, or any running deliverer or
 sender learned the width (which writes it back). What the cache can still lose is all of
 those at once (an eviction of the small keys that hold only a marker, with the large shards
-of a rung kept): that rung's payloads then wait for the next sender that finds its shards full
-or widens, which writes the markers again, and are counted ``lost`` meanwhile by the lost check.
+of a rung kept): that rung's payloads then wait until a process that learned the width writes
+it again (a sender widening further, a deliverer emptying shard 0), counted ``lost`` meanwhile
+by the lost check; if none does, until the cache evicts them too.
 
 A width never shrinks: a sender that learned it may send to any of its shards, and a shard no
 deliverer reads would strand what it holds. On Redis, appends and takes are atomic scripts that
