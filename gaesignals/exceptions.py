@@ -29,7 +29,7 @@ sentence for people.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 
 class GaeSignalsError(Exception):
@@ -95,6 +95,16 @@ class QueueFull(GaeSignalsError):
     def __init__(self, message: str, keys: Iterable[str] = ()) -> None:
         super().__init__(message)
         self.keys: tuple[str, ...] = tuple(keys)
+
+
+class StoreFull(QueueFull):
+    """The cache refused to store for want of memory (memcached without eviction:
+    ``SERVER_ERROR out of memory``). ``results`` says, for each key of the refused call,
+    whether it was stored; ``keys`` names those that were not."""
+
+    def __init__(self, message: str, results: Mapping[str, bool]) -> None:
+        super().__init__(message, [key for key, stored in results.items() if not stored])
+        self.results = dict(results)
 
 
 class StoreUnavailable(GaeSignalsError):

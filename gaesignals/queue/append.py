@@ -20,7 +20,7 @@ from typing import cast
 
 from ..accounting import count_sent
 from ..config import Settings
-from ..exceptions import Contention, GaeSignalsError, QueueFull
+from ..exceptions import Contention, GaeSignalsError, QueueFull, StoreFull
 from ..frames import parse_queue
 from ..keys import shard_queues, spread_key
 from ..registration import registry
@@ -50,7 +50,13 @@ def append_one(
     this thread's next sends or spreads the signal, from one lost to a delivery)."""
     store = settings.store
     fast = store.fast_send
-    stored = None if fast is None else fast.append_one(key, frame, counter)
+    try:
+        stored = None if fast is None else fast.append_one(key, frame, counter)
+    except StoreFull:
+        if counter is not None and store.supports_append:  # it went out with the append
+            with store.connection() as conn:
+                conn.incr_many({counter: -1})
+        raise
     if stored:
         if counter is not None and not store.supports_append:
             count_sent(None, store, {counter: 1})  # gets + cas: the fast path counted nothing
@@ -243,16 +249,28 @@ class _Write:
             while attempt < SEND_ATTEMPTS:
                 if known is not None and self._over_known(known):
                     continue
-                stored = self.conn.append_many(self.pending, None if sent else bumps)
-                sent = True
-                if self._settle(stored):
-                    return self._spread_full()
-                totals = {key: len(value) for key, value in self.pending.items()}
-                if self._settle(self.conn.add_many(self.pending), totals):
-                    return self._spread_full()
+                try:
+                    stored = self.conn.append_many(self.pending, None if sent else bumps)
+                    sent = True
+                    if self._settle(stored):
+                        return self._spread_full()
+                    totals = {key: len(value) for key, value in self.pending.items()}
+                    if self._settle(self.conn.add_many(self.pending), totals):
+                        return self._spread_full()
+                except StoreFull as full:
+                    sent = True  # (an append that raised sent its counters)
+                    self._settle(full.results)
+                    raise StoreFull(str(full), dict.fromkeys(self.pending, False)) from full
                 # The key exists, yet append refused: too large, or it vanished and came back.
-                if self._make_room(self.conn.gets_many(list(self.pending))):
+                current = self.conn.gets_many(list(self.pending))
+                if self._make_room(current):
                     continue
+                if attempt and current:  # refused twice with room: the cache will not grow it
+                    raise QueueFull(
+                        f"the cache refused twice to grow {', '.join(sorted(current))} (out of "
+                        "memory?)",
+                        sorted(self.pending),
+                    )
                 time.sleep(random.uniform(0, 0.001 * 2**attempt))
                 attempt += 1
             raise self._contention()
