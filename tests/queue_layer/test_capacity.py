@@ -51,24 +51,34 @@ def fill(name: str, count: int) -> None:
         send(name, payload(index))
 
 
-def delivered(name: str) -> list[int]:
+def delivered(name: str, *, reliable: bool = False) -> list[int]:
     got: list[int] = []
-    while deliver({name: lambda data: got.append(data["id"])}):
+    while deliver({name: lambda data: got.append(data["id"])}, reliable=reliable):
         pass
     return got
 
 
 def test_a_signal_sent_past_one_keys_size_spreads_and_delivers_each_payload_once(
-    store: Store,
+    store: Store, raw: RawAccess, reliable: bool
 ) -> None:
     """An undeclared signal sent many keys' worth takes every send, spreads past the shards a
-    sweep reads in full, and delivers every payload once."""
+    sweep reads in full, and delivers every payload once; its own key and each rung's first
+    shard keep a marker of their width once emptied."""
     small(store)
     fill("backlog", 600)  # about thirty keys' worth
-    assert learned("backlog") > spread.SWEPT
-    got = delivered("backlog")
+    width = learned("backlog")
+    assert width > spread.SWEPT
+    got = delivered("backlog", reliable=reliable)
     assert sorted(got) == list(range(600))
     assert pending("backlog")["backlog"].count == 0
+    signer, keys = home("backlog").encode(), get_settings().secret_keys
+    anchors = spread.anchors(width)
+    marked = [
+        frames.parse_queue(raw.get(key) or b"", signer, keys).spread
+        for key in shard_queues(home("backlog"), (0, *anchors))
+    ]
+    assert marked[0] == max(marked) == width
+    assert all(seen >= spread.rung(at) for seen, at in zip(marked[1:], anchors, strict=True))
 
 
 def test_a_declared_signal_keeps_its_shards_and_is_full_with_them(store: Store) -> None:
