@@ -296,7 +296,7 @@ class _Take:
             anchored = [q for q in queues[1:] if q in markers]
             groups.append(
                 TakeGroup(
-                    tuple(q for q in queues if q not in anchored),
+                    tuple(q for q in queues if q not in anchored) if anchored else queues,
                     bumped,
                     lost_keys(keys) if name in checking else (),
                     markers.get(keys.queue, b""),
