@@ -96,6 +96,22 @@ def test_a_declared_signal_keeps_its_shards_and_is_full_with_them(store: Store) 
     assert sorted(delivered("fixed")) == list(range(taken))
 
 
+def test_a_signal_as_wide_as_it_gets_is_full(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Once a signal has spread as wide as it gets and those shards are full, a send raises
+    ``QueueFull`` (the widest spread made small here), and every payload taken is delivered."""
+    monkeypatch.setattr(spread, "MAX_SPREAD", 2 * spread.SWEPT)
+    small(store)
+    taken = 0
+    with pytest.raises(QueueFull) as raised:
+        for index in range(2_000):
+            send("widest", payload(index))
+            taken += 1
+    assert raised.value.cap is None and raised.value.signals == ("widest",)
+    assert learned("widest") == 2 * spread.SWEPT
+    assert taken > 2 * spread.SWEPT * (SMALL // 200) // 2  # at least half of all shards' room
+    assert sorted(delivered("widest")) == list(range(taken))
+
+
 def test_a_send_to_a_wide_full_signal_takes_a_few_round_trips(store: Store) -> None:
     """A sender new to a signal spread over many full shards finds room in a few round
     trips, not one per full shard."""
