@@ -4,8 +4,8 @@ A signal starts on one queue key. It doubles its width (1, 2, 4, ... shards; the
 doubling adds are a *rung*) when it is contended, up to :data:`MAX_CONTENDED`: on App Engine a
 sender whose compare-and-set was lost to another sender; on memcached, where appends never lose,
 a weak deliverer whose resets of the key kept losing to the appends. And it doubles when it is
-full, on every store, up to :data:`MAX_SPREAD`: a sender whose shard is full tries a shard of
-the newest rung (older shards filled first), then reads the width from the store, and widens
+full, on every store, up to :data:`MAX_SPREAD`: a sender whose shard is full tries two shards
+of the newest rung (older shards filled first), then reads the width from the store, and widens
 when nobody did (:func:`~gaesignals.queue.append.widen`). A send finds room in a few round
 trips, however wide the signal.
 
@@ -35,12 +35,13 @@ usual batched read, every shard below :data:`SWEPT` and every anchor up to ``MAX
 (:func:`swept`: 24 keys), and a shard past the known width that holds anything teaches the
 width of its rung (:func:`rung`). Shards below ``SWEPT`` (every shard contention alone makes)
 are never stranded: at worst they wait for the next sweep. A shard past it is found while its
-signal's shard 0, spread key or rung anchor holds the marker, or any running deliverer or
-sender learned the width (which writes it back). What the cache can still lose is all of
-those at once (an eviction of the small keys that hold only a marker, with the large shards
-of a rung kept): that rung's payloads then wait until a process that learned the width writes
-it again (a sender widening further, a deliverer emptying shard 0), counted ``lost`` meanwhile
-by the lost check; if none does, until the cache evicts them too.
+signal's shard 0 or its rung's anchor holds the marker, which a process that learned the width
+writes back (a deliverer emptying shard 0, a sender that read the spread key). What the cache
+can still lose is all of those at once (an eviction of the small keys that hold only a marker,
+with the large shards of a rung kept, and no process left that learned the width): that
+rung's payloads then wait until a process learns the width again (a sender widening further
+writes a wider one), counted ``lost`` meanwhile by the lost check; if none does, until the
+cache evicts them too.
 
 A width never shrinks: a sender that learned it may send to any of its shards, and a shard no
 deliverer reads would strand what it holds. On Redis, appends and takes are atomic scripts that
