@@ -34,7 +34,7 @@ from .registration import registry
 from .stores import Connection, home_key
 
 #: The counters :func:`stats` reports, in this order.
-REPORTED = ("sent", "delivered", "failed", "dead_lettered", "dropped", "expired", "lost")
+REPORTED = ("sent", "delivered", "failed", "retried", "dead_lettered", "dropped", "expired", "lost")
 
 
 class Pending(NamedTuple):
@@ -90,7 +90,7 @@ def _queue_reads(
             # Frames are signed for the signal's own queue key, whatever shard holds them.
             signer = keys[name].queue.encode()
             parsed = frames.parse_queue(value, signer, settings.secret_keys, pickled=pickled)
-            seen = max(parsed.spread, spread.rung(shard_index(home_key(key))))
+            seen = max(parsed.marker_width, spread.rung(shard_index(home_key(key))))
             widest[name] = max(widest.get(name, 1), seen)
             yield name, value, parsed
         done.update(queues)
@@ -135,8 +135,8 @@ def _backlog(conn: Connection, settings: Settings, wanted: list[str]) -> dict[st
 
 
 def stats(names: str | Iterable[str]) -> dict[str, dict[str, int]]:
-    """The counters of each signal (sent, delivered, failed, dead_lettered, dropped, expired, lost),
-    read in one batch; a missing counter reads as 0."""
+    """The counters of each signal (:data:`REPORTED`: sent, delivered, failed, retried,
+    dead_lettered, dropped, expired, lost), read in one batch; a missing counter reads as 0."""
     settings = get_settings()
     wanted = _names(names)
     keys = {name: signal_keys(name, settings.namespace) for name in wanted}

@@ -29,6 +29,7 @@ COUNTERS = (
     "sent",
     "delivered",
     "failed",
+    "retried",
     "dead_lettered",
     "dropped",
     "expired",

@@ -152,7 +152,7 @@ class _ReliableRun:
         deliverer are among a key's frames, in order, their starts in :attr:`held`: they stay
         queued as those not due yet do."""
         parsed: dict[str, ShardRead] = {}
-        spread: set[str] = set()
+        widened: set[str] = set()
         for key, item in current.items():
             name = queues.get(home_key(key))
             if name is None or not item.value:
@@ -161,13 +161,13 @@ class _ReliableRun:
             # A marker, or (in a sweep) anything on a shard past the known width, is learned.
             seen = max(seen, self.reach.beyond.get(home_key(key), 0))
             if seen > self.reach.known[name] and learn(self.settings, shards[name][0][0], seen):
-                spread.add(name)
+                widened.add(name)
             if held:
                 self.held[key] = {frame.start for frame in held}
                 found = sorted(found + held, key=lambda frame: frame.start)
             if found or bad:
                 parsed[key] = ShardRead(found, bad)
-        return parsed, spread
+        return parsed, widened
 
     def deliver(
         self,
@@ -186,14 +186,16 @@ class _ReliableRun:
             own = [queue for queue, _ in shards[name]]
             wanted += read_order(signal, own) if name in checking else own
         current = read(conn, wanted, [cursor for name in mine for _, cursor in shards[name]])
-        parsed, spread = self._parse(current, queues, shards, runners)
-        self.learned = bool(spread)
+        parsed, widened = self._parse(current, queues, shards, runners)
+        self.learned = bool(widened)
         if self.settings.counters:
             if checking:
                 # Not the signals found spread wider than read: their new shards' payloads
                 # were not counted, and would read as lost (checked next time).
-                due = {name: k for name, k in mine.items() if name not in spread}
-                self.outcomes.adopt(check_lost(conn, due, queues, current, parsed))
+                due = {name: k for name, k in mine.items() if name not in widened}
+                check = check_lost(conn, due, queues, current, parsed)
+                self.outcomes.adopt(check.changes)
+                self.outcomes.lost(check.losses)
                 schedule.checked(checking & set(due), self.settings)
             # Everything read is accounted for before any handler runs (see check_lost), in
             # one call for all signals; what then stays in a queue is taken back at the end.
@@ -381,10 +383,12 @@ class _Shard:
                 delivered += 1
                 continue
             if self._retry_later(index, frame, tried, error, run):
+                outcomes.report(name, Outcome.RETRIED)
                 continue
             text = error_text(error)
             if tried < run.max_attempts and not isinstance(error, Reject):
                 # Stop so the shard's order holds: this payload is retried first next time.
+                outcomes.report(name, Outcome.RETRIED)
                 raw = frames.with_attempts(value[frame.start : frame.end], tried)
                 return Ran(delivered, expired, raw + value[frame.end :], frame.start)
             raw = self._rebuild(frame, tried, 0, text)

@@ -33,6 +33,8 @@ SEND_ATTEMPTS = 8
 #: How many shards one value may meet full in one write before the send raises ``QueueFull``
 #: (a signal not declared with ``shards``: it widens after meeting two).
 MAX_MOVES = 8
+#: The most bytes a spread marker takes (signed): a key with less room takes none.
+MARKER_ROOM = 64
 #: How many more rounds a gets + cas write may take when a CAS was lost only to deliveries'
 #: resets: those say nothing of other senders (the key shrank; the next CAS meets a short
 #: key), and reliable deliveries, which acknowledge by CAS, make them common on a hot signal.
@@ -109,21 +111,25 @@ def look_up_width(
 
 def _learn_width(
     conn: Connection, settings: Settings, base: str, *, own_key_too: bool = False
-) -> None:
+) -> bool:
     """Learn ``base``'s width from its spread key (``own_key_too``: and its own key). A width
     learned from the spread key alone is written into the own key too, where deliverers read
     it: the spread key is only a copy, which the cache may have kept where it lost shard 0,
-    or which a writer without the secret key may have planted."""
+    or which a writer without the secret key may have planted. Returns whether the own key
+    was read full (no marker fits: its deliverers learn the width at their next sweep)."""
     keys = [spread_key(base), base] if own_key_too else [spread_key(base)]
     found = conn.gets_many(keys)
     news = 0
     for key, (value, _) in found.items():
-        seen = parse_queue(value, base.encode(), settings.secret_keys).spread
+        seen = parse_queue(value, base.encode(), settings.secret_keys).marker_width
         if spread.learn(settings, base, seen) and key != base:
             news = seen
-    if news and spread.width(settings, base, 1) == news:
+    own = found.get(base)
+    full = own is not None and len(own.value) + MARKER_ROOM > settings.store.max_value_size
+    if news and spread.width(settings, base, 1) == news and not full:
         with contextlib.suppress(QueueFull):  # a full key: its deliverers sweep it later
             append_frames(conn, settings.store, {base: spread.marker(settings, base, news)})
+    return full
 
 
 def widen(
@@ -145,7 +151,7 @@ def widen(
     if base in registry.fixed_queues(settings.namespace):
         return queues
     try:
-        _learn_width(conn, settings, base, own_key_too=own_key_too)
+        full = _learn_width(conn, settings, base, own_key_too=own_key_too)
         known = max(len(queues), spread.width(settings, base, 1))
         target = min(2 * known, limit)
         if target > known and known == len(queues):
@@ -153,7 +159,10 @@ def widen(
             # Its own key, and the new rung's first shard past the swept ones, where sweeps
             # look for the rung. Either may be full (of payloads that a delivery finds): the
             # deliverers that read no marker then learn the width at their next sweep.
-            for key in shard_queues(base, (0, known) if known >= spread.SWEPT else 1):
+            marked = [] if full else [0]
+            if known >= spread.SWEPT:
+                marked.append(known)
+            for key in shard_queues(base, tuple(marked)):
                 with contextlib.suppress(QueueFull):
                     append_frames(conn, settings.store, {key: marker})
             conn.set_many({spread_key(base): marker})

@@ -74,7 +74,7 @@ def test_a_signal_sent_past_one_keys_size_spreads_and_delivers_each_payload_once
     signer, keys = home("backlog").encode(), get_settings().secret_keys
     anchors = spread.anchors(width)
     marked = [
-        frames.parse_queue(raw.get(key) or b"", signer, keys).spread
+        frames.parse_queue(raw.get(key) or b"", signer, keys).marker_width
         for key in shard_queues(home("backlog"), (0, *anchors))
     ]
     assert marked[0] == max(marked) == width
@@ -113,8 +113,10 @@ def test_a_signal_as_wide_as_it_gets_is_full(store: Store, monkeypatch: pytest.M
 
 
 def test_a_send_to_a_wide_full_signal_takes_a_few_round_trips(store: Store) -> None:
-    """A sender new to a signal spread over many full shards finds room in a few round
-    trips, not one per full shard."""
+    """A sender new to a signal spread over many full shards finds room in a bounded number
+    of round trips, not one per full shard: at worst its own shard, two of the newest rung
+    (each an append, an add and a read where full), the width read, the widening's writes and
+    the send, where the newest rung alone has more than thirty full shards."""
     small(store)
     fill("wide", 700)
     assert learned("wide") >= 2 * spread.SWEPT
@@ -125,7 +127,7 @@ def test_a_send_to_a_wide_full_signal_takes_a_few_round_trips(store: Store) -> N
     for index in range(700, 720):
         before = counting.total
         send("wide", payload(index))
-        assert counting.total - before <= 12
+        assert counting.total - before <= 20
     assert sorted(delivered("wide")) == list(range(720))
 
 
@@ -142,7 +144,7 @@ def test_a_sweep_finds_a_wide_signal_whose_markers_the_cache_lost(
     own = home("lost")
     value = raw.get(own) or b""
     parsed = frames.parse_queue(value, own.encode(), get_settings().secret_keys)
-    assert parsed.spread  # (the marker of a width it had room for then)
+    assert parsed.marker_width  # (the marker of a width it had room for then)
     raw.set(own, b"".join(value[f.start : f.end] for f in parsed.found))  # no marker
     with store.connection() as conn:
         conn.delete_many([spread_key(own)])
