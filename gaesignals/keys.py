@@ -13,6 +13,7 @@ name can never meet a plain one. Kinds: ``q`` queue (``q1``, ``q2``, ... its oth
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -102,8 +103,17 @@ def signal_keys(name: str, namespace: str) -> SignalKeys:
     )
 
 
+#: Which shards of a signal: how many (its first ones), or their indices in order (a sweep's:
+#: the first ones, then one shard of each rung past them, see :mod:`gaesignals.queue.spread`).
+Shards = int | tuple[int, ...]
+
+
+def _indices(shards: Shards) -> Iterable[int]:
+    return range(shards) if isinstance(shards, int) else shards
+
+
 @lru_cache(maxsize=4096)
-def shard_keys(keys: SignalKeys, shards: int) -> tuple[tuple[str, str], ...]:
+def shard_keys(keys: SignalKeys, shards: Shards) -> tuple[tuple[str, str], ...]:
     """The (queue, progress cursor) keys of each of a signal's ``shards``.
 
     Shard 0 has the signal's own ``queue`` and ``cursor`` keys, so a signal with one shard is
@@ -112,16 +122,25 @@ def shard_keys(keys: SignalKeys, shards: int) -> tuple[tuple[str, str], ...]:
     key is never another signal's key, nor another kind of key of any signal.
     """
     _, namespace, kind, part = keys.queue.split(":", 3)
-    cursors = (f"gs:{namespace}:c{kind[1:]}{i}:{part}" for i in range(1, shards))
-    return tuple(zip(shard_queues(keys.queue, shards), (keys.cursor, *cursors), strict=True))
+    cursors = (
+        f"gs:{namespace}:c{kind[1:]}{i}:{part}" if i else keys.cursor for i in _indices(shards)
+    )
+    return tuple(zip(shard_queues(keys.queue, shards), cursors, strict=True))
 
 
 @lru_cache(maxsize=4096)
-def shard_queues(base: str, shards: int) -> tuple[str, ...]:
-    """Every queue key of a signal with ``shards`` shards, from its own queue key ``base``,
-    which comes first (see :func:`shard_keys` for the names)."""
+def shard_queues(base: str, shards: Shards) -> tuple[str, ...]:
+    """The queue keys of a signal's ``shards``, from its own queue key ``base``, shard 0's
+    (see :func:`shard_keys` for the names)."""
     _, namespace, kind, part = base.split(":", 3)
-    return (base, *(f"gs:{namespace}:q{kind[1:]}{i}:{part}" for i in range(1, shards)))
+    return tuple(f"gs:{namespace}:q{kind[1:]}{i}:{part}" if i else base for i in _indices(shards))
+
+
+def shard_index(key: str) -> int:
+    """Which shard of its signal a queue key is (0 for the signal's own key)."""
+    kind = key.split(":", 3)[2]
+    digits = kind.lstrip("qh")
+    return int(digits) if digits.isdigit() else 0
 
 
 @lru_cache(maxsize=4096)

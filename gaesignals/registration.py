@@ -55,10 +55,12 @@ class SignalSpec:
     ``reliable`` picks the delivery mode when ``deliver`` is not told one; ``lease``,
     ``max_attempts`` and the ``retry_*`` options (:class:`RetryPolicy`) apply to reliable
     delivery; ``shards`` spreads a hot signal over several keys; ``ttl`` (seconds) drops
-    payloads older than that at delivery instead of running them.
-    A signal declared with ``shards`` has exactly that many (``fixed``); any other starts on
-    one key and spreads itself when contended (:mod:`gaesignals.queue.spread`), which costs
-    its senders' order across shards: ``shards=1`` keeps one key, and each sender's order.
+    payloads older than that at delivery instead of running them; ``max_pending`` is the most
+    payloads it may hold (sends past it raise ``QueueFull``; see :mod:`gaesignals.queue.cap`).
+    A signal declared with ``shards`` has exactly that many (``fixed``), and is full when they
+    are; any other starts on one key and spreads itself when contended or full
+    (:mod:`gaesignals.queue.spread`), which costs its senders' order across shards:
+    ``shards=1`` keeps one key, and each sender's order.
     """
 
     name: str
@@ -82,6 +84,8 @@ class SignalSpec:
     schema: Callable[[Any], object] | None = None
     #: The largest JSON body a browser call may send, in bytes.
     max_call_bytes: int = DEFAULT_MAX_CALL_BYTES
+    #: The most payloads the signal may hold; None: as many as the store has room for.
+    max_pending: int | None = None
 
     def __post_init__(self) -> None:
         check_name(self.name)
@@ -93,6 +97,9 @@ class SignalSpec:
             raise ValueError(f"shards must be an int in 1..{MAX_SHARDS}, got {self.shards!r}")
         if self.ttl is not None and (not isinstance(self.ttl, int) or self.ttl < 1):
             raise ValueError(f"ttl must be a positive number of seconds or None, got {self.ttl!r}")
+        cap = self.max_pending
+        if cap is not None and (not isinstance(cap, int) or isinstance(cap, bool) or cap < 1):
+            raise ValueError(f"max_pending must be a positive number of payloads, got {cap!r}")
         RetryPolicy(self.retry_delay, self.retry_backoff, self.retry_max_delay)
         check_browser_options(self)
 
@@ -203,6 +210,7 @@ class Registry:
         delayed: bool | None = None,
         schema: Callable[[Any], object] | None = None,
         max_call_bytes: int | None = None,
+        max_pending: int | None = None,
     ) -> SignalSpec:
         """Declare ``name`` with options; options left out keep what an earlier declaration
         set (or the defaults). Returns the resulting spec."""
@@ -220,6 +228,7 @@ class Registry:
             "delayed": delayed,
             "schema": schema,
             "max_call_bytes": max_call_bytes,
+            "max_pending": max_pending,
         }
         if shards is not None:
             given["fixed"] = True
@@ -254,6 +263,11 @@ class Registry:
         """How many queue keys ``name`` is spread over: cheap, as every send asks."""
         found = self._specs.get(name)
         return found.shards if found is not None else 1
+
+    def max_pending(self, name: str) -> int | None:
+        """The most payloads ``name`` may hold (None: no cap): cheap, as every send asks."""
+        found = self._specs.get(name)
+        return found.max_pending if found is not None else None
 
     def connect(self, name: str, handler: Callable[..., object], **options: Any) -> None:
         """Make ``handler`` a receiver of ``name`` (once: connecting it again does nothing).
@@ -333,6 +347,7 @@ def declare(
     delayed: bool | None = None,
     schema: Callable[[Any], object] | None = None,
     max_call_bytes: int | None = None,
+    max_pending: int | None = None,
 ) -> SignalSpec:
     """Declare a signal's options once for senders and deliverers (see :class:`SignalSpec`);
     ``from_browser``, ``delayed``, ``schema`` and ``max_call_bytes`` say who may call it from a
@@ -351,6 +366,7 @@ def declare(
         delayed=delayed,
         schema=schema,
         max_call_bytes=max_call_bytes,
+        max_pending=max_pending,
     )
 
 

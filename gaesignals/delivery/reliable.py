@@ -257,9 +257,7 @@ class _Shard:
         self.kept: dict[int, bytes] = {}
         self.rescheduled: list[Rescheduled] = []
         #: What stays at the head whatever is removed: a spread signal's marker, in its own key.
-        self.marker = (
-            kept_marker(runner.settings, key, runner.spec.shards) if key == keys.queue else b""
-        )
+        self.marker = kept_marker(runner.settings, keys.queue, runner.spec.shards, key)
         #: How this deliverer reads frames, as its cursor says (see queue.held.reader).
         self.reader = reader(runner.settings.secret_keys, runner.settings.codec)
 

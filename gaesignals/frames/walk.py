@@ -292,9 +292,10 @@ class Walker:
                     pos = end
                     continue
             if flags & FLAG_SPREAD:
-                if len(body) != 1 or not body[0]:
+                claim = int.from_bytes(body, "big")
+                if len(body) != 2 or not claim:
                     return pos, "malformed spread marker"
-                self.marker_width = max(self.marker_width, min(body[0], MAX_SPREAD))
+                self.marker_width = max(self.marker_width, min(claim, MAX_SPREAD))
                 self.marker_bytes += end - pos
             else:
                 append(new(Frame, (pos, end, flags, attempts, ident, body, meta)))

@@ -43,10 +43,10 @@ from ..config import Settings
 from ..exceptions import GaeSignalsError, PartialFailure, StoreUnavailable
 from ..keys import SignalKeys
 from ..registration import SignalSpec
-from ..stores import Cached, Connection, NativeQueue, TakeGroup, home_key, is_stranded
+from ..stores import Cached, Connection, NativeQueue, TakeGroup, Taken, home_key, is_stranded
 from .append import append_frames, widen
 from .bounds import Quotas, frames_from, head_of
-from .spread import kept_marker, learn
+from .spread import kept_markers, learn
 
 logger = logging.getLogger("gaesignals")
 
@@ -238,6 +238,8 @@ class _Take:
         self.tails: dict[str, int] = {}
         #: Whether the store took natively: then what a bound leaves must be put back.
         self.native = False
+        #: In a bounded native take: the rungs' first shards (anchors) taken with their signal.
+        self.anchors: list[str] = []
         #: Whether a reset's answer never came: its counters may or may not have landed.
         self.unsure = False
 
@@ -343,18 +345,28 @@ class _Take:
         layout, checking = self.layout, self.checking
         self.native = True
         groups = []
+        markers = self.markers
         for name, queues in layout.shards.items():
             keys = layout.keys[name]
             counters = (keys.counter("accounted"), keys.counter("delivered"))
+            bumped = counters if self.counting else None
+            # A group keeps the marker in its first queue: each anchor is a group of its own,
+            # but for a bounded take, whose quota is the signal's (its anchors' markers are
+            # put back once the take emptied them, see _put_back_anchors).
+            anchored = [q for q in queues[1:] if q in markers]
+            if self.quotas is not None:
+                self.anchors += anchored
+                anchored = []
             groups.append(
                 TakeGroup(
-                    queues,
-                    counters if self.counting else None,
+                    tuple(q for q in queues if q not in anchored) if anchored else queues,
+                    bumped,
                     lost_keys(keys) if name in checking else (),
-                    self.markers.get(keys.queue, b""),
+                    markers.get(keys.queue, b""),
                     *self._bound_of(name),
                 )
             )
+            groups += [TakeGroup((q,), bumped, (), markers[q]) for q in anchored]
         taken = native.take_many(groups, self.now)
         self.failure = taken.failure
         values = self._counted_tails(taken.values, taken.cut) if taken.cut else taken.values
@@ -364,6 +376,8 @@ class _Take:
             self.check_lost(current, parsed)
         if self.quotas is not None:
             self._cut_where_taken(parsed, taken.cut or {})
+            if self.anchors:
+                self._put_back_anchors(taken)
             self.rests = self.bound(parsed)  # past unreadable bytes: the script took them
         if self.widened:
             self._put_back_markers()
@@ -410,11 +424,25 @@ class _Take:
             if at - shift < len(value):
                 self._cut(parsed, key, *self._frames(key, entry), at - shift)
 
+    def _put_back_anchors(self, taken: Taken) -> None:
+        """A bounded native take reads a wide signal's anchors with its other shards, under
+        its one quota, so the store kept no marker in those it emptied: append it back there
+        (sweeps find the signal's rungs by them)."""
+        cut = taken.cut or {}
+        emptied = {q: self.markers[q] for q in self.anchors if q in taken.values and q not in cut}
+        if not emptied:
+            return
+        try:
+            append_frames(self.conn, self.settings.store, emptied)
+        except GaeSignalsError:
+            logger.warning("could not write back spread markers", exc_info=True)
+
     def _put_back_markers(self) -> None:
-        """The take emptied the own key of a signal it did not know was spread, marker and
-        all: write the marker back, so that other deliverers still find every shard."""
-        queues = [self.layout.keys[name].queue for name in self.widened]
-        markers = {queue: self.markers[queue] for queue in queues}
+        """The take emptied the own key (and anchors) of a signal it did not know was spread,
+        marker and all: write the marker back, so that other deliverers still find every
+        shard."""
+        names, markers = self.layout.names, self.markers
+        markers = {key: markers[key] for key in markers if names.get(key) in self.widened}
         try:
             append_frames(self.conn, self.settings.store, markers)
         except GaeSignalsError:
@@ -638,11 +666,12 @@ class _Take:
         return due
 
     def learn(self, name: str, seen: int) -> None:
-        """``name`` spreads over ``seen`` shards: keep its marker when emptying its own key."""
+        """``name`` spreads over ``seen`` shards: keep its marker when emptying its own key
+        and its anchors."""
         settings, queue = self.settings, self.layout.keys[name].queue
         learn(settings, queue, seen)
         self.widened[name] = seen
-        self.markers[queue] = kept_marker(settings, queue, self.layout.specs[name].shards)
+        self.markers.update(kept_markers(settings, queue, self.layout.specs[name].shards))
 
     def count(self, parsed: _Parsed) -> None:
         """Count each key's payloads as if every take wins."""
