@@ -1,40 +1,43 @@
-"""Reliable delivery: a per-signal lock with a lease, at least once.
+"""Reliable delivery: a lock per shard with a lease, at least once.
 
-A deliverer takes each signal's lock, runs the handlers, and only then removes exactly the
-payloads it delivered (:func:`~gaesignals.queue.take.acknowledge`). A crash or a raising
-handler leaves the payload for the next delivery; after ``max_attempts`` failures it moves to
-the signal's dead letters. A signal declared with ``shards=N`` takes one lock and keeps a
-progress cursor per shard, so a deliverer killed mid-way costs the next one a repeat of the
-payload that was running, not of the whole batch.
+A deliverer takes the locks of the shards it can get (one for a signal on one key), runs the
+handlers, and only then removes exactly the payloads it delivered
+(:func:`~gaesignals.queue.take.acknowledge`). A crash or a raising handler leaves the payload
+for the next delivery; after ``max_attempts`` failures it moves to the signal's dead letters.
+Each shard keeps a progress cursor, so a deliverer killed mid-way costs the next one a repeat
+of the payload that was running, not of the whole batch. With a ``limit`` a delivery handles
+at most that many payloads of each signal and shares the rest with other deliverers (see
+:mod:`.sharing`).
 """
 
 from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from typing import NamedTuple
 
 from .. import frames
 from ..accounting import check_lost, flush_sent, read_order, schedule
 from ..config import Settings
 from ..exceptions import GaeSignalsError, Reject, Retry, StoreUnavailable
-from ..keys import SignalKeys, shard_keys, signal_keys
+from ..keys import Shard, SignalKeys, shard_keys, shard_queues, signal_keys
 from ..mapping import SignalMapping
 from ..queue import dead_letters
 from ..queue.held import held_by, reader
 from ..queue.lease import Holder, acquire, release
 from ..queue.progress import MAX_RESCHEDULED, Cursor, Progress, Rescheduled, Resume
-from ..queue.reliable import read, reschedule
+from ..queue.reliable import learn_widths, move, read, reschedule, widen_to
 from ..queue.spread import Reach, kept_marker, learn, reach, sweeps
 from ..queue.take import acknowledge
 from ..registration import RetryPolicy, SignalSpec
-from ..stores import Cached, home_key, is_stranded
+from ..stores import Cached, Connection, home_key, is_stranded
 from ..timing import now_ms
 from .outcomes import Outcome, Outcomes
 from .plan import plan_of
 from .retries import due_after, error_text
 from .runner import Runner
+from .sharing import Budget, cut_out, kept_shards, rotated, runnable, split, width_for
 
 logger = logging.getLogger("gaesignals")
 
@@ -69,15 +72,17 @@ def deliver_reliable(
     *,
     limit: int | None = None,
 ) -> int:
-    """Deliver ``signals`` under their locks; returns how many payloads every handler took.
-    A failed payload is retried as ``policy`` says (the defaults when None).
+    """Deliver ``signals`` under their shards' locks; returns how many payloads every handler
+    took. A failed payload is retried as ``policy`` says (the defaults when None).
 
-    ``limit``: at most that many payloads of each signal (None: no bound).
+    ``limit``: at most that many payloads of each signal (None: no bound); the rest stays for
+    the next delivery or another deliverer (see :mod:`.sharing`).
 
     A delivery that finds a signal spread over more shards than it read delivers again at
-    once, with the new shards: a delivery that returns 0 met nothing but other holders' locks."""
-    # TODO(reliableshare): honour ``limit``; until then a reliable delivery takes everything.
-    run = (signals, settings, specs, lease, max_attempts, policy or RetryPolicy())
+    once, with the new shards (within the same ``limit``): a delivery that returns 0 met
+    nothing but other holders' locks."""
+    budget = Budget(limit)
+    run = (signals, settings, specs, lease, max_attempts, policy or RetryPolicy(), budget)
     delivered, learned = _deliver_reliable(*run)
     if learned:
         delivered += _deliver_reliable(*run)[0]
@@ -91,29 +96,33 @@ def _deliver_reliable(
     lease: int,
     max_attempts: int,
     policy: RetryPolicy,
+    budget: Budget,
 ) -> tuple[int, bool]:
     owner = secrets.token_hex(16).encode()
     keys = {name: signal_keys(name, settings.namespace) for name in signals}
     plan = plan_of(signals)
     checking = schedule.due(signals, settings, plan.quiet)
     outcomes = Outcomes(keys, specs, counting=settings.counters)
-    run = _ReliableRun(settings, max_attempts, policy, outcomes)
+    run = _ReliableRun(settings, max_attempts, policy, outcomes, budget)
+    spreading = [k.queue for name, k in keys.items() if not specs[name].fixed]
+    run.reach = reach(settings, keys, specs, sweeps.due(settings, spreading))
+    shards = {name: shard_keys(k, run.reach.read[name]) for name, k in keys.items()}
     with settings.store.connection() as conn:
-        # One lock per signal, whatever its shards.
-        declared = {k.lock: specs[name].lease for name, k in keys.items()}
-        held = acquire(conn, [k.lock for k in keys.values()], owner, lease, declared)
+        declared = {shard.lock: specs[name].lease for name in keys for shard in shards[name]}
+        held = acquire(conn, list(declared), owner, lease, declared)
+        # Shard 0 holds the width's marker: without its lock, learn it from the spread key.
+        missed = [k.queue for n, k in keys.items() if not specs[n].fixed and k.lock not in held]
+        run.learned = bool(missed) and bool(learn_widths(conn, settings, missed))
         if not held:
-            return 0, False
+            return 0, run.learned
+        holder = Holder(conn, owner, lease, held)
         if checking:
             flush_sent(conn, settings.store)  # sent counts this process still holds
         try:
-            mine = {name: k for name, k in keys.items() if k.lock in held}
+            mine = {n: [s for s in shards[n] if s.lock in held] for n in keys}
+            mine = {name: own for name, own in mine.items() if own}
             runners = {name: plan.runner(name, settings, specs[name]) for name in mine}
-            spreading = [k.queue for name, k in mine.items() if not specs[name].fixed]
-            run.reach = reach(settings, mine, specs, sweeps.due(settings, spreading))
-            shards = {name: shard_keys(k, run.reach.read[name]) for name, k in mine.items()}
-            holder = Holder(conn, owner, lease, held)
-            run.deliver(holder, mine, shards, runners, checking)
+            run.deliver(holder, {n: keys[n] for n in mine}, shards, mine, runners, checking)
         except StoreUnavailable:
             # Not asked again for counters: what stays unwritten only makes ``accounted``
             # larger, so lost detection under-reports, never over-reports.
@@ -121,33 +130,39 @@ def _deliver_reliable(
             raise
         finally:
             run.outcomes.write(conn, quietly=True)
-            release(conn, sorted(held), owner, lease)
+            release(conn, sorted(holder.held), owner, lease)
     return run.delivered, run.learned
 
 
 class _ReliableRun:
-    """One reliable delivery: its outcomes and how many payloads it delivered."""
+    """One reliable delivery: its outcomes, its bound, and how many payloads it delivered."""
 
     def __init__(
-        self, settings: Settings, max_attempts: int, policy: RetryPolicy, outcomes: Outcomes
+        self,
+        settings: Settings,
+        max_attempts: int,
+        policy: RetryPolicy,
+        outcomes: Outcomes,
+        budget: Budget,
     ) -> None:
         self.settings = settings
         self.max_attempts = max_attempts
         self.policy = policy
         self.outcomes = outcomes
+        self.budget = budget
         self.delivered = 0
         #: Whether a signal was found spread over more shards than it was known to have.
         self.learned = False
         #: Each key's frames held for another deliverer, by start (see :meth:`_parse`).
         self.held: dict[str, set[int]] = {}
-        #: What this delivery reads of each signal (set once the locks are held).
+        #: What this delivery reads of each signal (set before the locks are taken).
         self.reach = Reach({}, {}, {})
 
     def _parse(
         self,
         current: Mapping[str, Cached],
         queues: Mapping[str, str],
-        shards: Mapping[str, tuple[tuple[str, str], ...]],
+        shards: Mapping[str, tuple[Shard, ...]],
         runners: Mapping[str, Runner],
     ) -> tuple[dict[str, ShardRead], set[str]]:
         """Each queue key read holding payloads (or garbage), parsed; and the signals found
@@ -165,7 +180,7 @@ class _ReliableRun:
             found, bad, seen, held = runners[name].parse_all(item.value, key)
             # A marker, or (in a sweep) anything on a shard past the known width, is learned.
             seen = max(seen, self.reach.beyond.get(home_key(key), 0))
-            if seen > self.reach.known[name] and learn(self.settings, shards[name][0][0], seen):
+            if seen > self.reach.known[name] and learn(self.settings, shards[name][0].queue, seen):
                 spread.add(name)
             if held:
                 self.held[key] = {frame.start for frame in held}
@@ -174,51 +189,139 @@ class _ReliableRun:
                 parsed[key] = ShardRead(found, bad)
         return parsed, spread
 
+    def _read(
+        self,
+        conn: Connection,
+        mine: Mapping[str, SignalKeys],
+        shards: Mapping[str, tuple[Shard, ...]],
+        own: Mapping[str, list[Shard]],
+        checking: set[str],
+    ) -> dict[str, Cached]:
+        """The locked shards with their cursors, in one batch; of a signal being checked for
+        losses or swept, every shard read (the others only to count and learn)."""
+        wanted = []
+        for name, signal in mine.items():
+            every = name in checking or self.reach.read[name] > self.reach.known[name]
+            queues = [shard.queue for shard in (shards[name] if every else own[name])]
+            wanted += read_order(signal, queues) if name in checking else queues
+        return read(conn, wanted, [shard.cursor for name in mine for shard in own[name]])
+
     def deliver(
         self,
         holder: Holder,
         mine: Mapping[str, SignalKeys],
-        shards: Mapping[str, tuple[tuple[str, str], ...]],
+        shards: Mapping[str, tuple[Shard, ...]],
+        own: Mapping[str, list[Shard]],
         runners: Mapping[str, Runner],
         checking: set[str],
     ) -> None:
-        """Read every locked signal's shards and cursors in one batch, then deliver shard by
+        """Read the locked shards (``own``) and their cursors in one batch, keep those this
+        delivery works on (letting the others go, see :mod:`.sharing`), then deliver shard by
         shard; within a shard, copies stranded on other servers of a cluster first (older)."""
         conn = holder.conn
-        queues = {queue: name for name in mine for queue, _ in shards[name]}
-        wanted = []
-        for name, signal in mine.items():
-            own = [queue for queue, _ in shards[name]]
-            wanted += read_order(signal, own) if name in checking else own
-        current = read(conn, wanted, [cursor for name in mine for _, cursor in shards[name]])
+        queues = {shard.queue: name for name in mine for shard in shards[name]}
+        current = self._read(conn, mine, shards, own, checking)
         parsed, spread = self._parse(current, queues, shards, runners)
-        self.learned = bool(spread)
+        self.learned = self.learned or bool(spread)
+        if self.settings.counters and checking:
+            # Not the signals found spread wider than read: their new shards' payloads
+            # were not counted, and would read as lost (checked next time).
+            due = {name: k for name, k in mine.items() if name not in spread}
+            self.outcomes.adopt(check_lost(conn, due, queues, current, parsed))
+            schedule.checked(checking & set(due), self.settings)
+        work = {
+            name: self._share(holder, runners[name], mine[name], own[name], current, parsed)
+            for name in mine
+        }
         if self.settings.counters:
-            if checking:
-                # Not the signals found spread wider than read: their new shards' payloads
-                # were not counted, and would read as lost (checked next time).
-                due = {name: k for name, k in mine.items() if name not in spread}
-                self.outcomes.adopt(check_lost(conn, due, queues, current, parsed))
-                schedule.checked(checking & set(due), self.settings)
-            # Everything read is accounted for before any handler runs (see check_lost), in
-            # one call for all signals; what then stays in a queue is taken back at the end.
-            # Done here, not before each acknowledgement, so a failing counter call can never
-            # cost an acknowledgement its connection (its CAS token).
+            # Everything to be worked on is accounted for before any handler runs (see
+            # check_lost), in one call for all signals; what then stays in a queue is taken
+            # back at the end. Done here, not before each acknowledgement, so a failing
+            # counter call can never cost an acknowledgement its connection (its CAS token).
+            working = {shard.queue for kept in work.values() for shard in kept}
             for key, (found, bad) in parsed.items():
-                self.outcomes.leaving(queues[home_key(key)], len(found) + frames.dropped(bad))
+                if home_key(key) in working:
+                    self.outcomes.leaving(queues[home_key(key)], len(found) + frames.dropped(bad))
             self.outcomes.write(conn)
         secret_keys = self.settings.secret_keys
         for name, signal in mine.items():
             runner = runners[name]
-            for queue, cursor_key in shards[name]:
-                progress = current.get(cursor_key, Cached(b"", None)).value
-                cursor = Cursor(conn, cursor_key, progress, runner.signature_name, secret_keys)
-                stranded = [k for k in parsed if is_stranded(k) and home_key(k) == queue]
-                for key in [*stranded, queue]:
+            for shard in work[name]:
+                progress = current.get(shard.cursor, Cached(b"", None)).value
+                cursor = Cursor(conn, shard.cursor, progress, runner.signature_name, secret_keys)
+                stranded = [k for k in parsed if is_stranded(k) and home_key(k) == shard.queue]
+                for key in [*stranded, shard.queue]:
                     if key in parsed:
-                        at = cursor if key == queue else None
-                        shard = _Shard(holder, runner, signal, key, current[key], at)
-                        self.delivered += shard.deliver(parsed[key], self)
+                        at = cursor if key == shard.queue else None
+                        part = _Shard(holder, runner, signal, shard.lock, key, current[key], at)
+                        self.delivered += part.deliver(parsed[key], self)
+
+    def _share(
+        self,
+        holder: Holder,
+        runner: Runner,
+        signal: SignalKeys,
+        own: Sequence[Shard],
+        current: dict[str, Cached],
+        parsed: dict[str, ShardRead],
+    ) -> list[Shard]:
+        """The locked shards of ``runner``'s signal this delivery works on, from a random one
+        on, within its bound; the others are let go at once. A bounded delivery first moves
+        its shard 0's excess to the other shards (see :meth:`_move_excess`)."""
+        left = self.budget.left(runner.name)
+        first = own[0]
+        if left and not runner.spec.fixed and first.queue == signal.queue:
+            self._move_excess(holder, runner, first, left, current, parsed)
+        sizes: dict[str, int] = {}
+        for key, (found, bad) in parsed.items():
+            home = home_key(key)
+            sizes[home] = sizes.get(home, 0) + len(found) + frames.dropped(bad)
+        # Bounded, from a random shard on (others start elsewhere); else all, in shard order.
+        kept = kept_shards(own if left is None else rotated(own), sizes, left)
+        holder.let_go(shard.lock for shard in own if shard not in kept)
+        return kept
+
+    def _move_excess(
+        self,
+        holder: Holder,
+        runner: Runner,
+        shard: Shard,
+        left: int,
+        current: dict[str, Cached],
+        parsed: dict[str, ShardRead],
+    ) -> None:
+        """Move what shard 0 holds past this delivery's ``left`` payloads to the signal's other
+        shards, widened as the backlog wants, when that is more than another delivery's worth
+        and no cursor says a predecessor was under way there. The frames are appended there
+        first, then acknowledged from shard 0 (a crash in between costs duplicates, never a
+        loss); this delivery then reads shard 0 only up to what it will handle."""
+        key, limit = shard.queue, self.budget.limit
+        read_ = parsed.get(key)
+        if read_ is None or limit is None or current.get(shard.cursor, Cached(b"", None)).value:
+            return
+        indexes = runnable(read_.found, self.held.get(key, ()), now_ms())
+        if len(indexes) - left <= limit:
+            return
+        conn, settings, name = holder.conn, self.settings, runner.name
+        known = self.reach.known[name]
+        wanted = width_for(len(indexes), limit, known)
+        targets = widen_to(conn, settings, shard_queues(key, known), wanted)[1:]
+        if not targets:
+            return
+        value, token = current[key]
+        runs = split([read_.found[i] for i in indexes[left:]], targets)
+        moving = {k: b"".join(value[f.start : f.end] for f in run) for k, run in runs.items()}
+        gone = sorted(f for k in move(conn, settings.store, moving) for f in runs[k])
+        if not gone:
+            return
+        if not acknowledge(conn, settings.store, name, key, value, token, cut_out(value, gone)):
+            del parsed[key]  # changed under its lock: left alone (the copies moved: duplicates)
+            return
+        logger.info("moved %d payload(s) of %r to %d other shard(s)", len(gone), name, len(runs))
+        boundary = read_.found[indexes[left - 1]].end
+        current[key] = Cached(value[:boundary], token)
+        found = [frame for frame in read_.found if frame.end <= boundary]
+        parsed[key] = ShardRead(found, [region for region in read_.bad if region.end <= boundary])
 
 
 class _Shard:
@@ -236,6 +339,7 @@ class _Shard:
         holder: Holder,
         runner: Runner,
         keys: SignalKeys,
+        lock: str,
         key: str,
         item: Cached,
         cursor: Cursor | None,
@@ -243,6 +347,7 @@ class _Shard:
         self.holder = holder
         self.runner = runner
         self.keys = keys
+        self.lock = lock
         self.key = key
         self.value, self.token = item
         self.cursor = cursor
@@ -362,18 +467,21 @@ class _Shard:
         Before each payload runs, the cursor names it with the attempts it will have counted
         if this run never returns (a handler that kills the process), so such a payload still
         reaches the dead letters after ``max_attempts``."""
-        keys, outcomes, value, name = self.keys, run.outcomes, self.value, self.runner.name
+        outcomes, value, name = run.outcomes, self.value, self.runner.name
         delivered = expired = 0
         for index in range(first, len(found)):
             frame = found[index]
             if index in self.waiting:
                 continue  # not due yet: it stays, and the cursor never names it
-            if not self.holder.still_holds(keys.lock):
+            if not self.holder.still_holds(self.lock):
                 logger.warning("lost the lock of %r mid-delivery; stopping there", self.runner.name)
                 return Ran(delivered, expired, b"", None)
             if self.runner.expired(frame):
                 expired += 1  # dropping it again after a crash costs nothing: no cursor needed
                 continue
+            if run.budget.left(name) == 0:  # bounded: the rest stays for the next delivery
+                return Ran(delivered, expired, value[frame.start :], frame.start)
+            run.budget.spend(name)
             died = crashed if index == first and crashed is not None else None
             tried = frame.attempts if died is None else died
             error: Exception | None
