@@ -110,27 +110,27 @@ def _deliver_reliable(
     with settings.store.connection() as conn:
         declared = {shard.lock: specs[name].lease for name in keys for shard in shards[name]}
         held = acquire(conn, list(declared), owner, lease, declared)
-        # Shard 0 holds the width's marker: without its lock, learn it from the spread key.
-        missed = [k.queue for n, k in keys.items() if not specs[n].fixed and k.lock not in held]
-        run.learned = bool(missed) and bool(learn_widths(conn, settings, missed))
-        if not held:
-            return 0, run.learned
         holder = Holder(conn, owner, lease, held)
-        if checking:
-            flush_sent(conn, settings.store)  # sent counts this process still holds
         try:
-            mine = {n: [s for s in shards[n] if s.lock in held] for n in keys}
-            mine = {name: own for name, own in mine.items() if own}
-            runners = {name: plan.runner(name, settings, specs[name]) for name in mine}
-            run.deliver(holder, {n: keys[n] for n in mine}, shards, mine, runners, checking)
+            # Shard 0 holds the width's marker: without its lock, learn it from the spread key.
+            missed = [k.queue for n, k in keys.items() if not specs[n].fixed and k.lock not in held]
+            run.learned = bool(missed) and bool(learn_widths(conn, settings, missed))
+            if held:
+                if checking:
+                    flush_sent(conn, settings.store)  # sent counts this process still holds
+                mine = {n: [s for s in shards[n] if s.lock in held] for n in keys}
+                mine = {name: own for name, own in mine.items() if own}
+                runners = {name: plan.runner(name, settings, specs[name]) for name in mine}
+                run.deliver(holder, {n: keys[n] for n in mine}, shards, mine, runners, checking)
         except StoreUnavailable:
             # Not asked again for counters: what stays unwritten only makes ``accounted``
             # larger, so lost detection under-reports, never over-reports.
             run.outcomes.forget()
             raise
         finally:
-            run.outcomes.write(conn, quietly=True)
-            release(conn, sorted(holder.held), owner, lease)
+            if held:
+                run.outcomes.write(conn, quietly=True)
+                release(conn, sorted(holder.held), owner, lease)
     return run.delivered, run.learned
 
 

@@ -14,6 +14,7 @@ moved at most once. Order: per shard key, send order holds; across shards, none.
 
 from __future__ import annotations
 
+import os
 import random
 from collections import Counter
 from collections.abc import Collection, Mapping, Sequence
@@ -23,6 +24,7 @@ from ..keys import Shard
 
 #: Where each delivery starts among a signal's shards: only needs to differ between deliverers.
 _rng = random.Random()
+os.register_at_fork(after_in_child=_rng.seed)  # forked deliverers start apart too
 
 
 class Budget:
