@@ -13,6 +13,7 @@ from gaesignals import declare, deliver, frames, send
 from gaesignals.config import get_settings
 from gaesignals.inspection import overview
 from gaesignals.keys import shard_keys, shard_queues, signal_keys
+from gaesignals.queue import routing
 from gaesignals.queue.lease import lock_value
 from gaesignals.queue.routing import queues_of
 from gaesignals.stores import Store
@@ -109,6 +110,24 @@ def test_a_declared_signal_keeps_its_shards(store: Store) -> None:
     assert len(queues_of("fixed", get_settings())) == 2
     drain("fixed", handler, 5)
     assert sorted(got) == list(range(20))
+
+
+def test_the_limit_holds_across_a_signals_shards(store: Store) -> None:
+    """The limit counts a signal's payloads over all its shards, each shard's in send order,
+    and no payload is handled twice."""
+    declare("pair", shards=2)
+    queues = queues_of("pair", get_settings())
+    for i in range(8):
+        routing.stick(queues, queues[i % 2])
+        send("pair", i)
+    got, handler = collect()
+    assert deliver({"pair": handler}, reliable=True, limit=3) == 3
+    assert len(got) == 3
+    for shard in (0, 1):
+        mine = [data for data in got if data % 2 == shard]
+        assert mine == sorted(mine) and all(data < 6 for data in mine)
+    drain("pair", handler, 3)
+    assert sorted(got) == list(range(8))
 
 
 class Killed(BaseException):
