@@ -1,4 +1,4 @@
-"""Reliable delivery's queue operations under a signal's lock, beside :mod:`.lease`.
+"""Reliable delivery's queue operations under its shards' locks, beside :mod:`.lease`.
 
 :func:`read` reads the locked signals' shards and their progress cursors (:mod:`.progress`) in
 one batch; :func:`reschedule` rewrites a failed payload's frame with its attempts, its new due
