@@ -84,8 +84,11 @@ def _deliver_reliable(
     spreading = [k.queue for name, k in keys.items() if not specs[name].fixed]
     run.reach = reach(settings, keys, specs, sweeps.due(settings, spreading))
     shards = {name: shard_keys(k, run.reach.read[name]) for name, k in keys.items()}
+    # The shards known to be in use are locked; a sweep reads the others only to learn a width
+    # (the delivery then runs again with it).
+    known = {name: shards[name][: run.reach.known[name]] for name in keys}
     with settings.store.connection() as conn:
-        declared = {shard.lock: specs[name].lease for name in keys for shard in shards[name]}
+        declared = {shard.lock: specs[name].lease for name in keys for shard in known[name]}
         held = acquire(conn, list(declared), owner, lease, declared)
         holder = Holder(conn, owner, lease, held)
         try:
@@ -95,7 +98,7 @@ def _deliver_reliable(
             if held:
                 if checking:
                     flush_sent(conn, settings.store)  # sent counts this process still holds
-                mine = {n: [s for s in shards[n] if s.lock in held] for n in keys}
+                mine = {n: [s for s in known[n] if s.lock in held] for n in keys}
                 mine = {name: own for name, own in mine.items() if own}
                 runners = {name: plan.runner(name, settings, specs[name]) for name in mine}
                 run.deliver(holder, {n: keys[n] for n in mine}, shards, mine, runners, checking)
