@@ -9,7 +9,8 @@ A bounded deliverer whose shard 0 (where an undeclared signal's senders start) h
 another delivery's worth beyond what it will handle moves that excess to the signal's other
 shards, widening the signal as a hot signal widens, before it runs a handler: then a backlog on
 one key becomes work for as many deliverers as it has shards. Only shard 0 gives: a payload is
-moved at most once. Order: per shard key, send order holds; across shards, none.
+moved at most once. Order: per shard key, the order payloads reached it (a moved run keeps its
+send order); across shards, none.
 """
 
 from __future__ import annotations
