@@ -12,14 +12,14 @@ import gaesignals
 from gaesignals import declare, deliver, frames, send
 from gaesignals.config import get_settings
 from gaesignals.inspection import overview
-from gaesignals.keys import shard_keys, shard_queues, signal_keys
+from gaesignals.keys import shard_keys, signal_keys
 from gaesignals.queue import routing
 from gaesignals.queue.lease import lock_value
 from gaesignals.queue.routing import queues_of
 from gaesignals.stores import Store
 
 from ..conftest import RawAccess
-from ..fault_threads import PassThroughStore
+from ..fault_stores import DiesBeforeAcknowledging, Killed
 from .support import collect, queue_key
 
 
@@ -128,32 +128,6 @@ def test_the_limit_holds_across_a_signals_shards(store: Store) -> None:
         assert mine == sorted(mine) and all(data < 6 for data in mine)
     drain("pair", handler, 3)
     assert sorted(got) == list(range(8))
-
-
-class Killed(BaseException):
-    """Stands in for the deliverer's process dying (nothing catches it)."""
-
-
-class DiesBeforeAcknowledging(PassThroughStore):
-    """Passes calls through; once a write has reached one of ``base``'s other shards (a
-    move), the next write to ``base`` itself (its acknowledgement) kills the deliverer."""
-
-    def __init__(self, inner: Store, base: str) -> None:
-        super().__init__(inner)
-        self.base = base
-        self.others = set(shard_queues(base, 16)[1:])
-        self.moved = False
-        self.killed = False
-
-    def before(self, method: str, args: tuple[Any, ...]) -> None:
-        if method not in ("append_many", "cas_many", "add_many", "set_many") or not args:
-            return
-        keys = set(args[0])
-        if keys & self.others:
-            self.moved = True
-        elif self.moved and self.base in keys and not self.killed:
-            self.killed = True
-            raise Killed
 
 
 def test_a_deliverer_killed_between_moving_and_acknowledging_loses_nothing(
