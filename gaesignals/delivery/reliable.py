@@ -242,8 +242,9 @@ class _ReliableRun(RunState):
         parsed: dict[str, ShardRead],
     ) -> list[Shard]:
         """The locked shards of ``runner``'s signal this delivery works on, from a random one
-        on, within its bound; the others are let go at once. A bounded delivery first moves
-        its shard 0's excess to the other shards (see :meth:`_move_excess`)."""
+        on, within its bound; those holding payloads past it are let go at once. A bounded
+        delivery first moves its shard 0's excess to the other shards (see
+        :meth:`_move_excess`)."""
         left = self.budget.left(runner.name)
         first = own[0]
         if left and not runner.spec.fixed and first.queue == signal.queue:
@@ -254,7 +255,9 @@ class _ReliableRun(RunState):
             sizes[home] = sizes.get(home, 0) + len(found) + frames.dropped(bad)
         # Bounded, from a random shard on (others start elsewhere); else all, in shard order.
         kept = kept_shards(own if left is None else rotated(own), sizes, left)
-        holder.let_go(shard.lock for shard in own if shard not in kept)
+        # Those holding payloads past the bound go at once, for other deliverers; empty ones
+        # with the rest, at the end (no round trip more).
+        holder.let_go(s.lock for s in own if s not in kept and sizes.get(s.queue))
         return kept
 
     def _move_excess(
