@@ -270,7 +270,7 @@ class _ReliableRun(RunState):
         parsed: dict[str, ShardRead],
     ) -> None:
         """Move what shard 0 holds past this delivery's ``left`` payloads to the signal's other
-        shards, widened as the backlog wants, when that is more than another delivery's worth
+        shards, widened as the backlog wants, when that is at least another delivery's worth
         and no cursor says a predecessor was under way there. The frames are appended there
         first, then acknowledged from shard 0 (a crash in between costs duplicates, never a
         loss); this delivery then reads shard 0 only up to what it will handle."""
@@ -279,7 +279,7 @@ class _ReliableRun(RunState):
         if read_ is None or limit is None or current.get(shard.cursor, Cached(b"", None)).value:
             return
         indexes = runnable(read_.found, self.held.get(key, ()), now_ms())
-        if len(indexes) - left <= limit:
+        if len(indexes) - left < limit:
             return
         conn, settings, name = holder.conn, self.settings, runner.name
         known = self.reach.known[name]

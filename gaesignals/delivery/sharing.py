@@ -6,7 +6,7 @@ random shard on, those holding payloads, until they hold as many as its ``limit`
 handle (all of them with no limit). It lets go at once of those holding payloads past that,
 for other deliverers.
 
-A bounded deliverer whose shard 0 (where an undeclared signal's senders start) holds more than
+A bounded deliverer whose shard 0 (where an undeclared signal's senders start) holds at least
 another delivery's worth beyond what it will handle moves that excess to the signal's other
 shards, widening the signal as a hot signal widens, before it runs a handler: then a backlog on
 one key becomes work for as many deliverers as it has shards. Only shard 0 gives: a payload is

@@ -81,6 +81,21 @@ def test_a_backlog_on_one_key_moves_to_other_shards(store: Store, raw: RawAccess
     assert first == []  # shard 0 kept only what its deliverer handled (and the marker)
 
 
+def test_another_deliverys_worth_is_enough_to_move(store: Store) -> None:
+    """A shard 0 holding one more delivery's worth past what its deliverer handles shares it:
+    the signal widens to two shards, the second holding that worth."""
+    got, handler = collect()
+    for i in range(6):
+        send("pairs", i)
+    assert deliver({"pairs": handler}, reliable=True, limit=3) == 3
+    assert got == [0, 1, 2]
+    queues = queues_of("pairs", get_settings())
+    assert len(queues) == 2
+    with store.connection() as conn:
+        moved = conn.gets_many([queues[1]])[queues[1]].value
+    assert len(frames.parse(moved, queues[0].encode())[0]) == 3
+
+
 def test_a_deliverer_works_on_a_shard_another_does_not_hold(store: Store, raw: RawAccess) -> None:
     """Locks are per shard: while other deliverers hold some shards of a signal, a delivery
     works on one they do not hold."""
