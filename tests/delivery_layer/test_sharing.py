@@ -145,6 +145,27 @@ def test_the_limit_holds_across_a_signals_shards(store: Store) -> None:
     assert sorted(got) == list(range(8))
 
 
+def test_a_bounded_deliverer_killed_mid_way_costs_one_repeat(store: Store) -> None:
+    """A bounded deliverer that dies running a payload leaves its cursor: the next delivery
+    repeats only that payload, and the bound still holds."""
+    for i in range(5):
+        send("crashy", i)
+    seen: list[int] = []
+
+    def dies_on_one(data: int) -> None:
+        seen.append(data)
+        if data == 1:
+            raise Killed
+
+    with pytest.raises(Killed):
+        deliver({"crashy": dies_on_one}, reliable=True, limit=3)
+    got, handler = collect()
+    assert deliver({"crashy": handler}, reliable=True, limit=3) == 3
+    assert seen == [0, 1] and got == [1, 2, 3]
+    assert deliver({"crashy": handler}, reliable=True, limit=3) == 1
+    assert got == [1, 2, 3, 4]
+
+
 def test_a_deliverer_killed_between_moving_and_acknowledging_loses_nothing(
     store: Store,
 ) -> None:
