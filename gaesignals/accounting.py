@@ -20,8 +20,9 @@ from collections import Counter
 from collections.abc import Collection, Iterable, Mapping, Sequence, Sized
 from contextlib import nullcontext
 from functools import lru_cache
+from typing import NamedTuple
 
-from . import frames, tracing
+from . import frames
 from .config import Settings
 from .exceptions import GaeSignalsError
 from .keys import SignalKeys
@@ -158,14 +159,11 @@ def _flush_at_exit() -> None:
 
 
 @lru_cache(maxsize=4096)
-def weak_counters(signal: SignalKeys) -> tuple[str, str, str, str]:
-    """A signal's ``accounted``, ``dropped``, ``expired`` and ``delivered`` counter keys."""
-    return (
-        signal.counter("accounted"),
-        signal.counter("dropped"),
-        signal.counter("expired"),
-        signal.counter("delivered"),
-    )
+def weak_counters(prefix: str) -> tuple[str, str, str, str]:
+    """The ``accounted``, ``dropped``, ``expired`` and ``delivered`` counter keys of the
+    signal whose counters start with ``prefix`` (:attr:`SignalKeys.counters`: a string, cheap
+    to hash, as a take looks them up per key)."""
+    return prefix + "accounted", prefix + "dropped", prefix + "expired", prefix + "delivered"
 
 
 def tally(
@@ -180,7 +178,7 @@ def tally(
     signal's counters: every frame and every payload of a bad region is ``accounted``; those
     of bad regions are ``dropped``, frames past the ttl ``expired``, the rest ``delivered``
     until a handler says otherwise (see :mod:`gaesignals.delivery.outcomes`)."""
-    accounted, dropped, expired, delivered = weak_counters(signal)
+    accounted, dropped, expired, delivered = weak_counters(signal.counters)
     lost_with_bad = frames.dropped(bad) if bad else 0
     changes[accounted] += sign * (len(found) + lost_with_bad)
     changes[delivered] += sign * len(within_ttl)
@@ -190,7 +188,7 @@ def tally(
         changes[expired] += sign * (len(found) - len(within_ttl))
 
 
-def take(changes: Counter[str]) -> dict[str, int]:
+def pop_changes(changes: Counter[str]) -> dict[str, int]:
     """The non-zero counter changes gathered so far, which are then forgotten."""
     deltas = {key: n for key, n in changes.items() if n}
     changes.clear()
@@ -200,7 +198,7 @@ def take(changes: Counter[str]) -> dict[str, int]:
 def flush(conn: Connection, changes: Counter[str], *, quietly: bool = False) -> None:
     """Write the counter changes gathered so far in one call (``quietly``: a failure is
     logged, not raised; counters are best-effort)."""
-    deltas = take(changes)
+    deltas = pop_changes(changes)
     if not deltas:
         return
     try:
@@ -309,16 +307,33 @@ def number(current: Mapping[str, Cached], key: str) -> int | None:
     return count
 
 
+class Loss(NamedTuple):
+    """Payloads of one signal a lost check newly found gone: ``more`` since the last estimate
+    written, ``total`` in all (the estimate now in the ``lost`` counter)."""
+
+    more: int
+    total: int
+
+
+class LostCheck(NamedTuple):
+    """What a lost check found: the counter changes the caller writes with its own
+    (``accounted`` started again where the cache evicted it), and each signal's new loss,
+    already written to its ``lost`` counter, for the caller to report as an outcome (see
+    :mod:`gaesignals.delivery.outcomes`)."""
+
+    changes: dict[str, int]
+    losses: dict[str, Loss]
+
+
 def check_lost(
     conn: Connection,
     keys: Mapping[str, SignalKeys],
     names: Mapping[str, str],
     current: Mapping[str, Cached],
     parsed: Mapping[str, tuple[Sized, Sequence[frames.BadRegion]]],
-) -> dict[str, int]:
-    """Report the payloads the cache lost (evicted) before anyone delivered them; returns the
-    counter changes the caller writes with its own (``accounted`` started again where the
-    cache evicted it).
+) -> LostCheck:
+    """Estimate the payloads the cache lost (evicted) before anyone delivered them, and keep
+    the estimate in each signal's ``lost`` counter.
 
     ``sent - accounted - queued`` counts payloads that were stored and neither are pending nor
     left the queue through a delivery: lost. Read in one batch, sent before the queue before
@@ -363,26 +378,10 @@ def check_lost(
         else:
             continue
         news[key] = (name, missing - lost, missing)
-    _record_lost(conn, created, grown, news)
-    return restarted
-
-
-def _record_lost(
-    conn: Connection,
-    created: Mapping[str, bytes],
-    grown: Mapping[str, tuple[bytes, Cached]],
-    news: Mapping[str, tuple[str, int, int]],
-) -> None:
-    """Write the new loss estimates (created by add, grown by cas over the value read) and
-    log what was lost."""
-    recorded = record_estimates(conn, created, grown)
-    for key, (name, more, total) in news.items():
-        if recorded.get(key) and more > 0:
-            tracing.count(tracing.LOST, name, more)
-            logger.warning(
-                "%d payload(s) of signal %r vanished from the cache before delivery "
-                "(evicted?); %d lost in all",
-                more,
-                name,
-                total,
-            )
+    recorded = record_estimates(conn, created, grown) if news else {}
+    losses = {
+        name: Loss(more, total)
+        for key, (name, more, total) in news.items()
+        if recorded.get(key) and more > 0
+    }
+    return LostCheck(restarted, losses)

@@ -30,6 +30,7 @@ COUNTERS = (
     "sent",
     "delivered",
     "failed",
+    "retried",
     "dead_lettered",
     "dropped",
     "expired",

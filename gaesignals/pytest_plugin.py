@@ -16,7 +16,9 @@ gaesignals' store for that test only (the settings before it are put back after 
 Which one: ``@pytest.mark.gaesignals_stores("memory", "memcached")`` runs a test once per store
 named (every store but ``redis`` and ``valkey`` when none are named); otherwise
 ``--gaesignals-store=KIND`` or the ``gaesignals_store`` ini option (default ``memory``).
-``gaesignals_captured`` records what the test sends; see also
+``gaesignals_captured`` records what the test sends. :func:`make_store` makes a store as
+``gaesignals_store`` does, and :func:`store_url` names a served one for a child process; see
+also
 :func:`gaesignals.testing.captured_signals` and
 :func:`gaesignals.testing.eager_signals`.
 """
@@ -181,8 +183,18 @@ _SERVED: dict[str, tuple[str, type[MemcachedStore] | type[RedisStore]]] = {
 }
 
 
-def _make_store(kind: str, request: pytest.FixtureRequest) -> tuple[Store, Any]:
-    """The store for ``kind`` and what must be closed after the test (or None)."""
+def store_url(kind: str, request: pytest.FixtureRequest) -> str:
+    """The URL of the session's server of ``kind`` (``memcached``, ``redis``, ``valkey``), for
+    a child process to build its store from: the same server ``gaesignals_store`` uses."""
+    if kind not in _SERVED:
+        raise ValueError(f"a {kind!r} store has no server to name by URL")
+    server: MemcachedServer | RedisServer = request.getfixturevalue(_SERVED[kind][0])
+    return server.url
+
+
+def make_store(kind: str, request: pytest.FixtureRequest) -> tuple[Store, Any]:
+    """A fresh store of ``kind`` (a served one flushed first), as ``gaesignals_store`` makes
+    it, and what must be closed after the test (or None)."""
     if kind in ("memory", "memory-cas"):
         return MemoryStore(append=kind == "memory"), None
     if kind == "appengine":
@@ -202,7 +214,7 @@ def gaesignals_store(gaesignals_store_kind: str, request: pytest.FixtureRequest)
     Namespace, secret key and codec come from the ``gaesignals_config`` mark, else from the
     environment as usual.
     """
-    store, closable = _make_store(gaesignals_store_kind, request)
+    store, closable = make_store(gaesignals_store_kind, request)
     marker = request.node.get_closest_marker("gaesignals_config")
     options: dict[str, Any] = dict(marker.kwargs) if marker is not None else {}
     with _config._lock:

@@ -76,11 +76,12 @@ def _bound_if_imported() -> bool:
 SENT = "sent"
 DELIVERED = "delivered"
 FAILED = "failed"
+RETRIED = "retried"
 DEAD_LETTERED = "dead_lettered"
 DROPPED = "dropped"
 EXPIRED = "expired"
 LOST = "lost"
-OUTCOMES = (SENT, DELIVERED, FAILED, DEAD_LETTERED, DROPPED, EXPIRED, LOST)
+OUTCOMES = (SENT, DELIVERED, FAILED, RETRIED, DEAD_LETTERED, DROPPED, EXPIRED, LOST)
 
 SYSTEM = "gaesignals"
 DESTINATION = "messaging.destination.name"

@@ -21,8 +21,8 @@ import pytest
 
 import gaesignals
 from gaesignals import config
-from gaesignals.pytest_plugin import _make_store as make_store
 from gaesignals.pytest_plugin import _missing as missing
+from gaesignals.pytest_plugin import make_store
 from gaesignals.stores import Store
 from gaesignals.stores.memcached import MemcachedStore
 from gaesignals.stores.memory import MemoryStore

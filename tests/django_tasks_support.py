@@ -1,28 +1,34 @@
 """The django.tasks suites' settings and fixture (``test_django_tasks_*``): Django is configured
 once per process (tests/django_setup.py); each test sets ``TASKS`` with ``override_settings``
 (Django then builds its backends anew) and connects their queues again, as the app does at
-start-up. Import this module only after the suite's Django 6 check."""
+start-up. A suite module imports it first and calls :func:`require_django_tasks` before
+importing anything of Django."""
 
 from __future__ import annotations
 
 import importlib.util
 import sys
+from collections.abc import Iterator
 
 import pytest
-
-if sys.version_info < (3, 12) or importlib.util.find_spec("django.tasks") is None:
-    pytest.skip(
-        "django.tasks needs Django 6, which needs Python 3.12+ (CI runs this on 3.13)",
-        allow_module_level=True,
-    )
-
-from collections.abc import Iterator
 
 import gaesignals
 from gaesignals.stores import Store
 from tests.django_setup import setup_django
 
-setup_django()
+
+def require_django_tasks() -> None:
+    """Skip the importing module where there is no ``django.tasks`` (Django 6, which needs
+    Python 3.12+; CI runs these suites on 3.13), else set Django up (once per process)."""
+    if sys.version_info < (3, 12) or importlib.util.find_spec("django.tasks") is None:
+        pytest.skip(
+            "django.tasks needs Django 6, which needs Python 3.12+ (CI runs this on 3.13)",
+            allow_module_level=True,
+        )
+    setup_django()
+
+
+require_django_tasks()
 
 from django.test import override_settings  # noqa: E402
 

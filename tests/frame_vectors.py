@@ -51,7 +51,7 @@ class Vector:
     bad: tuple[tuple[int, int], ...] = ()
     dropped: int = 0
     held: int = 0
-    spread: int = 0
+    marker_width: int = 0
     #: The reader's secret keys.
     keys: tuple[bytes, ...] = ()
     #: The take script's answers: frames it counts as taken, where its walk stops (None: at the
@@ -86,7 +86,7 @@ VECTORS = [
     Vector("unsigned read with a key", A + SIGNED, found=1, held=1, keys=(KEY,), taken=2),
     Vector("delayed, not due", LATER + A, found=2, taken=1, kept=LATER),
     Vector("delayed, due", EARLIER + A, found=2, taken=2),
-    Vector("spread marker first", MARKER + A + B, found=2, spread=3, taken=2),
+    Vector("spread marker first", MARKER + A + B, found=2, marker_width=3, taken=2),
     Vector(
         "garbage between",
         A + GARBAGE + B,

@@ -7,34 +7,26 @@ Django 6 needs Python 3.12+: on older Pythons the whole module skips (CI runs it
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-
-import pytest
-
-if sys.version_info < (3, 12) or importlib.util.find_spec("django.tasks") is None:
-    pytest.skip(
-        "django.tasks needs Django 6, which needs Python 3.12+ (CI runs this on 3.13)",
-        allow_module_level=True,
-    )
-
 import json
 import os
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 import gaesignals
 from gaesignals import frames
 from gaesignals.config import get_settings
 from gaesignals.stores import Store
 from gaesignals.testing import MemcachedServer, captured_signals
-from tests.django_setup import setup_django
+from tests.django_tasks_support import require_django_tasks
 
-setup_django()
+require_django_tasks()  # before anything of Django: skips this module without Django 6
 
 from django.core import checks  # noqa: E402
 from django.tasks import TaskResultStatus, default_task_backend  # noqa: E402

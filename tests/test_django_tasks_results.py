@@ -7,29 +7,20 @@ the whole module skips. The fixtures and settings are django_tasks_support's."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-
-import pytest
-
-if sys.version_info < (3, 12) or importlib.util.find_spec("django.tasks") is None:
-    pytest.skip(
-        "django.tasks needs Django 6, which needs Python 3.12+ (CI runs this on 3.13)",
-        allow_module_level=True,
-    )
-
 import asyncio
 from datetime import timedelta
 from typing import Any
+
+import pytest
 
 import gaesignals
 from gaesignals.config import get_settings
 from gaesignals.stores import Store
 from gaesignals.stores.memory import MemoryStore
 from gaesignals.testing import captured_signals
-from tests.django_setup import setup_django
+from tests.django_tasks_support import require_django_tasks
 
-setup_django()
+require_django_tasks()  # before anything of Django: skips this module without Django 6
 
 from django.tasks import (  # noqa: E402
     TaskResultStatus,

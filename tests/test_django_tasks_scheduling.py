@@ -6,32 +6,24 @@ the whole module skips. The fixtures and settings are django_tasks_support's."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-
-import pytest
-
-if sys.version_info < (3, 12) or importlib.util.find_spec("django.tasks") is None:
-    pytest.skip(
-        "django.tasks needs Django 6, which needs Python 3.12+ (CI runs this on 3.13)",
-        allow_module_level=True,
-    )
-
 import contextlib
 import io
 import os
 import subprocess
+import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 import gaesignals
 from gaesignals import frames
 from gaesignals.testing import MemcachedServer
-from tests.django_setup import setup_django
+from tests.django_tasks_support import require_django_tasks
 
-setup_django()
+require_django_tasks()  # before anything of Django: skips this module without Django 6
 
 from django.core.management import call_command  # noqa: E402
 from django.db import transaction  # noqa: E402

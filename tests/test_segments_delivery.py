@@ -119,15 +119,18 @@ def test_queue_full_counts_every_segment(raw: RawAccess) -> None:
 
 
 @pytest.mark.parametrize("store_kind", ["memcached"])
-def test_an_overshot_queue_still_dead_letters_its_failing_head(raw: RawAccess) -> None:
+def test_an_overshot_queue_still_dead_letters_its_failing_head(
+    raw: RawAccess, request: pytest.FixtureRequest
+) -> None:
     """A process that has not seen a full queue's size appends once without checking: the
     queue then holds more than max_value_size, more than memcached's 1 MiB item limit even.
     Reliable delivery must still rewrite it (bumping its failing head's attempts, then
     dead-lettering it); it once failed there on the item limit, retrying the head forever."""
     from gaesignals.config import get_settings, store_from_url
+    from gaesignals.pytest_plugin import store_url
     from gaesignals.registration import declare
 
-    url = f"memcached://{raw.client.server[0]}:{raw.client.server[1]}"
+    url = store_url("memcached", request)
     taken = fill("over", 900)
     configure(store=store_from_url(url))  # a fresh process: no sizes seen
     send("over", {"n": "99999", "pad": "y" * 600_000})

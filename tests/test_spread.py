@@ -55,7 +55,7 @@ def restart(store: Store) -> None:
 def marked(raw: RawAccess, name: str) -> int:
     """The width the marker in ``name``'s own key claims (0: no marker)."""
     value = raw.get(home(name)) or b""
-    return frames.parse_queue(value, home(name).encode(), get_settings().secret_keys).spread
+    return frames.parse_queue(value, home(name).encode(), get_settings().secret_keys).marker_width
 
 
 # -- the marker -----------------------------------------------------------------------------------
@@ -69,10 +69,10 @@ def test_a_marker_is_read_as_a_width_never_as_a_payload() -> None:
     value = frames.spread_marker(4, key) + payload + frames.spread_marker(2, key)
     parsed = frames.parse_queue(value, key)
     assert [f.body for f in parsed.found] == [b"body"]
-    assert (parsed.spread, parsed.bad) == (4, [])
+    assert (parsed.marker_width, parsed.bad) == (4, [])
     assert parsed.marker_bytes == len(value) - len(payload)
     huge = frames.encode(bytes((200,)), key, flags=frames.FLAG_SPREAD)
-    assert frames.parse_queue(huge, key).spread == frames.MAX_SPREAD
+    assert frames.parse_queue(huge, key).marker_width == frames.MAX_SPREAD
 
 
 def test_a_forged_or_malformed_marker_is_unreadable() -> None:
@@ -85,8 +85,9 @@ def test_a_forged_or_malformed_marker_is_unreadable() -> None:
         frames.encode(b"\x04\x04", key, (SECRET,), flags=frames.FLAG_SPREAD),
     ):
         parsed = frames.parse_queue(forged, key, (SECRET,))
-        assert parsed.spread == 0 and frames.dropped(parsed.bad) == 1
-    assert frames.parse_queue(frames.spread_marker(8, key, SECRET), key, (SECRET,)).spread == 8
+        assert parsed.marker_width == 0 and frames.dropped(parsed.bad) == 1
+    marker = frames.spread_marker(8, key, SECRET)
+    assert frames.parse_queue(marker, key, (SECRET,)).marker_width == 8
     with pytest.raises(ValueError):
         frames.spread_marker(17, key)
 
@@ -209,7 +210,7 @@ def test_a_cas_lost_to_another_sender_spreads_an_undeclared_signal() -> None:
     queues = shard_queues(home("c"), 2)
     values = store.gets_many(list(queues))
     parsed = [frames.parse_queue(values[q][0], queues[0].encode()) for q in queues]
-    assert parsed[0].spread == 2 and len(parsed[0].found) == 1  # the other sender's
+    assert parsed[0].marker_width == 2 and len(parsed[0].found) == 1  # the other sender's
     assert len(parsed[1].found) == 2
     got: list[Any] = []
     assert deliver({"c": got.append}) == 3
@@ -225,7 +226,7 @@ def test_a_signal_declared_with_shards_never_spreads() -> None:
         conn.add_many({home("c"): b""})
     send("c", 1)
     assert spread.widths(get_settings()) == {}
-    assert frames.parse_queue(store.gets_many([home("c")])[home("c")][0], b"").spread == 0
+    assert frames.parse_queue(store.gets_many([home("c")])[home("c")][0], b"").marker_width == 0
 
 
 class AppendsWin(MemoryStore):
@@ -249,7 +250,7 @@ def test_a_delivery_that_keeps_losing_to_the_sends_spreads_the_signal() -> None:
     deliver({"busy": lambda data: None})
     assert spread.widths(get_settings())[home("busy")] == 2
     value = store.gets_many([home("busy")])[home("busy")][0]
-    assert frames.parse_queue(value, home("busy").encode()).spread == 2
+    assert frames.parse_queue(value, home("busy").encode()).marker_width == 2
 
 
 def test_a_sender_learns_a_spread_rather_than_refuse_a_send(store: Store, raw: RawAccess) -> None:

@@ -38,6 +38,7 @@ ZERO = {
     "sent": 0,
     "delivered": 0,
     "failed": 0,
+    "retried": 0,
     "dead_lettered": 0,
     "dropped": 0,
     "expired": 0,
@@ -98,19 +99,26 @@ def test_counters_follow_sends_and_deliveries(store: Store) -> None:
 
 
 def test_dead_letters_count(store: Store) -> None:
-    """Each failed reliable attempt counts as failed; the move to the dead letters as
-    dead_lettered. Requeued letters are pending again (not lost), and delivering them counts
-    as delivered."""
+    """Each failed reliable attempt counts as failed, each but the last also as retried; the
+    move to the dead letters as dead_lettered. Requeued letters are pending again (not lost),
+    and delivering them counts as delivered."""
     send("d", "bad")
     failing = SignalMapping({"d": lambda d: 1 / 0}, max_attempts=2)
     deliver(failing, reliable=True, retry_delay=0)
     deliver(failing, reliable=True, retry_delay=0)
     assert dead_letters("d") == ["bad"]
-    assert stats("d")["d"] == {**ZERO, "sent": 1, "failed": 2, "dead_lettered": 1}
+    assert stats("d")["d"] == {**ZERO, "sent": 1, "failed": 2, "retried": 1, "dead_lettered": 1}
     assert requeue_dead_letters("d") == 1
     assert pending("d")["d"].count == 1
     deliver({"d": lambda d: None}, reliable=True, retry_delay=0)
-    assert stats("d")["d"] == {**ZERO, "sent": 1, "failed": 2, "dead_lettered": 1, "delivered": 1}
+    assert stats("d")["d"] == {
+        **ZERO,
+        "sent": 1,
+        "failed": 2,
+        "retried": 1,
+        "dead_lettered": 1,
+        "delivered": 1,
+    }
     assert purge_dead_letters("d") == 0
 
 

@@ -6,6 +6,13 @@ counters in the store, the OpenTelemetry counters ``gaesignals.payloads.<outcome
 written in one call at the end of the delivery (:meth:`Outcomes.write`), in the round trips it
 makes anyway.
 
+``lost`` is the one outcome no delivery decides: the queue layer's lost check finds it (see
+:func:`gaesignals.accounting.check_lost`), from the counters it read with the queues, and
+keeps the estimate in the ``lost`` counter by CAS as it finds it (a maximum, not a sum: two
+deliverers must not count one loss twice). The check returns what it newly found, and the
+delivery that ran it hands that to :meth:`Outcomes.lost`: the metrics and the log hear it
+from here like every other outcome, and the counter is not bumped again.
+
 Besides outcomes, the store counters take the queue layer's own bookkeeping: ``accounted``
 (payloads that left a queue, however they left it) and the corrections a weak take or a lost
 check returns. Those are counter changes, not outcomes: :meth:`Outcomes.leaving` and
@@ -20,7 +27,7 @@ from collections.abc import Mapping
 from enum import StrEnum
 
 from .. import tracing
-from ..accounting import flush
+from ..accounting import Loss, flush
 from ..keys import SignalKeys
 from ..registration import SignalSpec
 from ..stores import Connection
@@ -36,6 +43,9 @@ class Outcome(StrEnum):
     DELIVERED = tracing.DELIVERED
     #: A handler raised, or it could not be decoded (a reliable one is retried).
     FAILED = tracing.FAILED
+    #: A reliable payload failed and stays queued to be tried again (reported besides
+    #: ``failed``, once per failed attempt that is not its last).
+    RETRIED = tracing.RETRIED
     #: It failed ``max_attempts`` reliable deliveries, or was rejected, and moved to the
     #: signal's dead letters.
     DEAD_LETTERED = tracing.DEAD_LETTERED
@@ -43,11 +53,16 @@ class Outcome(StrEnum):
     DROPPED = tracing.DROPPED
     #: It was older than the signal's ``ttl`` and never ran.
     EXPIRED = tracing.EXPIRED
+    #: The cache lost it (evicted) before any delivery took it; found by the lost check.
+    LOST = tracing.LOST
 
 
 #: The members as module globals, cheaper to look up than the enum's attributes (a weak
 #: delivery reports a few outcomes per signal).
-DELIVERED, FAILED, DEAD_LETTERED, DROPPED, EXPIRED = Outcome
+DELIVERED, FAILED, RETRIED, DEAD_LETTERED, DROPPED, EXPIRED, LOST = Outcome
+
+#: What a weak take counts itself as it takes (see :mod:`gaesignals.queue.weak_take`).
+_COUNTED_BY_TAKE = frozenset({DELIVERED, EXPIRED, DROPPED})
 
 
 class Outcomes:
@@ -73,30 +88,48 @@ class Outcomes:
         self.counted_by_take = counted_by_take
         #: Whether a tracer or meter provider is set: asked once per delivery.
         self.measuring = tracing.active()
+        #: Whether a ``delivered`` report changes anything: not after a weak take that counted
+        #: it, with nothing measuring. A hot loop may then leave it out (nothing else happened
+        #: to those payloads).
+        self.hears_delivered = self.measuring or (counting and not counted_by_take)
         #: Counter changes not written yet, by counter key.
         self.changes: Counter[str] = Counter()
 
     def report(
-        self, name: str, outcome: Outcome, n: int = 1, *, attempts: int | None = None
+        self,
+        name: str,
+        outcome: Outcome,
+        n: int = 1,
+        *,
+        attempts: int | None = None,
+        lost_in_all: int | None = None,
     ) -> None:
         """``n`` payloads of signal ``name`` met ``outcome`` (``attempts``: how many times a
-        dead-lettered one was tried, for its log)."""
+        dead-lettered one was tried; ``lost_in_all``: the signal's loss estimate; both for
+        the log)."""
         if n <= 0:
             return
-        if self.counting and (outcome is FAILED or not self.counted_by_take):
+        # The lost check keeps its own counter; a weak take counts what it takes itself.
+        counted_by_take = self.counted_by_take and outcome in _COUNTED_BY_TAKE
+        if self.counting and outcome is not LOST and not counted_by_take:
             self._count(name, outcome, n)
         if self.measuring:
             tracing.count(outcome, name, n)
-        if outcome is EXPIRED or outcome is DEAD_LETTERED:
-            self._log(name, outcome, n, attempts)
+        if outcome is EXPIRED or outcome is DEAD_LETTERED or outcome is LOST:
+            self._log(name, outcome, n, attempts if outcome is DEAD_LETTERED else lost_in_all)
+
+    def lost(self, losses: Mapping[str, Loss]) -> None:
+        """Report what a lost check newly found gone, by signal (see the module's docstring)."""
+        for name, loss in losses.items():
+            self.report(name, LOST, loss.more, lost_in_all=loss.total)
 
     def _count(self, name: str, outcome: Outcome, n: int) -> None:
         counter = self.keys[name].counter
         self.changes[counter(outcome)] += n
-        if self.counted_by_take:  # a failure, counted delivered by the take
+        if self.counted_by_take and outcome is FAILED:  # counted delivered by the take
             self.changes[counter(DELIVERED)] -= n
 
-    def _log(self, name: str, outcome: Outcome, n: int, attempts: int | None) -> None:
+    def _log(self, name: str, outcome: Outcome, n: int, detail: int | None) -> None:
         if outcome is EXPIRED:
             logger.warning(
                 "dropped %d payload(s) of signal %r older than its ttl of %d s",
@@ -104,11 +137,19 @@ class Outcomes:
                 name,
                 self.specs[name].ttl,
             )
+        elif outcome is LOST:
+            logger.warning(
+                "%d payload(s) of signal %r vanished from the cache before delivery "
+                "(evicted?); %d lost in all",
+                n,
+                name,
+                detail,
+            )
         else:
             logger.error(
                 "a payload of signal %r failed %d times and moved to its dead letters",
                 name,
-                attempts,
+                detail,
             )
 
     def leaving(self, name: str, n: int) -> None:

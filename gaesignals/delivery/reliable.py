@@ -146,7 +146,7 @@ class _ReliableRun(RunState):
         deliverer are among a key's frames, in order, their starts in :attr:`held`: they stay
         queued as those not due yet do."""
         parsed: dict[str, ShardRead] = {}
-        spread: set[str] = set()
+        widened: set[str] = set()
         for key, item in current.items():
             name = queues.get(home_key(key))
             if name is None or not item.value:
@@ -155,13 +155,13 @@ class _ReliableRun(RunState):
             # A marker, or (in a sweep) anything on a shard past the known width, is learned.
             seen = max(seen, self.reach.beyond.get(home_key(key), 0))
             if seen > self.reach.known[name] and learn(self.settings, shards[name][0].queue, seen):
-                spread.add(name)
+                widened.add(name)
             if held:
                 self.held[key] = {frame.start for frame in held}
                 found = sorted(found + held, key=lambda frame: frame.start)
             if found or bad:
                 parsed[key] = ShardRead(found, bad)
-        return parsed, spread
+        return parsed, widened
 
     def _read(
         self,
@@ -195,13 +195,15 @@ class _ReliableRun(RunState):
         conn = holder.conn
         queues = {shard.queue: name for name in mine for shard in shards[name]}
         current = self._read(conn, mine, shards, own, checking)
-        parsed, spread = self._parse(current, queues, shards, runners)
-        self.learned = self.learned or bool(spread)
+        parsed, widened = self._parse(current, queues, shards, runners)
+        self.learned = self.learned or bool(widened)
         if self.settings.counters and checking:
             # Not the signals found spread wider than read: their new shards' payloads
             # were not counted, and would read as lost (checked next time).
-            due = {name: k for name, k in mine.items() if name not in spread}
-            self.outcomes.adopt(check_lost(conn, due, queues, current, parsed))
+            due = {name: k for name, k in mine.items() if name not in widened}
+            check = check_lost(conn, due, queues, current, parsed)
+            self.outcomes.adopt(check.changes)
+            self.outcomes.lost(check.losses)
             schedule.checked(checking & set(due), self.settings)
         work = {
             name: self._share(holder, runners[name], mine[name], own[name], current, parsed)

@@ -56,7 +56,7 @@ class Read(NamedTuple):
 
     found: list[frames.Frame]
     bad: list[frames.BadRegion]
-    spread: int
+    marker_width: int
     held: list[frames.Frame]
 
 
@@ -121,7 +121,7 @@ class Runner:
                 bad = sorted(bad + dropped, key=lambda region: region.start)
         if bad:
             log_bad(self.name, self.identity, bad)
-        return Read(parsed.found, bad, parsed.spread, kept)
+        return Read(parsed.found, bad, parsed.marker_width, kept)
 
     def tell_held(self, key: str, waiting: list[frames.Held]) -> None:
         """Log what ``key`` holds for another deliverer: at most once a minute per key, as a

@@ -249,10 +249,12 @@ class ShardDelivery:
                 delivered += 1
                 continue
             if self._retry_later(index, frame, tried, error, run):
+                outcomes.report(name, Outcome.RETRIED)
                 continue
             text = error_text(error)
             if tried < run.max_attempts and not isinstance(error, Reject):
                 # Stop so the shard's order holds: this payload is retried first next time.
+                outcomes.report(name, Outcome.RETRIED)
                 raw = frames.with_attempts(value[frame.start : frame.end], tried)
                 return Ran(delivered, expired, raw + value[frame.end :], frame.start)
             raw = self._rebuild(frame, tried, 0, text)

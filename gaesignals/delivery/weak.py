@@ -53,6 +53,7 @@ def _deliver_weak(
         try:
             taken = weak_take.take(conn, settings, layout, reader, checking=checking, now=now_ms())
             outcomes.adopt(taken.counts)
+            outcomes.lost(taken.losses)
             if checking:
                 schedule.checked([name for name in checking if name not in taken.widened], settings)
             delivered = _run(layout, taken, outcomes)
@@ -82,7 +83,7 @@ class _Reader:
                 return bodies
         return runner.parse_all(value, key)
 
-    def fresh(self, name: str, found: Found) -> Found:
+    def within_ttl(self, name: str, found: Found) -> Found:
         runner = self.runners[name]
         return found if runner.ttl is None else runner.within_ttl(found)
 
@@ -90,16 +91,17 @@ class _Reader:
 def _run(layout: Layout, taken: WeakTaken, outcomes: Outcomes) -> int:
     """Run the handlers on what was taken, in the take's order, and report what became of
     each key's payloads. Returns how many every handler took."""
-    delivered = 0
+    delivered, hears_delivered = 0, outcomes.hears_delivered
     for key in taken.taken:
         runner = layout.runners[key.name]
-        due = key.fresh  # the payloads within the ttl
+        due = key.within_ttl
         if runner.one_handler and due and isinstance(due[0], bytes):
             ok, failed = runner.drain_bodies(due)  # runner.drain, one call less
         else:
             ok, failed = runner.drain(due)
         delivered += ok
-        outcomes.report(key.name, DELIVERED, ok)
+        if hears_delivered:  # else a report that changes nothing, once per key
+            outcomes.report(key.name, DELIVERED, ok)
         if failed:
             outcomes.report(key.name, FAILED, failed)
         if len(due) != len(key.found):

@@ -129,12 +129,13 @@ class Held(NamedTuple):
 
 
 class QueueRead(NamedTuple):
-    """A queue value read: its payload frames, its unreadable regions, and its spread."""
+    """A queue value read: its payload frames, its unreadable regions, and how wide its spread
+    markers say the signal is."""
 
     found: list[Frame]
     bad: list[BadRegion]
     #: The widest spread marker's width (0: no marker), at most :data:`MAX_SPREAD`.
-    spread: int
+    marker_width: int
     #: The bytes the value's spread markers take (not payload bytes).
     marker_bytes: int
     #: The payload frames this reader may not deliver (see the module docstring), in order.

@@ -130,11 +130,11 @@ class Walker:
         "held",
         "ids",
         "marker_bytes",
+        "marker_width",
         "pickled",
         "secret_keys",
         "signal_key",
         "spent",
-        "spread",
         "value",
     )
 
@@ -157,7 +157,7 @@ class Walker:
         value, size = self.value, len(self.value)
         self.found: list[Frame] = []
         self.held: list[Held] = []
-        self.spread = self.marker_bytes = 0
+        self.marker_width = self.marker_bytes = 0
         #: Candidate frame headers checked after garbage, and work units spent on checks.
         self.candidates = self.spent = 0
         self.budget = 4 * size + 65536
@@ -182,7 +182,7 @@ class Walker:
 
     def result(self, bad: list[BadRegion]) -> QueueRead:
         self.spent = 4 * len(self.value) + 65536 - self.budget
-        return QueueRead(self.found, bad, self.spread, self.marker_bytes, self.held)
+        return QueueRead(self.found, bad, self.marker_width, self.marker_bytes, self.held)
 
     def refuse(self, pos: int, why: str) -> tuple[int, str]:
         """The candidate at ``pos`` is not a frame, because ``why``: charged to the budget."""
@@ -294,7 +294,7 @@ class Walker:
             if flags & FLAG_SPREAD:
                 if len(body) != 1 or not body[0]:
                     return pos, "malformed spread marker"
-                self.spread = max(self.spread, min(body[0], MAX_SPREAD))
+                self.marker_width = max(self.marker_width, min(body[0], MAX_SPREAD))
                 self.marker_bytes += end - pos
             else:
                 append(new(Frame, (pos, end, flags, attempts, ident, body, meta)))

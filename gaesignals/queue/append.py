@@ -106,7 +106,7 @@ def _learn_width(
     found = conn.gets_many(keys)
     news = 0
     for key, (value, _) in found.items():
-        seen = parse_queue(value, base.encode(), settings.secret_keys).spread
+        seen = parse_queue(value, base.encode(), settings.secret_keys).marker_width
         if spread.learn(settings, base, seen) and key != base:
             news = seen
     if news and spread.width(settings, base, 1) == news:

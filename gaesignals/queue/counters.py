@@ -18,9 +18,9 @@ def bump(conn: Connection, deltas: Mapping[str, int]) -> None:
 
 
 def record_estimates(
-    conn: Connection, fresh: Mapping[str, bytes], grown: Mapping[str, tuple[bytes, Cached]]
+    conn: Connection, created: Mapping[str, bytes], grown: Mapping[str, tuple[bytes, Cached]]
 ) -> dict[str, bool]:
-    """Write loss estimates: each of ``fresh`` created where it does not exist yet, each of
+    """Write loss estimates: each of ``created`` written where it does not exist yet, each of
     ``grown`` (its new value, and the counter as it was read, its token None where the read
     gave none) only where the counter still
     holds what was read; True for each written.
@@ -34,5 +34,5 @@ def record_estimates(
         current = again.get(key) if token is None else Cached(was, token)
         if current is not None and current.value == was:  # unchanged since it was read
             swaps[key] = Cached(value, current.token)
-    added = conn.add_many(fresh) if fresh else {}
+    added = conn.add_many(created) if created else {}
     return added | (conn.cas_many(swaps) if swaps else {})

@@ -99,7 +99,7 @@ def learn_widths(conn: Connection, settings: Settings, bases: Sequence[str]) -> 
         item = found.get(spread_key(base))
         if item is None or not item.value:
             continue
-        seen = frames.parse_queue(item.value, base.encode(), settings.secret_keys).spread
+        seen = frames.parse_queue(item.value, base.encode(), settings.secret_keys).marker_width
         if spread.learn(settings, base, seen):
             wider.add(base)
     return wider

@@ -29,8 +29,16 @@ from collections.abc import Collection, Mapping, Sequence, Sized
 from typing import NamedTuple, Protocol
 
 from .. import frames
-from ..accounting import check_lost, flush_sent, lost_keys, read_order, tally, weak_counters
-from ..accounting import take as pending
+from ..accounting import (
+    Loss,
+    check_lost,
+    flush_sent,
+    lost_keys,
+    pop_changes,
+    read_order,
+    tally,
+    weak_counters,
+)
 from ..config import Settings
 from ..exceptions import GaeSignalsError, PartialFailure, StoreUnavailable
 from ..keys import SignalKeys
@@ -57,10 +65,11 @@ class Reader(Protocol):
     ttl, and whether its payloads may go as bare pickled bodies."""
 
     def read(self, name: str, key: str, value: bytes) -> list[bytes] | Parse:
-        """Bare bodies when every payload may go as such, else the value's parse."""
+        """Bare bodies when every payload may go as such (never for a signal with a ttl: bare
+        bodies are not cut at it), else the value's parse."""
         ...
 
-    def fresh(self, name: str, found: Found) -> Found:
+    def within_ttl(self, name: str, found: Found) -> Found:
         """``found`` without the payloads older than the signal's ttl."""
         ...
 
@@ -91,13 +100,14 @@ class Layout(Protocol):
 
 class TakenKey(NamedTuple):
     """What a take removed from one key: its signal, the payloads, the unreadable regions
-    dropped, and the payloads within the signal's ttl (``fresh``, which go to the handlers)."""
+    dropped, and the payloads within the signal's ttl (``within_ttl``, which go to the
+    handlers)."""
 
     key: str
     name: str
     found: Found
     bad: list[frames.BadRegion]
-    fresh: Found
+    within_ttl: Found
 
 
 class WeakTaken(NamedTuple):
@@ -114,6 +124,9 @@ class WeakTaken(NamedTuple):
     widened: dict[str, int]
     #: Why some keys were not taken (a server failed or timed out); raise it after the run.
     failure: StoreUnavailable | None
+    #: What the lost check found newly gone, by signal (already in its ``lost`` counter): the
+    #: caller reports it as the ``lost`` outcome.
+    losses: dict[str, Loss]
 
 
 class _Waiting(NamedTuple):
@@ -133,8 +146,9 @@ class _Waiting(NamedTuple):
         return b"".join(value[frame.start : frame.end] for frame in kept)
 
 
-#: Each key read holding payloads: its signal, payloads and unreadable regions.
-_Parsed = dict[str, tuple[str, Found, list[frames.BadRegion]]]
+#: Each key read holding payloads: its signal, payloads, unreadable regions, and the payloads
+#: within the signal's ttl.
+_Parsed = dict[str, tuple[str, Found, list[frames.BadRegion], Found]]
 
 
 def take(
@@ -185,6 +199,7 @@ class _Take:
         self.taken: list[TakenKey] = []
         self.kept_back: dict[str, bytes] = {}
         self.failure: StoreUnavailable | None = None
+        self.losses: dict[str, Loss] = {}
         #: What each spread signal's own queue key holds once emptied: its marker.
         self.markers = dict(layout.markers)
         #: The signals found spread wider than read, and their width learned.
@@ -193,7 +208,9 @@ class _Take:
         self.waiting: dict[str, _Waiting] = {}
 
     def result(self) -> WeakTaken:
-        return WeakTaken(self.taken, self.kept_back, self.counts, self.widened, self.failure)
+        return WeakTaken(
+            self.taken, self.kept_back, self.counts, self.widened, self.failure, self.losses
+        )
 
     # -- over the memcache primitives -------------------------------------------------------
 
@@ -213,10 +230,10 @@ class _Take:
                 self.check_lost(current, parsed)
             if not parsed:
                 return
-            fresh = self.count(parsed)
-            counters = pending(self.counts) if self.counting else {}
+            self.count(parsed)
+            counters = pop_changes(self.counts) if self.counting else {}
             won = self._reset(current, parsed, counters)
-            self.keep(parsed, fresh, won, taken_back=bool(counters))
+            self.keep(parsed, won, taken_back=bool(counters))
             if self.failure is not None:
                 return
             todo = list(dict.fromkeys(home_key(key) for key in parsed if not won[key]))
@@ -247,9 +264,9 @@ class _Take:
     ) -> dict[str, bool]:
         """Empty every key read non-empty if it is unchanged, with the counters ahead of the
         resets (see ``Connection.cas_many``); what a lost race changes is taken back after."""
-        markers = self.markers
+        markers, kept = self.markers, self.kept if self.waiting else None
         resets = {
-            key: Cached(markers.get(key, b"") + self.kept(key), current[key].token)
+            key: Cached(markers.get(key, b"") + (kept(key) if kept else b""), current[key].token)
             for key in parsed
         }
         try:
@@ -266,7 +283,7 @@ class _Take:
             # under-report; the log says how many payloads are at stake.
             self.failure = error
             counters.clear()
-            for key, (_, found, _) in parsed.items():
+            for key, (_, found, *_) in parsed.items():
                 self._log_unanswered(key, len(found), "timed out or failed")
             return dict.fromkeys(resets, False)
 
@@ -310,11 +327,12 @@ class _Take:
             self.check_lost(current, parsed)
         if self.counting:
             for key, counted in taken.counted.items():
-                accounted, _, _, delivered = weak_counters(layout.keys[layout.names[home_key(key)]])
+                signal = layout.keys[layout.names[home_key(key)]]
+                accounted, _, _, delivered = weak_counters(signal.counters)
                 self.counts[accounted] -= counted
                 self.counts[delivered] -= counted
-        fresh = self.count(parsed)
-        self.keep(parsed, fresh, dict.fromkeys(parsed, True), taken_back=False)
+        self.count(parsed)
+        self.keep(parsed, dict.fromkeys(parsed, True), taken_back=False)
 
     def _put_back_markers(self) -> None:
         """The take emptied the own key of a signal it did not know was spread, marker and
@@ -363,19 +381,22 @@ class _Take:
         layout, widened = self.layout, self.widened
         keys = {name: k for name, k in layout.keys.items() if name not in widened}
         queued: dict[str, tuple[Sized, Sequence[frames.BadRegion]]] = {
-            key: (found, bad) for key, (_, found, bad) in parsed.items()
+            key: (found, bad) for key, (_, found, bad, _) in parsed.items()
         }
         for key, kept in self.waiting.items():
-            _, found, bad = parsed.get(key, ("", [], []))
+            _, found, bad, _ = parsed.get(key, ("", [], [], []))
             queued[key] = (range(len(found) + len(kept.later) + len(kept.held)), bad)
-        self.counts.update(check_lost(self.conn, keys, layout.names, current, queued))
+        check = check_lost(self.conn, keys, layout.names, current, queued)
+        self.counts.update(check.changes)
+        self.losses = check.losses
 
     def parse(self, current: Mapping[str, Cached]) -> _Parsed:
         """The payloads of every queue key read holding any, with its signal; a spread
         signal's marker at the head of its own key is skipped, a marker wider than this take
         reads is learned (the caller then takes again, with its new shards). What a key read
         again held back before is decided anew from what it holds now."""
-        layout, markers, read = self.layout, self.markers, self.reader.read
+        layout, markers = self.layout, self.markers
+        read, within_ttl = self.reader.read, self.reader.within_ttl
         names = layout.names
         parsed: _Parsed = {}
         if self.waiting:  # a later round: another deliverer may have taken them since
@@ -398,7 +419,7 @@ class _Take:
                     continue  # only the marker: nothing pending
             got = read(name, key, value)
             if isinstance(got, list):
-                parsed[key] = (name, got, [])
+                parsed[key] = (name, got, [], got)
                 continue
             found, bad, seen, held = got
             if seen > layout.widths[name]:
@@ -406,7 +427,7 @@ class _Take:
             if held or any(frame.meta for frame in found):
                 found = self.hold(key, found, held, value, len(item.value) - len(value))
             if found or bad:  # else only markers, or payloads not due yet or held
-                parsed[key] = (name, found, bad)
+                parsed[key] = (name, found, bad, within_ttl(name, found))
         return parsed
 
     def hold(
@@ -435,26 +456,22 @@ class _Take:
         self.widened[name] = seen
         self.markers[queue] = kept_marker(settings, queue, self.layout.specs[name].shards)
 
-    def count(self, parsed: _Parsed) -> dict[str, Found]:
-        """Each key's payloads within their ttl, counted as if every take wins."""
-        keys, bumps, fresh_of = self.layout.keys, self.counts, self.reader.fresh
-        fresh: dict[str, Found] = {}
-        for key, (name, found, bad) in parsed.items():
-            fresh[key] = kept = fresh_of(name, found)
-            if not self.counting:
-                continue
+    def count(self, parsed: _Parsed) -> None:
+        """Count each key's payloads as if every take wins."""
+        if not self.counting:
+            return
+        keys, changes = self.layout.keys, self.counts
+        for name, found, bad, kept in parsed.values():
             if bad or len(kept) != len(found):
-                tally(bumps, keys[name], found, bad, kept, 1)
+                tally(changes, keys[name], found, bad, kept, 1)
             else:  # the usual case, inline: every frame read is (so far) delivered
-                accounted, _, _, delivered = weak_counters(keys[name])
-                bumps[accounted] = bumps.get(accounted, 0) + len(found)
-                bumps[delivered] = bumps.get(delivered, 0) + len(found)
-        return fresh
+                accounted, _, _, delivered = weak_counters(keys[name].counters)
+                changes[accounted] = changes.get(accounted, 0) + len(found)
+                changes[delivered] = changes.get(delivered, 0) + len(found)
 
     def keep(
         self,
         parsed: _Parsed,
-        fresh: Mapping[str, Found],
         won: Mapping[str, bool],
         *,
         taken_back: bool,
@@ -469,10 +486,10 @@ class _Take:
         else:  # a store may answer in any order
             ordered = [key for key in layout.names if key in parsed]
         for key in ordered:
-            name, found, bad = parsed[key]
+            name, found, bad, within_ttl = parsed[key]
             if won[key]:
-                self.taken.append(TakenKey(key, name, found, bad, fresh[key]))
+                self.taken.append(TakenKey(key, name, found, bad, within_ttl))
                 if key in self.markers or key in self.waiting:
                     self.kept_back[key] = self.markers.get(key, b"") + self.kept(key)
             elif taken_back:
-                tally(self.counts, layout.keys[name], found, bad, fresh[key], -1)
+                tally(self.counts, layout.keys[name], found, bad, within_ttl, -1)

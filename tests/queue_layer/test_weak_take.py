@@ -52,9 +52,9 @@ class _Reader:
     def read(self, name: str, key: str, value: bytes) -> list[bytes] | Parse:
         signer = signal_keys(name, get_settings().namespace).queue.encode()
         parsed = frames.parse_queue(value, signer, self.secret_keys)
-        return parsed.found, parsed.bad, parsed.spread, [held.frame for held in parsed.held]
+        return parsed.found, parsed.bad, parsed.marker_width, [held.frame for held in parsed.held]
 
-    def fresh(self, name: str, found: Found) -> Found:
+    def within_ttl(self, name: str, found: Found) -> Found:
         return found
 
 
@@ -85,7 +85,7 @@ def _bodies(taken: WeakTaken) -> dict[str, list[object]]:
     out: dict[str, list[object]] = {}
     for key in taken.taken:
         out.setdefault(key.name, []).extend(
-            pickle.loads(item if isinstance(item, bytes) else item.body) for item in key.fresh
+            pickle.loads(item if isinstance(item, bytes) else item.body) for item in key.within_ttl
         )
     return out
 

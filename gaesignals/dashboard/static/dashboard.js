@@ -93,11 +93,12 @@
     3: (row) => row.pending - row.waiting,
     4: (row) => row.waiting,
   };
-  ["sent", "delivered", "failed", "dead_lettered", "dropped", "expired", "lost"].forEach(
-    (name, i) => { COLUMNS[6 + i] = (row) => row[name]; },
-  );
-  COLUMNS[13] = (row) => row.lock;
-  COLUMNS[14] = (row) => row.dead_letters;
+  const COUNTED = [
+    "sent", "delivered", "failed", "retried", "dead_lettered", "dropped", "expired", "lost",
+  ];
+  COUNTED.forEach((name, i) => { COLUMNS[6 + i] = (row) => row[name]; });
+  COLUMNS[6 + COUNTED.length] = (row) => row.lock;
+  COLUMNS[7 + COUNTED.length] = (row) => row.dead_letters;
 
   function refresh(data) {
     data.signals.forEach((row) => {

@@ -81,7 +81,7 @@ class Connection:
                 item = found.get(wire)
                 if item is not None:
                     result[key] = item
-                    if not is_stranded(key):
+                    if " " not in key:  # at home (see is_stranded), inline as above
                         seen[key] = len(item.value)
                 else:
                     sizes.pop(key, None)

@@ -5,11 +5,10 @@ compare-and-set of many queues (:class:`CasWrite`) and the appends of a send
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Mapping
-from typing import cast
+from collections.abc import Iterator, Mapping, Sequence
 
 from ...exceptions import StoreUnavailable
-from .. import Cached, is_stranded, segments
+from .. import Cached, segments
 from ._node import Node, Token
 from ._sizes import Sizes
 from ._wire import bump, quiet_bumps, segment_flags, size_flags, wire_key
@@ -36,6 +35,8 @@ class CasWrite:
         self.result = result
         #: The keys whose write went out, in the order of their commands.
         self.sent: list[str] = []
+        #: The segments each value to be replaced was joined from (only values that had any).
+        self.joined: dict[str, Sequence[bytes]] = {}
         #: (key, cas) of the values no segment could take, for a classic cas.
         self.classic: list[tuple[str, bytes]] = []
         #: The segments made for each key's new value.
@@ -54,20 +55,12 @@ class CasWrite:
                     self.result[self.sent[index]] = False
         if self.classic:
             self.send_classic()
-        result = self.result
-        sizes.note({k: self.size(k) for k in self.sent if result[k] and not is_stranded(k)})
+        result, items = self.result, self.items
+        # Inline, per key: the size written (items are indexed as pairs: a caller may pass
+        # plain ``(value, token)`` tuples), for keys at home (a stranded copy's name has a
+        # space, see is_stranded).
+        sizes.note({k: len(items[k][0]) for k in self.sent if result[k] and " " not in k})
         self.delete_spent()
-
-    def size(self, key: str) -> int:
-        """The size of the value written to ``key`` (items unpack as pairs: a caller may pass
-        plain ``(value, token)`` tuples for :class:`~gaesignals.stores.Cached`)."""
-        value, _ = self.items[key]
-        return len(value)
-
-    def token(self, key: str) -> Token:
-        """The token of the value written to ``key`` (read by this module: a :class:`Token`)."""
-        _, token = self.items[key]
-        return cast(Token, token)
 
     def commands(self, keys: list[str], limit: int) -> list[bytes]:
         """The quiet ``ms`` of each key whose token this socket read; the others fail."""
@@ -81,7 +74,9 @@ class CasWrite:
             if not isinstance(token, Token) or token.sock is not sock:
                 self.result[key] = False
                 continue
-            wire = wire_key(key)
+            if token.segments:
+                self.joined[key] = token.segments
+            wire = key.encode("ascii") if " " not in key else wire_key(key)  # inline at home
             flags = b""
             if len(value) > segments.SEGMENT_BYTES and segments.is_queue_key(key):
                 value, flags = self.shrink(key, wire, value)
@@ -129,7 +124,7 @@ class CasWrite:
         """Delete the segments of the values just replaced (no reader will find them again)
         and those made for a cas that failed (never pointed to)."""
         result = self.result
-        spent = [name for key in self.sent if result[key] for name in self.token(key).segments]
+        spent = [name for key, names in self.joined.items() if result.get(key) for name in names]
         spent += [name for key, names in self.moved.items() if not result[key] for name in names]
         if spent:
             try:
