@@ -96,6 +96,7 @@ class Servers:
     """memcached and redis-server on free loopback ports, and the workers' environment."""
 
     def __init__(self, stack: contextlib.ExitStack) -> None:
+        signal.signal(signal.SIGTERM, _exit)  # so the workers and servers are stopped
         self.memcached = stack.enter_context(MemcachedServer(memory_mb=512))
         self.redis = stack.enter_context(RedisServer())
         os.environ[backlog_jobs.REDIS_PORT] = str(self.redis.port)
@@ -116,6 +117,10 @@ class Servers:
             backlog_jobs.LOG: str(self.log),
             backlog_jobs.JOB_SECONDS: repr(job_seconds),
         }
+
+
+def _exit(number: int, frame: object) -> None:
+    sys.exit(128 + number)
 
 
 def gaesignals_queue(store: str, url: str, reliable: bool, limit: int = 0) -> Queue:
