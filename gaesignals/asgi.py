@@ -15,7 +15,7 @@ from typing import Any
 
 from .coroutines import in_worker
 from .delivery import MappingArg
-from .middleware import RequestDeliverer
+from .middleware import REQUEST_LIMIT, RequestDeliverer
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -30,7 +30,9 @@ class SignalsMiddleware(RequestDeliverer):
     The options are the WSGI middleware's: ``mapping=None`` delivers the default registry's
     receivers as they are at each request, ``reliable=None`` gives each signal its declared
     mode, ``lease`` and ``max_attempts`` override the declarations, ``interval`` (seconds)
-    makes this middleware deliver at most that often, ``clock`` is injectable for tests.
+    makes this middleware deliver at most that often, ``limit`` bounds how many payloads of
+    each signal a request takes (:data:`~gaesignals.middleware.REQUEST_LIMIT` by default;
+    None: a whole backlog), ``clock`` is injectable for tests.
 
     At most one delivery runs at a time for each middleware: a request that arrives while one
     runs goes straight to the app, without a cache call. Delivery never breaks a request:
@@ -48,6 +50,7 @@ class SignalsMiddleware(RequestDeliverer):
         max_attempts: int | None = None,
         interval: float = 0,
         clock: Callable[[], float] = time.monotonic,
+        limit: int | None = REQUEST_LIMIT,
     ) -> None:
         super().__init__(
             mapping,
@@ -56,6 +59,7 @@ class SignalsMiddleware(RequestDeliverer):
             max_attempts=max_attempts,
             interval=interval,
             clock=clock,
+            limit=limit,
         )
         self.app = app
         #: The delivery running now, if any (kept so that it finishes even if its request

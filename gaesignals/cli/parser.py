@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .. import config
+from ..delivery import check_limit
 from ..registration import check_lease, check_max_attempts
 from . import dashboard
 from .commands import dead_letters, deliver, send_one, show_pending
@@ -230,6 +231,11 @@ def _delivery_options(parser: argparse.ArgumentParser) -> None:
         "--max-attempts",
         type=_checked(int, check_max_attempts),
         help="reliable attempts before a payload becomes a dead letter",
+    )
+    parser.add_argument(
+        "--limit",
+        type=_checked(int, check_limit),
+        help="payloads of each signal one delivery takes, oldest first (default: all)",
     )
 
 

@@ -66,12 +66,17 @@ def deliver_reliable(
     lease: int,
     max_attempts: int,
     policy: RetryPolicy | None = None,
+    *,
+    limit: int | None = None,
 ) -> int:
     """Deliver ``signals`` under their locks; returns how many payloads every handler took.
     A failed payload is retried as ``policy`` says (the defaults when None).
 
+    ``limit``: at most that many payloads of each signal (None: no bound).
+
     A delivery that finds a signal spread over more shards than it read delivers again at
     once, with the new shards: a delivery that returns 0 met nothing but other holders' locks."""
+    # TODO(reliableshare): honour ``limit``; until then a reliable delivery takes everything.
     run = (signals, settings, specs, lease, max_attempts, policy or RetryPolicy())
     delivered, learned = _deliver_reliable(*run)
     if learned:

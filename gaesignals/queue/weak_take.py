@@ -37,6 +37,7 @@ from ..keys import SignalKeys
 from ..registration import SignalSpec
 from ..stores import Cached, Connection, NativeQueue, TakeGroup, home_key, is_stranded
 from .append import append_frames, widen
+from .bounds import Quotas
 from .spread import kept_marker, learn
 
 logger = logging.getLogger("gaesignals")
@@ -62,6 +63,10 @@ class Reader(Protocol):
 
     def fresh(self, name: str, found: Found) -> Found:
         """``found`` without the payloads older than the signal's ttl."""
+        ...
+
+    def parse(self, name: str, key: str, value: bytes) -> Parse:
+        """The value's parse, even where bare bodies would do (a bounded take cuts it)."""
         ...
 
 
@@ -125,6 +130,12 @@ class _Waiting(NamedTuple):
     value: bytes
     shift: int
 
+    def before(self, at: int) -> _Waiting | None:
+        """What waits before offset ``at`` (the rest of the value stays where it is)."""
+        later = [frame for frame in self.later if frame.start < at]
+        held = [frame for frame in self.held if frame.start < at]
+        return _Waiting(later, held, self.value, self.shift) if later or held else None
+
     def raw(self) -> bytes:
         """The bytes of every frame kept, in queue order."""
         value, kept = self.value, self.later + self.held
@@ -145,16 +156,23 @@ def take(
     *,
     checking: Collection[str] = (),
     now: int,
+    limits: Mapping[str, int] | None = None,
 ) -> WeakTaken:
     """Take every payload due at ``now`` (Unix ms) from every queue key of ``layout``, at most
     once, counting it (when ``settings.counters``); the signals in ``checking`` get their
     lost check (see :func:`~gaesignals.accounting.check_lost`) from the same read.
+
+    ``limits`` (each signal of ``layout``'s, or None for no bound) bounds how many payloads of
+    each signal are taken: the oldest of each key, starting at a shard drawn for this take
+    (:mod:`.bounds`); the rest stays queued, in order.
 
     Raises :class:`~gaesignals.StoreUnavailable` only when nothing was taken."""
     store = settings.store
     if checking:
         flush_sent(conn, store)  # sent counts this process still holds
     run = _Take(conn, settings, layout, reader, checking, now)
+    if limits is not None:
+        run.quotas = Quotas(limits, layout.shards)
     if store.native is not None:
         run.natively(store.native)
     else:
@@ -191,6 +209,16 @@ class _Take:
         self.widened: dict[str, int] = {}
         #: Each key's payloads that stay queued: not due yet, or held for another deliverer.
         self.waiting: dict[str, _Waiting] = {}
+        #: A bounded take's quotas (None: every payload due is taken).
+        self.quotas: Quotas | None = None
+        #: In a bounded take: each key's value as parsed (past its marker), and what stays
+        #: queued past the payloads a key may give (its rest, from its first payload left).
+        self.values: dict[str, tuple[bytes, int]] = {}
+        self.rests: dict[str, bytes] = {}
+        #: Whether the store took natively: then what a bound leaves must be put back.
+        self.native = False
+        #: Whether a reset's answer never came: its counters may or may not have landed.
+        self.unsure = False
 
     def result(self) -> WeakTaken:
         return WeakTaken(self.taken, self.kept_back, self.counts, self.widened, self.failure)
@@ -211,12 +239,16 @@ class _Take:
             parsed = self.parse(current)
             if first and self.checking:
                 self.check_lost(current, parsed)
+            if self.quotas is not None:
+                self.rests = self.bound(parsed)
             if not parsed:
                 return
             fresh = self.count(parsed)
             counters = pending(self.counts) if self.counting else {}
             won = self._reset(current, parsed, counters)
-            self.keep(parsed, fresh, won, taken_back=bool(counters))
+            # Counted, even when this round's counts cancelled an earlier round's take-back
+            # and nothing went out; unless the reset's fate is unknown (counters cleared).
+            self.keep(parsed, fresh, won, taken_back=self.counting and not self.unsure)
             if self.failure is not None:
                 return
             todo = list(dict.fromkeys(home_key(key) for key in parsed if not won[key]))
@@ -265,7 +297,7 @@ class _Take:
             # may or may not have landed: left as they are, so lost detection can only
             # under-report; the log says how many payloads are at stake.
             self.failure = error
-            counters.clear()
+            self.unsure = True
             for key, (_, found, _) in parsed.items():
                 self._log_unanswered(key, len(found), "timed out or failed")
             return dict.fromkeys(resets, False)
@@ -286,6 +318,7 @@ class _Take:
         store counted each key's whole frames into ``accounted`` and ``delivered`` as it took
         them, so what the parse finds different is corrected here."""
         layout, checking = self.layout, self.checking
+        self.native = True
         groups = []
         for name, queues in layout.shards.items():
             keys = layout.keys[name]
@@ -296,18 +329,22 @@ class _Take:
                     counters if self.counting else None,
                     lost_keys(keys) if name in checking else (),
                     self.markers.get(keys.queue, b""),
+                    *self._bound_of(name),
                 )
             )
         taken = native.take_many(groups, self.now)
         self.failure = taken.failure
         current = {key: Cached(value, None) for key, value in (taken.read | taken.values).items()}
         parsed = self.parse(current)
-        if self.widened:
-            self._put_back_markers()
-        if self.waiting:
-            self._put_back_waiting(taken.walked or {})
         if checking:
             self.check_lost(current, parsed)
+        if self.quotas is not None:
+            self._cut_where_taken(parsed, taken.cut or {})
+            self.rests = self.bound(parsed)  # past unreadable bytes: the script took them
+        if self.widened:
+            self._put_back_markers()
+        if self.waiting or self.rests:
+            self._put_back_waiting(taken.walked or {})
         if self.counting:
             for key, counted in taken.counted.items():
                 accounted, _, _, delivered = weak_counters(layout.keys[layout.names[home_key(key)]])
@@ -315,6 +352,24 @@ class _Take:
                 self.counts[delivered] -= counted
         fresh = self.count(parsed)
         self.keep(parsed, fresh, dict.fromkeys(parsed, True), taken_back=False)
+
+    def _bound_of(self, name: str) -> tuple[int, int]:
+        """A native take's bound of signal ``name``: its quota (-1: none) and first shard."""
+        quotas = self.quotas
+        if quotas is None:
+            return -1, 0
+        return quotas.left[name], quotas.first[name]
+
+    def _cut_where_taken(self, parsed: _Parsed, cuts: Mapping[str, int]) -> None:
+        """Keep of each key the native take cut only the part it took: the rest is queued.
+        (A key read for a lost check comes whole, for the check to count all it holds.)"""
+        for key, at in cuts.items():
+            entry = parsed.get(key)
+            if entry is None:
+                continue
+            value, shift = self.values[key]
+            if at - shift < len(value):
+                self._cut(parsed, key, *self._frames(key, entry), at - shift)
 
     def _put_back_markers(self) -> None:
         """The take emptied the own key of a signal it did not know was spread, marker and
@@ -343,6 +398,8 @@ class _Take:
             if past:
                 past.sort(key=lambda frame: frame.start)
                 lost[key] = b"".join(kept.value[f.start : f.end] for f in past)
+        for key, rest in self.rests.items():  # past the quota, behind unreadable bytes
+            lost[key] = lost.get(key, b"") + rest
         if lost:
             try:
                 append_frames(self.conn, self.settings.store, lost)
@@ -354,7 +411,8 @@ class _Take:
     def kept(self, key: str) -> bytes:
         """The bytes of ``key``'s payloads not due yet or held, which its reset keeps."""
         kept = self.waiting.get(key)
-        return b"" if kept is None else kept.raw()
+        rest = self.rests.get(key, b"") if self.rests else b""
+        return rest if kept is None else kept.raw() + rest
 
     def check_lost(self, current: Mapping[str, Cached], parsed: _Parsed) -> None:
         """The lost check of the signals due, but those found spread wider than read: their
@@ -381,6 +439,7 @@ class _Take:
         if self.waiting:  # a later round: another deliverer may have taken them since
             for key in current:
                 self.waiting.pop(key, None)
+        bounded = self.quotas is not None
         for key, item in current.items():
             value = item.value
             if not value:
@@ -397,17 +456,80 @@ class _Take:
                 if not value:
                     continue  # only the marker: nothing pending
             got = read(name, key, value)
+            if bounded:
+                self.values[key] = (value, len(item.value) - len(value))
             if isinstance(got, list):
                 parsed[key] = (name, got, [])
                 continue
-            found, bad, seen, held = got
-            if seen > layout.widths[name]:
-                self.learn(name, seen)
-            if held or any(frame.meta for frame in found):
-                found = self.hold(key, found, held, value, len(item.value) - len(value))
+            found, bad = self._due(key, name, got, value, len(item.value) - len(value))
             if found or bad:  # else only markers, or payloads not due yet or held
                 parsed[key] = (name, found, bad)
         return parsed
+
+    def _due(
+        self, key: str, name: str, got: Parse, value: bytes, shift: int
+    ) -> tuple[list[frames.Frame], list[frames.BadRegion]]:
+        """A value's payloads due now and its unreadable regions; what waits is held, a wider
+        spread learned."""
+        found, bad, seen, held = got
+        if seen > self.layout.widths[name]:
+            self.learn(name, seen)
+        if held or any(frame.meta for frame in found):
+            found = self.hold(key, found, held, value, shift)
+        return found, bad
+
+    def _frames(
+        self, key: str, entry: tuple[str, Found, list[frames.BadRegion]]
+    ) -> tuple[str, list[frames.Frame], list[frames.BadRegion]]:
+        """A parsed key's entry with frames, parsing its value again if it came as bodies."""
+        name, found, bad = entry
+        if not found or not isinstance(found[0], bytes):
+            return name, found, bad  # type: ignore[return-value]  # frames, or nothing
+        value, shift = self.values[key]
+        again = self.reader.parse(name, key, value)
+        return (name, *self._due(key, name, again, value, shift))
+
+    def bound(self, parsed: _Parsed) -> dict[str, bytes]:
+        """Cut each key of ``parsed`` to the payloads its signal's quota allows, the oldest;
+        returns what stays queued of each key cut (see :attr:`rests`). A key that may give
+        nothing and holds nothing unreadable before its first payload is dropped from
+        ``parsed``: a generic take leaves it untouched (a native one took it: its rest goes
+        back)."""
+        assert self.quotas is not None
+        sizes = {key: (name, len(found)) for key, (name, found, _) in parsed.items()}
+        rests: dict[str, bytes] = {}
+        for key, quota in self.quotas.allot(sizes).items():
+            name, found, bad = self._frames(key, parsed[key])
+            if quota >= len(found):
+                parsed[key] = (name, found, bad)
+                continue
+            rest = self._cut(parsed, key, name, found, bad, found[quota].start)
+            if key in parsed or self.native:
+                rests[key] = rest
+        return rests
+
+    def _cut(
+        self,
+        parsed: _Parsed,
+        key: str,
+        name: str,
+        found: list[frames.Frame],
+        bad: list[frames.BadRegion],
+        at: int,
+    ) -> bytes:
+        """Take of ``key`` only what comes before offset ``at`` of its value (dropping it from
+        ``parsed`` when that is nothing); returns the rest, which stays queued."""
+        found = [frame for frame in found if frame.start < at]
+        bad = [region for region in bad if region.start < at]
+        kept = self.waiting.pop(key, None)
+        waiting = None if kept is None else kept.before(at)
+        if waiting is not None:
+            self.waiting[key] = waiting
+        if found or bad or waiting is not None:
+            parsed[key] = (name, found, bad)
+        else:
+            del parsed[key]
+        return self.values[key][0][at:]
 
     def hold(
         self,
@@ -472,7 +594,9 @@ class _Take:
             name, found, bad = parsed[key]
             if won[key]:
                 self.taken.append(TakenKey(key, name, found, bad, fresh[key]))
-                if key in self.markers or key in self.waiting:
+                if key in self.markers or key in self.waiting or key in self.rests:
                     self.kept_back[key] = self.markers.get(key, b"") + self.kept(key)
+                if self.quotas is not None:
+                    self.quotas.spend(((name, len(found)),))
             elif taken_back:
                 tally(self.counts, layout.keys[name], found, bad, fresh[key], -1)
