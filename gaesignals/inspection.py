@@ -178,7 +178,8 @@ def _read_rest(
     keys = {name: signal_keys(name, settings.namespace) for name in backlog}
     flush_sent(conn, settings.store)  # what this process counted but still holds
     leases = {name: registry.spec(name).lease for name in backlog}
-    states = read_states(conn, keys, REPORTED, settings.secret_keys, leases)
+    widths = {name: len(queues_of(name, settings)) for name in backlog}
+    states = read_states(conn, keys, REPORTED, settings.secret_keys, leases, widths)
     return {
         name: SignalReport(backlog[name], state.counters, state.lock, state.dead_letters)
         for name, state in states.items()

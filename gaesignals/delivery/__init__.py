@@ -1,6 +1,6 @@
 """The delivering side: :func:`deliver`, weak or reliable, and dead letters.
 
-:mod:`.weak` takes every pending payload at most once; :mod:`.reliable` holds a per-signal lock
+:mod:`.weak` takes every pending payload at most once; :mod:`.reliable` holds a lock per shard
 with a lease and delivers at least once; :mod:`.dead_lettering` keeps what failed too often;
 :mod:`.runner` runs one signal's handlers on its payloads; :mod:`.plan` keeps what deliveries
 derive from a mapping.
