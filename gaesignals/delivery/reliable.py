@@ -84,8 +84,11 @@ def _deliver_reliable(
     spreading = [k.queue for name, k in keys.items() if not specs[name].fixed]
     run.reach = reach(settings, keys, specs, sweeps.due(settings, spreading))
     shards = {name: shard_keys(k, run.reach.read[name]) for name, k in keys.items()}
+    # The shards known to be in use are locked; a sweep reads the others only to learn a width
+    # (the delivery then runs again with it).
+    known = {name: shards[name][: run.reach.known[name]] for name in keys}
     with settings.store.connection() as conn:
-        declared = {shard.lock: specs[name].lease for name in keys for shard in shards[name]}
+        declared = {shard.lock: specs[name].lease for name in keys for shard in known[name]}
         held = acquire(conn, list(declared), owner, lease, declared)
         holder = Holder(conn, owner, lease, held)
         try:
@@ -95,7 +98,7 @@ def _deliver_reliable(
             if held:
                 if checking:
                     flush_sent(conn, settings.store)  # sent counts this process still holds
-                mine = {n: [s for s in shards[n] if s.lock in held] for n in keys}
+                mine = {n: [s for s in known[n] if s.lock in held] for n in keys}
                 mine = {name: own for name, own in mine.items() if own}
                 runners = {name: plan.runner(name, settings, specs[name]) for name in mine}
                 run.deliver(holder, {n: keys[n] for n in mine}, shards, mine, runners, checking)
@@ -239,8 +242,9 @@ class _ReliableRun(RunState):
         parsed: dict[str, ShardRead],
     ) -> list[Shard]:
         """The locked shards of ``runner``'s signal this delivery works on, from a random one
-        on, within its bound; the others are let go at once. A bounded delivery first moves
-        its shard 0's excess to the other shards (see :meth:`_move_excess`)."""
+        on, within its bound; those holding payloads past it are let go at once. A bounded
+        delivery first moves its shard 0's excess to the other shards (see
+        :meth:`_move_excess`)."""
         left = self.budget.left(runner.name)
         first = own[0]
         if left and not runner.spec.fixed and first.queue == signal.queue:
@@ -251,7 +255,9 @@ class _ReliableRun(RunState):
             sizes[home] = sizes.get(home, 0) + len(found) + frames.dropped(bad)
         # Bounded, from a random shard on (others start elsewhere); else all, in shard order.
         kept = kept_shards(own if left is None else rotated(own), sizes, left)
-        holder.let_go(shard.lock for shard in own if shard not in kept)
+        # Those holding payloads past the bound go at once, for other deliverers; empty ones
+        # with the rest, at the end (no round trip more).
+        holder.let_go(s.lock for s in own if s not in kept and sizes.get(s.queue))
         return kept
 
     def _move_excess(
@@ -264,7 +270,7 @@ class _ReliableRun(RunState):
         parsed: dict[str, ShardRead],
     ) -> None:
         """Move what shard 0 holds past this delivery's ``left`` payloads to the signal's other
-        shards, widened as the backlog wants, when that is more than another delivery's worth
+        shards, widened as the backlog wants, when that is at least another delivery's worth
         and no cursor says a predecessor was under way there. The frames are appended there
         first, then acknowledged from shard 0 (a crash in between costs duplicates, never a
         loss); this delivery then reads shard 0 only up to what it will handle."""
@@ -273,7 +279,7 @@ class _ReliableRun(RunState):
         if read_ is None or limit is None or current.get(shard.cursor, Cached(b"", None)).value:
             return
         indexes = runnable(read_.found, self.held.get(key, ()), now_ms())
-        if len(indexes) - left <= limit:
+        if len(indexes) - left < limit:
             return
         conn, settings, name = holder.conn, self.settings, runner.name
         known = self.reach.known[name]

@@ -82,7 +82,9 @@ class ShardDelivery:
     a stranded copy on another server is delivered without one (``cursor`` None). A payload
     that fails stops this shard (it is retried first next time, the shard's order holds); the
     other shards go on. Payloads older than the signal's ttl are dropped (logged) and removed
-    like handled ones.
+    like handled ones. Once the delivery's bound (:class:`~.sharing.Budget`) is spent, the
+    rest stays queued as it is. Every payload runs under the shard's ``lock``, checked (and
+    renewed when due) before each one.
     """
 
     def __init__(

@@ -3,13 +3,15 @@
 Each shard of a signal has its own lock (:func:`~gaesignals.keys.shard_keys`). A deliverer
 takes the locks it can get, reads those shards, and keeps only the ones it will work on: from a
 random shard on, those holding payloads, until they hold as many as its ``limit`` lets it
-handle (all of them with no limit). It lets the others go at once, for other deliverers.
+handle (all of them with no limit). It lets go at once of those holding payloads past that,
+for other deliverers.
 
-A bounded deliverer whose shard 0 (where an undeclared signal's senders start) holds more than
+A bounded deliverer whose shard 0 (where an undeclared signal's senders start) holds at least
 another delivery's worth beyond what it will handle moves that excess to the signal's other
 shards, widening the signal as a hot signal widens, before it runs a handler: then a backlog on
 one key becomes work for as many deliverers as it has shards. Only shard 0 gives: a payload is
-moved at most once. Order: per shard key, send order holds; across shards, none.
+moved at most once. Order: per shard key, the order payloads reached it (a moved run keeps its
+send order); across shards, none.
 """
 
 from __future__ import annotations

@@ -12,14 +12,14 @@ import gaesignals
 from gaesignals import declare, deliver, frames, send
 from gaesignals.config import get_settings
 from gaesignals.inspection import overview
-from gaesignals.keys import shard_keys, shard_queues, signal_keys
+from gaesignals.keys import shard_keys, signal_keys
 from gaesignals.queue import routing
 from gaesignals.queue.lease import lock_value
 from gaesignals.queue.routing import queues_of
 from gaesignals.stores import Store
 
 from ..conftest import RawAccess
-from ..fault_threads import PassThroughStore
+from ..fault_stores import DiesBeforeAcknowledging, Killed
 from .support import collect, queue_key
 
 
@@ -81,6 +81,21 @@ def test_a_backlog_on_one_key_moves_to_other_shards(store: Store, raw: RawAccess
     assert first == []  # shard 0 kept only what its deliverer handled (and the marker)
 
 
+def test_another_deliverys_worth_is_enough_to_move(store: Store) -> None:
+    """A shard 0 holding one more delivery's worth past what its deliverer handles shares it:
+    the signal widens to two shards, the second holding that worth."""
+    got, handler = collect()
+    for i in range(6):
+        send("pairs", i)
+    assert deliver({"pairs": handler}, reliable=True, limit=3) == 3
+    assert got == [0, 1, 2]
+    queues = queues_of("pairs", get_settings())
+    assert len(queues) == 2
+    with store.connection() as conn:
+        moved = conn.gets_many([queues[1]])[queues[1]].value
+    assert len(frames.parse(moved, queues[0].encode())[0]) == 3
+
+
 def test_a_deliverer_works_on_a_shard_another_does_not_hold(store: Store, raw: RawAccess) -> None:
     """Locks are per shard: while other deliverers hold some shards of a signal, a delivery
     works on one they do not hold."""
@@ -130,30 +145,25 @@ def test_the_limit_holds_across_a_signals_shards(store: Store) -> None:
     assert sorted(got) == list(range(8))
 
 
-class Killed(BaseException):
-    """Stands in for the deliverer's process dying (nothing catches it)."""
+def test_a_bounded_deliverer_killed_mid_way_costs_one_repeat(store: Store) -> None:
+    """A bounded deliverer that dies running a payload leaves its cursor: the next delivery
+    repeats only that payload, and the bound still holds."""
+    for i in range(5):
+        send("crashy", i)
+    seen: list[int] = []
 
-
-class DiesBeforeAcknowledging(PassThroughStore):
-    """Passes calls through; once a write has reached one of ``base``'s other shards (a
-    move), the next write to ``base`` itself (its acknowledgement) kills the deliverer."""
-
-    def __init__(self, inner: Store, base: str) -> None:
-        super().__init__(inner)
-        self.base = base
-        self.others = set(shard_queues(base, 16)[1:])
-        self.moved = False
-        self.killed = False
-
-    def before(self, method: str, args: tuple[Any, ...]) -> None:
-        if method not in ("append_many", "cas_many", "add_many", "set_many") or not args:
-            return
-        keys = set(args[0])
-        if keys & self.others:
-            self.moved = True
-        elif self.moved and self.base in keys and not self.killed:
-            self.killed = True
+    def dies_on_one(data: int) -> None:
+        seen.append(data)
+        if data == 1:
             raise Killed
+
+    with pytest.raises(Killed):
+        deliver({"crashy": dies_on_one}, reliable=True, limit=3)
+    got, handler = collect()
+    assert deliver({"crashy": handler}, reliable=True, limit=3) == 3
+    assert seen == [0, 1] and got == [1, 2, 3]
+    assert deliver({"crashy": handler}, reliable=True, limit=3) == 1
+    assert got == [1, 2, 3, 4]
 
 
 def test_a_deliverer_killed_between_moving_and_acknowledging_loses_nothing(
