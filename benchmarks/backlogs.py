@@ -180,8 +180,8 @@ def drain(
 ) -> Drain:
     """Start the workers, wait for ``expected`` records (or ``timeout`` seconds), stop them."""
     log.write_bytes(b"")
+    launched = time.time()
     with _workers(commands, env) as processes:
-        launched = time.time()
         deadline = time.monotonic() + timeout
         while log.stat().st_size < expected * backlog_jobs.RECORD_SIZE:
             if time.monotonic() > deadline or all(p.poll() is not None for p in processes):
