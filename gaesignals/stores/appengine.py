@@ -10,10 +10,12 @@ Three rules of that API shape this adapter:
   refuses, so a pickled value planted by another service of the app never executes. Such a
   value reads as bytes that no frame parser accepts, and is dropped like any garbage.
 
-App Engine has no atomic append, so sends take the gets + cas path. A long queue is kept in
-segments (:mod:`gaesignals.stores.segments`): any ``cas`` that would leave more than a
-segment's worth of frames in a queue key writes them to a segment first, reads join the
-segments back, and a ``cas`` that replaced a joined value deletes its segments.
+App Engine has no atomic append, so a send issues an ``add`` and a ``gets`` together (one round
+trip, which stores the frame when the queue key is missing) and, when the key existed, a ``cas``
+(a second). A long queue is kept in segments (:mod:`gaesignals.stores.segments`): any ``cas``
+that would leave more than a segment's worth of frames in a queue key writes them to a segment
+first, reads join the segments back, and a ``cas`` that replaced a joined value deletes its
+segments.
 """
 
 from __future__ import annotations
@@ -281,43 +283,50 @@ class AppEngineStore:
         return _Connection(self)
 
     def append_one(self, key: str, value: bytes, counter: str | None) -> bool | None:
-        """One send's gets + cas (or gets + add for a missing key), in the fewest steps: True
-        when stored; None when it stored nothing (the value would overflow, or the key changed
-        under the cas or appeared before the add), and the general path must run.
-        ``counter`` is not touched: without append, sends count ``sent`` in batches (see
-        :func:`gaesignals.accounting.count_sent`)."""
+        """One send in the fewest round trips: an ``add`` and a ``gets`` issued together (one
+        round trip: the add stores the frame when the key is missing), then, when the key
+        existed, a ``cas`` on what the gets read (two). True when stored; None when it stored
+        nothing (the value would overflow, or the key changed under the cas), and the general
+        path must run. ``counter`` is not touched: without append, sends count ``sent`` in
+        batches (see :func:`gaesignals.accounting.count_sent`)."""
         memcache = self.memcache
         client = memcache.Client(unpickler=RefusingUnpickler)
         ns = self.namespace
-        current = client.get_multi([key], namespace=ns, for_cas=True).get(key)
-        segment = None
-        if current is None:
-            policy, new = memcache.MemcacheSetRequest.ADD, value
-        elif not isinstance(current, bytes):
+        add = memcache.MemcacheSetRequest.ADD
+        adding = client._set_multi_async_with_policy(add, {key: value}, namespace=ns)
+        reading = client.get_multi_async([key], namespace=ns, for_cas=True)
+        if _stored(memcache, adding.get_result(), key):
+            return True  # the gets' answer is not needed: its RPC ends by itself
+        current = reading.get_result().get(key)
+        if not isinstance(current, bytes):
+            return None  # gone again since the add, or not ours: the general path decides
+        if segments.spilled_size(current) + len(value) > self.max_value_size:
             return None
-        else:
-            if segments.spilled_size(current) + len(value) > self.max_value_size:
+        new = current + value
+        segment = None
+        move = _moved(key, new)
+        if move is not None:
+            # Past a segment's worth of frames: they move to a segment in this send's cas, so
+            # the value a send rewrites stays small (see .segments).
+            new, segment, body = move
+            added = client._set_multi_async_with_policy(add, {segment: body}, namespace=ns)
+            if not _stored(memcache, added.get_result(), segment):
                 return None
-            policy, new = memcache.MemcacheSetRequest.CAS, current + value
-            move = _moved(key, new)
-            if move is not None:
-                # Past a segment's worth of frames: they move to a segment in this send's
-                # cas, so the value a send rewrites stays small (see .segments).
-                new, segment, body = move
-                added = client._set_multi_async_with_policy(
-                    memcache.MemcacheSetRequest.ADD, {segment: body}, namespace=ns
-                ).get_result()
-                if not added or added.get(segment) != memcache.STORED:
-                    return None
-        rpc = client._set_multi_async_with_policy(policy, {key: new}, namespace=ns)
-        statuses = rpc.get_result()
-        if statuses is None:
-            raise StoreUnavailable("App Engine memcache did not answer a set")
-        status = statuses.get(key)
-        if status == memcache.ERROR:
-            raise StoreUnavailable(f"App Engine memcache failed to store {key!r}")
-        if status == memcache.STORED:
+        cas = memcache.MemcacheSetRequest.CAS
+        swapped = client._set_multi_async_with_policy(cas, {key: new}, namespace=ns)
+        if _stored(memcache, swapped.get_result(), key):
             return True
         if segment is not None:
             client.delete_multi([segment], namespace=ns)
         return None
+
+
+def _stored(memcache: Any, statuses: dict[str, int] | None, key: str) -> bool:
+    """Whether a set stored ``key``; an unanswered or failed set raises ``StoreUnavailable``
+    (a send either stores its frame or raises)."""
+    if statuses is None:
+        raise StoreUnavailable("App Engine memcache did not answer a set")
+    status = statuses.get(key)
+    if status == memcache.ERROR:
+        raise StoreUnavailable(f"App Engine memcache failed to store {key!r}")
+    return bool(status == memcache.STORED)
