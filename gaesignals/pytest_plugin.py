@@ -29,6 +29,7 @@ import importlib.util
 import os
 from collections.abc import Iterator
 from typing import Any, NoReturn, TypeVar
+from urllib.parse import urlencode
 
 import pytest
 
@@ -192,9 +193,18 @@ def store_url(kind: str, request: pytest.FixtureRequest) -> str:
     return server.url
 
 
-def make_store(kind: str, request: pytest.FixtureRequest) -> tuple[Store, Any]:
-    """A fresh store of ``kind`` (a served one flushed first), as ``gaesignals_store`` makes
-    it, and what must be closed after the test (or None)."""
+def make_store(
+    kind: str, request: pytest.FixtureRequest, *, flush: bool = True, **options: object
+) -> tuple[Store, Any]:
+    """A store of ``kind``, as ``gaesignals_store`` makes it, and what must be closed after the
+    test (or None).
+
+    :param flush: empty a served store's server first; ``False`` gives a second view of what
+        the test already stored, as another process would open it.
+    :param options: URL options of a served store (``max_value_size=``, ``timeout=``).
+    """
+    if kind not in _SERVED and options:
+        raise ValueError(f"a {kind!r} store takes no URL options ({', '.join(options)})")
     if kind in ("memory", "memory-cas"):
         return MemoryStore(append=kind == "memory"), None
     if kind == "appengine":
@@ -202,8 +212,10 @@ def make_store(kind: str, request: pytest.FixtureRequest) -> tuple[Store, Any]:
         return AppEngineStore(), None
     fixture, store_type = _SERVED[kind]
     server: MemcachedServer | RedisServer = request.getfixturevalue(fixture)
-    server.flush()
-    store = store_type.from_url(server.url)
+    if flush:
+        server.flush()
+    query = urlencode({name: str(value) for name, value in options.items()})
+    store = store_type.from_url(f"{server.url}?{query}" if query else server.url)
     return store, store
 
 

@@ -18,8 +18,7 @@ import pytest
 
 import gaesignals
 from gaesignals.cli import main
-from gaesignals.stores.memcached import MemcachedStore
-from gaesignals.testing import MemcachedServer
+from gaesignals.pytest_plugin import make_store, store_url
 
 ROOT = Path(gaesignals.__file__).resolve().parent.parent
 SECRET = "k" * 40
@@ -102,16 +101,13 @@ def app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
 
 
 @pytest.fixture
-def memcached_url(
-    gaesignals_memcached: MemcachedServer, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[str]:
+def memcached_url(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     """A flushed real memcached, configured (with a secret key) for the test's own sends."""
-    gaesignals_memcached.flush()
     monkeypatch.setenv("GAESIGNALS_SECRET_KEY", SECRET)
-    store = MemcachedStore.from_url(gaesignals_memcached.url)
+    store, closable = make_store("memcached", request)
     gaesignals.configure(store=store)
-    yield gaesignals_memcached.url
-    store.close()
+    yield store_url("memcached", request)
+    closable.close()
 
 
 def got() -> list[Any]:

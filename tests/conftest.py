@@ -186,6 +186,17 @@ def cluster_store(store_kind: str, request: pytest.FixtureRequest) -> Store:
     return RedisStore.from_url(running.url)
 
 
+def redis_store_of(kind: str, request: pytest.FixtureRequest) -> RedisStore:
+    """A fresh store of a ``REDIS_FIXTURES`` kind: the plugin's (``make_store``) on its single
+    servers, or one on a cluster here; the test closes it."""
+    if kind.endswith("-cluster"):
+        store = cluster_store(kind, request)
+    else:
+        store, _ = make_store(kind, request)
+    assert isinstance(store, RedisStore)
+    return store
+
+
 def _raw_client(store_kind: str, store: Store, request: pytest.FixtureRequest) -> Any:
     """The client :class:`RawAccess` writes with: the cache's own, beside the store's."""
     if store_kind in ("memory", "memory-cas"):

@@ -31,8 +31,11 @@ from multiprocessing.sharedctypes import Synchronized
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 import gaesignals
 from gaesignals import Contention, QueueFull, SignalMapping, deliver, send
+from gaesignals.pytest_plugin import make_store, store_url
 from gaesignals.queue.append import RESET_RETRIES, SEND_ATTEMPTS
 from gaesignals.queue.spread import MAX_CONTENDED
 from gaesignals.stores.memcached import MemcachedStore
@@ -297,7 +300,7 @@ class Phased:
 
 
 def lease_run(
-    server: MemcachedServer,
+    request: pytest.FixtureRequest,
     tmp_path: Path,
     name: str,
     count: int,
@@ -313,9 +316,8 @@ def lease_run(
     handler starts, delivers in a loop with ``taker_lease``. With ``block_on``, the second one's
     handler of that id waits until the first holder has returned and ``while_blocked`` ran.
     Returns the run, the sends, each process's completions and the first holder's count."""
-    server.flush()
-    spec = {"url": server.url}
-    with configured(MemcachedStore.from_url(server.url)):
+    spec = {"url": store_url("memcached", request)}
+    with configured(make_store("memcached", request)[0]):
         for pid in range(count):
             send(name, {"id": pid})
     run = FaultRun(tmp_path)

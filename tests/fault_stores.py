@@ -20,6 +20,7 @@ import gaesignals
 from gaesignals import frames
 from gaesignals.config import get_settings
 from gaesignals.keys import shard_queues, signal_keys
+from gaesignals.pytest_plugin import make_store
 from gaesignals.stores import DEFAULT_MAX_VALUE_SIZE, Store
 from gaesignals.stores.appengine import AppEngineStore
 from gaesignals.stores.memcached import MemcachedStore
@@ -76,10 +77,9 @@ def limited_store(
         request.getfixturevalue("gaesignals_testbed")
         yield appengine_store(max_value_size)
     else:
-        server: MemcachedServer = request.getfixturevalue("gaesignals_memcached")
-        server.flush()
-        url = f"{server.url}?max_value_size={max_value_size}"
-        with configured(MemcachedStore.from_url(url)) as store:
+        with configured(
+            make_store("memcached", request, max_value_size=max_value_size)[0]
+        ) as store:
             yield store
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from gaesignals import dead_letters, send
-from gaesignals.config import store_from_url
+from gaesignals.pytest_plugin import make_store, store_url
 from gaesignals.testing.servers import MemcachedServer
 
 from . import delay_workers as workers
@@ -59,14 +59,13 @@ def test_delayed_payloads_arrive_once_never_early(
 
 @pytest.mark.slow
 def test_a_killed_deliverer_loses_no_payload_waiting_for_a_retry(
-    gaesignals_memcached: MemcachedServer, tmp_path: Path
+    request: pytest.FixtureRequest, tmp_path: Path
 ) -> None:
     """A reliable deliverer that rescheduled failed payloads (each fifth fails its first
     attempt) and is then SIGKILLed mid-handler loses none of them: once its lease runs out two
     others deliver every payload, the rescheduled ones included, and none is dead-lettered."""
-    gaesignals_memcached.flush()
-    url = gaesignals_memcached.url
-    with configured(store_from_url(url)):
+    url = store_url("memcached", request)
+    with configured(make_store("memcached", request)[0]):
         for pid in range(200):
             send(workers.RETRIED, {"id": pid})
         run = Run(tmp_path, 60.0)

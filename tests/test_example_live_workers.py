@@ -22,8 +22,8 @@ import pytest
 import gaesignals
 from example_app.live import PUBLISHED
 from gaesignals import send_to_browser
-from gaesignals.config import store_from_url
-from gaesignals.testing import MemcachedServer, free_port
+from gaesignals.pytest_plugin import make_store, store_url
+from gaesignals.testing import free_port
 
 from .dev_server import stop_group
 from .example_app_support import (
@@ -109,18 +109,17 @@ class Gunicorn:
 
 
 @pytest.fixture
-def server(gaesignals_memcached: MemcachedServer, tmp_path: Path) -> Iterator[Gunicorn]:
-    gaesignals_memcached.flush()
+def server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Gunicorn]:
     # This process sends to the same windows, as another instance would.
-    store = store_from_url(gaesignals_memcached.url)
+    store, closable = make_store("memcached", request)
     gaesignals.configure(store=store, secret_key=SECRET)
-    found = Gunicorn(gaesignals_memcached.url, tmp_path)
+    found = Gunicorn(store_url("memcached", request), tmp_path)
     found.start()
     try:
         yield found
     finally:
         found.stop()
-        store.close()
+        closable.close()
 
 
 @pytest.fixture

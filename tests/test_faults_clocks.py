@@ -17,7 +17,7 @@ import pytest
 
 from gaesignals import deliver
 from gaesignals.keys import signal_keys
-from gaesignals.stores.memcached import MemcachedStore
+from gaesignals.pytest_plugin import make_store
 from gaesignals.testing import MemcachedServer
 
 from . import concurrency_workers as cw
@@ -44,7 +44,7 @@ pytestmark = pytest.mark.slow
 
 
 def test_a_holder_that_outlived_its_lease_leaves_the_next_holders_lock_alone(
-    gaesignals_memcached: MemcachedServer, tmp_path: Path
+    request: pytest.FixtureRequest, tmp_path: Path
 ) -> None:
     """A handler that outlives its lease lets a second deliverer take over, and the first holder's
     return then removes and releases nothing of the second's."""
@@ -57,14 +57,14 @@ def test_a_holder_that_outlived_its_lease_leaves_the_next_holders_lock_alone(
     seen: dict[str, Any] = {}
 
     def look() -> None:  # the first holder has returned; the second is mid-handler
-        with configured(MemcachedStore.from_url(gaesignals_memcached.url)):
+        with configured(make_store("memcached", request, flush=False)[0]):
             seen["lock"] = raw_value(lock)
             intruded: list[Any] = []
             seen["third"] = deliver({name: intruded.append}, reliable=True, lease=1)
             seen["intruded"] = intruded
 
     run, sends, per, first_count = lease_run(
-        gaesignals_memcached,
+        request,
         tmp_path,
         name,
         10,
@@ -94,14 +94,14 @@ def test_a_holder_that_outlived_its_lease_leaves_the_next_holders_lock_alone(
 
 
 def test_renewal_keeps_the_lock_through_many_quick_handlers(
-    gaesignals_memcached: MemcachedServer, tmp_path: Path
+    request: pytest.FixtureRequest, tmp_path: Path
 ) -> None:
     """A holder renews its lease between quick handlers, so a second deliverer never takes the
     signal and nothing is handled twice."""
     # 25 handlers of 0.1 s against a 2 s lease: the holder renews between payloads, so a second
     # deliverer trying all along never gets the signal and nothing is handled twice.
     run, sends, per, first_count = lease_run(
-        gaesignals_memcached,
+        request,
         tmp_path,
         "renewed",
         25,
@@ -119,7 +119,7 @@ def test_renewal_keeps_the_lock_through_many_quick_handlers(
 
 
 def test_a_handler_shorter_than_the_lease_keeps_the_lock(
-    gaesignals_memcached: MemcachedServer, tmp_path: Path
+    request: pytest.FixtureRequest, tmp_path: Path
 ) -> None:
     """A handler shorter than the lease never loses the lock to a second deliverer, so nothing is
     handled twice."""
@@ -127,7 +127,7 @@ def test_a_handler_shorter_than_the_lease_keeps_the_lock(
     # the signal over". So a handler shorter than the lease must not: with a 3 s lease, a 1.4 s
     # handler and then a 2.9 s one, no payload is handled twice.
     run, sends, per, _ = lease_run(
-        gaesignals_memcached,
+        request,
         tmp_path,
         "almost",
         5,
@@ -158,7 +158,7 @@ SKEW_LEASE = 2
 
 
 def test_skewed_deliverer_clocks_neither_keep_nor_steal_a_lock(
-    gaesignals_memcached: MemcachedServer, tmp_path: Path
+    gaesignals_memcached: MemcachedServer, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
     """Deliverers whose clocks run 30 s ahead or behind neither keep a lock past its lease nor take
     a live one, since leases run on memcached's clock."""
@@ -215,7 +215,7 @@ def test_skewed_deliverer_clocks_neither_keep_nor_steal_a_lock(
             # Killed mid-handler, so it held the lock of that signal: its lease now runs out
             # on memcached's clock (a clock 30 s ahead would make it last 30 s longer, if the
             # lease were reckoned on the deliverer's clock).
-            with configured(MemcachedStore.from_url(gaesignals_memcached.url)):
+            with configured(make_store("memcached", request, flush=False)[0]):
                 lock = signal_keys(held, "").lock
                 owner = raw_value(lock)
                 run.until("the lock to change hands", lambda: raw_value(lock) != owner, [])

@@ -17,7 +17,7 @@ import pytest
 
 from gaesignals import dead_letters, deliver, frames, requeue_dead_letters, send
 from gaesignals.keys import signal_keys
-from gaesignals.stores.memcached import MemcachedStore
+from gaesignals.pytest_plugin import make_store
 from gaesignals.testing import MemcachedServer
 
 from . import fault_deliverers as fd
@@ -35,7 +35,7 @@ MAX_ATTEMPTS = 3
 
 
 def test_raising_handlers_across_processes_dead_letter_after_max_attempts(
-    gaesignals_memcached: MemcachedServer, tmp_path: Path
+    gaesignals_memcached: MemcachedServer, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
     """A payload whose handler keeps raising is tried by max_attempts different processes, then
     dead-lettered and delivered once requeued, while the rest are handled once, in send order."""
@@ -104,7 +104,7 @@ def test_raising_handlers_across_processes_dead_letter_after_max_attempts(
         if kind == "F":
             failures.setdefault(int(pid), []).append(proc)
     tally = sends.tally(Counter(done))
-    with configured(MemcachedStore.from_url(gaesignals_memcached.url)):
+    with configured(make_store("memcached", request, flush=False)[0]):
         dead = [data["id"] for data in dead_letters(name)]
         requeued = requeue_dead_letters(name)
         dead_after = dead_letters(name)

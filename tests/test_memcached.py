@@ -14,8 +14,16 @@ import gaesignals
 from gaesignals import Signal, SignalsMiddleware, StoreUnavailable, deliver, send
 from gaesignals.config import get_settings
 from gaesignals.keys import signal_keys
+from gaesignals.pytest_plugin import make_store
 from gaesignals.stores.memcached import MemcachedStore, _wire
 from gaesignals.testing import CountingStore, MemcachedServer
+
+
+def memcached_store(request: pytest.FixtureRequest, *, flush: bool = True) -> MemcachedStore:
+    """The plugin's memcached store (``make_store``), as the class these tests look inside."""
+    store, _ = make_store("memcached", request, flush=flush)
+    assert isinstance(store, MemcachedStore)
+    return store
 
 
 @pytest.fixture
@@ -90,13 +98,12 @@ def test_outage_raises_store_unavailable_and_recovers(
         store.close()
 
 
-def test_weak_delivery_of_50_signals_costs_two_calls(gaesignals_memcached: MemcachedServer) -> None:
+def test_weak_delivery_of_50_signals_costs_two_calls(request: pytest.FixtureRequest) -> None:
     """Weak delivery of 50 non-empty signals makes one batched read and one batched reset,
     the counters riding ahead of the resets in the same pipeline (a failing handler or a lost
     race adds one call to correct them); with nothing pending it makes the read only (after
     the first delivery, which creates the signals' lost counters)."""
-    gaesignals_memcached.flush()
-    inner = MemcachedStore.from_url(gaesignals_memcached.url)
+    inner = memcached_store(request)
     store = CountingStore(inner)
     gaesignals.configure(store=store)
     names = [f"sig{i}" for i in range(50)]
@@ -115,11 +122,10 @@ def test_weak_delivery_of_50_signals_costs_two_calls(gaesignals_memcached: Memca
         inner.close()
 
 
-def test_one_batched_call_is_one_network_round_trip(gaesignals_memcached: MemcachedServer) -> None:
+def test_one_batched_call_is_one_network_round_trip(request: pytest.FixtureRequest) -> None:
     """On one server, each batched call is a single write and read on the socket: the 50-key
     reset, with the counter updates ahead of it, is pipelined, not 50 requests."""
-    gaesignals_memcached.flush()
-    store = MemcachedStore.from_url(gaesignals_memcached.url)
+    store = memcached_store(request)
     gaesignals.configure(store=store)
     names = [f"rt{i}" for i in range(50)]
     gaesignals.send_multi([(n, 1) for n in names])
@@ -141,12 +147,11 @@ def test_one_batched_call_is_one_network_round_trip(gaesignals_memcached: Memcac
     assert len(sends) == 2
 
 
-def test_uncontended_send_costs_one_call_with_append(gaesignals_memcached: MemcachedServer) -> None:
+def test_uncontended_send_costs_one_call_with_append(request: pytest.FixtureRequest) -> None:
     """A send is one call: to a key this store has not seen yet, an append and an add of the
     same value in one pipeline (one of them stores it); otherwise an append (the one-send
     fast path, ``append_one``)."""
-    gaesignals_memcached.flush()
-    inner = MemcachedStore.from_url(gaesignals_memcached.url)
+    inner = memcached_store(request)
     store = CountingStore(inner)
     gaesignals.configure(store=store)
     try:
@@ -167,13 +172,12 @@ def test_uncontended_send_costs_one_call_with_append(gaesignals_memcached: Memca
 
 
 def test_send_to_a_key_gone_since_last_seen_stores_it_and_counts_it_once(
-    gaesignals_memcached: MemcachedServer,
+    gaesignals_memcached: MemcachedServer, request: pytest.FixtureRequest
 ) -> None:
     """The fast path appends to a key this process has seen; when the cache dropped it
     meanwhile (evicted, flushed), the append is refused and the general path adds the key:
     the payload is stored once and ``sent`` counted once, though its bump already went out."""
-    gaesignals_memcached.flush()
-    inner = MemcachedStore.from_url(gaesignals_memcached.url)
+    inner = memcached_store(request)
     store = CountingStore(inner)
     gaesignals.configure(store=store)
     try:
@@ -382,14 +386,13 @@ def _open_sockets(store: MemcachedStore) -> list[Any]:
     return [c.sock for c in [*store.client.client_pool._free_objs, *store._parked]]
 
 
-def test_a_forked_child_opens_its_own_sockets(gaesignals_memcached: MemcachedServer) -> None:
+def test_a_forked_child_opens_its_own_sockets(request: pytest.FixtureRequest) -> None:
     """A pre-forking server's workers inherit the parent's pooled sockets; two processes on one
     connection would read each other's replies. A forked child drops them (closing its copies
     only) and connects afresh, and the parent's connection keeps working."""
     import os
 
-    gaesignals_memcached.flush()
-    store = MemcachedStore.from_url(gaesignals_memcached.url)
+    store = memcached_store(request)
     gaesignals.configure(store=store)
     try:
         send("forked", "parent 1")
@@ -419,15 +422,14 @@ def test_a_forked_child_opens_its_own_sockets(gaesignals_memcached: MemcachedSer
 
 
 def test_the_byte_limit_across_processes_is_the_read_budget_and_loses_nothing(
-    gaesignals_memcached: MemcachedServer,
+    request: pytest.FixtureRequest,
 ) -> None:
     """On memcached each process checks a key's size as it last saw it, so processes that have
     not seen a key full may each append one payload past ``max_value_size``; past the read
     budget (twice the limit) a key's frames stay in its own item, which memcached bounds, and
     sends raise QueueFull. Every send that returned is delivered; none is dropped or lost."""
-    gaesignals_memcached.flush()
     gaesignals.declare("big", shards=1)  # one key: an undeclared signal would spread
-    processes = [MemcachedStore.from_url(gaesignals_memcached.url) for _ in range(4)]
+    processes = [memcached_store(request, flush=not each) for each in range(4)]
     payload = b"x" * 900_000
     stored, refused = [], []
     try:

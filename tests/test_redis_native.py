@@ -17,9 +17,8 @@ from gaesignals.keys import signal_keys
 from gaesignals.stores import TakeGroup
 from gaesignals.stores.redis import RedisStore
 from gaesignals.stores.redis._router import Router, Sent
-from gaesignals.testing import RedisClusterServers, RedisServer
 
-from .conftest import REDIS_FIXTURES
+from .conftest import REDIS_FIXTURES, redis_store_of
 
 
 class _CountingRouter(Router):
@@ -40,11 +39,7 @@ class _Counted(RedisStore):
 def redis_store(request: pytest.FixtureRequest) -> Iterator[RedisStore]:
     """A counting store on the session's Redis or Valkey server or cluster, flushed and
     configured."""
-    server: RedisServer | RedisClusterServers = request.getfixturevalue(
-        REDIS_FIXTURES[request.param]
-    )
-    server.flush()
-    plain = RedisStore.from_url(server.url)
+    plain = redis_store_of(request.param, request)
     store = _Counted(plain.client)
     gaesignals.configure(store=store)
     yield store

@@ -18,12 +18,13 @@ import pytest
 import gaesignals
 from gaesignals import PartialFailure, StoreUnavailable, deliver, send
 from gaesignals.keys import signal_keys
+from gaesignals.pytest_plugin import make_store
 from gaesignals.stores import Store
 from gaesignals.stores.redis import RedisStore
 from gaesignals.stores.redis._router import Router, Sent
-from gaesignals.testing import CountingStore, RedisClusterServers, RedisServer
+from gaesignals.testing import CountingStore, RedisServer
 
-from .conftest import REDIS_FIXTURES
+from .conftest import REDIS_FIXTURES, redis_store_of
 
 
 @pytest.fixture
@@ -89,9 +90,7 @@ def test_one_batched_call_is_one_round_trip_per_server(
     """Every batched call is one pipeline per server, whatever the number of keys: one on a
     single server, at most one per node on a cluster (once each server has seen the scripts:
     the first use of one on a server costs one more)."""
-    running: RedisServer | RedisClusterServers = request.getfixturevalue(REDIS_FIXTURES[kind])
-    running.flush()
-    plain = RedisStore.from_url(running.url)
+    plain = redis_store_of(kind, request)
     store = _CountingPipelines(plain.client)
     servers = 3 if kind.endswith("-cluster") else 1
     keys = [f"rt-{i}" for i in range(50)]
@@ -158,11 +157,10 @@ def test_expiry_is_in_seconds_and_zero_means_none(single: RedisStore) -> None:
         assert 7 < client.ttl("lock") <= 30
 
 
-def test_append_refuses_what_would_pass_the_limit(gaesignals_redis: RedisServer) -> None:
+def test_append_refuses_what_would_pass_the_limit(request: pytest.FixtureRequest) -> None:
     """append stores nothing that would make a value larger than max_value_size (Redis's own
     APPEND has no such limit)."""
-    gaesignals_redis.flush()
-    store = RedisStore.from_url(gaesignals_redis.url + "?max_value_size=100")
+    store, closable = make_store("redis", request, max_value_size=100)
     try:
         with store.connection() as conn:
             assert conn.add_many({"q": b"x" * 90}) == {"q": True}
@@ -170,7 +168,7 @@ def test_append_refuses_what_would_pass_the_limit(gaesignals_redis: RedisServer)
             assert conn.append_many({"q": b"y" * 10}) == {"q": True}
             assert len(conn.gets_many(["q"])["q"][0]) == 100
     finally:
-        store.close()
+        closable.close()
 
 
 def test_a_token_is_the_value_read(single: RedisStore) -> None:
@@ -263,9 +261,7 @@ def test_counters(kind: str, request: pytest.FixtureRequest) -> None:
     negative delta stops at 0, a counter keeps its expiry, and a key holding anything but
     digits (maybe then spaces) is left alone. append_many bumps its counters in the same
     round trip, after the appends, whether or not they were stored."""
-    running: RedisServer | RedisClusterServers = request.getfixturevalue(REDIS_FIXTURES[kind])
-    running.flush()
-    plain = RedisStore.from_url(running.url)
+    plain = redis_store_of(kind, request)
     store = _CountingPipelines(plain.client)
     try:
         with store.connection() as conn:

@@ -127,14 +127,14 @@ def test_an_overshot_queue_still_dead_letters_its_failing_head(
     queue then holds more than max_value_size, more than memcached's 1 MiB item limit even.
     Reliable delivery must still rewrite it (bumping its failing head's attempts, then
     dead-lettering it); it once failed there on the item limit, retrying the head forever."""
-    from gaesignals.config import get_settings, store_from_url
-    from gaesignals.pytest_plugin import store_url
+    from gaesignals.config import get_settings
+    from gaesignals.pytest_plugin import make_store
     from gaesignals.registration import declare
 
-    url = store_url("memcached", request)
     declare("over", shards=1)
     taken = fill("over", 900)
-    configure(store=store_from_url(url))  # a fresh process: no sizes seen
+    # A store as a fresh process opens it, which has seen no sizes.
+    configure(store=make_store("memcached", request, flush=False)[0])
     send("over", {"n": "99999", "pad": "y" * 600_000})
     assert pending("over")["over"].bytes > 1024 * 1024
     declare("over", reliable=True, retry_delay=0, max_attempts=2)

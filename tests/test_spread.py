@@ -12,12 +12,11 @@ import gaesignals
 from gaesignals import config, deliver, frames, pending, send, stats
 from gaesignals.config import get_settings
 from gaesignals.keys import shard_queues, signal_keys, spread_key
+from gaesignals.pytest_plugin import make_store
 from gaesignals.queue import routing, spread
 from gaesignals.queue.append import RESET_RETRIES, SEND_ATTEMPTS, look_up_width, widen
 from gaesignals.stores import Cached, Store
-from gaesignals.stores.memcached import MemcachedStore
 from gaesignals.stores.memory import MemoryStore
-from gaesignals.testing.servers import MemcachedServer
 
 from .conftest import RawAccess
 
@@ -269,12 +268,11 @@ def test_a_sender_learns_a_spread_rather_than_refuse_a_send(store: Store, raw: R
 
 
 def test_a_memcached_sender_learns_a_spread_once_its_key_grows_long(
-    gaesignals_memcached: MemcachedServer,
+    request: pytest.FixtureRequest,
 ) -> None:
     """On memcached, whose appends report the key's size, a sender whose key grows past
     ``crowded_bytes`` reads the signal's spread key and sends to the new shards from then on."""
-    gaesignals_memcached.flush()
-    store = MemcachedStore.from_url(gaesignals_memcached.url)
+    store, closable = make_store("memcached", request)
     try:
         gaesignals.configure(store=store)
         spread_to("long", 4)
@@ -290,7 +288,7 @@ def test_a_memcached_sender_learns_a_spread_once_its_key_grows_long(
             values = conn.gets_many(list(shard_queues(home("long"), 4)))
         assert len(values) >= 2  # a shard besides its own key
     finally:
-        store.close()
+        closable.close()
 
 
 def test_a_forged_marker_spreads_nothing_when_frames_are_signed(

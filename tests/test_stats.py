@@ -28,6 +28,7 @@ from gaesignals import (
     stats,
 )
 from gaesignals.keys import signal_keys
+from gaesignals.pytest_plugin import make_store
 from gaesignals.stores import Store, TakeGroup
 from gaesignals.stores.memory import MemoryStore
 from gaesignals.testing import CountingStore, DownStore
@@ -276,17 +277,14 @@ class _WithoutAppend:
 
 
 def test_a_forked_child_does_not_write_its_parents_held_sent_counts(
-    gaesignals_memcached: Any,
+    request: pytest.FixtureRequest,
 ) -> None:
     """Held ``sent`` counts belong to the process that sent: a child forked meanwhile (a
     pre-forking server's worker) starts with none, or both would write them and lost
     detection would report losses that never happened."""
     import os
 
-    from gaesignals.stores.memcached import MemcachedStore
-
-    gaesignals_memcached.flush()
-    inner = MemcachedStore.from_url(gaesignals_memcached.url)
+    inner, closable = make_store("memcached", request)
     store = _WithoutAppend(inner)
     gaesignals.configure(store=store)  # type: ignore[arg-type]
     send("forked", 1)  # held by this process (a gets + cas store)
@@ -303,7 +301,7 @@ def test_a_forked_child_does_not_write_its_parents_held_sent_counts(
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
     assert stats("forked")["forked"]["sent"] == 1
-    inner.close()
+    closable.close()
 
 
 class _Entered:
