@@ -48,6 +48,23 @@ def _delivered_once(log: Path) -> None:
     assert deliver({"a": print, "b": print}) == 0
 
 
+def test_a_worker_pool_without_a_limit_bounds_its_deliveries_so_its_loops_share(
+    app: Path, process: Callable[..., Process], memcached_url: str
+) -> None:
+    """Several loops given no ``--limit`` take 1,000 payloads of each signal a delivery (the
+    cron endpoint's bound), so that one loop never takes a whole backlog from the others."""
+    log = app / "delivered.log"
+    worker = process(
+        "--store", memcached_url, "worker", "cliapp:mapping", "--interval", "0.05",
+        "--threads", "2", CLIAPP_LOG=str(log),
+    )  # fmt: skip
+    send_multi([("a", i) for i in range(3)])
+    _wait_for_lines(log, 3, worker)
+    worker.popen.send_signal(signal.SIGTERM)
+    assert worker.finish() == 0
+    assert any("1000 payload(s) of each signal a delivery" in line for line in worker.lines["out"])
+
+
 @pytest.mark.parametrize(
     "shape",
     [("--threads", "3"), ("--processes", "2", "--threads", "2")],

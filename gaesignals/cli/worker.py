@@ -5,8 +5,9 @@ outage is reported once, and retried with a pause that doubles up to ``--max-bac
 
 ``--threads N`` runs N such loops in this process, ``--processes N`` N processes (started
 afresh, each configured from the options and the environment) of ``--threads`` loops each:
-deliverers that share a backlog, each taking a different part when ``--limit`` bounds a
-delivery. With ``--limit``, a loop whose delivery delivered something delivers again at once
+deliverers that share a backlog, each taking a different part as ``--limit`` bounds a
+delivery (several loops take the cron endpoint's 1,000 of each signal a delivery unless told
+otherwise). With ``--limit``, a loop whose delivery delivered something delivers again at once
 (there may be more), and waits ``--interval`` only once it finds nothing.
 """
 
@@ -26,6 +27,7 @@ from datetime import datetime
 from types import FrameType
 
 from .. import config
+from ..cron import CRON_LIMIT
 from ..exceptions import StoreUnavailable
 from ..mapping import SignalMapping
 from .commands import deliver, deliver_once, warn_if_process_local
@@ -118,6 +120,8 @@ def worker(args: argparse.Namespace) -> int:
         return deliver(args)
     if args.json:
         raise CommandError("worker --json needs --once (the worker's own lines are text)")
+    if args.limit is None and args.processes * args.threads > 1:
+        args.limit = CRON_LIMIT  # unbounded, one loop would take each backlog whole
     if args.processes > 1:
         return _supervise(args)
     run = _work(args)
