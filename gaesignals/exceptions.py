@@ -72,6 +72,15 @@ class InvalidDelay(GaeSignalsError, ValueError):
     given together; nothing was written."""
 
 
+class InvalidPayloadId(GaeSignalsError, ValueError):
+    """A payload id given to cancel is not one a send of that signal returned (``payload_id``:
+    the text given)."""
+
+    def __init__(self, message: str, payload_id: object) -> None:
+        super().__init__(message)
+        self.payload_id = payload_id
+
+
 class InvalidMapping(GaeSignalsError, TypeError):
     """What was given as a signal mapping is not one: not a dict, a list of ``(name, handler)``
     pairs or a :class:`~gaesignals.SignalMapping`, or a handler in it is not callable. The

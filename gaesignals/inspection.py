@@ -34,7 +34,19 @@ from .registration import registry
 from .stores import Connection, home_key
 
 #: The counters :func:`stats` reports, in this order.
-REPORTED = ("sent", "delivered", "failed", "retried", "dead_lettered", "dropped", "expired", "lost")
+REPORTED = (
+    "sent",
+    "delivered",
+    "failed",
+    "retried",
+    "dead_lettered",
+    "dropped",
+    "expired",
+    "lost",
+    "coalesced",
+    "cancelled",
+    "purged",
+)
 
 
 class Pending(NamedTuple):
@@ -118,7 +130,8 @@ def _backlog(conn: Connection, settings: Settings, wanted: list[str]) -> dict[st
 
 def stats(names: str | Iterable[str]) -> dict[str, dict[str, int]]:
     """The counters of each signal (:data:`REPORTED`: sent, delivered, failed, retried,
-    dead_lettered, dropped, expired, lost), read in one batch; a missing counter reads as 0."""
+    dead_lettered, dropped, expired, lost, coalesced, cancelled, purged), read in one batch; a
+    missing counter reads as 0."""
     settings = get_settings()
     wanted = _names(names)
     keys = {name: signal_keys(name, settings.namespace) for name in wanted}

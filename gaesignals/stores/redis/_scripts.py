@@ -55,11 +55,11 @@ return 1
 # counters (accounted, delivered) follow them in KEYS, and what the first queue holds once
 # emptied (a spread signal's marker, or ''). Each queue that holds more is emptied but for its
 # frames not due yet (a not-before time, metadata type 1, after ARGV[2]), kept in order after
-# that; its other whole frames but spread markers, walked by their headers from the start (see
-# gaesignals.frames), are counted into both counters. Returns, per group in order: the values
-# read, the queues' values (false: none) and the frames counted in each queue; then, for each
-# queue whose walk stopped before its end (garbage: frames after it are not kept by the
-# script), its index in KEYS and how far (a byte offset) the walk got.
+# that; its other whole frames but spread markers and cancellations, walked by their headers
+# from the start (see gaesignals.frames), are counted into both counters. Returns, per group in
+# order: the values read, the queues' values (false: none) and the frames counted in each
+# queue; then, for each queue whose walk stopped before its end (garbage: frames after it are
+# not kept by the script), its index in KEYS and how far (a byte offset) the walk got.
 TAKE = b"""
 local function get(key)
   local ok, value = pcall(redis.call, 'GET', key)
@@ -83,7 +83,7 @@ local function frames(value, now)
   local count, at, size, kept = 0, 1, #value, nil
   while at + 23 <= size do
     local m1, m2, version, flags, _, _, n1, n2, l1, l2, l3, l4 = string.byte(value, at, at + 11)
-    if m1 ~= 0xA7 or m2 ~= 0x5C or version ~= 3 or flags > 7 then break end
+    if m1 ~= 0xA7 or m2 ~= 0x5C or version ~= 3 or flags > 15 then break end
     local head = 20
     if flags % 2 == 1 then head = 54 end  -- header, key id, tag
     local meta = n1 * 256 + n2
@@ -92,7 +92,7 @@ local function frames(value, now)
     if meta > 0 and due_at(value, at + head, at + head + meta) > now then
       kept = kept or {}
       kept[#kept + 1] = string.sub(value, at, at + length - 1)
-    elseif flags < 4 then  -- bit 2 (4) marks a spread marker
+    elseif flags < 4 then  -- bits 2 and 3 (4, 8) mark a spread marker, a cancellation
       count = count + 1
     end
     at = at + length
