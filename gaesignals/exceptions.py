@@ -4,6 +4,7 @@
 
     GaeSignalsError
      ├── InvalidSignalName   (also ValueError)  empty, non-str or absurdly long name
+     ├── InvalidCoalesceKey  (also ValueError)  a send's coalesce key that is not a short str
      ├── ConfigurationError  (also ValueError)  bad store URL, short secret key
      │    └── MissingExtra (also ModuleNotFoundError) an optional dependency is not installed
      ├── PayloadTooLarge     (also ValueError)  one payload cannot fit in one cache item
@@ -38,6 +39,15 @@ class GaeSignalsError(Exception):
 
 class InvalidSignalName(GaeSignalsError, ValueError):
     """A signal name that is empty, not a ``str``, or longer than ``MAX_NAME_LENGTH``."""
+
+
+class InvalidCoalesceKey(GaeSignalsError, ValueError):
+    """A send's ``coalesce=`` key that is not a ``str`` of at most 255 bytes of UTF-8; nothing
+    was written. ``key`` is what was given."""
+
+    def __init__(self, message: str, key: object) -> None:
+        super().__init__(message)
+        self.key = key
 
 
 class ConfigurationError(GaeSignalsError, ValueError):

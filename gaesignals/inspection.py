@@ -55,7 +55,9 @@ class Pending(NamedTuple):
     time (a send's ``delay`` or ``eta``), the Unix time the first of those is due, and the
     payloads this process may not read, held for a deliverer that can (see
     :mod:`gaesignals.queue.held`): by the key id that signed them, ``unsigned`` or
-    ``pickled``, with how many of each."""
+    ``pickled``, with how many of each; and how many pending payloads wait behind a
+    ``debounce`` (a run of coalesced payloads not quiet yet, see :func:`~gaesignals.declare`),
+    which are among ``count`` too."""
 
     count: int  # type: ignore[assignment]  # shadows tuple.count, by design of the API
     bytes: int
@@ -63,6 +65,7 @@ class Pending(NamedTuple):
     waiting: int = 0
     next_due: float | None = None
     held: tuple[tuple[str, int], ...] = ()
+    debounced: int = 0
 
 
 def _names(names: str | Iterable[str]) -> list[str]:

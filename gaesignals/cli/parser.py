@@ -13,7 +13,14 @@ from typing import Any
 from .. import config
 from ..registration import check_lease, check_max_attempts
 from . import dashboard
-from .commands import dead_letters, deliver, send_one, show_pending
+from .commands import (
+    cancel_one,
+    dead_letters,
+    deliver,
+    purge_pending,
+    send_one,
+    show_pending,
+)
 from .worker import worker
 
 EPILOG = """\
@@ -41,6 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_worker(commands)
     _add_pending(commands)
     _add_send(commands)
+    _add_cancel(commands)
+    _add_purge(commands)
     _add_dead_letters(commands)
     _add_dashboard(commands)
     # The top level's defaults, for options given nowhere.
@@ -130,6 +139,32 @@ def _add_send(commands: Any) -> None:
     data.add_argument(
         "--data-file", metavar="PATH", help="read the JSON payload from a file, or - for stdin"
     )
+
+
+def _add_cancel(commands: Any) -> None:
+    sub = _command(
+        commands,
+        "cancel",
+        cancel_one,
+        "Cancel one pending payload by the id its send returned.",
+        "A payload already delivered cannot be taken back: the command cannot tell that case "
+        "from a cancellation stored in time, and says which it knows.",
+    )
+    sub.add_argument("name", metavar="NAME", help="the signal's name")
+    sub.add_argument("id", metavar="ID", help="the payload's id (a send's receipt.id)")
+    sub.add_argument("--json", action="store_true", help="print the result as JSON")
+
+
+def _add_purge(commands: Any) -> None:
+    sub = _command(
+        commands,
+        "purge",
+        purge_pending,
+        "Drop every pending payload of a signal, and print how many.",
+        "Its dead letters stay (dead-letters NAME --purge drops those).",
+    )
+    sub.add_argument("name", metavar="NAME", help="the signal's name")
+    sub.add_argument("--json", action="store_true", help="print the count as JSON")
 
 
 def _add_dead_letters(commands: Any) -> None:

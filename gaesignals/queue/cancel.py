@@ -50,6 +50,8 @@ class CancelResult(Enum):
     #: The cancellation is stored beside the payload: if it is still pending, no handler gets
     #: it. (Whether it was already delivered cannot be told without a read.)
     CANCELLED = "cancelled"
+    #: Known delivered: an eager send ran its handlers at once; nothing was written.
+    DELIVERED = "delivered"
 
 
 def payload_id(placed: Placed) -> str:
