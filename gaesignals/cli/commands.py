@@ -206,8 +206,10 @@ def send_one(args: argparse.Namespace) -> int:
         except json.JSONDecodeError as error:
             raise CommandError(f"invalid JSON in {source}: {error}") from None
     warn_if_process_local(args)
-    send(name, data)
-    if not args.quiet:
+    receipt = send(name, data, coalesce=args.coalesce)
+    if args.json:
+        print(json.dumps({"sent": 1, "id": receipt.id}))
+    elif not args.quiet:
         say(f"sent 1 payload to {name!r}")
     return EXIT_OK
 

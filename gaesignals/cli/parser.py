@@ -28,8 +28,8 @@ The secret key that signs and verifies payloads is read only from GAESIGNALS_SEC
 from the command line, where ps would show it to every user of the machine.
 
 exit codes: 0 done, 1 a gaesignals error (queue full, payload too large, ...), 2 a usage error
-(bad arguments, an import path that names no mapping, bad JSON, bad settings), 3 the store is
-unavailable (down, timed out, or contended).
+(bad arguments, an import path that names no mapping, bad JSON, bad settings, a payload id
+or coalesce key that is not one), 3 the store is unavailable (down, timed out, or contended).
 """
 
 _Run = Callable[[argparse.Namespace], int]
@@ -138,6 +138,14 @@ def _add_send(commands: Any) -> None:
     data.add_argument("--data", metavar="JSON", help="the payload as JSON (default: null)")
     data.add_argument(
         "--data-file", metavar="PATH", help="read the JSON payload from a file, or - for stdin"
+    )
+    sub.add_argument(
+        "--coalesce",
+        metavar="KEY",
+        help="coalesce with the signal's other pending payloads of this key (the newest runs)",
+    )
+    sub.add_argument(
+        "--json", action="store_true", help="print the payload's id (for cancel) as JSON"
     )
 
 
