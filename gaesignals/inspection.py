@@ -95,6 +95,7 @@ def _backlog(conn: Connection, settings: Settings, wanted: list[str]) -> dict[st
     waiting = dict.fromkeys(wanted, 0)
     upcoming: dict[str, float] = {}
     held = {name: Counter[str]() for name in wanted}
+    runs: dict[str, dict[bytes, list[frames.Coalesce]]] = {name: {} for name in wanted}
     pickled = settings.codec == "pickle"
     now = frames.clock()
     # Every key any sender may use, whatever this process learned; frames are signed for the
@@ -118,6 +119,7 @@ def _backlog(conn: Connection, settings: Settings, wanted: list[str]) -> dict[st
             else:
                 since = max(float(frames.sent_at(frame.ident)), due)
                 oldest[name] = min(since, oldest.get(name, since))
+                _join_run(runs[name], frame)
     return {
         name: Pending(
             count[name],
@@ -126,9 +128,33 @@ def _backlog(conn: Connection, settings: Settings, wanted: list[str]) -> dict[st
             waiting[name],
             upcoming.get(name),
             tuple(sorted(held[name].items())),
+            _debounced(runs[name], int(now * 1000)),
         )
         for name in wanted
     }
+
+
+def _join_run(runs: dict[bytes, list[frames.Coalesce]], frame: frames.Frame) -> None:
+    """Add a due ``frame`` to the run of its coalesce key, when it has one with a debounce."""
+    run = frames.coalesce_of(frame) if frame.meta else None
+    if run is not None and run.debounce_ms:
+        runs.setdefault(run.key, []).append(run)
+
+
+def _debounced(runs: dict[bytes, list[frames.Coalesce]], now_ms: int) -> int:
+    """How many of a signal's due payloads wait behind a debounce at ``now_ms``: those of
+    each run whose newest is younger than its debounce, and whose first is younger than its
+    debounce_max (the rule of :mod:`gaesignals.queue.collapse`; cancellations aside)."""
+    waiting = 0
+    for members in runs.values():
+        newest = max(members, key=lambda run: run.sent_ms)
+        due = newest.sent_ms + newest.debounce_ms
+        if newest.debounce_max_ms:
+            first = min(run.sent_ms for run in members)
+            due = min(due, first + newest.debounce_max_ms)
+        if due > now_ms:
+            waiting += len(members)
+    return waiting
 
 
 def stats(names: str | Iterable[str]) -> dict[str, dict[str, int]]:
@@ -215,8 +241,9 @@ def health(names: Iterable[str] = ()) -> dict[str, Any]:
 
     ``{"ok": bool, "store": {"kind", "reachable", "latency_ms", "error"}, "problems": [str],
     "signals": {name: {"pending", "pending_bytes", "oldest_age", "waiting", "next_due",
-    "held", "lock", "dead_letters", **counters}}}`` (``waiting``: payloads held back by a
-    delay or a retry, the first due at ``next_due``; ``held``: payloads this process may not
+    "debounced", "held", "lock", "dead_letters", **counters}}}`` (``waiting``: payloads held
+    back by a delay or a retry, the first due at ``next_due``; ``debounced``: payloads due
+    but held back by their signal's debounce; ``held``: payloads this process may not
     read, by the key id that signed them, ``unsigned`` or ``pickled``, which wait for a
     deliverer that can). ``problems`` has a line for each reason ``ok`` is False: the store
     cannot be reached (with the error); a signal's reliable-delivery lock is ``"overlong"``
@@ -255,6 +282,7 @@ def health(names: Iterable[str] = ()) -> dict[str, Any]:
                 "oldest_age": report.pending.oldest_age,
                 "waiting": report.pending.waiting,
                 "next_due": report.pending.next_due,
+                "debounced": report.pending.debounced,
                 "held": dict(report.pending.held),
                 "lock": report.lock,
                 "dead_letters": report.dead_letters,

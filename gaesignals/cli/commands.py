@@ -179,6 +179,7 @@ def _print_pending(args: argparse.Namespace, rows: dict[str, Pending]) -> None:
                         "oldest_age": p.oldest_age,
                         "waiting": p.waiting,
                         "next_due": p.next_due,
+                        "debounced": p.debounced,
                     }
                     for name, p in rows.items()
                 }
