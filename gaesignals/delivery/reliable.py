@@ -35,6 +35,7 @@ from .outcomes import Outcome, Outcomes
 from .plan import plan_of
 from .retries import due_after, error_text
 from .runner import Runner
+from .settling import NOTHING, ShardSettled, settle
 
 logger = logging.getLogger("gaesignals")
 
@@ -137,6 +138,10 @@ class _ReliableRun:
         self.held: dict[str, set[int]] = {}
         #: What this delivery reads of each signal (set once the locks are held).
         self.reach = Reach({}, {}, {})
+        #: Each key's cancellations, and what each shard does about them and coalescing
+        #: (see :mod:`.settling`; keys of signals with neither are not in it).
+        self.cancels: dict[str, list[frames.Frame]] = {}
+        self.settled: dict[str, ShardSettled] = {}
 
     def _parse(
         self,
@@ -157,7 +162,7 @@ class _ReliableRun:
             name = queues.get(home_key(key))
             if name is None or not item.value:
                 continue
-            found, bad, seen, held = runners[name].parse_all(item.value, key)
+            found, bad, seen, held, cancels = runners[name].parse_all(item.value, key)
             # A marker, or (in a sweep) anything on a shard past the known width, is learned.
             seen = max(seen, self.reach.beyond.get(home_key(key), 0))
             if seen > self.reach.known[name] and learn(self.settings, shards[name][0][0], seen):
@@ -165,9 +170,27 @@ class _ReliableRun:
             if held:
                 self.held[key] = {frame.start for frame in held}
                 found = sorted(found + held, key=lambda frame: frame.start)
-            if found or bad:
+            if cancels:
+                self.cancels[key] = cancels
+            if found or bad or cancels:
                 parsed[key] = ShardRead(found, bad)
         return parsed, widened
+
+    def settle(self, parsed: Mapping[str, ShardRead], queues: Mapping[str, str]) -> None:
+        """Decide, for the signals whose shards hold cancellations or payloads with metadata,
+        what no handler gets, what stays and what a newer payload superseded (:mod:`.settling`)."""
+        marked = {queues[home_key(key)] for key in self.cancels}
+        marked.update(
+            queues[home_key(key)]
+            for key, read in parsed.items()
+            if any(frame.meta for frame in read.found)
+        )
+        now = now_ms()
+        for name in marked:
+            keys = [key for key in parsed if queues[home_key(key)] == name]
+            found = {key: parsed[key].found for key in keys}
+            cancels = {key: self.cancels[key] for key in keys if key in self.cancels}
+            self.settled.update(settle(found, cancels, self.held, now))
 
     def deliver(
         self,
@@ -187,6 +210,7 @@ class _ReliableRun:
             wanted += read_order(signal, own) if name in checking else own
         current = read(conn, wanted, [cursor for name in mine for _, cursor in shards[name]])
         parsed, widened = self._parse(current, queues, shards, runners)
+        self.settle(parsed, queues)
         self.learned = bool(widened)
         if self.settings.counters:
             if checking:
@@ -257,6 +281,8 @@ class _Shard:
         )
         #: How this deliverer reads frames, as its cursor says (see queue.held.reader).
         self.reader = reader(runner.settings.secret_keys, runner.settings.codec)
+        #: What it does about cancellations and coalescing (see :mod:`.settling`).
+        self.settled = NOTHING
 
     def _resume(self, found: list[frames.Frame]) -> Resume | None:
         """Where the predecessor's cursor says to resume, if it left one to believe."""
@@ -265,6 +291,7 @@ class _Shard:
 
     def deliver(self, read: ShardRead, run: _ReliableRun) -> int:
         found, bad = read
+        self.settled = run.settled.get(self.key, NOTHING)
         resumed = self._resume(found)
         # What is due is decided once per shard, and a successor decides as its predecessor
         # did (the cursor says when): a payload it skipped as not due is never taken as done.
@@ -273,9 +300,11 @@ class _Shard:
         held_by_before = b"" if resumed is None else resumed.reader
         self.waiting = self._waiting(found, run.held.get(self.key, ()), first, held_by_before)
         self.kept = {i: self.value[found[i].start : found[i].end] for i in self.waiting}
+        if self.settled is not NOTHING:
+            self._retire(found, run.outcomes)
         if resumed is not None:
             self._reschedule_as_before(found[:first], resumed.rescheduled)
-        if len(self.waiting) == len(found) and not bad:  # nothing due: nothing to write
+        if len(self.waiting) == len(found) and not bad and not self.settled.cancels:
             run.outcomes.leaving(self.runner.name, -len(found))
             return 0
         crashed = None if resumed is None else resumed.crashed
@@ -300,6 +329,8 @@ class _Shard:
         # Payloads not due yet and rescheduled before the cut stay, in order, ahead of what
         # _run kept.
         held = [self.kept[i] for i in sorted(self.kept) if found[i].end <= ran.cut]
+        if self.settled.cancels:
+            held.append(self.settled.kept_cancels(self.value, self.key, ran.cut))
         keep = self.marker + b"".join(held) + ran.keep
         self._remove(found, bad, ran.expired, keep, ran.cut, run.outcomes)
         return ran.delivered
@@ -318,7 +349,18 @@ class _Shard:
         }
         if reader and reader != self.reader:
             waiting.update(i for i in range(first) if held_by(reader, self.value, found[i]))
+        if self.settled.stay:
+            waiting.update(i for i, f in enumerate(found) if f.start in self.settled.stay)
         return waiting
+
+    def _retire(self, found: list[frames.Frame], outcomes: Outcomes) -> None:
+        """Payloads waiting for a retry that a newer one of their key superseded no longer
+        stay: removed with what is done, counted coalesced."""
+        retired = [i for i in self.kept if found[i].start in self.settled.retired]
+        for index in retired:
+            del self.kept[index]
+            self.waiting.discard(index)
+        outcomes.report(self.runner.name, Outcome.COALESCED, len(retired))
 
     def _reschedule_as_before(
         self, done: list[frames.Frame], rescheduled: tuple[Rescheduled, ...]
@@ -365,6 +407,9 @@ class _Shard:
             frame = found[index]
             if index in self.waiting:
                 continue  # not due yet: it stays, and the cursor never names it
+            if frame.start in self.settled.skip:  # cancelled or coalesced: done, never run
+                outcomes.report(name, self.settled.skip[frame.start])
+                continue
             if not self.holder.still_holds(keys.lock):
                 logger.warning("lost the lock of %r mid-delivery; stopping there", self.runner.name)
                 return Ran(delivered, expired, b"", None)

@@ -26,7 +26,7 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from collections.abc import Collection, Mapping, Sequence, Sized
-from typing import NamedTuple, Protocol
+from typing import NamedTuple, Protocol, cast
 
 from .. import frames
 from ..accounting import (
@@ -45,6 +45,7 @@ from ..keys import SignalKeys
 from ..registration import SignalSpec
 from ..stores import Cached, Connection, NativeQueue, TakeGroup, home_key, is_stranded
 from .append import append_frames, widen
+from .collapse import Collapsed, collapse
 from .spread import kept_marker, learn
 
 logger = logging.getLogger("gaesignals")
@@ -55,9 +56,12 @@ WEAK_ROUNDS = 4
 #: A key's payloads: verified frames, or the bare pickled bodies of the fast path.
 Found = list[frames.Frame] | list[bytes]
 
-#: A value's parse: its frames, unreadable regions, widest spread marker seen, and the frames
-#: held for a deliverer that can read them (``Runner.parse_all``'s ``Read``).
-Parse = tuple[list[frames.Frame], list[frames.BadRegion], int, list[frames.Frame]]
+#: A value's parse: its frames, unreadable regions, widest spread marker seen, the frames
+#: held for a deliverer that can read them and its cancellations (``Runner.parse_all``'s
+#: ``Read``).
+Parse = tuple[
+    list[frames.Frame], list[frames.BadRegion], int, list[frames.Frame], list[frames.Frame]
+]
 
 
 class Reader(Protocol):
@@ -100,14 +104,17 @@ class Layout(Protocol):
 
 class TakenKey(NamedTuple):
     """What a take removed from one key: its signal, the payloads, the unreadable regions
-    dropped, and the payloads within the signal's ttl (``within_ttl``, which go to the
-    handlers)."""
+    dropped, the payloads within the signal's ttl (``within_ttl``, which go to the
+    handlers), and how many of the payloads were coalesced or cancelled (see
+    :mod:`.collapse`)."""
 
     key: str
     name: str
     found: Found
     bad: list[frames.BadRegion]
     within_ttl: Found
+    coalesced: int = 0
+    cancelled: int = 0
 
 
 class WeakTaken(NamedTuple):
@@ -131,17 +138,20 @@ class WeakTaken(NamedTuple):
 
 class _Waiting(NamedTuple):
     """What a key's take leaves queued: payloads not due yet and payloads held, with the value
-    they were parsed from and where that value starts in the key's bytes."""
+    they were parsed from and where that value starts in the key's bytes; and the frames read
+    as due that stay (``back``: a debounced run's, cancellations of payloads not due; see
+    :mod:`.collapse`), which a native take appends back."""
 
     later: list[frames.Frame]
     held: list[frames.Frame]
     value: bytes
     shift: int
+    back: list[frames.Frame]
 
     def raw(self) -> bytes:
         """The bytes of every frame kept, in queue order."""
-        value, kept = self.value, self.later + self.held
-        if self.held and self.later:
+        value, kept = self.value, self.later + self.held + self.back
+        if len(kept) > max(len(self.later), len(self.held), len(self.back)):
             kept.sort(key=lambda frame: frame.start)
         return b"".join(value[frame.start : frame.end] for frame in kept)
 
@@ -206,6 +216,11 @@ class _Take:
         self.widened: dict[str, int] = {}
         #: Each key's payloads that stay queued: not due yet, or held for another deliverer.
         self.waiting: dict[str, _Waiting] = {}
+        #: The signals whose keys hold cancellations or coalesced payloads: each such key's
+        #: cancellations, value and shift (see :meth:`collapse`).
+        self.marked: dict[str, dict[str, tuple[list[frames.Frame], bytes, int]]] = {}
+        #: Each key's payloads coalesced and cancelled, as :meth:`collapse` decided.
+        self.collapsed: dict[str, tuple[int, int]] = {}
 
     def result(self) -> WeakTaken:
         return WeakTaken(
@@ -358,6 +373,7 @@ class _Take:
                 if (reach is not None and f.start + shift >= reach)
                 or not (f.meta and frames.not_before(f) > now)
             ]
+            past += kept.back  # read as due, so the store took them
             if past:
                 past.sort(key=lambda frame: frame.start)
                 lost[key] = b"".join(kept.value[f.start : f.end] for f in past)
@@ -385,7 +401,8 @@ class _Take:
         }
         for key, kept in self.waiting.items():
             _, found, bad, _ = parsed.get(key, ("", [], [], []))
-            queued[key] = (range(len(found) + len(kept.later) + len(kept.held)), bad)
+            back = sum(not frame.flags & frames.FLAG_CANCEL for frame in kept.back)
+            queued[key] = (range(len(found) + len(kept.later) + len(kept.held) + back), bad)
         check = check_lost(self.conn, keys, layout.names, current, queued)
         self.counts.update(check.changes)
         self.losses = check.losses
@@ -399,9 +416,11 @@ class _Take:
         read, within_ttl = self.reader.read, self.reader.within_ttl
         names = layout.names
         parsed: _Parsed = {}
-        if self.waiting:  # a later round: another deliverer may have taken them since
+        if self.waiting or self.marked:  # a later round: decided anew from what is read now
             for key in current:
                 self.waiting.pop(key, None)
+            self.marked.clear()
+            self.collapsed.clear()
         for key, item in current.items():
             value = item.value
             if not value:
@@ -421,14 +440,71 @@ class _Take:
             if isinstance(got, list):
                 parsed[key] = (name, got, [], got)
                 continue
-            found, bad, seen, held = got
+            found, bad, seen, held, cancels = got
             if seen > layout.widths[name]:
                 self.learn(name, seen)
+            shift = len(item.value) - len(value)
             if held or any(frame.meta for frame in found):
-                found = self.hold(key, found, held, value, len(item.value) - len(value))
-            if found or bad:  # else only markers, or payloads not due yet or held
+                found = self.hold(key, found, held, value, shift)
+                if key in self.waiting or any(frame.meta for frame in found):
+                    self.note(name, key, cancels, value, shift)
+            elif cancels:
+                self.note(name, key, cancels, value, shift)
+            if found or bad or cancels:  # else only markers, or payloads not due yet or held
                 parsed[key] = (name, found, bad, within_ttl(name, found))
+        if self.marked:
+            self.collapse(parsed)
         return parsed
+
+    def note(
+        self, name: str, key: str, cancels: list[frames.Frame], value: bytes, shift: int
+    ) -> None:
+        """``key`` of ``name`` holds cancellations or payloads with metadata (which may be
+        coalesced): :meth:`collapse` looks at the signal's keys once all are parsed."""
+        self.marked.setdefault(name, {})[key] = (cancels, value, shift)
+
+    def collapse(self, parsed: _Parsed) -> None:
+        """Apply cancellations, coalescing and debounce (:func:`.collapse.collapse`) to each
+        marked signal's keys, across all its keys read: what stays is kept as waiting, the
+        payloads coalesced or cancelled leave uncounted as delivered."""
+        for name, marked in self.marked.items():
+            due = {key: got[1] for key, got in parsed.items() if got[0] == name}
+            if not any(key in marked for key in due):
+                continue
+            frames_only = {k: f for k, f in due.items() if not f or isinstance(f[0], frames.Frame)}
+            waiting = {key: self.waiting[key].later for key in marked if key in self.waiting}
+            cancels = {key: marked[key][0] for key in marked if marked[key][0]}
+            decided = collapse(
+                cast(Mapping[str, list[frames.Frame]], frames_only), waiting, cancels, self.now
+            )
+            for key, deliver in decided.deliver.items():
+                self.settle(name, key, parsed, deliver, decided, marked.get(key))
+
+    def settle(
+        self,
+        name: str,
+        key: str,
+        parsed: _Parsed,
+        deliver: list[frames.Frame],
+        decided: Collapsed,
+        marked: tuple[list[frames.Frame], bytes, int] | None,
+    ) -> None:
+        """Note what :meth:`collapse` decided for one key."""
+        _, found, bad, _ = parsed[key]
+        stay = decided.stay.get(key, [])
+        coalesced, cancelled = decided.coalesced[key], decided.cancelled[key]
+        if not (stay or coalesced or cancelled):
+            return
+        if stay:
+            staying = {frame.start for frame in stay}
+            found = [f for f in cast(list[frames.Frame], found) if f.start not in staying]
+            kept = self.waiting.get(key)
+            if kept is None:
+                assert marked is not None  # a key with frames to keep was noted
+                kept = self.waiting[key] = _Waiting([], [], marked[1], marked[2], [])
+            kept.back.extend(stay)
+        self.collapsed[key] = (coalesced, cancelled)
+        parsed[key] = (name, found, bad, self.reader.within_ttl(name, deliver))
 
     def hold(
         self,
@@ -446,7 +522,7 @@ class _Take:
         for frame in found:
             (later if frame.meta and frames.not_before(frame) > now else due).append(frame)
         if later or held:
-            self.waiting[key] = _Waiting(later, held, value, shift)
+            self.waiting[key] = _Waiting(later, held, value, shift, [])
         return due
 
     def learn(self, name: str, seen: int) -> None:
@@ -468,6 +544,9 @@ class _Take:
                 accounted, _, _, delivered = weak_counters(keys[name].counters)
                 changes[accounted] = changes.get(accounted, 0) + len(found)
                 changes[delivered] = changes.get(delivered, 0) + len(found)
+        for key, collapsed in self.collapsed.items() if self.collapsed else ():
+            if key in parsed:
+                _tally_collapsed(changes, keys[parsed[key][0]], collapsed, 1)
 
     def keep(
         self,
@@ -488,8 +567,28 @@ class _Take:
         for key in ordered:
             name, found, bad, within_ttl = parsed[key]
             if won[key]:
-                self.taken.append(TakenKey(key, name, found, bad, within_ttl))
+                if key in self.collapsed:  # (a test, not a call: nothing when none is)
+                    gone = self.collapsed[key]
+                    self.taken.append(TakenKey(key, name, found, bad, within_ttl, *gone))
+                else:
+                    self.taken.append(TakenKey(key, name, found, bad, within_ttl))
                 if key in self.markers or key in self.waiting:
                     self.kept_back[key] = self.markers.get(key, b"") + self.kept(key)
             elif taken_back:
                 tally(self.counts, layout.keys[name], found, bad, within_ttl, -1)
+                if key in self.collapsed:
+                    _tally_collapsed(self.counts, layout.keys[name], self.collapsed[key], -1)
+
+
+def _tally_collapsed(
+    changes: Counter[str], signal: SignalKeys, collapsed: tuple[int, int], sign: int
+) -> None:
+    """Move a key's coalesced and cancelled payloads, which :func:`tally` counts as expired
+    (they left, and no handler gets them), to their own counters."""
+    coalesced, cancelled = collapsed
+    _, _, expired, _ = weak_counters(signal.counters)
+    changes[expired] -= sign * (coalesced + cancelled)
+    if coalesced:
+        changes[signal.counter("coalesced")] += sign * coalesced
+    if cancelled:
+        changes[signal.counter("cancelled")] += sign * cancelled
