@@ -130,3 +130,35 @@ def test_purge_counts_what_it_dropped(store: Store) -> None:
     got: list[Any] = []
     assert deliver(_collect(got)) == 0
     assert _sent_adds_up("s") == {"sent": 4, "purged": 4}
+
+
+@pytest.mark.usefixtures("store")
+def test_an_expired_newest_is_expired_and_the_older_ones_coalesced(
+    reliable: bool, clock: list[float]
+) -> None:
+    """With a ttl, coalescing comes first: the newest past the ttl is counted expired (no
+    handler runs), the older ones of its key coalesced."""
+    gaesignals.declare("s", ttl=10)
+    send_coalesced("s", "old")
+    send_coalesced("s", "newest")
+    clock[0] += 20
+    got: list[Any] = []
+    assert deliver(_collect(got), reliable=reliable) == 0
+    assert got == []
+    counts = _sent_adds_up("s")
+    assert (counts["expired"], counts["coalesced"]) == (1, 1)
+
+
+def test_a_cancellation_never_touches_dead_letters(store: Store) -> None:
+    """Cancelling a payload that reached the dead letters leaves it there."""
+    gaesignals.declare("s", max_attempts=1)
+
+    def fail(data: Any) -> None:
+        raise ValueError("no")
+
+    dead = send_coalesced("s", "dead", key=None)
+    deliver(SignalMapping([("s", fail)]), reliable=True)
+    assert len(gaesignals.dead_letters("s")) == 1
+    cancel(get_settings(), "s", dead)
+    deliver(SignalMapping([("s", fail)]), reliable=True)
+    assert len(gaesignals.dead_letters("s")) == 1
