@@ -301,7 +301,7 @@ class _Shard:
         self.waiting = self._waiting(found, run.held.get(self.key, ()), first, held_by_before)
         self.kept = {i: self.value[found[i].start : found[i].end] for i in self.waiting}
         if self.settled is not NOTHING:
-            self._retire(found, run.outcomes)
+            self._retire(found)
         if resumed is not None:
             self._reschedule_as_before(found[:first], resumed.rescheduled)
         if len(self.waiting) == len(found) and not bad and not self.settled.cancels:
@@ -353,14 +353,12 @@ class _Shard:
             waiting.update(i for i, f in enumerate(found) if f.start in self.settled.stay)
         return waiting
 
-    def _retire(self, found: list[frames.Frame], outcomes: Outcomes) -> None:
+    def _retire(self, found: list[frames.Frame]) -> None:
         """Payloads waiting for a retry that a newer one of their key superseded no longer
-        stay: removed with what is done, counted coalesced."""
-        retired = [i for i in self.kept if found[i].start in self.settled.retired]
-        for index in retired:
+        stay: the run skips them (counted coalesced) and they are removed with what is done."""
+        for index in [i for i in self.kept if found[i].start in self.settled.retired]:
             del self.kept[index]
             self.waiting.discard(index)
-        outcomes.report(self.runner.name, Outcome.COALESCED, len(retired))
 
     def _reschedule_as_before(
         self, done: list[frames.Frame], rescheduled: tuple[Rescheduled, ...]

@@ -21,7 +21,8 @@ from .outcomes import Outcome
 class ShardSettled(NamedTuple):
     """What one shard's run does besides running its payloads (frames named by start)."""
 
-    #: Due payloads removed without running, and why (coalesced or cancelled).
+    #: Payloads removed without running, and why (coalesced or cancelled): due ones, and
+    #: those of :attr:`retired`.
     skip: dict[int, Outcome]
     #: Due payloads that stay queued as they are (a debounced run not due yet).
     stay: frozenset[int]
@@ -86,5 +87,6 @@ def settle(
             if frame.start not in delivered and frame.start not in stay
         }
         retired = frozenset(frame.start for frame in decided.retired.get(key, ()))
+        skip.update(dict.fromkeys(retired, Outcome.COALESCED))
         settled[key] = ShardSettled(skip, stay, retired, cancels.get(key, ()), targets)
     return settled

@@ -24,7 +24,7 @@ nothing for it). The rules, across every key of the signal read in the take:
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import NamedTuple
 
 from .. import frames
@@ -128,10 +128,7 @@ def _settle_run(
     staying: list[_Member] = []
     if newest.due and newest.run.debounce_ms:
         first = older[0] if older else newest
-        at = newest.sent_ms + newest.run.debounce_ms
-        if newest.run.debounce_max_ms:
-            at = min(at, first.sent_ms + newest.run.debounce_max_ms)
-        if at > now:
+        if _due_at(first.sent_ms, newest.run) > now:
             staying = [newest] if first is newest else [first, newest]
             older = older[1:]
     for member in older:
@@ -145,3 +142,29 @@ def _settle_run(
             if not member.due and member.frame.attempts:
                 result.coalesced[member.key] += 1
                 result.retired.setdefault(member.key, []).append(member.frame)
+
+
+def _due_at(first_sent_ms: int, newest: frames.Coalesce) -> int:
+    """When a debounced run whose first payload was sent at ``first_sent_ms`` is due."""
+    at = newest.sent_ms + newest.debounce_ms
+    if newest.debounce_max_ms:
+        at = min(at, first_sent_ms + newest.debounce_max_ms)
+    return at
+
+
+def debounced(found: Iterable[frames.Frame], now: int) -> int:
+    """How many of a signal's payloads (``found``: read from all its shards) wait behind a
+    debounce at ``now`` (Unix ms): those of the runs whose newest is debounced and not due,
+    as inspection reports them."""
+    runs: dict[bytes, list[frames.Coalesce]] = {}
+    for frame in found:
+        run = frames.coalesce_of(frame) if frame.meta else None
+        if run is not None:
+            runs.setdefault(run.key, []).append(run)
+    waiting = 0
+    for members in runs.values():
+        newest = max(members, key=lambda run: run.sent_ms)
+        first = min(run.sent_ms for run in members)
+        if newest.debounce_ms and _due_at(first, newest) > now:
+            waiting += len(members)
+    return waiting

@@ -17,6 +17,13 @@ to count).
   key, counting whole frames as it goes; what the parse finds different (unreadable regions,
   payloads past their ttl, frames held for another key, which are appended back) is corrected.
 
+Either way, a signal whose keys hold cancellations or coalesced payloads gets
+:func:`.collapse.collapse` over all its keys read: what it supersedes or cancels leaves
+counted ``coalesced`` or ``cancelled``, not delivered, and what it keeps (a debounced run not
+due, the cancellation of a payload not due) stays queued: in the reset's value, or appended
+back after a native take (one more round trip, only while such frames wait). A delivery with
+neither pays nothing for it: the check rides on the test for metadata the take makes anyway.
+
 The corrections not yet written come back in :attr:`WeakTaken.counts`, for the caller to
 write in the same call as its own counts: the take costs no round trip of its own for them.
 """
