@@ -26,6 +26,7 @@ from .config import Settings, get_settings
 from .exceptions import StoreUnavailable
 from .keys import check_name, signal_keys
 from .queue import records
+from .queue.collapse import debounced
 from .queue.held import advice, tally
 from .queue.lease import LockState
 from .queue.routing import queues_of
@@ -95,7 +96,7 @@ def _backlog(conn: Connection, settings: Settings, wanted: list[str]) -> dict[st
     waiting = dict.fromkeys(wanted, 0)
     upcoming: dict[str, float] = {}
     held = {name: Counter[str]() for name in wanted}
-    runs: dict[str, dict[bytes, list[frames.Coalesce]]] = {name: {} for name in wanted}
+    due_now: dict[str, list[frames.Frame]] = {name: [] for name in wanted}
     pickled = settings.codec == "pickle"
     now = frames.clock()
     # Every key any sender may use, whatever this process learned; frames are signed for the
@@ -119,7 +120,8 @@ def _backlog(conn: Connection, settings: Settings, wanted: list[str]) -> dict[st
             else:
                 since = max(float(frames.sent_at(frame.ident)), due)
                 oldest[name] = min(since, oldest.get(name, since))
-                _join_run(runs[name], frame)
+                if frame.meta:  # may be coalesced: collapse.debounced reads the rest
+                    due_now[name].append(frame)
     return {
         name: Pending(
             count[name],
@@ -128,33 +130,10 @@ def _backlog(conn: Connection, settings: Settings, wanted: list[str]) -> dict[st
             waiting[name],
             upcoming.get(name),
             tuple(sorted(held[name].items())),
-            _debounced(runs[name], int(now * 1000)),
+            debounced(due_now[name], int(now * 1000)),
         )
         for name in wanted
     }
-
-
-def _join_run(runs: dict[bytes, list[frames.Coalesce]], frame: frames.Frame) -> None:
-    """Add a due ``frame`` to the run of its coalesce key, when it has one with a debounce."""
-    run = frames.coalesce_of(frame) if frame.meta else None
-    if run is not None and run.debounce_ms:
-        runs.setdefault(run.key, []).append(run)
-
-
-def _debounced(runs: dict[bytes, list[frames.Coalesce]], now_ms: int) -> int:
-    """How many of a signal's due payloads wait behind a debounce at ``now_ms``: those of
-    each run whose newest is younger than its debounce, and whose first is younger than its
-    debounce_max (the rule of :mod:`gaesignals.queue.collapse`; cancellations aside)."""
-    waiting = 0
-    for members in runs.values():
-        newest = max(members, key=lambda run: run.sent_ms)
-        due = newest.sent_ms + newest.debounce_ms
-        if newest.debounce_max_ms:
-            first = min(run.sent_ms for run in members)
-            due = min(due, first + newest.debounce_max_ms)
-        if due > now_ms:
-            waiting += len(members)
-    return waiting
 
 
 def stats(names: str | Iterable[str]) -> dict[str, dict[str, int]]:
