@@ -202,7 +202,8 @@ class NotifyHandler(Page):
             return
         me = self.user_id()
         name = notice_signal(to)
-        Signal(name).send({"text": text, "from": me, "sent_at": time.time()})
+        # An unread notice from this user is replaced by their newer one: coalesced per sender.
+        Signal(name).send({"text": text, "from": me, "sent_at": time.time()}, coalesce=f"from_{me}")
         Signal(AUDIT).send({"action": f"notified user {to}", "user": me, "sent_at": time.time()})
         records.push("events", kind="sent", signal=name, detail=text)
         self.redirect_with_note(sent=name)
