@@ -285,15 +285,7 @@ def _send_multi(
     if framed:
         batch = {key: b"".join(parts) for key, parts in framed.items()}
         store = settings.store
-        for key, value in batch.items():
-            if len(value) > store.max_value_size:
-                full = QueueFull(
-                    f"the payloads for signal {names[key]!r} together are {len(value)} bytes, "
-                    f"more than the store's limit of {store.max_value_size} for one key",
-                    [key],
-                )
-                full.signals = (names[key],)
-                raise full
+        _check_sizes(batch, names, store.max_value_size)
         counts = (
             {key: (sent_of[key], len(parts)) for key, parts in framed.items()}
             if settings.counters
@@ -313,6 +305,20 @@ def _send_multi(
         for name, data in eager:
             send_now(name, data)
     return receipts
+
+
+def _check_sizes(batch: Mapping[str, bytes], names: Mapping[str, str], limit: int) -> None:
+    """Refuse, before anything is written, a batch whose payloads for one key together pass
+    the store's ``limit`` for one value (:class:`QueueFull` naming the key and its signal)."""
+    for key, value in batch.items():
+        if len(value) > limit:
+            full = QueueFull(
+                f"the payloads for signal {names[key]!r} together are {len(value)} bytes, "
+                f"more than the store's limit of {limit} for one key",
+                [key],
+            )
+            full.signals = (names[key],)
+            raise full
 
 
 def _name_signals(
