@@ -79,6 +79,9 @@ class _Reader:
                 return bodies
         return runner.parse_all(value, key)
 
+    def parse(self, name: str, key: str, value: bytes) -> Parse:
+        return self.runners[name].parse_all(value, key)
+
     def within_ttl(self, name: str, found: Found) -> Found:
         runner = self.runners[name]
         return found if runner.ttl is None else runner.within_ttl(found)

@@ -84,6 +84,11 @@ class Reader(Protocol):
         """``found`` without the payloads older than the signal's ttl."""
         ...
 
+    def parse(self, name: str, key: str, value: bytes) -> Parse:
+        """The value's parse, never bare bodies (asked when a cancellation elsewhere in the
+        signal may name one of its payloads)."""
+        ...
+
 
 class Layout(Protocol):
     """The keys a take reads: each signal's keys and queue keys (mapping order, then shard
@@ -460,7 +465,7 @@ class _Take:
             if found or bad or cancels:  # else only markers, or payloads not due yet or held
                 parsed[key] = (name, found, bad, within_ttl(name, found))
         if self.marked:
-            self.collapse(parsed)
+            self.collapse(parsed, current)
         return parsed
 
     def note(
@@ -470,7 +475,7 @@ class _Take:
         coalesced): :meth:`collapse` looks at the signal's keys once all are parsed."""
         self.marked.setdefault(name, {})[key] = (cancels, value, shift)
 
-    def collapse(self, parsed: _Parsed) -> None:
+    def collapse(self, parsed: _Parsed, current: Mapping[str, Cached]) -> None:
         """Apply cancellations, coalescing and debounce (:func:`.collapse.collapse`) to each
         marked signal's keys, across all its keys read: what stays is kept as waiting, the
         payloads coalesced or cancelled leave uncounted as delivered."""
@@ -478,6 +483,9 @@ class _Take:
             due = {key: got[1] for key, got in parsed.items() if got[0] == name}
             if not any(key in marked for key in due):
                 continue
+            if any(cancels for cancels, _, _ in marked.values()):
+                self.unbare(name, parsed, current)  # a payload moved from its shard is found
+                due = {key: got[1] for key, got in parsed.items() if got[0] == name}
             frames_only = {k: f for k, f in due.items() if not f or isinstance(f[0], frames.Frame)}
             waiting = {key: self.waiting[key].later for key in marked if key in self.waiting}
             cancels = {key: marked[key][0] for key in marked if marked[key][0]}
@@ -486,6 +494,19 @@ class _Take:
             )
             for key, deliver in decided.deliver.items():
                 self.settle(name, key, parsed, deliver, decided, marked.get(key))
+
+    def unbare(self, name: str, parsed: _Parsed, current: Mapping[str, Cached]) -> None:
+        """Parse again, as frames, the keys of ``name`` read as bare bodies (plain payloads
+        only: nothing in them is delayed, held or coalesced), for their ids."""
+        for key, (owner, found, _, _) in list(parsed.items()):
+            if owner != name or not found or not isinstance(found[0], bytes):
+                continue
+            value = current[key].value
+            marker = self.markers.get(key)
+            if marker and value.startswith(marker):
+                value = value[len(marker) :]
+            again = self.reader.parse(name, key, value)[0]
+            parsed[key] = (name, again, [], again)
 
     def settle(
         self,

@@ -10,11 +10,14 @@ import pytest
 
 import gaesignals
 from gaesignals import Retry, SignalMapping, deliver, frames, stats
+from gaesignals.codec import encode_payload
 from gaesignals.config import get_settings
-from gaesignals.queue.cancel import cancel
+from gaesignals.keys import shard_queues, signal_keys
+from gaesignals.queue.cancel import Placed, cancel
 from gaesignals.queue.purge import purge
 from gaesignals.stores import Store
 
+from ..conftest import RawAccess
 from .coalesce_sending import send_coalesced
 
 START = 1_800_000_000.0
@@ -162,3 +165,19 @@ def test_a_cancellation_never_touches_dead_letters(store: Store) -> None:
     cancel(get_settings(), "s", dead)
     deliver(SignalMapping([("s", fail)]), reliable=True)
     assert len(gaesignals.dead_letters("s")) == 1
+
+
+def test_a_cancellation_finds_its_payload_in_another_shard(raw: RawAccess) -> None:
+    """A payload that went to another shard than its id names (its own was full) is still
+    cancelled: a weak take matches cancellations across every shard it reads, and reads
+    plain payloads as frames again to do so."""
+    gaesignals.declare("s", shards=2)
+    settings = get_settings()
+    keys = signal_keys("s", settings.namespace)
+    moved = encode_payload("s", "moved", keys, settings)
+    raw.set(shard_queues(keys.queue, 2)[1], moved + encode_payload("s", "kept", keys, settings))
+    cancel(settings, "s", Placed(frames.ident_of(moved), 0).id)
+    got: list[Any] = []
+    assert deliver(_collect(got)) == 1
+    assert got == ["kept"]
+    assert stats("s")["s"]["cancelled"] == 1

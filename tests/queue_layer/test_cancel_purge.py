@@ -10,6 +10,7 @@ from gaesignals import frames
 from gaesignals.config import get_settings
 from gaesignals.exceptions import InvalidPayloadId
 from gaesignals.queue import dead_letters
+from gaesignals.queue.append import append_one
 from gaesignals.queue.cancel import (
     CancelResult,
     Placed,
@@ -82,3 +83,21 @@ def test_purge_drops_every_pending_payload_of_every_shard(raw: RawAccess) -> Non
     assert len(dead_letters.read(settings, "a").found) == 1
     assert raw.get(keys("b").queue) == frame("b", "other", n=1)
     assert purge(settings, "a") == 0
+
+
+def test_a_coalesced_send_costs_what_a_plain_one_does(raw: RawAccess) -> None:
+    """A payload with a coalesce key and a debounce in its metadata is appended in the round
+    trips of a plain one (one where the store appends)."""
+    settings = get_settings()
+    raw.set(keys("a").queue, frame("a", "first", n=0))  # both append to a key that exists
+    costs = []
+    for payload in (frame("a", "plain", n=1), frame("a", "k", key="k", debounce=500, n=2)):
+        counting = CountingStore(raw.store)
+        gaesignals.configure(store=counting)
+        append_one(get_settings(), keys("a").queue, payload, (), keys("a").counter("sent"))
+        costs.append(counting.total)
+    gaesignals.configure(store=raw.store)
+    assert costs[0] == costs[1] == (1 if raw.store.supports_append else costs[0])
+    queued = frames.parse_queue(raw.get(keys("a").queue) or b"", keys("a").queue.encode())
+    assert [frames.coalesce_of(f) is not None for f in queued.found] == [False, False, True]
+    assert settings.store is raw.store

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import gaesignals
 from gaesignals import frames
+from gaesignals.stores import Connection
 
 from ..conftest import RawAccess
 from .coalesce_support import NOW, bodies, cancel, counters, frame, keys, shard, take
@@ -140,3 +141,22 @@ def test_the_generic_take_answers_as_the_native_one(raw: RawAccess) -> None:
     assert native[0] == {"a": ["k new", "plain"]}
     assert native[2] == {"a": ["d3"]}
     assert native[3] == {"accounted": 8, "delivered": 3, "coalesced": 3, "cancelled": 2}
+
+
+def test_a_cancellation_racing_a_take_cancels_or_comes_too_late(raw: RawAccess) -> None:
+    """A cancellation appended between a generic take's read and its reset makes the reset
+    lose; the take reads again and the payload is cancelled, counted once, never delivered."""
+    target = frame("a", "target", n=1)
+    raced: list[bytes] = []
+
+    def canceller(conn: Connection) -> None:
+        if not raced:
+            raced.append(cancel("a", target))
+            conn.set_many({keys("a").queue: target + raced[0]})
+
+    store = MeddlingStore(raw.store, before_cas=canceller)
+    gaesignals.configure(store=store)
+    raw.set(keys("a").queue, target)
+    assert bodies(take(store, ["a"])) == {}
+    assert counters(raw, "a") == {"accounted": 1, "cancelled": 1}
+    assert raw.get(keys("a").queue) in (None, b"")
