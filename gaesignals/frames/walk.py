@@ -299,19 +299,29 @@ class Walker:
                         return pos, why
                     pos = end
                     continue
-            if flags & FLAG_CANCEL:
-                if len(body) != 8 or flags & (FLAG_SPREAD | FLAG_JSON):
-                    return pos, "malformed cancel frame"
-                self.cancels.append(new(Frame, (pos, end, flags, attempts, ident, body, meta)))
-            elif flags & FLAG_SPREAD:
-                if len(body) != 1 or not body[0]:
-                    return pos, "malformed spread marker"
-                self.marker_width = max(self.marker_width, min(body[0], MAX_SPREAD))
-                self.marker_bytes += end - pos
+            if flags & _NOT_PAYLOAD:
+                why = self.not_payload(new(Frame, (pos, end, flags, attempts, ident, body, meta)))
+                if why:
+                    return pos, why
             else:
                 append(new(Frame, (pos, end, flags, attempts, ident, body, meta)))
             pos = end
         return pos, ""
+
+    def not_payload(self, frame: Frame) -> str:
+        """Note a verified frame that is not a payload (a spread marker, a cancellation); or
+        say why it is malformed."""
+        body = frame.body
+        if frame.flags & FLAG_CANCEL:
+            if len(body) != 8 or frame.flags & (FLAG_SPREAD | FLAG_JSON):
+                return "malformed cancel frame"
+            self.cancels.append(frame)
+            return ""
+        if len(body) != 1 or not body[0]:
+            return "malformed spread marker"
+        self.marker_width = max(self.marker_width, min(body[0], MAX_SPREAD))
+        self.marker_bytes += frame.end - frame.start
+        return ""
 
     def bodies(self) -> list[bytes] | None:
         """The bodies mode: a value that passes the seal check and holds only pickle frames

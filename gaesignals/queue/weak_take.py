@@ -158,11 +158,11 @@ class _Waiting(NamedTuple):
     held: list[frames.Frame]
     value: bytes
     shift: int
-    back: list[frames.Frame]
+    back: tuple[frames.Frame, ...] = ()
 
     def raw(self) -> bytes:
         """The bytes of every frame kept, in queue order."""
-        value, kept = self.value, self.later + self.held + self.back
+        value, kept = self.value, [*self.later, *self.held, *self.back]
         if len(kept) > max(len(self.later), len(self.held), len(self.back)):
             kept.sort(key=lambda frame: frame.start)
         return b"".join(value[frame.start : frame.end] for frame in kept)
@@ -529,8 +529,8 @@ class _Take:
             kept = self.waiting.get(key)
             if kept is None:
                 assert marked is not None  # a key with frames to keep was noted
-                kept = self.waiting[key] = _Waiting([], [], marked[1], marked[2], [])
-            kept.back.extend(stay)
+                kept = _Waiting([], [], marked[1], marked[2])
+            self.waiting[key] = kept._replace(back=(*kept.back, *stay))
         self.collapsed[key] = (coalesced, cancelled)
         parsed[key] = (name, found, bad, self.reader.within_ttl(name, deliver))
 
@@ -550,7 +550,7 @@ class _Take:
         for frame in found:
             (later if frame.meta and frames.not_before(frame) > now else due).append(frame)
         if later or held:
-            self.waiting[key] = _Waiting(later, held, value, shift, [])
+            self.waiting[key] = _Waiting(later, held, value, shift)
         return due
 
     def learn(self, name: str, seen: int) -> None:
