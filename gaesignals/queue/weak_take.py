@@ -260,7 +260,7 @@ class _Take:
             self.count(parsed)
             counters = pop_changes(self.counts) if self.counting else {}
             won = self._reset(current, parsed, counters)
-            self.keep(parsed, won, taken_back=bool(counters))
+            self.keep(parsed, won, taken_back=self.counting)
             if self.failure is not None:
                 return
             todo = list(dict.fromkeys(home_key(key) for key in parsed if not won[key]))
