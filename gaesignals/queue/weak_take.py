@@ -233,6 +233,8 @@ class _Take:
         self.marked: dict[str, dict[str, tuple[list[frames.Frame], bytes, int]]] = {}
         #: Each key's payloads coalesced and cancelled, as :meth:`collapse` decided.
         self.collapsed: dict[str, tuple[int, int]] = {}
+        #: Whether a reset's answer never came: its counters may or may not have landed.
+        self.unsure = False
 
     def result(self) -> WeakTaken:
         return WeakTaken(
@@ -260,7 +262,9 @@ class _Take:
             self.count(parsed)
             counters = pop_changes(self.counts) if self.counting else {}
             won = self._reset(current, parsed, counters)
-            self.keep(parsed, won, taken_back=self.counting)
+            # Counted, even when this round's counts cancelled an earlier round's take-back
+            # and nothing went out; unless the reset's fate is unknown (counters cleared).
+            self.keep(parsed, won, taken_back=self.counting and not self.unsure)
             if self.failure is not None:
                 return
             todo = list(dict.fromkeys(home_key(key) for key in parsed if not won[key]))
@@ -309,7 +313,7 @@ class _Take:
             # may or may not have landed: left as they are, so lost detection can only
             # under-report; the log says how many payloads are at stake.
             self.failure = error
-            counters.clear()
+            self.unsure = True
             for key, (_, found, *_) in parsed.items():
                 self._log_unanswered(key, len(found), "timed out or failed")
             return dict.fromkeys(resets, False)
