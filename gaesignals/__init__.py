@@ -5,6 +5,7 @@ handlers. The documentation's :doc:`delivering` page gives the delivery modes an
 guarantees.
 """
 
+from .browser.messages import send_to_browser
 from .config import Settings, configure
 from .delivery import (
     DeadLetter,
@@ -101,5 +102,6 @@ __all__ = [
     "send",
     "send_multi",
     "send_now",
+    "send_to_browser",
     "stats",
 ]

@@ -43,6 +43,9 @@ DEFAULT_RETRY_BACKOFF = 2.0
 DEFAULT_RETRY_MAX_DELAY = 300.0
 _jitter = random.Random()
 MAX_SHARDS = 64
+DEFAULT_MAX_CALL_BYTES = 16 * 1024
+#: Who may call a signal from a browser (see SignalSpec.from_browser).
+FromBrowser = bool | str | Callable[..., bool]
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,10 +55,12 @@ class SignalSpec:
     ``reliable`` picks the delivery mode when ``deliver`` is not told one; ``lease``,
     ``max_attempts`` and the ``retry_*`` options (:class:`RetryPolicy`) apply to reliable
     delivery; ``shards`` spreads a hot signal over several keys; ``ttl`` (seconds) drops
-    payloads older than that at delivery instead of running them.
-    A signal declared with ``shards`` has exactly that many (``fixed``); any other starts on
-    one key and spreads itself when contended (:mod:`gaesignals.queue.spread`), which costs
-    its senders' order across shards: ``shards=1`` keeps one key, and each sender's order.
+    payloads older than that at delivery instead of running them; ``max_pending`` is the most
+    payloads it may hold (sends past it raise ``QueueFull``; see :mod:`gaesignals.queue.cap`).
+    A signal declared with ``shards`` has exactly that many (``fixed``), and is full when they
+    are; any other starts on one key and spreads itself when contended or full
+    (:mod:`gaesignals.queue.spread`), which costs its senders' order across shards:
+    ``shards=1`` keeps one key, and each sender's order.
     """
 
     name: str
@@ -70,6 +75,17 @@ class SignalSpec:
     retry_max_delay: float = DEFAULT_RETRY_MAX_DELAY
     #: Declared with ``shards``: never spreads itself.
     fixed: bool = False
+    #: Who may call it from a browser (:mod:`gaesignals.browser`): False (nobody), True
+    #: (anyone), ``"authenticated"``, or a callable ``(visitor, data) -> bool``.
+    from_browser: FromBrowser = False
+    #: A browser call sends it for a later delivery (True), or runs its receivers at once.
+    delayed: bool = True
+    #: Checks a browser call's data (raising refuses the call).
+    schema: Callable[[Any], object] | None = None
+    #: The largest JSON body a browser call may send, in bytes.
+    max_call_bytes: int = DEFAULT_MAX_CALL_BYTES
+    #: The most payloads the signal may hold; None: as many as the store has room for.
+    max_pending: int | None = None
 
     def __post_init__(self) -> None:
         check_name(self.name)
@@ -81,7 +97,11 @@ class SignalSpec:
             raise ValueError(f"shards must be an int in 1..{MAX_SHARDS}, got {self.shards!r}")
         if self.ttl is not None and (not isinstance(self.ttl, int) or self.ttl < 1):
             raise ValueError(f"ttl must be a positive number of seconds or None, got {self.ttl!r}")
+        cap = self.max_pending
+        if cap is not None and (not isinstance(cap, int) or isinstance(cap, bool) or cap < 1):
+            raise ValueError(f"max_pending must be a positive number of payloads, got {cap!r}")
         RetryPolicy(self.retry_delay, self.retry_backoff, self.retry_max_delay)
+        check_browser_options(self)
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +152,22 @@ def _default_spec(name: str) -> SignalSpec:
 MAX_RETRY_DELAY = 7 * 24 * 3600
 
 
+def check_browser_options(spec: SignalSpec) -> None:
+    """Refuse browser-call options that cannot work (see :class:`SignalSpec`)."""
+    if spec.from_browser not in (False, True, "authenticated") and not callable(spec.from_browser):
+        raise ValueError(
+            "from_browser must be False, True, 'authenticated' or a callable (visitor, data), "
+            f"got {spec.from_browser!r}"
+        )
+    if not isinstance(spec.delayed, bool):
+        raise TypeError(f"delayed must be a bool, got {spec.delayed!r}")
+    if spec.schema is not None and not callable(spec.schema):
+        raise TypeError(f"schema must be a callable of the data, got {spec.schema!r}")
+    size = spec.max_call_bytes
+    if not isinstance(size, int) or isinstance(size, bool) or size < 2:
+        raise ValueError(f"max_call_bytes must be an int of at least 2, got {size!r}")
+
+
 def check_lease(lease: object) -> int:
     if not isinstance(lease, int) or isinstance(lease, bool) or not 1 <= lease <= MAX_LEASE:
         raise ValueError(
@@ -170,6 +206,11 @@ class Registry:
         retry_delay: float | None = None,
         retry_backoff: float | None = None,
         retry_max_delay: float | None = None,
+        from_browser: FromBrowser | None = None,
+        delayed: bool | None = None,
+        schema: Callable[[Any], object] | None = None,
+        max_call_bytes: int | None = None,
+        max_pending: int | None = None,
     ) -> SignalSpec:
         """Declare ``name`` with options; options left out keep what an earlier declaration
         set (or the defaults). Returns the resulting spec."""
@@ -183,6 +224,11 @@ class Registry:
             "retry_delay": retry_delay,
             "retry_backoff": retry_backoff,
             "retry_max_delay": retry_max_delay,
+            "from_browser": from_browser,
+            "delayed": delayed,
+            "schema": schema,
+            "max_call_bytes": max_call_bytes,
+            "max_pending": max_pending,
         }
         if shards is not None:
             given["fixed"] = True
@@ -217,6 +263,11 @@ class Registry:
         """How many queue keys ``name`` is spread over: cheap, as every send asks."""
         found = self._specs.get(name)
         return found.shards if found is not None else 1
+
+    def max_pending(self, name: str) -> int | None:
+        """The most payloads ``name`` may hold (None: no cap): cheap, as every send asks."""
+        found = self._specs.get(name)
+        return found.max_pending if found is not None else None
 
     def connect(self, name: str, handler: Callable[..., object], **options: Any) -> None:
         """Make ``handler`` a receiver of ``name`` (once: connecting it again does nothing).
@@ -292,8 +343,15 @@ def declare(
     retry_delay: float | None = None,
     retry_backoff: float | None = None,
     retry_max_delay: float | None = None,
+    from_browser: FromBrowser | None = None,
+    delayed: bool | None = None,
+    schema: Callable[[Any], object] | None = None,
+    max_call_bytes: int | None = None,
+    max_pending: int | None = None,
 ) -> SignalSpec:
-    """Declare a signal's options once for senders and deliverers (see :class:`SignalSpec`)."""
+    """Declare a signal's options once for senders and deliverers (see :class:`SignalSpec`);
+    ``from_browser``, ``delayed``, ``schema`` and ``max_call_bytes`` say who may call it from a
+    browser and how (see :mod:`gaesignals.browser`)."""
     return registry.declare(
         name,
         reliable=reliable,
@@ -304,6 +362,11 @@ def declare(
         retry_delay=retry_delay,
         retry_backoff=retry_backoff,
         retry_max_delay=retry_max_delay,
+        from_browser=from_browser,
+        delayed=delayed,
+        schema=schema,
+        max_call_bytes=max_call_bytes,
+        max_pending=max_pending,
     )
 
 

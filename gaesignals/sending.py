@@ -17,9 +17,13 @@ from .config import Settings, get_settings
 from .coroutines import in_worker
 from .eager import has_receivers, send_now
 from .exceptions import Contention, QueueFull
+from .frames import MAX_SPREAD
 from .keys import SignalKeys, check_name, signal_keys
 from .queue.append import SEND_ATTEMPTS, append_frames, append_one
+from .queue.cap import check as check_cap
 from .queue.routing import route
+from .registration import registry
+from .stores import Connection
 from .timing import meta_for, not_before
 
 
@@ -53,7 +57,8 @@ class Signal:
         ``delay`` (seconds or a timedelta) or ``eta`` (an aware datetime) holds the payload
         back from every delivery until then (see :mod:`gaesignals.timing` for the longest).
         Raises :class:`InvalidDelay` or :class:`PayloadTooLarge` (nothing written),
-        :class:`QueueFull` (the signal holds too many undelivered bytes),
+        :class:`QueueFull` (the signal holds its ``max_pending``, its declared shards are
+        full, or the cache is out of memory),
         :class:`StoreUnavailable` (the cache is down).
         """
         send(self.name, data, delay=delay, eta=eta)
@@ -104,6 +109,10 @@ def _send(
         publish.framed(frame)
     key, queues = route(name, keys, settings)
     try:
+        cap = registry.max_pending(name)
+        if cap is not None:
+            with settings.store.connection() as conn:
+                check_cap(conn, settings, keys, cap, 1, queues or (key,))
         append_one(
             settings, key, frame, queues, keys.counter("sent") if settings.counters else None
         )
@@ -176,6 +185,7 @@ def _send_multi(
     eager: list[tuple[str, Any]] = []
     sent_of: dict[str, str] = {}
     names: dict[str, str] = {}
+    capped: dict[str, SignalKeys] = {}
     for item in items:
         name, data = (item, None) if isinstance(item, str) else item
         keys = signal_keys(check_name(name), settings.namespace)
@@ -189,6 +199,8 @@ def _send_multi(
             continue
         key, queues = route(name, keys, settings)
         routes[key] = queues or (key,)
+        if registry.max_pending(name) is not None:
+            capped[name] = keys
         sent_of[key] = keys.counter("sent")
         names[key] = name
         framed.setdefault(key, []).append(frame)
@@ -211,6 +223,7 @@ def _send_multi(
         )
         try:
             with store.connection() as conn:
+                _check_caps(conn, settings, capped, framed, names)
                 append_frames(conn, store, batch, routes, counts, settings=settings)
         except (QueueFull, Contention) as error:
             signal_of = {queue: names[key] for key, queues in routes.items() for queue in queues}
@@ -224,6 +237,22 @@ def _send_multi(
             send_now(name, data)
 
 
+def _check_caps(
+    conn: Connection,
+    settings: Settings,
+    capped: Mapping[str, SignalKeys],
+    framed: Mapping[str, list[bytes]],
+    names: Mapping[str, str],
+) -> None:
+    """Refuse the whole batch (nothing written yet) if a signal of it declared with
+    ``max_pending`` would pass its cap."""
+    for name, keys in capped.items():
+        adding = sum(len(parts) for key, parts in framed.items() if names[key] == name)
+        cap = registry.max_pending(name)
+        if cap is not None:
+            check_cap(conn, settings, keys, cap, adding, tuple(framed))
+
+
 def _name_signals(
     error: QueueFull | Contention, signal_of: Mapping[str, str], settings: Settings
 ) -> None:
@@ -232,11 +261,17 @@ def _name_signals(
     signals. The error stays the same object; its message and ``signals`` are rewritten."""
     error.signals = tuple(dict.fromkeys(signal_of.get(key, key) for key in error.keys))
     named = ", ".join(map(repr, error.signals)) or "the signal"
-    if isinstance(error, QueueFull):
+    if isinstance(error, QueueFull) and error.cap is not None:
         error.args = (
-            f"signal {named} holds too many pending bytes to take more (a queue key holds "
-            f"at most {settings.store.max_value_size} bytes): deliver it, or send less, "
-            "and try again",
+            f"signal {named} holds its max_pending of {error.cap} payloads: deliver it, or "
+            "send less, and try again",
+        )
+    elif isinstance(error, QueueFull):
+        error.args = (
+            f"signal {named} has no room to take more: its shards are full (a queue key "
+            f"holds at most {settings.store.max_value_size} bytes; a signal declared with "
+            f"shards keeps those, any other spreads over up to {MAX_SPREAD}), or the cache "
+            "is out of memory: deliver it, or send less, and try again",
         )
     else:
         error.args = (
