@@ -19,13 +19,16 @@ from typing import Any
 
 import webapp2
 
-from gaesignals import GaeSignalsError, Signal, deliver
+from gaesignals import GaeSignalsError, Signal, deliver, send_to_browser
+from gaesignals.browser import csrf_token
 from gaesignals.config import get_settings
 
 from . import records
+from .live import NOTICE, SCRIPT, SESSION_COOKIE, SESSION_ID, SIGNED_IN_COOKIE, identify
 from .signals import AUDIT, CRON_MAPPING, GUESTBOOK, notice_handler, notice_signal
 
-#: How long the visitor's id cookie lives (30 days).
+#: How long the visitor's id cookie lives (30 days); the session cookie lives as long as the
+#: browser keeps it (no expiry), which is what a "session" of windows means here.
 _COOKIE_SECONDS = 30 * 24 * 3600
 
 CRON_PATH = "/tasks/deliver-signals"
@@ -60,6 +63,10 @@ th { overflow-wrap: normal; }  /* a header's words stay whole; the cells below g
 .pending { font-weight: bold; color: #b35c00; } .zero { color: #2a7d2a; }
 .note { background: #eef6ff; border: 1px solid #bcd8f5; border-radius: 6px; padding: .5rem .8rem; }
 .error { background: #fff0f0; border-color: #f0b8b8; }
+#live-log { list-style: none; margin: .4rem 0 0; padding: 0; max-height: 14rem; overflow-y: auto; }
+#live-log li { border-top: 1px solid #eee; padding: .15rem 0; }
+#live-log .refused, #live-log .reset { color: #a33; } #live-log .notice { color: #1d5fa8; }
+tr.live td { background: #f3fbf3; }
 """
 
 
@@ -86,7 +93,9 @@ class Request(webapp2.Request):
 
 
 class Page(webapp2.RequestHandler):
-    """Knows the user (a cookie standing in for a login) and renders the common frame."""
+    """Knows the visitor (cookies standing in for a login and a session) and renders the
+    common frame. A new visitor gets a user id at once but is a guest until they sign in
+    (the "switch to user" form), which is what the browser signals' permissions look at."""
 
     def user_id(self) -> str:
         """The current user's id, from the cookie, or a new one (and the cookie to keep it)."""
@@ -97,14 +106,32 @@ class Page(webapp2.RequestHandler):
         self.set_user(user_id)
         return user_id
 
-    def set_user(self, user_id: str) -> None:
-        self.request.cookies["uid"] = user_id
+    def session_id(self) -> str:
+        """This browser's session: one id shared by its windows, kept until it closes."""
+        found = self.request.cookies.get(SESSION_COOKIE, "")
+        if SESSION_ID.match(found):
+            return str(found)
+        session = secrets.token_urlsafe(16)
+        self.set_cookie(SESSION_COOKIE, session, max_age=None)
+        return session
+
+    def set_user(self, user_id: str, *, signed_in: bool = False) -> None:
+        self.set_cookie("uid", user_id)
+        if signed_in:
+            self.set_cookie(SIGNED_IN_COOKIE, "1")
+
+    def set_cookie(self, name: str, value: str, *, max_age: int | None = _COOKIE_SECONDS) -> None:
+        """Set an HttpOnly, SameSite=Lax cookie, for this request (the page reads it back) and
+        the browser's next ones."""
+        self.request.cookies[name] = value
         # Built with the standard library, not webob's set_cookie, which computes Expires with
         # datetime.utcnow(), deprecated since Python 3.12 (App Engine runs 3.13).
         cookie = http.cookies.SimpleCookie()
-        cookie["uid"] = user_id
-        morsel = cookie["uid"]
-        morsel.update({"max-age": str(_COOKIE_SECONDS), "expires": _COOKIE_SECONDS, "path": "/"})
+        cookie[name] = value
+        morsel = cookie[name]
+        morsel["path"] = "/"
+        if max_age is not None:
+            morsel.update({"max-age": str(max_age), "expires": max_age})
         morsel["httponly"] = True
         morsel["samesite"] = "Lax"
         self.response.headers.add("Set-Cookie", morsel.OutputString())
@@ -117,15 +144,28 @@ class Page(webapp2.RequestHandler):
         records.push(f"notes:{self.user_id()}", id=note_id, **note)
         self.redirect(f"/?note={note_id}", code=303)
 
-    def render(self, title: str, body: str) -> None:
+    def render(self, title: str, body: str, *, live: bool = False) -> None:
+        """The page in the common frame; ``live`` adds the browser signals' client, with the
+        CSRF token of this visitor's session for its calls."""
         store = get_settings().store
+        me = self.user_id()
+        visitor = identify(self.request.environ)
+        head = ""
+        if live:
+            head = (
+                f'<meta name="gaesignals-csrf" content="{_e(csrf_token(visitor))}">'
+                '<script type=module src="/live.js"></script>'
+            )
+        guest = "" if visitor.user else " (a guest)"
         self.response.content_type = "text/html"
         self.response.write(
             html_page(
                 title,
                 f"<p>store <code>{_e(store)}</code> · served by pid {os.getpid()} · "
-                f'you are user <b>{_e(self.user_id())}</b> · <a href="/inbox">your inbox</a></p>',
+                f"you are user <b>{_e(me)}</b>{guest} · "
+                '<a href="/inbox">your inbox</a></p>',
                 body,
+                head=head,
             )
         )
 
@@ -135,14 +175,14 @@ class Page(webapp2.RequestHandler):
         error_page(self.response, 503, f"Signals are unavailable right now: {exception}")
 
 
-def html_page(title: str, header: str, body: str) -> str:
-    """A whole page in the example's frame: the title links home, ``header`` and ``body`` are
-    HTML already escaped by the caller."""
+def html_page(title: str, header: str, body: str, *, head: str = "") -> str:
+    """A whole page in the example's frame: the title links home, ``header``, ``body`` and
+    ``head`` (more of the page's head) are HTML already escaped by the caller."""
     return (
         "<!doctype html><html lang=en><head><meta charset=utf-8>"
         '<meta name=viewport content="width=device-width, initial-scale=1">'
         f'<link rel=icon href="{FAVICON}">'
-        f"<title>{_e(title)}</title><style>{STYLE}</style></head><body><header>"
+        f"<title>{_e(title)}</title><style>{STYLE}</style>{head}</head><body><header>"
         f'<h1><a href="/" style="color:inherit;text-decoration:none">{_e(title)}</a></h1>'
         f"{header}</header>{body}</body></html>"
     )
@@ -171,9 +211,10 @@ class Dashboard(Page):
 
     def get(self) -> None:
         me = self.user_id()
+        self.session_id()
         notice = notice_signal(me)
         flash = _flash(self.request.GET, me)
-        self.render("gaesignals example", flash + _forms(me) + _tables(notice))
+        self.render("gaesignals example", flash + _forms(me) + _tables(notice), live=True)
 
 
 class SendHandler(Page):
@@ -204,6 +245,7 @@ class NotifyHandler(Page):
         name = notice_signal(to)
         # An unread notice from this user is replaced by their newer one: coalesced per sender.
         Signal(name).send({"text": text, "from": me, "sent_at": time.time()}, coalesce=f"from_{me}")
+        send_to_browser(NOTICE, {"text": text, "from": me}, user=to)  # that user's windows
         Signal(AUDIT).send({"action": f"notified user {to}", "user": me, "sent_at": time.time()})
         records.push("events", kind="sent", signal=name, detail=text)
         self.redirect_with_note(sent=name)
@@ -233,12 +275,12 @@ class InboxHandler(Page):
 
 
 class SwitchUserHandler(Page):
-    """Become another user (the example's stand-in for signing in)."""
+    """Become another user, signed in (the example's stand-in for a login)."""
 
     def post(self) -> None:
         user_id = self.request.POST.get("uid", "").strip()
         if _USER_ID.match(user_id):
-            self.set_user(user_id)
+            self.set_user(user_id, signed_in=True)
         self.redirect("/", code=303)
 
 
@@ -268,6 +310,15 @@ class StatusHandler(Page):
         self.response.write(json.dumps(status, indent=1) + "\n")
 
 
+class LiveScript(webapp2.RequestHandler):
+    """The front page's script (``live.js``), an ES module beside this file: no build step."""
+
+    def get(self) -> None:
+        self.response.content_type = "text/javascript"
+        self.response.headers["Cache-Control"] = "no-cache"
+        self.response.write(SCRIPT.read_bytes())
+
+
 ROUTES = [
     ("/", Dashboard),
     ("/send", SendHandler),
@@ -276,6 +327,7 @@ ROUTES = [
     ("/user", SwitchUserHandler),
     ("/deliver-now", DeliverNowHandler),
     ("/status.json", StatusHandler),
+    ("/live.js", LiveScript),
 ]
 
 
@@ -329,6 +381,17 @@ def _forms(me: str) -> str:
    calls <code>{CRON_PATH}</code> every minute, which delivers it reliably (at least once).</p>
   <form method=post action=/deliver-now><button>Deliver now, as cron would</button></form>
  </div>
+ <div class=card id=live><h2>4 · Live, in every open window</h2>
+  <form id=ping>ping <select name=to><option value=window>this window</option>
+   <option value=session>this browser's windows</option><option value=user>all my windows
+   </option><option value=everyone>everyone</option></select><button>Ping</button></form>
+  <form><button type=button data-call=wave>Wave to everyone</button>
+   <button type=button data-call=audit>Send audit from the page</button></form>
+  <p class=hint>The page's JavaScript calls Python signals (<code>call("ping", ...)</code>)
+   and hears what Python sends it (<code>send_to_browser(...)</code>): a greeting signed in
+   any window, a notice for your user. Waving needs a signed-in user (switch user above);
+   <code>audit</code> is not callable from a browser at all.</p>
+  <ul id=live-log aria-live=polite></ul></div>
 </section>"""
 
 
@@ -369,7 +432,7 @@ def _tables(notice: str) -> str:
         "<h2>Pending payloads</h2><table><tr><th>signal</th><th>pending</th>"
         f"<th>delivered by</th></tr>{pending_rows}</table>"
         "<h2>Guestbook, as published by the handler</h2>"
-        "<table><tr><th>published</th><th>user</th><th>text</th><th>by</th></tr>"
+        "<table id=guestbook><tr><th>published</th><th>user</th><th>text</th><th>by</th></tr>"
         f"{guestbook or '<tr><td colspan=4>Nothing published yet.</td></tr>'}</table>"
         "<h2>Audit log, written by the reliable handler</h2>"
         "<table><tr><th>written</th><th>user</th><th>action</th><th>by</th></tr>"

@@ -2,6 +2,7 @@
 
 * ``guestbook``: sent by the form on the front page; delivered at the start of the next
   request by ``SignalsMiddleware`` (see ``appengine_config.py``), in the default weak mode.
+  Its handler also sends the published entry to every open window (``live.py``).
 * ``user_<id>_notice``: one signal per user, as the 2011 README suggests; delivered by
   ``InboxHandler.get`` once the user is known, so only that user's requests pay for it.
   Sent with ``coalesce="from_<sender>"``: of the notices one user sent that are still
@@ -18,9 +19,10 @@ import logging
 import re
 from typing import Any
 
-from gaesignals import SignalMapping, pass_signal_name
+from gaesignals import SignalMapping, pass_signal_name, send_to_browser
 
 from . import records
+from .live import PUBLISHED
 
 logger = logging.getLogger("example_app")
 
@@ -35,11 +37,13 @@ def notice_signal(user_id: str) -> str:
 
 
 def guestbook_handler(data: Any) -> None:
-    """Publish a guestbook entry: the deferred work the form asked for."""
+    """Publish a guestbook entry (the deferred work the form asked for), in the record and in
+    every open window."""
     text = str(data.get("text", "")) if isinstance(data, dict) else str(data)
     sent_by = data.get("user") if isinstance(data, dict) else None
-    records.push("guestbook", text=text, user=sent_by, sent_at=_sent_at(data))
+    entry = records.push("guestbook", text=text, user=sent_by, sent_at=_sent_at(data))
     records.push("events", kind="received", signal=GUESTBOOK, detail=text)
+    send_to_browser(PUBLISHED, entry, broadcast=True)  # every open window shows it at once
     logger.info("guestbook: published %r from user %s", text, sent_by)
 
 

@@ -5,6 +5,7 @@ handlers. The documentation's :doc:`delivering` page gives the delivery modes an
 guarantees.
 """
 
+from .browser.messages import send_to_browser
 from .cancelling import CancelResult, cancel, purge
 from .config import Settings, configure
 from .delivery import (
@@ -110,5 +111,6 @@ __all__ = [
     "send",
     "send_multi",
     "send_now",
+    "send_to_browser",
     "stats",
 ]

@@ -37,6 +37,7 @@ EXTRAS = {
     "django": Extra(("django",), "Django", "gaesignals.contrib.django"),
     "otel": Extra(("opentelemetry",), "opentelemetry-api", "tracing"),
     "dashboard": Extra(("prometheus_client",), "prometheus_client", "gaesignals.dashboard"),
+    "example": Extra(("webapp2",), "webapp2", "gaesignals.browser.frameworks.webapp2"),
 }
 
 

@@ -121,6 +121,16 @@ def count_sent(conn: Connection | None, store: Store, deltas: Mapping[str, int])
         flush_sent(using, store)
 
 
+def pending_sent(store: Store, counter: str) -> int:
+    """The ``sent`` count this process holds for ``counter`` and has not written yet (see
+    :func:`count_sent`)."""
+    try:
+        tally = _tallies.get(store)
+    except TypeError:
+        return 0
+    return 0 if tally is None else tally.deltas.get(counter, 0)
+
+
 def flush_sent(conn: Connection, store: Store) -> None:
     """Write the ``sent`` counts this process holds for ``store`` (see :func:`count_sent`);
     on failure they are kept for the next try, and the failure logged, not raised: the

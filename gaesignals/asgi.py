@@ -15,7 +15,7 @@ from typing import Any
 
 from .coroutines import in_worker
 from .delivery import MappingArg
-from .middleware import RequestDeliverer
+from .middleware import REQUEST_LIMIT, RequestDeliverer, waits
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -24,13 +24,21 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
+def full_path(scope: Scope) -> str:
+    """The request's whole URL path: ``path`` holds ``root_path`` already on some servers."""
+    root, path = str(scope.get("root_path", "")), str(scope.get("path", ""))
+    return path if path.startswith(root) else root + path
+
+
 class SignalsMiddleware(RequestDeliverer):
     """Deliver ``mapping`` before the wrapped ASGI app sees each HTTP request.
 
     The options are the WSGI middleware's: ``mapping=None`` delivers the default registry's
     receivers as they are at each request, ``reliable=None`` gives each signal its declared
     mode, ``lease`` and ``max_attempts`` override the declarations, ``interval`` (seconds)
-    makes this middleware deliver at most that often, ``clock`` is injectable for tests.
+    makes this middleware deliver at most that often, ``limit`` bounds how many payloads of
+    each signal a request takes (:data:`~gaesignals.middleware.REQUEST_LIMIT` by default;
+    None: a whole backlog), ``clock`` is injectable for tests.
 
     At most one delivery runs at a time for each middleware: a request that arrives while one
     runs goes straight to the app, without a cache call. Delivery never breaks a request:
@@ -48,6 +56,7 @@ class SignalsMiddleware(RequestDeliverer):
         max_attempts: int | None = None,
         interval: float = 0,
         clock: Callable[[], float] = time.monotonic,
+        limit: int | None = REQUEST_LIMIT,
     ) -> None:
         super().__init__(
             mapping,
@@ -56,6 +65,7 @@ class SignalsMiddleware(RequestDeliverer):
             max_attempts=max_attempts,
             interval=interval,
             clock=clock,
+            limit=limit,
         )
         self.app = app
         #: The delivery running now, if any (kept so that it finishes even if its request
@@ -63,7 +73,7 @@ class SignalsMiddleware(RequestDeliverer):
         self.running: asyncio.Future[int] | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
+        if scope["type"] == "http" and not waits(full_path(scope)):
             await self.adeliver_if_due()
         await self.app(scope, receive, send)
 

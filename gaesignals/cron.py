@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from .config import on_app_engine
-from .delivery import MappingArg, SignalMapping, deliver
+from .delivery import MappingArg, SignalMapping, check_limit, deliver
 from .exceptions import ConfigurationError, StoreUnavailable
 from .middleware import DELIVERED
 
@@ -33,6 +33,9 @@ logger = logging.getLogger("gaesignals")
 TOKEN_ENV = "GAESIGNALS_CRON_TOKEN"
 #: Shorter tokens are refused: they can be guessed.
 MIN_TOKEN_BYTES = 32
+#: How many payloads of each signal one scheduled delivery takes unless told otherwise: a
+#: backlog drains over calls, each call answering before the scheduler's deadline.
+CRON_LIMIT = 1000
 
 
 class CronDeliveryApp:
@@ -43,7 +46,9 @@ class CronDeliveryApp:
     ``mapping=None`` delivers the default registry's receivers (:func:`~gaesignals.receiver`),
     each signal in its declared mode unless ``reliable`` says otherwise. ``token=None`` reads
     ``GAESIGNALS_CRON_TOKEN``; with no token at all, only App Engine cron gets in.
-    ``reliable``, ``lease`` and ``max_attempts`` are passed to :func:`deliver`.
+    ``reliable``, ``lease``, ``max_attempts`` and ``limit`` are passed to :func:`deliver`;
+    ``limit`` (how many payloads of each signal one call takes) is :data:`CRON_LIMIT` by
+    default, None for a whole backlog.
     Answers 403 to anyone else, 405 to other methods, 503 when the store is down.
     """
 
@@ -55,11 +60,13 @@ class CronDeliveryApp:
         token: str | None = None,
         lease: int | None = None,
         max_attempts: int | None = None,
+        limit: int | None = CRON_LIMIT,
     ) -> None:
         self.mapping = None if mapping is None else SignalMapping.coerce(mapping)
         self.reliable = reliable
         self.lease = lease
         self.max_attempts = max_attempts
+        self.limit = None if limit is None else check_limit(limit)
         if token is None:
             token = os.environ.get(TOKEN_ENV, "").strip() or None
         if token is not None and len(token.encode("utf-8")) < MIN_TOKEN_BYTES:
@@ -105,7 +112,11 @@ class CronDeliveryApp:
             )
         try:
             delivered = deliver(
-                self.mapping, self.reliable, lease=self.lease, max_attempts=self.max_attempts
+                self.mapping,
+                self.reliable,
+                lease=self.lease,
+                max_attempts=self.max_attempts,
+                limit=self.limit,
             )
             # What a delivery around this same request (a middleware, a before_request hook)
             # took counts too: it was delivered in this request, and this one found it gone.

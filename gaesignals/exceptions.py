@@ -30,7 +30,7 @@ sentence for people.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 
 class GaeSignalsError(Exception):
@@ -98,7 +98,8 @@ class InvalidMapping(GaeSignalsError, TypeError):
 
 
 class QueueFull(GaeSignalsError):
-    """The signal already holds so many pending bytes that this payload would not fit.
+    """The signal cannot take this payload: it holds its ``max_pending``, its declared shards
+    are full, it spread as wide as it gets, or the cache refused for want of memory.
 
     ``keys`` names every queue key left unwritten by the send that raised, ``signals`` their
     signals (for ``send_multi``, the other signals' payloads were stored). Deliver the signal
@@ -107,10 +108,22 @@ class QueueFull(GaeSignalsError):
 
     #: The signals whose payloads were left unwritten (set by the send, which knows them).
     signals: tuple[str, ...] = ()
+    #: The ``max_pending`` the signal reached, or None: its shards (or the cache) were full.
+    cap: int | None = None
 
     def __init__(self, message: str, keys: Iterable[str] = ()) -> None:
         super().__init__(message)
         self.keys: tuple[str, ...] = tuple(keys)
+
+
+class StoreFull(QueueFull):
+    """The cache refused to store for want of memory (memcached without eviction:
+    ``SERVER_ERROR out of memory``). ``results`` says, for each key of the refused call,
+    whether it was stored; ``keys`` names those that were not."""
+
+    def __init__(self, message: str, results: Mapping[str, bool]) -> None:
+        super().__init__(message, [key for key, stored in results.items() if not stored])
+        self.results = dict(results)
 
 
 class StoreUnavailable(GaeSignalsError):

@@ -17,15 +17,15 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, NamedTuple
 
 from . import frames
 from .accounting import flush_sent
 from .config import Settings, get_settings
 from .exceptions import StoreUnavailable
-from .keys import check_name, signal_keys
-from .queue import records
+from .keys import SignalKeys, check_name, shard_index, shard_queues, signal_keys
+from .queue import records, spread
 from .queue.collapse import debounced
 from .queue.held import advice, tally
 from .queue.lease import LockState
@@ -79,12 +79,40 @@ def pending(names: str | Iterable[str]) -> dict[str, Pending]:
     Nothing is drained or locked. Bytes include framing and any unreadable garbage, not a
     spread signal's marker; count and age only frames that verify (with the configured
     secret key, if any). On a cluster, copies stranded on other servers are included, and so
-    is every shard a hot signal's senders may use, whatever this process knows of its spread.
+    is every shard a spread signal's senders may use, whatever this process knows of its
+    spread (the keys a sweep reads, then the shards they show in use).
     """
     settings = get_settings()
     wanted = _names(names)
     with settings.store.connection() as conn:
         return _backlog(conn, settings, wanted)
+
+
+def _queue_reads(
+    conn: Connection, settings: Settings, keys: Mapping[str, SignalKeys]
+) -> Iterator[tuple[str, bytes, frames.QueueRead]]:
+    """Each non-empty queue value of the signals of ``keys``, with its signal and its parse:
+    the keys a sweep reads (whatever this process learned), then the other shards of a signal
+    that those show wider (by a marker, or by payloads on a shard past the width known)."""
+    pickled = settings.codec == "pickle"
+    queues = {q: n for n in keys for q in queues_of(n, settings, every=True)}
+    done: set[str] = set()
+    while queues:
+        widest: dict[str, int] = {}
+        for key, value in scan_queues(conn, list(queues)).items():
+            name = queues.get(home_key(key))
+            if name is None or not value:
+                continue
+            # Frames are signed for the signal's own queue key, whatever shard holds them.
+            signer = keys[name].queue.encode()
+            parsed = frames.parse_queue(value, signer, settings.secret_keys, pickled=pickled)
+            seen = max(parsed.marker_width, spread.rung(shard_index(home_key(key))))
+            widest[name] = max(widest.get(name, 1), seen)
+            yield name, value, parsed
+        done.update(queues)
+        queues = {
+            q: n for n, w in widest.items() for q in shard_queues(keys[n].queue, w) if q not in done
+        }
 
 
 def _backlog(conn: Connection, settings: Settings, wanted: list[str]) -> dict[str, Pending]:
@@ -97,18 +125,8 @@ def _backlog(conn: Connection, settings: Settings, wanted: list[str]) -> dict[st
     upcoming: dict[str, float] = {}
     held = {name: Counter[str]() for name in wanted}
     due_now: dict[str, list[frames.Frame]] = {name: [] for name in wanted}
-    pickled = settings.codec == "pickle"
     now = frames.clock()
-    # Every key any sender may use, whatever this process learned; frames are signed for the
-    # signal's own queue key.
-    queues = {q: n for n in wanted for q in queues_of(n, settings, every=True)}
-    current = scan_queues(conn, list(queues)) if queues else {}
-    for key, value in current.items():
-        name = queues.get(home_key(key))
-        if name is None or not value:
-            continue
-        signer = keys[name].queue.encode()
-        parsed = frames.parse_queue(value, signer, settings.secret_keys, pickled=pickled)
+    for name, value, parsed in _queue_reads(conn, settings, keys):
         held[name] += tally(parsed.held)
         count[name] += len(parsed.found)
         size[name] += len(value) - parsed.marker_bytes
@@ -199,7 +217,8 @@ def _read_rest(
     keys = {name: signal_keys(name, settings.namespace) for name in backlog}
     flush_sent(conn, settings.store)  # what this process counted but still holds
     leases = {name: registry.spec(name).lease for name in backlog}
-    states = read_states(conn, keys, REPORTED, settings.secret_keys, leases)
+    widths = {name: len(queues_of(name, settings)) for name in backlog}
+    states = read_states(conn, keys, REPORTED, settings.secret_keys, leases, widths)
     return {
         name: SignalReport(backlog[name], state.counters, state.lock, state.dead_letters)
         for name, state in states.items()

@@ -7,14 +7,17 @@ one hash slot, so a store can work on a whole signal in one atomic script. A nam
 safe in a memcached key (space, control or non-ASCII characters, braces) or would make the key
 too long is replaced by its SHA-256 under a different kind (``qh`` instead of ``q``), so a hashed
 name can never meet a plain one. Kinds: ``q`` queue (``q1``, ``q2``, ... its other shards),
-``l`` lock, ``d`` dead letters, ``c`` cursor (``c1``, ...), ``n`` counters, ``w`` spread key.
+``l`` lock (``l1``, ...), ``d`` dead letters, ``c`` cursor (``c1``, ...), ``n`` counters, ``w``
+spread key.
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import NamedTuple
 
 from .exceptions import InvalidSignalName
 from .stores import MAX_KEY_LENGTH, is_stranded
@@ -105,26 +108,56 @@ def signal_keys(name: str, namespace: str) -> SignalKeys:
     )
 
 
-@lru_cache(maxsize=4096)
-def shard_keys(keys: SignalKeys, shards: int) -> tuple[tuple[str, str], ...]:
-    """The (queue, progress cursor) keys of each of a signal's ``shards``.
+#: Which shards of a signal: how many (its first ones), or their indices in order (a sweep's:
+#: the first ones, then one shard of each rung past them, see :mod:`gaesignals.queue.spread`).
+Shards = int | tuple[int, ...]
 
-    Shard 0 has the signal's own ``queue`` and ``cursor`` keys, so a signal with one shard is
-    stored exactly as an undeclared one. Shard ``i`` > 0 appends ``i`` to the kind (``q3``,
-    ``qh3``, ``c3``): kinds contain no ``:`` and every other kind is letters only, so a shard
-    key is never another signal's key, nor another kind of key of any signal.
+
+def _indices(shards: Shards) -> Iterable[int]:
+    return range(shards) if isinstance(shards, int) else shards
+
+
+class Shard(NamedTuple):
+    """The keys of one shard of a signal: its queue, its progress cursor and the lock a
+    reliable deliverer holds while it works on that shard."""
+
+    queue: str
+    cursor: str
+    lock: str
+
+
+@lru_cache(maxsize=4096)
+def shard_keys(keys: SignalKeys, shards: Shards) -> tuple[Shard, ...]:
+    """The keys of each of a signal's ``shards``.
+
+    Shard 0 has the signal's own ``queue``, ``cursor`` and ``lock`` keys, so a signal with one
+    shard is stored exactly as an undeclared one. Shard ``i`` > 0 appends ``i`` to the kind
+    (``q3``, ``qh3``, ``c3``, ``l3``): kinds contain no ``:`` and every other kind is letters
+    only, so a shard key is never another signal's key, nor another kind of key of any signal.
     """
     _, namespace, kind, part = keys.queue.split(":", 3)
-    cursors = (f"gs:{namespace}:c{kind[1:]}{i}:{part}" for i in range(1, shards))
-    return tuple(zip(shard_queues(keys.queue, shards), (keys.cursor, *cursors), strict=True))
+    mark = kind[1:]
+    return tuple(
+        Shard(queue, keys.cursor, keys.lock)
+        if i == 0
+        else Shard(queue, f"gs:{namespace}:c{mark}{i}:{part}", f"gs:{namespace}:l{mark}{i}:{part}")
+        for i, queue in zip(_indices(shards), shard_queues(keys.queue, shards), strict=True)
+    )
 
 
 @lru_cache(maxsize=4096)
-def shard_queues(base: str, shards: int) -> tuple[str, ...]:
-    """Every queue key of a signal with ``shards`` shards, from its own queue key ``base``,
-    which comes first (see :func:`shard_keys` for the names)."""
+def shard_queues(base: str, shards: Shards) -> tuple[str, ...]:
+    """The queue keys of a signal's ``shards``, from its own queue key ``base``, shard 0's
+    (see :func:`shard_keys` for the names)."""
     _, namespace, kind, part = base.split(":", 3)
-    return (base, *(f"gs:{namespace}:q{kind[1:]}{i}:{part}" for i in range(1, shards)))
+    return tuple(f"gs:{namespace}:q{kind[1:]}{i}:{part}" if i else base for i in _indices(shards))
+
+
+def shard_index(key: str) -> int:
+    """Which shard of its signal a queue key is (0 for the signal's own key)."""
+    kind = key.split(":", 3)[2]
+    digits = kind.lstrip("qh")
+    return int(digits) if digits.isdigit() else 0
 
 
 @lru_cache(maxsize=4096)

@@ -43,6 +43,9 @@ DEFAULT_RETRY_BACKOFF = 2.0
 DEFAULT_RETRY_MAX_DELAY = 300.0
 _jitter = random.Random()
 MAX_SHARDS = 64
+DEFAULT_MAX_CALL_BYTES = 16 * 1024
+#: Who may call a signal from a browser (see SignalSpec.from_browser).
+FromBrowser = bool | str | Callable[..., bool]
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,14 +55,16 @@ class SignalSpec:
     ``reliable`` picks the delivery mode when ``deliver`` is not told one; ``lease``,
     ``max_attempts`` and the ``retry_*`` options (:class:`RetryPolicy`) apply to reliable
     delivery; ``shards`` spreads a hot signal over several keys; ``ttl`` (seconds) drops
-    payloads older than that at delivery instead of running them.
+    payloads older than that at delivery instead of running them; ``max_pending`` is the most
+    payloads it may hold (sends past it raise ``QueueFull``; see :mod:`gaesignals.queue.cap`).
     ``coalesce`` collapses the signal's pending payloads to the newest at delivery;
     ``debounce`` (seconds) makes a coalesced run wait until no newer payload came for that
     long, ``debounce_max`` (seconds) no longer than that after the run's first payload
     (:func:`check_debounce`; see the documentation's :doc:`coalescing` page).
-    A signal declared with ``shards`` has exactly that many (``fixed``); any other starts on
-    one key and spreads itself when contended (:mod:`gaesignals.queue.spread`), which costs
-    its senders' order across shards: ``shards=1`` keeps one key, and each sender's order.
+    A signal declared with ``shards`` has exactly that many (``fixed``), and is full when they
+    are; any other starts on one key and spreads itself when contended or full
+    (:mod:`gaesignals.queue.spread`), which costs its senders' order across shards:
+    ``shards=1`` keeps one key, and each sender's order.
     """
 
     name: str
@@ -77,6 +82,17 @@ class SignalSpec:
     coalesce: bool = False
     debounce: float | None = None
     debounce_max: float | None = None
+    #: Who may call it from a browser (:mod:`gaesignals.browser`): False (nobody), True
+    #: (anyone), ``"authenticated"``, or a callable ``(visitor, data) -> bool``.
+    from_browser: FromBrowser = False
+    #: A browser call sends it for a later delivery (True), or runs its receivers at once.
+    delayed: bool = True
+    #: Checks a browser call's data (raising refuses the call).
+    schema: Callable[[Any], object] | None = None
+    #: The largest JSON body a browser call may send, in bytes.
+    max_call_bytes: int = DEFAULT_MAX_CALL_BYTES
+    #: The most payloads the signal may hold; None: as many as the store has room for.
+    max_pending: int | None = None
 
     def __post_init__(self) -> None:
         check_name(self.name)
@@ -88,8 +104,12 @@ class SignalSpec:
             raise ValueError(f"shards must be an int in 1..{MAX_SHARDS}, got {self.shards!r}")
         if self.ttl is not None and (not isinstance(self.ttl, int) or self.ttl < 1):
             raise ValueError(f"ttl must be a positive number of seconds or None, got {self.ttl!r}")
+        cap = self.max_pending
+        if cap is not None and (not isinstance(cap, int) or isinstance(cap, bool) or cap < 1):
+            raise ValueError(f"max_pending must be a positive number of payloads, got {cap!r}")
         RetryPolicy(self.retry_delay, self.retry_backoff, self.retry_max_delay)
         check_debounce(self.name, self.coalesce, self.debounce, self.debounce_max)
+        check_browser_options(self)
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,6 +191,22 @@ def check_debounce(
         )
 
 
+def check_browser_options(spec: SignalSpec) -> None:
+    """Refuse browser-call options that cannot work (see :class:`SignalSpec`)."""
+    if spec.from_browser not in (False, True, "authenticated") and not callable(spec.from_browser):
+        raise ValueError(
+            "from_browser must be False, True, 'authenticated' or a callable (visitor, data), "
+            f"got {spec.from_browser!r}"
+        )
+    if not isinstance(spec.delayed, bool):
+        raise TypeError(f"delayed must be a bool, got {spec.delayed!r}")
+    if spec.schema is not None and not callable(spec.schema):
+        raise TypeError(f"schema must be a callable of the data, got {spec.schema!r}")
+    size = spec.max_call_bytes
+    if not isinstance(size, int) or isinstance(size, bool) or size < 2:
+        raise ValueError(f"max_call_bytes must be an int of at least 2, got {size!r}")
+
+
 def check_lease(lease: object) -> int:
     if not isinstance(lease, int) or isinstance(lease, bool) or not 1 <= lease <= MAX_LEASE:
         raise ValueError(
@@ -212,6 +248,11 @@ class Registry:
         coalesce: bool | None = None,
         debounce: float | None = None,
         debounce_max: float | None = None,
+        from_browser: FromBrowser | None = None,
+        delayed: bool | None = None,
+        schema: Callable[[Any], object] | None = None,
+        max_call_bytes: int | None = None,
+        max_pending: int | None = None,
     ) -> SignalSpec:
         """Declare ``name`` with options; options left out keep what an earlier declaration
         set (or the defaults). Returns the resulting spec."""
@@ -228,6 +269,11 @@ class Registry:
             "coalesce": coalesce,
             "debounce": debounce,
             "debounce_max": debounce_max,
+            "from_browser": from_browser,
+            "delayed": delayed,
+            "schema": schema,
+            "max_call_bytes": max_call_bytes,
+            "max_pending": max_pending,
         }
         if shards is not None:
             given["fixed"] = True
@@ -262,6 +308,11 @@ class Registry:
         """How many queue keys ``name`` is spread over: cheap, as every send asks."""
         found = self._specs.get(name)
         return found.shards if found is not None else 1
+
+    def max_pending(self, name: str) -> int | None:
+        """The most payloads ``name`` may hold (None: no cap): cheap, as every send asks."""
+        found = self._specs.get(name)
+        return found.max_pending if found is not None else None
 
     def connect(self, name: str, handler: Callable[..., object], **options: Any) -> None:
         """Make ``handler`` a receiver of ``name`` (once: connecting it again does nothing).
@@ -340,8 +391,15 @@ def declare(
     coalesce: bool | None = None,
     debounce: float | None = None,
     debounce_max: float | None = None,
+    from_browser: FromBrowser | None = None,
+    delayed: bool | None = None,
+    schema: Callable[[Any], object] | None = None,
+    max_call_bytes: int | None = None,
+    max_pending: int | None = None,
 ) -> SignalSpec:
-    """Declare a signal's options once for senders and deliverers (see :class:`SignalSpec`).
+    """Declare a signal's options once for senders and deliverers (see :class:`SignalSpec`);
+    ``from_browser``, ``delayed``, ``schema`` and ``max_call_bytes`` say who may call it from a
+    browser and how (see :mod:`gaesignals.browser`).
 
     ``coalesce=True``: a delivery hands the handlers only the newest of the signal's pending
     payloads (of each key a send's ``coalesce=`` gives); ``debounce`` and ``debounce_max``
@@ -360,6 +418,11 @@ def declare(
         coalesce=coalesce,
         debounce=debounce,
         debounce_max=debounce_max,
+        from_browser=from_browser,
+        delayed=delayed,
+        schema=schema,
+        max_call_bytes=max_call_bytes,
+        max_pending=max_pending,
     )
 
 

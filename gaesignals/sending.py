@@ -26,11 +26,14 @@ from .config import Settings, get_settings
 from .coroutines import in_worker
 from .eager import has_receivers, send_now
 from .exceptions import Contention, InvalidCoalesceKey, QueueFull
+from .frames import MAX_SPREAD
 from .keys import SignalKeys, check_name, signal_keys
 from .queue.append import SEND_ATTEMPTS, append_frames, append_one
 from .queue.cancel import payload_id, placed_of
+from .queue.cap import check as check_cap
 from .queue.routing import route
 from .registration import registry
+from .stores import Connection
 from .timing import meta_for, not_before, now_ms
 
 #: The longest coalesce key, in bytes of UTF-8 (one frame metadata entry).
@@ -130,7 +133,8 @@ class Signal:
         sent with this key, a delivery runs only the newest (see :func:`~gaesignals.declare`
         for a signal whose every payload coalesces).
         Raises :class:`InvalidDelay`, :class:`InvalidCoalesceKey` or :class:`PayloadTooLarge`
-        (nothing written), :class:`QueueFull` (the signal holds too many undelivered bytes),
+        (nothing written), :class:`QueueFull` (the signal holds its ``max_pending``, its
+        declared shards are full, or the cache is out of memory),
         :class:`StoreUnavailable` (the cache is down).
         """
         return send(self.name, data, delay=delay, eta=eta, coalesce=coalesce)
@@ -183,6 +187,10 @@ def _send(
         publish.framed(frame)
     key, queues = route(name, keys, settings)
     try:
+        cap = registry.max_pending(name)
+        if cap is not None:
+            with settings.store.connection() as conn:
+                check_cap(conn, settings, keys, cap, 1, queues or (key,))
         append_one(
             settings, key, frame, queues, keys.counter("sent") if settings.counters else None
         )
@@ -263,6 +271,7 @@ def _send_multi(
     sent_of: dict[str, str] = {}
     names: dict[str, str] = {}
     receipts: list[Receipt] = []
+    capped: dict[str, SignalKeys] = {}
     for item in items:
         name, data = (item, None) if isinstance(item, str) else item
         keys = signal_keys(check_name(name), settings.namespace)
@@ -279,6 +288,8 @@ def _send_multi(
         key, queues = route(name, keys, settings)
         receipts.append(Receipt(name, payload_id(placed_of(frame, key, queues))))
         routes[key] = queues or (key,)
+        if registry.max_pending(name) is not None:
+            capped[name] = keys
         sent_of[key] = keys.counter("sent")
         names[key] = name
         framed.setdefault(key, []).append(frame)
@@ -293,6 +304,7 @@ def _send_multi(
         )
         try:
             with store.connection() as conn:
+                _check_caps(conn, settings, capped, framed, names)
                 append_frames(conn, store, batch, routes, counts, settings=settings)
         except (QueueFull, Contention) as error:
             signal_of = {queue: names[key] for key, queues in routes.items() for queue in queues}
@@ -321,6 +333,22 @@ def _check_sizes(batch: Mapping[str, bytes], names: Mapping[str, str], limit: in
             raise full
 
 
+def _check_caps(
+    conn: Connection,
+    settings: Settings,
+    capped: Mapping[str, SignalKeys],
+    framed: Mapping[str, list[bytes]],
+    names: Mapping[str, str],
+) -> None:
+    """Refuse the whole batch (nothing written yet) if a signal of it declared with
+    ``max_pending`` would pass its cap."""
+    for name, keys in capped.items():
+        adding = sum(len(parts) for key, parts in framed.items() if names[key] == name)
+        cap = registry.max_pending(name)
+        if cap is not None:
+            check_cap(conn, settings, keys, cap, adding, tuple(framed))
+
+
 def _name_signals(
     error: QueueFull | Contention, signal_of: Mapping[str, str], settings: Settings
 ) -> None:
@@ -329,11 +357,17 @@ def _name_signals(
     signals. The error stays the same object; its message and ``signals`` are rewritten."""
     error.signals = tuple(dict.fromkeys(signal_of.get(key, key) for key in error.keys))
     named = ", ".join(map(repr, error.signals)) or "the signal"
-    if isinstance(error, QueueFull):
+    if isinstance(error, QueueFull) and error.cap is not None:
         error.args = (
-            f"signal {named} holds too many pending bytes to take more (a queue key holds "
-            f"at most {settings.store.max_value_size} bytes): deliver it, or send less, "
-            "and try again",
+            f"signal {named} holds its max_pending of {error.cap} payloads: deliver it, or "
+            "send less, and try again",
+        )
+    elif isinstance(error, QueueFull):
+        error.args = (
+            f"signal {named} has no room to take more: its shards are full (a queue key "
+            f"holds at most {settings.store.max_value_size} bytes; a signal declared with "
+            f"shards keeps those, any other spreads over up to {MAX_SPREAD}), or the cache "
+            "is out of memory: deliver it, or send less, and try again",
         )
     else:
         error.args = (

@@ -251,6 +251,21 @@ def carrier_of(frame: frames.Frame) -> dict[str, str]:
     return carrier
 
 
+@contextmanager
+def remote_parent(carrier: dict[str, str]) -> Iterator[None]:
+    """Make the trace context ``carrier`` holds (a request's ``traceparent`` and
+    ``tracestate`` headers) the current one inside, when anything is recorded: the spans of
+    what a traced client's request runs are then its children."""
+    if not carrier or not active():
+        yield
+        return
+    token = otel_context.attach(propagate.extract(carrier))
+    try:
+        yield
+    finally:
+        otel_context.detach(token)
+
+
 # -- sending ------------------------------------------------------------------------------------
 
 

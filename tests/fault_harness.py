@@ -33,8 +33,8 @@ from typing import Any
 
 import gaesignals
 from gaesignals import Contention, QueueFull, SignalMapping, deliver, send
-from gaesignals.frames import MAX_SPREAD
 from gaesignals.queue.append import RESET_RETRIES, SEND_ATTEMPTS
+from gaesignals.queue.spread import MAX_CONTENDED
 from gaesignals.stores.memcached import MemcachedStore
 from gaesignals.testing import MemcachedServer
 
@@ -154,7 +154,7 @@ class Sends:
         attempts and the rounds lost only to deliveries' resets, plus, for each time it
         spreads its signal (1 -> 16 shards: at most four), a read of the signal's own key and
         the attempts of the marker's write there."""
-        widenings = MAX_SPREAD.bit_length() - 1
+        widenings = MAX_CONTENDED.bit_length() - 1
         bound = SEND_ATTEMPTS + RESET_RETRIES + widenings * (1 + SEND_ATTEMPTS)
         assert max(self.rounds) <= bound
         assert statistics.median(self.rounds.elements()) == 1

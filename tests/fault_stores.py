@@ -19,7 +19,7 @@ import pytest
 import gaesignals
 from gaesignals import frames
 from gaesignals.config import get_settings
-from gaesignals.keys import signal_keys
+from gaesignals.keys import shard_queues, signal_keys
 from gaesignals.stores import DEFAULT_MAX_VALUE_SIZE, Store
 from gaesignals.stores.appengine import AppEngineStore
 from gaesignals.stores.memcached import MemcachedStore
@@ -155,3 +155,29 @@ class PausingStore(ft.PassThroughStore):
             while not stopped(self.pid):
                 assert time.monotonic() < deadline, "memcached did not stop"
                 time.sleep(0.005)
+
+
+class Killed(BaseException):
+    """Stands in for the deliverer's process dying (nothing catches it)."""
+
+
+class DiesBeforeAcknowledging(ft.PassThroughStore):
+    """Passes calls through; once a write has reached one of ``base``'s other shards (a
+    move), the next write to ``base`` itself (its acknowledgement) kills the deliverer."""
+
+    def __init__(self, inner: Store, base: str) -> None:
+        super().__init__(inner)
+        self.base = base
+        self.others = set(shard_queues(base, 16)[1:])
+        self.moved = False
+        self.killed = False
+
+    def before(self, method: str, args: tuple[Any, ...]) -> None:
+        if method not in ("append_many", "cas_many", "add_many", "set_many") or not args:
+            return
+        keys = set(args[0])
+        if keys & self.others:
+            self.moved = True
+        elif self.moved and self.base in keys and not self.killed:
+            self.killed = True
+            raise Killed

@@ -94,8 +94,9 @@ def test_oversized_payload_raises_before_writing(store: Store, raw: RawAccess) -
 
 
 def test_full_queue_raises_queue_full(store: Store, raw: RawAccess) -> None:
-    """A signal whose pending bytes would pass the item limit raises QueueFull and loses
-    nothing: every payload accepted before is still delivered."""
+    """A signal declared with one shard whose pending bytes would pass the item limit raises
+    QueueFull and loses nothing: every payload accepted before is still delivered."""
+    gaesignals.declare("full", shards=1)
     chunk = b"y" * (store.max_value_size // 4)
     accepted = 0
     with pytest.raises(QueueFull):
@@ -113,6 +114,7 @@ def test_full_queue_raises_queue_full(store: Store, raw: RawAccess) -> None:
 def test_payload_errors_name_the_signal_not_its_key(store: Store, raw: RawAccess) -> None:
     """PayloadTooLarge, QueueFull (from send and send_multi) and UnserializablePayload say
     which signal they are about, and never show its internal cache key."""
+    gaesignals.declare("big", shards=1)  # full at one key (an undeclared signal spreads)
     chunk = b"y" * (store.max_value_size // 4)
     raised: list[Exception] = []
     for attempt in (

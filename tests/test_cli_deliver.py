@@ -45,6 +45,19 @@ def test_deliver_prints_the_count(app: Path, memory: MemoryStore, capsys: Any) -
     )
 
 
+def test_deliver_limit_bounds_each_signal(app: Path, memory: MemoryStore, capsys: Any) -> None:
+    """`deliver --limit 2` delivers the 2 oldest payloads of each signal; a limit of 0 is a
+    usage error (exit 2) that delivers nothing."""
+    for data in range(5):
+        send("a", data)
+    assert run(capsys, "deliver", "cliapp:mapping", "--limit", "0")[0] == 2
+    assert run(capsys, "deliver", "cliapp:mapping", "--limit", "2")[:2] == (
+        0,
+        "delivered 2 payload(s)\n",
+    )
+    assert got() == [0, 1]
+
+
 def test_every_form_of_mapping(app: Path, memory: MemoryStore, capsys: Any) -> None:
     """A list of pairs, a callable returning a dict, a module's registered receivers, and
     --autodiscover packages all name something to deliver."""

@@ -106,13 +106,16 @@ def test_bad_notice_is_refused(app: webtest.TestApp) -> None:
 
 def test_a_new_visitor_gets_a_month_long_http_only_cookie(app: webtest.TestApp) -> None:
     """The visitor id cookie lasts 30 days, is HttpOnly and SameSite=Lax, and is built without
-    webob's set_cookie (which calls the deprecated datetime.utcnow on Python 3.12+)."""
+    webob's set_cookie (which calls the deprecated datetime.utcnow on Python 3.12+); the
+    session cookie beside it lasts as long as the browser keeps it."""
     response = app.get("/")
-    [header] = [v for k, v in response.headerlist if k == "Set-Cookie"]
+    [header, session] = [v for k, v in response.headerlist if k == "Set-Cookie"]
     assert header.startswith("uid=")
     fields = {part.strip().split("=", 1)[0].lower() for part in header.split(";")}
     assert {"max-age", "expires", "path", "httponly", "samesite"} <= fields
     assert "Max-Age=2592000" in header and "SameSite=Lax" in header
+    assert session.startswith("sid=") and "HttpOnly" in session and "SameSite=Lax" in session
+    assert "max-age" not in session.lower() and "expires" not in session.lower()
 
 
 def test_switch_user(app: webtest.TestApp) -> None:
@@ -329,7 +332,8 @@ def test_the_pages_fit_their_screen(app: webtest.TestApp, width: int) -> None:
     app.post("/notify", {"to": "123456789", "text": "y" * 200}, status=303)
     app.get("/inbox")
     errors: list[str] = []
-    with sync_playwright() as p, serving(create_app(cron_token=TOKEN)) as base:
+    live_app = create_app(cron_token=TOKEN, poll_seconds=1)  # a poll ends soon after the page
+    with sync_playwright() as p, serving(live_app) as base:
         browser = p.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
         try:
             context = browser.new_context(viewport={"width": width, "height": 800})
@@ -337,7 +341,8 @@ def test_the_pages_fit_their_screen(app: webtest.TestApp, width: int) -> None:
             page = context.new_page()
             page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
             page.on("pageerror", lambda error: errors.append(str(error)))
-            page.goto(f"{base}/", wait_until="networkidle")
+            page.goto(f"{base}/")  # never network-idle: the live card long-polls
+            page.wait_for_selector("body[data-live=connected]", state="attached")
             layout = page.evaluate(LAYOUT)
             page.goto(f"{base}/inbox", wait_until="networkidle")
             inbox = page.evaluate(LAYOUT)

@@ -130,8 +130,8 @@ def test_a_payload_over_the_item_limit_is_refused_and_writes_nothing(
 def test_a_full_queue_refuses_sends_and_delivers_those_it_took(
     kind: str, request: pytest.FixtureRequest
 ) -> None:
-    """Sends to one signal until QueueFull deliver every send that returned, in order, none that
-    raised, and never pass the item limit."""
+    """Sends to a signal declared with one shard until QueueFull deliver every send that
+    returned, in order, none that raised, and never pass the item limit."""
     # Sends to one signal until QueueFull (10 KB payloads, then 100-byte ones): every send that
     # returned normally is delivered, in order, none that raised QueueFull is, and the pending bytes
     # never pass the item limit (the README: "QueueFull: the signal's pending bytes would pass the
@@ -139,6 +139,7 @@ def test_a_full_queue_refuses_sends_and_delivers_those_it_took(
     limit = 1_000_000
     with limited_store(kind, request, limit):
         name = "full"
+        gaesignals.declare(name, shards=1)  # fixed: full at one key (undeclared ones spread)
         ok: list[int] = []
         refused: list[int] = []
         pid = 0
@@ -179,7 +180,7 @@ def test_a_full_queue_with_a_failing_head_still_dead_letters_it(
     # dead-letters it after max_attempts and delivers the rest.
     with limited_store(kind, request, 1_000_000):
         name = "stuck"
-        gaesignals.declare(name, retry_delay=0)  # a failed payload is retried at once
+        gaesignals.declare(name, retry_delay=0, shards=1)  # retried at once; full at one key
         sent = 0
         try:
             while True:
@@ -225,6 +226,7 @@ def test_send_multi_to_a_full_signal_names_every_key_it_left_unwritten(
     # write; on memcached the other signal's key is created by a concurrent first send between this
     # send's append and add.
     with limited_store(kind, request, 1_000_000) as store:
+        gaesignals.declare("a", shards=1)  # full at one key (an undeclared signal spreads)
         for filler in ({"id": 0, "pad": "x" * 10_000}, {"id": 0}):  # the last as big as {"id": 1}
             with pytest.raises(QueueFull):
                 for _ in range(200_000):

@@ -56,8 +56,9 @@ def _take(client: redis.Redis, value: bytes) -> tuple[int, int, bytes]:
     """Run the take script over one queue holding ``value``: the frames it counts, where its
     walk stopped, and what it left in the queue."""
     client.set(QUEUE, value)
-    # One group: no key read first, one queue, no counters, nothing kept in an emptied queue.
-    out = client.eval(TAKE, 1, QUEUE, "1", str(NOW_MS), "0", "1", "0", "")
+    # One group: no key read first, one queue, no counters, nothing kept in an emptied queue,
+    # no limit, the first queue first.
+    out = client.eval(TAKE, 1, QUEUE, "1", str(NOW_MS), "0", "1", "0", "", "-1", "0")
     assert out[0] == value
     stopped = out[2:]
     reach = stopped[1] if stopped else len(value)

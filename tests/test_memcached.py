@@ -426,6 +426,7 @@ def test_the_byte_limit_across_processes_is_the_read_budget_and_loses_nothing(
     budget (twice the limit) a key's frames stay in its own item, which memcached bounds, and
     sends raise QueueFull. Every send that returned is delivered; none is dropped or lost."""
     gaesignals_memcached.flush()
+    gaesignals.declare("big", shards=1)  # one key: an undeclared signal would spread
     processes = [MemcachedStore.from_url(gaesignals_memcached.url) for _ in range(4)]
     payload = b"x" * 900_000
     stored, refused = [], []

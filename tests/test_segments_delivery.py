@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from gaesignals import QueueFull, configure, deliver, pending, send
+from gaesignals import QueueFull, configure, declare, deliver, pending, send
 from gaesignals.stores import segments
 
 from .segments_support import RawAccess, _homes, _ns, queue, segment_exists, spilled, stored
@@ -102,6 +102,7 @@ def test_queue_full_counts_every_segment(raw: RawAccess) -> None:
     was before segments, not when its small raw value would be; what was taken is delivered,
     and once delivered the queue takes as many again."""
     limit = raw.store.max_value_size
+    declare("full", shards=1)  # one key: an undeclared signal would spread
     send("full", payload(0, 900))
     frame = len(raw.get(queue("full")) or b"")
     got: list[int] = []
@@ -131,6 +132,7 @@ def test_an_overshot_queue_still_dead_letters_its_failing_head(
     from gaesignals.registration import declare
 
     url = store_url("memcached", request)
+    declare("over", shards=1)
     taken = fill("over", 900)
     configure(store=store_from_url(url))  # a fresh process: no sizes seen
     send("over", {"n": "99999", "pad": "y" * 600_000})

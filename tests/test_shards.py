@@ -60,8 +60,9 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[float]]:
 
 
 def test_shard_keys_are_distinct_and_shard_zero_is_the_signal_queue() -> None:
-    """Shard 0 keeps the undeclared queue key; every other shard key is new, and none is any
-    key (queue, lock, dead letters, cursor) of another signal, plain or hashed."""
+    """Shard 0 keeps the undeclared queue key; every other shard key (queue, cursor, lock) is
+    new, and none is any key (queue, lock, dead letters, cursor) of another signal, plain or
+    hashed."""
     settings = get_settings()
     assert queues_of("plain", settings) == [signal_keys("plain", "").queue]
     declare("plain", shards=64)
@@ -69,9 +70,13 @@ def test_shard_keys_are_distinct_and_shard_zero_is_the_signal_queue() -> None:
     keys = queues_of("plain", settings) + queues_of("spaced name", settings)
     assert keys[0] == signal_keys("plain", "").queue
     assert keys[64] == signal_keys("spaced name", "").queue
-    cursors = [c for name in ("plain", "spaced name") for _, c in shard_keys(
-        signal_keys(name, ""), 64)]  # fmt: skip
-    assert len(set(keys + cursors)) == 256
+    cursors = [
+        key
+        for name in ("plain", "spaced name")
+        for shard in shard_keys(signal_keys(name, ""), 64)
+        for key in (shard.cursor, shard.lock)
+    ]
+    assert len(set(keys + cursors)) == 384
     others = set()
     for name in ["3:plain", "q3:plain", "plain:3", "1", "spaced name1", "plain3"]:
         k = signal_keys(name, "")

@@ -71,25 +71,26 @@ def test_a_marker_is_read_as_a_width_never_as_a_payload() -> None:
     assert [f.body for f in parsed.found] == [b"body"]
     assert (parsed.marker_width, parsed.bad) == (4, [])
     assert parsed.marker_bytes == len(value) - len(payload)
-    huge = frames.encode(bytes((200,)), key, flags=frames.FLAG_SPREAD)
+    huge = frames.encode(b"\xff\xff", key, flags=frames.FLAG_SPREAD)
     assert frames.parse_queue(huge, key).marker_width == frames.MAX_SPREAD
 
 
 def test_a_forged_or_malformed_marker_is_unreadable() -> None:
     """With a secret key, an unsigned marker or one signed for another signal is a bad region
-    (dropped, one payload's worth), and so is a marker whose body is not one width byte."""
+    (dropped, one payload's worth), and so is a marker whose body is not two width bytes."""
     key = b"gs::q:{m}"
     for forged in (
         frames.spread_marker(16, key),
         frames.spread_marker(16, b"gs::q:{other}", SECRET),
-        frames.encode(b"\x04\x04", key, (SECRET,), flags=frames.FLAG_SPREAD),
+        frames.encode(b"\x04", key, (SECRET,), flags=frames.FLAG_SPREAD),
+        frames.encode(b"\x00\x00", key, (SECRET,), flags=frames.FLAG_SPREAD),
     ):
         parsed = frames.parse_queue(forged, key, (SECRET,))
         assert parsed.marker_width == 0 and frames.dropped(parsed.bad) == 1
     marker = frames.spread_marker(8, key, SECRET)
     assert frames.parse_queue(marker, key, (SECRET,)).marker_width == 8
     with pytest.raises(ValueError):
-        frames.spread_marker(17, key)
+        frames.spread_marker(frames.MAX_SPREAD + 1, key)
 
 
 # -- on every store -------------------------------------------------------------------------------
@@ -475,5 +476,5 @@ def test_sweeps_are_paced_per_signal_whatever_the_mapping(
         deliver(mapping if kept else {"quiet": lambda data: None})
         clock[0] += 10
     deliver(mapping if kept else {"quiet": lambda data: None})
-    assert [n >= frames.MAX_SPREAD for n in store.read] == [True, False, False, True]
+    assert [n >= spread.SWEPT for n in store.read] == [True, False, False, True]
     assert store.read[1:3] == [1, 1]

@@ -8,12 +8,17 @@ Signing only *sends* ``guestbook`` (``await asend``, which stores without blocki
 the ASGI middleware delivers it at the start of the next request (the redirect that follows),
 whose page then shows the entry published. The handler is a coroutine, awaited on the
 server's loop; the store calls run in a worker thread.
+
+The browser bridge is mounted at ``/signals`` (``BridgeASGI``, inside the session middleware,
+which tells it who the visitor is): the page's script calls ``guestbook.count`` and hears the
+answer in its own window, over server-sent events, which an ASGI server streams.
 """
 
 from __future__ import annotations
 
 import html
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,12 +26,17 @@ from urllib.parse import parse_qs
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
+from starlette.middleware.sessions import SessionMiddleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
-from starlette.routing import Route
+from starlette.routing import Mount, Route
 
-from gaesignals import SignalMapping, asend
+import gaesignals
+from gaesignals import SignalMapping, asend, send_to_browser
 from gaesignals.asgi import SignalsMiddleware
+from gaesignals.browser import Bridge, BrowserCall, csrf_token
+from gaesignals.browser.asgi import BridgeASGI
+from gaesignals.browser.frameworks import starlette as signals_starlette
 
 logger = logging.getLogger("starlette_app")
 
@@ -34,6 +44,21 @@ GUESTBOOK = "guestbook"
 MAX_NAME = 50
 MAX_TEXT = 200
 MAX_FORM = 4096  # bytes: a form larger than a name and a message is refused
+
+COUNT = "guestbook.count"
+#: A development key for the session cookie; set STARLETTE_SECRET_KEY anywhere that matters.
+SECRET_KEY = os.environ.get("STARLETTE_SECRET_KEY", "dev-only-" + "s" * 40)
+
+LIVE = """<p><button id=count>How many, live?</button> <output id=counted></output></p>
+<script type=module>
+import { call, configure, connect } from "/signals/client.js";
+configure({ transport: "sse" });
+connect("guestbook.counted", (data) => {
+  document.getElementById("counted").textContent = `${data.published} published`;
+});
+document.getElementById("count").onclick = () => call("guestbook.count", {});
+</script>
+"""
 
 FORM = """<!doctype html><title>Guestbook</title><h1>Guestbook</h1>
 <form method=post action="/sign"><input name=name placeholder=name required maxlength=50>
@@ -52,6 +77,11 @@ class Guestbook:
         self.entries.insert(0, {**data, "published_at": time.time()})
         logger.info("published %r from %s", data["text"], data["name"])
 
+    def count(self, call: BrowserCall) -> None:
+        """A browser's call: answer that window with the number of entries published."""
+        published = len(self.entries)
+        send_to_browser("guestbook.counted", {"published": published}, window=call["window"])
+
     def page(self) -> str:
         count = len(self.entries)
         items = "".join(
@@ -69,7 +99,9 @@ def create_app(book: Guestbook | None = None, *, interval: float = 0) -> Starlet
     book = Guestbook() if book is None else book
 
     async def index(request: Request) -> Response:
-        return HTMLResponse(book.page())
+        csrf = csrf_token(signals_starlette.visitor(request.scope))  # keeps a session id
+        meta = f'<meta name="gaesignals-csrf" content="{html.escape(csrf)}">'
+        return HTMLResponse(meta + book.page() + LIVE)
 
     async def sign(request: Request) -> Response:
         body = await request.body()
@@ -83,9 +115,19 @@ def create_app(book: Guestbook | None = None, *, interval: float = 0) -> Starlet
         return RedirectResponse("/", status_code=303)
 
     mapping = SignalMapping({GUESTBOOK: book.publish})
+    gaesignals.declare(COUNT, from_browser=True, delayed=False)
+    gaesignals.connect(COUNT, book.count)
+    bridge = BridgeASGI(Bridge(identify=signals_starlette.identify))
     app = Starlette(
-        routes=[Route("/", index), Route("/sign", sign, methods=["POST"])],
-        middleware=[Middleware(SignalsMiddleware, mapping=mapping, interval=interval)],
+        routes=[
+            Route("/", index),
+            Route("/sign", sign, methods=["POST"]),
+            Mount("/signals", app=bridge),
+        ],
+        middleware=[
+            Middleware(SessionMiddleware, secret_key=SECRET_KEY),
+            Middleware(SignalsMiddleware, mapping=mapping, interval=interval),
+        ],
     )
     app.state.guestbook = book
     return app

@@ -117,7 +117,11 @@ def deliver_once(args: argparse.Namespace, mapping: SignalMapping) -> tuple[int,
     """Deliver ``mapping`` as the options say: the total delivered, and the count per signal."""
     wrapped, tally = counted(mapping)
     total = delivery.deliver(
-        wrapped, args.reliable, lease=args.lease, max_attempts=args.max_attempts
+        wrapped,
+        args.reliable,
+        lease=args.lease,
+        max_attempts=args.max_attempts,
+        limit=args.limit,
     )
     return total, tally
 

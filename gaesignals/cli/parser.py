@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .. import config
+from ..delivery import check_limit
 from ..registration import check_lease, check_max_attempts
 from . import dashboard
 from .commands import (
@@ -100,6 +101,18 @@ def _add_worker(commands: Any) -> None:
         type=_positive_float,
         default=30.0,
         help="longest pause between retries while the store is down (30)",
+    )
+    sub.add_argument(
+        "--threads",
+        type=_positive_int,
+        default=1,
+        help="delivery loops in each process, sharing the backlog (1)",
+    )
+    sub.add_argument(
+        "--processes",
+        type=_positive_int,
+        default=1,
+        help="worker processes, each with --threads loops (1)",
     )
     sub.add_argument("--once", action="store_true", help="deliver once and exit, as `deliver`")
     sub.add_argument("--json", action="store_true", help="with --once: print the counts as JSON")
@@ -274,6 +287,11 @@ def _delivery_options(parser: argparse.ArgumentParser) -> None:
         type=_checked(int, check_max_attempts),
         help="reliable attempts before a payload becomes a dead letter",
     )
+    parser.add_argument(
+        "--limit",
+        type=_checked(int, check_limit),
+        help="payloads of each signal one delivery takes, oldest first (default: all)",
+    )
 
 
 def _packages(text: str) -> list[str]:
@@ -288,6 +306,12 @@ def _checked(kind: Callable[[str], Any], check: Callable[[Any], Any]) -> Callabl
             raise argparse.ArgumentTypeError(str(error)) from None
 
     return parse
+
+
+def _positive_int(text: str) -> int:
+    if not text.strip().isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive whole number, got {text!r}")
+    return int(text)
 
 
 def _positive_float(text: str) -> float:

@@ -13,9 +13,10 @@ Config keys: ``GAESIGNALS_STORE``, ``GAESIGNALS_NAMESPACE``, ``GAESIGNALS_SECRET
 ``GAESIGNALS_CODEC`` and ``GAESIGNALS_EAGER`` go to :func:`gaesignals.configure` (a key left out
 falls back to the environment, as ``configure`` does; with none set, ``configure`` is not called
 at all). ``GAESIGNALS_DELIVER`` is ``"before"`` (the default), ``"after"`` or ``None``;
-``GAESIGNALS_INTERVAL``, ``GAESIGNALS_RELIABLE``, ``GAESIGNALS_LEASE`` and
-``GAESIGNALS_MAX_ATTEMPTS`` shape that delivery as :class:`~gaesignals.SignalsMiddleware`'s
-arguments do; ``GAESIGNALS_CRON_TOKEN`` is the cron endpoint's bearer token.
+``GAESIGNALS_INTERVAL``, ``GAESIGNALS_RELIABLE``, ``GAESIGNALS_LEASE``,
+``GAESIGNALS_MAX_ATTEMPTS`` and ``GAESIGNALS_LIMIT`` shape that delivery as
+:class:`~gaesignals.SignalsMiddleware`'s arguments do (``GAESIGNALS_CRON_LIMIT``, the cron
+endpoint's); ``GAESIGNALS_CRON_TOKEN`` is the cron endpoint's bearer token.
 """
 
 from __future__ import annotations
@@ -27,9 +28,9 @@ from typing import Any
 
 from .._extras import requires
 from ..config import configure
-from ..cron import CronDeliveryApp
+from ..cron import CRON_LIMIT, CronDeliveryApp
 from ..mapping import HandlerSpec, SignalMapping
-from ..middleware import RequestDeliverer, record_delivered
+from ..middleware import REQUEST_LIMIT, RequestDeliverer, record_delivered
 
 with requires("flask"):
     from flask import Blueprint, Flask, Response, current_app, request
@@ -93,6 +94,7 @@ class GaeSignals:
             max_attempts=config.get("GAESIGNALS_MAX_ATTEMPTS"),
             interval=config.get("GAESIGNALS_INTERVAL", 0) or 0,
             clock=self._clock,
+            limit=config.get("GAESIGNALS_LIMIT", REQUEST_LIMIT),
         )
         app.extensions[EXTENSION] = deliverer
         if when == "before":
@@ -130,7 +132,9 @@ class GaeSignals:
         ``Authorization: Bearer <token>`` (``token``, else ``GAESIGNALS_CRON_TOKEN`` from the
         app's config, else from the environment) and answers 403 to anyone else, 405 to other
         methods, 503 when the store is down. ``reliable=None`` gives each signal its declared
-        mode; ``GAESIGNALS_LEASE`` and ``GAESIGNALS_MAX_ATTEMPTS`` apply.
+        mode; ``GAESIGNALS_LEASE`` and ``GAESIGNALS_MAX_ATTEMPTS`` apply, and
+        ``GAESIGNALS_CRON_LIMIT`` bounds each call (:data:`~gaesignals.cron.CRON_LIMIT` by
+        default).
         """
         blueprint = Blueprint(name, __name__)
         endpoints: weakref.WeakKeyDictionary[Flask, CronDeliveryApp] = weakref.WeakKeyDictionary()
@@ -145,6 +149,7 @@ class GaeSignals:
                 token=token if token is not None else config.get("GAESIGNALS_CRON_TOKEN"),
                 lease=config.get("GAESIGNALS_LEASE"),
                 max_attempts=config.get("GAESIGNALS_MAX_ATTEMPTS"),
+                limit=config.get("GAESIGNALS_CRON_LIMIT", CRON_LIMIT),
             )
 
         @blueprint.route(url, methods=CRON_METHODS, provide_automatic_options=False)

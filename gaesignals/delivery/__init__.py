@@ -1,6 +1,6 @@
 """The delivering side: :func:`deliver`, weak or reliable, and dead letters.
 
-:mod:`.weak` takes every pending payload at most once; :mod:`.reliable` holds a per-signal lock
+:mod:`.weak` takes every pending payload at most once; :mod:`.reliable` holds a lock per shard
 with a lease and delivers at least once; :mod:`.dead_lettering` keeps what failed too often;
 :mod:`.runner` runs one signal's handlers on its payloads; :mod:`.plan` keeps what deliveries
 derive from a mapping.
@@ -39,6 +39,7 @@ def deliver(
     retry_delay: float | None = None,
     retry_backoff: float | None = None,
     retry_max_delay: float | None = None,
+    limit: int | None = None,
 ) -> int:
     """Run the handlers of every signal in ``mapping`` on its pending payloads.
 
@@ -55,23 +56,34 @@ def deliver(
     :class:`~gaesignals.registration.RetryPolicy`) override the mapping's and the declarations'
     values.
 
+    ``limit`` takes at most that many payloads of each signal in this delivery, the oldest of
+    each key first, and leaves the rest queued for the next delivery or another deliverer
+    (``None``: everything pending). Deliverers sharing a backlog this way each take a
+    different part; see :doc:`/delivering`.
+
     ``async def`` handlers are awaited, in order, one payload at a time, on an event loop this
     delivery starts for them and closes before returning. Inside a running event loop a
     mapping with coroutine handlers raises :class:`~gaesignals.EventLoopRunning` before
     anything is taken: await :func:`adeliver` there.
     """
     signals = SignalMapping.coerce(mapping)
+    limit = None if limit is None else check_limit(limit)
     if not signals:
         return 0
+    retry = RetryOverride(retry_delay, retry_backoff, retry_max_delay)
     if not signals.coroutine_handlers:
-        return _deliver(
-            signals, reliable, lease, max_attempts, retry_delay, retry_backoff, retry_max_delay
-        )
+        return _deliver(signals, reliable, lease, max_attempts, retry, limit)
     refuse_running_loop("deliver", signals.coroutine_handlers)
     with session():
-        return _deliver(
-            signals, reliable, lease, max_attempts, retry_delay, retry_backoff, retry_max_delay
-        )
+        return _deliver(signals, reliable, lease, max_attempts, retry, limit)
+
+
+def check_limit(limit: object) -> int:
+    """``limit`` if it is a positive int (how many payloads of each signal one delivery
+    takes); a ValueError saying what it got if not."""
+    if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
+        raise ValueError(f"limit must be a positive int or None, got {limit!r}")
+    return limit
 
 
 async def adeliver(
@@ -83,6 +95,7 @@ async def adeliver(
     retry_delay: float | None = None,
     retry_backoff: float | None = None,
     retry_max_delay: float | None = None,
+    limit: int | None = None,
 ) -> int:
     """:func:`deliver`, awaitable: the store calls run in a worker thread, never blocking the
     running loop; the same options, result and errors.
@@ -101,6 +114,7 @@ async def adeliver(
         retry_delay=retry_delay,
         retry_backoff=retry_backoff,
         retry_max_delay=retry_max_delay,
+        limit=limit,
     )
 
 
@@ -109,9 +123,8 @@ def _deliver(
     reliable: bool | None,
     lease: int | None,
     max_attempts: int | None,
-    retry_delay: float | None,
-    retry_backoff: float | None,
-    retry_max_delay: float | None,
+    override: RetryOverride,
+    limit: int | None,
 ) -> int:
     settings = get_settings()
     specs = signals.specs(registry)
@@ -119,7 +132,7 @@ def _deliver(
         name for name in signals if not (specs[name].reliable if reliable is None else reliable)
     ]
     weak_set = set(weak)
-    retry = signals.retry.under(RetryOverride(retry_delay, retry_backoff, retry_max_delay))
+    retry = signals.retry.under(override)
     groups: dict[tuple[int, int, RetryPolicy], list[str]] = {}
     for name in signals:
         if name in weak_set:
@@ -133,10 +146,13 @@ def _deliver(
         groups.setdefault(group, []).append(name)
     delivered = 0
     if weak:
-        delivered += deliver_weak(signals.subset(weak) if groups else signals, settings, specs)
+        part = signals.subset(weak) if groups else signals
+        delivered += deliver_weak(part, settings, specs, limit)
     for (group_lease, group_attempts, policy), names in groups.items():
         part = signals.subset(names) if weak or len(groups) > 1 else signals
-        delivered += deliver_reliable(part, settings, specs, group_lease, group_attempts, policy)
+        delivered += deliver_reliable(
+            part, settings, specs, group_lease, group_attempts, policy, limit=limit
+        )
     return delivered
 
 
@@ -151,6 +167,7 @@ __all__ = [
     "MappingArg",
     "SignalMapping",
     "adeliver",
+    "check_limit",
     "dead_letter_details",
     "dead_letters",
     "deliver",

@@ -14,7 +14,7 @@ from ..accounting import QuietUntil
 from ..config import Settings
 from ..keys import SignalKeys, shard_queues, signal_keys
 from ..mapping import SignalMapping
-from ..queue.spread import kept_marker, reach, sweeps, widths
+from ..queue.spread import kept_markers, reach, sweeps, widths
 from ..registration import SignalSpec
 from .runner import Runner
 
@@ -25,7 +25,7 @@ class Layout:
     use) in mapping order then shard order, each queue key's signal and its place in that
     order, each signal's runner, the width each signal is known to have, the keys a sweep reads
     past it (with the width a payload there shows), and what a spread signal's own queue key
-    holds once emptied (its marker)."""
+    and anchors hold once emptied (its marker)."""
 
     __slots__ = (
         "beyond",
@@ -65,10 +65,11 @@ class Layout:
         self.shards = {
             name: shard_queues(self.keys[name].queue, n) for name, n in read.read.items()
         }
-        markers = {
-            k.queue: kept_marker(settings, k.queue, specs[n].shards) for n, k in self.keys.items()
+        self.markers = {
+            queue: marker
+            for n, k in self.keys.items()
+            for queue, marker in kept_markers(settings, k.queue, specs[n].shards).items()
         }
-        self.markers = {queue: marker for queue, marker in markers.items() if marker}
         self.names = {queue: name for name, queues in self.shards.items() for queue in queues}
         self.order = {key: index for index, key in enumerate(self.names)}
         self.runners = {name: plan.runner(name, settings, specs[name]) for name in self.keys}

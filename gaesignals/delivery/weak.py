@@ -23,21 +23,34 @@ from .plan import Layout, plan_of
 
 
 def deliver_weak(
-    signals: SignalMapping, settings: Settings, specs: Mapping[str, SignalSpec]
+    signals: SignalMapping,
+    settings: Settings,
+    specs: Mapping[str, SignalSpec],
+    limit: int | None = None,
 ) -> int:
-    """Deliver ``signals`` weakly; returns how many payloads every handler took.
+    """Deliver ``signals`` weakly; returns how many payloads every handler took. ``limit``
+    takes at most that many payloads of each signal (None: all that is due).
 
     A delivery that finds a signal spread over more shards than it read takes again at once,
     with the new shards: a delivery that returns 0 found nothing pending anywhere."""
-    delivered, learned = _deliver_weak(signals, settings, specs)
+    limits = None if limit is None else dict.fromkeys(signals, limit)
+    delivered, taken, learned = _deliver_weak(signals, settings, specs, limits)
     if learned:
-        delivered += _deliver_weak(signals, settings, specs)[0]
+        if limits is not None:  # the second take gives what the first left of each limit
+            limits = {name: quota - taken.get(name, 0) for name, quota in limits.items()}
+        delivered += _deliver_weak(signals, settings, specs, limits)[0]
     return delivered
 
 
 def _deliver_weak(
-    signals: SignalMapping, settings: Settings, specs: Mapping[str, SignalSpec]
-) -> tuple[int, bool]:
+    signals: SignalMapping,
+    settings: Settings,
+    specs: Mapping[str, SignalSpec],
+    limits: dict[str, int] | None,
+) -> tuple[int, dict[str, int], bool]:
+    """One take and its run: how many payloads every handler took, how many payloads of each
+    signal were taken (only counted for a bounded take), and whether a signal was found spread
+    wider than read."""
     plan = plan_of(signals)
     layout = plan.layout(settings, specs)
     for timed in layout.timed:
@@ -47,7 +60,9 @@ def _deliver_weak(
     outcomes = Outcomes(layout.keys, specs, counting=settings.counters, counted_by_take=True)
     with settings.store.connection() as conn:
         try:
-            taken = weak_take.take(conn, settings, layout, reader, checking=checking, now=now_ms())
+            taken = weak_take.take(
+                conn, settings, layout, reader, checking=checking, now=now_ms(), limits=limits
+            )
             outcomes.adopt(taken.counts)
             outcomes.lost(taken.losses)
             if checking:
@@ -57,7 +72,11 @@ def _deliver_weak(
             outcomes.write(conn, quietly=True)
     if taken.failure is not None:
         raise taken.failure
-    return delivered, bool(taken.widened)
+    counted: dict[str, int] = {}
+    if limits is not None:
+        for key in taken.taken:
+            counted[key.name] = counted.get(key.name, 0) + len(key.found)
+    return delivered, counted, bool(taken.widened)
 
 
 class _Reader:

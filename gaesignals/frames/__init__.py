@@ -6,10 +6,10 @@ A signal's value in the cache is a run of frames, appended one after another::
     0       2     magic  b"\\xa7\\x5c"  (lets a reader find the next frame after a bad one)
     2       1     version (3)
     3       1     flags: bit 0 = signed (a 32-byte tag follows the header), bit 1 = JSON body,
-                  bit 2 = spread marker (not a payload: its 1-byte body is how many shards
-                  the signal has spread over, see :mod:`gaesignals.queue.spread`), bit 3 =
-                  cancellation (not a payload: its 8-byte body is the id of the payload it
-                  cancels, see :mod:`gaesignals.queue.cancel`)
+                  bit 2 = spread marker (not a payload: its 2-byte body, big-endian, is how
+                  many shards the signal has spread over, see :mod:`gaesignals.queue.spread`),
+                  bit 3 = cancellation (not a payload: its 8-byte body is the id of the payload
+                  it cancels, see :mod:`gaesignals.queue.cancel`)
     4       2     attempts: failed reliable deliveries so far (rewritten with the seal)
     6       2     length of the metadata, big-endian (0: none)
     8       4     length of the body, big-endian
@@ -206,7 +206,7 @@ def spread_marker(width: int, signal_key: bytes, secret_key: bytes | None = None
     if not 1 <= width <= MAX_SPREAD:
         raise ValueError(f"a spread is 1..{MAX_SPREAD} shards, not {width}")
     keys = () if secret_key is None else (secret_key,)
-    return encode(bytes((width,)), signal_key, keys, flags=FLAG_SPREAD, ident=bytes(8))
+    return encode(width.to_bytes(2, "big"), signal_key, keys, flags=FLAG_SPREAD, ident=bytes(8))
 
 
 def ident_of(raw_frame: bytes) -> bytes:

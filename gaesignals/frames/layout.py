@@ -17,7 +17,8 @@ FLAG_SPREAD = 0x04
 FLAG_CANCEL = 0x08
 KNOWN_FLAGS = FLAG_SIGNED | FLAG_JSON | FLAG_SPREAD | FLAG_CANCEL
 #: The widest spread a marker can claim; a larger claim reads as this (bounded work per read).
-MAX_SPREAD = 16
+#: Reached by doubling from 1: twelve widenings, 4,096 keys of ``max_value_size`` each.
+MAX_SPREAD = 4096
 
 HEADER = struct.Struct(">2sBBHHI8s")
 HEADER_SIZE = HEADER.size  # 20

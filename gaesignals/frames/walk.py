@@ -317,9 +317,10 @@ class Walker:
                 return "malformed cancel frame"
             self.cancels.append(frame)
             return ""
-        if len(body) != 1 or not body[0]:
+        claim = int.from_bytes(body, "big")
+        if len(body) != 2 or not claim:
             return "malformed spread marker"
-        self.marker_width = max(self.marker_width, min(body[0], MAX_SPREAD))
+        self.marker_width = max(self.marker_width, min(claim, MAX_SPREAD))
         self.marker_bytes += frame.end - frame.start
         return ""
 

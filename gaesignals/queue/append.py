@@ -5,11 +5,14 @@ missing), otherwise with a gets + cas loop (two round trips uncontended) that re
 number of times with jittered backoff. A write either stores its frames or raises; it never
 reports success for a payload that is not in the cache. A store's one-send fast path
 (:class:`~gaesignals.stores.FastSend`) sits behind :func:`append_one`. A signal's sends that
-keep meeting other senders spread it over more shards (:mod:`.spread`, :func:`widen`).
+keep meeting other senders, or that find its shards full, spread it over more shards
+(:mod:`.spread`, :func:`widen`); only a declared signal's shards, or the widest spread, are
+ever full (``QueueFull``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import random
 import time
 from collections.abc import Mapping
@@ -17,7 +20,7 @@ from typing import cast
 
 from ..accounting import count_sent
 from ..config import Settings
-from ..exceptions import Contention, GaeSignalsError, QueueFull
+from ..exceptions import Contention, GaeSignalsError, QueueFull, StoreFull
 from ..frames import parse_queue
 from ..keys import shard_queues, spread_key
 from ..registration import registry
@@ -27,6 +30,11 @@ from .routing import crowded, filled, rng, stick
 
 #: How many gets + cas (or append + add) rounds a write tries before giving up.
 SEND_ATTEMPTS = 8
+#: How many shards one value may meet full in one write before the send raises ``QueueFull``
+#: (a signal not declared with ``shards``: it widens after meeting two).
+MAX_MOVES = 8
+#: The most bytes a spread marker takes (signed): a key with less room takes none.
+MARKER_ROOM = 64
 #: How many more rounds a gets + cas write may take when a CAS was lost only to deliveries'
 #: resets: those say nothing of other senders (the key shrank; the next CAS meets a short
 #: key), and reliable deliveries, which acknowledge by CAS, make them common on a hot signal.
@@ -44,7 +52,13 @@ def append_one(
     this thread's next sends or spreads the signal, from one lost to a delivery)."""
     store = settings.store
     fast = store.fast_send
-    stored = None if fast is None else fast.append_one(key, frame, counter)
+    try:
+        stored = None if fast is None else fast.append_one(key, frame, counter)
+    except StoreFull:
+        if counter is not None and store.supports_append:  # it went out with the append
+            with store.connection() as conn:
+                conn.incr_many({counter: -1})
+        raise
     if stored:
         if counter is not None and not store.supports_append:
             count_sent(None, store, {counter: 1})  # gets + cas: the fast path counted nothing
@@ -97,11 +111,12 @@ def look_up_width(
 
 def _learn_width(
     conn: Connection, settings: Settings, base: str, *, own_key_too: bool = False
-) -> None:
+) -> bool:
     """Learn ``base``'s width from its spread key (``own_key_too``: and its own key). A width
     learned from the spread key alone is written into the own key too, where deliverers read
     it: the spread key is only a copy, which the cache may have kept where it lost shard 0,
-    or which a writer without the secret key may have planted."""
+    or which a writer without the secret key may have planted. Returns whether the own key
+    was read full (no marker fits: its deliverers learn the width at their next sweep)."""
     keys = [spread_key(base), base] if own_key_too else [spread_key(base)]
     found = conn.gets_many(keys)
     news = 0
@@ -109,26 +124,47 @@ def _learn_width(
         seen = parse_queue(value, base.encode(), settings.secret_keys).marker_width
         if spread.learn(settings, base, seen) and key != base:
             news = seen
-    if news and spread.width(settings, base, 1) == news:
-        append_frames(conn, settings.store, {base: spread.marker(settings, base, news)})
+    own = found.get(base)
+    full = own is not None and len(own.value) + MARKER_ROOM > settings.store.max_value_size
+    if news and spread.width(settings, base, 1) == news and not full:
+        with contextlib.suppress(QueueFull):  # a full key: its deliverers sweep it later
+            append_frames(conn, settings.store, {base: spread.marker(settings, base, news)})
+    return full
 
 
-def widen(conn: Connection, settings: Settings, queues: tuple[str, ...]) -> tuple[str, ...]:
+def widen(
+    conn: Connection,
+    settings: Settings,
+    queues: tuple[str, ...],
+    *,
+    limit: int = spread.MAX_CONTENDED,
+    own_key_too: bool = False,
+) -> tuple[str, ...]:
     """Spread a signal (``queues``: its queue keys as this process knows them) over twice as
-    many shards, at most :data:`~.spread.MAX_SPREAD`: write the marker into its own queue key
-    (for deliverers) and then into its spread key (for senders), then use the new shards.
-    Returns its queue keys now (``queues`` when it could not widen: the marker write failed,
-    or the signal is as wide as it gets). A signal already as wide in the store is learned."""
+    many shards, at most ``limit`` (contention's; a full signal's is :data:`~.spread.MAX_SPREAD`):
+    write the marker into its own queue key and the new rung's anchor (for deliverers), then
+    into its spread key (for senders), then use the new shards. Returns its queue keys now
+    (``queues`` when it could not widen: the marker write failed, or the signal is as wide as
+    it gets). A signal already as wide in the store (its spread key; ``own_key_too``: or its
+    own key) is learned."""
     base = queues[0]
     if base in registry.fixed_queues(settings.namespace):
         return queues
     try:
-        _learn_width(conn, settings, base)
+        full = _learn_width(conn, settings, base, own_key_too=own_key_too)
         known = max(len(queues), spread.width(settings, base, 1))
-        target = min(2 * known, spread.MAX_SPREAD)
+        target = min(2 * known, limit)
         if target > known and known == len(queues):
             marker = spread.marker(settings, base, target)
-            append_frames(conn, settings.store, {base: marker})
+            # Its own key, and the new rung's first shard past the swept ones, where sweeps
+            # look for the rung. Either may be full (of payloads that a delivery finds): the
+            # deliverers that read no marker then learn the width at their next sweep.
+            marked = [] if full else [0]
+            if known >= spread.SWEPT:
+                marked.append(known)
+            for key in shard_queues(base, tuple(marked)):
+                with contextlib.suppress(QueueFull):
+                    append_frames(conn, settings.store, {key: marker})
             conn.set_many({spread_key(base): marker})
             spread.learn(settings, base, target)
     except GaeSignalsError:
@@ -222,16 +258,28 @@ class _Write:
             while attempt < SEND_ATTEMPTS:
                 if known is not None and self._over_known(known):
                     continue
-                stored = self.conn.append_many(self.pending, None if sent else bumps)
-                sent = True
-                if self._settle(stored):
-                    return self._spread_full()
-                totals = {key: len(value) for key, value in self.pending.items()}
-                if self._settle(self.conn.add_many(self.pending), totals):
-                    return self._spread_full()
+                try:
+                    stored = self.conn.append_many(self.pending, None if sent else bumps)
+                    sent = True
+                    if self._settle(stored):
+                        return self._spread_full()
+                    totals = {key: len(value) for key, value in self.pending.items()}
+                    if self._settle(self.conn.add_many(self.pending), totals):
+                        return self._spread_full()
+                except StoreFull as full:
+                    sent = True  # (an append that raised sent its counters)
+                    self._settle(full.results)
+                    raise StoreFull(str(full), dict.fromkeys(self.pending, False)) from full
                 # The key exists, yet append refused: too large, or it vanished and came back.
-                if self._make_room(self.conn.gets_many(list(self.pending))):
+                current = self.conn.gets_many(list(self.pending))
+                if self._make_room(current):
                     continue
+                if attempt and current:  # refused twice with room: the cache will not grow it
+                    raise QueueFull(
+                        f"the cache refused twice to grow {', '.join(sorted(current))} (out of "
+                        "memory?)",
+                        sorted(self.pending),
+                    )
                 time.sleep(random.uniform(0, 0.001 * 2**attempt))
                 attempt += 1
             raise self._contention()
@@ -386,23 +434,40 @@ class _Write:
         return True
 
     def _reroute(self, keys: list[str]) -> set[str]:
-        """Move the values of ``keys`` to a random shard of their signal not tried yet in this
-        write; returns the keys moved away from. This thread then sends there."""
-        pending, routes, tried = self.pending, self.routes, self.tried
+        """Move the values of ``keys`` to another shard of their signal (see :meth:`_room`);
+        returns the keys moved away from. This thread then sends there."""
         moved = set()
         for key in keys:
-            queues = routes.get(key)
+            queues = self.routes.get(key)
             if queues is None:
                 continue
-            options = [q for q in queues if q not in tried[key] and q not in pending]
-            if not options and self.settings is not None:
-                # Every shard it knows is full: maybe one it does not know of yet.
-                queues = look_up_width(self.conn, self.settings, queues, own_key_too=True)
-                options = [q for q in queues if q not in tried[key] and q not in pending]
-            if not options:
+            new, queues = self._room(key, queues)
+            if new is None:
                 continue
-            new = rng.choice(options)
             self._move(key, new, queues)
             stick(queues, new)
             moved.add(key)
         return moved
+
+    def _room(self, key: str, queues: tuple[str, ...]) -> tuple[str | None, tuple[str, ...]]:
+        """Where ``key``'s value goes now that its shard is full, and its signal's queue keys
+        now (None: nowhere). A declared signal's shards are tried in turn. Any other signal's
+        newest rung is tried twice (older shards filled first), then the width is read from
+        the store and, when nobody widened it, doubled: a few round trips, however wide."""
+        tried, pending, settings = self.tried[key], self.pending, self.settings
+
+        def untried(options: tuple[str, ...]) -> list[str]:
+            return [q for q in options if q not in tried and q not in pending]
+
+        if settings is None or queues[0] in registry.fixed_queues(settings.namespace):
+            options = untried(queues)
+        elif len(tried) > MAX_MOVES:
+            options = []
+        else:
+            options = untried(queues[len(queues) // 2 :]) if len(tried) <= 2 else []
+            if not options:
+                queues = widen(
+                    self.conn, settings, queues, limit=spread.MAX_SPREAD, own_key_too=True
+                )
+                options = untried(queues[len(queues) // 2 :])
+        return (rng.choice(options) if options else None), queues

@@ -1,4 +1,8 @@
-"""Reliable delivery's per-signal locks: taken with a lease, renewed, released by their owner.
+"""Reliable delivery's locks, one per shard of a signal: taken with a lease, renewed, released
+by their owner.
+
+A reliable deliverer works on the shards whose locks it holds, so several deliverers share one
+signal's backlog, each on shards of its own; a signal on one key has one lock, as before.
 
 A released lock is an empty value; a held one is ``<owner>:<lease>:<written>:<write>``: its
 owner's random token, the lease it was taken with, the Unix second its writer wrote it, and a
@@ -24,7 +28,7 @@ import itertools
 import logging
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from .. import frames
@@ -46,7 +50,8 @@ _writes = itertools.count()
 
 
 class LockState(enum.StrEnum):
-    """What a signal's lock is, as reports show it."""
+    """What a signal's lock is, as reports show it (for a signal on several shards, the most
+    notable of its shards' locks: see :func:`most_notable`)."""
 
     #: Nobody holds it.
     FREE = "free"
@@ -109,6 +114,17 @@ def lock_state(key: str, value: bytes | None, honoured: int) -> LockState:
     if age > lives + CLOCK_SKEW or age < -CLOCK_SKEW or _seen_for(key, value) > lives + 1:
         return LockState.FOREIGN
     return LockState.OVERLONG if lock.lease > honoured else LockState.HELD
+
+
+#: Which lock state a report shows for a signal whose shards' locks differ: a problem first.
+_NOTABLE = (LockState.FOREIGN, LockState.OVERLONG, LockState.HELD, LockState.FREE)
+
+
+def most_notable(states: Iterable[LockState]) -> LockState:
+    """The state a report shows for a signal whose shards' locks are in ``states``: foreign or
+    overlong if any is (a problem to report), else held if any is, else free."""
+    found = set(states)
+    return next((state for state in _NOTABLE if state in found), LockState.FREE)
 
 
 def is_foreign(key: str, value: bytes, honoured: int) -> bool:
@@ -196,6 +212,8 @@ def rewrite_if_owner(
     conn: Connection, locks: list[str], owner: bytes, value: bytes, lease: int
 ) -> set[str]:
     """Set the locks ``owner`` still holds to ``value`` with a fresh lease; returns those set."""
+    if not locks:
+        return set()
     current = conn.gets_many(locks)
     ours = {
         k: Cached(value, current[k].token)
@@ -218,6 +236,14 @@ class Holder:
         self.lease = lease
         self.held = set(held)
         self.renew_at = _clock() + lease / 2
+
+    def let_go(self, locks: Iterable[str]) -> None:
+        """Release ``locks`` before the delivery ends: shards it read and will not work on,
+        left to other deliverers at once."""
+        early = sorted(self.held.intersection(locks))
+        if early:
+            self.held.difference_update(early)
+            release(self.conn, early, self.owner, self.lease)
 
     def still_holds(self, lock: str) -> bool:
         if _clock() >= self.renew_at and self.held:

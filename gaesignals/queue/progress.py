@@ -1,6 +1,6 @@
 """Reliable delivery's progress cursor: one shard's record of how far its delivery got.
 
-Before each payload runs, the deliverer holding the signal's lock writes the shard's cursor: the
+Before each payload runs, the deliverer holding the shard's lock writes the shard's cursor: the
 payload (its end offset and frame id) with the attempts it will have counted if its run never
 returns, when the delivery decided what was due, the payloads it rescheduled so far and how it
 reads frames (:func:`~.held.reader`). A successor resumes from it (:meth:`Progress.resume`).

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from ..config import Settings
 from ..keys import SignalKeys, check_name, shard_queues, signal_keys
 from ..registration import registry
-from .spread import every_shard, width
+from .spread import swept, width
 
 #: A thread moves to another shard of a sharded signal once its shard holds this many bytes (on
 #: stores with append: once it has appended this many since it picked the shard), so that one
@@ -110,8 +110,8 @@ def filled(queues: Sequence[str], key: str, size: int, *, added: bool) -> None:
 
 
 def queues_of(name: str, settings: Settings, *, every: bool = False) -> list[str]:
-    """Every queue key of ``name`` as declared or learned (``every``: every key any sender
-    may use, as a sweep reads them): one per shard, its own first."""
+    """Every queue key of ``name`` as declared or learned (``every``: the keys a sweep reads,
+    :func:`~.spread.swept`): one per shard, its own first."""
     keys = signal_keys(check_name(name), settings.namespace)
-    shards = (every_shard if every else width)(settings, keys.queue, registry.shards(name))
+    shards = (swept if every else width)(settings, keys.queue, registry.shards(name))
     return list(shard_queues(keys.queue, shards))

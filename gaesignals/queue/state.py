@@ -14,9 +14,9 @@ from typing import NamedTuple
 
 from .. import frames
 from ..accounting import number
-from ..keys import SignalKeys, signal_keys
+from ..keys import SignalKeys, shard_keys, signal_keys
 from ..stores import Cached, Connection
-from .lease import LockState, lock_state
+from .lease import LockState, lock_state, most_notable
 
 
 def scan_queues(conn: Connection, keys: Sequence[str]) -> dict[str, bytes]:
@@ -49,7 +49,8 @@ def read_counters(
 
 class SignalState(NamedTuple):
     """A signal's counters (those asked for), its reliable-delivery lock (free, held,
-    overlong or foreign: see :mod:`.lease`) and how many dead letters it keeps that verify."""
+    overlong or foreign: see :mod:`.lease`; of a signal on several shards, the most notable of
+    its shards' locks) and how many dead letters it keeps that verify."""
 
     counters: dict[str, int]
     lock: LockState
@@ -62,18 +63,27 @@ def read_states(
     counters: Sequence[str],
     secret_keys: Sequence[bytes],
     leases: Mapping[str, int],
+    widths: Mapping[str, int] | None = None,
 ) -> dict[str, SignalState]:
-    """Each signal's counters, lock and dead letters, all in one batch. A dead letter counts
+    """Each signal's counters, locks and dead letters, all in one batch. A dead letter counts
     when it verifies for the signal (with ``secret_keys``, if any); a lock is judged by the
-    signal's declared lease in ``leases``."""
+    signal's declared lease in ``leases``; the locks of a signal's ``widths`` shards are read
+    (one when not given)."""
+    locks = {
+        name: [shard.lock for shard in shard_keys(k, (widths or {}).get(name, 1))]
+        for name, k in signals.items()
+    }
     wanted = [k.counter(c) for k in signals.values() for c in counters]
-    wanted += [key for k in signals.values() for key in (k.lock, k.dead)]
+    wanted += [k.dead for k in signals.values()]
+    wanted += [lock for name in signals for lock in locks[name]]
     current = conn.gets_many(wanted)
     states = {}
     for name, k in signals.items():
         dead = current.get(k.dead)
         found = [] if dead is None else frames.parse(dead.value, k.queue.encode(), secret_keys)[0]
-        lock_item = current.get(k.lock)
-        lock = lock_state(k.lock, None if lock_item is None else lock_item.value, leases[name])
+        lock = most_notable(
+            lock_state(key, current[key].value if key in current else None, leases[name])
+            for key in locks[name]
+        )
         states[name] = SignalState(_counts(current, k, counters), lock, len(found))
     return states

@@ -50,10 +50,11 @@ from ..config import Settings
 from ..exceptions import GaeSignalsError, PartialFailure, StoreUnavailable
 from ..keys import SignalKeys
 from ..registration import SignalSpec
-from ..stores import Cached, Connection, NativeQueue, TakeGroup, home_key, is_stranded
+from ..stores import Cached, Connection, NativeQueue, TakeGroup, Taken, home_key, is_stranded
 from .append import append_frames, widen
+from .bounds import Quotas, frames_from, head_of
 from .collapse import Collapsed, collapse
-from .spread import kept_marker, learn
+from .spread import kept_markers, learn
 
 logger = logging.getLogger("gaesignals")
 
@@ -85,8 +86,8 @@ class Reader(Protocol):
         ...
 
     def parse(self, name: str, key: str, value: bytes) -> Parse:
-        """The value's parse, never bare bodies (asked when a cancellation elsewhere in the
-        signal may name one of its payloads)."""
+        """The value's parse, even where bare bodies would do (a bounded take cuts it; a
+        cancellation elsewhere in the signal may name one of its payloads)."""
         ...
 
 
@@ -160,6 +161,12 @@ class _Waiting(NamedTuple):
     shift: int
     back: tuple[frames.Frame, ...] = ()
 
+    def before(self, at: int) -> _Waiting | None:
+        """What waits before offset ``at`` (the rest of the value stays where it is)."""
+        later = [frame for frame in self.later if frame.start < at]
+        held = [frame for frame in self.held if frame.start < at]
+        return _Waiting(later, held, self.value, self.shift) if later or held else None
+
     def raw(self) -> bytes:
         """The bytes of every frame kept, in queue order."""
         value, kept = self.value, [*self.later, *self.held, *self.back]
@@ -181,16 +188,23 @@ def take(
     *,
     checking: Collection[str] = (),
     now: int,
+    limits: Mapping[str, int] | None = None,
 ) -> WeakTaken:
     """Take every payload due at ``now`` (Unix ms) from every queue key of ``layout``, at most
     once, counting it (when ``settings.counters``); the signals in ``checking`` get their
     lost check (see :func:`~gaesignals.accounting.check_lost`) from the same read.
+
+    ``limits`` (each signal of ``layout``'s, or None for no bound) bounds how many payloads of
+    each signal are taken: the oldest of each key, starting at a shard drawn for this take
+    (:mod:`.bounds`); the rest stays queued, in order.
 
     Raises :class:`~gaesignals.StoreUnavailable` only when nothing was taken."""
     store = settings.store
     if checking:
         flush_sent(conn, store)  # sent counts this process still holds
     run = _Take(conn, settings, layout, reader, checking, now)
+    if limits is not None:
+        run.quotas = Quotas(limits, layout.shards)
     if store.native is not None:
         run.natively(store.native)
     else:
@@ -233,6 +247,22 @@ class _Take:
         self.marked: dict[str, dict[str, tuple[list[frames.Frame], bytes, int]]] = {}
         #: Each key's payloads coalesced and cancelled, as :meth:`collapse` decided.
         self.collapsed: dict[str, tuple[int, int]] = {}
+        #: A bounded take's quotas (None: every payload due is taken).
+        self.quotas: Quotas | None = None
+        #: In a bounded take: each key's value as parsed (past its marker), and what stays
+        #: queued past the payloads a key may give (its rest, from its first payload left).
+        self.values: dict[str, tuple[bytes, int]] = {}
+        self.rests: dict[str, bytes] = {}
+        #: In a generic bounded take: where each key long enough to need it was cut before
+        #: its parse (see :func:`.bounds.head_of`).
+        self.heads: dict[str, int] = {}
+        #: In a bounded take with a lost check: how many payload frames each key cut holds
+        #: past the part parsed (counted by their headers, see :func:`.bounds.frames_from`).
+        self.tails: dict[str, int] = {}
+        #: Whether the store took natively: then what a bound leaves must be put back.
+        self.native = False
+        #: In a bounded native take: the rungs' first shards (anchors) taken with their signal.
+        self.anchors: list[str] = []
         #: Whether a reset's answer never came: its counters may or may not have landed.
         self.unsure = False
 
@@ -257,13 +287,17 @@ class _Take:
             parsed = self.parse(current)
             if first and self.checking:
                 self.check_lost(current, parsed)
+            if self.quotas is not None:
+                self.rests = self.bound(parsed)
+            if self.marked:
+                self.collapse(parsed, current)
             if not parsed:
                 return
             self.count(parsed)
             counters = pop_changes(self.counts) if self.counting else {}
             won = self._reset(current, parsed, counters)
             # Counted, even when this round's counts cancelled an earlier round's take-back
-            # and nothing went out; unless the reset's fate is unknown (counters cleared).
+            # and nothing went out; unless the reset's fate is unknown.
             self.keep(parsed, won, taken_back=self.counting and not self.unsure)
             if self.failure is not None:
                 return
@@ -295,7 +329,7 @@ class _Take:
     ) -> dict[str, bool]:
         """Empty every key read non-empty if it is unchanged, with the counters ahead of the
         resets (see ``Connection.cas_many``); what a lost race changes is taken back after."""
-        markers, kept = self.markers, self.kept if self.waiting else None
+        markers, kept = self.markers, self.kept if self.waiting or self.rests else None
         resets = {
             key: Cached(markers.get(key, b"") + (kept(key) if kept else b""), current[key].token)
             for key in parsed
@@ -334,28 +368,48 @@ class _Take:
         store counted each key's whole frames into ``accounted`` and ``delivered`` as it took
         them, so what the parse finds different is corrected here."""
         layout, checking = self.layout, self.checking
+        self.native = True
         groups = []
+        markers = self.markers
         for name, queues in layout.shards.items():
             keys = layout.keys[name]
             counters = (keys.counter("accounted"), keys.counter("delivered"))
+            bumped = counters if self.counting else None
+            # A group keeps the marker in its first queue: each anchor is a group of its own,
+            # but for a bounded take, whose quota is the signal's (its anchors' markers are
+            # put back once the take emptied them, see _put_back_anchors).
+            anchored = [q for q in queues[1:] if q in markers]
+            if self.quotas is not None:
+                self.anchors += anchored
+                anchored = []
             groups.append(
                 TakeGroup(
-                    queues,
-                    counters if self.counting else None,
+                    tuple(q for q in queues if q not in anchored) if anchored else queues,
+                    bumped,
                     lost_keys(keys) if name in checking else (),
-                    self.markers.get(keys.queue, b""),
+                    markers.get(keys.queue, b""),
+                    *self._bound_of(name),
                 )
             )
+            groups += [TakeGroup((q,), bumped, (), markers[q]) for q in anchored]
         taken = native.take_many(groups, self.now)
         self.failure = taken.failure
-        current = {key: Cached(value, None) for key, value in (taken.read | taken.values).items()}
+        values = self._counted_tails(taken.values, taken.cut) if taken.cut else taken.values
+        current = {key: Cached(value, None) for key, value in (taken.read | values).items()}
         parsed = self.parse(current)
-        if self.widened:
-            self._put_back_markers()
-        if self.waiting:
-            self._put_back_waiting(taken.walked or {})
         if checking:
             self.check_lost(current, parsed)
+        if self.quotas is not None:
+            self._cut_where_taken(parsed, taken.cut or {})
+            if self.anchors:
+                self._put_back_anchors(taken)
+            self.rests = self.bound(parsed)  # past unreadable bytes: the script took them
+        if self.marked:
+            self.collapse(parsed, current)
+        if self.widened:
+            self._put_back_markers()
+        if self.waiting or self.rests:
+            self._put_back_waiting(taken.walked or {})
         if self.counting:
             for key, counted in taken.counted.items():
                 signal = layout.keys[layout.names[home_key(key)]]
@@ -365,11 +419,57 @@ class _Take:
         self.count(parsed)
         self.keep(parsed, dict.fromkeys(parsed, True), taken_back=False)
 
+    def _bound_of(self, name: str) -> tuple[int, int]:
+        """A native take's bound of signal ``name``: its quota (-1: none) and first shard."""
+        quotas = self.quotas
+        if quotas is None:
+            return -1, 0
+        return quotas.left[name], quotas.first[name]
+
+    def _counted_tails(self, values: dict[str, bytes], cuts: Mapping[str, int]) -> dict[str, bytes]:
+        """Each value the native take gave whole (for a lost check) but cut, cut where the
+        store cut it, with what follows counted by headers (see :attr:`tails`)."""
+        values = dict(values)
+        for key, at in cuts.items():
+            whole = values.get(key)
+            if whole is None or at >= len(whole):
+                continue
+            tail = frames_from(whole, at)
+            if tail is not None:
+                self.tails[key] = tail
+                values[key] = whole[:at]
+        return values
+
+    def _cut_where_taken(self, parsed: _Parsed, cuts: Mapping[str, int]) -> None:
+        """Keep of each key the native take cut only the part it took: the rest is queued.
+        (A key read for a lost check comes whole, for the check to count all it holds.)"""
+        for key, at in cuts.items():
+            entry = parsed.get(key)
+            if entry is None:
+                continue
+            value, shift = self.values[key]
+            if at - shift < len(value):
+                self._cut(parsed, key, *self._frames(key, entry), at - shift)
+
+    def _put_back_anchors(self, taken: Taken) -> None:
+        """A bounded native take reads a wide signal's anchors with its other shards, under
+        its one quota, so the store kept no marker in those it emptied: append it back there
+        (sweeps find the signal's rungs by them)."""
+        cut = taken.cut or {}
+        emptied = {q: self.markers[q] for q in self.anchors if q in taken.values and q not in cut}
+        if not emptied:
+            return
+        try:
+            append_frames(self.conn, self.settings.store, emptied)
+        except GaeSignalsError:
+            logger.warning("could not write back spread markers", exc_info=True)
+
     def _put_back_markers(self) -> None:
-        """The take emptied the own key of a signal it did not know was spread, marker and
-        all: write the marker back, so that other deliverers still find every shard."""
-        queues = [self.layout.keys[name].queue for name in self.widened]
-        markers = {queue: self.markers[queue] for queue in queues}
+        """The take emptied the own key (and anchors) of a signal it did not know was spread,
+        marker and all: write the marker back, so that other deliverers still find every
+        shard."""
+        names, markers = self.layout.names, self.markers
+        markers = {key: markers[key] for key in markers if names.get(key) in self.widened}
         try:
             append_frames(self.conn, self.settings.store, markers)
         except GaeSignalsError:
@@ -393,6 +493,8 @@ class _Take:
             if past:
                 past.sort(key=lambda frame: frame.start)
                 lost[key] = b"".join(kept.value[f.start : f.end] for f in past)
+        for key, rest in self.rests.items():  # past the quota, behind unreadable bytes
+            lost[key] = lost.get(key, b"") + rest
         if lost:
             try:
                 append_frames(self.conn, self.settings.store, lost)
@@ -404,7 +506,8 @@ class _Take:
     def kept(self, key: str) -> bytes:
         """The bytes of ``key``'s payloads not due yet or held, which its reset keeps."""
         kept = self.waiting.get(key)
-        return b"" if kept is None else kept.raw()
+        rest = self.rests.get(key, b"") if self.rests else b""
+        return rest if kept is None else kept.raw() + rest
 
     def check_lost(self, current: Mapping[str, Cached], parsed: _Parsed) -> None:
         """The lost check of the signals due, but those found spread wider than read: their
@@ -419,6 +522,9 @@ class _Take:
             _, found, bad, _ = parsed.get(key, ("", [], [], []))
             back = sum(not frame.flags & frames.FLAG_CANCEL for frame in kept.back)
             queued[key] = (range(len(found) + len(kept.later) + len(kept.held) + back), bad)
+        for key, tail in self.tails.items():  # a bounded take parsed only its part
+            some, regions = queued.get(key, ((), ()))
+            queued[key] = (range(len(some) + tail), regions)
         check = check_lost(self.conn, keys, layout.names, current, queued)
         self.counts.update(check.changes)
         self.losses = check.losses
@@ -437,6 +543,10 @@ class _Take:
                 self.waiting.pop(key, None)
             self.marked.clear()
             self.collapsed.clear()
+        quotas = self.quotas
+        heads = self.heads
+        if heads:
+            heads.clear()
         for key, item in current.items():
             value = item.value
             if not value:
@@ -452,24 +562,19 @@ class _Take:
                 value = value[len(marker) :]
                 if not value:
                     continue  # only the marker: nothing pending
-            got = read(name, key, value)
+            if quotas is None or self.native:  # (a native take's store cut it already)
+                if quotas is not None:
+                    self.values[key] = (value, len(item.value) - len(value))
+                got = read(name, key, value)
+            else:
+                self.values[key] = (value, len(item.value) - len(value))
+                value, got = self._read_part(key, name, value, quotas.left[name])
             if isinstance(got, list):
                 parsed[key] = (name, got, [], got)
                 continue
-            found, bad, seen, held, cancels = got
-            if seen > layout.widths[name]:
-                self.learn(name, seen)
-            shift = len(item.value) - len(value)
-            if held or any(frame.meta for frame in found):
-                found = self.hold(key, found, held, value, shift)
-                if key in self.waiting or any(frame.meta for frame in found):
-                    self.note(name, key, cancels, value, shift)
-            elif cancels:
-                self.note(name, key, cancels, value, shift)
+            found, bad, cancels = self._due(key, name, got, value, len(item.value) - len(value))
             if found or bad or cancels:  # else only markers, or payloads not due yet or held
                 parsed[key] = (name, found, bad, within_ttl(name, found))
-        if self.marked:
-            self.collapse(parsed, current)
         return parsed
 
     def note(
@@ -505,6 +610,10 @@ class _Take:
         for key, (owner, found, _, _) in list(parsed.items()):
             if owner != name or not found or not isinstance(found[0], bytes):
                 continue
+            if key in self.values:  # a bounded take: its part, as the bound cut it
+                _, again, bad = self._frames(key, parsed[key])
+                parsed[key] = (name, again, bad, again)
+                continue
             value = current[key].value
             marker = self.markers.get(key)
             if marker and value.startswith(marker):
@@ -538,6 +647,110 @@ class _Take:
         self.collapsed[key] = (coalesced, cancelled)
         parsed[key] = (name, found, bad, self.reader.within_ttl(name, deliver))
 
+    def _read_part(
+        self, key: str, name: str, value: bytes, quota: int
+    ) -> tuple[bytes, list[bytes] | Parse]:
+        """The part of ``value`` a generic bounded take reads, and its read: one holding
+        ``quota`` readable payloads, or all of it. (Its headers cannot tell frames held for
+        another key: a part short of readable payloads is read again, twice as long.)"""
+        walk = quota
+        while True:
+            part = self._head(key, name, value, walk)
+            got = self.reader.read(name, key, part)
+            if part is value or len(got if isinstance(got, list) else got[0]) >= quota:
+                return part, got
+            walk = 2 * walk + 1
+
+    def _head(self, key: str, name: str, value: bytes, quota: int) -> bytes:
+        """The part of ``value`` a bounded take parses: up to the payload past its ``quota``
+        (what follows is counted by headers for a lost check; parsed whole past garbage)."""
+        head = head_of(value, quota)
+        if head == len(value):
+            self.heads.pop(key, None)
+            self.tails.pop(key, None)
+            return value
+        if name in self.checking:
+            tail = frames_from(value, head)
+            if tail is None:
+                self.heads.pop(key, None)
+                self.tails.pop(key, None)
+                return value
+            self.tails[key] = tail
+        self.heads[key] = head
+        return value[:head]
+
+    def _due(
+        self, key: str, name: str, got: Parse, value: bytes, shift: int
+    ) -> tuple[list[frames.Frame], list[frames.BadRegion], list[frames.Frame]]:
+        """A value's payloads due now, its unreadable regions and its cancellations; what waits
+        is held, a wider spread learned, a key that may need a collapse noted."""
+        found, bad, seen, held, cancels = got
+        if seen > self.layout.widths[name]:
+            self.learn(name, seen)
+        if held or any(frame.meta for frame in found):
+            found = self.hold(key, found, held, value, shift)
+            if key in self.waiting or any(frame.meta for frame in found):
+                self.note(name, key, cancels, value, shift)
+        elif cancels:
+            self.note(name, key, cancels, value, shift)
+        return found, bad, cancels
+
+    def _frames(
+        self, key: str, entry: tuple[str, Found, list[frames.BadRegion], Found]
+    ) -> tuple[str, list[frames.Frame], list[frames.BadRegion]]:
+        """A parsed key's entry with frames, parsing its value again if it came as bodies."""
+        name, found, bad, _ = entry
+        if not found or not isinstance(found[0], bytes):
+            return name, found, bad  # type: ignore[return-value]  # frames, or nothing
+        value, shift = self.values[key]
+        value = value[: self.heads.get(key, len(value))]
+        found, bad, _ = self._due(key, name, self.reader.parse(name, key, value), value, shift)
+        return name, found, bad
+
+    def bound(self, parsed: _Parsed) -> dict[str, bytes]:
+        """Cut each key of ``parsed`` to the payloads its signal's quota allows, the oldest;
+        returns what stays queued of each key cut (see :attr:`rests`). A key that may give
+        nothing and holds nothing unreadable before its first payload is dropped from
+        ``parsed``: a generic take leaves it untouched (a native one took it: its rest goes
+        back)."""
+        assert self.quotas is not None
+        sizes = {key: (name, len(found)) for key, (name, found, *_) in parsed.items()}
+        rests = {key: self.values[key][0][at:] for key, at in self.heads.items() if key in parsed}
+        for key, quota in self.quotas.allot(sizes).items():
+            name, found, bad = self._frames(key, parsed[key])
+            if quota >= len(found):
+                parsed[key] = (name, found, bad, self.reader.within_ttl(name, found))
+                continue
+            rest = self._cut(parsed, key, name, found, bad, found[quota].start)
+            if key in parsed or self.native:
+                rests[key] = rest
+            else:
+                rests.pop(key, None)
+        return rests
+
+    def _cut(
+        self,
+        parsed: _Parsed,
+        key: str,
+        name: str,
+        found: list[frames.Frame],
+        bad: list[frames.BadRegion],
+        at: int,
+    ) -> bytes:
+        """Take of ``key`` only what comes before offset ``at`` of its value (dropping it from
+        ``parsed`` when that is nothing); returns the rest, which stays queued."""
+        found = [frame for frame in found if frame.start < at]
+        bad = [region for region in bad if region.start < at]
+        kept = self.waiting.pop(key, None)
+        waiting = None if kept is None else kept.before(at)
+        if waiting is not None:
+            self.waiting[key] = waiting
+        if found or bad:  # else only what waits: the key stays as it is (see hold)
+            parsed[key] = (name, found, bad, self.reader.within_ttl(name, found))
+        else:
+            del parsed[key]
+        return self.values[key][0][at:]
+
     def hold(
         self,
         key: str,
@@ -558,11 +771,12 @@ class _Take:
         return due
 
     def learn(self, name: str, seen: int) -> None:
-        """``name`` spreads over ``seen`` shards: keep its marker when emptying its own key."""
+        """``name`` spreads over ``seen`` shards: keep its marker when emptying its own key
+        and its anchors."""
         settings, queue = self.settings, self.layout.keys[name].queue
         learn(settings, queue, seen)
         self.widened[name] = seen
-        self.markers[queue] = kept_marker(settings, queue, self.layout.specs[name].shards)
+        self.markers.update(kept_markers(settings, queue, self.layout.specs[name].shards))
 
     def count(self, parsed: _Parsed) -> None:
         """Count each key's payloads as if every take wins."""
@@ -604,8 +818,10 @@ class _Take:
                     self.taken.append(TakenKey(key, name, found, bad, within_ttl, *gone))
                 else:
                     self.taken.append(TakenKey(key, name, found, bad, within_ttl))
-                if key in self.markers or key in self.waiting:
+                if key in self.markers or key in self.waiting or key in self.rests:
                     self.kept_back[key] = self.markers.get(key, b"") + self.kept(key)
+                if self.quotas is not None:
+                    self.quotas.spend(((name, len(found)),))
             elif taken_back:
                 tally(self.counts, layout.keys[name], found, bad, within_ttl, -1)
                 if key in self.collapsed:

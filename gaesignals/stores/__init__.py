@@ -164,6 +164,10 @@ class TakeGroup(NamedTuple):
     #: What the first queue holds once emptied: a spread signal's marker (see
     #: :mod:`gaesignals.queue.spread`), or nothing. A queue holding only that is left alone.
     marker: bytes = b""
+    #: At most this many payload frames are taken, the oldest of each queue (-1: all).
+    limit: int = -1
+    #: The queue taken first (an index into ``queues``); the others follow round in order.
+    first: int = 0
 
 
 class Taken(NamedTuple):
@@ -183,6 +187,10 @@ class Taken(NamedTuple):
     #: far into it (bytes) the walk got: frames not due yet past that (after garbage) were not
     #: kept. A key not named here was walked to its end.
     walked: dict[str, int] | None = None
+    #: Each queue key whose take stopped at the group's ``limit``, and where (a byte offset):
+    #: what follows stays queued. Its value in ``values`` is what was taken, or, for a group
+    #: with ``read`` keys (a lost check counts what is queued), all the key held.
+    cut: dict[str, int] | None = None
 
 
 class NativeQueue(Protocol):
@@ -193,7 +201,8 @@ class NativeQueue(Protocol):
         """A weak take of every group in one round trip: per group, atomically, read its
         ``read`` keys, then read and empty each of its queues (the first to its ``marker``)
         but for the frames not due at ``now`` (Unix ms), bumping its counters by the payload
-        frames taken. Raises
+        frames taken; with a ``limit``, taking at most that many payload frames, from the
+        ``first`` queue on, and leaving the rest in place. Raises
         :class:`~gaesignals.StoreUnavailable` when nothing answered (a timed-out take may
         still have been applied)."""
         ...

@@ -1,11 +1,15 @@
 """The guestbook's AsyncSignal and its receiver; ``gaesignals.contrib.django`` imports this
-module in every process (autodiscovery), so whoever delivers has the receiver connected."""
+module in every process (autodiscovery), so whoever delivers has the receiver connected. Also
+the signal the page's script calls through the browser bridge (mounted in ``urls.py``)."""
 
 import logging
 from typing import Any
 
 from django.dispatch import receiver
 
+import gaesignals
+from gaesignals import send_to_browser
+from gaesignals.browser import BrowserCall
 from gaesignals.contrib.django.signals import AsyncSignal
 
 from .models import Entry
@@ -23,3 +27,22 @@ def publish(sender: type[Entry], entry: Entry, **kwargs: Any) -> None:
     travelled as a reference)."""
     entry.publish()
     logger.info("published entry %s (%d words)", entry.pk, entry.words)
+
+
+#: Called by the page's script; answered in the calling window with ``guestbook.counted``.
+COUNT = "guestbook.count"
+
+
+def count(call: BrowserCall) -> None:
+    """A browser's call: answer that window with the number of entries published."""
+    published = Entry.objects.exclude(published_at=None).count()
+    send_to_browser("guestbook.counted", {"published": published}, window=call["window"])
+
+
+def register_browser_signals() -> None:
+    """Declare ``guestbook.count`` callable by any browser, run during the call."""
+    gaesignals.declare(COUNT, from_browser=True, delayed=False)
+    gaesignals.connect(COUNT, count)
+
+
+register_browser_signals()

@@ -9,6 +9,7 @@ the queues of every ``django.tasks`` backend of :mod:`.tasks` too.
         "STORE": "memcached://10.0.0.5:11211",  # NAMESPACE, SECRET_KEY, CODEC, EAGER too
         "DELIVER": "before",                    # the middleware: "before", "after" or None
         "INTERVAL": 2,                          # at most one delivery per 2 s per process
+        "LIMIT": 100,                           # payloads of each signal a request takes
         "RELIABLE": None,                       # None: each signal's declared mode
         "CRON_TOKEN": "...",                    # the cron view's bearer token
     }
@@ -39,7 +40,16 @@ CONFIGURE_KEYS = {
     "CODEC": "codec",
     "EAGER": "eager",
 }
-DELIVERY_KEYS = ("DELIVER", "INTERVAL", "RELIABLE", "LEASE", "MAX_ATTEMPTS", "CRON_TOKEN")
+DELIVERY_KEYS = (
+    "DELIVER",
+    "INTERVAL",
+    "RELIABLE",
+    "LEASE",
+    "MAX_ATTEMPTS",
+    "LIMIT",
+    "CRON_LIMIT",
+    "CRON_TOKEN",
+)
 DELIVER_WHEN = ("before", "after", None)
 
 

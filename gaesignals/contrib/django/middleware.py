@@ -10,7 +10,7 @@ from typing import Any
 
 from django.core.exceptions import MiddlewareNotUsed
 
-from ...middleware import RequestDeliverer, record_delivered
+from ...middleware import REQUEST_LIMIT, RequestDeliverer, record_delivered, waits
 from .apps import options
 
 logger = logging.getLogger("gaesignals")
@@ -22,8 +22,9 @@ class SignalsMiddleware:
     ``GAESIGNALS["DELIVER"]``: ``"before"`` (the default) delivers before the view runs, so
     the view sees what the previous requests sent already handled; ``"after"`` delivers once
     the response has been sent (when Django closes it), so the client never waits for it;
-    ``None`` removes the middleware. ``INTERVAL``, ``RELIABLE``, ``LEASE`` and ``MAX_ATTEMPTS``
-    are :class:`gaesignals.SignalsMiddleware`'s arguments. Delivery never breaks a request:
+    ``None`` removes the middleware. ``INTERVAL``, ``RELIABLE``, ``LEASE``, ``MAX_ATTEMPTS`` and
+    ``LIMIT`` are :class:`gaesignals.SignalsMiddleware`'s arguments (``LIMIT``: payloads of each
+    signal a request takes, 100 by default). Delivery never breaks a request:
     handler errors and store outages are logged on the ``gaesignals`` logger, and the response
     is never changed.
     """
@@ -40,9 +41,12 @@ class SignalsMiddleware:
             lease=found.get("LEASE"),
             max_attempts=found.get("MAX_ATTEMPTS"),
             interval=found.get("INTERVAL") or 0,
+            limit=found.get("LIMIT", REQUEST_LIMIT),
         )
 
     def __call__(self, request: Any) -> Any:
+        if waits(request.path):  # a browser's long poll (gaesignals.browser) only waits
+            return self.get_response(request)
         if self.when == "before":
             # Counted in META, so the cron view this request reaches reports it.
             record_delivered(request.META, self.deliverer.deliver_if_due())

@@ -7,7 +7,9 @@ behind a URL, for App Engine cron or any scheduler::
 It delivers the registered receivers, each signal in its declared mode (or
 ``GAESIGNALS["RELIABLE"]``), to App Engine cron or to ``Authorization: Bearer <token>`` with
 ``GAESIGNALS["CRON_TOKEN"]`` (else ``GAESIGNALS_CRON_TOKEN`` from the environment), and answers
-403 to anyone else, 405 to other methods, 503 when the store is down.
+403 to anyone else, 405 to other methods, 503 when the store is down. Each call takes at most
+``GAESIGNALS["CRON_LIMIT"]`` payloads of each signal (:data:`gaesignals.cron.CRON_LIMIT` by
+default; None for a whole backlog).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import Any
 from django.http import HttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
-from ...cron import CronDeliveryApp
+from ...cron import CRON_LIMIT, CronDeliveryApp
 from .apps import options
 
 
@@ -29,6 +31,7 @@ def deliver_signals(request: Any) -> HttpResponse:
         token=found.get("CRON_TOKEN"),
         lease=found.get("LEASE"),
         max_attempts=found.get("MAX_ATTEMPTS"),
+        limit=found.get("CRON_LIMIT", CRON_LIMIT),
     )
     answer: dict[str, Any] = {}
 

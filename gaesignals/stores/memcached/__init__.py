@@ -241,6 +241,8 @@ class MemcachedStore:
         segment when the append took it past a multiple of the segment size."""
         answer = lines[1]
         stored = lines[0] == b"STORED"
+        if not stored:
+            _wire.check_memory(lines[:1], (key,), {}, self.client.server)
         if answer.startswith(b"HD s"):
             here, spilled = size_flags(answer)
             dict.__setitem__(self.sizes, key, here + spilled)  # known key: no need to make room

@@ -12,7 +12,7 @@ from .. import Cached, is_stranded, segments, stranded_key
 from ._node import SEGMENT_PIECE, Node, Parked, Unreachable
 from ._ring import Operation, Ring
 from ._sizes import Sizes
-from ._wire import quiet_bumps, where, wire_key
+from ._wire import check_memory, quiet_bumps, where, wire_key
 from ._writes import AppendWrite, CasWrite
 
 logger = logging.getLogger("gaesignals")
@@ -141,6 +141,7 @@ class Connection:
                     result[key] = reply == b"STORED"
                     if result[key] and not is_stranded(key):
                         sizes[key] = len(items[key])
+                check_memory(replies, items, result, node.server)
 
         self._each_server(list(items), write, result)
         return result

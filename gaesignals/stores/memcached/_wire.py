@@ -4,15 +4,17 @@ that more than one room sends. Nothing here knows a server, a pool or a ring."""
 from __future__ import annotations
 
 import socket
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
-from ...exceptions import StoreUnavailable
+from ...exceptions import StoreFull, StoreUnavailable
 from .. import home_key
 
 #: The tail of the reply to arithmetic on a key that holds something else than a number: the
 #: caller's to judge, not a dead server.
 NOT_A_NUMBER = b"non-numeric value"
+#: What memcached answers a write it has no memory for (run with ``-M``, it evicts nothing).
+OUT_OF_MEMORY = b"SERVER_ERROR out of memory"
 
 #: How much one ``recv`` asks for. Larger reads make CPython allocate and free a buffer that
 #: size per call (mmap/munmap). Looked up at each call, so a benchmark can patch it.
@@ -101,6 +103,17 @@ def is_refusal(line: bytes) -> bool:
     """Whether a reply line says the server refused a command (a counter key holding
     something else is no refusal of the connection: the caller judges it)."""
     return line.startswith((b"ERROR", b"CLIENT_ERROR")) and not line.endswith(NOT_A_NUMBER)
+
+
+def check_memory(
+    replies: Iterable[bytes], keys: Iterable[str], stored: Mapping[str, bool], server: object
+) -> None:
+    """Raise :class:`~gaesignals.exceptions.StoreFull` when a write of ``keys`` answered by
+    ``replies`` was refused for want of memory (``stored``: what the call stored)."""
+    for reply in replies:
+        if reply.startswith(OUT_OF_MEMORY):
+            results = {key: stored.get(key, False) for key in keys}
+            raise StoreFull(f"memcached at {server} is out of memory", results)
 
 
 def segment_flags(spilled: int) -> int:

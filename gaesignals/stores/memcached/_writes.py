@@ -11,7 +11,7 @@ from ...exceptions import StoreUnavailable
 from .. import Cached, segments
 from ._node import Node, Token
 from ._sizes import Sizes
-from ._wire import bump, quiet_bumps, segment_flags, size_flags, wire_key
+from ._wire import bump, check_memory, quiet_bumps, segment_flags, size_flags, wire_key
 
 logger = logging.getLogger("gaesignals")
 
@@ -155,9 +155,10 @@ class AppendWrite:
     def __call__(self, node: Node, keys: list[str]) -> None:
         parts, sent, both = self.commands(node.prefix, keys)
         if sent:
-            replies = iter(node.exchange(b"".join(parts), len(sent)))
-            for key in self.settle(replies, dict.fromkeys(sent), both):
+            replies = node.exchange(b"".join(parts), len(sent))
+            for key in self.settle(iter(replies), dict.fromkeys(sent), both):
                 node.spill(key)
+            check_memory(replies, self.items, self.result, node.server)
 
     def commands(self, prefix: bytes, keys: list[str]) -> tuple[list[bytes], list[str], set[str]]:
         """Each key's commands; the key once per reply it waits for; the keys whose

@@ -36,10 +36,11 @@ class RedisQueue:
                 raise StoreUnavailable(str(error)) from error
             failure, replies = error, dict(error.results)
         walked: dict[str, int] = {}
-        taken = Taken({}, {}, {}, failure, walked)
+        cut: dict[str, int] = {}
+        taken = Taken({}, {}, {}, failure, walked, cut)
         for (key, _), batch in zip(commands, batches, strict=True):
             if key in replies:
-                _note(batch, replies[key], taken, walked)
+                _note(batch, replies[key], taken)
         return taken
 
     def _batches(self, groups: list[TakeGroup]) -> list[list[TakeGroup]]:
@@ -68,15 +69,14 @@ def _take(batch: list[TakeGroup], now: int) -> Command:
         counters = group.counters or ()
         keys += [*group.read, *group.queues, *counters]
         layout += [len(group.read), len(group.queues), "1" if counters else "0", group.marker]
+        layout += [group.limit, group.first]
     return (batch[0].queues[0], script(TAKE, tuple(keys), *layout))
 
 
-def _note(
-    batch: list[TakeGroup], reply: list[object], taken: Taken, walked: dict[str, int]
-) -> None:
+def _note(batch: list[TakeGroup], reply: list[object], taken: Taken) -> None:
     """Add a script's reply (per group: reads, queue values, frame counts; then, for each queue
-    whose walk stopped early, its index in the script's keys and how far it got) to
-    ``taken``."""
+    whose walk stopped early, its index in the script's keys, negative if cut at the group's
+    limit, and how far it got) to ``taken``."""
     at = 0
     for group in batch:
         nread, nqueue = len(group.read), len(group.queues)
@@ -94,6 +94,8 @@ def _note(
     if not trailer:
         return  # every walk reached its queue's end
     keys = [key for group in batch for key in (*group.read, *group.queues, *(group.counters or ()))]
+    walked, cut = taken.walked, taken.cut
+    assert walked is not None and cut is not None
     for index, got in zip(trailer[::2], trailer[1::2], strict=False):
-        if isinstance(index, int) and isinstance(got, int) and 0 < index <= len(keys):
-            walked[keys[index - 1]] = got
+        if isinstance(index, int) and isinstance(got, int) and 0 < abs(index) <= len(keys):
+            (walked if index > 0 else cut)[keys[abs(index) - 1]] = got

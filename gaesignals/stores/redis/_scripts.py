@@ -50,16 +50,21 @@ return 1
 """
 
 # A weak take of signals that share a server (on a cluster: a hash slot). ARGV[1] is how many
-# groups (signals), ARGV[2] the time (Unix ms) that decides what is due; then, per group, four
+# groups (signals), ARGV[2] the time (Unix ms) that decides what is due; then, per group, six
 # ARGV: how many keys to read first (a lost check's counters), how many queue keys, '1' if two
-# counters (accounted, delivered) follow them in KEYS, and what the first queue holds once
-# emptied (a spread signal's marker, or ''). Each queue that holds more is emptied but for its
-# frames not due yet (a not-before time, metadata type 1, after ARGV[2]), kept in order after
-# that; its other whole frames but spread markers and cancellations, walked by their headers
-# from the start (see gaesignals.frames), are counted into both counters. Returns, per group in
-# order: the values read, the queues' values (false: none) and the frames counted in each
-# queue; then, for each queue whose walk stopped before its end (garbage: frames after it are
-# not kept by the script), its index in KEYS and how far (a byte offset) the walk got.
+# counters (accounted, delivered) follow them in KEYS, what the first queue holds once emptied
+# (a spread signal's marker, or ''), how many payload frames the group may give (-1: all) and
+# which queue to take first (0-based; the others follow round in order). Each queue that holds
+# more is emptied but for its frames not due yet (a not-before time, metadata type 1, after
+# ARGV[2]), kept in order after that; its other whole frames but spread markers and
+# cancellations, walked by their headers from the start (see gaesignals.frames), are counted
+# into both counters. Once the group has given its limit, the walk stops at the next payload
+# frame: from there on the queue is kept as it is. Returns, per group in order: the values
+# read, the queues' values (false: none; a queue cut short gives what was taken, or all it
+# held if the group read keys first) and the frames counted in each queue; then, for each
+# queue whose walk stopped before its end, its index in KEYS (negative: cut at the limit;
+# positive: garbage, and frames after it are not kept by the script) and where (a byte
+# offset) the walk stopped.
 TAKE = b"""
 local function get(key)
   local ok, value = pcall(redis.call, 'GET', key)
@@ -79,8 +84,8 @@ local function due_at(value, m, stop)
   end
   return due
 end
-local function frames(value, now)
-  local count, at, size, kept = 0, 1, #value, nil
+local function frames(value, now, quota)
+  local count, at, size, kept, cut = 0, 1, #value, nil, false
   while at + 23 <= size do
     local m1, m2, version, flags, _, _, n1, n2, l1, l2, l3, l4 = string.byte(value, at, at + 11)
     if m1 ~= 0xA7 or m2 ~= 0x5C or version ~= 3 or flags > 15 then break end
@@ -93,45 +98,57 @@ local function frames(value, now)
       kept = kept or {}
       kept[#kept + 1] = string.sub(value, at, at + length - 1)
     elseif flags < 4 then  -- bits 2 and 3 (4, 8) mark a spread marker, a cancellation
+      if count == quota then
+        cut = true
+        break
+      end
       count = count + 1
     end
     at = at + length
   end
-  if kept then return count, at - 1, table.concat(kept) end
-  return count, at - 1, ''
-
+  if kept then return count, at - 1, table.concat(kept), cut end
+  return count, at - 1, '', cut
 end
 local out, k, now, stopped = {}, 0, tonumber(ARGV[2]), {}
 for g = 1, tonumber(ARGV[1]) do
-  local nread, nqueue = tonumber(ARGV[4 * g - 1]), tonumber(ARGV[4 * g])
-  local marker = ARGV[4 * g + 2]
+  local a = 6 * g - 4
+  local nread, nqueue = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
+  local marker, limit, first = ARGV[a + 4], tonumber(ARGV[a + 5]), tonumber(ARGV[a + 6])
   for i = 1, nread do out[#out + 1] = get(KEYS[k + i]) end
   k = k + nread
-  local counts, total = {}, 0
-  for i = 1, nqueue do
+  local values, counts, total = {}, {}, 0
+  for j = 0, nqueue - 1 do
+    local i = (first + j) % nqueue + 1
     local key = KEYS[k + i]
     local value = get(key)
     local count, reach = 0, 0
     local left = ''
     if i == 1 then left = marker end
     if value and #value > 0 and value ~= left then
-      local kept
-      count, reach, kept = frames(value, now)
-      if reach < #value then
+      local kept, cut
+      local quota = -1
+      if limit >= 0 then quota = limit - total end
+      count, reach, kept, cut = frames(value, now, quota)
+      local rest, whole = left .. kept, value
+      if cut then
+        stopped[#stopped + 1] = -(k + i)
+        stopped[#stopped + 1] = reach
+        rest = rest .. string.sub(whole, reach + 1)
+        if nread == 0 then value = string.sub(whole, 1, reach) end
+      elseif reach < #whole then
         stopped[#stopped + 1] = k + i
         stopped[#stopped + 1] = reach
       end
-      local rest = left
-      if kept ~= '' then rest = left .. kept end
       if rest == '' then redis.call('DEL', key)
-      elseif rest ~= value then redis.call('SET', key, rest) end
+      elseif rest ~= whole then redis.call('SET', key, rest) end
       total = total + count
     end
-    out[#out + 1] = value
+    values[i] = value
     counts[i] = count
   end
+  for i = 1, nqueue do out[#out + 1] = values[i] end
   k = k + nqueue
-  if ARGV[4 * g + 1] == '1' then
+  if ARGV[a + 3] == '1' then
     if total > 0 then
       pcall(redis.call, 'INCRBY', KEYS[k + 1], total)
       pcall(redis.call, 'INCRBY', KEYS[k + 2], total)

@@ -13,7 +13,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import close_old_connections
 
 from gaesignals.contrib.django.apps import options
-from gaesignals.delivery import deliver
+from gaesignals.delivery import check_limit, deliver
 from gaesignals.exceptions import StoreUnavailable
 from gaesignals.registration import check_lease, check_max_attempts
 
@@ -44,6 +44,9 @@ class Command(BaseCommand):
         )
         parser.add_argument("--lease", type=int, help="reliable lease in seconds")
         parser.add_argument("--max-attempts", type=int, help="failures before a dead letter")
+        parser.add_argument(
+            "--limit", type=int, help="payloads of each signal one delivery takes (default: all)"
+        )
         parser.add_argument("--loop", action="store_true", help="keep delivering until interrupted")
         parser.add_argument(
             "--interval",
@@ -66,11 +69,12 @@ class Command(BaseCommand):
         try:
             lease = None if lease is None else check_lease(lease)
             attempts = None if attempts is None else check_max_attempts(attempts)
+            limit = None if opts["limit"] is None else check_limit(opts["limit"])
         except ValueError as error:
             raise CommandError(str(error)) from error
 
         def once() -> int:
-            return deliver(None, reliable, lease=lease, max_attempts=attempts)
+            return deliver(None, reliable, lease=lease, max_attempts=attempts, limit=limit)
 
         def say(line: str) -> None:
             if opts["verbosity"] >= 1:
