@@ -243,7 +243,8 @@ class NotifyHandler(Page):
             return
         me = self.user_id()
         name = notice_signal(to)
-        Signal(name).send({"text": text, "from": me, "sent_at": time.time()})
+        # An unread notice from this user is replaced by their newer one: coalesced per sender.
+        Signal(name).send({"text": text, "from": me, "sent_at": time.time()}, coalesce=f"from_{me}")
         send_to_browser(NOTICE, {"text": text, "from": me}, user=to)  # that user's windows
         Signal(AUDIT).send({"action": f"notified user {to}", "user": me, "sent_at": time.time()})
         records.push("events", kind="sent", signal=name, detail=text)

@@ -5,6 +5,8 @@
   Its handler also sends the published entry to every open window (``live.py``).
 * ``user_<id>_notice``: one signal per user, as the 2011 README suggests; delivered by
   ``InboxHandler.get`` once the user is known, so only that user's requests pay for it.
+  Sent with ``coalesce="from_<sender>"``: of the notices one user sent that are still
+  unread, the inbox gets only the newest (see the docs' coalescing page).
 * ``audit``: sent with every action, delivered reliably (at least once) by the cron endpoint
   in ``main.py``, or by the front page's "deliver now" button; no page view delivers it.
 

@@ -6,6 +6,7 @@ guarantees.
 """
 
 from .browser.messages import send_to_browser
+from .cancelling import CancelResult, cancel, purge
 from .config import Settings, configure
 from .delivery import (
     DeadLetter,
@@ -23,8 +24,10 @@ from .exceptions import (
     Contention,
     EventLoopRunning,
     GaeSignalsError,
+    InvalidCoalesceKey,
     InvalidDelay,
     InvalidMapping,
+    InvalidPayloadId,
     InvalidSignalName,
     MissingExtra,
     PartialFailure,
@@ -49,26 +52,30 @@ from .registration import (
     receiver,
     registry,
 )
-from .sending import Signal, asend, asend_multi, send, send_multi
+from .sending import Receipt, Signal, asend, asend_multi, send, send_multi
 
 #: The release, read by the packaging too (pyproject.toml's version is this attribute).
 __version__ = "0.1.0.dev0"
 
 __all__ = [
     "BadFrame",
+    "CancelResult",
     "ConfigurationError",
     "Contention",
     "DeadLetter",
     "EventLoopRunning",
     "GaeSignalsError",
+    "InvalidCoalesceKey",
     "InvalidDelay",
     "InvalidMapping",
+    "InvalidPayloadId",
     "InvalidSignalName",
     "MissingExtra",
     "PartialFailure",
     "PayloadTooLarge",
     "Pending",
     "QueueFull",
+    "Receipt",
     "Registry",
     "Reject",
     "Retry",
@@ -85,6 +92,7 @@ __all__ = [
     "asend_multi",
     "asend_now",
     "autodiscover",
+    "cancel",
     "configure",
     "connect",
     "dead_letter_details",
@@ -95,6 +103,7 @@ __all__ = [
     "health",
     "pass_signal_name",
     "pending",
+    "purge",
     "purge_dead_letters",
     "receiver",
     "registry",

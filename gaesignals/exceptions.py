@@ -4,6 +4,7 @@
 
     GaeSignalsError
      ├── InvalidSignalName   (also ValueError)  empty, non-str or absurdly long name
+     ├── InvalidCoalesceKey  (also ValueError)  a send's coalesce key that is not a short str
      ├── ConfigurationError  (also ValueError)  bad store URL, short secret key
      │    └── MissingExtra (also ModuleNotFoundError) an optional dependency is not installed
      ├── PayloadTooLarge     (also ValueError)  one payload cannot fit in one cache item
@@ -40,6 +41,15 @@ class InvalidSignalName(GaeSignalsError, ValueError):
     """A signal name that is empty, not a ``str``, or longer than ``MAX_NAME_LENGTH``."""
 
 
+class InvalidCoalesceKey(GaeSignalsError, ValueError):
+    """A send's ``coalesce=`` key that is not a ``str`` of at most 255 bytes of UTF-8; nothing
+    was written. ``key`` is what was given."""
+
+    def __init__(self, message: str, key: object) -> None:
+        super().__init__(message)
+        self.key = key
+
+
 class ConfigurationError(GaeSignalsError, ValueError):
     """Settings that cannot work: an unknown store URL, a secret key that is too short."""
 
@@ -70,6 +80,15 @@ class UnserializablePayload(GaeSignalsError, TypeError):
 class InvalidDelay(GaeSignalsError, ValueError):
     """A send's ``delay`` or ``eta`` is negative, past the longest delay, naive, not a time, or
     given together; nothing was written."""
+
+
+class InvalidPayloadId(GaeSignalsError, ValueError):
+    """A payload id given to cancel is not one a send of that signal returned (``payload_id``:
+    the text given)."""
+
+    def __init__(self, message: str, payload_id: object) -> None:
+        super().__init__(message)
+        self.payload_id = payload_id
 
 
 class InvalidMapping(GaeSignalsError, TypeError):

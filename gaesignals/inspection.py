@@ -26,6 +26,7 @@ from .config import Settings, get_settings
 from .exceptions import StoreUnavailable
 from .keys import SignalKeys, check_name, shard_index, shard_queues, signal_keys
 from .queue import records, spread
+from .queue.collapse import debounced
 from .queue.held import advice, tally
 from .queue.lease import LockState
 from .queue.routing import queues_of
@@ -34,7 +35,19 @@ from .registration import registry
 from .stores import Connection, home_key
 
 #: The counters :func:`stats` reports, in this order.
-REPORTED = ("sent", "delivered", "failed", "retried", "dead_lettered", "dropped", "expired", "lost")
+REPORTED = (
+    "sent",
+    "delivered",
+    "failed",
+    "retried",
+    "dead_lettered",
+    "dropped",
+    "expired",
+    "lost",
+    "coalesced",
+    "cancelled",
+    "purged",
+)
 
 
 class Pending(NamedTuple):
@@ -43,7 +56,9 @@ class Pending(NamedTuple):
     time (a send's ``delay`` or ``eta``), the Unix time the first of those is due, and the
     payloads this process may not read, held for a deliverer that can (see
     :mod:`gaesignals.queue.held`): by the key id that signed them, ``unsigned`` or
-    ``pickled``, with how many of each."""
+    ``pickled``, with how many of each; and how many pending payloads wait behind a
+    ``debounce`` (a run of coalesced payloads not quiet yet, see :func:`~gaesignals.declare`),
+    which are among ``count`` too."""
 
     count: int  # type: ignore[assignment]  # shadows tuple.count, by design of the API
     bytes: int
@@ -51,6 +66,7 @@ class Pending(NamedTuple):
     waiting: int = 0
     next_due: float | None = None
     held: tuple[tuple[str, int], ...] = ()
+    debounced: int = 0
 
 
 def _names(names: str | Iterable[str]) -> list[str]:
@@ -108,6 +124,7 @@ def _backlog(conn: Connection, settings: Settings, wanted: list[str]) -> dict[st
     waiting = dict.fromkeys(wanted, 0)
     upcoming: dict[str, float] = {}
     held = {name: Counter[str]() for name in wanted}
+    due_now: dict[str, list[frames.Frame]] = {name: [] for name in wanted}
     now = frames.clock()
     for name, value, parsed in _queue_reads(conn, settings, keys):
         held[name] += tally(parsed.held)
@@ -121,6 +138,8 @@ def _backlog(conn: Connection, settings: Settings, wanted: list[str]) -> dict[st
             else:
                 since = max(float(frames.sent_at(frame.ident)), due)
                 oldest[name] = min(since, oldest.get(name, since))
+                if frame.meta:  # may be coalesced: collapse.debounced reads the rest
+                    due_now[name].append(frame)
     return {
         name: Pending(
             count[name],
@@ -129,6 +148,7 @@ def _backlog(conn: Connection, settings: Settings, wanted: list[str]) -> dict[st
             waiting[name],
             upcoming.get(name),
             tuple(sorted(held[name].items())),
+            debounced(due_now[name], int(now * 1000)),
         )
         for name in wanted
     }
@@ -136,7 +156,8 @@ def _backlog(conn: Connection, settings: Settings, wanted: list[str]) -> dict[st
 
 def stats(names: str | Iterable[str]) -> dict[str, dict[str, int]]:
     """The counters of each signal (:data:`REPORTED`: sent, delivered, failed, retried,
-    dead_lettered, dropped, expired, lost), read in one batch; a missing counter reads as 0."""
+    dead_lettered, dropped, expired, lost, coalesced, cancelled, purged), read in one batch; a
+    missing counter reads as 0."""
     settings = get_settings()
     wanted = _names(names)
     keys = {name: signal_keys(name, settings.namespace) for name in wanted}
@@ -218,8 +239,9 @@ def health(names: Iterable[str] = ()) -> dict[str, Any]:
 
     ``{"ok": bool, "store": {"kind", "reachable", "latency_ms", "error"}, "problems": [str],
     "signals": {name: {"pending", "pending_bytes", "oldest_age", "waiting", "next_due",
-    "held", "lock", "dead_letters", **counters}}}`` (``waiting``: payloads held back by a
-    delay or a retry, the first due at ``next_due``; ``held``: payloads this process may not
+    "debounced", "held", "lock", "dead_letters", **counters}}}`` (``waiting``: payloads held
+    back by a delay or a retry, the first due at ``next_due``; ``debounced``: payloads due
+    but held back by their signal's debounce; ``held``: payloads this process may not
     read, by the key id that signed them, ``unsigned`` or ``pickled``, which wait for a
     deliverer that can). ``problems`` has a line for each reason ``ok`` is False: the store
     cannot be reached (with the error); a signal's reliable-delivery lock is ``"overlong"``
@@ -258,6 +280,7 @@ def health(names: Iterable[str] = ()) -> dict[str, Any]:
                 "oldest_age": report.pending.oldest_age,
                 "waiting": report.pending.waiting,
                 "next_due": report.pending.next_due,
+                "debounced": report.pending.debounced,
                 "held": dict(report.pending.held),
                 "lock": report.lock,
                 "dead_letters": report.dead_letters,

@@ -37,6 +37,9 @@ COUNTERS = (
     "expired",
     "accounted",
     "lost",
+    "coalesced",
+    "cancelled",
+    "purged",
 )
 _LONGEST_COUNTER = max(map(len, COUNTERS))
 # Printable ASCII without braces: a brace in a name would move the hash tag.

@@ -28,7 +28,7 @@ from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import Any, TypeVar
 
-from .exceptions import InvalidMapping
+from .exceptions import ConfigurationError, InvalidMapping
 from .keys import check_name, signal_keys
 from .queue.lease import MAX_LEASE
 
@@ -57,6 +57,10 @@ class SignalSpec:
     delivery; ``shards`` spreads a hot signal over several keys; ``ttl`` (seconds) drops
     payloads older than that at delivery instead of running them; ``max_pending`` is the most
     payloads it may hold (sends past it raise ``QueueFull``; see :mod:`gaesignals.queue.cap`).
+    ``coalesce`` collapses the signal's pending payloads to the newest at delivery;
+    ``debounce`` (seconds) makes a coalesced run wait until no newer payload came for that
+    long, ``debounce_max`` (seconds) no longer than that after the run's first payload
+    (:func:`check_debounce`; see the documentation's :doc:`coalescing` page).
     A signal declared with ``shards`` has exactly that many (``fixed``), and is full when they
     are; any other starts on one key and spreads itself when contended or full
     (:mod:`gaesignals.queue.spread`), which costs its senders' order across shards:
@@ -75,6 +79,9 @@ class SignalSpec:
     retry_max_delay: float = DEFAULT_RETRY_MAX_DELAY
     #: Declared with ``shards``: never spreads itself.
     fixed: bool = False
+    coalesce: bool = False
+    debounce: float | None = None
+    debounce_max: float | None = None
     #: Who may call it from a browser (:mod:`gaesignals.browser`): False (nobody), True
     #: (anyone), ``"authenticated"``, or a callable ``(visitor, data) -> bool``.
     from_browser: FromBrowser = False
@@ -101,6 +108,7 @@ class SignalSpec:
         if cap is not None and (not isinstance(cap, int) or isinstance(cap, bool) or cap < 1):
             raise ValueError(f"max_pending must be a positive number of payloads, got {cap!r}")
         RetryPolicy(self.retry_delay, self.retry_backoff, self.retry_max_delay)
+        check_debounce(self.name, self.coalesce, self.debounce, self.debounce_max)
         check_browser_options(self)
 
 
@@ -150,6 +158,37 @@ def _default_spec(name: str) -> SignalSpec:
 
 #: The longest any retry wait may be: what a send's delay may be (see gaesignals.timing).
 MAX_RETRY_DELAY = 7 * 24 * 3600
+
+
+def check_debounce(
+    name: str, coalesce: bool, debounce: float | None, debounce_max: float | None
+) -> None:
+    """Refuse coalescing options that cannot work, with a :class:`ConfigurationError` that
+    names the signal: ``debounce`` waits for a run of coalesced payloads to go quiet, so it
+    needs ``coalesce=True``; ``debounce_max`` bounds that wait, so it needs ``debounce`` and
+    is at least as long."""
+    if not isinstance(coalesce, bool):
+        raise ConfigurationError(f"coalesce must be a bool, got {coalesce!r}")
+    for what, value in (("debounce", debounce), ("debounce_max", debounce_max)):
+        if value is not None and (
+            not isinstance(value, int | float)
+            or isinstance(value, bool)
+            or not 0 < value <= MAX_RETRY_DELAY
+        ):
+            raise ConfigurationError(
+                f"{what} of signal {name!r} must be a number of seconds in "
+                f"(0, {MAX_RETRY_DELAY}] or None, got {value!r}"
+            )
+    if debounce is not None and not coalesce:
+        raise ConfigurationError(
+            f"debounce of signal {name!r} waits for its coalesced payloads to go quiet: "
+            "declare it with coalesce=True too"
+        )
+    if debounce_max is not None and (debounce is None or debounce_max < debounce):
+        raise ConfigurationError(
+            f"debounce_max of signal {name!r} bounds its debounce: give a debounce too, at "
+            f"most debounce_max (got debounce={debounce!r}, debounce_max={debounce_max!r})"
+        )
 
 
 def check_browser_options(spec: SignalSpec) -> None:
@@ -206,6 +245,9 @@ class Registry:
         retry_delay: float | None = None,
         retry_backoff: float | None = None,
         retry_max_delay: float | None = None,
+        coalesce: bool | None = None,
+        debounce: float | None = None,
+        debounce_max: float | None = None,
         from_browser: FromBrowser | None = None,
         delayed: bool | None = None,
         schema: Callable[[Any], object] | None = None,
@@ -224,6 +266,9 @@ class Registry:
             "retry_delay": retry_delay,
             "retry_backoff": retry_backoff,
             "retry_max_delay": retry_max_delay,
+            "coalesce": coalesce,
+            "debounce": debounce,
+            "debounce_max": debounce_max,
             "from_browser": from_browser,
             "delayed": delayed,
             "schema": schema,
@@ -343,6 +388,9 @@ def declare(
     retry_delay: float | None = None,
     retry_backoff: float | None = None,
     retry_max_delay: float | None = None,
+    coalesce: bool | None = None,
+    debounce: float | None = None,
+    debounce_max: float | None = None,
     from_browser: FromBrowser | None = None,
     delayed: bool | None = None,
     schema: Callable[[Any], object] | None = None,
@@ -351,7 +399,12 @@ def declare(
 ) -> SignalSpec:
     """Declare a signal's options once for senders and deliverers (see :class:`SignalSpec`);
     ``from_browser``, ``delayed``, ``schema`` and ``max_call_bytes`` say who may call it from a
-    browser and how (see :mod:`gaesignals.browser`)."""
+    browser and how (see :mod:`gaesignals.browser`).
+
+    ``coalesce=True``: a delivery hands the handlers only the newest of the signal's pending
+    payloads (of each key a send's ``coalesce=`` gives); ``debounce`` and ``debounce_max``
+    (seconds) hold such a run back until it goes quiet, or for at most ``debounce_max``.
+    Raises :class:`~gaesignals.ConfigurationError` for options that cannot work together."""
     return registry.declare(
         name,
         reliable=reliable,
@@ -362,6 +415,9 @@ def declare(
         retry_delay=retry_delay,
         retry_backoff=retry_backoff,
         retry_max_delay=retry_max_delay,
+        coalesce=coalesce,
+        debounce=debounce,
+        debounce_max=debounce_max,
         from_browser=from_browser,
         delayed=delayed,
         schema=schema,

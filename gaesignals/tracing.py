@@ -81,7 +81,22 @@ DEAD_LETTERED = "dead_lettered"
 DROPPED = "dropped"
 EXPIRED = "expired"
 LOST = "lost"
-OUTCOMES = (SENT, DELIVERED, FAILED, RETRIED, DEAD_LETTERED, DROPPED, EXPIRED, LOST)
+COALESCED = "coalesced"
+CANCELLED = "cancelled"
+PURGED = "purged"
+OUTCOMES = (
+    SENT,
+    DELIVERED,
+    FAILED,
+    RETRIED,
+    DEAD_LETTERED,
+    DROPPED,
+    EXPIRED,
+    LOST,
+    COALESCED,
+    CANCELLED,
+    PURGED,
+)
 
 SYSTEM = "gaesignals"
 DESTINATION = "messaging.destination.name"

@@ -52,6 +52,8 @@ class Vector:
     dropped: int = 0
     held: int = 0
     marker_width: int = 0
+    #: Cancel frames read (verified).
+    cancels: int = 0
     #: The reader's secret keys.
     keys: tuple[bytes, ...] = ()
     #: The take script's answers: frames it counts as taken, where its walk stops (None: at the
@@ -68,7 +70,13 @@ LATER = frame(6, meta=not_before(NOW_MS + 60_000))
 EARLIER = frame(7, meta=not_before(NOW_MS - 60_000))
 MARKER = frames.spread_marker(3, SIGNAL)
 CRC_BROKEN = edited(A, len(A) - 6, 0x00, reseal=False)
-UNKNOWN_FLAGS = edited(A, 3, 0x08)
+UNKNOWN_FLAGS = edited(A, 3, 0x10)
+CANCEL = frames.cancel_frame(bytes((101, 0, 0, 0, 0, 0, 0, 1)), SIGNAL)
+SIGNED_CANCEL = frames.cancel_frame(bytes((101, 0, 0, 0, 0, 0, 0, 4)), SIGNAL, (KEY,))
+FOREIGN_CANCEL = frames.cancel_frame(bytes((101, 0, 0, 0, 0, 0, 0, 4)), SIGNAL, (OTHER_KEY,))
+#: A cancel frame whose body is not an 8-byte id.
+SHORT_CANCEL = frames.encode(b"\x01", SIGNAL, flags=frames.FLAG_CANCEL)
+COALESCED = frame(8, meta=frames.coalesce_meta("k", sent_ms=NOW_MS - 5, debounce_ms=1000))
 UNKNOWN_VERSION = edited(A, 2, 2)
 TAMPERED = edited(SIGNED, frames.HEADER_SIZE + 5, SIGNED[frames.HEADER_SIZE + 5] ^ 1)
 GARBAGE = b"garbage!"
@@ -87,6 +95,35 @@ VECTORS = [
     Vector("delayed, not due", LATER + A, found=2, taken=1, kept=LATER),
     Vector("delayed, due", EARLIER + A, found=2, taken=2),
     Vector("spread marker first", MARKER + A + B, found=2, marker_width=3, taken=2),
+    Vector("a cancellation after its payload", A + CANCEL, found=1, cancels=1, taken=1),
+    Vector("signed cancellation", SIGNED + SIGNED_CANCEL, found=1, cancels=1, keys=(KEY,), taken=1),
+    Vector(
+        "unsigned cancellation read with a key",
+        SIGNED + CANCEL,
+        found=1,
+        bad=((len(SIGNED), len(SIGNED) + len(CANCEL)),),
+        dropped=1,
+        keys=(KEY,),
+        taken=1,
+    ),  # a forged cancellation is never held for another reader: it cancels nothing
+    Vector(
+        "cancellation signed with a key not held",
+        SIGNED + FOREIGN_CANCEL,
+        found=1,
+        bad=((len(SIGNED), len(SIGNED) + len(FOREIGN_CANCEL)),),
+        dropped=1,
+        keys=(KEY,),
+        taken=1,
+    ),
+    Vector(
+        "malformed cancellation",
+        A + SHORT_CANCEL + B,
+        found=2,
+        bad=((len(A), len(A) + len(SHORT_CANCEL)),),
+        dropped=1,
+        taken=2,
+    ),  # the take script walks headers only: it takes it, delivery parses again
+    Vector("coalesced payload", COALESCED + A, found=2, taken=2),
     Vector(
         "garbage between",
         A + GARBAGE + B,

@@ -31,6 +31,7 @@ class FakePending(NamedTuple):
     oldest_age: float | None
     waiting: int = 0
     next_due: float | None = None
+    debounced: int = 0
 
 
 def test_pending_table_and_json(
@@ -65,6 +66,7 @@ def test_pending_table_and_json(
             "oldest_age": 12.34,
             "waiting": 1,
             "next_due": 1_800_000_000.5,
+            "debounced": 0,
         },
         "user_7_notice": {
             "count": 0,
@@ -72,6 +74,7 @@ def test_pending_table_and_json(
             "oldest_age": None,
             "waiting": 0,
             "next_due": None,
+            "debounced": 0,
         },
     }
     assert list(json.loads(out)) == ["audit", "user_7_notice"]
@@ -87,6 +90,7 @@ def test_pending_with_the_library_function(app: Path, memory: MemoryStore, capsy
     assert (code, err) == (0, "")
     shown = json.loads(out)
     empty = {"count": 0, "bytes": 0, "oldest_age": None, "waiting": 0, "next_due": None}
+    empty["debounced"] = 0
     assert (shown["a"]["count"], shown["b"]) == (2, empty)
     assert shown["a"]["bytes"] > 0 and shown["a"]["oldest_age"] >= 0
     assert run(capsys, "pending", "a")[1].splitlines()[1].split()[:3] == [

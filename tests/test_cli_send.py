@@ -126,7 +126,7 @@ def test_library_errors_show_their_str_only(
 ) -> None:
     """A library error is shown by its str(), never by the data in its args."""
 
-    def failing(name: str, data: Any) -> None:
+    def failing(name: str, data: Any, **options: Any) -> None:
         raise error
 
     monkeypatch.setattr("gaesignals.cli.commands.send", failing)

@@ -4,6 +4,7 @@ links only to pages the site holds, and every page fits a 1280 px screen in a re
 
 from __future__ import annotations
 
+import enum
 import html
 import importlib
 import importlib.util
@@ -79,7 +80,11 @@ def page_signatures(page: str) -> dict[str, list[str]]:
 
 
 def parameters(target: Any) -> list[str] | None:
-    """``target``'s parameters as Sphinx shows them, or None where it has no signature."""
+    """``target``'s parameters as Sphinx shows them, or None where it has no signature. An
+    enum is called with one value (a lookup: its metaclass's other parameters make new enums,
+    and differ between Pythons), which is what Sphinx shows."""
+    if isinstance(target, enum.EnumType):
+        return ["value"]
     try:
         signature = inspect.signature(target)
     except (TypeError, ValueError):

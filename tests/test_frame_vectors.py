@@ -26,6 +26,7 @@ def test_the_python_walker_answers_each_vector(vector: Vector) -> None:
     assert frames.dropped(read.bad) == vector.dropped
     assert len(read.held) == vector.held
     assert read.marker_width == vector.marker_width
+    assert len(read.cancels) == vector.cancels
 
 
 @pytest.mark.parametrize("vector", VECTORS, ids=[v.name for v in VECTORS])
@@ -33,7 +34,7 @@ def test_the_bodies_mode_answers_only_clean_pickle_values(vector: Vector) -> Non
     """The bodies mode gives the bodies of a vector the walker reads whole, as plain payloads
     (no bad region, hold, metadata or marker), and None for any other."""
     read = frames.Walker(vector.value, SIGNAL, vector.keys).read()
-    plain = bool(read.found) and not (read.bad or read.held or read.marker_width)
+    plain = bool(read.found) and not (read.bad or read.held or read.marker_width or read.cancels)
     plain = plain and not any(frame.meta for frame in read.found)
     bodies = frames.Walker(vector.value, SIGNAL, vector.keys).bodies()
     assert bodies == ([frame.body for frame in read.found] if plain else None)

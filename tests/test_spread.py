@@ -105,7 +105,7 @@ def test_every_shard_of_a_spread_signal_is_delivered(store: Store, raw: RawAcces
     assert deliver({"hot": got.append}) == 4
     assert sorted(got) == [0, 1, 2, 3]
     assert raw.get(home("hot")) == spread.marker(get_settings(), home("hot"), 4)
-    assert pending("hot")["hot"] == (0, 0, None, 0, None, ())
+    assert pending("hot")["hot"] == (0, 0, None, 0, None, (), 0)
     send_on("hot", 0, "again")  # the marker stays ahead of new payloads
     assert deliver({"hot": got.append}) == 1 and got[-1] == "again"
 

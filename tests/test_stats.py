@@ -44,6 +44,9 @@ ZERO = {
     "dropped": 0,
     "expired": 0,
     "lost": 0,
+    "coalesced": 0,
+    "cancelled": 0,
+    "purged": 0,
 }
 
 

@@ -1,5 +1,5 @@
 """The ``gaesignals`` command (also ``python -m gaesignals``): deliver, run a worker, look at
-pending payloads and dead letters, send a payload, from a shell or a scheduler.
+pending payloads and dead letters, send, cancel or purge payloads, from a shell or a scheduler.
 
 The mapping to deliver is named by import path, as gunicorn and celery name an app:
 ``pkg.mod:attr`` (a :class:`~gaesignals.SignalMapping`, a dict, a list of pairs, or a callable
@@ -7,8 +7,9 @@ returning one) or ``pkg.mod`` alone (the receivers it registers). The current di
 importable, as with ``python -m``.
 
 Exit codes: 0 done; 1 a gaesignals error (queue full, payload too large, ...); 2 a usage error
-(bad arguments, an import path that names no mapping, bad JSON, bad settings); 3 the store is
-unavailable. Errors are one line on stderr; ``-v`` adds the traceback of a failed import.
+(bad arguments, an import path that names no mapping, bad JSON, bad settings, a payload id
+or coalesce key that is not one); 3 the store is unavailable. Errors are one line on stderr;
+``-v`` adds the traceback of a failed import.
 
 The modules: :mod:`~gaesignals.cli.parser` (the grammar), :mod:`~gaesignals.cli.loading` (the
 mapping an import path names), :mod:`~gaesignals.cli.commands` (the commands that run once),
@@ -26,7 +27,14 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 from .. import config
-from ..exceptions import ConfigurationError, GaeSignalsError, InvalidSignalName, StoreUnavailable
+from ..exceptions import (
+    ConfigurationError,
+    GaeSignalsError,
+    InvalidCoalesceKey,
+    InvalidPayloadId,
+    InvalidSignalName,
+    StoreUnavailable,
+)
 from .commands import counted
 from .errors import EXIT_ERROR, EXIT_OK, EXIT_STORE, EXIT_USAGE, CommandError
 from .loading import load_mapping
@@ -70,7 +78,8 @@ def _described(error: GaeSignalsError) -> tuple[str, int]:
     if isinstance(error, StoreUnavailable):
         kind = "" if type(error) is StoreUnavailable else f" ({type(error).__name__})"
         return f"store unavailable{kind}: {error}", EXIT_STORE
-    if isinstance(error, ConfigurationError | InvalidSignalName):
+    usage = ConfigurationError | InvalidSignalName | InvalidPayloadId | InvalidCoalesceKey
+    if isinstance(error, usage):
         return str(error), EXIT_USAGE
     return f"{type(error).__name__}: {error}", EXIT_ERROR
 

@@ -1,4 +1,4 @@
-"""The commands that run once: deliver, pending, send and dead-letters.
+"""The commands that run once: deliver, pending, send, cancel, purge and dead-letters.
 
 Each takes the parsed arguments, prints its result on stdout and returns an exit code; a
 failure to report is a :class:`~gaesignals.cli.errors.CommandError`, or the library's own error.
@@ -16,6 +16,7 @@ from collections import Counter
 from typing import Any
 
 from .. import config, delivery
+from ..cancelling import CancelResult, cancel, purge
 from ..inspection import Pending, overview, pending
 from ..mapping import SignalMapping
 from ..sending import send
@@ -182,6 +183,7 @@ def _print_pending(args: argparse.Namespace, rows: dict[str, Pending]) -> None:
                         "oldest_age": p.oldest_age,
                         "waiting": p.waiting,
                         "next_due": p.next_due,
+                        "debounced": p.debounced,
                     }
                     for name, p in rows.items()
                 }
@@ -209,8 +211,10 @@ def send_one(args: argparse.Namespace) -> int:
         except json.JSONDecodeError as error:
             raise CommandError(f"invalid JSON in {source}: {error}") from None
     warn_if_process_local(args)
-    send(name, data)
-    if not args.quiet:
+    receipt = send(name, data, coalesce=args.coalesce)
+    if args.json:
+        print(json.dumps({"sent": 1, "id": receipt.id}))
+    elif not args.quiet:
         say(f"sent 1 payload to {name!r}")
     return EXIT_OK
 
@@ -253,4 +257,35 @@ def dead_letters(args: argparse.Namespace) -> int:
         if not details and not args.quiet:
             # On stderr: stdout stays one dead letter a line, for scripts.
             say(f"no dead letters for {args.name!r}", err=True)
+    return EXIT_OK
+
+
+def purge_pending(args: argparse.Namespace) -> int:
+    """``purge NAME``: drop every pending payload of the signal (its dead letters stay)."""
+    name = signal_name(args.name)
+    warn_if_process_local(args)
+    count = purge(name)
+    if args.json:
+        print(json.dumps({"purged": count}))
+    elif not args.quiet:
+        say(f"purged {count} pending payload(s) of {name!r}")
+    return EXIT_OK
+
+
+#: What ``cancel`` says of each result: what it knows, and what it cannot.
+_CANCELLED = {
+    CancelResult.CANCELLED: "cancelled (if still pending, no handler will get it)",
+    CancelResult.DELIVERED: "already delivered (an eager send ran it): nothing to cancel",
+}
+
+
+def cancel_one(args: argparse.Namespace) -> int:
+    """``cancel NAME ID``: cancel one pending payload by the id its send returned."""
+    name = signal_name(args.name)
+    warn_if_process_local(args)
+    result = cancel(name, args.id)
+    if args.json:
+        print(json.dumps({"cancel": result.value}))
+    elif not args.quiet:
+        say(f"{_CANCELLED[result]}: {name!r} {args.id}")
     return EXIT_OK

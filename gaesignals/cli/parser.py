@@ -14,7 +14,14 @@ from .. import config
 from ..delivery import check_limit
 from ..registration import check_lease, check_max_attempts
 from . import dashboard
-from .commands import dead_letters, deliver, send_one, show_pending
+from .commands import (
+    cancel_one,
+    dead_letters,
+    deliver,
+    purge_pending,
+    send_one,
+    show_pending,
+)
 from .worker import worker
 
 EPILOG = """\
@@ -22,8 +29,8 @@ The secret key that signs and verifies payloads is read only from GAESIGNALS_SEC
 from the command line, where ps would show it to every user of the machine.
 
 exit codes: 0 done, 1 a gaesignals error (queue full, payload too large, ...), 2 a usage error
-(bad arguments, an import path that names no mapping, bad JSON, bad settings), 3 the store is
-unavailable (down, timed out, or contended).
+(bad arguments, an import path that names no mapping, bad JSON, bad settings, a payload id
+or coalesce key that is not one), 3 the store is unavailable (down, timed out, or contended).
 """
 
 _Run = Callable[[argparse.Namespace], int]
@@ -42,6 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_worker(commands)
     _add_pending(commands)
     _add_send(commands)
+    _add_cancel(commands)
+    _add_purge(commands)
     _add_dead_letters(commands)
     _add_dashboard(commands)
     # The top level's defaults, for options given nowhere.
@@ -143,6 +152,40 @@ def _add_send(commands: Any) -> None:
     data.add_argument(
         "--data-file", metavar="PATH", help="read the JSON payload from a file, or - for stdin"
     )
+    sub.add_argument(
+        "--coalesce",
+        metavar="KEY",
+        help="coalesce with the signal's other pending payloads of this key (the newest runs)",
+    )
+    sub.add_argument(
+        "--json", action="store_true", help="print the payload's id (for cancel) as JSON"
+    )
+
+
+def _add_cancel(commands: Any) -> None:
+    sub = _command(
+        commands,
+        "cancel",
+        cancel_one,
+        "Cancel one pending payload by the id its send returned.",
+        "A payload already delivered cannot be taken back: the command cannot tell that case "
+        "from a cancellation stored in time, and says which it knows.",
+    )
+    sub.add_argument("name", metavar="NAME", help="the signal's name")
+    sub.add_argument("id", metavar="ID", help="the payload's id (a send's receipt.id)")
+    sub.add_argument("--json", action="store_true", help="print the result as JSON")
+
+
+def _add_purge(commands: Any) -> None:
+    sub = _command(
+        commands,
+        "purge",
+        purge_pending,
+        "Drop every pending payload of a signal, and print how many.",
+        "Its dead letters stay (dead-letters NAME --purge drops those).",
+    )
+    sub.add_argument("name", metavar="NAME", help="the signal's name")
+    sub.add_argument("--json", action="store_true", help="print the count as JSON")
 
 
 def _add_dead_letters(commands: Any) -> None:

@@ -1,8 +1,9 @@
 """The dashboard's WSGI app: routing, refusals and the headers every answer carries.
 
 Routes, under wherever the app is mounted: ``/`` the signal list (``?page=``, ``?q=``),
-``/signal?name=`` one signal, ``POST /signal/deliver|requeue|purge?name=`` its actions (the
-name in the URL, or a form field), ``/api/signals`` and ``/api/signal?name=`` the same numbers
+``/signal?name=`` one signal, ``POST /signal/deliver|requeue|purge|purge-pending?name=`` its
+actions (the name in the URL, or a form field; ``purge`` drops its dead letters,
+``purge-pending`` its pending payloads), ``/api/signals`` and ``/api/signal?name=`` the same numbers
 as JSON (what the page's chart samples), ``/metrics`` for Prometheus, ``/login`` and
 ``/logout``, and ``/static/`` the script and stylesheet.
 Nothing it is asked raises: a bad request gets a 4xx page, a store that is down a page that says
@@ -19,6 +20,7 @@ from importlib.resources import files
 from typing import Any
 
 from .. import frames
+from ..cancelling import purge
 from ..config import get_settings
 from ..delivery import (
     DeadLetter,
@@ -68,6 +70,7 @@ NOTICES = {
     "deliver": "Delivered {n} payload(s).",
     "requeue": "Requeued {n} dead letter(s).",
     "purge": "Purged {n} dead letter(s).",
+    "purge-pending": "Purged {n} pending payload(s).",
     "unhandled": "No receiver of this signal is known here: nothing was delivered.",
 }
 _ROUTES = {
@@ -79,11 +82,13 @@ _ROUTES = {
     "/signal/deliver": "POST",
     "/signal/requeue": "POST",
     "/signal/purge": "POST",
+    "/signal/purge-pending": "POST",
     "/logout": "POST",
 }
 _ACTIONS: dict[str, Callable[[str], int]] = {
     "requeue": requeue_dead_letters,
     "purge": purge_dead_letters,
+    "purge-pending": purge,
 }
 
 
@@ -382,6 +387,7 @@ def _report(found: Overview, names: list[str]) -> dict[str, Any]:
                 "next_due": backlog.next_due,
                 "lock": report.lock,
                 "dead_letters": report.dead_letters,
+                "debounced": backlog.debounced,
                 **report.counters,
             }
         )

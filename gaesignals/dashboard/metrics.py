@@ -38,6 +38,7 @@ class SignalsCollector:
             "pending_bytes": "Bytes the pending payloads take in the store.",
             "oldest_pending_seconds": "Seconds since the oldest due payload was due (0: none).",
             "dead_letters": "Dead letters kept.",
+            "debounced_payloads": "Pending payloads waiting behind a debounce.",
         }
         families = {
             key: GaugeMetricFamily(f"gaesignals_{key}", text, labels=["signal"])
@@ -55,6 +56,7 @@ class SignalsCollector:
             families["pending_bytes"].add_metric([name], backlog.bytes)
             families["oldest_pending_seconds"].add_metric([name], backlog.oldest_age or 0.0)
             families["dead_letters"].add_metric([name], report.dead_letters)
+            families["debounced_payloads"].add_metric([name], backlog.debounced)
             for outcome in REPORTED:
                 total.add_metric([name, outcome], report.counters[outcome])
         return [up, *families.values(), total]

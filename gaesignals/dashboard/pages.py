@@ -97,7 +97,7 @@ def _row(base: str, name: str, report: SignalReport | None) -> str:
     target = link(base, "/signal", name=name)
     cells = [f'<th scope="row"><a href="{target}">{escape(name)}</a></th>']
     if report is None:
-        cells += ['<td class="unknown">?</td>'] * (8 + len(REPORTED))
+        cells += ['<td class="unknown">?</td>'] * (9 + len(REPORTED))
         return f"<tr>{''.join(cells)}</tr>"
     backlog = report.pending
     due = backlog.count - backlog.waiting
@@ -111,6 +111,7 @@ def _row(base: str, name: str, report: SignalReport | None) -> str:
         *(str(report.counters[c]) for c in REPORTED),
         report.lock,
         str(report.dead_letters),
+        str(backlog.debounced),
     ]
     cells += [f'<td data-col="{i}">{escape(v)}</td>' for i, v in enumerate(values)]
     return f'<tr data-signal="{escape(name)}">{"".join(cells)}</tr>'
@@ -118,7 +119,7 @@ def _row(base: str, name: str, report: SignalReport | None) -> str:
 
 def _head() -> str:
     names = ["signal", "pending", "bytes", "oldest", "due", "delayed", "next due", *REPORTED]
-    names += ["lock", "dead letters"]
+    names += ["lock", "dead letters", "debounced"]
     return "".join(f'<th scope="col">{escape(n.replace("_", " "))}</th>' for n in names)
 
 
@@ -146,7 +147,7 @@ def signal_list(
     """The list page: the store's state, one row per signal on this page, and the pager."""
     rows = "".join(_row(base, name, found.signals.get(name)) for name in names)
     if not names:
-        rows = f'<tr><td colspan="{9 + len(REPORTED)}">No signals to show.</td></tr>'
+        rows = f'<tr><td colspan="{10 + len(REPORTED)}">No signals to show.</td></tr>'
     where = {"q": query} if query else {}
     pager = [f"<span>page {page} of {pages}, {total} signal(s)</span>"]
     if page > 1:
@@ -224,6 +225,7 @@ def signal_detail(
         + _action(base, name, "deliver", "Deliver now", csrf)
         + _action(base, name, "requeue", "Requeue dead letters", csrf)
         + _action(base, name, "purge", "Purge dead letters", csrf, danger=True)
+        + _action(base, name, "purge-pending", "Purge pending payloads", csrf, danger=True)
         + "</div>"
     )
     parts.append("<h2>Dead letters</h2>")

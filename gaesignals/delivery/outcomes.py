@@ -55,14 +55,31 @@ class Outcome(StrEnum):
     EXPIRED = tracing.EXPIRED
     #: The cache lost it (evicted) before any delivery took it; found by the lost check.
     LOST = tracing.LOST
+    #: A newer pending payload with its coalesce key superseded it: it never ran.
+    COALESCED = tracing.COALESCED
+    #: It was cancelled while pending: it never ran.
+    CANCELLED = tracing.CANCELLED
+    #: An operator purged its signal while it was pending: it never ran.
+    PURGED = tracing.PURGED
 
 
 #: The members as module globals, cheaper to look up than the enum's attributes (a weak
 #: delivery reports a few outcomes per signal).
-DELIVERED, FAILED, RETRIED, DEAD_LETTERED, DROPPED, EXPIRED, LOST = Outcome
+(
+    DELIVERED,
+    FAILED,
+    RETRIED,
+    DEAD_LETTERED,
+    DROPPED,
+    EXPIRED,
+    LOST,
+    COALESCED,
+    CANCELLED,
+    PURGED,
+) = Outcome
 
 #: What a weak take counts itself as it takes (see :mod:`gaesignals.queue.weak_take`).
-_COUNTED_BY_TAKE = frozenset({DELIVERED, EXPIRED, DROPPED})
+_COUNTED_BY_TAKE = frozenset({DELIVERED, EXPIRED, DROPPED, COALESCED, CANCELLED})
 
 
 class Outcomes:

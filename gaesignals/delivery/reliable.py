@@ -33,6 +33,7 @@ from ..timing import now_ms
 from .outcomes import Outcomes
 from .plan import plan_of
 from .runner import Runner
+from .settling import settle
 from .shard import RunState, ShardDelivery, ShardRead
 from .sharing import Budget, cut_out, kept_shards, rotated, runnable, split, width_for
 
@@ -131,6 +132,8 @@ class _ReliableRun(RunState):
         self.learned = False
         #: What this delivery reads of each signal (set before the locks are taken).
         self.reach = Reach({}, {}, {})
+        #: Each key's cancellations (see :meth:`settle`).
+        self.cancels: dict[str, list[frames.Frame]] = {}
 
     def _parse(
         self,
@@ -151,7 +154,7 @@ class _ReliableRun(RunState):
             name = queues.get(home_key(key))
             if name is None or not item.value:
                 continue
-            found, bad, seen, held = runners[name].parse_all(item.value, key)
+            found, bad, seen, held, cancels = runners[name].parse_all(item.value, key)
             # A marker, or (in a sweep) anything on a shard past the known width, is learned.
             seen = max(seen, self.reach.beyond.get(home_key(key), 0))
             if seen > self.reach.known[name] and learn(self.settings, shards[name][0].queue, seen):
@@ -159,9 +162,28 @@ class _ReliableRun(RunState):
             if held:
                 self.held[key] = {frame.start for frame in held}
                 found = sorted(found + held, key=lambda frame: frame.start)
-            if found or bad:
+            if cancels:
+                self.cancels[key] = cancels
+            if found or bad or cancels:
                 parsed[key] = ShardRead(found, bad)
         return parsed, widened
+
+    def settle(self, parsed: Mapping[str, ShardRead], queues: Mapping[str, str]) -> None:
+        """Decide, for the signals whose shards hold cancellations or payloads with metadata,
+        what no handler gets, what stays and what a newer payload superseded (see
+        :mod:`.settling`)."""
+        marked = {queues[home_key(key)] for key in self.cancels}
+        marked.update(
+            queues[home_key(key)]
+            for key, read_ in parsed.items()
+            if any(frame.meta for frame in read_.found)
+        )
+        now = now_ms()
+        for name in marked:
+            keys = [key for key in parsed if queues[home_key(key)] == name]
+            found = {key: parsed[key].found for key in keys}
+            cancels = {key: self.cancels[key] for key in keys if key in self.cancels}
+            self.settled.update(settle(found, cancels, self.held, now))
 
     def _read(
         self,
@@ -196,6 +218,7 @@ class _ReliableRun(RunState):
         queues = {shard.queue: name for name in mine for shard in shards[name]}
         current = self._read(conn, mine, shards, own, checking)
         parsed, widened = self._parse(current, queues, shards, runners)
+        self.settle(parsed, queues)
         self.learned = self.learned or bool(widened)
         if self.settings.counters and checking:
             # Not the signals found spread wider than read: their new shards' payloads

@@ -58,6 +58,8 @@ class Read(NamedTuple):
     bad: list[frames.BadRegion]
     marker_width: int
     held: list[frames.Frame]
+    #: The verified cancellations it holds (see :mod:`..queue.cancel`).
+    cancels: list[frames.Frame]
 
 
 class Runner:
@@ -121,7 +123,7 @@ class Runner:
                 bad = sorted(bad + dropped, key=lambda region: region.start)
         if bad:
             log_bad(self.name, self.identity, bad)
-        return Read(parsed.found, bad, parsed.marker_width, kept)
+        return Read(parsed.found, bad, parsed.marker_width, kept, parsed.cancels)
 
     def tell_held(self, key: str, waiting: list[frames.Held]) -> None:
         """Log what ``key`` holds for another deliverer: at most once a minute per key, as a

@@ -29,6 +29,7 @@ from ..timing import now_ms
 from .outcomes import Outcome, Outcomes
 from .retries import due_after, error_text
 from .runner import Runner
+from .settling import NOTHING, ShardSettled
 from .sharing import Budget
 
 logger = logging.getLogger("gaesignals")
@@ -73,6 +74,9 @@ class RunState:
         self.budget = budget
         #: Each key's frames held for another deliverer, by start.
         self.held: dict[str, set[int]] = {}
+        #: What each shard does about cancellations and coalescing (see :mod:`.settling`;
+        #: keys of signals with neither are not in it).
+        self.settled: dict[str, ShardSettled] = {}
 
 
 class ShardDelivery:
@@ -116,6 +120,8 @@ class ShardDelivery:
         self.marker = kept_marker(runner.settings, keys.queue, runner.spec.shards, key)
         #: How this deliverer reads frames, as its cursor says (see queue.held.reader).
         self.reader = reader(runner.settings.secret_keys, runner.settings.codec)
+        #: What it does about cancellations and coalescing (see :mod:`.settling`).
+        self.settled = NOTHING
 
     def _resume(self, found: list[frames.Frame]) -> Resume | None:
         """Where the predecessor's cursor says to resume, if it left one to believe."""
@@ -124,6 +130,7 @@ class ShardDelivery:
 
     def deliver(self, read: ShardRead, run: RunState) -> int:
         found, bad = read
+        self.settled = run.settled.get(self.key, NOTHING)
         resumed = self._resume(found)
         # What is due is decided once per shard, and a successor decides as its predecessor
         # did (the cursor says when): a payload it skipped as not due is never taken as done.
@@ -132,9 +139,11 @@ class ShardDelivery:
         held_by_before = b"" if resumed is None else resumed.reader
         self.waiting = self._waiting(found, run.held.get(self.key, ()), first, held_by_before)
         self.kept = {i: self.value[found[i].start : found[i].end] for i in self.waiting}
+        if self.settled is not NOTHING:
+            self._retire(found)
         if resumed is not None:
             self._reschedule_as_before(found[:first], resumed.rescheduled)
-        if len(self.waiting) == len(found) and not bad:  # nothing due: nothing to write
+        if len(self.waiting) == len(found) and not bad and not self.settled.cancels:
             run.outcomes.leaving(self.runner.name, -len(found))
             return 0
         crashed = None if resumed is None else resumed.crashed
@@ -159,6 +168,8 @@ class ShardDelivery:
         # Payloads not due yet and rescheduled before the cut stay, in order, ahead of what
         # _run kept.
         held = [self.kept[i] for i in sorted(self.kept) if found[i].end <= ran.cut]
+        if self.settled.cancels:
+            held.append(self.settled.kept_cancels(self.value, self.key, ran.cut))
         keep = self.marker + b"".join(held) + ran.keep
         self._remove(found, bad, ran.expired, keep, ran.cut, run.outcomes)
         return ran.delivered
@@ -177,7 +188,16 @@ class ShardDelivery:
         }
         if reader and reader != self.reader:
             waiting.update(i for i in range(first) if held_by(reader, self.value, found[i]))
+        if self.settled.stay:
+            waiting.update(i for i, f in enumerate(found) if f.start in self.settled.stay)
         return waiting
+
+    def _retire(self, found: list[frames.Frame]) -> None:
+        """Payloads waiting for a retry that a newer one of their key superseded no longer
+        stay: the run skips them (counted coalesced) and they are removed with what is done."""
+        for index in [i for i in self.kept if found[i].start in self.settled.retired]:
+            del self.kept[index]
+            self.waiting.discard(index)
 
     def _reschedule_as_before(
         self, done: list[frames.Frame], rescheduled: tuple[Rescheduled, ...]
@@ -224,6 +244,9 @@ class ShardDelivery:
             frame = found[index]
             if index in self.waiting:
                 continue  # not due yet: it stays, and the cursor never names it
+            if frame.start in self.settled.skip:  # cancelled or coalesced: done, never run
+                outcomes.report(name, self.settled.skip[frame.start])
+                continue
             if not self.holder.still_holds(self.lock):
                 logger.warning("lost the lock of %r mid-delivery; stopping there", self.runner.name)
                 return Ran(delivered, expired, b"", None)

@@ -18,7 +18,7 @@ from ..queue import weak_take
 from ..queue.weak_take import Found, Parse, WeakTaken
 from ..registration import SignalSpec
 from ..timing import now_ms
-from .outcomes import DELIVERED, DROPPED, EXPIRED, FAILED, Outcomes
+from .outcomes import CANCELLED, COALESCED, DELIVERED, DROPPED, EXPIRED, FAILED, Outcomes
 from .plan import Layout, plan_of
 
 
@@ -123,7 +123,11 @@ def _run(layout: Layout, taken: WeakTaken, outcomes: Outcomes) -> int:
         if failed:
             outcomes.report(key.name, FAILED, failed)
         if len(due) != len(key.found):
-            outcomes.report(key.name, EXPIRED, len(key.found) - len(due))
+            gone = key.coalesced + key.cancelled
+            outcomes.report(key.name, EXPIRED, len(key.found) - len(due) - gone)
+            if gone:
+                outcomes.report(key.name, COALESCED, key.coalesced)
+                outcomes.report(key.name, CANCELLED, key.cancelled)
         if key.bad:
             outcomes.report(key.name, DROPPED, frames.dropped(key.bad))
     return delivered

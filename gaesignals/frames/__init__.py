@@ -7,7 +7,9 @@ A signal's value in the cache is a run of frames, appended one after another::
     2       1     version (3)
     3       1     flags: bit 0 = signed (a 32-byte tag follows the header), bit 1 = JSON body,
                   bit 2 = spread marker (not a payload: its 2-byte body, big-endian, is how
-                  many shards the signal has spread over, see :mod:`gaesignals.queue.spread`)
+                  many shards the signal has spread over, see :mod:`gaesignals.queue.spread`),
+                  bit 3 = cancellation (not a payload: its 8-byte body is the id of the payload
+                  it cancels, see :mod:`gaesignals.queue.cancel`)
     4       2     attempts: failed reliable deliveries so far (rewritten with the seal)
     6       2     length of the metadata, big-endian (0: none)
     8       4     length of the body, big-endian
@@ -23,8 +25,10 @@ A signal's value in the cache is a run of frames, appended one after another::
     ..      m     metadata: entries of a type (1 byte), a length (1 byte) and a value; type 1
                   is the payload's not-before time (8 bytes, big-endian Unix milliseconds),
                   type 2 a retried or dead payload's last error, type 3 the W3C trace
-                  context of its send (see :mod:`gaesignals.tracing`); a reader skips
-                  types it does not know
+                  context of its send (see :mod:`gaesignals.tracing`), type 4 its
+                  coalesce key and type 5 its coalesce run (send time in Unix ms, debounce
+                  and debounce_max in ms: 8 + 4 + 4 bytes, see :func:`coalesce_meta`); a
+                  reader skips types it does not know
     ..      n     body: the pickled (or JSON) payload
     ..      4     seal: CRC-32 (little-endian) of every byte before it in the frame, started
                   from :data:`SEALED`
@@ -46,7 +50,9 @@ holds but whose tag does not verify is tampered: a bad region, as any garbage.
 
 Only version 3 exists: a frame of any other version reads as an unreadable region. A spread
 marker is checked like any frame (a forged one is an unreadable region), never handed to a
-handler and never counted as a payload.
+handler and never counted as a payload; so is a cancellation (:attr:`QueueRead.cancels`): one
+that does not verify (unsigned, or signed with a key this reader does not hold, while keys are
+set) is an unreadable region and cancels nothing.
 
 This package writes frames; :mod:`.layout` holds the constants and the records a read gives,
 :mod:`.signing` the tags and key ids, and :mod:`.walk` the one frame walker.
@@ -63,6 +69,7 @@ from collections.abc import Sequence
 from functools import lru_cache
 
 from .layout import (
+    FLAG_CANCEL,
     FLAG_JSON,
     FLAG_SIGNED,
     FLAG_SPREAD,
@@ -76,16 +83,20 @@ from .layout import (
     MAX_ATTEMPTS_FIELD,
     MAX_META,
     MAX_SPREAD,
+    META_COALESCE,
     META_NOT_BEFORE,
+    META_RUN,
     META_TRACE,
     SEAL_SIZE,
     SEALED,
     TAG_SIZE,
     VERSION,
     BadRegion,
+    Coalesce,
     Frame,
     Held,
     QueueRead,
+    coalesce_of,
     dropped,
     held_reason,
     key_id_in,
@@ -98,6 +109,7 @@ from .signing import _signer, key_id, key_ids
 from .walk import Walker, parse, parse_queue, pickled_bodies
 
 __all__ = [
+    "FLAG_CANCEL",
     "FLAG_JSON",
     "FLAG_SIGNED",
     "FLAG_SPREAD",
@@ -111,21 +123,28 @@ __all__ = [
     "MAX_ATTEMPTS_FIELD",
     "MAX_META",
     "MAX_SPREAD",
+    "META_COALESCE",
     "META_NOT_BEFORE",
+    "META_RUN",
     "META_TRACE",
     "SEALED",
     "SEAL_SIZE",
     "TAG_SIZE",
     "VERSION",
     "BadRegion",
+    "Coalesce",
     "Frame",
     "Held",
     "QueueRead",
     "Walker",
+    "cancel_frame",
     "clock",
+    "coalesce_meta",
+    "coalesce_of",
     "dropped",
     "encode",
     "held_reason",
+    "ident_of",
     "key_id",
     "key_id_in",
     "key_ids",
@@ -188,6 +207,34 @@ def spread_marker(width: int, signal_key: bytes, secret_key: bytes | None = None
         raise ValueError(f"a spread is 1..{MAX_SPREAD} shards, not {width}")
     keys = () if secret_key is None else (secret_key,)
     return encode(width.to_bytes(2, "big"), signal_key, keys, flags=FLAG_SPREAD, ident=bytes(8))
+
+
+def ident_of(raw_frame: bytes) -> bytes:
+    """The 8-byte id of a frame :func:`encode` made (what a cancellation names)."""
+    return raw_frame[12:HEADER_SIZE]
+
+
+def cancel_frame(ident: bytes, signal_key: bytes, secret_keys: Sequence[bytes] = ()) -> bytes:
+    """The cancellation of the payload ``ident`` of ``signal_key``'s signal, signed like a
+    payload: appended to the payload's queue, a take that reads both drops the payload."""
+    if len(ident) != 8:
+        raise ValueError(f"a payload id is 8 bytes, not {len(ident)}")
+    return encode(ident, signal_key, secret_keys, flags=FLAG_CANCEL)
+
+
+def coalesce_meta(
+    key: str | bytes, *, sent_ms: int, debounce_ms: int = 0, debounce_max_ms: int = 0
+) -> bytes:
+    """The metadata entries that make a payload coalesce with the others of ``key`` (""
+    for a signal declared ``coalesce=True``): the key, and the run entry with its send time
+    (Unix ms, which orders the payloads of one key across shards) and its debounce."""
+    raw = key.encode() if isinstance(key, str) else key
+    if len(raw) > 0xFF:
+        raise ValueError(f"a coalesce key is at most 255 bytes of UTF-8, not {len(raw)}")
+    if not (0 <= debounce_ms <= 0xFFFFFFFF and 0 <= debounce_max_ms <= 0xFFFFFFFF):
+        raise ValueError("debounce and debounce_max are 0 to 2**32 - 1 ms")
+    run = sent_ms.to_bytes(8, "big") + struct.pack(">II", debounce_ms, debounce_max_ms)
+    return meta_entry(META_COALESCE, raw) + meta_entry(META_RUN, run)
 
 
 def _seal(body: bytes, head: bytes) -> bytes:

@@ -13,7 +13,9 @@ VERSION = 3
 FLAG_SIGNED = 0x01
 FLAG_JSON = 0x02
 FLAG_SPREAD = 0x04
-KNOWN_FLAGS = FLAG_SIGNED | FLAG_JSON | FLAG_SPREAD
+#: A cancellation: not a payload; its body is the 8-byte id of the payload it cancels.
+FLAG_CANCEL = 0x08
+KNOWN_FLAGS = FLAG_SIGNED | FLAG_JSON | FLAG_SPREAD | FLAG_CANCEL
 #: The widest spread a marker can claim; a larger claim reads as this (bounded work per read).
 #: Reached by doubling from 1: twelve widenings, 4,096 keys of ``max_value_size`` each.
 MAX_SPREAD = 4096
@@ -24,6 +26,11 @@ HEADER_SIZE = HEADER.size  # 20
 META_NOT_BEFORE = 1
 #: The trace context of the send (``traceparent`` and friends, one ``name:value`` a line).
 META_TRACE = 3
+#: The payload's coalesce key (UTF-8, at most 255 bytes; empty: the signal's one key).
+META_COALESCE = 4
+#: A coalesced payload's run: its send time (Unix ms), then its debounce and debounce_max
+#: (ms, 0: none), 8 + 4 + 4 bytes big-endian (see :func:`coalesce_of`).
+META_RUN = 5
 #: The longest metadata a frame may carry.
 MAX_META = 0xFFFF
 TAG_SIZE = 32
@@ -95,6 +102,34 @@ def not_before(frame: Frame) -> int:
     return due
 
 
+class Coalesce(NamedTuple):
+    """What a coalesced payload's metadata says: its key, when it was sent, and its debounce."""
+
+    key: bytes
+    sent_ms: int
+    debounce_ms: int
+    debounce_max_ms: int
+
+
+def coalesce_of(frame: Frame) -> Coalesce | None:
+    """The coalesce entries of ``frame`` (None: it is not coalesced). A key without a well-formed
+    run entry reads as sent at time 0 with no debounce: the oldest of its key."""
+    if not frame.meta:
+        return None
+    entries = metadata(frame.meta)
+    if not entries or META_COALESCE not in entries:
+        return None
+    run = entries.get(META_RUN, b"")
+    if len(run) != 16:
+        return Coalesce(entries[META_COALESCE], 0, 0, 0)
+    return Coalesce(
+        entries[META_COALESCE],
+        int.from_bytes(run[:8], "big"),
+        int.from_bytes(run[8:12], "big"),
+        int.from_bytes(run[12:], "big"),
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class BadRegion:
     """A stretch of bytes that could not be read as a frame, and why."""
@@ -141,6 +176,8 @@ class QueueRead(NamedTuple):
     marker_bytes: int
     #: The payload frames this reader may not deliver (see the module docstring), in order.
     held: list[Held]
+    #: The verified cancel frames (:data:`FLAG_CANCEL`), in order; never held, never payloads.
+    cancels: list[Frame]
 
 
 def held_reason(why: str, key_id: str) -> str:

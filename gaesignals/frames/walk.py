@@ -9,6 +9,7 @@ import zlib
 from collections.abc import Sequence
 
 from .layout import (
+    FLAG_CANCEL,
     FLAG_JSON,
     FLAG_SIGNED,
     FLAG_SPREAD,
@@ -46,9 +47,11 @@ _SIGNED_SIZE = HEADER_SIZE + KEY_ID_SIZE + TAG_SIZE
 # seal of 4 bytes follows every header.
 _KEYED_HEADER = struct.Struct(">IHHI8sH")
 _KEY_ID_END = HEADER_SIZE + KEY_ID_SIZE
-# The flags of a frame read without a key even by a reader that may not unpickle: JSON bodies
-# and spread markers (one byte, never deserialized).
-_READABLE_UNSIGNED = FLAG_JSON | FLAG_SPREAD
+# The flags of a frame read without a key even by a reader that may not unpickle: JSON bodies,
+# spread markers and cancellations (never deserialized).
+_READABLE_UNSIGNED = FLAG_JSON | FLAG_SPREAD | FLAG_CANCEL
+# The flags of frames that are not payloads: never held (an unverified one is a bad region).
+_NOT_PAYLOAD = FLAG_SPREAD | FLAG_CANCEL
 _HOLD = frozenset((HELD_KEY, HELD_UNSIGNED, HELD_PICKLED))
 # The magic, version and flags as one number, the metadata's length and the body's length.
 _SHORT_HEADER = struct.Struct(">I2xHI")
@@ -125,6 +128,7 @@ class Walker:
 
     __slots__ = (
         "budget",
+        "cancels",
         "candidates",
         "found",
         "held",
@@ -157,6 +161,7 @@ class Walker:
         value, size = self.value, len(self.value)
         self.found: list[Frame] = []
         self.held: list[Held] = []
+        self.cancels: list[Frame] = []
         self.marker_width = self.marker_bytes = 0
         #: Candidate frame headers checked after garbage, and work units spent on checks.
         self.candidates = self.spent = 0
@@ -182,7 +187,9 @@ class Walker:
 
     def result(self, bad: list[BadRegion]) -> QueueRead:
         self.spent = 4 * len(self.value) + 65536 - self.budget
-        return QueueRead(self.found, bad, self.marker_width, self.marker_bytes, self.held)
+        return QueueRead(
+            self.found, bad, self.marker_width, self.marker_bytes, self.held, self.cancels
+        )
 
     def refuse(self, pos: int, why: str) -> tuple[int, str]:
         """The candidate at ``pos`` is not a frame, because ``why``: charged to the budget."""
@@ -225,10 +232,11 @@ class Walker:
 
     def hold(self, why: str, frame: Frame) -> str:
         """Keep ``frame``, which may not be read here because ``why``, as held; or return the
-        reason it is a bad region instead (tampered; or a spread marker, never held)."""
+        reason it is a bad region instead (tampered; or a spread marker or a cancellation, never
+        held: a forged cancellation must never cancel, nor wait for a reader who might trust it)."""
         if why not in _HOLD:
             return why
-        if frame.flags & FLAG_SPREAD:
+        if frame.flags & _NOT_PAYLOAD:
             return held_reason(why, self.key_id_at(frame.start))
         self.held.append(Held(frame, why, self.key_id_at(frame.start)))
         return ""
@@ -291,16 +299,30 @@ class Walker:
                         return pos, why
                     pos = end
                     continue
-            if flags & FLAG_SPREAD:
-                claim = int.from_bytes(body, "big")
-                if len(body) != 2 or not claim:
-                    return pos, "malformed spread marker"
-                self.marker_width = max(self.marker_width, min(claim, MAX_SPREAD))
-                self.marker_bytes += end - pos
+            if flags & _NOT_PAYLOAD:
+                why = self.not_payload(new(Frame, (pos, end, flags, attempts, ident, body, meta)))
+                if why:
+                    return pos, why
             else:
                 append(new(Frame, (pos, end, flags, attempts, ident, body, meta)))
             pos = end
         return pos, ""
+
+    def not_payload(self, frame: Frame) -> str:
+        """Note a verified frame that is not a payload (a spread marker, a cancellation); or
+        say why it is malformed."""
+        body = frame.body
+        if frame.flags & FLAG_CANCEL:
+            if len(body) != 8 or frame.flags & (FLAG_SPREAD | FLAG_JSON):
+                return "malformed cancel frame"
+            self.cancels.append(frame)
+            return ""
+        claim = int.from_bytes(body, "big")
+        if len(body) != 2 or not claim:
+            return "malformed spread marker"
+        self.marker_width = max(self.marker_width, min(claim, MAX_SPREAD))
+        self.marker_bytes += frame.end - frame.start
+        return ""
 
     def bodies(self) -> list[bytes] | None:
         """The bodies mode: a value that passes the seal check and holds only pickle frames

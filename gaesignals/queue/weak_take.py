@@ -17,6 +17,13 @@ to count).
   key, counting whole frames as it goes; what the parse finds different (unreadable regions,
   payloads past their ttl, frames held for another key, which are appended back) is corrected.
 
+Either way, a signal whose keys hold cancellations or coalesced payloads gets
+:func:`.collapse.collapse` over all its keys read: what it supersedes or cancels leaves
+counted ``coalesced`` or ``cancelled``, not delivered, and what it keeps (a debounced run not
+due, the cancellation of a payload not due) stays queued: in the reset's value, or appended
+back after a native take (one more round trip, only while such frames wait). A delivery with
+neither pays nothing for it: the check rides on the test for metadata the take makes anyway.
+
 The corrections not yet written come back in :attr:`WeakTaken.counts`, for the caller to
 write in the same call as its own counts: the take costs no round trip of its own for them.
 """
@@ -26,7 +33,7 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from collections.abc import Collection, Mapping, Sequence, Sized
-from typing import NamedTuple, Protocol
+from typing import NamedTuple, Protocol, cast
 
 from .. import frames
 from ..accounting import (
@@ -46,6 +53,7 @@ from ..registration import SignalSpec
 from ..stores import Cached, Connection, NativeQueue, TakeGroup, Taken, home_key, is_stranded
 from .append import append_frames, widen
 from .bounds import Quotas, frames_from, head_of
+from .collapse import Collapsed, collapse
 from .spread import kept_markers, learn
 
 logger = logging.getLogger("gaesignals")
@@ -56,9 +64,12 @@ WEAK_ROUNDS = 4
 #: A key's payloads: verified frames, or the bare pickled bodies of the fast path.
 Found = list[frames.Frame] | list[bytes]
 
-#: A value's parse: its frames, unreadable regions, widest spread marker seen, and the frames
-#: held for a deliverer that can read them (``Runner.parse_all``'s ``Read``).
-Parse = tuple[list[frames.Frame], list[frames.BadRegion], int, list[frames.Frame]]
+#: A value's parse: its frames, unreadable regions, widest spread marker seen, the frames
+#: held for a deliverer that can read them and its cancellations (``Runner.parse_all``'s
+#: ``Read``).
+Parse = tuple[
+    list[frames.Frame], list[frames.BadRegion], int, list[frames.Frame], list[frames.Frame]
+]
 
 
 class Reader(Protocol):
@@ -75,7 +86,8 @@ class Reader(Protocol):
         ...
 
     def parse(self, name: str, key: str, value: bytes) -> Parse:
-        """The value's parse, even where bare bodies would do (a bounded take cuts it)."""
+        """The value's parse, even where bare bodies would do (a bounded take cuts it; a
+        cancellation elsewhere in the signal may name one of its payloads)."""
         ...
 
 
@@ -105,14 +117,17 @@ class Layout(Protocol):
 
 class TakenKey(NamedTuple):
     """What a take removed from one key: its signal, the payloads, the unreadable regions
-    dropped, and the payloads within the signal's ttl (``within_ttl``, which go to the
-    handlers)."""
+    dropped, the payloads within the signal's ttl (``within_ttl``, which go to the
+    handlers), and how many of the payloads were coalesced or cancelled (see
+    :mod:`.collapse`)."""
 
     key: str
     name: str
     found: Found
     bad: list[frames.BadRegion]
     within_ttl: Found
+    coalesced: int = 0
+    cancelled: int = 0
 
 
 class WeakTaken(NamedTuple):
@@ -136,12 +151,15 @@ class WeakTaken(NamedTuple):
 
 class _Waiting(NamedTuple):
     """What a key's take leaves queued: payloads not due yet and payloads held, with the value
-    they were parsed from and where that value starts in the key's bytes."""
+    they were parsed from and where that value starts in the key's bytes; and the frames read
+    as due that stay (``back``: a debounced run's, cancellations of payloads not due; see
+    :mod:`.collapse`), which a native take appends back."""
 
     later: list[frames.Frame]
     held: list[frames.Frame]
     value: bytes
     shift: int
+    back: tuple[frames.Frame, ...] = ()
 
     def before(self, at: int) -> _Waiting | None:
         """What waits before offset ``at`` (the rest of the value stays where it is)."""
@@ -151,8 +169,8 @@ class _Waiting(NamedTuple):
 
     def raw(self) -> bytes:
         """The bytes of every frame kept, in queue order."""
-        value, kept = self.value, self.later + self.held
-        if self.held and self.later:
+        value, kept = self.value, [*self.later, *self.held, *self.back]
+        if len(kept) > max(len(self.later), len(self.held), len(self.back)):
             kept.sort(key=lambda frame: frame.start)
         return b"".join(value[frame.start : frame.end] for frame in kept)
 
@@ -224,6 +242,11 @@ class _Take:
         self.widened: dict[str, int] = {}
         #: Each key's payloads that stay queued: not due yet, or held for another deliverer.
         self.waiting: dict[str, _Waiting] = {}
+        #: The signals whose keys hold cancellations or coalesced payloads: each such key's
+        #: cancellations, value and shift (see :meth:`collapse`).
+        self.marked: dict[str, dict[str, tuple[list[frames.Frame], bytes, int]]] = {}
+        #: Each key's payloads coalesced and cancelled, as :meth:`collapse` decided.
+        self.collapsed: dict[str, tuple[int, int]] = {}
         #: A bounded take's quotas (None: every payload due is taken).
         self.quotas: Quotas | None = None
         #: In a bounded take: each key's value as parsed (past its marker), and what stays
@@ -266,6 +289,8 @@ class _Take:
                 self.check_lost(current, parsed)
             if self.quotas is not None:
                 self.rests = self.bound(parsed)
+            if self.marked:
+                self.collapse(parsed, current)
             if not parsed:
                 return
             self.count(parsed)
@@ -379,6 +404,8 @@ class _Take:
             if self.anchors:
                 self._put_back_anchors(taken)
             self.rests = self.bound(parsed)  # past unreadable bytes: the script took them
+        if self.marked:
+            self.collapse(parsed, current)
         if self.widened:
             self._put_back_markers()
         if self.waiting or self.rests:
@@ -462,6 +489,7 @@ class _Take:
                 if (reach is not None and f.start + shift >= reach)
                 or not (f.meta and frames.not_before(f) > now)
             ]
+            past += kept.back  # read as due, so the store took them
             if past:
                 past.sort(key=lambda frame: frame.start)
                 lost[key] = b"".join(kept.value[f.start : f.end] for f in past)
@@ -492,7 +520,8 @@ class _Take:
         }
         for key, kept in self.waiting.items():
             _, found, bad, _ = parsed.get(key, ("", [], [], []))
-            queued[key] = (range(len(found) + len(kept.later) + len(kept.held)), bad)
+            back = sum(not frame.flags & frames.FLAG_CANCEL for frame in kept.back)
+            queued[key] = (range(len(found) + len(kept.later) + len(kept.held) + back), bad)
         for key, tail in self.tails.items():  # a bounded take parsed only its part
             some, regions = queued.get(key, ((), ()))
             queued[key] = (range(len(some) + tail), regions)
@@ -509,9 +538,11 @@ class _Take:
         read, within_ttl = self.reader.read, self.reader.within_ttl
         names = layout.names
         parsed: _Parsed = {}
-        if self.waiting:  # a later round: another deliverer may have taken them since
+        if self.waiting or self.marked:  # a later round: decided anew from what is read now
             for key in current:
                 self.waiting.pop(key, None)
+            self.marked.clear()
+            self.collapsed.clear()
         quotas = self.quotas
         heads = self.heads
         if heads:
@@ -541,10 +572,80 @@ class _Take:
             if isinstance(got, list):
                 parsed[key] = (name, got, [], got)
                 continue
-            found, bad = self._due(key, name, got, value, len(item.value) - len(value))
-            if found or bad:  # else only markers, or payloads not due yet or held
+            found, bad, cancels = self._due(key, name, got, value, len(item.value) - len(value))
+            if found or bad or cancels:  # else only markers, or payloads not due yet or held
                 parsed[key] = (name, found, bad, within_ttl(name, found))
         return parsed
+
+    def note(
+        self, name: str, key: str, cancels: list[frames.Frame], value: bytes, shift: int
+    ) -> None:
+        """``key`` of ``name`` holds cancellations or payloads with metadata (which may be
+        coalesced): :meth:`collapse` looks at the signal's keys once all are parsed."""
+        self.marked.setdefault(name, {})[key] = (cancels, value, shift)
+
+    def collapse(self, parsed: _Parsed, current: Mapping[str, Cached]) -> None:
+        """Apply cancellations, coalescing and debounce (:func:`.collapse.collapse`) to each
+        marked signal's keys, across all its keys read: what stays is kept as waiting, the
+        payloads coalesced or cancelled leave uncounted as delivered."""
+        for name, marked in self.marked.items():
+            due = {key: got[1] for key, got in parsed.items() if got[0] == name}
+            if not any(key in marked for key in due):
+                continue
+            if any(cancels for cancels, _, _ in marked.values()):
+                self.unbare(name, parsed, current)  # a payload moved from its shard is found
+                due = {key: got[1] for key, got in parsed.items() if got[0] == name}
+            frames_only = {k: f for k, f in due.items() if not f or isinstance(f[0], frames.Frame)}
+            waiting = {key: self.waiting[key].later for key in marked if key in self.waiting}
+            cancels = {key: marked[key][0] for key in marked if marked[key][0]}
+            decided = collapse(
+                cast(Mapping[str, list[frames.Frame]], frames_only), waiting, cancels, self.now
+            )
+            for key, deliver in decided.deliver.items():
+                self.settle(name, key, parsed, deliver, decided, marked.get(key))
+
+    def unbare(self, name: str, parsed: _Parsed, current: Mapping[str, Cached]) -> None:
+        """Parse again, as frames, the keys of ``name`` read as bare bodies (plain payloads
+        only: nothing in them is delayed, held or coalesced), for their ids."""
+        for key, (owner, found, _, _) in list(parsed.items()):
+            if owner != name or not found or not isinstance(found[0], bytes):
+                continue
+            if key in self.values:  # a bounded take: its part, as the bound cut it
+                _, again, bad = self._frames(key, parsed[key])
+                parsed[key] = (name, again, bad, again)
+                continue
+            value = current[key].value
+            marker = self.markers.get(key)
+            if marker and value.startswith(marker):
+                value = value[len(marker) :]
+            again = self.reader.parse(name, key, value)[0]
+            parsed[key] = (name, again, [], again)
+
+    def settle(
+        self,
+        name: str,
+        key: str,
+        parsed: _Parsed,
+        deliver: list[frames.Frame],
+        decided: Collapsed,
+        marked: tuple[list[frames.Frame], bytes, int] | None,
+    ) -> None:
+        """Note what :meth:`collapse` decided for one key."""
+        _, found, bad, _ = parsed[key]
+        stay = decided.stay.get(key, [])
+        coalesced, cancelled = decided.coalesced[key], decided.cancelled[key]
+        if not (stay or coalesced or cancelled):
+            return
+        if stay:
+            staying = {frame.start for frame in stay}
+            found = [f for f in cast(list[frames.Frame], found) if f.start not in staying]
+            kept = self.waiting.get(key)
+            if kept is None:
+                assert marked is not None  # a key with frames to keep was noted
+                kept = _Waiting([], [], marked[1], marked[2])
+            self.waiting[key] = kept._replace(back=(*kept.back, *stay))
+        self.collapsed[key] = (coalesced, cancelled)
+        parsed[key] = (name, found, bad, self.reader.within_ttl(name, deliver))
 
     def _read_part(
         self, key: str, name: str, value: bytes, quota: int
@@ -580,15 +681,19 @@ class _Take:
 
     def _due(
         self, key: str, name: str, got: Parse, value: bytes, shift: int
-    ) -> tuple[list[frames.Frame], list[frames.BadRegion]]:
-        """A value's payloads due now and its unreadable regions; what waits is held, a wider
-        spread learned."""
-        found, bad, seen, held = got
+    ) -> tuple[list[frames.Frame], list[frames.BadRegion], list[frames.Frame]]:
+        """A value's payloads due now, its unreadable regions and its cancellations; what waits
+        is held, a wider spread learned, a key that may need a collapse noted."""
+        found, bad, seen, held, cancels = got
         if seen > self.layout.widths[name]:
             self.learn(name, seen)
         if held or any(frame.meta for frame in found):
             found = self.hold(key, found, held, value, shift)
-        return found, bad
+            if key in self.waiting or any(frame.meta for frame in found):
+                self.note(name, key, cancels, value, shift)
+        elif cancels:
+            self.note(name, key, cancels, value, shift)
+        return found, bad, cancels
 
     def _frames(
         self, key: str, entry: tuple[str, Found, list[frames.BadRegion], Found]
@@ -599,8 +704,8 @@ class _Take:
             return name, found, bad  # type: ignore[return-value]  # frames, or nothing
         value, shift = self.values[key]
         value = value[: self.heads.get(key, len(value))]
-        again = self.reader.parse(name, key, value)
-        return (name, *self._due(key, name, again, value, shift))
+        found, bad, _ = self._due(key, name, self.reader.parse(name, key, value), value, shift)
+        return name, found, bad
 
     def bound(self, parsed: _Parsed) -> dict[str, bytes]:
         """Cut each key of ``parsed`` to the payloads its signal's quota allows, the oldest;
@@ -685,6 +790,9 @@ class _Take:
                 accounted, _, _, delivered = weak_counters(keys[name].counters)
                 changes[accounted] = changes.get(accounted, 0) + len(found)
                 changes[delivered] = changes.get(delivered, 0) + len(found)
+        for key, collapsed in self.collapsed.items() if self.collapsed else ():
+            if key in parsed:
+                _tally_collapsed(changes, keys[parsed[key][0]], collapsed, 1)
 
     def keep(
         self,
@@ -705,10 +813,30 @@ class _Take:
         for key in ordered:
             name, found, bad, within_ttl = parsed[key]
             if won[key]:
-                self.taken.append(TakenKey(key, name, found, bad, within_ttl))
+                if key in self.collapsed:  # (a test, not a call: nothing when none is)
+                    gone = self.collapsed[key]
+                    self.taken.append(TakenKey(key, name, found, bad, within_ttl, *gone))
+                else:
+                    self.taken.append(TakenKey(key, name, found, bad, within_ttl))
                 if key in self.markers or key in self.waiting or key in self.rests:
                     self.kept_back[key] = self.markers.get(key, b"") + self.kept(key)
                 if self.quotas is not None:
                     self.quotas.spend(((name, len(found)),))
             elif taken_back:
                 tally(self.counts, layout.keys[name], found, bad, within_ttl, -1)
+                if key in self.collapsed:
+                    _tally_collapsed(self.counts, layout.keys[name], self.collapsed[key], -1)
+
+
+def _tally_collapsed(
+    changes: Counter[str], signal: SignalKeys, collapsed: tuple[int, int], sign: int
+) -> None:
+    """Move a key's coalesced and cancelled payloads, which :func:`tally` counts as expired
+    (they left, and no handler gets them), to their own counters."""
+    coalesced, cancelled = collapsed
+    _, _, expired, _ = weak_counters(signal.counters)
+    changes[expired] -= sign * (coalesced + cancelled)
+    if coalesced:
+        changes[signal.counter("coalesced")] += sign * coalesced
+    if cancelled:
+        changes[signal.counter("cancelled")] += sign * cancelled

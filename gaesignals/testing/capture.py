@@ -3,6 +3,8 @@
 Both put a tapped store in front of the configured one for the block's length, so they see
 sends from any code path and any thread. The tap reads the payloads a send writes to a signal's
 queue; a capture records them, an eager block runs their handlers instead of storing them.
+A capture also reads the cancellations written beside them, so it tells what a delivery would
+run (:meth:`CapturedSignals.pending`) without a cache.
 """
 
 from __future__ import annotations
@@ -38,26 +40,78 @@ class Sent(NamedTuple):
     data: Any
 
 
+class _Trace(NamedTuple):
+    """Where a captured payload went and what a delivery would make of it: its signal's
+    queue key, its frame id, and its coalesce key (None: not coalesced)."""
+
+    key: str
+    ident: bytes
+    coalesce: bytes | None
+
+
 class CapturedSignals(list[Sent]):
     """The payloads sent while a :func:`captured_signals` block ran, in send order.
 
     It is a list of :class:`Sent` ``(name, data)`` pairs, so ``assert sent == [("a", 1)]``
-    works; :meth:`data` and :meth:`names` answer the usual questions more briefly.
+    works; :meth:`data` and :meth:`names` answer the usual questions more briefly, and
+    :meth:`pending`, :meth:`coalesced` and :meth:`cancelled` tell what a delivery would make
+    of them (coalescing and cancellations applied), with no cache needed.
     """
 
     def __init__(self, namespace: str) -> None:
         super().__init__()
         self._namespace = namespace
-        self._keys: list[str] = []
+        self._traces: list[_Trace] = []
+        self._cancels: set[tuple[str, bytes]] = set()
 
-    def _record(self, key: str, name: str, data: Any) -> None:
-        self._keys.append(key)
+    def _record(
+        self, key: str, name: str, data: Any, ident: bytes = b"", coalesce: bytes | None = None
+    ) -> None:
+        self._traces.append(_Trace(key, ident, coalesce))
         self.append(Sent(name, data))
+
+    def _cancel(self, key: str, ident: bytes) -> None:
+        self._cancels.add((key, ident))
 
     def data(self, name: str) -> list[Any]:
         """The payloads sent to ``name``, oldest first (hashed names included)."""
+        return [self[i].data for i in self._indexes(name)]
+
+    def _indexes(self, name: str) -> list[int]:
         key = signal_keys(name, self._namespace).queue
-        return [sent.data for k, sent in zip(self._keys, self, strict=True) if k == key]
+        return [i for i, trace in enumerate(self._traces) if trace.key == key]
+
+    def _fates(self, name: str) -> tuple[list[int], list[int], list[int]]:
+        """The indexes of ``name``'s payloads a delivery would run, those it would count as
+        coalesced, and those cancelled: a cancelled payload leaves first, then of each
+        coalesce key only the newest left stays."""
+        live: list[int] = []
+        cancelled: list[int] = []
+        for i in self._indexes(name):
+            trace = self._traces[i]
+            (cancelled if (trace.key, trace.ident) in self._cancels else live).append(i)
+        newest = {self._traces[i].coalesce: i for i in live}
+        kept = [
+            i
+            for i in live
+            if self._traces[i].coalesce is None or newest[self._traces[i].coalesce] == i
+        ]
+        coalesced = [i for i in live if i not in set(kept)]
+        return kept, coalesced, cancelled
+
+    def pending(self, name: str) -> list[Any]:
+        """The payloads of ``name`` a delivery would hand its handlers, oldest first: none
+        cancelled, and of the payloads sent with one coalesce key only the newest. (Times are
+        not applied: a payload held back by a delay or a debounce is listed.)"""
+        return [self[i].data for i in self._fates(name)[0]]
+
+    def coalesced(self, name: str) -> list[Any]:
+        """The payloads of ``name`` a newer one with their coalesce key supersedes."""
+        return [self[i].data for i in self._fates(name)[1]]
+
+    def cancelled(self, name: str) -> list[Any]:
+        """The payloads of ``name`` cancelled after they were sent (in this block)."""
+        return [self[i].data for i in self._fates(name)[2]]
 
     def names(self) -> list[str]:
         """The names signalled, each once, in order of first send."""
@@ -65,7 +119,8 @@ class CapturedSignals(list[Sent]):
 
     def clear(self) -> None:
         super().clear()
-        self._keys.clear()
+        self._traces.clear()
+        self._cancels.clear()
 
 
 class _Tap:
@@ -225,6 +280,11 @@ def _payloads(key: str, chunk: bytes, settings: Settings) -> list[Any]:
     return [decode(frame, settings) for frame in parsed]
 
 
+def _coalesce_key(frame: frames.Frame) -> bytes | None:
+    found = frames.coalesce_of(frame)
+    return None if found is None else found.key
+
+
 def _name_of(key: str) -> str:
     """The signal name in a queue key, or the key itself when the name was hashed into it."""
     _, _, kind, rest = key.split(":", 3)
@@ -268,9 +328,14 @@ class _Capture(_Tap):
     def sent(self, key: str, chunk: bytes) -> None:
         base = base_queue_key(key) or key  # a shard's payloads are the signal's
         name = _name_of(base)
+        settings = self.settings
+        read = frames.parse_queue(chunk, base.encode(), settings.secret_keys)
         with self.lock:
-            for data in _payloads(base, chunk, self.settings):
-                self.captured._record(base, name, data)
+            for frame in read.found:
+                data = decode(frame, settings)
+                self.captured._record(base, name, data, frame.ident, _coalesce_key(frame))
+            for mark in read.cancels:
+                self.captured._cancel(base, mark.body)
 
 
 @contextmanager

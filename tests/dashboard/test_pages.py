@@ -40,7 +40,7 @@ def test_the_list_shows_each_signals_numbers(browser: webtest.TestApp) -> None:
     cells = [td.text for td in row.find_all("td")]
     assert cells[0] == "4" and int(cells[1]) > 0  # pending, bytes
     assert (cells[3], cells[4]) == ("3", "1")  # due, delayed
-    assert cells[6] == "4" and cells[14] == "free" and cells[15] == "0"  # sent, lock, dead
+    assert cells[6] == "4" and cells[17] == "free" and cells[18] == "0"  # sent, lock, dead
     assert page.html.find("tr", attrs={"data-signal": "connected"}) is not None
     assert page.html.find(id="chart")["data-api"] == "/api/signals?page=1"
     assert "<script>" not in page.text.split("</head>")[1]  # no inline script anywhere

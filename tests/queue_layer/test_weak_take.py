@@ -52,10 +52,16 @@ class _Reader:
     def read(self, name: str, key: str, value: bytes) -> list[bytes] | Parse:
         signer = signal_keys(name, get_settings().namespace).queue.encode()
         parsed = frames.parse_queue(value, signer, self.secret_keys)
-        return parsed.found, parsed.bad, parsed.marker_width, [held.frame for held in parsed.held]
+        held = [held.frame for held in parsed.held]
+        return parsed.found, parsed.bad, parsed.marker_width, held, parsed.cancels
 
     def within_ttl(self, name: str, found: Found) -> Found:
         return found
+
+    def parse(self, name: str, key: str, value: bytes) -> Parse:
+        got = self.read(name, key, value)
+        assert not isinstance(got, list)  # this reader never gives bare bodies
+        return got
 
 
 def _keys(name: str) -> SignalKeys:

@@ -49,7 +49,8 @@ class _Reader:
 
     def parse(self, name: str, key: str, value: bytes) -> Parse:
         parsed = frames.parse_queue(value, _signer(name), get_settings().secret_keys)
-        return parsed.found, parsed.bad, parsed.marker_width, [held.frame for held in parsed.held]
+        held = [held.frame for held in parsed.held]
+        return parsed.found, parsed.bad, parsed.marker_width, held, parsed.cancels
 
     def within_ttl(self, name: str, found: Found) -> Found:
         return found

@@ -95,10 +95,12 @@
   };
   const COUNTED = [
     "sent", "delivered", "failed", "retried", "dead_lettered", "dropped", "expired", "lost",
+    "coalesced", "cancelled", "purged",
   ];
   COUNTED.forEach((name, i) => { COLUMNS[6 + i] = (row) => row[name]; });
   COLUMNS[6 + COUNTED.length] = (row) => row.lock;
   COLUMNS[7 + COUNTED.length] = (row) => row.dead_letters;
+  COLUMNS[8 + COUNTED.length] = (row) => row.debounced;
 
   function refresh(data) {
     data.signals.forEach((row) => {

@@ -56,14 +56,15 @@ return 1
 # (a spread signal's marker, or ''), how many payload frames the group may give (-1: all) and
 # which queue to take first (0-based; the others follow round in order). Each queue that holds
 # more is emptied but for its frames not due yet (a not-before time, metadata type 1, after
-# ARGV[2]), kept in order after that; its other whole frames but spread markers, walked by
-# their headers from the start (see gaesignals.frames), are counted into both counters. Once
-# the group has given its limit, the walk stops at the next payload frame: from there on the
-# queue is kept as it is. Returns, per group in order: the values read, the queues' values
-# (false: none; a queue cut short gives what was taken, or all it held if the group read keys
-# first) and the frames counted in each queue; then, for each queue whose walk stopped before
-# its end, its index in KEYS (negative: cut at the limit; positive: garbage, and frames after
-# it are not kept by the script) and where (a byte offset) the walk stopped.
+# ARGV[2]), kept in order after that; its other whole frames but spread markers and
+# cancellations, walked by their headers from the start (see gaesignals.frames), are counted
+# into both counters. Once the group has given its limit, the walk stops at the next payload
+# frame: from there on the queue is kept as it is. Returns, per group in order: the values
+# read, the queues' values (false: none; a queue cut short gives what was taken, or all it
+# held if the group read keys first) and the frames counted in each queue; then, for each
+# queue whose walk stopped before its end, its index in KEYS (negative: cut at the limit;
+# positive: garbage, and frames after it are not kept by the script) and where (a byte
+# offset) the walk stopped.
 TAKE = b"""
 local function get(key)
   local ok, value = pcall(redis.call, 'GET', key)
@@ -87,7 +88,7 @@ local function frames(value, now, quota)
   local count, at, size, kept, cut = 0, 1, #value, nil, false
   while at + 23 <= size do
     local m1, m2, version, flags, _, _, n1, n2, l1, l2, l3, l4 = string.byte(value, at, at + 11)
-    if m1 ~= 0xA7 or m2 ~= 0x5C or version ~= 3 or flags > 7 then break end
+    if m1 ~= 0xA7 or m2 ~= 0x5C or version ~= 3 or flags > 15 then break end
     local head = 20
     if flags % 2 == 1 then head = 54 end  -- header, key id, tag
     local meta = n1 * 256 + n2
@@ -96,7 +97,7 @@ local function frames(value, now, quota)
     if meta > 0 and due_at(value, at + head, at + head + meta) > now then
       kept = kept or {}
       kept[#kept + 1] = string.sub(value, at, at + length - 1)
-    elseif flags < 4 then  -- bit 2 (4) marks a spread marker
+    elseif flags < 4 then  -- bits 2 and 3 (4, 8) mark a spread marker, a cancellation
       if count == quota then
         cut = true
         break
