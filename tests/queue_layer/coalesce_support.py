@@ -8,32 +8,18 @@ from collections.abc import Sequence
 
 from gaesignals import frames
 from gaesignals.accounting import flush
-from gaesignals.config import Settings, get_settings
+from gaesignals.config import get_settings
 from gaesignals.keys import SignalKeys, shard_queues, signal_keys
 from gaesignals.queue import weak_take
 from gaesignals.queue.weak_take import Found, Parse, WeakTaken
-from gaesignals.registration import SignalSpec
 from gaesignals.stores import Store
 
 from ..conftest import RawAccess
+from .support import Layout
 
 #: The take's clock in the tests (Unix ms), and the send time of their payloads before it.
 NOW = 1_800_000_000_000
 COUNTED = ("accounted", "delivered", "dropped", "expired", "coalesced", "cancelled", "purged")
-
-
-class Layout:
-    """The keys of ``names``, each on ``shards`` queue keys, no marker known, no sweep."""
-
-    def __init__(self, settings: Settings, names: Sequence[str], shards: int = 1) -> None:
-        self.keys = {name: signal_keys(name, settings.namespace) for name in names}
-        self.shards = {name: shard_queues(k.queue, shards) for name, k in self.keys.items()}
-        self.names = {queue: name for name, queues in self.shards.items() for queue in queues}
-        self.order = {key: index for index, key in enumerate(self.names)}
-        self.markers: dict[str, bytes] = {}
-        self.specs = {name: SignalSpec(name) for name in names}
-        self.widths = dict.fromkeys(names, shards)
-        self.beyond: dict[str, int] = {}
 
 
 class Reader:

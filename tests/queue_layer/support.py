@@ -13,7 +13,9 @@ from contextlib import contextmanager
 from typing import TypeVar
 
 from gaesignals import frames
-from gaesignals.keys import SignalKeys
+from gaesignals.config import Settings
+from gaesignals.keys import SignalKeys, shard_queues, signal_keys
+from gaesignals.registration import SignalSpec
 from gaesignals.stores import Cached, Connection, Store
 from gaesignals.testing.doubles import Forwarding
 
@@ -104,3 +106,18 @@ class MeddlingStore(Forwarding):
     def connection(self) -> Iterator[Connection]:
         with self.inner.connection() as conn:
             yield _MeddledConnection(conn, self)
+
+
+class Layout:
+    """A weak take's layout (``gaesignals.queue.weak_take.Layout``): the keys of ``names``,
+    each on ``shards`` queue keys, no marker known, no sweep."""
+
+    def __init__(self, settings: Settings, names: Sequence[str], shards: int = 1) -> None:
+        self.keys = {name: signal_keys(name, settings.namespace) for name in names}
+        self.shards = {name: shard_queues(k.queue, shards) for name, k in self.keys.items()}
+        self.names = {queue: name for name, queues in self.shards.items() for queue in queues}
+        self.order = {key: index for index, key in enumerate(self.names)}
+        self.markers: dict[str, bytes] = {}
+        self.specs = {name: SignalSpec(name) for name in names}
+        self.widths = dict.fromkeys(names, shards)
+        self.beyond: dict[str, int] = {}

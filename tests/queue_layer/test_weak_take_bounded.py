@@ -8,36 +8,21 @@ import pickle
 import random
 import threading
 from collections import Counter
-from collections.abc import Sequence
 
 import gaesignals
 from gaesignals import frames
 from gaesignals.accounting import flush
-from gaesignals.config import Settings, get_settings
+from gaesignals.config import get_settings
 from gaesignals.keys import SignalKeys, shard_queues, signal_keys
 from gaesignals.queue import weak_take
 from gaesignals.queue.spread import marker
 from gaesignals.queue.weak_take import Found, Parse, WeakTaken
-from gaesignals.registration import SignalSpec
 from gaesignals.stores import Connection, Store
 from gaesignals.timing import now_ms
 
 from ..conftest import RawAccess
+from .support import Layout as _Layout
 from .support import MeddlingStore
-
-
-class _Layout:
-    """The keys of ``names``, each on ``shards`` queue keys, no marker known, no sweep."""
-
-    def __init__(self, settings: Settings, names: Sequence[str], shards: int = 1) -> None:
-        self.keys = {name: signal_keys(name, settings.namespace) for name in names}
-        self.shards = {name: shard_queues(k.queue, shards) for name, k in self.keys.items()}
-        self.names = {queue: name for name, queues in self.shards.items() for queue in queues}
-        self.order = {key: index for index, key in enumerate(self.names)}
-        self.markers: dict[str, bytes] = {}
-        self.specs = {name: SignalSpec(name) for name in names}
-        self.widths = dict.fromkeys(names, shards)
-        self.beyond: dict[str, int] = {}
 
 
 class _Reader:
