@@ -4,6 +4,7 @@ Importing this module sets Django up (tests/django_setup.py)."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from typing import Any
 
@@ -14,12 +15,17 @@ from tests.django_setup import setup_django
 setup_django()
 
 
+from django.test import Client, override_settings  # noqa: E402
+
 from examples.django_app.guestbook.models import Entry  # noqa: E402
 from gaesignals.contrib.django.signals import AsyncSignal  # noqa: E402
 from tests import django_urls  # noqa: E402
 
 paid = AsyncSignal("tests.paid")
 audited = AsyncSignal("tests.audited", reliable=True, max_attempts=3)
+
+#: The cron view's token in the suites' settings.
+TOKEN = "d" * 40
 
 
 @pytest.fixture(autouse=True)
@@ -37,3 +43,10 @@ def _clean(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
 def record(data: Any) -> None:
     django_urls.DELIVERED.append(data)
+
+
+@contextlib.contextmanager
+def site(**gaesignals_settings: Any) -> Iterator[Client]:
+    """The test URLs with ``settings.GAESIGNALS`` set, and a client built under them."""
+    with override_settings(ROOT_URLCONF="tests.django_urls", GAESIGNALS=gaesignals_settings):
+        yield Client()

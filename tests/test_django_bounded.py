@@ -4,10 +4,7 @@ default), ``GAESIGNALS["CRON_LIMIT"]`` for the cron view (1,000 by default) and
 
 from __future__ import annotations
 
-import contextlib
 import io
-from collections.abc import Iterator
-from typing import Any
 
 import pytest
 
@@ -19,23 +16,15 @@ from tests.django_setup import setup_django
 setup_django()
 
 from django.core.management import CommandError, call_command  # noqa: E402
-from django.test import Client, override_settings  # noqa: E402
 
 from tests import django_urls  # noqa: E402
 
 from .django_support import (  # noqa: E402
+    TOKEN,
     _clean,  # noqa: F401 (an autouse fixture)
     record,
+    site,
 )
-
-TOKEN = "d" * 40
-
-
-@contextlib.contextmanager
-def site(**gaesignals_settings: Any) -> Iterator[Client]:
-    """The test URLs with ``settings.GAESIGNALS`` set, and a client built under them."""
-    with override_settings(ROOT_URLCONF="tests.django_urls", GAESIGNALS=gaesignals_settings):
-        yield Client()
 
 
 def test_the_middleware_takes_at_most_100_per_request_by_default(gaesignals_store: Store) -> None:

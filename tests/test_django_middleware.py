@@ -8,9 +8,7 @@ cleanup of django_support."""
 
 from __future__ import annotations
 
-import contextlib
 import logging
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -23,24 +21,16 @@ from tests.django_setup import setup_django
 
 setup_django()
 
-from django.test import Client, override_settings  # noqa: E402
+from django.test import override_settings  # noqa: E402
 
 from tests import django_urls  # noqa: E402
 
 from .django_support import (  # noqa: E402
+    TOKEN,
     _clean,  # noqa: F401 (an autouse fixture)
     record,
+    site,
 )
-
-TOKEN = "d" * 40
-
-
-@contextlib.contextmanager
-def site(**gaesignals_settings: Any) -> Iterator[Client]:
-    """The test URLs with ``settings.GAESIGNALS`` set, and a client built under them."""
-    with override_settings(ROOT_URLCONF="tests.django_urls", GAESIGNALS=gaesignals_settings):
-        yield Client()
-
 
 # -- the middleware ------------------------------------------------------------------------------
 
